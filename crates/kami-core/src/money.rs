@@ -1,0 +1,104 @@
+use std::fmt;
+
+/// An ISO 4217 currency code. Amounts are always integers in the currency's
+/// minor unit (fen for CNY, cents for USD); this type only knows how many
+/// decimals that unit has, for display and for gateways that want decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency([u8; 3]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("currency must be a three-letter ISO 4217 code")]
+pub struct CurrencyError;
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, CurrencyError> {
+        let b = raw.trim().as_bytes();
+        if b.len() != 3 || !b.iter().all(u8::is_ascii_alphabetic) {
+            return Err(CurrencyError);
+        }
+        Ok(Self([
+            b[0].to_ascii_uppercase(),
+            b[1].to_ascii_uppercase(),
+            b[2].to_ascii_uppercase(),
+        ]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+
+    /// Decimal places of the minor unit (ISO 4217 exponent).
+    pub fn exponent(&self) -> u32 {
+        match self.as_str() {
+            "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" => 0,
+            "BHD" | "KWD" | "OMR" | "JOD" | "TND" => 3,
+            _ => 2,
+        }
+    }
+
+    /// `990` CNY → `"9.90"`: the decimal form some gateways and pages use.
+    pub fn format_decimal(&self, minor: i64) -> String {
+        let exp = self.exponent();
+        if exp == 0 {
+            return minor.to_string();
+        }
+        let scale = 10i64.pow(exp);
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / scale as u64,
+            abs % scale as u64,
+            width = exp as usize
+        )
+    }
+
+    pub fn symbol(&self) -> &'static str {
+        match self.as_str() {
+            "CNY" => "¥",
+            "USD" => "$",
+            "EUR" => "€",
+            "GBP" => "£",
+            "JPY" => "¥",
+            "HKD" => "HK$",
+            _ => "",
+        }
+    }
+
+    /// `990` CNY → `"¥9.90"`, `1234` XYZ → `"12.34 XYZ"`.
+    pub fn display(&self, minor: i64) -> String {
+        match self.symbol() {
+            "" => format!("{} {}", self.format_decimal(minor), self.as_str()),
+            sym => format!("{sym}{}", self.format_decimal(minor)),
+        }
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_uppercases() {
+        assert_eq!(Currency::parse("cny").unwrap().as_str(), "CNY");
+        assert!(Currency::parse("CN").is_err());
+        assert!(Currency::parse("C1Y").is_err());
+    }
+
+    #[test]
+    fn formats_minor_units() {
+        let cny = Currency::parse("CNY").unwrap();
+        assert_eq!(cny.format_decimal(990), "9.90");
+        assert_eq!(cny.format_decimal(5), "0.05");
+        assert_eq!(cny.display(1000), "¥10.00");
+        assert_eq!(Currency::parse("JPY").unwrap().format_decimal(500), "500");
+        assert_eq!(Currency::parse("XYZ").unwrap().display(1234), "12.34 XYZ");
+    }
+}

@@ -1,0 +1,110 @@
+//! Storage for Kami: the `Store` trait the web layer is written against, and
+//! its implementation for SQLite and PostgreSQL (`sql`), each backend with its
+//! own migrations under `migrations/`.
+//!
+//! Every method that changes more than one row is one transaction, so the
+//! invariants of DESIGN.md hold at commit boundaries whatever the caller does.
+
+mod backend;
+mod sql;
+mod types;
+
+pub use backend::{redact_url, Backend};
+pub use sql::SqlStore;
+pub use types::*;
+
+use async_trait::async_trait;
+use kami_core::Millis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> Result<()>;
+
+    // --- catalog -----------------------------------------------------------
+    async fn category_id_by_name(&self, name: &str, create: bool) -> Result<Option<i64>>;
+    async fn list_categories(&self) -> Result<Vec<Category>>;
+    async fn create_product(&self, p: &NewProduct) -> Result<Product>;
+    async fn update_product(&self, id: i64, patch: &ProductPatch) -> Result<Option<Product>>;
+    async fn get_product(&self, id: i64) -> Result<Option<Product>>;
+    async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>>;
+
+    // --- stock -------------------------------------------------------------
+    async fn stock(&self, product_id: i64) -> Result<StockCounts>;
+    /// Available codes for every product that has any.
+    async fn available_by_product(&self) -> Result<Vec<(i64, i64)>>;
+
+    // --- import ------------------------------------------------------------
+    async fn begin_import(&self, product_id: i64) -> Result<i64>;
+    /// Stages cards under the batch; returns how many were new (the rest were
+    /// duplicates of codes in this upload or ever imported for the product).
+    async fn stage_cards(&self, batch: i64, product_id: i64, cards: &[NewCard]) -> Result<u64>;
+    /// Makes the staged cards sellable in one statement and queues the
+    /// fulfilment of `paid_unfulfilled` orders of the product.
+    async fn commit_import(&self, batch: i64, product_id: i64, report: &ImportCounts)
+        -> Result<()>;
+    async fn abort_import(&self, batch: i64) -> Result<()>;
+    /// Aborts imports whose importer stopped beating before `stale_before`.
+    async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64>;
+
+    // --- orders ------------------------------------------------------------
+    async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;
+    async fn get_order(&self, order_no: &str) -> Result<Option<Order>>;
+    async fn order_cards(&self, order_id: i64) -> Result<Vec<SealedCard>>;
+    async fn lookup_orders(
+        &self,
+        email: &str,
+        query_password_hash: &[u8],
+        limit: i64,
+    ) -> Result<Vec<Order>>;
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
+    /// Records a verified payment and moves the order on, in one transaction.
+    async fn pay_order(&self, p: &NewPayment) -> Result<PayOutcome>;
+    /// Expires overdue pending orders and releases their codes; returns them.
+    async fn expire_due_orders(&self, now: Millis, limit: i64) -> Result<Vec<Order>>;
+    /// Delivers `paid_unfulfilled` orders of the product, oldest first, while
+    /// codes last; returns the delivered orders' numbers.
+    async fn fulfil_unfulfilled(&self, product_id: i64, now: Millis) -> Result<Vec<String>>;
+    async fn record_event(&self, ev: &NewEvent) -> Result<()>;
+    async fn order_events(&self, order_id: i64) -> Result<Vec<OrderEvent>>;
+    async fn events_for_order_no(&self, order_no: &str) -> Result<Vec<OrderEvent>>;
+    async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>>;
+
+    // --- idempotency -------------------------------------------------------
+    async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
+    /// Stores a response unless the key is already taken; true when stored.
+    async fn put_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool>;
+
+    // --- jobs --------------------------------------------------------------
+    async fn enqueue_job(&self, job: &NewJob) -> Result<()>;
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        max: i64,
+    ) -> Result<Vec<Job>>;
+    async fn finish_job(&self, id: i64) -> Result<()>;
+    /// Puts a periodic job back in the queue for its next run.
+    async fn reschedule_job(&self, id: i64, run_at: Millis) -> Result<()>;
+    async fn fail_job(&self, id: i64, error: &str, retry_at: Option<Millis>) -> Result<()>;
+    async fn job_counts(&self) -> Result<JobCounts>;
+
+    // --- api keys ----------------------------------------------------------
+    async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64>;
+    async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>>;
+}

@@ -1,0 +1,311 @@
+use kami_core::{now_millis, Millis};
+use sqlx::AnyPool;
+use sqlx::Row;
+
+use super::{orders, rows, SqlStore};
+use crate::types::*;
+use crate::Result;
+
+/// Rows per multi-row INSERT when staging imported cards: large enough to
+/// amortise a statement, small enough for SQLite's parameter limit.
+pub const STAGE_CHUNK: usize = 1000;
+
+pub async fn category_id_by_name(s: &SqlStore, name: &str, create: bool) -> Result<Option<i64>> {
+    if create {
+        let mut tx = s.begin().await?;
+        sqlx::query(
+            "INSERT INTO categories (merchant_id, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (merchant_id, name) DO NOTHING",
+        )
+        .bind(DEFAULT_MERCHANT)
+        .bind(name)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let id = sqlx::query_scalar("SELECT id FROM categories WHERE merchant_id = $1 AND name = $2")
+        .bind(DEFAULT_MERCHANT)
+        .bind(name)
+        .fetch_optional(&s.write)
+        .await?;
+    Ok(id)
+}
+
+pub async fn list_categories(s: &SqlStore) -> Result<Vec<Category>> {
+    let rows = sqlx::query(
+        "SELECT id, name, sort_order, visible FROM categories WHERE merchant_id = $1 \
+         ORDER BY sort_order, id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .fetch_all(&s.read)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Category {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                sort_order: r.try_get("sort_order")?,
+                visible: r.try_get::<i64, _>("visible")? != 0,
+            })
+        })
+        .collect()
+}
+
+pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
+    let now = now_millis();
+    let mut tx = s.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO products (merchant_id, category_id, name, description, price, currency, \
+         min_quantity, max_quantity, per_buyer_limit, sale_starts_at, sale_ends_at, visible, \
+         low_stock_threshold, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(p.category_id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(p.price)
+    .bind(&p.currency)
+    .bind(p.min_quantity)
+    .bind(p.max_quantity)
+    .bind(p.per_buyer_limit)
+    .bind(p.sale_starts_at)
+    .bind(p.sale_ends_at)
+    .bind(i64::from(p.visible))
+    .bind(p.low_stock_threshold)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(get_product(&s.write, id)
+        .await?
+        .expect("the product was just inserted"))
+}
+
+pub async fn update_product(
+    s: &SqlStore,
+    id: i64,
+    patch: &ProductPatch,
+) -> Result<Option<Product>> {
+    let mut tx = s.begin().await?;
+    let sql = format!(
+        "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id = $1",
+        rows::PRODUCT_COLUMNS
+    );
+    let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+        return Ok(None);
+    };
+    let cur = rows::product(&row)?;
+    sqlx::query(
+        "UPDATE products SET category_id = $2, name = $3, description = $4, price = $5, \
+         currency = $6, min_quantity = $7, max_quantity = $8, per_buyer_limit = $9, \
+         sale_starts_at = $10, sale_ends_at = $11, visible = $12, low_stock_threshold = $13, \
+         updated_at = $14 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(patch.category_id.unwrap_or(cur.category_id))
+    .bind(patch.name.as_ref().unwrap_or(&cur.name))
+    .bind(patch.description.as_ref().unwrap_or(&cur.description))
+    .bind(patch.price.unwrap_or(cur.price))
+    .bind(patch.currency.as_ref().unwrap_or(&cur.currency))
+    .bind(patch.min_quantity.unwrap_or(cur.min_quantity))
+    .bind(patch.max_quantity.unwrap_or(cur.max_quantity))
+    .bind(patch.per_buyer_limit.unwrap_or(cur.per_buyer_limit))
+    .bind(patch.sale_starts_at.unwrap_or(cur.sale_starts_at))
+    .bind(patch.sale_ends_at.unwrap_or(cur.sale_ends_at))
+    .bind(i64::from(patch.visible.unwrap_or(cur.visible)))
+    .bind(patch.low_stock_threshold.unwrap_or(cur.low_stock_threshold))
+    .bind(now_millis())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    get_product(&s.write, id).await
+}
+
+pub async fn get_product(pool: &AnyPool, id: i64) -> Result<Option<Product>> {
+    let sql = format!(
+        "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
+         WHERE p.id = $1 AND p.merchant_id = $2",
+        rows::PRODUCT_COLUMNS
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(DEFAULT_MERCHANT)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::product).transpose()
+}
+
+pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Product>> {
+    let sql = format!(
+        "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
+         WHERE p.merchant_id = $1 {} ORDER BY p.sort_order, p.id",
+        rows::PRODUCT_COLUMNS,
+        if visible_only {
+            "AND p.visible = 1"
+        } else {
+            ""
+        }
+    );
+    let rows = sqlx::query(&sql)
+        .bind(DEFAULT_MERCHANT)
+        .fetch_all(&s.read)
+        .await?;
+    rows.iter().map(rows::product).collect()
+}
+
+pub async fn stock(s: &SqlStore, product_id: i64) -> Result<StockCounts> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM cards WHERE product_id = $1 \
+         AND status IN ('available', 'reserved', 'sold') GROUP BY status",
+    )
+    .bind(product_id)
+    .fetch_all(&s.read)
+    .await?;
+    let mut c = StockCounts::default();
+    for r in rows {
+        let n: i64 = r.try_get("n")?;
+        match r.try_get::<String, _>("status")?.as_str() {
+            "available" => c.available = n,
+            "reserved" => c.reserved = n,
+            _ => c.sold = n,
+        }
+    }
+    Ok(c)
+}
+
+pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT product_id, COUNT(*) AS n FROM cards WHERE status = 'available' GROUP BY product_id",
+    )
+    .fetch_all(&s.read)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("product_id")?, r.try_get("n")?)))
+        .collect()
+}
+
+pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<i64> {
+    let now = now_millis();
+    let mut tx = s.begin().await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO card_batches (merchant_id, product_id, status, heartbeat_at, created_at) \
+         VALUES ($1, $2, 'importing', $3, $3) RETURNING id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(product_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub async fn stage_cards(
+    s: &SqlStore,
+    batch: i64,
+    product_id: i64,
+    cards: &[NewCard],
+) -> Result<u64> {
+    let now = now_millis();
+    let mut tx = s.begin().await?;
+    let mut inserted = 0;
+    for chunk in cards.chunks(STAGE_CHUNK) {
+        // Integers are formatted into the statement (they are i64s, not
+        // text); only the per-card bytes are bound, four parameters a row.
+        let mut sql = String::with_capacity(64 + chunk.len() * 64);
+        sql.push_str(
+            "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+             fingerprint, status, created_at) VALUES ",
+        );
+        for (i, _) in chunk.iter().enumerate() {
+            let b = i * 4;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "({DEFAULT_MERCHANT}, {product_id}, {batch}, ${}, ${}, ${}, ${}, 'staged', {now})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            ));
+        }
+        sql.push_str(" ON CONFLICT (product_id, fingerprint) DO NOTHING");
+        let mut q = sqlx::query(&sql).persistent(false);
+        for c in chunk {
+            q = q
+                .bind(c.ciphertext.as_slice())
+                .bind(c.nonce.as_slice())
+                .bind(c.key_id)
+                .bind(c.fingerprint.as_slice());
+        }
+        inserted += q.execute(&mut *tx).await?.rows_affected();
+    }
+    sqlx::query("UPDATE card_batches SET heartbeat_at = $2 WHERE id = $1")
+        .bind(batch)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+pub async fn commit_import(
+    s: &SqlStore,
+    batch: i64,
+    product_id: i64,
+    report: &ImportCounts,
+) -> Result<()> {
+    let now = now_millis();
+    let mut tx = s.begin().await?;
+    sqlx::query("UPDATE cards SET status = 'available' WHERE batch_id = $1 AND status = 'staged'")
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE card_batches SET status = 'committed', imported = $2, duplicates = $3, \
+         rejected = $4, finished_at = $5 WHERE id = $1",
+    )
+    .bind(batch)
+    .bind(report.imported as i64)
+    .bind(report.duplicates as i64)
+    .bind(report.rejected as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    // Paid buyers who waited for this restock are served first, in the same
+    // transaction that makes the codes sellable.
+    orders::fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
+    let mut tx = s.begin().await?;
+    sqlx::query("DELETE FROM cards WHERE batch_id = $1 AND status = 'staged'")
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE card_batches SET status = 'aborted', finished_at = $2 WHERE id = $1")
+        .bind(batch)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u64> {
+    let stale: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM card_batches WHERE status = 'importing' AND heartbeat_at < $1",
+    )
+    .bind(stale_before)
+    .fetch_all(&s.write)
+    .await?;
+    for id in &stale {
+        abort_import(s, *id).await?;
+    }
+    Ok(stale.len() as u64)
+}

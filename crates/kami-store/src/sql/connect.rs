@@ -1,0 +1,105 @@
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::Executor;
+
+use super::SqlStore;
+use crate::{Backend, Result, StoreError};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Per-connection SQLite settings: WAL lets readers run beside the writer,
+/// NORMAL sync is durable across process crashes in WAL mode, and the busy
+/// timeout covers other processes (a second instance, `kami cards import`).
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`). A SQLite file
+    /// and its directory are created when missing.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = Backend::from_url(url).ok_or(StoreError::UnsupportedUrl)?;
+        match backend {
+            Backend::Sqlite => connect_sqlite(url, pool_size).await,
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(pool_size.max(2))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                Ok(Self {
+                    backend,
+                    write: pool.clone(),
+                    read: pool,
+                })
+            }
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.write).await?;
+        Ok(())
+    }
+}
+
+async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let file = path
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    if let Some(dir) = Path::new(file)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let with_mode = |mode: &str| match query {
+        Some(q) => format!("sqlite://{file}?{q}&mode={mode}"),
+        None => format!("sqlite://{file}?mode={mode}"),
+    };
+    let write = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect(&with_mode("rwc"))
+        .await?;
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&write)
+        .await?;
+    let read: AnyPool = AnyPoolOptions::new()
+        .max_connections(pool_size.clamp(1, 8))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16384;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy(&with_mode("ro"))?;
+    Ok(SqlStore {
+        backend: Backend::Sqlite,
+        write,
+        read,
+    })
+}

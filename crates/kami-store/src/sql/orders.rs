@@ -1,0 +1,662 @@
+//! The order lifecycle in SQL: every function that changes state runs in one
+//! write transaction, and every status change is a conditional update, so two
+//! racing processes can never both move the same order or card.
+
+use kami_core::{Millis, OrderStatus};
+use sqlx::{Any, Row, Transaction};
+
+use super::{rows, SqlStore};
+use crate::types::*;
+use crate::{Backend, Result};
+
+type Tx = Transaction<'static, Any>;
+
+/// Claims up to `quantity` available codes of the product for the order in
+/// one statement (DESIGN.md, "Allocation under a flash sale"); returns how
+/// many it got. The caller decides what a short count means.
+async fn claim_cards(
+    backend: Backend,
+    tx: &mut Tx,
+    order_id: i64,
+    product_id: i64,
+    quantity: i64,
+    reserved_until: Option<Millis>,
+) -> Result<i64> {
+    let sql = format!(
+        "UPDATE cards SET status = 'reserved', order_id = $1, reserved_until = $2 \
+         WHERE id IN (SELECT id FROM cards WHERE product_id = $3 AND status = 'available' \
+         ORDER BY id LIMIT $4 {})",
+        backend.skip_locked()
+    );
+    let claimed = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(reserved_until)
+        .bind(product_id)
+        .bind(quantity)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(claimed as i64)
+}
+
+async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE cards SET status = 'available', order_id = NULL, reserved_until = NULL \
+         WHERE order_id = $1 AND status = 'reserved'",
+    )
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Result<i64> {
+    let n = sqlx::query(
+        "UPDATE cards SET status = 'sold', sold_at = $2, reserved_until = NULL \
+         WHERE order_id = $1 AND status = 'reserved'",
+    )
+    .bind(order_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n as i64)
+}
+
+pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(ev.order_id)
+    .bind(ev.order_no.as_deref())
+    .bind(&ev.kind)
+    .bind(&ev.detail)
+    .bind(ev.at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn event(
+    tx: &mut Tx,
+    order_id: i64,
+    order_no: &str,
+    kind: &str,
+    detail: String,
+    at: Millis,
+) -> Result<()> {
+    insert_event(
+        tx,
+        &NewEvent {
+            order_id: Some(order_id),
+            order_no: Some(order_no.to_string()),
+            kind: kind.to_string(),
+            detail,
+            at,
+        },
+    )
+    .await
+}
+
+pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_id, scope, key, request_hash, status_code, \
+         response, response_nonce, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(&rec.scope)
+    .bind(&rec.key)
+    .bind(rec.request_hash.as_slice())
+    .bind(rec.status_code)
+    .bind(rec.response.as_slice())
+    .bind(rec.response_nonce.as_slice())
+    .bind(rec.created_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn get_idempotency(
+    s: &SqlStore,
+    scope: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>> {
+    let row = sqlx::query(
+        "SELECT scope, key, request_hash, status_code, response, response_nonce, created_at \
+         FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&s.write)
+    .await?;
+    row.map(|r| {
+        Ok(IdempotencyRecord {
+            scope: r.try_get("scope")?,
+            key: r.try_get("key")?,
+            request_hash: r.try_get("request_hash")?,
+            status_code: r.try_get("status_code")?,
+            response: r.try_get("response")?,
+            response_nonce: r.try_get("response_nonce")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts the order and reserves its codes in one transaction: either the
+/// buyer holds exactly `quantity` codes, or nothing was written.
+pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
+    let mut tx = s.begin().await?;
+    if let Some(rec) = &o.idempotency {
+        if !insert_idempotency(&mut tx, rec).await? {
+            return Ok(Err(CreateOrderError::IdempotencyKeyTaken));
+        }
+    }
+    if let Some(limit) = o.per_buyer_limit {
+        if o.quantity > limit {
+            return Ok(Err(CreateOrderError::LimitExceeded));
+        }
+        // Row-locked conditional upsert: two racing orders of one buyer
+        // cannot both pass the check.
+        let n = sqlx::query(
+            "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
+             ON CONFLICT (product_id, email) DO UPDATE \
+             SET quantity = buyer_purchases.quantity + excluded.quantity \
+             WHERE buyer_purchases.quantity + excluded.quantity <= $4",
+        )
+        .bind(o.product_id)
+        .bind(&o.email)
+        .bind(o.quantity)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(Err(CreateOrderError::LimitExceeded));
+        }
+    }
+    let order_id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, discount, \
+         amount, currency, email, query_password_hash, access_token_hash, buyer_ip, channel, \
+         status, created_at, expires_at, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15) \
+         RETURNING id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(&o.order_no)
+    .bind(o.product_id)
+    .bind(o.quantity)
+    .bind(o.unit_price)
+    .bind(o.amount)
+    .bind(&o.currency)
+    .bind(&o.email)
+    .bind(o.query_password_hash.as_deref())
+    .bind(o.access_token_hash.as_slice())
+    .bind(o.buyer_ip.as_deref())
+    .bind(&o.channel)
+    .bind(o.created_at)
+    .bind(o.expires_at)
+    .bind(o.idempotency.as_ref().map(|r| r.key.as_str()))
+    .fetch_one(&mut *tx)
+    .await?;
+    let claimed = claim_cards(
+        s.backend,
+        &mut tx,
+        order_id,
+        o.product_id,
+        o.quantity,
+        Some(o.expires_at),
+    )
+    .await?;
+    if claimed < o.quantity {
+        tx.rollback().await?;
+        return Ok(Err(if claimed == 0 {
+            CreateOrderError::SoldOut
+        } else {
+            CreateOrderError::InsufficientStock { available: claimed }
+        }));
+    }
+    event(
+        &mut tx,
+        order_id,
+        &o.order_no,
+        "created",
+        format!(
+            "reserved {} code(s) until expiry; channel {}",
+            o.quantity, o.channel
+        ),
+        o.created_at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(Order {
+        id: order_id,
+        order_no: o.order_no.clone(),
+        product_id: o.product_id,
+        quantity: o.quantity,
+        unit_price: o.unit_price,
+        amount: o.amount,
+        currency: o.currency.clone(),
+        email: o.email.clone(),
+        access_token_hash: o.access_token_hash.clone(),
+        has_query_password: o.query_password_hash.is_some(),
+        buyer_ip: o.buyer_ip.clone(),
+        channel: o.channel.clone(),
+        status: OrderStatusField(OrderStatus::Pending),
+        created_at: o.created_at,
+        expires_at: o.expires_at,
+        paid_at: None,
+        delivered_at: None,
+    }))
+}
+
+pub async fn get_order(s: &SqlStore, order_no: &str) -> Result<Option<Order>> {
+    let sql = format!(
+        "SELECT {} FROM orders WHERE order_no = $1",
+        rows::ORDER_COLUMNS
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_no)
+        .fetch_optional(&s.read)
+        .await?;
+    row.as_ref().map(rows::order).transpose()
+}
+
+pub async fn order_cards(s: &SqlStore, order_id: i64) -> Result<Vec<SealedCard>> {
+    let rows = sqlx::query(
+        "SELECT id, product_id, ciphertext, nonce, key_id FROM cards \
+         WHERE order_id = $1 AND status = 'sold' ORDER BY id",
+    )
+    .bind(order_id)
+    .fetch_all(&s.read)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SealedCard {
+                id: r.try_get("id")?,
+                product_id: r.try_get("product_id")?,
+                ciphertext: r.try_get("ciphertext")?,
+                nonce: r.try_get("nonce")?,
+                key_id: r.try_get("key_id")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn lookup_orders(
+    s: &SqlStore,
+    email: &str,
+    qp_hash: &[u8],
+    limit: i64,
+) -> Result<Vec<Order>> {
+    let sql = format!(
+        "SELECT {} FROM orders WHERE merchant_id = $1 AND email = $2 AND query_password_hash = $3 \
+         ORDER BY id DESC LIMIT $4",
+        rows::ORDER_COLUMNS
+    );
+    let rows = sqlx::query(&sql)
+        .bind(DEFAULT_MERCHANT)
+        .bind(email)
+        .bind(qp_hash)
+        .bind(limit)
+        .fetch_all(&s.read)
+        .await?;
+    rows.iter().map(rows::order).collect()
+}
+
+pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
+    let mut sql = format!(
+        "SELECT {} FROM orders WHERE merchant_id = $1",
+        rows::ORDER_COLUMNS
+    );
+    let mut n = 1;
+    let mut next = |col: &str| {
+        n += 1;
+        format!(" AND {col} ${n}")
+    };
+    if f.status.is_some() {
+        sql += &next("status =");
+    }
+    if f.email.is_some() {
+        sql += &next("email =");
+    }
+    if f.product_id.is_some() {
+        sql += &next("product_id =");
+    }
+    if f.before_id.is_some() {
+        sql += &next("id <");
+    }
+    sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
+    let mut q = sqlx::query(&sql).bind(DEFAULT_MERCHANT);
+    if let Some(st) = f.status {
+        q = q.bind(st.as_str());
+    }
+    if let Some(e) = &f.email {
+        q = q.bind(e.as_str());
+    }
+    if let Some(p) = f.product_id {
+        q = q.bind(p);
+    }
+    if let Some(b) = f.before_id {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&s.read).await?;
+    rows.iter().map(rows::order).collect()
+}
+
+/// DESIGN.md "Pay": the payment row's UNIQUE (channel, trade_no) makes a
+/// repeated notification a no-op; the order moves on with conditional
+/// updates in the same transaction.
+pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
+    let now = p.received_at;
+    let mut tx = s.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, raw, \
+         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (channel, trade_no) DO NOTHING",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(p.order_id)
+    .bind(&p.channel)
+    .bind(&p.trade_no)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(&p.raw)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        return Ok(PayOutcome::Duplicate);
+    }
+    let sql = format!(
+        "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
+        s.backend.for_update()
+    );
+    let row = sqlx::query(&sql)
+        .bind(p.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let order_no: String = row.try_get("order_no")?;
+    let status: String = row.try_get("status")?;
+    let product_id: i64 = row.try_get("product_id")?;
+    let quantity: i64 = row.try_get("quantity")?;
+    let email: String = row.try_get("email")?;
+    let paid = format!(
+        "{} {} via {} trade {}",
+        p.amount, p.currency, p.channel, p.trade_no
+    );
+    let outcome = match OrderStatus::parse(&status) {
+        Some(OrderStatus::Pending) => {
+            let sold = sell_cards(&mut tx, p.order_id, now).await?;
+            if sold != quantity {
+                // Impossible while the invariants hold; refuse rather than
+                // deliver short, so the gateway retries and an operator looks.
+                tx.rollback().await?;
+                return Err(crate::StoreError::Corrupt(format!(
+                    "order {order_no} held {sold} reserved codes, expected {quantity}"
+                )));
+            }
+            deliver(&mut tx, p.order_id, &order_no, now, &paid, "pending").await?;
+            PayOutcome::Delivered
+        }
+        Some(OrderStatus::Expired) => {
+            // A late payment: the codes went back to stock at expiry; take
+            // them again if there are enough, or park the order for restock.
+            restore_buyer_quantity(&mut tx, product_id, &email, quantity).await?;
+            let claimed =
+                claim_cards(s.backend, &mut tx, p.order_id, product_id, quantity, None).await?;
+            if claimed == quantity {
+                sell_cards(&mut tx, p.order_id, now).await?;
+                deliver(
+                    &mut tx,
+                    p.order_id,
+                    &order_no,
+                    now,
+                    &format!("late payment: {paid}"),
+                    "expired",
+                )
+                .await?;
+                PayOutcome::Delivered
+            } else {
+                release_cards(&mut tx, p.order_id).await?;
+                sqlx::query(
+                    "UPDATE orders SET status = 'paid_unfulfilled', paid_at = $2 \
+                     WHERE id = $1 AND status = 'expired'",
+                )
+                .bind(p.order_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                event(
+                    &mut tx,
+                    p.order_id,
+                    &order_no,
+                    "paid",
+                    format!("late payment: {paid}"),
+                    now,
+                )
+                .await?;
+                event(
+                    &mut tx,
+                    p.order_id,
+                    &order_no,
+                    "paid_unfulfilled",
+                    format!("no stock for {quantity} code(s); waiting for restock or refund"),
+                    now,
+                )
+                .await?;
+                PayOutcome::PaidUnfulfilled
+            }
+        }
+        _ => {
+            event(
+                &mut tx,
+                p.order_id,
+                &order_no,
+                "payment_for_paid_order",
+                format!("order already {status}; extra payment {paid} needs a refund"),
+                now,
+            )
+            .await?;
+            PayOutcome::AlreadyPaid
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn deliver(
+    tx: &mut Tx,
+    order_id: i64,
+    order_no: &str,
+    now: Millis,
+    paid: &str,
+    from: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET status = 'delivered', paid_at = $2, delivered_at = $2 \
+         WHERE id = $1 AND status = $3",
+    )
+    .bind(order_id)
+    .bind(now)
+    .bind(from)
+    .execute(&mut **tx)
+    .await?;
+    event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
+    event(tx, order_id, order_no, "delivered", String::new(), now).await
+}
+
+async fn restore_buyer_quantity(
+    tx: &mut Tx,
+    product_id: i64,
+    email: &str,
+    quantity: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE buyer_purchases SET quantity = quantity + $3 WHERE product_id = $1 AND email = $2",
+    )
+    .bind(product_id)
+    .bind(email)
+    .bind(quantity)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
+    let mut tx = s.begin().await?;
+    let sql = format!(
+        "SELECT {} FROM orders WHERE status = 'pending' AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2 {}",
+        rows::ORDER_COLUMNS,
+        s.backend.skip_locked()
+    );
+    let due: Vec<Order> = sqlx::query(&sql)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(rows::order)
+        .collect::<Result<_>>()?;
+    let mut expired = Vec::with_capacity(due.len());
+    let mut products = Vec::new();
+    for o in due {
+        let moved = sqlx::query(
+            "UPDATE orders SET status = 'expired' WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(o.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            continue;
+        }
+        release_cards(&mut tx, o.id).await?;
+        sqlx::query(
+            "UPDATE buyer_purchases SET quantity = CASE WHEN quantity > $3 THEN quantity - $3 ELSE 0 END \
+             WHERE product_id = $1 AND email = $2",
+        )
+        .bind(o.product_id)
+        .bind(&o.email)
+        .bind(o.quantity)
+        .execute(&mut *tx)
+        .await?;
+        event(
+            &mut tx,
+            o.id,
+            &o.order_no,
+            "expired",
+            format!("released {} code(s)", o.quantity),
+            now,
+        )
+        .await?;
+        if !products.contains(&o.product_id) {
+            products.push(o.product_id);
+        }
+        expired.push(Order {
+            status: OrderStatusField(OrderStatus::Expired),
+            ..o
+        });
+    }
+    // Released codes go to buyers who already paid and wait, before anyone new.
+    for product_id in products {
+        fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// Delivers waiting paid orders of a product strictly oldest first: it stops
+/// at the first order the remaining stock cannot cover in full.
+pub async fn fulfil_unfulfilled_in(
+    backend: Backend,
+    tx: &mut Tx,
+    product_id: i64,
+    now: Millis,
+) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT id, order_no, quantity FROM orders WHERE product_id = $1 \
+         AND status = 'paid_unfulfilled' ORDER BY id {}",
+        backend.skip_locked()
+    );
+    let waiting = sqlx::query(&sql)
+        .bind(product_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut delivered = Vec::new();
+    for row in waiting {
+        let id: i64 = row.try_get("id")?;
+        let order_no: String = row.try_get("order_no")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        let claimed = claim_cards(backend, tx, id, product_id, quantity, None).await?;
+        if claimed < quantity {
+            release_cards(tx, id).await?;
+            break;
+        }
+        sell_cards(tx, id, now).await?;
+        sqlx::query(
+            "UPDATE orders SET status = 'delivered', delivered_at = $2 \
+             WHERE id = $1 AND status = 'paid_unfulfilled'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        event(
+            tx,
+            id,
+            &order_no,
+            "delivered",
+            "fulfilled from restocked codes".into(),
+            now,
+        )
+        .await?;
+        delivered.push(order_no);
+    }
+    Ok(delivered)
+}
+
+pub async fn order_events(
+    s: &SqlStore,
+    order_id: Option<i64>,
+    order_no: Option<&str>,
+) -> Result<Vec<OrderEvent>> {
+    let rows = match (order_id, order_no) {
+        (Some(id), _) => {
+            sqlx::query(
+                "SELECT id, order_no, kind, detail, created_at FROM order_events \
+                 WHERE order_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&s.read)
+            .await?
+        }
+        (None, Some(no)) => {
+            sqlx::query(
+                "SELECT id, order_no, kind, detail, created_at FROM order_events \
+                 WHERE order_no = $1 ORDER BY id",
+            )
+            .bind(no)
+            .fetch_all(&s.read)
+            .await?
+        }
+        (None, None) => Vec::new(),
+    };
+    rows.iter().map(rows::event).collect()
+}
+
+pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        .fetch_all(&s.read)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+        .collect()
+}

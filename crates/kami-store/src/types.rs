@@ -1,0 +1,264 @@
+use kami_core::{Millis, OrderStatus};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_MERCHANT: i64 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Category {
+    pub id: i64,
+    pub name: String,
+    pub sort_order: i64,
+    pub visible: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Product {
+    pub id: i64,
+    pub category_id: Option<i64>,
+    pub category: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub price: i64,
+    pub currency: String,
+    pub min_quantity: i64,
+    pub max_quantity: i64,
+    pub per_buyer_limit: Option<i64>,
+    pub sale_starts_at: Option<Millis>,
+    pub sale_ends_at: Option<Millis>,
+    pub visible: bool,
+    pub low_stock_threshold: i64,
+    pub sort_order: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// Available codes (not reserved, not sold).
+    pub stock: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewProduct {
+    pub category_id: Option<i64>,
+    pub name: String,
+    pub description: String,
+    pub price: i64,
+    pub currency: String,
+    pub min_quantity: i64,
+    pub max_quantity: i64,
+    pub per_buyer_limit: Option<i64>,
+    pub sale_starts_at: Option<Millis>,
+    pub sale_ends_at: Option<Millis>,
+    pub visible: bool,
+    pub low_stock_threshold: i64,
+}
+
+/// A partial update: `None` leaves a field alone; `Some(None)` clears a
+/// nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct ProductPatch {
+    pub category_id: Option<Option<i64>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<String>,
+    pub min_quantity: Option<i64>,
+    pub max_quantity: Option<i64>,
+    pub per_buyer_limit: Option<Option<i64>>,
+    pub sale_starts_at: Option<Option<Millis>>,
+    pub sale_ends_at: Option<Option<Millis>>,
+    pub visible: Option<bool>,
+    pub low_stock_threshold: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct StockCounts {
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+/// A code ready for storage: sealed, with its keyed fingerprint.
+#[derive(Debug, Clone)]
+pub struct NewCard {
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub key_id: i64,
+    pub fingerprint: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SealedCard {
+    pub id: i64,
+    pub product_id: i64,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub key_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub imported: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order_no: String,
+    pub product_id: i64,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    pub query_password_hash: Option<Vec<u8>>,
+    pub access_token_hash: Vec<u8>,
+    pub buyer_ip: Option<String>,
+    pub channel: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// Enforced atomically with the reservation when set.
+    pub per_buyer_limit: Option<i64>,
+    /// Stored in the same transaction as the order, so a retried request
+    /// can never create a second order.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOrderError {
+    SoldOut,
+    InsufficientStock {
+        available: i64,
+    },
+    LimitExceeded,
+    /// The idempotency key was stored by a concurrent request first.
+    IdempotencyKeyTaken,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Order {
+    pub id: i64,
+    pub order_no: String,
+    pub product_id: i64,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    #[serde(skip)]
+    pub access_token_hash: Vec<u8>,
+    #[serde(skip)]
+    pub has_query_password: bool,
+    pub buyer_ip: Option<String>,
+    pub channel: String,
+    pub status: OrderStatusField,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub paid_at: Option<Millis>,
+    pub delivered_at: Option<Millis>,
+}
+
+/// `OrderStatus` as stored; kept a newtype so `Order` serialises cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderStatusField(pub OrderStatus);
+
+impl Serialize for OrderStatusField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub email: Option<String>,
+    pub product_id: Option<i64>,
+    pub limit: i64,
+    /// Orders with an id below this (newest first paging).
+    pub before_id: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub order_id: i64,
+    pub channel: String,
+    pub trade_no: String,
+    pub amount: i64,
+    pub currency: String,
+    /// The verified notification, secrets redacted, kept for audit.
+    pub raw: String,
+    pub received_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// The order is delivered (now, or by a late payment re-reserving codes).
+    Delivered,
+    /// Paid, but no codes were left: waits for a restock or an operator.
+    PaidUnfulfilled,
+    /// This payment was processed before; nothing changed.
+    Duplicate,
+    /// Another payment for an order already paid: recorded for the operator
+    /// to refund; nothing else changed.
+    AlreadyPaid,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub order_id: Option<i64>,
+    pub order_no: Option<String>,
+    pub kind: String,
+    pub detail: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderEvent {
+    pub id: i64,
+    pub order_no: Option<String>,
+    pub kind: String,
+    pub detail: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    pub status_code: i64,
+    /// Sealed response body.
+    pub response: Vec<u8>,
+    pub response_nonce: Vec<u8>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: String,
+    pub run_at: Millis,
+    /// At most one queued job per key (periodic jobs, per-product work).
+    pub dedupe_key: Option<String>,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct JobCounts {
+    pub queued: i64,
+    pub dead: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    pub scopes: String,
+}
