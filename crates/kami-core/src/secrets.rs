@@ -76,6 +76,7 @@ impl MasterKey {
 /// The derived keys the running shop needs.
 #[derive(Clone)]
 pub struct Keys {
+    check: String,
     seal: Aes256Gcm,
     fingerprint: [u8; 32],
     query_password: [u8; 32],
@@ -99,10 +100,18 @@ impl Keys {
     pub fn new(master: &MasterKey) -> Self {
         let seal_key = master.derive("card-seal");
         Self {
+            check: hex::encode(&master.derive("key-check")[..16]),
             seal: Aes256Gcm::new_from_slice(&seal_key).expect("32-byte key"),
             fingerprint: master.derive("card-fingerprint"),
             query_password: master.derive("query-password"),
         }
+    }
+
+    /// A value derived from the master key that reveals nothing about it,
+    /// stored once in the database: a process started with another key sees
+    /// the mismatch and refuses to run instead of sealing codes no one can open.
+    pub fn check_value(&self) -> &str {
+        &self.check
     }
 
     /// Seals `plaintext` bound to `context` (associated data): a ciphertext

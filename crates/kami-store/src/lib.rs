@@ -104,6 +104,11 @@ pub trait Store: Send + Sync + 'static {
     async fn fail_job(&self, id: i64, error: &str, retry_at: Option<Millis>) -> Result<()>;
     async fn job_counts(&self) -> Result<JobCounts>;
 
+    // --- settings ----------------------------------------------------------
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets the value only if the key has none yet; returns the value stored.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
     // --- api keys ----------------------------------------------------------
     async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64>;
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>>;

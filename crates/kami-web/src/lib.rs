@@ -1,1 +1,19 @@
+//! Kami's HTTP layer (axum): the JSON API, the storefront, payment
+//! callbacks, middleware, metrics and the background workers. Handlers never
+//! write SQL; they call `services`, which call the `Store`.
 
+pub mod api;
+mod app;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod pay;
+pub mod present;
+pub mod rate_limit;
+pub mod services;
+pub mod shop;
+pub mod state;
+pub mod workers;
+
+pub use app::{build_state, router, serve};
+pub use state::{AppState, Settings, Shared};

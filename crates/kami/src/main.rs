@@ -1,1 +1,100 @@
-fn main() {}
+//! `kami`: the one binary. Subcommands share configuration and migrate the
+//! database before doing anything else.
+
+mod commands;
+mod config;
+mod master_key;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Flags};
+
+#[derive(Parser)]
+#[command(name = "kami", version, about = "Self-hosted automatic card-key delivery")]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the shop: storefront, API, payment callbacks and workers.
+    Serve {
+        /// Seed a clearly marked demo product and turn on sandbox payments.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage admin API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Manage card stock.
+    Cards {
+        #[command(subcommand)]
+        command: CardsCommand,
+    },
+    /// Write an online backup of the SQLite database to FILE.
+    Backup { file: std::path::PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once, alone on the last line of stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CardsCommand {
+    /// Import codes (one per line; UTF-8 or GBK) from FILE into a product.
+    Import {
+        #[arg(long)]
+        product: i64,
+        file: std::path::PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let mut cfg = match Config::load(&cli.flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kami: configuration error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { demo } => {
+                cfg.demo |= demo;
+                commands::serve::run(cfg).await
+            }
+            Command::Migrate => commands::admin::migrate(cfg).await,
+            Command::ApiKey {
+                command: ApiKeyCommand::Create { name },
+            } => commands::admin::create_api_key(cfg, &name).await,
+            Command::Cards {
+                command: CardsCommand::Import { product, file },
+            } => commands::cards::import(cfg, product, &file).await,
+            Command::Backup { file } => commands::admin::backup(cfg, &file).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kami: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

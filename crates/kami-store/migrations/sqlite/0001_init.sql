@@ -177,3 +177,10 @@ CREATE TABLE api_keys (
     last_used_at INTEGER,
     revoked_at   INTEGER
 );
+
+-- Shop-wide settings; `master_key_check` lets every process refuse to start
+-- with a master key other than the one the stored codes were sealed with.
+CREATE TABLE settings (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+);

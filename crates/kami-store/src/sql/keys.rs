@@ -55,3 +55,25 @@ pub async fn api_key_by_hash(s: &SqlStore, key_hash: &[u8], now: Millis) -> Resu
     }
     Ok(Some(key))
 }
+
+pub async fn get_setting(s: &SqlStore, key: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&s.write)
+        .await?)
+}
+
+pub async fn init_setting(s: &SqlStore, key: &str, value: &str) -> Result<String> {
+    let mut tx = s.begin().await?;
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    let stored = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(stored)
+}

@@ -185,10 +185,25 @@ impl Store for SqlStore {
         jobs::counts(self).await
     }
 
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        keys::get_setting(self, key).await
+    }
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        keys::init_setting(self, key, value).await
+    }
+
     async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64> {
         keys::create_api_key(self, name, key_hash, prefix).await
     }
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>> {
         keys::api_key_by_hash(self, key_hash, now).await
+    }
+}
+
+impl SqlStore {
+    /// An online, consistent copy of a SQLite database (`VACUUM INTO`).
+    pub async fn backup_sqlite(&self, path: &str) -> Result<()> {
+        sqlx::query("VACUUM INTO $1").bind(path).execute(&self.write).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,288 @@
+//! The admin API (`Authorization: Bearer <api key>`).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures::StreamExt;
+use kami_core::{Currency, OrderStatus};
+use kami_store::{NewProduct, OrderFilter, ProductPatch};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AdminKey, JsonBody};
+use crate::present;
+use crate::services::import::{import_cards, ImportError};
+use crate::services::orders::parse_id;
+use crate::state::Shared;
+
+/// Product fields as the admin API takes them; `null` clears a nullable one.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ProductInput {
+    name: Option<String>,
+    price: Option<i64>,
+    currency: Option<String>,
+    description: Option<String>,
+    category: Option<Option<String>>,
+    min_quantity: Option<i64>,
+    max_quantity: Option<i64>,
+    #[serde(deserialize_with = "double_option")]
+    per_buyer_limit: Option<Option<i64>>,
+    visible: Option<bool>,
+    #[serde(deserialize_with = "double_option")]
+    sale_starts_at: Option<Option<String>>,
+    #[serde(deserialize_with = "double_option")]
+    sale_ends_at: Option<Option<String>>,
+    low_stock_threshold: Option<i64>,
+}
+
+/// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn parse_time(field: &'static str, v: &Option<String>) -> ApiResult<Option<i64>> {
+    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+            .map_err(|_| ApiError::invalid_param(field, format!("{field} must be an RFC 3339 time"))),
+    }
+}
+
+fn check_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid_param("name", "name must be 1-200 characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn check_price(price: i64) -> ApiResult<i64> {
+    if !(1..=100_000_000_00).contains(&price) {
+        return Err(ApiError::invalid_param("price", "price must be a positive integer in minor units"));
+    }
+    Ok(price)
+}
+
+fn check_currency(c: &str) -> ApiResult<String> {
+    Currency::parse(c)
+        .map(|c| c.as_str().to_string())
+        .map_err(|e| ApiError::invalid_param("currency", e.to_string()))
+}
+
+fn check_quantities(min: i64, max: i64, limit: Option<i64>) -> ApiResult<()> {
+    if min < 1 || max < min || max > 10_000 {
+        return Err(ApiError::invalid_param(
+            "max_quantity",
+            "need 1 <= min_quantity <= max_quantity <= 10000",
+        ));
+    }
+    if limit.is_some_and(|l| l < 1) {
+        return Err(ApiError::invalid_param("per_buyer_limit", "per_buyer_limit must be at least 1 or null"));
+    }
+    Ok(())
+}
+
+fn check_description(d: &str) -> ApiResult<String> {
+    if d.len() > 64 * 1024 {
+        return Err(ApiError::invalid_param("description", "description is longer than 64 KiB"));
+    }
+    Ok(d.to_string())
+}
+
+async fn category_id(state: &Shared, name: &Option<String>) -> ApiResult<Option<i64>> {
+    match name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        None => Ok(None),
+        Some(n) if n.chars().count() > 100 => Err(ApiError::invalid_param("category", "category must be at most 100 characters")),
+        Some(n) => Ok(state.store.category_id_by_name(n, true).await?),
+    }
+}
+
+pub async fn create_product(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    body: JsonBody<ProductInput>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input = body.value;
+    let name = check_name(input.name.as_deref().ok_or_else(|| ApiError::invalid_param("name", "name is required"))?)?;
+    let price = check_price(input.price.ok_or_else(|| ApiError::invalid_param("price", "price is required"))?)?;
+    let currency = check_currency(input.currency.as_deref().ok_or_else(|| ApiError::invalid_param("currency", "currency is required"))?)?;
+    let min_quantity = input.min_quantity.unwrap_or(1);
+    let max_quantity = input.max_quantity.unwrap_or(10);
+    let per_buyer_limit = input.per_buyer_limit.flatten();
+    check_quantities(min_quantity, max_quantity, per_buyer_limit)?;
+    let new = NewProduct {
+        category_id: category_id(&state, &input.category.flatten()).await?,
+        name,
+        description: check_description(input.description.as_deref().unwrap_or_default())?,
+        price,
+        currency,
+        min_quantity,
+        max_quantity,
+        per_buyer_limit,
+        sale_starts_at: parse_time("sale_starts_at", &input.sale_starts_at.flatten())?,
+        sale_ends_at: parse_time("sale_ends_at", &input.sale_ends_at.flatten())?,
+        visible: input.visible.unwrap_or(true),
+        low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
+    };
+    let p = state.store.create_product(&new).await?;
+    tracing::info!(product_id = p.id, "product created");
+    Ok((StatusCode::CREATED, Json(present::product(&p))))
+}
+
+pub async fn update_product(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Path(id): Path<String>,
+    body: JsonBody<ProductInput>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    let cur = state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    let input = body.value;
+    let min = input.min_quantity.unwrap_or(cur.min_quantity);
+    let max = input.max_quantity.unwrap_or(cur.max_quantity);
+    let limit = input.per_buyer_limit.unwrap_or(cur.per_buyer_limit);
+    check_quantities(min, max, limit)?;
+    let patch = ProductPatch {
+        category_id: match &input.category {
+            None => None,
+            Some(name) => Some(category_id(&state, name).await?),
+        },
+        name: input.name.as_deref().map(check_name).transpose()?,
+        description: input.description.as_deref().map(check_description).transpose()?,
+        price: input.price.map(check_price).transpose()?,
+        currency: input.currency.as_deref().map(check_currency).transpose()?,
+        min_quantity: input.min_quantity,
+        max_quantity: input.max_quantity,
+        per_buyer_limit: input.per_buyer_limit,
+        sale_starts_at: input.sale_starts_at.as_ref().map(|v| parse_time("sale_starts_at", v)).transpose()?,
+        sale_ends_at: input.sale_ends_at.as_ref().map(|v| parse_time("sale_ends_at", v)).transpose()?,
+        visible: input.visible,
+        low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
+    };
+    let p = state
+        .store
+        .update_product(id, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(Json(present::product(&p)))
+}
+
+pub async fn list_products(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {
+    let products = state.store.list_products(false).await?;
+    let data: Vec<Value> = products.iter().map(present::product).collect();
+    Ok(Json(json!({"data": data, "has_more": false})))
+}
+
+pub async fn import(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    // The import runs in its own task: if the client goes away mid-upload,
+    // the body errors and the task still aborts the batch cleanly.
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let chunks = body.into_data_stream().map(|r| r.map_err(|e| e.to_string())).boxed();
+        import_cards(task_state.store.as_ref(), &task_state.keys, id, chunks, |_| {}).await
+    });
+    let report = task.await.map_err(ApiError::internal)?;
+    match report {
+        Ok(r) => Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?)),
+        Err(ImportError::Binary(e)) => Err(ApiError::invalid(e.to_string())),
+        Err(ImportError::Body(e)) if e.contains("length limit") => Err(ApiError::payload_too_large("16 MiB")),
+        Err(ImportError::Body(e)) => Err(ApiError::bad_request(format!("upload failed: {e}"))),
+        Err(ImportError::Store(e)) => Err(e.into()),
+    }
+}
+
+pub async fn stock(State(state): State<Shared>, _key: AdminKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    let s = state.store.stock(id).await?;
+    Ok(Json(json!({"available": s.available, "reserved": s.reserved, "sold": s.sold})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OrdersQuery {
+    status: Option<String>,
+    email: Option<String>,
+    product_id: Option<String>,
+    limit: Option<i64>,
+    starting_after: Option<String>,
+}
+
+pub async fn list_orders(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Query(q): Query<OrdersQuery>,
+) -> ApiResult<Json<Value>> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| ApiError::invalid_param("status", "unknown status"))?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(no) => Some(
+            state
+                .store
+                .get_order(no)
+                .await?
+                .ok_or_else(|| ApiError::invalid_param("starting_after", "unknown order number"))?
+                .id,
+        ),
+    };
+    let filter = OrderFilter {
+        status,
+        email: q.email.map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()),
+        product_id: q.product_id.and_then(|p| p.parse().ok()),
+        limit: limit + 1,
+        before_id,
+    };
+    let mut orders = state.store.list_orders(&filter).await?;
+    let has_more = orders.len() as i64 > limit;
+    orders.truncate(limit as usize);
+    let data: Vec<Value> = orders.iter().map(present::admin_order).collect();
+    Ok(Json(json!({"data": data, "has_more": has_more})))
+}
+
+fn events_json(events: &[kami_store::OrderEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            json!({"order_no": e.order_no, "kind": e.kind, "detail": e.detail,
+                   "created_at": present::time(Some(e.created_at))})
+        })
+        .collect()
+}
+
+pub async fn get_order(State(state): State<Shared>, _key: AdminKey, Path(order_no): Path<String>) -> ApiResult<Json<Value>> {
+    let order = state.store.get_order(&order_no).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let events = state.store.order_events(order.id).await?;
+    let mut v = present::admin_order(&order);
+    v["events"] = json!(events_json(&events));
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    order_no: String,
+}
+
+/// Events by order number, including rejected notifications that named an
+/// order that does not exist.
+pub async fn events(State(state): State<Shared>, _key: AdminKey, Query(q): Query<EventsQuery>) -> ApiResult<Json<Value>> {
+    let events = state.store.events_for_order_no(&q.order_no).await?;
+    Ok(Json(json!({"data": events_json(&events), "has_more": false})))
+}

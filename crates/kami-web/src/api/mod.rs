@@ -1,0 +1,4 @@
+//! The JSON API of API.md: public (buyer) routes and the admin API.
+
+pub mod admin;
+pub mod public;

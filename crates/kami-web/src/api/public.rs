@@ -1,0 +1,210 @@
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kami_core::secrets::{ct_eq, token_hash};
+use kami_core::Email;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{bearer, ClientIp, JsonBody};
+use crate::present;
+use crate::rate_limit::Class;
+use crate::services::cards::delivered_codes;
+use crate::services::orders::{idem_context, parse_id, place_order, sealed_response, Idempotency, OrderRequest};
+use crate::state::Shared;
+
+pub async fn list_products(State(state): State<Shared>, ClientIp(ip): ClientIp) -> ApiResult<Json<Value>> {
+    state.limits.check_ip(Class::Reads, ip)?;
+    let products = state.store.list_products(true).await?;
+    let data: Vec<Value> = products.iter().map(present::product).collect();
+    Ok(Json(json!({"data": data, "has_more": false})))
+}
+
+pub async fn get_product(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.limits.check_ip(Class::Reads, ip)?;
+    let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    let p = state
+        .store
+        .get_product(id)
+        .await?
+        .filter(|p| p.visible)
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    Ok(Json(present::product(&p)))
+}
+
+const ORDERS_SCOPE: &str = "POST /api/v1/orders";
+
+pub async fn create_order(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: JsonBody<OrderRequest>,
+) -> Response {
+    if let Err(e) = state.limits.check_ip(Class::Orders, ip) {
+        return e.into_response();
+    }
+    let idem = match idempotency_key(&headers, &body.raw) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(idem) = &idem {
+        match replay(&state, idem).await {
+            Ok(Some(res)) => return res,
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
+    match place_order(&state, &body.value, Some(ip.to_string()), idem.as_ref()).await {
+        Ok(placed) => {
+            tracing::Span::current().record("order_no", placed.order.order_no.as_str());
+            (StatusCode::CREATED, Json(placed.body)).into_response()
+        }
+        Err(e) if e.code == "idempotency_conflict" && idem.is_some() => {
+            // A concurrent twin stored its response first: answer with it.
+            match replay(&state, idem.as_ref().expect("checked")).await {
+                Ok(Some(res)) => res,
+                _ => e.into_response(),
+            }
+        }
+        Err(e) => {
+            if let Some(idem) = &idem {
+                if e.status.is_client_error() && e.status != StatusCode::TOO_MANY_REQUESTS {
+                    let rec = sealed_response(&state, idem, e.status.as_u16(), &e.body());
+                    if let Err(store_err) = state.store.put_idempotency(&rec).await {
+                        tracing::warn!(error = %store_err, "could not store an idempotent error response");
+                    }
+                }
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap, raw: &[u8]) -> ApiResult<Option<Idempotency>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| ApiError::invalid_param("Idempotency-Key", "Idempotency-Key must be 1-255 visible characters"))?;
+    Ok(Some(Idempotency {
+        scope: ORDERS_SCOPE,
+        key: key.to_string(),
+        request_hash: Sha256::digest(raw).to_vec(),
+    }))
+}
+
+/// The stored response for this key, or a conflict when the key was first
+/// used with another body.
+async fn replay(state: &Shared, idem: &Idempotency) -> ApiResult<Option<Response>> {
+    let Some(rec) = state.store.get_idempotency(idem.scope, &idem.key).await? else {
+        return Ok(None);
+    };
+    if !ct_eq(&rec.request_hash, &idem.request_hash) {
+        return Err(ApiError::idempotency_conflict(
+            "this Idempotency-Key was already used with a different request body",
+        ));
+    }
+    let body = state
+        .keys
+        .open(
+            &idem_context(&rec.scope, &rec.key),
+            &kami_core::secrets::Sealed {
+                ciphertext: rec.response,
+                nonce: rec.response_nonce,
+                key_id: kami_core::secrets::CURRENT_KEY_ID,
+            },
+        )
+        .map_err(ApiError::internal)?;
+    let status = StatusCode::from_u16(rec.status_code as u16).map_err(ApiError::internal)?;
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    Ok(Some(res))
+}
+
+pub async fn get_order(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Path(order_no): Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<Json<Value>> {
+    state.limits.check_ip(Class::Reads, ip)?;
+    let (parts, _) = req.into_parts();
+    let token = bearer(&parts).unwrap_or_default();
+    let order = authorised_order(&state, &order_no, token).await?;
+    tracing::Span::current().record("order_no", order.order_no.as_str());
+    let cards = if order.status.0 == kami_core::OrderStatus::Delivered {
+        Some(delivered_codes(state.store.as_ref(), &state.keys, &order).await?)
+    } else {
+        None
+    };
+    Ok(Json(present::order(&order, cards.as_deref())))
+}
+
+/// The order, if `token` is its access token; otherwise the same 404 as for
+/// an order that does not exist, so order numbers cannot be probed.
+pub async fn authorised_order(state: &Shared, order_no: &str, token: &str) -> ApiResult<kami_store::Order> {
+    let order = match kami_core::OrderNo::parse(order_no) {
+        Some(no) => state.store.get_order(no.as_str()).await?,
+        None => None,
+    };
+    match order {
+        Some(o) if ct_eq(&o.access_token_hash, &token_hash(token)) => Ok(o),
+        _ => Err(ApiError::not_found("order")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LookupRequest {
+    email: Option<String>,
+    query_password: Option<String>,
+}
+
+pub async fn lookup_orders(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    body: JsonBody<LookupRequest>,
+) -> ApiResult<Json<Value>> {
+    state.limits.check_ip(Class::Lookup, ip)?;
+    let email = Email::parse(body.value.email.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
+    state.limits.check_email(email.as_str())?;
+    let data = lookup(&state, &email, body.value.query_password.as_deref().unwrap_or_default()).await?;
+    Ok(Json(json!({"data": data, "has_more": false})))
+}
+
+/// Orders placed with this email and query password, newest first, with
+/// their codes when delivered. Orders placed without a password never match.
+pub async fn lookup(state: &Shared, email: &Email, password: &str) -> ApiResult<Vec<Value>> {
+    let password = password.trim();
+    if password.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hash = state.keys.query_password_hash(email.as_str(), password);
+    let orders = state.store.lookup_orders(email.as_str(), &hash, 50).await?;
+    let mut out = Vec::with_capacity(orders.len());
+    for o in &orders {
+        let cards = if o.status.0 == kami_core::OrderStatus::Delivered {
+            Some(delivered_codes(state.store.as_ref(), &state.keys, o).await?)
+        } else {
+            None
+        };
+        out.push(present::order(o, cards.as_deref()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,166 @@
+//! Building the application apart from serving it, so tests and the binary
+//! wire the same router (zero2prod's `startup.rs`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::Router;
+use kami_core::secrets::Keys;
+use kami_pay::sandbox::Sandbox;
+use kami_pay::Channel;
+use kami_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{admin, public};
+use crate::error::ApiError;
+use crate::rate_limit::RateLimits;
+use crate::state::{AppState, Settings, Shared};
+use crate::{metrics, pay, shop, workers};
+
+const BODY_LIMIT: usize = 1024 * 1024;
+const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+pub fn build_state(store: Arc<dyn Store>, keys: Keys, settings: Settings) -> Shared {
+    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+    let sandbox = settings
+        .sandbox_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|secret| Arc::new(Sandbox::new(secret, format!("{}/pay/sandbox", settings.public_url))));
+    if let Some(sb) = &sandbox {
+        channels.push(sb.clone());
+    }
+    metrics::handle();
+    Arc::new(AppState {
+        store,
+        keys,
+        limits: RateLimits::new(settings.rate_limits),
+        settings,
+        channels,
+        sandbox,
+        wake_worker: Notify::new(),
+        templates: shop::templates(),
+    })
+}
+
+pub fn router(state: Shared) -> Router {
+    let import = Router::new()
+        .route("/api/v1/admin/products/{id}/cards", post(admin::import))
+        .layer(RequestBodyLimitLayer::new(IMPORT_BODY_LIMIT));
+    let routes = Router::new()
+        .route("/api/v1/products", get(public::list_products))
+        .route("/api/v1/products/{id}", get(public::get_product))
+        .route("/api/v1/orders", post(public::create_order))
+        .route("/api/v1/orders/lookup", post(public::lookup_orders))
+        .route("/api/v1/orders/{order_no}", get(public::get_order))
+        .route("/api/v1/admin/products", post(admin::create_product).get(admin::list_products))
+        .route("/api/v1/admin/products/{id}", patch(admin::update_product))
+        .route("/api/v1/admin/products/{id}/stock", get(admin::stock))
+        .route("/api/v1/admin/orders", get(admin::list_orders))
+        .route("/api/v1/admin/orders/{order_no}", get(admin::get_order))
+        .route("/api/v1/admin/events", get(admin::events))
+        .route("/pay/sandbox/notify", post(sandbox_notify))
+        .route("/pay/sandbox/{order_no}", get(shop::sandbox_page).post(shop::sandbox_pay))
+        .route("/pay/{channel}/notify", get(pay::notify).post(pay::notify))
+        .route("/pay/{channel}/return", get(pay::return_page))
+        .route("/", get(shop::index))
+        .route("/products/{id}", get(shop::product))
+        .route("/products/{id}/buy", post(shop::buy))
+        .route("/orders/{order_no}", get(shop::order_page))
+        .route("/orders/{order_no}/codes.txt", get(shop::codes_txt))
+        .route("/lookup", get(shop::lookup_page).post(shop::lookup_submit))
+        .route("/static/kami.css", get(shop::css))
+        .route("/static/kami.js", get(shop::js))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
+        .merge(import)
+        .fallback(fallback)
+        .route_layer(middleware::from_fn(metrics::track_http))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let rid = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            // The query string is left out: order pages carry access tokens.
+            tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path(), order_no = tracing::field::Empty)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn sandbox_notify(
+    state: State<Shared>,
+    query: axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    pay::notify(state, axum::extract::Path(kami_pay::sandbox::NAME.to_string()), query, headers, body).await
+}
+
+async fn fallback() -> Response {
+    ApiError::not_found("route").into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "database": state.store.backend().as_str()}))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::unavailable("database unreachable").into_response()
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish, and stops the background worker.
+pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = workers::spawn(state.clone(), stop_rx);
+    let app = router(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The one error type of the HTTP layer and its mapping to API.md's shape:
+//! `{"error": {"code", "message", "param"}}` with the matching status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param),
+            ..Self::invalid(message)
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key>)",
+        )
+    }
+
+    pub fn sold_out() -> Self {
+        Self::new(StatusCode::CONFLICT, "sold_out", "this product is sold out")
+    }
+
+    pub fn insufficient_stock(available: i64) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+            format!("only {available} left; lower the quantity"),
+        )
+    }
+
+    pub fn limit_exceeded(limit: i64) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "limit_exceeded",
+            format!("at most {limit} per buyer for this product"),
+        )
+    }
+
+    pub fn sale_not_started(starts: &str) -> Self {
+        Self::new(StatusCode::CONFLICT, "sale_not_started", format!("the sale starts at {starts}"))
+    }
+
+    pub fn sale_ended() -> Self {
+        Self::new(StatusCode::CONFLICT, "sale_ended", "the sale has ended")
+    }
+
+    pub fn idempotency_conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
+    }
+
+    pub fn rate_limited(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down")
+        }
+    }
+
+    pub fn payload_too_large(limit: &str) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit}"),
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// An internal failure: logged in full, shown to the client only as an
+    /// opaque message (no SQL, no paths, never a code).
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; try again")
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code, "message": self.message, "param": self.param}})
+    }
+}
+
+impl From<kami_store::StoreError> for ApiError {
+    fn from(e: kami_store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

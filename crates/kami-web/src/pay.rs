@@ -1,0 +1,55 @@
+//! Payment callbacks: `/pay/{channel}/notify` in each gateway's own format,
+//! and `/pay/{channel}/return`, which only shows the order.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kami_pay::{Notification, Reply};
+use serde::Deserialize;
+
+use crate::services::notify::handle_notification;
+use crate::state::Shared;
+
+pub fn reply(r: Reply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+}
+
+/// Never rate-limited (API.md): gateways send bursts during a drop, and a
+/// signature check is cheaper than counting.
+pub async fn notify(
+    State(state): State<Shared>,
+    Path(channel): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ch) = state.channel(&channel).cloned() else {
+        return (StatusCode::NOT_FOUND, "unknown payment channel").into_response();
+    };
+    let n = Notification {
+        query: query.unwrap_or_default(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    reply(handle_notification(&state, ch.as_ref(), n).await)
+}
+
+#[derive(Deserialize)]
+pub struct ReturnQuery {
+    order_no: Option<String>,
+    out_trade_no: Option<String>,
+}
+
+/// Where gateways send the buyer back. It is never proof of payment: it only
+/// leads to the order page, which shows what the database says.
+pub async fn return_page(Path(_channel): Path<String>, Query(q): Query<ReturnQuery>) -> Response {
+    match q.order_no.or(q.out_trade_no).and_then(|n| kami_core::OrderNo::parse(&n)) {
+        Some(no) => Redirect::to(&format!("/orders/{no}")).into_response(),
+        None => Redirect::to("/lookup").into_response(),
+    }
+}

@@ -1,0 +1,170 @@
+//! Streaming card import, shared by the admin API and `kami cards import`.
+//!
+//! Bytes flow through the core's line parser in chunks; codes are sealed and
+//! staged in bounded batches, and made sellable in one statement at the end.
+//! Whatever stops an import half-way (a binary file, a broken connection, a
+//! database error) aborts the batch, so nothing half-imported is ever sold.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use kami_core::import::{BinaryFile, CardFileParser, ParsedLine};
+use kami_core::secrets::Keys;
+use kami_store::{ImportCounts, NewCard, Store, StoreError};
+use serde::Serialize;
+
+use super::cards::seal_context;
+
+/// Codes sealed and staged per database round trip.
+const BATCH: usize = 2000;
+/// Rejected lines listed in the report; the total is always counted.
+const MAX_LISTED_REJECTIONS: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedLine {
+    pub line: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub imported: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<RejectedLine>,
+    /// All rejected lines, when more than the listed ones.
+    pub rejected_total: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Binary(#[from] BinaryFile),
+    #[error("reading the upload failed: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Importer<'a> {
+    store: &'a dyn Store,
+    keys: &'a Keys,
+    product_id: i64,
+    batch: i64,
+    pending: Vec<NewCard>,
+    report: ImportReport,
+    staged: u64,
+}
+
+impl Importer<'_> {
+    async fn take(&mut self, lines: &mut Vec<ParsedLine>) -> Result<(), StoreError> {
+        let context = seal_context(self.product_id);
+        for line in lines.drain(..) {
+            match line {
+                ParsedLine::Code { code, .. } => {
+                    let sealed = self.keys.seal(&context, code.as_bytes());
+                    self.pending.push(NewCard {
+                        fingerprint: self.keys.card_fingerprint(self.product_id, &code),
+                        ciphertext: sealed.ciphertext,
+                        nonce: sealed.nonce,
+                        key_id: sealed.key_id,
+                    });
+                }
+                ParsedLine::Rejected { line, reason } => {
+                    self.report.rejected_total += 1;
+                    if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
+                        self.report.rejected.push(RejectedLine {
+                            line,
+                            reason: reason.as_str(),
+                        });
+                    }
+                }
+            }
+        }
+        if self.pending.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let inserted = self.store.stage_cards(self.batch, self.product_id, &self.pending).await?;
+        self.report.imported += inserted;
+        self.report.duplicates += self.pending.len() as u64 - inserted;
+        self.staged += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Imports the codes in `chunks` into the product. `progress` is called with
+/// the running byte count after each chunk.
+pub async fn import_cards<S, E>(
+    store: &dyn Store,
+    keys: &Keys,
+    product_id: i64,
+    mut chunks: S,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportReport, ImportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let batch = store.begin_import(product_id).await?;
+    let mut imp = Importer {
+        store,
+        keys,
+        product_id,
+        batch,
+        pending: Vec::with_capacity(BATCH),
+        report: ImportReport {
+            imported: 0,
+            duplicates: 0,
+            rejected: Vec::new(),
+            rejected_total: 0,
+        },
+        staged: 0,
+    };
+    let result = run(&mut imp, &mut chunks, &mut progress).await;
+    match result {
+        Ok(()) => {
+            let counts = ImportCounts {
+                imported: imp.report.imported,
+                duplicates: imp.report.duplicates,
+                rejected: imp.report.rejected_total,
+            };
+            store.commit_import(batch, product_id, &counts).await?;
+            tracing::info!(product_id, batch, imported = counts.imported, duplicates = counts.duplicates, rejected = counts.rejected, "cards imported");
+            Ok(imp.report)
+        }
+        Err(e) => {
+            tracing::warn!(product_id, batch, error = %e, "card import aborted; nothing from it is sellable");
+            if let Err(abort) = store.abort_import(batch).await {
+                tracing::error!(batch, error = %abort, "could not clean up an aborted import; the reaper will");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn run<S, E>(imp: &mut Importer<'_>, chunks: &mut S, progress: &mut impl FnMut(u64)) -> Result<(), ImportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut parser = CardFileParser::new();
+    let mut lines = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ImportError::Body(e.to_string()))?;
+        bytes += chunk.len() as u64;
+        parser.feed(&chunk, &mut lines)?;
+        imp.take(&mut lines).await?;
+        progress(bytes);
+    }
+    parser.finish(&mut lines);
+    imp.take(&mut lines).await?;
+    imp.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Payment notifications, for every channel: verify, compare with the order,
+//! then record the payment and deliver in one transaction (DESIGN.md, "Pay").
+//! The gateway hears success only once the outcome is committed.
+
+use kami_core::now_millis;
+use kami_pay::{Channel, Notification, Reply};
+use kami_store::{NewEvent, NewPayment, PayOutcome};
+
+use crate::state::AppState;
+
+/// Longest reason or raw notification we keep for one rejection.
+const MAX_DETAIL: usize = 2000;
+
+pub async fn handle_notification(state: &AppState, channel: &dyn Channel, n: Notification) -> Reply {
+    let name = channel.name();
+    let notice = match channel.verify_notification(&n, now_millis() / 1000) {
+        Ok(notice) => notice,
+        Err(rej) => return reject(state, channel, rej.order_no, None, &rej.reason).await,
+    };
+    let order = match state.store.get_order(&notice.order_no).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return reject(state, channel, Some(notice.order_no), None, "unknown order").await,
+        Err(e) => return retry_later(channel, &e.to_string()),
+    };
+    let order_no = order.order_no.clone();
+    if order.channel != name {
+        let reason = format!("order was created for channel {}, not {name}", order.channel);
+        return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
+    }
+    if notice.amount != order.amount || notice.currency != order.currency {
+        let reason = format!(
+            "amount mismatch: notified {} {}, order is {} {}",
+            notice.amount, notice.currency, order.amount, order.currency
+        );
+        return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
+    }
+    if !notice.paid {
+        // Genuine but not a completed payment: acknowledge so the gateway
+        // stops retrying, and only note it on the timeline.
+        let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", format!("{name} reported status {}", notice.status));
+        if let Err(e) = state.store.record_event(&ev).await {
+            return retry_later(channel, &e.to_string());
+        }
+        metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid").increment(1);
+        tracing::info!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
+        return channel.success_reply();
+    }
+    let payment = NewPayment {
+        order_id: order.id,
+        channel: name.to_string(),
+        trade_no: notice.trade_no.clone(),
+        amount: notice.amount,
+        currency: notice.currency.clone(),
+        raw: truncate(&notice.raw),
+        received_at: now_millis(),
+    };
+    match state.store.pay_order(&payment).await {
+        Ok(outcome) => {
+            let verdict = match outcome {
+                PayOutcome::Delivered => "delivered",
+                PayOutcome::PaidUnfulfilled => "paid_unfulfilled",
+                PayOutcome::Duplicate => "duplicate",
+                PayOutcome::AlreadyPaid => "already_paid",
+            };
+            metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => verdict).increment(1);
+            if outcome != PayOutcome::Duplicate {
+                metrics::counter!("kami_orders_total", "outcome" => verdict).increment(1);
+                if outcome == PayOutcome::Delivered {
+                    let latency = (payment.received_at - order.created_at).max(0) as f64 / 1000.0;
+                    metrics::histogram!("kami_order_paid_after_seconds").record(latency);
+                }
+            }
+            tracing::info!(order_no = %order_no, channel = name, trade_no = %notice.trade_no, outcome = verdict, "payment notification processed");
+            channel.success_reply()
+        }
+        Err(e) => retry_later(channel, &e.to_string()),
+    }
+}
+
+fn event(order_id: Option<i64>, order_no: Option<&str>, kind: &str, detail: String) -> NewEvent {
+    NewEvent {
+        order_id,
+        order_no: order_no.map(str::to_string),
+        kind: kind.to_string(),
+        detail: truncate(&detail),
+        at: now_millis(),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_DETAIL {
+        return s.to_string();
+    }
+    let mut end = MAX_DETAIL;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Records the rejection where an operator will look (the order's timeline,
+/// or by the claimed order number when no such order exists) and answers
+/// with the gateway's failure reply. Nothing else changes.
+async fn reject(
+    state: &AppState,
+    channel: &dyn Channel,
+    order_no: Option<String>,
+    order_id: Option<i64>,
+    reason: &str,
+) -> Reply {
+    let name = channel.name();
+    metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected").increment(1);
+    tracing::warn!(order_no = order_no.as_deref().unwrap_or("-"), channel = name, reason, "payment notification rejected");
+    let order_id = match (order_id, &order_no) {
+        (Some(id), _) => Some(id),
+        (None, Some(no)) => state.store.get_order(no).await.ok().flatten().map(|o| o.id),
+        (None, None) => None,
+    };
+    let detail = format!("{name}: {reason}");
+    if let Err(e) = state
+        .store
+        .record_event(&event(order_id, order_no.as_deref(), "notify_rejected", detail))
+        .await
+    {
+        tracing::error!(error = %e, "could not record a rejected notification");
+    }
+    channel.failure_reply(reason)
+}
+
+/// A failure on our side (database down): the gateway must retry later.
+fn retry_later(channel: &dyn Channel, err: &str) -> Reply {
+    tracing::error!(channel = channel.name(), error = err, "notification not processed; the gateway will retry");
+    Reply {
+        status: 503,
+        ..channel.failure_reply("temporarily unavailable; retry")
+    }
+}

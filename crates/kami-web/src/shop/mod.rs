@@ -1,0 +1,568 @@
+//! The storefront: server-rendered pages (minijinja, auto-escaped) that buy
+//! through the same services as the JSON API. Forms carry a CSRF token.
+
+mod cookies;
+pub mod i18n;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kami_core::now_millis;
+use kami_core::order::rfc3339;
+use kami_core::secrets::{ct_eq, random_token};
+use kami_pay::sandbox;
+use kami_pay::Notification;
+use kami_store::{Order, Product};
+use minijinja::Value;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::public::{authorised_order, lookup};
+use crate::error::ApiError;
+use crate::extract::ClientIp;
+use crate::present::money;
+use crate::rate_limit::Class;
+use crate::services::cards::delivered_codes;
+use crate::services::notify::handle_notification;
+use crate::services::orders::{place_order, OrderRequest};
+use crate::state::Shared;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("index.html", include_str!("../../templates/index.html")),
+    ("product.html", include_str!("../../templates/product.html")),
+    ("order.html", include_str!("../../templates/order.html")),
+    ("pay_sandbox.html", include_str!("../../templates/pay_sandbox.html")),
+    ("lookup.html", include_str!("../../templates/lookup.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+];
+
+pub const CSS: &str = include_str!("../../static/kami.css");
+/// Kept in a file rather than inline so the CSP can forbid inline scripts.
+pub const JS: &str = include_str!("../../static/kami.js");
+
+pub fn templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    for (name, src) in TEMPLATES {
+        env.add_template(name, src).expect("templates are checked by the test suite");
+    }
+    env
+}
+
+/// What every page needs: language, CSRF token, and cookies to set.
+struct Page {
+    lang: &'static str,
+    csrf: String,
+    set_cookies: Vec<String>,
+    secure: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    lang: Option<String>,
+    token: Option<String>,
+}
+
+impl Page {
+    fn new(state: &Shared, headers: &HeaderMap, q: &PageQuery) -> Self {
+        let secure = state.settings.public_url.starts_with("https://");
+        let mut set_cookies = Vec::new();
+        let lang = match q.lang.as_deref() {
+            Some(l @ ("en" | "zh")) => {
+                set_cookies.push(cookies::set(cookies::LANG, l, 365 * 86400, "Lax", secure));
+                if l == "en" { "en" } else { "zh" }
+            }
+            _ => match cookies::get(headers, cookies::LANG) {
+                Some("en") => "en",
+                Some("zh") => "zh",
+                _ => accept_language(headers),
+            },
+        };
+        let csrf = match cookies::get(headers, cookies::CSRF).filter(|t| t.len() >= 20) {
+            Some(t) => t.to_string(),
+            None => {
+                let t = random_token("");
+                set_cookies.push(cookies::set(cookies::CSRF, &t, 86400, "Strict", secure));
+                t
+            }
+        };
+        Self {
+            lang,
+            csrf,
+            set_cookies,
+            secure,
+        }
+    }
+
+    fn render(self, state: &Shared, status: StatusCode, name: &str, mut ctx: serde_json::Value) -> Response {
+        let lang = self.lang;
+        ctx["lang"] = json!(lang);
+        ctx["shop_name"] = json!(state.settings.shop_name);
+        ctx["sandbox"] = json!(state.sandbox.is_some());
+        ctx["csrf"] = json!(self.csrf);
+        ctx["notice"] = json!(state.settings.notice);
+        let ctx = minijinja::context! {
+            tr => Value::from_function(move |key: &str| i18n::tr(lang, key)),
+            ..Value::from_serialize(&ctx)
+        };
+        let html = match state.templates.get_template(name).and_then(|t| t.render(ctx)) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "template failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            }
+        };
+        let mut res = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+        self.finish(&mut res);
+        res
+    }
+
+    fn finish(self, res: &mut Response) {
+        for c in self.set_cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+
+    fn error(self, state: &Shared, e: &ApiError) -> Response {
+        let key = format!("error_{}", e.code);
+        let message = match i18n::tr(self.lang, &key) {
+            "?" => e.message.clone(),
+            m => m.to_string(),
+        };
+        let title = i18n::tr(self.lang, "error_title");
+        self.render(
+            state,
+            e.status,
+            "error.html",
+            json!({"status": e.status.as_u16(), "title": title, "message": message}),
+        )
+    }
+
+    fn check_csrf(&self, headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {
+        match cookies::get(headers, cookies::CSRF) {
+            Some(c) if ct_eq(c.as_bytes(), submitted.as_bytes()) => Ok(()),
+            _ => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "csrf",
+                message: "the form expired; reload the page and try again".into(),
+                param: None,
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+fn accept_language(headers: &HeaderMap) -> &'static str {
+    let al = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    // The first listed language decides; Chinese is the default.
+    match al.split(',').next().map(str::trim) {
+        Some(first) if first.starts_with("en") => "en",
+        _ => "zh",
+    }
+}
+
+fn product_view(p: &Product, now: i64) -> serde_json::Value {
+    let excerpt: String = p.description.chars().take(120).collect();
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "category": p.category,
+        "description": p.description,
+        "description_excerpt": excerpt,
+        "price_display": money(p.price, &p.currency),
+        "stock": p.stock,
+        "sold_out": p.stock == 0,
+        "min_quantity": p.min_quantity,
+        "max_quantity": p.max_quantity,
+        "sale_not_started": p.sale_starts_at.is_some_and(|s| now < s),
+        "sale_starts_at": p.sale_starts_at.map(rfc3339),
+    })
+}
+
+fn order_view(o: &Order, product_name: &str) -> serde_json::Value {
+    let status = o.status.0.as_seen_at(o.expires_at, now_millis());
+    json!({
+        "order_no": o.order_no,
+        "status": status.as_str(),
+        "amount_display": money(o.amount, &o.currency),
+        "quantity": o.quantity,
+        "product_name": product_name,
+        "created_at": rfc3339(o.created_at),
+        "expires_at": rfc3339(o.expires_at),
+        "paid_at": o.paid_at.map(rfc3339),
+    })
+}
+
+async fn product_name(state: &Shared, id: i64) -> String {
+    match state.store.get_product(id).await {
+        Ok(Some(p)) => p.name,
+        _ => String::new(),
+    }
+}
+
+pub async fn index(State(state): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+    let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+        return page.error(&state, &e);
+    }
+    let products = match state.store.list_products(true).await {
+        Ok(p) => p,
+        Err(e) => return page.error(&state, &e.into()),
+    };
+    let now = now_millis();
+    let mut categories: Vec<String> = Vec::new();
+    for c in products.iter().filter_map(|p| p.category.clone()) {
+        if !categories.contains(&c) {
+            categories.push(c);
+        }
+    }
+    let views: Vec<_> = products.iter().map(|p| product_view(p, now)).collect();
+    page.render(&state, StatusCode::OK, "index.html", json!({"products": views, "categories": categories}))
+}
+
+async fn render_product(
+    state: &Shared,
+    page: Page,
+    id: i64,
+    status: StatusCode,
+    error: Option<String>,
+    form: serde_json::Value,
+) -> Response {
+    let product = match state.store.get_product(id).await {
+        Ok(Some(p)) if p.visible => p,
+        Ok(_) => return page.error(state, &ApiError::not_found("product")),
+        Err(e) => return page.error(state, &e.into()),
+    };
+    let channels: Vec<_> = state
+        .channel_names()
+        .into_iter()
+        .map(|n| json!({"name": n, "label": i18n::tr(page.lang, &format!("channel_{n}"))}))
+        .collect();
+    page.render(
+        state,
+        status,
+        "product.html",
+        json!({"product": product_view(&product, now_millis()), "channels": channels, "error": error, "form": form}),
+    )
+}
+
+pub async fn product(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+        return page.error(&state, &e);
+    }
+    render_product(&state, page, id, StatusCode::OK, None, json!({"email": "", "quantity": ""})).await
+}
+
+#[derive(Deserialize)]
+pub struct BuyForm {
+    csrf: String,
+    quantity: Option<String>,
+    email: String,
+    query_password: Option<String>,
+    channel: Option<String>,
+}
+
+pub async fn buy(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<BuyForm>,
+) -> Response {
+    let page = Page::new(&state, &headers, &PageQuery::default());
+    if let Err(e) = page.check_csrf(&headers, &form.csrf) {
+        return page.error(&state, &e);
+    }
+    if let Err(e) = state.limits.check_ip(Class::Orders, ip) {
+        return page.error(&state, &e);
+    }
+    let req = OrderRequest {
+        product_id: json!(id),
+        quantity: Some(form.quantity.as_deref().and_then(|q| q.trim().parse().ok()).unwrap_or(0)),
+        email: Some(form.email.clone()),
+        query_password: form.query_password.clone(),
+        coupon: None,
+        channel: form.channel.clone(),
+    };
+    match place_order(&state, &req, Some(ip.to_string()), None).await {
+        Ok(placed) => {
+            let no = placed.order.order_no.clone();
+            let cookie = cookies::set(
+                &cookies::order_cookie(&no),
+                &placed.access_token,
+                30 * 86400,
+                "Lax",
+                page.secure,
+            );
+            let mut res = Redirect::to(&format!("/pay/{}/{no}", placed.order.channel)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            page.finish(&mut res);
+            res
+        }
+        Err(e) => {
+            let key = format!("error_{}", e.code);
+            let message = match i18n::tr(page.lang, &key) {
+                "?" => e.message.clone(),
+                m => m.to_string(),
+            };
+            let sticky = json!({"email": form.email, "quantity": form.quantity.unwrap_or_default()});
+            render_product(&state, page, id, e.status, Some(message), sticky).await
+        }
+    }
+}
+
+/// The order a page is about, authorised by `?token=` (which is moved into
+/// a cookie and dropped from the URL) or by the order's cookie.
+enum Access {
+    Granted(Box<Order>),
+    /// Token taken from the URL: set the cookie and come back without it.
+    Redirect(Response),
+}
+
+async fn order_access(state: &Shared, page: &Page, headers: &HeaderMap, order_no: &str, q: &PageQuery, path: &str) -> Result<Access, ApiError> {
+    if let Some(token) = q.token.as_deref() {
+        authorised_order(state, order_no, token).await?;
+        let cookie = cookies::set(&cookies::order_cookie(order_no), token, 30 * 86400, "Lax", page.secure);
+        let mut res = Redirect::to(path).into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        return Ok(Access::Redirect(res));
+    }
+    let token = cookies::get(headers, &cookies::order_cookie(order_no)).unwrap_or_default();
+    Ok(Access::Granted(Box::new(authorised_order(state, order_no, token).await?)))
+}
+
+pub async fn order_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let page = Page::new(&state, &headers, &q);
+    let order = match order_access(&state, &page, &headers, &order_no, &q, &format!("/orders/{order_no}")).await {
+        Ok(Access::Granted(o)) => o,
+        Ok(Access::Redirect(mut res)) => {
+            page.finish(&mut res);
+            return res;
+        }
+        Err(e) => return page.error(&state, &e),
+    };
+    let status = order.status.0.as_seen_at(order.expires_at, now_millis());
+    let delivered = status == kami_core::OrderStatus::Delivered;
+    let cards = if delivered {
+        match delivered_codes(state.store.as_ref(), &state.keys, &order).await {
+            Ok(c) => c,
+            Err(e) => return page.error(&state, &e),
+        }
+    } else {
+        Vec::new()
+    };
+    let pending = status == kami_core::OrderStatus::Pending;
+    let name = product_name(&state, order.product_id).await;
+    page.render(
+        &state,
+        StatusCode::OK,
+        "order.html",
+        json!({
+            "order": order_view(&order, &name),
+            "pending": pending,
+            "delivered": delivered,
+            "pay_url": pending.then(|| format!("/pay/{}/{}", order.channel, order.order_no)),
+            "cards": cards,
+        }),
+    )
+}
+
+pub async fn codes_txt(State(state): State<Shared>, headers: HeaderMap, Path(order_no): Path<String>) -> Response {
+    let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();
+    let result = async {
+        let order = authorised_order(&state, &order_no, token).await?;
+        if order.status.0 != kami_core::OrderStatus::Delivered {
+            return Err(ApiError::not_found("codes"));
+        }
+        delivered_codes(state.store.as_ref(), &state.keys, &order).await
+    }
+    .await;
+    match result {
+        Ok(codes) => {
+            let mut body = codes.join("\r\n");
+            body.push_str("\r\n");
+            (
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{order_no}.txt\"")),
+                    (header::CACHE_CONTROL, "no-store".to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn sandbox_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let page = Page::new(&state, &headers, &q);
+    if state.sandbox.is_none() {
+        return page.error(&state, &ApiError::not_found("page"));
+    }
+    let order = match order_access(&state, &page, &headers, &order_no, &q, &format!("/pay/sandbox/{order_no}")).await {
+        Ok(Access::Granted(o)) => o,
+        Ok(Access::Redirect(mut res)) => {
+            page.finish(&mut res);
+            return res;
+        }
+        Err(e) => return page.error(&state, &e),
+    };
+    let pending = order.status.0.as_seen_at(order.expires_at, now_millis()) == kami_core::OrderStatus::Pending;
+    let name = product_name(&state, order.product_id).await;
+    page.render(
+        &state,
+        StatusCode::OK,
+        "pay_sandbox.html",
+        json!({"order": order_view(&order, &name), "pending": pending}),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// The sandbox "Pay" button: the server signs a notification exactly as the
+/// sandbox gateway would and feeds it through the real notification path.
+pub async fn sandbox_pay(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let page = Page::new(&state, &headers, &PageQuery::default());
+    if let Err(e) = page.check_csrf(&headers, &form.csrf) {
+        return page.error(&state, &e);
+    }
+    let (Some(sb), Some(channel)) = (state.sandbox.clone(), state.channel(sandbox::NAME).cloned()) else {
+        return page.error(&state, &ApiError::not_found("page"));
+    };
+    let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();
+    let order = match authorised_order(&state, &order_no, token).await {
+        Ok(o) => o,
+        Err(e) => return page.error(&state, &e),
+    };
+    let body = json!({
+        "order_no": order.order_no,
+        "trade_no": format!("SBX{}", random_token("")),
+        "amount": order.amount,
+        "currency": order.currency,
+        "status": "paid",
+    })
+    .to_string();
+    let n = Notification {
+        query: String::new(),
+        headers: vec![(
+            sandbox::SIGNATURE_HEADER.to_string(),
+            sb.sign(now_millis() / 1000, body.as_bytes()),
+        )],
+        body: body.into_bytes(),
+    };
+    let reply = handle_notification(&state, channel.as_ref(), n).await;
+    if reply.status != 200 {
+        return page.error(&state, &ApiError::bad_request("the sandbox payment was not accepted"));
+    }
+    let mut res = Redirect::to(&format!("/orders/{order_no}")).into_response();
+    page.finish(&mut res);
+    res
+}
+
+#[derive(Deserialize)]
+pub struct LookupForm {
+    csrf: String,
+    email: String,
+    query_password: String,
+}
+
+pub async fn lookup_page(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+    let page = Page::new(&state, &headers, &q);
+    page.render(&state, StatusCode::OK, "lookup.html", json!({"searched": false, "results": []}))
+}
+
+pub async fn lookup_submit(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<LookupForm>,
+) -> Response {
+    let page = Page::new(&state, &headers, &PageQuery::default());
+    let result = async {
+        page.check_csrf(&headers, &form.csrf)?;
+        state.limits.check_ip(Class::Lookup, ip)?;
+        let email = kami_core::Email::parse(&form.email).map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
+        state.limits.check_email(email.as_str())?;
+        lookup(&state, &email, &form.query_password).await
+    }
+    .await;
+    match result {
+        Ok(found) => {
+            let mut results = Vec::new();
+            for o in found {
+                let name = product_name(&state, o["product_id"].as_i64().unwrap_or(0)).await;
+                results.push(json!({
+                    "order_no": o["order_no"],
+                    "status": o["status"],
+                    "amount_display": money(o["amount"].as_i64().unwrap_or(0), o["currency"].as_str().unwrap_or("")),
+                    "created_at": o["created_at"],
+                    "product_name": name,
+                    "cards": o.get("cards").cloned().unwrap_or(json!([])),
+                }));
+            }
+            page.render(&state, StatusCode::OK, "lookup.html", json!({"searched": true, "results": results}))
+        }
+        Err(e) => {
+            let status = e.status;
+            page.render(&state, status, "lookup.html", json!({"searched": false, "results": [], "error": e.message}))
+        }
+    }
+}
+
+pub async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+pub async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        JS,
+    )
+        .into_response()
+}

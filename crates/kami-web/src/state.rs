@@ -1,0 +1,64 @@
+use std::sync::Arc;
+
+use kami_core::secrets::Keys;
+use kami_pay::sandbox::Sandbox;
+use kami_pay::Channel;
+use kami_store::Store;
+use tokio::sync::Notify;
+
+use crate::rate_limit::RateLimits;
+
+/// Settings the web layer needs, already parsed and defaulted by the binary.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where buyers and gateways reach this shop, without a trailing slash.
+    pub public_url: String,
+    /// Seconds an unpaid order holds its codes.
+    pub order_ttl_secs: i64,
+    pub shop_name: String,
+    pub notice: Option<String>,
+    pub rate_limits: bool,
+    /// Enables the sandbox channel when set.
+    pub sandbox_secret: Option<String>,
+    /// How often the expiry sweep runs.
+    pub expiry_interval_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            order_ttl_secs: 900,
+            shop_name: "Kami".into(),
+            notice: None,
+            rate_limits: true,
+            sandbox_secret: None,
+            expiry_interval_ms: 1000,
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub settings: Settings,
+    pub channels: Vec<Arc<dyn Channel>>,
+    pub sandbox: Option<Arc<Sandbox>>,
+    pub limits: RateLimits,
+    /// Wakes the job worker early (e.g. right after an order is created with
+    /// a very short TTL) instead of waiting for its next poll.
+    pub wake_worker: Notify,
+    pub templates: minijinja::Environment<'static>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
+        self.channels.iter().find(|c| c.name() == name)
+    }
+
+    pub fn channel_names(&self) -> Vec<&'static str> {
+        self.channels.iter().map(|c| c.name()).collect()
+    }
+}

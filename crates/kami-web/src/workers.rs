@@ -1,0 +1,125 @@
+//! Background work over the durable `jobs` table. Periodic jobs (the expiry
+//! sweep, reaping abandoned imports) are rows with a dedupe key that each run
+//! reschedules, so with several instances exactly one runs each tick, and a
+//! dead instance's lease simply runs out.
+
+use std::time::Duration;
+
+use kami_core::now_millis;
+use kami_store::{Job, NewJob};
+use tokio::sync::watch;
+
+use crate::state::Shared;
+
+pub const EXPIRE_ORDERS: &str = "expire_orders";
+pub const REAP_IMPORTS: &str = "reap_imports";
+const LEASE_MS: i64 = 30_000;
+/// Orders expired per sweep transaction; the sweep runs again at once if full.
+const SWEEP_BATCH: i64 = 500;
+/// An import that has not staged anything for this long is abandoned.
+const STALE_IMPORT_MS: i64 = 10 * 60_000;
+
+pub async fn ensure_periodic_jobs(state: &Shared) -> Result<(), kami_store::StoreError> {
+    for kind in [EXPIRE_ORDERS, REAP_IMPORTS] {
+        state
+            .store
+            .enqueue_job(&NewJob {
+                kind: kind.into(),
+                payload: "{}".into(),
+                run_at: now_millis(),
+                dedupe_key: Some(kind.into()),
+                max_attempts: i64::MAX,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let worker_id = format!("{}-{}", std::process::id(), kami_core::secrets::random_token(""));
+    tokio::spawn(async move {
+        if let Err(e) = ensure_periodic_jobs(&state).await {
+            tracing::error!(error = %e, "could not schedule periodic jobs");
+        }
+        let poll = Duration::from_millis((state.settings.expiry_interval_ms / 4).clamp(50, 1000) as u64);
+        let mut last_prune = now_millis();
+        loop {
+            let worked = match state.store.claim_jobs(&worker_id, now_millis(), LEASE_MS, 10).await {
+                Ok(jobs) => {
+                    let n = jobs.len();
+                    for job in jobs {
+                        run_job(&state, job).await;
+                    }
+                    n > 0
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed");
+                    false
+                }
+            };
+            if now_millis() - last_prune > 60_000 {
+                state.limits.prune();
+                last_prune = now_millis();
+            }
+            if worked {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = state.wake_worker.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::info!("job worker stopped");
+    })
+}
+
+async fn run_job(state: &Shared, job: Job) {
+    let now = now_millis();
+    let result = match job.kind.as_str() {
+        EXPIRE_ORDERS => expire(state).await.map(|more| {
+            Some(if more { now } else { now + state.settings.expiry_interval_ms })
+        }),
+        REAP_IMPORTS => state
+            .store
+            .reap_stale_imports(now - STALE_IMPORT_MS)
+            .await
+            .map(|n| {
+                if n > 0 {
+                    tracing::warn!(batches = n, "aborted abandoned card imports");
+                }
+                Some(now + 60_000)
+            }),
+        other => {
+            tracing::error!(job = job.id, kind = other, "unknown job kind; parking it as dead");
+            let _ = state.store.fail_job(job.id, "unknown job kind", None).await;
+            return;
+        }
+    };
+    let done = match result {
+        Ok(Some(next)) => state.store.reschedule_job(job.id, next).await,
+        Ok(None) => state.store.finish_job(job.id).await,
+        Err(e) => {
+            // Exponential backoff, capped at an hour; dead after max_attempts.
+            let backoff = 1000i64.saturating_mul(1 << job.attempts.clamp(0, 12)).min(3_600_000);
+            let retry = (job.attempts < job.max_attempts).then_some(now + backoff);
+            tracing::warn!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed");
+            state.store.fail_job(job.id, &e.to_string(), retry).await
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(job = job.id, error = %e, "could not record a job's outcome; its lease will run out");
+    }
+}
+
+/// One sweep; true when the batch was full and more may be due.
+async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
+    let expired = state.store.expire_due_orders(now_millis(), SWEEP_BATCH).await?;
+    for o in &expired {
+        tracing::info!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
+    }
+    if !expired.is_empty() {
+        metrics::counter!("kami_orders_total", "outcome" => "expired").increment(expired.len() as u64);
+    }
+    Ok(expired.len() as i64 == SWEEP_BATCH)
+}

@@ -1,0 +1,48 @@
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use kami_store::Store;
+use kami_web::services::import::{import_cards, ImportError};
+use tokio_util::io::ReaderStream;
+
+use super::{init_logging, open_store};
+use crate::config::Config;
+use crate::master_key;
+
+/// `kami cards import --product ID FILE`: streams the file through the same
+/// importer as the admin API; prints the same counts as JSON on stdout.
+pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let store = open_store(&cfg).await?;
+    let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
+    if store.get_product(product_id).await?.is_none() {
+        bail!("product {product_id} does not exist");
+    }
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let size = f.metadata().await?.len();
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let chunks = ReaderStream::with_capacity(f, 256 * 1024).boxed();
+    let result = import_cards(store.as_ref(), &keys, product_id, chunks, |n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "imported {}, duplicates {}, rejected {}",
+                report.imported, report.duplicates, report.rejected_total
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Err(ImportError::Binary(e)) => bail!("{e}; nothing was imported"),
+        Err(e) => Err(e).context("import failed; nothing was imported"),
+    }
+}

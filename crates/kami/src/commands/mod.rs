@@ -1,0 +1,38 @@
+pub mod admin;
+pub mod cards;
+pub mod serve;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kami_store::{SqlStore, Store};
+
+use crate::config::Config;
+
+/// Connects to the configured database and applies migrations, as every
+/// subcommand does before anything else.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
+    let url = cfg.database_url()?;
+    let store = SqlStore::connect(&url, cfg.db_pool_size)
+        .await
+        .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;
+    store.migrate().await.context("migrations failed")?;
+    tracing::info!(backend = %store.backend(), "database ready");
+    Ok(Arc::new(store))
+}
+
+/// Logs as JSON lines: on stdout for `serve`, on stderr (warnings only by
+/// default) for the one-shot commands, whose stdout is their answer.
+pub fn init_logging(filter: &str, to_stdout: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false);
+    let _ = if to_stdout {
+        builder.with_writer(std::io::stdout).try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
+}

@@ -1,0 +1,102 @@
+use std::sync::Arc;
+
+use anyhow::Context;
+use kami_core::secrets::random_token;
+use kami_store::{NewProduct, Store};
+use kami_web::Settings;
+use tokio::net::TcpListener;
+
+use super::{init_logging, open_store};
+use crate::config::Config;
+use crate::master_key;
+
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    init_logging(&cfg.log, true);
+    if cfg.demo && cfg.sandbox_secret.is_none() {
+        cfg.sandbox_secret = Some(random_token(""));
+    }
+    if cfg.redis_url.is_some() {
+        tracing::warn!("KAMI_REDIS_URL is set, but this version keeps its stock gate and rate limits in process");
+    }
+    for name in cfg.channels.keys() {
+        tracing::warn!(channel = %name, "payment channel configured but not available in this version; ignored");
+    }
+    let store = open_store(&cfg).await?;
+    let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
+    let notice = match (&cfg.notice, cfg.demo) {
+        (Some(n), _) => Some(n.clone()),
+        (None, true) => Some("演示模式：演示商品与沙盒支付，不涉及真实资金。Demo mode: demo products, sandbox payments, no real money.".into()),
+        (None, false) => None,
+    };
+    let settings = Settings {
+        public_url: cfg.public_url(),
+        order_ttl_secs: cfg.order_ttl as i64,
+        shop_name: cfg.shop_name.clone(),
+        notice,
+        rate_limits: cfg.rate_limits == "on",
+        sandbox_secret: cfg.sandbox_secret.clone(),
+        expiry_interval_ms: 1000,
+    };
+    let public_url = settings.public_url.clone();
+    let state = kami_web::build_state(store.clone() as Arc<dyn Store>, keys, settings);
+    if cfg.demo {
+        seed_demo(&state).await?;
+    }
+    let listener = TcpListener::bind(&cfg.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, public_url = %public_url, backend = %store.backend(), sandbox = state.sandbox.is_some(), "kami listening");
+    if cfg.demo {
+        eprintln!("\n  Kami demo shop is open: {public_url}/\n  (sandbox payments: press \"Pay\" on the payment page; no real money moves)\n");
+    }
+    kami_web::serve(listener, state, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("kami stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// `--demo`: one clearly marked demo product with demo codes, on an empty shop.
+async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
+    if !state.store.list_products(false).await?.is_empty() {
+        return Ok(());
+    }
+    let category = state.store.category_id_by_name("演示 Demo", true).await?;
+    let product = state
+        .store
+        .create_product(&NewProduct {
+            category_id: category,
+            name: "【演示】Demo 游戏点卡 Game card".into(),
+            description: "这是演示商品：付款使用沙盒通道，卡密为演示数据。\nDemo product: paid through the sandbox channel; the codes are demo data.".into(),
+            price: 990,
+            currency: "CNY".into(),
+            min_quantity: 1,
+            max_quantity: 5,
+            per_buyer_limit: None,
+            sale_starts_at: None,
+            sale_ends_at: None,
+            visible: true,
+            low_stock_threshold: 10,
+        })
+        .await?;
+    let codes: String = (0..100)
+        .map(|_| {
+            let t = random_token("").to_uppercase().replace(['-', '_'], "X");
+            format!("DEMO-{}-{}-{}\n", &t[0..4], &t[4..8], &t[8..12])
+        })
+        .collect();
+    let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(codes))]);
+    let report = kami_web::services::import::import_cards(state.store.as_ref(), &state.keys, product.id, chunks, |_| {}).await?;
+    tracing::info!(product_id = product.id, imported = report.imported, "demo product seeded");
+    Ok(())
+}

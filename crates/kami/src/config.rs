@@ -1,0 +1,292 @@
+//! Layered configuration: defaults → `kami.toml` → `KAMI_*` environment →
+//! command-line flags (lldap's `configuration.rs`). Secrets may also come
+//! from files (`KAMI_MASTER_KEY_FILE`, `KAMI_SANDBOX_SECRET_FILE`).
+//!
+//! Environment values are taken verbatim as strings and parsed per setting:
+//! a generic "guess the type" layer would turn a secret like `00123` into
+//! the number 123.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Every setting, after layering. See README "Configuration".
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bind: String,
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub redis_url: Option<String>,
+    pub sandbox_secret: Option<String>,
+    pub sandbox_secret_file: Option<PathBuf>,
+    /// Whole seconds an unpaid order holds its codes.
+    pub order_ttl: u64,
+    pub public_url: Option<String>,
+    /// `on` or `off`.
+    pub rate_limits: String,
+    pub shop_name: String,
+    pub notice: Option<String>,
+    /// tracing filter, e.g. `info` or `kami_web=debug,info`.
+    pub log: String,
+    pub db_pool_size: u32,
+    pub demo: bool,
+    /// Payment channel sections (`[channels.epay]` …); applied by the
+    /// channels that exist, the rest warned about.
+    pub channels: BTreeMap<String, toml::Table>,
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            master_key: None,
+            master_key_file: None,
+            redis_url: None,
+            sandbox_secret: None,
+            sandbox_secret_file: None,
+            order_ttl: 900,
+            public_url: None,
+            rate_limits: "on".into(),
+            shop_name: "Kami".into(),
+            notice: None,
+            log: "info".into(),
+            db_pool_size: 16,
+            demo: false,
+            channels: BTreeMap::new(),
+            config_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database", &self.database_url().map(|u| kami_store::redact_url(&u)).ok())
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("sandbox", &self.sandbox_secret.is_some())
+            .field("order_ttl", &self.order_ttl)
+            .field("public_url", &self.public_url)
+            .field("rate_limits", &self.rate_limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Flags common to every subcommand; `None` means "not given".
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Flags {
+    /// Address to listen on (KAMI_BIND).
+    #[arg(long, global = true)]
+    pub bind: Option<String>,
+    /// sqlite://FILE or postgres://… (KAMI_DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database and master key (KAMI_DATA_DIR).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// kami.toml to read (KAMI_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+const ENV_STRINGS: &[&str] = &[
+    "bind", "database_url", "master_key", "redis_url", "sandbox_secret", "public_url",
+    "rate_limits", "shop_name", "notice", "log",
+];
+
+impl Config {
+    pub fn load(flags: &Flags) -> anyhow::Result<Self> {
+        Self::load_from(flags, |k| std::env::var(k).ok())
+    }
+
+    pub fn load_from(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| env("KAMI_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("kami.toml")).filter(|p| p.exists()));
+        let mut cfg = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let mut c: Config = toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                c.config_file = Some(path.clone());
+                c
+            }
+            None => Config::default(),
+        };
+        for key in ENV_STRINGS {
+            if let Some(v) = env(&format!("KAMI_{}", key.to_uppercase())) {
+                cfg.set_string(key, v);
+            }
+        }
+        if let Some(v) = env("KAMI_DATA_DIR") {
+            cfg.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("KAMI_MASTER_KEY_FILE") {
+            cfg.master_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("KAMI_SANDBOX_SECRET_FILE") {
+            cfg.sandbox_secret_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("KAMI_ORDER_TTL") {
+            cfg.order_ttl = v
+                .trim()
+                .parse()
+                .with_context(|| format!("KAMI_ORDER_TTL must be whole seconds, got {v:?}"))?;
+        }
+        if let Some(v) = env("KAMI_DB_POOL_SIZE") {
+            cfg.db_pool_size = v.trim().parse().context("KAMI_DB_POOL_SIZE must be a number")?;
+        }
+        if let Some(v) = env("KAMI_DEMO") {
+            cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = &flags.bind {
+            cfg.bind = v.clone();
+        }
+        if let Some(v) = &flags.database_url {
+            cfg.database_url = Some(v.clone());
+        }
+        if let Some(v) = &flags.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        cfg.resolve_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn set_string(&mut self, key: &str, v: String) {
+        match key {
+            "bind" => self.bind = v,
+            "database_url" => self.database_url = Some(v),
+            "master_key" => self.master_key = Some(v),
+            "redis_url" => self.redis_url = Some(v),
+            "sandbox_secret" => self.sandbox_secret = Some(v),
+            "public_url" => self.public_url = Some(v),
+            "rate_limits" => self.rate_limits = v,
+            "shop_name" => self.shop_name = v,
+            "notice" => self.notice = Some(v),
+            "log" => self.log = v,
+            _ => unreachable!("ENV_STRINGS lists only handled keys"),
+        }
+    }
+
+    /// Relative paths in `kami.toml` are relative to the file's directory.
+    fn resolve_files(&mut self) -> anyhow::Result<()> {
+        let base = self
+            .config_file
+            .as_ref()
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        if let Some(f) = &self.sandbox_secret_file {
+            let path = base.join(f);
+            let s = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read sandbox secret file {}", path.display()))?;
+            self.sandbox_secret = Some(s.trim().to_string());
+        }
+        if let Some(f) = &self.master_key_file {
+            self.master_key_file = Some(base.join(f));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.rate_limits.as_str(), "on" | "off") {
+            bail!("rate_limits must be \"on\" or \"off\", got {:?}", self.rate_limits);
+        }
+        if self.order_ttl == 0 {
+            bail!("order_ttl must be at least 1 second");
+        }
+        if self.sandbox_secret.as_deref() == Some("") {
+            bail!("sandbox_secret is empty; unset it to disable the sandbox channel");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        let url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("kami.db").display()),
+        };
+        if kami_store::Backend::from_url(&url).is_none() {
+            bail!("unsupported database URL {:?}: use sqlite://FILE or postgres://…", kami_store::redact_url(&url));
+        }
+        Ok(url)
+    }
+
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let host = self.bind.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+                format!("http://{host}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], flags: Flags) -> anyhow::Result<Config> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_from(&flags, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn layers_defaults_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("kami-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kami.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\norder_ttl = 60\nshop_name = \"File\"\n").unwrap();
+        let cfg = load(
+            &[("KAMI_CONFIG", file.to_str().unwrap()), ("KAMI_ORDER_TTL", "30"), ("KAMI_SANDBOX_SECRET", "00123")],
+            Flags {
+                bind: Some("127.0.0.1:9100".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.bind, "127.0.0.1:9100");
+        assert_eq!(cfg.order_ttl, 30);
+        assert_eq!(cfg.shop_name, "File");
+        assert_eq!(cfg.sandbox_secret.as_deref(), Some("00123"));
+        assert_eq!(cfg.public_url(), "http://127.0.0.1:9100");
+    }
+
+    #[test]
+    fn rejects_bad_values_and_unknown_keys() {
+        assert!(load(&[("KAMI_ORDER_TTL", "soon")], Flags::default()).is_err());
+        assert!(load(&[("KAMI_RATE_LIMITS", "maybe")], Flags::default()).is_err());
+        assert!(load(&[("KAMI_DATABASE_URL", "mysql://x")], Flags::default()).unwrap().database_url().is_err());
+        let dir = std::env::temp_dir().join(format!("kami-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kami.toml");
+        std::fs::write(&file, "bnd = \"typo\"\n").unwrap();
+        assert!(load(&[("KAMI_CONFIG", file.to_str().unwrap())], Flags::default()).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let cfg = load(
+            &[("KAMI_DATABASE_URL", "postgres://u:pw@h/db"), ("KAMI_MASTER_KEY", "c2VjcmV0")],
+            Flags::default(),
+        )
+        .unwrap();
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("pw@") && !s.contains("c2VjcmV0"), "{s}");
+    }
+}

@@ -1,0 +1,66 @@
+//! Finding the master key: `KAMI_MASTER_KEY`, a key file, or a new key file
+//! in the data directory created on first run (mode 0600).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use anyhow::{bail, Context};
+use kami_core::secrets::{Keys, MasterKey};
+use kami_store::Store;
+
+use crate::config::Config;
+
+pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
+    if let Some(b64) = &cfg.master_key {
+        return MasterKey::from_base64(b64).context("KAMI_MASTER_KEY is invalid");
+    }
+    if let Some(path) = &cfg.master_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read master key file {}", path.display()))?;
+        return MasterKey::from_base64(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+    }
+    let path = cfg.data_dir.join("master.key");
+    if path.exists() {
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "master key file is readable by others; chmod 600 it");
+        }
+        let text = std::fs::read_to_string(&path)?;
+        return MasterKey::from_base64(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let key = MasterKey::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{}", key.to_base64())?;
+    f.sync_all()?;
+    tracing::warn!(
+        path = %path.display(),
+        "CREATED A NEW MASTER KEY. Back this file up now: without it the codes in the database cannot be decrypted."
+    );
+    eprintln!(
+        "kami: created a new master key at {}. BACK IT UP: without it your codes cannot be decrypted.",
+        path.display()
+    );
+    Ok(key)
+}
+
+/// Derives the keys and makes sure they are the ones the database's codes
+/// were sealed with (fail closed: a wrong key must not seal new codes).
+pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
+    let keys = Keys::new(&load(cfg)?);
+    let stored = store.init_setting("master_key_check", keys.check_value()).await?;
+    if stored != keys.check_value() {
+        bail!(
+            "the master key does not match the one this database was set up with; \
+             start with the original key (KAMI_MASTER_KEY or {}/master.key)",
+            cfg.data_dir.display()
+        );
+    }
+    Ok(keys)
+}
