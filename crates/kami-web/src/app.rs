@@ -37,7 +37,12 @@ pub fn build_state(store: Arc<dyn Store>, keys: Keys, settings: Settings) -> Sha
         .sandbox_secret
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(|secret| Arc::new(Sandbox::new(secret, format!("{}/pay/sandbox", settings.public_url))));
+        .map(|secret| {
+            Arc::new(Sandbox::new(
+                secret,
+                format!("{}/pay/sandbox", settings.public_url),
+            ))
+        });
     if let Some(sb) = &sandbox {
         channels.push(sb.clone());
     }
@@ -64,14 +69,20 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/orders", post(public::create_order))
         .route("/api/v1/orders/lookup", post(public::lookup_orders))
         .route("/api/v1/orders/{order_no}", get(public::get_order))
-        .route("/api/v1/admin/products", post(admin::create_product).get(admin::list_products))
+        .route(
+            "/api/v1/admin/products",
+            post(admin::create_product).get(admin::list_products),
+        )
         .route("/api/v1/admin/products/{id}", patch(admin::update_product))
         .route("/api/v1/admin/products/{id}/stock", get(admin::stock))
         .route("/api/v1/admin/orders", get(admin::list_orders))
         .route("/api/v1/admin/orders/{order_no}", get(admin::get_order))
         .route("/api/v1/admin/events", get(admin::events))
         .route("/pay/sandbox/notify", post(sandbox_notify))
-        .route("/pay/sandbox/{order_no}", get(shop::sandbox_page).post(shop::sandbox_pay))
+        .route(
+            "/pay/sandbox/{order_no}",
+            get(shop::sandbox_page).post(shop::sandbox_pay),
+        )
         .route("/pay/{channel}/notify", get(pay::notify).post(pay::notify))
         .route("/pay/{channel}/return", get(pay::return_page))
         .route("/", get(shop::index))
@@ -130,7 +141,14 @@ async fn sandbox_notify(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    pay::notify(state, axum::extract::Path(kami_pay::sandbox::NAME.to_string()), query, headers, body).await
+    pay::notify(
+        state,
+        axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
+        query,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn fallback() -> Response {
@@ -138,12 +156,22 @@ async fn fallback() -> Response {
 }
 
 async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<Shared>) -> Response {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "database": state.store.backend().as_str()}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(
+                serde_json::json!({"status": "ready", "database": state.store.backend().as_str()}),
+            ),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             ApiError::unavailable("database unreachable").into_response()
@@ -153,13 +181,20 @@ async fn readyz(State(state): State<Shared>) -> Response {
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish, and stops the background worker.
-pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = workers::spawn(state.clone(), stop_rx);
     let app = router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     Ok(())

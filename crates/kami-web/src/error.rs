@@ -37,7 +37,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -69,7 +73,11 @@ impl ApiError {
     }
 
     pub fn sale_not_started(starts: &str) -> Self {
-        Self::new(StatusCode::CONFLICT, "sale_not_started", format!("the sale starts at {starts}"))
+        Self::new(
+            StatusCode::CONFLICT,
+            "sale_not_started",
+            format!("the sale starts at {starts}"),
+        )
     }
 
     pub fn sale_ended() -> Self {
@@ -83,7 +91,11 @@ impl ApiError {
     pub fn rate_limited(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down")
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; slow down",
+            )
         }
     }
 
@@ -110,7 +122,11 @@ impl ApiError {
     /// opaque message (no SQL, no paths, never a code).
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; try again")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; try again",
+        )
     }
 
     pub fn body(&self) -> serde_json::Value {

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use bytes::Bytes;
 use kami_core::now_millis;
 use kami_core::secrets::token_hash;
@@ -43,7 +43,10 @@ pub struct AdminKey {
 impl FromRequestParts<Shared> for AdminKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         state.limits.check_ip(Class::Admin, ip)?;
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;

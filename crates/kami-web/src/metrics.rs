@@ -17,7 +17,9 @@ pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ])
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -49,8 +51,12 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 pub async fn render(State(state): State<Shared>) -> Response {
     if let Ok(stock) = state.store.available_by_product().await {
         for p in state.store.list_products(false).await.unwrap_or_default() {
-            let available = stock.iter().find(|(id, _)| *id == p.id).map_or(0, |(_, n)| *n);
-            metrics::gauge!("kami_stock_available", "product_id" => p.id.to_string()).set(available as f64);
+            let available = stock
+                .iter()
+                .find(|(id, _)| *id == p.id)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("kami_stock_available", "product_id" => p.id.to_string())
+                .set(available as f64);
         }
     }
     if let Ok(counts) = state.store.count_orders_by_status().await {

@@ -48,7 +48,11 @@ pub struct ReturnQuery {
 /// Where gateways send the buyer back. It is never proof of payment: it only
 /// leads to the order page, which shows what the database says.
 pub async fn return_page(Path(_channel): Path<String>, Query(q): Query<ReturnQuery>) -> Response {
-    match q.order_no.or(q.out_trade_no).and_then(|n| kami_core::OrderNo::parse(&n)) {
+    match q
+        .order_no
+        .or(q.out_trade_no)
+        .and_then(|n| kami_core::OrderNo::parse(&n))
+    {
         Some(no) => Redirect::to(&format!("/orders/{no}")).into_response(),
         None => Redirect::to("/lookup").into_response(),
     }

@@ -93,10 +93,18 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
-        self.lookup_email.check_key(&email.to_string()).map_err(|not_until| {
-            metrics::counter!("kami_rate_limited_total", "class" => "lookup_email").increment(1);
-            ApiError::rate_limited(not_until.wait_time_from(DefaultClock::default().now()).as_secs() + 1)
-        })
+        self.lookup_email
+            .check_key(&email.to_string())
+            .map_err(|not_until| {
+                metrics::counter!("kami_rate_limited_total", "class" => "lookup_email")
+                    .increment(1);
+                ApiError::rate_limited(
+                    not_until
+                        .wait_time_from(DefaultClock::default().now())
+                        .as_secs()
+                        + 1,
+                )
+            })
     }
 
     /// Forgets idle buckets so the key maps do not grow without bound.
@@ -123,14 +131,16 @@ mod tests {
         let err = rl.check_ip(Class::Lookup, ip).unwrap_err();
         assert_eq!(err.code, "rate_limited");
         assert!(err.retry_after.unwrap() >= 1);
-        rl.check_ip(Class::Lookup, "127.0.0.2".parse().unwrap()).unwrap();
+        rl.check_ip(Class::Lookup, "127.0.0.2".parse().unwrap())
+            .unwrap();
     }
 
     #[test]
     fn disabled_limits_never_reject() {
         let rl = RateLimits::new(false);
         for _ in 0..1000 {
-            rl.check_ip(Class::Lookup, "10.0.0.1".parse().unwrap()).unwrap();
+            rl.check_ip(Class::Lookup, "10.0.0.1".parse().unwrap())
+                .unwrap();
             rl.check_email("a@b.c").unwrap();
         }
     }

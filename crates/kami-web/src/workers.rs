@@ -36,15 +36,24 @@ pub async fn ensure_periodic_jobs(state: &Shared) -> Result<(), kami_store::Stor
 }
 
 pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let worker_id = format!("{}-{}", std::process::id(), kami_core::secrets::random_token(""));
+    let worker_id = format!(
+        "{}-{}",
+        std::process::id(),
+        kami_core::secrets::random_token("")
+    );
     tokio::spawn(async move {
         if let Err(e) = ensure_periodic_jobs(&state).await {
             tracing::error!(error = %e, "could not schedule periodic jobs");
         }
-        let poll = Duration::from_millis((state.settings.expiry_interval_ms / 4).clamp(50, 1000) as u64);
+        let poll =
+            Duration::from_millis((state.settings.expiry_interval_ms / 4).clamp(50, 1000) as u64);
         let mut last_prune = now_millis();
         loop {
-            let worked = match state.store.claim_jobs(&worker_id, now_millis(), LEASE_MS, 10).await {
+            let worked = match state
+                .store
+                .claim_jobs(&worker_id, now_millis(), LEASE_MS, 10)
+                .await
+            {
                 Ok(jobs) => {
                     let n = jobs.len();
                     for job in jobs {
@@ -78,7 +87,11 @@ async fn run_job(state: &Shared, job: Job) {
     let now = now_millis();
     let result = match job.kind.as_str() {
         EXPIRE_ORDERS => expire(state).await.map(|more| {
-            Some(if more { now } else { now + state.settings.expiry_interval_ms })
+            Some(if more {
+                now
+            } else {
+                now + state.settings.expiry_interval_ms
+            })
         }),
         REAP_IMPORTS => state
             .store
@@ -91,7 +104,11 @@ async fn run_job(state: &Shared, job: Job) {
                 Some(now + 60_000)
             }),
         other => {
-            tracing::error!(job = job.id, kind = other, "unknown job kind; parking it as dead");
+            tracing::error!(
+                job = job.id,
+                kind = other,
+                "unknown job kind; parking it as dead"
+            );
             let _ = state.store.fail_job(job.id, "unknown job kind", None).await;
             return;
         }
@@ -101,7 +118,9 @@ async fn run_job(state: &Shared, job: Job) {
         Ok(None) => state.store.finish_job(job.id).await,
         Err(e) => {
             // Exponential backoff, capped at an hour; dead after max_attempts.
-            let backoff = 1000i64.saturating_mul(1 << job.attempts.clamp(0, 12)).min(3_600_000);
+            let backoff = 1000i64
+                .saturating_mul(1 << job.attempts.clamp(0, 12))
+                .min(3_600_000);
             let retry = (job.attempts < job.max_attempts).then_some(now + backoff);
             tracing::warn!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed");
             state.store.fail_job(job.id, &e.to_string(), retry).await
@@ -114,12 +133,16 @@ async fn run_job(state: &Shared, job: Job) {
 
 /// One sweep; true when the batch was full and more may be due.
 async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
-    let expired = state.store.expire_due_orders(now_millis(), SWEEP_BATCH).await?;
+    let expired = state
+        .store
+        .expire_due_orders(now_millis(), SWEEP_BATCH)
+        .await?;
     for o in &expired {
         tracing::info!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
     }
     if !expired.is_empty() {
-        metrics::counter!("kami_orders_total", "outcome" => "expired").increment(expired.len() as u64);
+        metrics::counter!("kami_orders_total", "outcome" => "expired")
+            .increment(expired.len() as u64);
     }
     Ok(expired.len() as i64 == SWEEP_BATCH)
 }

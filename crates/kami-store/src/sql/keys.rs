@@ -57,10 +57,12 @@ pub async fn api_key_by_hash(s: &SqlStore, key_hash: &[u8], now: Millis) -> Resu
 }
 
 pub async fn get_setting(s: &SqlStore, key: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&s.write)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&s.write)
+            .await?,
+    )
 }
 
 pub async fn init_setting(s: &SqlStore, key: &str, value: &str) -> Result<String> {

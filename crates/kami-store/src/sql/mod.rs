@@ -203,7 +203,10 @@ impl Store for SqlStore {
 impl SqlStore {
     /// An online, consistent copy of a SQLite database (`VACUUM INTO`).
     pub async fn backup_sqlite(&self, path: &str) -> Result<()> {
-        sqlx::query("VACUUM INTO $1").bind(path).execute(&self.write).await?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 }

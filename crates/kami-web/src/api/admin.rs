@@ -52,21 +52,29 @@ fn parse_time(field: &'static str, v: &Option<String>) -> ApiResult<Option<i64>>
         None => Ok(None),
         Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
-            .map_err(|_| ApiError::invalid_param(field, format!("{field} must be an RFC 3339 time"))),
+            .map_err(|_| {
+                ApiError::invalid_param(field, format!("{field} must be an RFC 3339 time"))
+            }),
     }
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid_param("name", "name must be 1-200 characters"));
+        return Err(ApiError::invalid_param(
+            "name",
+            "name must be 1-200 characters",
+        ));
     }
     Ok(name.to_string())
 }
 
 fn check_price(price: i64) -> ApiResult<i64> {
-    if !(1..=100_000_000_00).contains(&price) {
-        return Err(ApiError::invalid_param("price", "price must be a positive integer in minor units"));
+    if !(1..=10_000_000_000).contains(&price) {
+        return Err(ApiError::invalid_param(
+            "price",
+            "price must be a positive integer in minor units",
+        ));
     }
     Ok(price)
 }
@@ -85,14 +93,20 @@ fn check_quantities(min: i64, max: i64, limit: Option<i64>) -> ApiResult<()> {
         ));
     }
     if limit.is_some_and(|l| l < 1) {
-        return Err(ApiError::invalid_param("per_buyer_limit", "per_buyer_limit must be at least 1 or null"));
+        return Err(ApiError::invalid_param(
+            "per_buyer_limit",
+            "per_buyer_limit must be at least 1 or null",
+        ));
     }
     Ok(())
 }
 
 fn check_description(d: &str) -> ApiResult<String> {
     if d.len() > 64 * 1024 {
-        return Err(ApiError::invalid_param("description", "description is longer than 64 KiB"));
+        return Err(ApiError::invalid_param(
+            "description",
+            "description is longer than 64 KiB",
+        ));
     }
     Ok(d.to_string())
 }
@@ -100,7 +114,10 @@ fn check_description(d: &str) -> ApiResult<String> {
 async fn category_id(state: &Shared, name: &Option<String>) -> ApiResult<Option<i64>> {
     match name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         None => Ok(None),
-        Some(n) if n.chars().count() > 100 => Err(ApiError::invalid_param("category", "category must be at most 100 characters")),
+        Some(n) if n.chars().count() > 100 => Err(ApiError::invalid_param(
+            "category",
+            "category must be at most 100 characters",
+        )),
         Some(n) => Ok(state.store.category_id_by_name(n, true).await?),
     }
 }
@@ -111,9 +128,23 @@ pub async fn create_product(
     body: JsonBody<ProductInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input = body.value;
-    let name = check_name(input.name.as_deref().ok_or_else(|| ApiError::invalid_param("name", "name is required"))?)?;
-    let price = check_price(input.price.ok_or_else(|| ApiError::invalid_param("price", "price is required"))?)?;
-    let currency = check_currency(input.currency.as_deref().ok_or_else(|| ApiError::invalid_param("currency", "currency is required"))?)?;
+    let name = check_name(
+        input
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid_param("name", "name is required"))?,
+    )?;
+    let price = check_price(
+        input
+            .price
+            .ok_or_else(|| ApiError::invalid_param("price", "price is required"))?,
+    )?;
+    let currency = check_currency(
+        input
+            .currency
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid_param("currency", "currency is required"))?,
+    )?;
     let min_quantity = input.min_quantity.unwrap_or(1);
     let max_quantity = input.max_quantity.unwrap_or(10);
     let per_buyer_limit = input.per_buyer_limit.flatten();
@@ -144,7 +175,11 @@ pub async fn update_product(
     body: JsonBody<ProductInput>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
-    let cur = state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    let cur = state
+        .store
+        .get_product(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
     let input = body.value;
     let min = input.min_quantity.unwrap_or(cur.min_quantity);
     let max = input.max_quantity.unwrap_or(cur.max_quantity);
@@ -156,14 +191,26 @@ pub async fn update_product(
             Some(name) => Some(category_id(&state, name).await?),
         },
         name: input.name.as_deref().map(check_name).transpose()?,
-        description: input.description.as_deref().map(check_description).transpose()?,
+        description: input
+            .description
+            .as_deref()
+            .map(check_description)
+            .transpose()?,
         price: input.price.map(check_price).transpose()?,
         currency: input.currency.as_deref().map(check_currency).transpose()?,
         min_quantity: input.min_quantity,
         max_quantity: input.max_quantity,
         per_buyer_limit: input.per_buyer_limit,
-        sale_starts_at: input.sale_starts_at.as_ref().map(|v| parse_time("sale_starts_at", v)).transpose()?,
-        sale_ends_at: input.sale_ends_at.as_ref().map(|v| parse_time("sale_ends_at", v)).transpose()?,
+        sale_starts_at: input
+            .sale_starts_at
+            .as_ref()
+            .map(|v| parse_time("sale_starts_at", v))
+            .transpose()?,
+        sale_ends_at: input
+            .sale_ends_at
+            .as_ref()
+            .map(|v| parse_time("sale_ends_at", v))
+            .transpose()?,
         visible: input.visible,
         low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
     };
@@ -188,29 +235,55 @@ pub async fn import(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
-    state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    state
+        .store
+        .get_product(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
     // The import runs in its own task: if the client goes away mid-upload,
     // the body errors and the task still aborts the batch cleanly.
     let task_state = state.clone();
     let task = tokio::spawn(async move {
-        let chunks = body.into_data_stream().map(|r| r.map_err(|e| e.to_string())).boxed();
-        import_cards(task_state.store.as_ref(), &task_state.keys, id, chunks, |_| {}).await
+        let chunks = body
+            .into_data_stream()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .boxed();
+        import_cards(
+            task_state.store.as_ref(),
+            &task_state.keys,
+            id,
+            chunks,
+            |_| {},
+        )
+        .await
     });
     let report = task.await.map_err(ApiError::internal)?;
     match report {
         Ok(r) => Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?)),
         Err(ImportError::Binary(e)) => Err(ApiError::invalid(e.to_string())),
-        Err(ImportError::Body(e)) if e.contains("length limit") => Err(ApiError::payload_too_large("16 MiB")),
+        Err(ImportError::Body(e)) if e.contains("length limit") => {
+            Err(ApiError::payload_too_large("16 MiB"))
+        }
         Err(ImportError::Body(e)) => Err(ApiError::bad_request(format!("upload failed: {e}"))),
         Err(ImportError::Store(e)) => Err(e.into()),
     }
 }
 
-pub async fn stock(State(state): State<Shared>, _key: AdminKey, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn stock(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
-    state.store.get_product(id).await?.ok_or_else(|| ApiError::not_found("product"))?;
+    state
+        .store
+        .get_product(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
     let s = state.store.stock(id).await?;
-    Ok(Json(json!({"available": s.available, "reserved": s.reserved, "sold": s.sold})))
+    Ok(Json(
+        json!({"available": s.available, "reserved": s.reserved, "sold": s.sold}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,7 +302,10 @@ pub async fn list_orders(
 ) -> ApiResult<Json<Value>> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| ApiError::invalid_param("status", "unknown status"))?),
+        Some(s) => Some(
+            OrderStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid_param("status", "unknown status"))?,
+        ),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
@@ -245,7 +321,10 @@ pub async fn list_orders(
     };
     let filter = OrderFilter {
         status,
-        email: q.email.map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()),
+        email: q
+            .email
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty()),
         product_id: q.product_id.and_then(|p| p.parse().ok()),
         limit: limit + 1,
         before_id,
@@ -267,8 +346,16 @@ fn events_json(events: &[kami_store::OrderEvent]) -> Vec<Value> {
         .collect()
 }
 
-pub async fn get_order(State(state): State<Shared>, _key: AdminKey, Path(order_no): Path<String>) -> ApiResult<Json<Value>> {
-    let order = state.store.get_order(&order_no).await?.ok_or_else(|| ApiError::not_found("order"))?;
+pub async fn get_order(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Path(order_no): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let order = state
+        .store
+        .get_order(&order_no)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     let events = state.store.order_events(order.id).await?;
     let mut v = present::admin_order(&order);
     v["events"] = json!(events_json(&events));
@@ -282,7 +369,13 @@ pub struct EventsQuery {
 
 /// Events by order number, including rejected notifications that named an
 /// order that does not exist.
-pub async fn events(State(state): State<Shared>, _key: AdminKey, Query(q): Query<EventsQuery>) -> ApiResult<Json<Value>> {
+pub async fn events(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Value>> {
     let events = state.store.events_for_order_no(&q.order_no).await?;
-    Ok(Json(json!({"data": events_json(&events), "has_more": false})))
+    Ok(Json(
+        json!({"data": events_json(&events), "has_more": false}),
+    ))
 }

@@ -13,10 +13,15 @@ use crate::extract::{bearer, ClientIp, JsonBody};
 use crate::present;
 use crate::rate_limit::Class;
 use crate::services::cards::delivered_codes;
-use crate::services::orders::{idem_context, parse_id, place_order, sealed_response, Idempotency, OrderRequest};
+use crate::services::orders::{
+    idem_context, parse_id, place_order, sealed_response, Idempotency, OrderRequest,
+};
 use crate::state::Shared;
 
-pub async fn list_products(State(state): State<Shared>, ClientIp(ip): ClientIp) -> ApiResult<Json<Value>> {
+pub async fn list_products(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip)?;
     let products = state.store.list_products(true).await?;
     let data: Vec<Value> = products.iter().map(present::product).collect();
@@ -96,7 +101,12 @@ fn idempotency_key(headers: &HeaderMap, raw: &[u8]) -> ApiResult<Option<Idempote
         .ok()
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| ApiError::invalid_param("Idempotency-Key", "Idempotency-Key must be 1-255 visible characters"))?;
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1-255 visible characters",
+            )
+        })?;
     Ok(Some(Idempotency {
         scope: ORDERS_SCOPE,
         key: key.to_string(),
@@ -132,8 +142,10 @@ async fn replay(state: &Shared, idem: &Idempotency) -> ApiResult<Option<Response
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    res.headers_mut()
-        .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    res.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
     Ok(Some(res))
 }
 
@@ -158,7 +170,11 @@ pub async fn get_order(
 
 /// The order, if `token` is its access token; otherwise the same 404 as for
 /// an order that does not exist, so order numbers cannot be probed.
-pub async fn authorised_order(state: &Shared, order_no: &str, token: &str) -> ApiResult<kami_store::Order> {
+pub async fn authorised_order(
+    state: &Shared,
+    order_no: &str,
+    token: &str,
+) -> ApiResult<kami_store::Order> {
     let order = match kami_core::OrderNo::parse(order_no) {
         Some(no) => state.store.get_order(no.as_str()).await?,
         None => None,
@@ -184,7 +200,12 @@ pub async fn lookup_orders(
     let email = Email::parse(body.value.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
     state.limits.check_email(email.as_str())?;
-    let data = lookup(&state, &email, body.value.query_password.as_deref().unwrap_or_default()).await?;
+    let data = lookup(
+        &state,
+        &email,
+        body.value.query_password.as_deref().unwrap_or_default(),
+    )
+    .await?;
     Ok(Json(json!({"data": data, "has_more": false})))
 }
 

@@ -89,7 +89,10 @@ impl Importer<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let inserted = self.store.stage_cards(self.batch, self.product_id, &self.pending).await?;
+        let inserted = self
+            .store
+            .stage_cards(self.batch, self.product_id, &self.pending)
+            .await?;
         self.report.imported += inserted;
         self.report.duplicates += self.pending.len() as u64 - inserted;
         self.staged += self.pending.len() as u64;
@@ -135,7 +138,14 @@ where
                 rejected: imp.report.rejected_total,
             };
             store.commit_import(batch, product_id, &counts).await?;
-            tracing::info!(product_id, batch, imported = counts.imported, duplicates = counts.duplicates, rejected = counts.rejected, "cards imported");
+            tracing::info!(
+                product_id,
+                batch,
+                imported = counts.imported,
+                duplicates = counts.duplicates,
+                rejected = counts.rejected,
+                "cards imported"
+            );
             Ok(imp.report)
         }
         Err(e) => {
@@ -148,7 +158,11 @@ where
     }
 }
 
-async fn run<S, E>(imp: &mut Importer<'_>, chunks: &mut S, progress: &mut impl FnMut(u64)) -> Result<(), ImportError>
+async fn run<S, E>(
+    imp: &mut Importer<'_>,
+    chunks: &mut S,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), ImportError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,

@@ -11,7 +11,11 @@ use crate::state::AppState;
 /// Longest reason or raw notification we keep for one rejection.
 const MAX_DETAIL: usize = 2000;
 
-pub async fn handle_notification(state: &AppState, channel: &dyn Channel, n: Notification) -> Reply {
+pub async fn handle_notification(
+    state: &AppState,
+    channel: &dyn Channel,
+    n: Notification,
+) -> Reply {
     let name = channel.name();
     let notice = match channel.verify_notification(&n, now_millis() / 1000) {
         Ok(notice) => notice,
@@ -19,12 +23,17 @@ pub async fn handle_notification(state: &AppState, channel: &dyn Channel, n: Not
     };
     let order = match state.store.get_order(&notice.order_no).await {
         Ok(Some(o)) => o,
-        Ok(None) => return reject(state, channel, Some(notice.order_no), None, "unknown order").await,
+        Ok(None) => {
+            return reject(state, channel, Some(notice.order_no), None, "unknown order").await
+        }
         Err(e) => return retry_later(channel, &e.to_string()),
     };
     let order_no = order.order_no.clone();
     if order.channel != name {
-        let reason = format!("order was created for channel {}, not {name}", order.channel);
+        let reason = format!(
+            "order was created for channel {}, not {name}",
+            order.channel
+        );
         return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
     }
     if notice.amount != order.amount || notice.currency != order.currency {
@@ -37,11 +46,17 @@ pub async fn handle_notification(state: &AppState, channel: &dyn Channel, n: Not
     if !notice.paid {
         // Genuine but not a completed payment: acknowledge so the gateway
         // stops retrying, and only note it on the timeline.
-        let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", format!("{name} reported status {}", notice.status));
+        let ev = event(
+            Some(order.id),
+            Some(&order_no),
+            "notify_unpaid",
+            format!("{name} reported status {}", notice.status),
+        );
         if let Err(e) = state.store.record_event(&ev).await {
             return retry_later(channel, &e.to_string());
         }
-        metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid").increment(1);
+        metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid")
+            .increment(1);
         tracing::info!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
         return channel.success_reply();
     }
@@ -62,7 +77,8 @@ pub async fn handle_notification(state: &AppState, channel: &dyn Channel, n: Not
                 PayOutcome::Duplicate => "duplicate",
                 PayOutcome::AlreadyPaid => "already_paid",
             };
-            metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => verdict).increment(1);
+            metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => verdict)
+                .increment(1);
             if outcome != PayOutcome::Duplicate {
                 metrics::counter!("kami_orders_total", "outcome" => verdict).increment(1);
                 if outcome == PayOutcome::Delivered {
@@ -109,8 +125,14 @@ async fn reject(
     reason: &str,
 ) -> Reply {
     let name = channel.name();
-    metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected").increment(1);
-    tracing::warn!(order_no = order_no.as_deref().unwrap_or("-"), channel = name, reason, "payment notification rejected");
+    metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected")
+        .increment(1);
+    tracing::warn!(
+        order_no = order_no.as_deref().unwrap_or("-"),
+        channel = name,
+        reason,
+        "payment notification rejected"
+    );
     let order_id = match (order_id, &order_no) {
         (Some(id), _) => Some(id),
         (None, Some(no)) => state.store.get_order(no).await.ok().flatten().map(|o| o.id),
@@ -119,7 +141,12 @@ async fn reject(
     let detail = format!("{name}: {reason}");
     if let Err(e) = state
         .store
-        .record_event(&event(order_id, order_no.as_deref(), "notify_rejected", detail))
+        .record_event(&event(
+            order_id,
+            order_no.as_deref(),
+            "notify_rejected",
+            detail,
+        ))
         .await
     {
         tracing::error!(error = %e, "could not record a rejected notification");
@@ -129,7 +156,11 @@ async fn reject(
 
 /// A failure on our side (database down): the gateway must retry later.
 fn retry_later(channel: &dyn Channel, err: &str) -> Reply {
-    tracing::error!(channel = channel.name(), error = err, "notification not processed; the gateway will retry");
+    tracing::error!(
+        channel = channel.name(),
+        error = err,
+        "notification not processed; the gateway will retry"
+    );
     Reply {
         status: 503,
         ..channel.failure_reply("temporarily unavailable; retry")

@@ -72,7 +72,10 @@ pub async fn place_order(
     if state.channel(channel).is_none() {
         return Err(ApiError::invalid_param(
             "channel",
-            format!("channel must be one of: {}", state.channel_names().join(", ")),
+            format!(
+                "channel must be one of: {}",
+                state.channel_names().join(", ")
+            ),
         ));
     }
     let quantity = req.quantity.unwrap_or(1);
@@ -87,9 +90,16 @@ pub async fn place_order(
     }
     let email = Email::parse(req.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
-    let query_password = req.query_password.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    let query_password = req
+        .query_password
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
     if query_password.is_some_and(|p| p.len() > MAX_QUERY_PASSWORD) {
-        return Err(ApiError::invalid_param("query_password", "query_password is too long"));
+        return Err(ApiError::invalid_param(
+            "query_password",
+            "query_password is too long",
+        ));
     }
     if req.coupon.as_deref().is_some_and(|c| !c.trim().is_empty()) {
         return Err(ApiError::invalid_param("coupon", "unknown coupon"));
@@ -126,7 +136,8 @@ pub async fn place_order(
         amount,
         currency: product.currency.clone(),
         email: email.as_str().to_string(),
-        query_password_hash: query_password.map(|p| state.keys.query_password_hash(email.as_str(), p)),
+        query_password_hash: query_password
+            .map(|p| state.keys.query_password_hash(email.as_str(), p)),
         access_token_hash: token_hash(&access_token),
         buyer_ip,
         channel: channel.to_string(),
@@ -168,10 +179,16 @@ pub async fn place_order(
 /// The response to store under an idempotency key, sealed: an order's
 /// response carries its access token, which must not sit in the database
 /// in the clear.
-pub fn sealed_response(state: &AppState, idem: &Idempotency, status: u16, body: &Value) -> IdempotencyRecord {
-    let sealed = state
-        .keys
-        .seal(&idem_context(idem.scope, &idem.key), body.to_string().as_bytes());
+pub fn sealed_response(
+    state: &AppState,
+    idem: &Idempotency,
+    status: u16,
+    body: &Value,
+) -> IdempotencyRecord {
+    let sealed = state.keys.seal(
+        &idem_context(idem.scope, &idem.key),
+        body.to_string().as_bytes(),
+    );
     IdempotencyRecord {
         scope: idem.scope.to_string(),
         key: idem.key.clone(),

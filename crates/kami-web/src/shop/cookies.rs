@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn finds_cookies_among_several() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; kami_csrf=tok; kt_K1=xyz".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=1; kami_csrf=tok; kt_K1=xyz".parse().unwrap(),
+        );
         assert_eq!(get(&h, CSRF), Some("tok"));
         assert_eq!(get(&h, &order_cookie("K1")), Some("xyz"));
         assert_eq!(get(&h, "missing"), None);

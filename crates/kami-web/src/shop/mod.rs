@@ -32,7 +32,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("index.html", include_str!("../../templates/index.html")),
     ("product.html", include_str!("../../templates/product.html")),
     ("order.html", include_str!("../../templates/order.html")),
-    ("pay_sandbox.html", include_str!("../../templates/pay_sandbox.html")),
+    (
+        "pay_sandbox.html",
+        include_str!("../../templates/pay_sandbox.html"),
+    ),
     ("lookup.html", include_str!("../../templates/lookup.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -44,7 +47,8 @@ pub const JS: &str = include_str!("../../static/kami.js");
 pub fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     for (name, src) in TEMPLATES {
-        env.add_template(name, src).expect("templates are checked by the test suite");
+        env.add_template(name, src)
+            .expect("templates are checked by the test suite");
     }
     env
 }
@@ -70,7 +74,11 @@ impl Page {
         let lang = match q.lang.as_deref() {
             Some(l @ ("en" | "zh")) => {
                 set_cookies.push(cookies::set(cookies::LANG, l, 365 * 86400, "Lax", secure));
-                if l == "en" { "en" } else { "zh" }
+                if l == "en" {
+                    "en"
+                } else {
+                    "zh"
+                }
             }
             _ => match cookies::get(headers, cookies::LANG) {
                 Some("en") => "en",
@@ -94,7 +102,13 @@ impl Page {
         }
     }
 
-    fn render(self, state: &Shared, status: StatusCode, name: &str, mut ctx: serde_json::Value) -> Response {
+    fn render(
+        self,
+        state: &Shared,
+        status: StatusCode,
+        name: &str,
+        mut ctx: serde_json::Value,
+    ) -> Response {
         let lang = self.lang;
         ctx["lang"] = json!(lang);
         ctx["shop_name"] = json!(state.settings.shop_name);
@@ -105,14 +119,23 @@ impl Page {
             tr => Value::from_function(move |key: &str| i18n::tr(lang, key)),
             ..Value::from_serialize(&ctx)
         };
-        let html = match state.templates.get_template(name).and_then(|t| t.render(ctx)) {
+        let html = match state
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+        {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(template = name, error = %e, "template failed");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
             }
         };
-        let mut res = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+        let mut res = (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response();
         self.finish(&mut res);
         res
     }
@@ -126,11 +149,7 @@ impl Page {
     }
 
     fn error(self, state: &Shared, e: &ApiError) -> Response {
-        let key = format!("error_{}", e.code);
-        let message = match i18n::tr(self.lang, &key) {
-            "?" => e.message.clone(),
-            m => m.to_string(),
-        };
+        let message = friendly(self.lang, e);
         let title = i18n::tr(self.lang, "error_title");
         self.render(
             state,
@@ -151,6 +170,16 @@ impl Page {
                 retry_after: None,
             }),
         }
+    }
+}
+
+/// The buyer-facing text for an API error, in the page's language; for
+/// invalid input the specific detail follows, since it says what to fix.
+fn friendly(lang: &str, e: &ApiError) -> String {
+    match i18n::tr(lang, &format!("error_{}", e.code)) {
+        "?" => e.message.clone(),
+        m if e.code == "invalid_request" => format!("{m} ({})", e.message),
+        m => m.to_string(),
     }
 }
 
@@ -206,7 +235,12 @@ async fn product_name(state: &Shared, id: i64) -> String {
     }
 }
 
-pub async fn index(State(state): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+pub async fn index(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
     let page = Page::new(&state, &headers, &q);
     if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
         return page.error(&state, &e);
@@ -223,7 +257,12 @@ pub async fn index(State(state): State<Shared>, ClientIp(ip): ClientIp, headers:
         }
     }
     let views: Vec<_> = products.iter().map(|p| product_view(p, now)).collect();
-    page.render(&state, StatusCode::OK, "index.html", json!({"products": views, "categories": categories}))
+    page.render(
+        &state,
+        StatusCode::OK,
+        "index.html",
+        json!({"products": views, "categories": categories}),
+    )
 }
 
 async fn render_product(
@@ -263,7 +302,15 @@ pub async fn product(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
         return page.error(&state, &e);
     }
-    render_product(&state, page, id, StatusCode::OK, None, json!({"email": "", "quantity": ""})).await
+    render_product(
+        &state,
+        page,
+        id,
+        StatusCode::OK,
+        None,
+        json!({"email": "", "quantity": ""}),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -291,7 +338,12 @@ pub async fn buy(
     }
     let req = OrderRequest {
         product_id: json!(id),
-        quantity: Some(form.quantity.as_deref().and_then(|q| q.trim().parse().ok()).unwrap_or(0)),
+        quantity: Some(
+            form.quantity
+                .as_deref()
+                .and_then(|q| q.trim().parse().ok())
+                .unwrap_or(0),
+        ),
         email: Some(form.email.clone()),
         query_password: form.query_password.clone(),
         coupon: None,
@@ -307,7 +359,8 @@ pub async fn buy(
                 "Lax",
                 page.secure,
             );
-            let mut res = Redirect::to(&format!("/pay/{}/{no}", placed.order.channel)).into_response();
+            let mut res =
+                Redirect::to(&format!("/pay/{}/{no}", placed.order.channel)).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 res.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -315,12 +368,9 @@ pub async fn buy(
             res
         }
         Err(e) => {
-            let key = format!("error_{}", e.code);
-            let message = match i18n::tr(page.lang, &key) {
-                "?" => e.message.clone(),
-                m => m.to_string(),
-            };
-            let sticky = json!({"email": form.email, "quantity": form.quantity.unwrap_or_default()});
+            let message = friendly(page.lang, &e);
+            let sticky =
+                json!({"email": form.email, "quantity": form.quantity.unwrap_or_default()});
             render_product(&state, page, id, e.status, Some(message), sticky).await
         }
     }
@@ -334,10 +384,23 @@ enum Access {
     Redirect(Response),
 }
 
-async fn order_access(state: &Shared, page: &Page, headers: &HeaderMap, order_no: &str, q: &PageQuery, path: &str) -> Result<Access, ApiError> {
+async fn order_access(
+    state: &Shared,
+    page: &Page,
+    headers: &HeaderMap,
+    order_no: &str,
+    q: &PageQuery,
+    path: &str,
+) -> Result<Access, ApiError> {
     if let Some(token) = q.token.as_deref() {
         authorised_order(state, order_no, token).await?;
-        let cookie = cookies::set(&cookies::order_cookie(order_no), token, 30 * 86400, "Lax", page.secure);
+        let cookie = cookies::set(
+            &cookies::order_cookie(order_no),
+            token,
+            30 * 86400,
+            "Lax",
+            page.secure,
+        );
         let mut res = Redirect::to(path).into_response();
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             res.headers_mut().append(header::SET_COOKIE, v);
@@ -345,7 +408,9 @@ async fn order_access(state: &Shared, page: &Page, headers: &HeaderMap, order_no
         return Ok(Access::Redirect(res));
     }
     let token = cookies::get(headers, &cookies::order_cookie(order_no)).unwrap_or_default();
-    Ok(Access::Granted(Box::new(authorised_order(state, order_no, token).await?)))
+    Ok(Access::Granted(Box::new(
+        authorised_order(state, order_no, token).await?,
+    )))
 }
 
 pub async fn order_page(
@@ -355,7 +420,16 @@ pub async fn order_page(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    let order = match order_access(&state, &page, &headers, &order_no, &q, &format!("/orders/{order_no}")).await {
+    let order = match order_access(
+        &state,
+        &page,
+        &headers,
+        &order_no,
+        &q,
+        &format!("/orders/{order_no}"),
+    )
+    .await
+    {
         Ok(Access::Granted(o)) => o,
         Ok(Access::Redirect(mut res)) => {
             page.finish(&mut res);
@@ -389,7 +463,11 @@ pub async fn order_page(
     )
 }
 
-pub async fn codes_txt(State(state): State<Shared>, headers: HeaderMap, Path(order_no): Path<String>) -> Response {
+pub async fn codes_txt(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Response {
     let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();
     let result = async {
         let order = authorised_order(&state, &order_no, token).await?;
@@ -405,8 +483,14 @@ pub async fn codes_txt(State(state): State<Shared>, headers: HeaderMap, Path(ord
             body.push_str("\r\n");
             (
                 [
-                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{order_no}.txt\"")),
+                    (
+                        header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8".to_string(),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{order_no}.txt\""),
+                    ),
                     (header::CACHE_CONTROL, "no-store".to_string()),
                 ],
                 body,
@@ -427,7 +511,16 @@ pub async fn sandbox_page(
     if state.sandbox.is_none() {
         return page.error(&state, &ApiError::not_found("page"));
     }
-    let order = match order_access(&state, &page, &headers, &order_no, &q, &format!("/pay/sandbox/{order_no}")).await {
+    let order = match order_access(
+        &state,
+        &page,
+        &headers,
+        &order_no,
+        &q,
+        &format!("/pay/sandbox/{order_no}"),
+    )
+    .await
+    {
         Ok(Access::Granted(o)) => o,
         Ok(Access::Redirect(mut res)) => {
             page.finish(&mut res);
@@ -435,7 +528,8 @@ pub async fn sandbox_page(
         }
         Err(e) => return page.error(&state, &e),
     };
-    let pending = order.status.0.as_seen_at(order.expires_at, now_millis()) == kami_core::OrderStatus::Pending;
+    let pending = order.status.0.as_seen_at(order.expires_at, now_millis())
+        == kami_core::OrderStatus::Pending;
     let name = product_name(&state, order.product_id).await;
     page.render(
         &state,
@@ -462,7 +556,8 @@ pub async fn sandbox_pay(
     if let Err(e) = page.check_csrf(&headers, &form.csrf) {
         return page.error(&state, &e);
     }
-    let (Some(sb), Some(channel)) = (state.sandbox.clone(), state.channel(sandbox::NAME).cloned()) else {
+    let (Some(sb), Some(channel)) = (state.sandbox.clone(), state.channel(sandbox::NAME).cloned())
+    else {
         return page.error(&state, &ApiError::not_found("page"));
     };
     let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();
@@ -488,7 +583,10 @@ pub async fn sandbox_pay(
     };
     let reply = handle_notification(&state, channel.as_ref(), n).await;
     if reply.status != 200 {
-        return page.error(&state, &ApiError::bad_request("the sandbox payment was not accepted"));
+        return page.error(
+            &state,
+            &ApiError::bad_request("the sandbox payment was not accepted"),
+        );
     }
     let mut res = Redirect::to(&format!("/orders/{order_no}")).into_response();
     page.finish(&mut res);
@@ -502,9 +600,18 @@ pub struct LookupForm {
     query_password: String,
 }
 
-pub async fn lookup_page(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+pub async fn lookup_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
     let page = Page::new(&state, &headers, &q);
-    page.render(&state, StatusCode::OK, "lookup.html", json!({"searched": false, "results": []}))
+    page.render(
+        &state,
+        StatusCode::OK,
+        "lookup.html",
+        json!({"searched": false, "results": []}),
+    )
 }
 
 pub async fn lookup_submit(
@@ -517,7 +624,8 @@ pub async fn lookup_submit(
     let result = async {
         page.check_csrf(&headers, &form.csrf)?;
         state.limits.check_ip(Class::Lookup, ip)?;
-        let email = kami_core::Email::parse(&form.email).map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
+        let email = kami_core::Email::parse(&form.email)
+            .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
         state.limits.check_email(email.as_str())?;
         lookup(&state, &email, &form.query_password).await
     }
@@ -536,11 +644,22 @@ pub async fn lookup_submit(
                     "cards": o.get("cards").cloned().unwrap_or(json!([])),
                 }));
             }
-            page.render(&state, StatusCode::OK, "lookup.html", json!({"searched": true, "results": results}))
+            page.render(
+                &state,
+                StatusCode::OK,
+                "lookup.html",
+                json!({"searched": true, "results": results}),
+            )
         }
         Err(e) => {
             let status = e.status;
-            page.render(&state, status, "lookup.html", json!({"searched": false, "results": [], "error": e.message}))
+            let message = friendly(page.lang, &e);
+            page.render(
+                &state,
+                status,
+                "lookup.html",
+                json!({"searched": false, "results": [], "error": message}),
+            )
         }
     }
 }
