@@ -42,6 +42,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_product(&self, id: i64, patch: &ProductPatch) -> Result<Option<Product>>;
     async fn get_product(&self, id: i64) -> Result<Option<Product>>;
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>>;
+    async fn sale_terms(&self, id: i64) -> Result<Option<SaleTerms>>;
 
     // --- stock -------------------------------------------------------------
     async fn stock(&self, product_id: i64) -> Result<StockCounts>;

@@ -34,6 +34,21 @@ pub struct Product {
     pub stock: i64,
 }
 
+/// What placing an order needs to know about a product: no stock count,
+/// since counting a million codes per order would cost more than the order.
+#[derive(Debug, Clone)]
+pub struct SaleTerms {
+    pub id: i64,
+    pub price: i64,
+    pub currency: String,
+    pub min_quantity: i64,
+    pub max_quantity: i64,
+    pub per_buyer_limit: Option<i64>,
+    pub sale_starts_at: Option<Millis>,
+    pub sale_ends_at: Option<Millis>,
+    pub visible: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NewProduct {
     pub category_id: Option<i64>,

@@ -155,6 +155,31 @@ pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Produ
     rows.iter().map(rows::product).collect()
 }
 
+pub async fn sale_terms(s: &SqlStore, id: i64) -> Result<Option<SaleTerms>> {
+    let row = sqlx::query(
+        "SELECT id, price, currency, min_quantity, max_quantity, per_buyer_limit, sale_starts_at, \
+         sale_ends_at, visible FROM products WHERE id = $1 AND merchant_id = $2",
+    )
+    .bind(id)
+    .bind(DEFAULT_MERCHANT)
+    .fetch_optional(&s.read)
+    .await?;
+    row.map(|r| {
+        Ok(SaleTerms {
+            id: r.try_get("id")?,
+            price: r.try_get("price")?,
+            currency: r.try_get("currency")?,
+            min_quantity: r.try_get("min_quantity")?,
+            max_quantity: r.try_get("max_quantity")?,
+            per_buyer_limit: r.try_get("per_buyer_limit")?,
+            sale_starts_at: r.try_get("sale_starts_at")?,
+            sale_ends_at: r.try_get("sale_ends_at")?,
+            visible: r.try_get::<i64, _>("visible")? != 0,
+        })
+    })
+    .transpose()
+}
+
 pub async fn stock(s: &SqlStore, product_id: i64) -> Result<StockCounts> {
     let rows = sqlx::query(
         "SELECT status, COUNT(*) AS n FROM cards WHERE product_id = $1 \

@@ -79,6 +79,9 @@ impl Store for SqlStore {
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>> {
         catalog::list_products(self, visible_only).await
     }
+    async fn sale_terms(&self, id: i64) -> Result<Option<SaleTerms>> {
+        catalog::sale_terms(self, id).await
+    }
     async fn stock(&self, product_id: i64) -> Result<StockCounts> {
         catalog::stock(self, product_id).await
     }

@@ -64,7 +64,7 @@ pub async fn place_order(
         .ok_or_else(|| ApiError::invalid_param("product_id", "product_id must be a product id"))?;
     let product = state
         .store
-        .get_product(product_id)
+        .sale_terms(product_id)
         .await?
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
