@@ -71,9 +71,15 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("bind", &self.bind)
-            .field("database", &self.database_url().map(|u| kami_store::redact_url(&u)).ok())
+            .field(
+                "database",
+                &self.database_url().map(|u| kami_store::redact_url(&u)).ok(),
+            )
             .field("data_dir", &self.data_dir)
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("sandbox", &self.sandbox_secret.is_some())
             .field("order_ttl", &self.order_ttl)
             .field("public_url", &self.public_url)
@@ -100,8 +106,16 @@ pub struct Flags {
 }
 
 const ENV_STRINGS: &[&str] = &[
-    "bind", "database_url", "master_key", "redis_url", "sandbox_secret", "public_url",
-    "rate_limits", "shop_name", "notice", "log",
+    "bind",
+    "database_url",
+    "master_key",
+    "redis_url",
+    "sandbox_secret",
+    "public_url",
+    "rate_limits",
+    "shop_name",
+    "notice",
+    "log",
 ];
 
 impl Config {
@@ -147,7 +161,10 @@ impl Config {
                 .with_context(|| format!("KAMI_ORDER_TTL must be whole seconds, got {v:?}"))?;
         }
         if let Some(v) = env("KAMI_DB_POOL_SIZE") {
-            cfg.db_pool_size = v.trim().parse().context("KAMI_DB_POOL_SIZE must be a number")?;
+            cfg.db_pool_size = v
+                .trim()
+                .parse()
+                .context("KAMI_DB_POOL_SIZE must be a number")?;
         }
         if let Some(v) = env("KAMI_DEMO") {
             cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");
@@ -203,7 +220,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if !matches!(self.rate_limits.as_str(), "on" | "off") {
-            bail!("rate_limits must be \"on\" or \"off\", got {:?}", self.rate_limits);
+            bail!(
+                "rate_limits must be \"on\" or \"off\", got {:?}",
+                self.rate_limits
+            );
         }
         if self.order_ttl == 0 {
             bail!("order_ttl must be at least 1 second");
@@ -220,7 +240,10 @@ impl Config {
             None => format!("sqlite://{}", self.data_dir.join("kami.db").display()),
         };
         if kami_store::Backend::from_url(&url).is_none() {
-            bail!("unsupported database URL {:?}: use sqlite://FILE or postgres://…", kami_store::redact_url(&url));
+            bail!(
+                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+                kami_store::redact_url(&url)
+            );
         }
         Ok(url)
     }
@@ -229,7 +252,10 @@ impl Config {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
-                let host = self.bind.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+                let host = self
+                    .bind
+                    .replace("0.0.0.0", "127.0.0.1")
+                    .replace("[::]", "[::1]");
                 format!("http://{host}")
             }
         }
@@ -242,7 +268,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(env: &[(&str, &str)], flags: Flags) -> anyhow::Result<Config> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_from(&flags, |k| env.get(k).cloned())
     }
 
@@ -251,9 +280,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kami-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("kami.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\norder_ttl = 60\nshop_name = \"File\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9000\"\norder_ttl = 60\nshop_name = \"File\"\n",
+        )
+        .unwrap();
         let cfg = load(
-            &[("KAMI_CONFIG", file.to_str().unwrap()), ("KAMI_ORDER_TTL", "30"), ("KAMI_SANDBOX_SECRET", "00123")],
+            &[
+                ("KAMI_CONFIG", file.to_str().unwrap()),
+                ("KAMI_ORDER_TTL", "30"),
+                ("KAMI_SANDBOX_SECRET", "00123"),
+            ],
             Flags {
                 bind: Some("127.0.0.1:9100".into()),
                 ..Flags::default()
@@ -271,7 +308,12 @@ mod tests {
     fn rejects_bad_values_and_unknown_keys() {
         assert!(load(&[("KAMI_ORDER_TTL", "soon")], Flags::default()).is_err());
         assert!(load(&[("KAMI_RATE_LIMITS", "maybe")], Flags::default()).is_err());
-        assert!(load(&[("KAMI_DATABASE_URL", "mysql://x")], Flags::default()).unwrap().database_url().is_err());
+        assert!(
+            load(&[("KAMI_DATABASE_URL", "mysql://x")], Flags::default())
+                .unwrap()
+                .database_url()
+                .is_err()
+        );
         let dir = std::env::temp_dir().join(format!("kami-cfg2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("kami.toml");
@@ -282,7 +324,10 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let cfg = load(
-            &[("KAMI_DATABASE_URL", "postgres://u:pw@h/db"), ("KAMI_MASTER_KEY", "c2VjcmV0")],
+            &[
+                ("KAMI_DATABASE_URL", "postgres://u:pw@h/db"),
+                ("KAMI_MASTER_KEY", "c2VjcmV0"),
+            ],
             Flags::default(),
         )
         .unwrap();

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Flags};
 
 #[derive(Parser)]
-#[command(name = "kami", version, about = "Self-hosted automatic card-key delivery")]
+#[command(
+    name = "kami",
+    version,
+    about = "Self-hosted automatic card-key delivery"
+)]
 struct Cli {
     #[command(flatten)]
     flags: Flags,

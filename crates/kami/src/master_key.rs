@@ -17,7 +17,8 @@ pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
     if let Some(path) = &cfg.master_key_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read master key file {}", path.display()))?;
-        return MasterKey::from_base64(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("master key file {} is invalid", path.display()));
     }
     let path = cfg.data_dir.join("master.key");
     if path.exists() {
@@ -26,7 +27,8 @@ pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
             tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "master key file is readable by others; chmod 600 it");
         }
         let text = std::fs::read_to_string(&path)?;
-        return MasterKey::from_base64(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("master key file {} is invalid", path.display()));
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
@@ -54,7 +56,9 @@ pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
 /// were sealed with (fail closed: a wrong key must not seal new codes).
 pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
     let keys = Keys::new(&load(cfg)?);
-    let stored = store.init_setting("master_key_check", keys.check_value()).await?;
+    let stored = store
+        .init_setting("master_key_check", keys.check_value())
+        .await?;
     if stored != keys.check_value() {
         bail!(
             "the master key does not match the one this database was set up with; \

@@ -22,7 +22,9 @@ pub async fn create_api_key(cfg: Config, name: &str) -> anyhow::Result<()> {
     }
     let store = open_store(&cfg).await?;
     let key = random_token("kami_");
-    let id = store.create_api_key(name, &token_hash(&key), &key[..9]).await?;
+    let id = store
+        .create_api_key(name, &token_hash(&key), &key[..9])
+        .await?;
     eprintln!("API key {id} ({name}) created. It is shown once; store it now:");
     println!("{key}");
     Ok(())

@@ -26,12 +26,17 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
     let size = f.metadata().await?.len();
     let bar = ProgressBar::new(size);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     let chunks = ReaderStream::with_capacity(f, 256 * 1024).boxed();
-    let result = import_cards(store.as_ref(), &keys, product_id, chunks, |n| bar.set_position(n)).await;
+    let result = import_cards(store.as_ref(), &keys, product_id, chunks, |n| {
+        bar.set_position(n)
+    })
+    .await;
     bar.finish_and_clear();
     match result {
         Ok(report) => {

@@ -24,7 +24,8 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
 /// Logs as JSON lines: on stdout for `serve`, on stderr (warnings only by
 /// default) for the one-shot commands, whose stdout is their answer.
 pub fn init_logging(filter: &str, to_stdout: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -95,8 +95,20 @@ async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
             format!("DEMO-{}-{}-{}\n", &t[0..4], &t[4..8], &t[8..12])
         })
         .collect();
-    let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(codes))]);
-    let report = kami_web::services::import::import_cards(state.store.as_ref(), &state.keys, product.id, chunks, |_| {}).await?;
-    tracing::info!(product_id = product.id, imported = report.imported, "demo product seeded");
+    let chunks =
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(codes))]);
+    let report = kami_web::services::import::import_cards(
+        state.store.as_ref(),
+        &state.keys,
+        product.id,
+        chunks,
+        |_| {},
+    )
+    .await?;
+    tracing::info!(
+        product_id = product.id,
+        imported = report.imported,
+        "demo product seeded"
+    );
     Ok(())
 }
