@@ -1,0 +1,467 @@
+//! The admin API (authentication, products) and validation of orders.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    admin_api_authenticates_first_and_validates_products,
+    orders_are_validated_and_limited_per_buyer,
+);
+
+async fn admin_api_authenticates_first_and_validates_products(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let h = &kami.http;
+    let products = kami.url("/api/v1/admin/products");
+    let good = json!({"name": "Auth", "price": 100, "currency": "CNY"});
+
+    // 401 before anything else, whatever the body.
+    let attempts: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("no key", h.post(&products).json(&good)),
+        (
+            "wrong key",
+            h.post(&products).bearer_auth("kami_wrong_key").json(&good),
+        ),
+        (
+            "not bearer",
+            h.post(&products)
+                .header("authorization", format!("Basic {}", kami.api_key))
+                .json(&good),
+        ),
+        (
+            "no key, garbage body",
+            h.post(&products)
+                .header("content-type", "application/json")
+                .body("{{{ not json"),
+        ),
+        (
+            "wrong key, garbage body",
+            h.post(&products)
+                .bearer_auth("nope")
+                .header("content-type", "application/json")
+                .body(vec![0xff, 0x00, 0x13]),
+        ),
+        (
+            "wrong key, no content type",
+            h.post(&products).bearer_auth("nope").body("name=x"),
+        ),
+        ("list without key", h.get(&products)),
+        (
+            "stock without key",
+            h.get(kami.url("/api/v1/admin/products/1/stock")),
+        ),
+        (
+            "orders without key",
+            h.get(kami.url("/api/v1/admin/orders")),
+        ),
+        (
+            "events without key",
+            h.get(kami.url("/api/v1/admin/events?order_no=K1234567890")),
+        ),
+        (
+            "import without key",
+            h.post(kami.url("/api/v1/admin/products/1/cards"))
+                .header("content-type", "text/plain")
+                .body("a\nb\n"),
+        ),
+        (
+            "patch with wrong key",
+            h.patch(kami.url("/api/v1/admin/products/1"))
+                .bearer_auth("nope")
+                .json(&json!({"price": 1})),
+        ),
+        (
+            "key with extra char",
+            h.post(&products)
+                .bearer_auth(format!("{}x", kami.api_key))
+                .json(&good),
+        ),
+    ];
+    for (what, req) in attempts {
+        let (s, v) = kami.send(req).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{what}: {v}"
+        );
+    }
+    let (s, v) = kami.admin_get("/api/v1/admin/products").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["data"],
+        json!([]),
+        "nothing was created by unauthenticated requests: {v}"
+    );
+
+    // Defaults.
+    let (s, p) = kami.admin_post("/api/v1/admin/products", &good).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert!(p["id"].is_i64(), "{p}");
+    assert_eq!(p["name"], json!("Auth"));
+    assert_eq!(p["price"], json!(100));
+    assert_eq!(p["currency"], json!("CNY"));
+    assert_eq!(p["min_quantity"], json!(1), "{p}");
+    assert_eq!(p["max_quantity"], json!(10), "{p}");
+    assert_eq!(p["visible"], json!(true), "{p}");
+    assert_eq!(p["per_buyer_limit"], Value::Null, "{p}");
+    assert_eq!(p["category"], Value::Null, "{p}");
+    assert_eq!(p["sale_starts_at"], Value::Null, "{p}");
+    assert_eq!(p["stock"], json!(0), "{p}");
+    let id = p["id"].as_i64().unwrap();
+
+    // Invalid bodies.
+    let invalid = [
+        ("empty object", json!({})),
+        ("no name", json!({"price": 100, "currency": "CNY"})),
+        (
+            "empty name",
+            json!({"name": "  ", "price": 100, "currency": "CNY"}),
+        ),
+        ("no price", json!({"name": "x", "currency": "CNY"})),
+        (
+            "negative price",
+            json!({"name": "x", "price": -5, "currency": "CNY"}),
+        ),
+        (
+            "price as string",
+            json!({"name": "x", "price": "100", "currency": "CNY"}),
+        ),
+        (
+            "fractional price",
+            json!({"name": "x", "price": 9.9, "currency": "CNY"}),
+        ),
+        ("no currency", json!({"name": "x", "price": 100})),
+        (
+            "bad currency",
+            json!({"name": "x", "price": 100, "currency": "yuan!"}),
+        ),
+        (
+            "min 0",
+            json!({"name": "x", "price": 100, "currency": "CNY", "min_quantity": 0}),
+        ),
+        (
+            "min > max",
+            json!({"name": "x", "price": 100, "currency": "CNY", "min_quantity": 5, "max_quantity": 2}),
+        ),
+        (
+            "limit 0",
+            json!({"name": "x", "price": 100, "currency": "CNY", "per_buyer_limit": 0}),
+        ),
+        (
+            "bad sale time",
+            json!({"name": "x", "price": 100, "currency": "CNY", "sale_starts_at": "tomorrow"}),
+        ),
+        ("array", json!([1, 2, 3])),
+    ];
+    for (what, body) in invalid {
+        let (s, v) = kami.admin_post("/api/v1/admin/products", &body).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{what}: {v}"
+        );
+    }
+    let (s, v) = kami
+        .send(
+            h.post(&products)
+                .bearer_auth(&kami.api_key)
+                .header("content-type", "application/json")
+                .body("{\"name\": "),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "malformed JSON: {v}"
+    );
+    let (s, v) = kami.admin_get("/api/v1/admin/products").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        1,
+        "invalid bodies created nothing: {v}"
+    );
+
+    // PATCH.
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{id}"),
+            &json!({"price": 250, "max_quantity": 3, "description": "now with more", "per_buyer_limit": 5}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["price"].clone(),
+            v["max_quantity"].clone(),
+            v["per_buyer_limit"].clone()
+        ),
+        (json!(250), json!(3), json!(5)),
+        "{v}"
+    );
+    assert_eq!(v["name"], json!("Auth"), "untouched fields stay: {v}");
+    assert_eq!(v["description"], json!("now with more"));
+    let (s, v) = kami
+        .send(h.get(kami.url(&format!("/api/v1/products/{id}"))))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["price"], json!(250), "public view follows the patch: {v}");
+    // Orders follow the new price and quantity bounds.
+    kami.import_codes(id, &make_codes("PATCH", 5)).await;
+    let o = kami.buy(id, 2, "patched@example.com").await;
+    assert_eq!(o["amount"], json!(500), "{o}");
+    let (s, v) = kami
+        .order(json!({"product_id": id, "quantity": 4, "email": "patched@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "above the patched max: {v}"
+    );
+
+    // Clearing the limit with null, hiding the product.
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{id}"),
+            &json!({"per_buyer_limit": null, "visible": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["per_buyer_limit"], Value::Null, "{v}");
+    assert_eq!(v["visible"], json!(false));
+    let (s, v) = kami.send(h.get(kami.url("/api/v1/products"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["id"] != json!(id)),
+        "hidden product listed: {v}"
+    );
+
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{id}"),
+            &json!({"min_quantity": 7}),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "min above max: {v}"
+    );
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{id}"),
+            &json!({"price": -1}),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
+    let (s, v) = kami
+        .admin_patch("/api/v1/admin/products/999999", &json!({"price": 1}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{v}"
+    );
+    let (s, v) = kami.admin_get("/api/v1/admin/products/999999/stock").await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{v}"
+    );
+
+    // Order listing carries no codes and filters by status.
+    let (s, v) = kami.admin_get("/api/v1/admin/orders?status=pending").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{v}");
+    assert_eq!(data[0]["order_no"], o["order_no"]);
+    let (s, v) = kami
+        .admin_get("/api/v1/admin/orders?status=delivered")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"], json!([]), "{v}");
+}
+
+async fn orders_are_validated_and_limited_per_buyer(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Validated", json!({"max_quantity": 5})).await;
+    kami.import_codes(pid, &make_codes("VAL", 20)).await;
+    let stock = kami.stock3(pid).await;
+
+    let base = json!({"product_id": pid, "quantity": 1, "email": "valid@example.com", "channel": "sandbox"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let invalid = [
+        ("quantity 0", with("quantity", json!(0))),
+        ("quantity -1", with("quantity", json!(-1))),
+        ("quantity above max", with("quantity", json!(6))),
+        (
+            "quantity huge",
+            with("quantity", json!(1_000_000_000_000i64)),
+        ),
+        ("quantity string", with("quantity", json!("two"))),
+        ("email without @", with("email", json!("not-an-email"))),
+        ("email empty", with("email", json!(""))),
+        ("email with spaces", with("email", json!("a b@example.com"))),
+        ("email missing domain", with("email", json!("buyer@"))),
+        ("unknown channel", with("channel", json!("bitcoin"))),
+        ("unconfigured channel", with("channel", json!("epay"))),
+        ("no email", {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().remove("email");
+            b
+        }),
+    ];
+    for (what, body) in invalid {
+        let (s, v) = kami.order(body).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{what}: {v}"
+        );
+    }
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/api/v1/orders"))
+                .header("content-type", "application/json")
+                .body("{\"product_id\":"),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "malformed JSON: {v}"
+    );
+    assert_eq!(
+        kami.stock3(pid).await,
+        stock,
+        "no invalid order reserved anything"
+    );
+
+    let (s, v) = kami.order(with("product_id", json!(999_999))).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{v}"
+    );
+
+    // Too large a body.
+    let big = json!({"product_id": pid, "quantity": 1, "email": "valid@example.com", "channel": "sandbox",
+                     "coupon": "c".repeat(1_100_000)});
+    let res = kami
+        .http
+        .post(kami.url("/api/v1/orders"))
+        .json(&big)
+        .send()
+        .await;
+    if let Ok(res) = res {
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    // A timed drop that has not started.
+    let later = kami
+        .product(
+            "Timed drop",
+            json!({"sale_starts_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    kami.import_codes(later, &make_codes("DROP", 3)).await;
+    let (s, v) = kami
+        .order(json!({"product_id": later, "quantity": 1, "email": "early@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "sale_not_started"),
+        "{v}"
+    );
+    assert_eq!(kami.stock3(later).await, (3, 0, 0));
+    // Opened by moving the start into the past.
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{later}"),
+            &json!({"sale_starts_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    kami.buy(later, 1, "early@example.com").await;
+
+    // insufficient_stock vs sold_out.
+    let few = kami.product("Few", json!({})).await;
+    kami.import_codes(few, &make_codes("FEW", 2)).await;
+    let (s, v) = kami
+        .order(json!({"product_id": few, "quantity": 3, "email": "many@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "insufficient_stock"),
+        "{v}"
+    );
+    assert_eq!(
+        kami.stock3(few).await,
+        (2, 0, 0),
+        "a refused order reserves nothing"
+    );
+
+    // Per-buyer limit 2: the same buyer races ten orders of one.
+    let limited = kami.product("Limited", json!({"per_buyer_limit": 2})).await;
+    kami.import_codes(limited, &make_codes("LIM", 20)).await;
+    let kami = std::sync::Arc::new(kami);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let k = kami.clone();
+        tasks.push(tokio::spawn(async move {
+            k.order(json!({"product_id": limited, "quantity": 1, "email": "scalper@example.com", "channel": "sandbox"}))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        match s {
+            StatusCode::CREATED => ok += 1,
+            _ => assert_eq!(
+                (s, error_code(&v)),
+                (StatusCode::CONFLICT, "limit_exceeded"),
+                "{v}"
+            ),
+        }
+    }
+    assert_eq!(ok, 2, "exactly the per-buyer limit succeeds");
+    assert_eq!(kami.stock3(limited).await, (18, 2, 0));
+    // The same address written differently is the same buyer.
+    let (s, v) = kami
+        .order(json!({"product_id": limited, "quantity": 1, "email": "Scalper@Example.COM", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "limit_exceeded"),
+        "{v}"
+    );
+    // One order of 3 is over the limit at once.
+    let (s, v) = kami
+        .order(json!({"product_id": limited, "quantity": 3, "email": "other@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "limit_exceeded"),
+        "{v}"
+    );
+    // Another buyer is unaffected.
+    kami.buy(limited, 2, "other@example.com").await;
+    assert_eq!(kami.stock3(limited).await, (16, 4, 0));
+}

@@ -1,0 +1,207 @@
+//! The buyer's side: Idempotency-Key, access tokens, lookup by email and password.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    idempotency_key_replays_the_same_order_and_refuses_another_body,
+    orders_are_hidden_without_their_access_token,
+    lookup_returns_only_orders_placed_with_that_email_and_password,
+);
+
+async fn idempotency_key_replays_the_same_order_and_refuses_another_body(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Idempotent", json!({})).await;
+    kami.import_codes(pid, &make_codes("IDEM", 10)).await;
+
+    let body = json!({"product_id": pid, "quantity": 1, "email": "retry@example.com", "channel": "sandbox"});
+    let key = format!("idem-{}", random_token(16));
+    let (s1, v1) = kami.order_idem(&body, &key).await;
+    assert_eq!(s1, StatusCode::CREATED, "{v1}");
+    let (s2, v2) = kami.order_idem(&body, &key).await;
+    assert_eq!(s2, StatusCode::CREATED, "replay: {v2}");
+    assert_eq!(
+        v2["order_no"], v1["order_no"],
+        "the same key and body must give the same order"
+    );
+    assert_eq!(v2, v1, "the replay is the first response");
+    assert_eq!(kami.stock3(pid).await, (9, 1, 0), "only one order reserved");
+    // The replayed token works.
+    assert_eq!(kami.view(&v2).await["order_no"], v1["order_no"]);
+
+    // Same key, another body.
+    let other = json!({"product_id": pid, "quantity": 2, "email": "retry@example.com", "channel": "sandbox"});
+    let (s3, v3) = kami.order_idem(&other, &key).await;
+    assert_eq!(
+        (s3, error_code(&v3)),
+        (StatusCode::CONFLICT, "idempotency_conflict"),
+        "{v3}"
+    );
+    assert_eq!(kami.stock3(pid).await, (9, 1, 0));
+
+    // Without a key, the same body is a new order.
+    let (s4, v4) = kami.order(body.clone()).await;
+    assert_eq!(s4, StatusCode::CREATED, "{v4}");
+    assert_ne!(v4["order_no"], v1["order_no"]);
+    assert_eq!(kami.stock3(pid).await, (8, 2, 0));
+
+    // Five retries of one request in flight at once: one order.
+    let key = format!("idem-{}", random_token(16));
+    let body = json!({"product_id": pid, "quantity": 2, "email": "burst@example.com", "channel": "sandbox"});
+    let kami = std::sync::Arc::new(kami);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (k, body, key) = (kami.clone(), body.clone(), key.clone());
+        tasks.push(tokio::spawn(async move { k.order_idem(&body, &key).await }));
+    }
+    let mut numbers = HashSet::new();
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!(s, StatusCode::CREATED, "concurrent retry: {v}");
+        numbers.insert(v["order_no"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        numbers.len(),
+        1,
+        "concurrent retries with one key made {numbers:?}"
+    );
+    assert_eq!(kami.stock3(pid).await, (6, 4, 0));
+}
+
+async fn orders_are_hidden_without_their_access_token(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Tokens", json!({})).await;
+    kami.import_codes(pid, &make_codes("TOK", 4)).await;
+    let o = kami.buy(pid, 1, "owner@example.com").await;
+    let no = o["order_no"].as_str().unwrap();
+    let token = o["access_token"].as_str().unwrap();
+    assert!(
+        token.len() >= 16,
+        "access token too short to be unguessable: {token}"
+    );
+    kami.pay_ok(&o).await;
+
+    let (s, owner) = kami.get_order(no, Some(token)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(owner["status"], json!("delivered"));
+    assert_eq!(cards_of(&owner).len(), 1);
+
+    let (s_none, v_none) = kami.get_order(no, None).await;
+    let (s_wrong, v_wrong) = kami.get_order(no, Some("wrong-token-0000000000")).await;
+    let other = kami.buy(pid, 1, "someone@example.com").await;
+    let (s_other, v_other) = kami
+        .get_order(no, Some(other["access_token"].as_str().unwrap()))
+        .await;
+    let ghost = format!("K20990101000000{}", random_token(8).to_uppercase());
+    let (s_ghost, v_ghost) = kami.get_order(&ghost, Some(token)).await;
+    for (what, s, v) in [
+        ("no token", s_none, &v_none),
+        ("wrong token", s_wrong, &v_wrong),
+        ("another order's token", s_other, &v_other),
+        ("no such order", s_ghost, &v_ghost),
+    ] {
+        assert_eq!(
+            (s, error_code(v)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{what}: {v}"
+        );
+        assert!(
+            !v.to_string().contains(&cards_of(&owner)[0]),
+            "{what}: code leaked"
+        );
+    }
+    assert_eq!(
+        v_none, v_ghost,
+        "an order without its token must look like no order at all"
+    );
+    assert_eq!(v_wrong, v_ghost);
+}
+
+async fn lookup(kami: &Kami, email: &str, password: &str) -> Vec<Value> {
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/api/v1/orders/lookup"))
+                .json(&json!({"email": email, "query_password": password})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "lookup: {v}");
+    assert!(v["has_more"].is_boolean(), "{v}");
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("lookup: {v}"))
+        .clone()
+}
+
+async fn lookup_returns_only_orders_placed_with_that_email_and_password(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Lookup", json!({})).await;
+    let codes = make_codes("LOOK", 10);
+    kami.import_codes(pid, &codes).await;
+    let email = format!("lookup-{}@example.com", random_token(6).to_lowercase());
+    let order = |pw: Option<&str>| {
+        let mut b = json!({"product_id": pid, "quantity": 1, "email": email, "channel": "sandbox"});
+        if let Some(pw) = pw {
+            b["query_password"] = json!(pw);
+        }
+        b
+    };
+    let (s, with_pw) = kami.order(order(Some("hunter2"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{with_pw}");
+    let (s, no_pw) = kami.order(order(None)).await;
+    assert_eq!(s, StatusCode::CREATED, "{no_pw}");
+    let (s, other_pw) = kami.order(order(Some("correct horse"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{other_pw}");
+
+    let found = lookup(&kami, &email, "hunter2").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["order_no"], with_pw["order_no"]);
+    assert_eq!(found[0]["status"], json!("pending"));
+    assert!(
+        found[0].get("cards").is_none() || found[0]["cards"].is_null(),
+        "no codes before payment: {found:?}"
+    );
+
+    kami.pay_ok(&with_pw).await;
+    let found = lookup(&kami, &email, "hunter2").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["status"], json!("delivered"));
+    let cards = cards_of(&found[0]);
+    assert_eq!(
+        cards,
+        kami.codes(&with_pw).await,
+        "lookup shows the delivered codes"
+    );
+    assert_distinct_from(&cards, &codes);
+
+    assert!(
+        lookup(&kami, &email, "hunter3").await.is_empty(),
+        "wrong password"
+    );
+    assert!(
+        lookup(&kami, &email, "").await.is_empty(),
+        "an empty password finds nothing"
+    );
+    assert!(
+        lookup(&kami, "nobody@example.com", "hunter2")
+            .await
+            .is_empty(),
+        "wrong email"
+    );
+    let found = lookup(&kami, &email, "correct horse").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["order_no"], other_pw["order_no"]);
+    for pw in ["hunter2", "correct horse", "", " "] {
+        let found = lookup(&kami, &email, pw).await;
+        assert!(
+            found.iter().all(|o| o["order_no"] != no_pw["order_no"]),
+            "an order placed without a password was returned for {pw:?}"
+        );
+    }
+}

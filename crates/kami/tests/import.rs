@@ -1,0 +1,345 @@
+//! Card import: hostile files, encodings, deduplication, the CLI.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use rand::RngCore;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    bad_import_files_are_refused_or_rejected_per_line,
+    gbk_bom_and_crlf_files_import_the_right_text,
+    duplicates_within_an_upload_and_against_stock_and_sold_codes_are_counted,
+    cli_import_prints_the_counts_and_the_codes_sell,
+);
+
+fn rejected_lines(report: &Value) -> Vec<i64> {
+    report["rejected"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rejected list: {report}"))
+        .iter()
+        .map(|r| {
+            assert!(
+                r["reason"].as_str().is_some_and(|s| !s.is_empty()),
+                "rejection without a reason: {r}"
+            );
+            r["line"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("line is not an integer: {r}"))
+        })
+        .collect()
+}
+
+async fn bad_import_files_are_refused_or_rejected_per_line(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Hostile imports", json!({})).await;
+    kami.import_codes(pid, &make_codes("BASE", 2)).await;
+    let base = kami.stock3(pid).await;
+    assert_eq!(base, (2, 0, 0));
+
+    // Binary garbage with NULs: refused whole.
+    let mut garbage = vec![0u8; 4096];
+    rand::thread_rng().fill_bytes(&mut garbage);
+    garbage[10] = 0;
+    garbage[2000] = 0;
+    garbage[4095] = b'\n';
+    let (s, v) = kami.import_raw(pid, garbage).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
+    assert_eq!(
+        kami.stock3(pid).await,
+        base,
+        "nothing imported from a binary file"
+    );
+
+    // Good lines around a single NUL: still refused whole.
+    let (s, v) = kami
+        .import_raw(pid, b"fine-1\nfine-2\nfi\0ne-3\nfine-4\n".to_vec())
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
+    assert_eq!(
+        kami.stock3(pid).await,
+        base,
+        "a file with a NUL imports nothing"
+    );
+
+    // A 10 MB line between good ones.
+    let good = make_codes("LONGOK", 3);
+    let mut body = Vec::with_capacity(10_100_000);
+    body.extend_from_slice(format!("{}\n", good[0]).as_bytes());
+    body.extend(std::iter::repeat_n(b'x', 10_000_000));
+    body.extend_from_slice(format!("\n{}\n{}\n", good[1], good[2]).as_bytes());
+    let v = kami.import(pid, body).await;
+    assert_eq!(v["imported"], json!(3), "{v}");
+    assert_eq!(rejected_lines(&v), vec![2], "{v}");
+    assert_eq!(kami.stock3(pid).await, (5, 0, 0));
+
+    // A line just at and just over 1024 characters.
+    let at = "y".repeat(1024);
+    let over = "z".repeat(1025);
+    let v = kami.import(pid, format!("{at}\n{over}\n")).await;
+    assert_eq!(
+        v["imported"],
+        json!(1),
+        "a 1024-character line is fine: {v}"
+    );
+    assert_eq!(rejected_lines(&v), vec![2], "{v}");
+
+    // Bytes that are neither UTF-8 nor GBK, and control characters: per line.
+    let utf8_ok = make_codes("U8OK", 2);
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("{}\n", utf8_ok[0]).as_bytes());
+    body.extend_from_slice(b"\xff\xfe\xfd\n");
+    body.extend_from_slice(format!("{}\n", utf8_ok[1]).as_bytes());
+    body.extend_from_slice(b"abc\xff\xffdef\n");
+    body.extend_from_slice(b"bell\x07code\n");
+    body.extend_from_slice(b"esc\x1b[31mred\n");
+    let v = kami.import(pid, body).await;
+    assert_eq!(v["imported"], json!(2), "{v}");
+    assert_eq!(rejected_lines(&v), vec![2, 4, 5, 6], "{v}");
+    assert_eq!(kami.stock3(pid).await, (8, 0, 0));
+
+    // Over 16 MiB: 413, nothing imported.
+    let mut huge = Vec::with_capacity(17 * 1024 * 1024);
+    let mut i = 0u64;
+    while huge.len() < 17 * 1024 * 1024 {
+        huge.extend_from_slice(format!("huge-code-{i:012}-{}\n", "p".repeat(40)).as_bytes());
+        i += 1;
+    }
+    let res = kami
+        .http
+        .post(kami.url(&format!("/api/v1/admin/products/{pid}/cards")))
+        .bearer_auth(&kami.api_key)
+        .header("content-type", "text/plain")
+        .body(huge)
+        .send()
+        .await;
+    // The server may answer 413 and close before reading it all; both are a refusal.
+    if let Ok(res) = res {
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    assert_eq!(
+        kami.stock3(pid).await,
+        (8, 0, 0),
+        "an oversized upload imports nothing"
+    );
+
+    // Unknown product.
+    let (s, v) = kami.import_raw(999_999, "x1\nx2\n").await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{v}"
+    );
+}
+
+async fn gbk_bom_and_crlf_files_import_the_right_text(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+
+    // GBK.
+    let pid = kami.product("GBK", json!({})).await;
+    let tag = random_token(6);
+    let originals: Vec<String> = ["测试卡密", "点卡充值码", "会员兑换券"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{s}-{tag}-{i}"))
+        .collect();
+    let text = originals.join("\r\n") + "\r\n";
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(&text);
+    assert!(!unmappable);
+    assert!(
+        std::str::from_utf8(&gbk).is_err(),
+        "the test file must not be valid UTF-8"
+    );
+    let v = kami.import(pid, gbk.into_owned()).await;
+    assert_eq!(v["imported"], json!(3), "{v}");
+    assert_eq!(rejected_lines(&v), Vec::<i64>::new());
+    let o = kami.buy(pid, 3, "gbk@example.com").await;
+    kami.pay_ok(&o).await;
+    let got: HashSet<String> = kami.codes(&o).await.into_iter().collect();
+    let want: HashSet<String> = originals.iter().cloned().collect();
+    assert_eq!(
+        got, want,
+        "GBK lines must be delivered as the original text"
+    );
+
+    // UTF-8 with a BOM, CRLF, blank lines and surrounding whitespace.
+    let pid = kami.product("BOM", json!({})).await;
+    let codes = make_codes("BOM", 3);
+    let body = format!(
+        "\u{feff}{}\r\n\r\n   {}  \r\n\t{}\r\n\r\n",
+        codes[0], codes[1], codes[2]
+    );
+    let v = kami.import(pid, body).await;
+    assert_eq!(v["imported"], json!(3), "{v}");
+    assert_eq!(v["duplicates"], json!(0), "{v}");
+    assert_eq!(rejected_lines(&v), Vec::<i64>::new(), "{v}");
+    let o = kami.buy(pid, 3, "bom@example.com").await;
+    kami.pay_ok(&o).await;
+    let got: HashSet<String> = kami.codes(&o).await.into_iter().collect();
+    assert_eq!(
+        got,
+        codes.iter().cloned().collect::<HashSet<_>>(),
+        "no BOM, CR or whitespace kept"
+    );
+
+    // Mixed: a UTF-8 line and a GBK line in one file.
+    let pid = kami.product("Mixed", json!({})).await;
+    let utf8_line = format!("卡密UTF8-{tag}");
+    let gbk_text = format!("卡密GBK-{tag}");
+    let mut body = format!("{utf8_line}\n").into_bytes();
+    body.extend_from_slice(&encoding_rs::GBK.encode(&gbk_text).0);
+    body.push(b'\n');
+    let v = kami.import(pid, body).await;
+    assert_eq!(v["imported"], json!(2), "{v}");
+    let o = kami.buy(pid, 2, "mixed@example.com").await;
+    kami.pay_ok(&o).await;
+    let got: HashSet<String> = kami.codes(&o).await.into_iter().collect();
+    assert_eq!(
+        got,
+        [utf8_line, gbk_text].into_iter().collect::<HashSet<_>>()
+    );
+}
+
+async fn duplicates_within_an_upload_and_against_stock_and_sold_codes_are_counted(
+    backend: Backend,
+) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Dedupe", json!({})).await;
+    let c = make_codes("DD", 5);
+
+    // Within one upload (after trimming).
+    let v = kami
+        .import(
+            pid,
+            format!("{}\n{}\n{}\n  {}  \n{}\n", c[0], c[1], c[0], c[1], c[2]),
+        )
+        .await;
+    assert_eq!(
+        (v["imported"].clone(), v["duplicates"].clone()),
+        (json!(3), json!(2)),
+        "{v}"
+    );
+    assert_eq!(kami.stock3(pid).await, (3, 0, 0));
+
+    // Sell one.
+    let o = kami.buy(pid, 1, "dd@example.com").await;
+    kami.pay_ok(&o).await;
+    let sold = kami.codes(&o).await;
+    assert_eq!(kami.stock3(pid).await, (2, 0, 1));
+    // Reserve one.
+    kami.buy(pid, 1, "dd2@example.com").await;
+    assert_eq!(kami.stock3(pid).await, (1, 1, 1));
+
+    // Re-import all of them (sold, reserved, available) plus two new ones.
+    let v = kami
+        .import(
+            pid,
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n{}\n",
+                c[0], c[1], c[2], c[3], sold[0], c[4]
+            ),
+        )
+        .await;
+    assert_eq!(
+        (v["imported"].clone(), v["duplicates"].clone()),
+        (json!(2), json!(4)),
+        "{v}"
+    );
+    assert_eq!(kami.stock3(pid).await, (3, 1, 1));
+
+    // The same code in another product is not a duplicate there.
+    let other = kami.product("Dedupe 2", json!({})).await;
+    let v = kami.import(other, format!("{}\n", sold[0])).await;
+    assert_eq!(
+        (v["imported"].clone(), v["duplicates"].clone()),
+        (json!(1), json!(0)),
+        "{v}"
+    );
+
+    // No code was sold twice: buy the rest and compare.
+    let rest = kami.buy(pid, 3, "dd3@example.com").await;
+    kami.pay_ok(&rest).await;
+    let mut all = sold.clone();
+    all.extend(kami.codes(&rest).await);
+    assert_distinct_from(&all, &c);
+}
+
+async fn cli_import_prints_the_counts_and_the_codes_sell(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("CLI import", json!({})).await;
+
+    // Learnt as sold out first, so a stock gate has seen zero.
+    let (s, v) = kami
+        .order(json!({"product_id": pid, "quantity": 1, "email": "cli@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "sold_out"),
+        "{v}"
+    );
+
+    let codes = make_codes("CLI", 4);
+    let file = kami.data_dir().join("cards.txt");
+    let mut bytes = codes.join("\n").into_bytes();
+    bytes.extend_from_slice(format!("\n{}\n", codes[0]).as_bytes());
+    bytes.extend_from_slice(b"\xff\xfe\xfd\n");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = kami.cli(&[
+        "cards",
+        "import",
+        "--product",
+        &pid.to_string(),
+        file.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kami cards import failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let report: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last:?}"));
+    assert_eq!(report["imported"], json!(4), "{report}");
+    assert_eq!(report["duplicates"], json!(1), "{report}");
+    assert_eq!(rejected_lines(&report), vec![6], "{report}");
+    assert_eq!(kami.stock3(pid).await, (4, 0, 0));
+
+    // The running server sells what the CLI imported (within a few seconds at most).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let o = loop {
+        let (s, v) = kami
+            .order(json!({"product_id": pid, "quantity": 4, "email": "cli@example.com", "channel": "sandbox"}))
+            .await;
+        if s == StatusCode::CREATED {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "codes imported by the CLI never became sellable: {s} {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    kami.pay_ok(&o).await;
+    let got = kami.codes(&o).await;
+    assert_eq!(got.len(), 4);
+    assert_distinct_from(&got, &codes);
+}

@@ -1,0 +1,286 @@
+//! Payment notifications: everything that fails verification is refused,
+//! changes nothing and is recorded; an acknowledged payment survives SIGKILL.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    rejected_notifications_change_nothing_and_are_recorded,
+    acknowledged_payment_survives_sigkill,
+);
+
+async fn rejected_notifications_change_nothing_and_are_recorded(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Rejections", json!({})).await;
+    let codes = make_codes("REJ", 5);
+    kami.import_codes(pid, &codes).await;
+    let order = kami.buy(pid, 2, "victim@example.com").await;
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let amount = order["amount"].as_i64().unwrap();
+    assert_eq!(amount, 1980);
+    let stock = kami.stock3(pid).await;
+    assert_eq!(stock, (3, 2, 0));
+
+    let trade = format!("T-{}", random_token(10));
+    let body_for = |amount: i64, currency: &str, order_no: &str| -> Vec<u8> {
+        json!({"order_no": order_no, "trade_no": trade, "amount": amount,
+               "currency": currency, "status": "paid"})
+        .to_string()
+        .into_bytes()
+    };
+    let good = body_for(amount, "CNY", &no);
+    let now = now_secs();
+
+    // (case, body, Kami-Signature header)
+    let mut cases: Vec<(&str, Vec<u8>, Option<String>)> = vec![
+        (
+            "forged signature",
+            good.clone(),
+            Some(format!("t={now},v1={}", hex::encode([7u8; 32]))),
+        ),
+        (
+            "wrong secret",
+            good.clone(),
+            Some(sign_with("not-the-secret", now, &good)),
+        ),
+        ("wrong amount", body_for(amount - 1, "CNY", &no), None),
+        ("wrong currency", body_for(amount, "USD", &no), None),
+        ("stale timestamp", good.clone(), Some(kami.sign(now - 301, &good))),
+        ("future timestamp", good.clone(), Some(kami.sign(now + 301, &good))),
+        ("missing header", good.clone(), None),
+        ("malformed header", good.clone(), Some("garbage".into())),
+        (
+            "malformed header (bad t)",
+            good.clone(),
+            Some(kami.sign(now, &good).replacen(&format!("t={now}"), "t=soon", 1)),
+        ),
+        (
+            "malformed header (bad v1)",
+            good.clone(),
+            Some(format!("t={now},v1=zz-not-hex")),
+        ),
+        (
+            "body with wrong field types",
+            json!({"order_no": no, "trade_no": trade, "amount": "lots", "currency": "CNY", "status": "paid"})
+                .to_string()
+                .into_bytes(),
+            None,
+        ),
+        (
+            "body signed for another body",
+            body_for(1, "CNY", &no),
+            Some(kami.sign(now, &good)),
+        ),
+    ];
+    // Cases without a header but a sound body get a valid signature, except "missing header".
+    for (name, body, header) in cases.iter_mut() {
+        if header.is_none() && *name != "missing header" {
+            *header = Some(kami.sign(now, body));
+        }
+    }
+
+    for (name, body, header) in cases {
+        let before = kami.count_events(&no, "notify_rejected").await;
+        let (status, text) = kami.notify(body, header).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: answered {text}");
+        let seen = kami.view(&order).await;
+        assert_eq!(seen["status"], json!("pending"), "{name}: {seen}");
+        assert!(
+            seen.get("cards").is_none_or(Value::is_null),
+            "{name}: codes shown for an unpaid order: {seen}"
+        );
+        assert_eq!(kami.stock3(pid).await, stock, "{name}: stock changed");
+        let after = kami.count_events(&no, "notify_rejected").await;
+        assert_eq!(
+            after,
+            before + 1,
+            "{name}: one notify_rejected event recorded; events: {:?}",
+            kami.events(&no).await
+        );
+    }
+
+    // Malformed JSON names no order: refused, nothing changes.
+    let junk = b"{\"order_no\": \"".to_vec();
+    let (status, text) = kami.notify(junk.clone(), Some(kami.sign(now, &junk))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "malformed JSON: {text}");
+    let junk = b"not json at all".to_vec();
+    let (status, text) = kami.notify(junk, None).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "malformed JSON without a header: {text}"
+    );
+    assert_eq!(kami.view(&order).await["status"], json!("pending"));
+    assert_eq!(kami.stock3(pid).await, stock);
+
+    // An order that does not exist: refused and recorded under the claimed number.
+    let ghost = format!("K20990101000000{}", random_token(8).to_uppercase());
+    let body = body_for(amount, "CNY", &ghost);
+    let (status, text) = kami
+        .notify(body.clone(), Some(kami.sign(now_secs(), &body)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown order: {text}");
+    let ev = kami.events(&ghost).await;
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == json!("notify_rejected") && e["order_no"] == json!(ghost)),
+        "rejection of an unknown order recorded: {ev:?}"
+    );
+    assert_eq!(kami.stock3(pid).await, stock);
+
+    // Recorded reasons are kept and name what went wrong.
+    let ev = kami.events(&no).await;
+    let details: Vec<String> = ev
+        .iter()
+        .filter(|e| e["kind"] == json!("notify_rejected"))
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        details.iter().all(|d| !d.trim().is_empty()),
+        "every rejection has a reason: {details:?}"
+    );
+    let admin = kami.admin_order(&no).await;
+    let admin_events = admin["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("admin order has events: {admin}"));
+    assert!(
+        admin_events
+            .iter()
+            .any(|e| e["kind"] == json!("notify_rejected")),
+        "{admin}"
+    );
+    assert!(
+        admin.get("cards").is_none(),
+        "the admin order view carries no codes: {admin}"
+    );
+
+    // A verified notification that is not a payment: acknowledged, nothing but the timeline.
+    let failed = json!({"order_no": no, "trade_no": trade, "amount": amount, "currency": "CNY", "status": "failed"})
+        .to_string()
+        .into_bytes();
+    let (status, text) = kami
+        .notify(failed.clone(), Some(kami.sign(now_secs(), &failed)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "unpaid status: {text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        json!({"received": true})
+    );
+    assert_eq!(kami.view(&order).await["status"], json!("pending"));
+    assert_eq!(kami.stock3(pid).await, stock);
+    assert_eq!(
+        kami.count_events(&no, "notify_unpaid").await,
+        1,
+        "{:?}",
+        kami.events(&no).await
+    );
+    assert_eq!(kami.count_events(&no, "paid").await, 0);
+
+    // None of the above left a payment behind: the genuine notification, with
+    // the very trade number the forgeries used, still pays the order.
+    let (status, text) = kami
+        .notify(good.clone(), Some(kami.sign(now_secs(), &good)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "genuine notification: {text}");
+    let seen = kami.view(&order).await;
+    assert_eq!(seen["status"], json!("delivered"), "{seen}");
+    let cards = cards_of(&seen);
+    assert_eq!(cards.len(), 2);
+    assert_distinct_from(&cards, &codes);
+    assert_eq!(kami.stock3(pid).await, (3, 0, 2));
+}
+
+async fn acknowledged_payment_survives_sigkill(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Crash", json!({})).await;
+    let codes = make_codes("CRASH", 30);
+    kami.import_codes(pid, &codes).await;
+
+    // One order alone: killed the instant its 200 arrives.
+    let first = kami.buy(pid, 2, "first@example.com").await;
+    let first_body = Kami::paid_body(&first, "CRASH-TRADE-0");
+    let (status, text) = kami
+        .notify(first_body.clone(), Some(kami.sign(now_secs(), &first_body)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    kami.stop(Stop::Kill);
+    kami.restart(Stop::Kill).await;
+    let seen = kami.view(&first).await;
+    assert_eq!(
+        seen["status"],
+        json!("delivered"),
+        "acknowledged payment lost across SIGKILL: {seen}"
+    );
+    let first_cards = cards_of(&seen);
+    assert_eq!(first_cards.len(), 2);
+
+    // Ten payments in flight; SIGKILL as soon as the first is acknowledged.
+    let mut orders = Vec::new();
+    for i in 0..10 {
+        orders.push(kami.buy(pid, 1, &format!("crash{i}@example.com")).await);
+    }
+    let kami = std::sync::Arc::new(kami);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut bodies = Vec::new();
+    for (i, o) in orders.iter().enumerate() {
+        let body = Kami::paid_body(o, &format!("CRASH-TRADE-{}", i + 1));
+        bodies.push(body.clone());
+        let k = kami.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let sig = k.sign(now_secs(), &body);
+            let r = k.try_notify(body, Some(sig)).await;
+            let _ = tx.send((i, r.map(|(s, _)| s).ok()));
+        });
+    }
+    drop(tx);
+    let mut acknowledged = Vec::new();
+    let mut killed = false;
+    while let Some((i, status)) = rx.recv().await {
+        if status == Some(StatusCode::OK) {
+            acknowledged.push(i);
+            if !killed {
+                kami.stop(Stop::Kill);
+                killed = true;
+            }
+        }
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "no payment was acknowledged at all"
+    );
+    kami.restart(Stop::Kill).await;
+
+    for &i in &acknowledged {
+        let seen = kami.view(&orders[i]).await;
+        assert_eq!(
+            seen["status"],
+            json!("delivered"),
+            "acknowledged order {i} not delivered after SIGKILL: {seen}"
+        );
+        assert_eq!(cards_of(&seen).len(), 1);
+    }
+    // The gateway retries the rest; every order ends delivered, codes distinct.
+    for (i, body) in bodies.iter().enumerate() {
+        let (status, text) = kami
+            .notify(body.clone(), Some(kami.sign(now_secs(), body)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "retry of {i}: {text}");
+    }
+    let mut delivered = first_cards;
+    for o in &orders {
+        let seen = kami
+            .wait_status(o, "delivered", Duration::from_secs(5))
+            .await;
+        delivered.extend(cards_of(&seen));
+    }
+    assert_eq!(delivered.len(), 12);
+    assert_distinct_from(&delivered, &codes);
+    assert_eq!(kami.stock3(pid).await, (18, 0, 12));
+}

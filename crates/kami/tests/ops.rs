@@ -1,0 +1,176 @@
+//! Health, metrics, request ids, and the storefront's escaping.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+both_backends!(
+    health_metrics_and_request_ids,
+    storefront_lists_products_with_names_escaped,
+);
+
+async fn health_metrics_and_request_ids(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let h = &kami.http;
+
+    for path in ["/healthz", "/readyz"] {
+        let res = h.get(kami.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+
+    // Some traffic: an order, a payment, a rejected notification.
+    let pid = kami.product("Metered", json!({})).await;
+    kami.import_codes(pid, &make_codes("MET", 3)).await;
+    let o = kami.buy(pid, 1, "metrics@example.com").await;
+    kami.pay_ok(&o).await;
+    let (s, _) = kami.notify(b"{}".to_vec(), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let res = h.get(kami.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    assert!(
+        ct.starts_with("text/plain"),
+        "Prometheus text format, got content-type {ct:?}"
+    );
+    let text = res.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("# TYPE ")),
+        "no # TYPE lines:\n{text}"
+    );
+    for l in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let value = l.rsplit(' ').next().unwrap_or("");
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "not a sample line: {l:?}"
+        );
+    }
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        samples.iter().any(|l| l.contains("order")),
+        "no order metric after an order:\n{text}"
+    );
+    assert!(
+        samples.iter().any(|l| l.contains("notif")),
+        "no notification metric after notifications:\n{text}"
+    );
+    assert!(
+        samples.iter().any(|l| l.contains("http")),
+        "no HTTP metric:\n{text}"
+    );
+
+    // Every response carries x-request-id: success, errors, HTML, notify, admin, 404.
+    let mut ids = std::collections::HashSet::new();
+    let requests = vec![
+        ("healthz", h.get(kami.url("/healthz"))),
+        ("readyz", h.get(kami.url("/readyz"))),
+        ("metrics", h.get(kami.url("/metrics"))),
+        ("storefront", h.get(kami.url("/"))),
+        ("products", h.get(kami.url("/api/v1/products"))),
+        ("unknown route", h.get(kami.url("/no/such/route"))),
+        (
+            "invalid order",
+            h.post(kami.url("/api/v1/orders")).json(&json!({"quantity": 0})),
+        ),
+        (
+            "order",
+            h.post(kami.url("/api/v1/orders"))
+                .json(&json!({"product_id": pid, "quantity": 1, "email": "rid@example.com", "channel": "sandbox"})),
+        ),
+        (
+            "sold out",
+            h.post(kami.url("/api/v1/orders"))
+                .json(&json!({"product_id": pid, "quantity": 5, "email": "rid@example.com", "channel": "sandbox"})),
+        ),
+        (
+            "order without token",
+            h.get(kami.url(&format!("/api/v1/orders/{}", o["order_no"].as_str().unwrap()))),
+        ),
+        ("admin without key", h.get(kami.url("/api/v1/admin/products"))),
+        (
+            "admin",
+            h.get(kami.url("/api/v1/admin/products")).bearer_auth(&kami.api_key),
+        ),
+        ("notify rejected", h.post(kami.url("/pay/sandbox/notify")).body("{}")),
+        (
+            "import",
+            h.post(kami.url(&format!("/api/v1/admin/products/{pid}/cards")))
+                .bearer_auth(&kami.api_key)
+                .header("content-type", "text/plain")
+                .body("RID-1\n"),
+        ),
+    ];
+    for (what, req) in requests {
+        let res = req.send().await.unwrap();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .unwrap_or_else(|| panic!("{what} ({}) has no x-request-id", res.status()))
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(!id.is_empty(), "{what}: empty x-request-id");
+        assert!(ids.insert(id.clone()), "{what}: request id {id} reused");
+    }
+}
+
+async fn storefront_lists_products_with_names_escaped(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let evil = "<script>alert(1)</script>";
+    let pid = kami.product(evil, json!({})).await;
+    kami.import_codes(pid, &make_codes("HTML", 2)).await;
+    let plain = format!("Plain product {}", random_token(6));
+    kami.product(&plain, json!({})).await;
+    let hidden = format!("Hidden product {}", random_token(6));
+    kami.product(&hidden, json!({"visible": false})).await;
+
+    let res = kami.http.get(kami.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ct = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("text/html"), "{ct}");
+    let page = res.text().await.unwrap();
+    assert!(
+        !page.contains(evil),
+        "the raw product name is in the page unescaped"
+    );
+    assert!(
+        !page.contains("<script>alert"),
+        "an unescaped script tag is in the page"
+    );
+    assert!(
+        page.contains("&lt;script&gt;"),
+        "the escaped name is not in the page"
+    );
+    assert!(
+        page.contains(&plain),
+        "a visible product is missing from the storefront"
+    );
+    assert!(
+        !page.contains(&hidden),
+        "a hidden product is on the storefront"
+    );
+
+    // The JSON API returns the name as it was given.
+    let (s, v) = kami
+        .send(kami.http.get(kami.url(&format!("/api/v1/products/{pid}"))))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["name"], json!(evil));
+    assert_eq!(v["stock"], json!(2), "{v}");
+}
