@@ -1,0 +1,264 @@
+//! A buyer's journey through the storefront's HTML forms, with cookies and
+//! CSRF tokens handled as a browser would: product page, buy form, sandbox
+//! pay button, order page with the codes, .txt download, lookup form.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+both_backends!(
+    buyer_pays_with_the_sandbox_button_and_sees_the_codes,
+    forms_without_their_csrf_token_change_nothing,
+);
+
+/// Cookies as a browser keeps them, for one host.
+#[derive(Default)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, res: &reqwest::Response) {
+        for v in res.headers().get_all("set-cookie") {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.0.insert(k.to_string(), v.to_string());
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(
+    c: &reqwest::Client,
+    jar: &mut Jar,
+    url: &str,
+) -> (StatusCode, String, Option<String>) {
+    let res = c
+        .get(url)
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    jar.take(&res);
+    let loc = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    (res.status(), res.text().await.unwrap(), loc)
+}
+
+async fn post(
+    c: &reqwest::Client,
+    jar: &mut Jar,
+    url: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String, Option<String>) {
+    let res = c
+        .post(url)
+        .header("cookie", jar.header())
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    jar.take(&res);
+    let loc = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    (res.status(), res.text().await.unwrap(), loc)
+}
+
+fn csrf_of(html: &str) -> String {
+    let start = html
+        .find("name=\"csrf\" value=\"")
+        .expect("page has a CSRF field")
+        + 19;
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let c = no_redirects();
+    let mut jar = Jar::default();
+    let pid = kami.product("Gift card <b>", json!({"price": 1234})).await;
+    let codes = make_codes("WEB", 3);
+    kami.import_codes(pid, &codes).await;
+
+    let (s, html, _) = get(&c, &mut jar, &kami.url(&format!("/products/{pid}?lang=en"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("Gift card &lt;b&gt;"), "name is escaped");
+    let csrf = csrf_of(&html);
+
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("quantity", "2"),
+        ("email", "web@example.com"),
+        ("query_password", "pw123"),
+        ("channel", "sandbox"),
+    ];
+    let (s, _, loc) = post(
+        &c,
+        &mut jar,
+        &kami.url(&format!("/products/{pid}/buy")),
+        &form,
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let pay_path = loc.expect("redirect to the pay page");
+    assert!(pay_path.starts_with("/pay/sandbox/"), "{pay_path}");
+    let order_no = pay_path.rsplit('/').next().unwrap().to_string();
+    assert_eq!(
+        kami.stock3(pid).await,
+        (1, 2, 0),
+        "the form reserved two codes"
+    );
+
+    let (s, html, _) = get(&c, &mut jar, &kami.url(&pay_path)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains(&format!("action=\"/pay/sandbox/{order_no}\"")),
+        "pay button posts back"
+    );
+    let (s, _, loc) = post(
+        &c,
+        &mut jar,
+        &kami.url(&pay_path),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(loc.as_deref(), Some(format!("/orders/{order_no}").as_str()));
+
+    // The button went through the real notification path.
+    assert_eq!(kami.count_events(&order_no, "paid").await, 1);
+    let (s, html, _) = get(&c, &mut jar, &kami.url(&format!("/orders/{order_no}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let shown: Vec<&String> = codes.iter().filter(|c| html.contains(c.as_str())).collect();
+    assert_eq!(
+        shown.len(),
+        2,
+        "the order page shows exactly the two delivered codes"
+    );
+
+    let (s, txt, _) = get(
+        &c,
+        &mut jar,
+        &kami.url(&format!("/orders/{order_no}/codes.txt")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(txt.lines().count(), 2);
+
+    // Another browser without the order's cookie sees nothing.
+    let mut stranger = Jar::default();
+    let (s, html, _) = get(&c, &mut stranger, &kami.url(&format!("/orders/{order_no}"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!codes.iter().any(|code| html.contains(code.as_str())));
+
+    // ...until it looks the order up with the email and query password.
+    let (_, html, _) = get(&c, &mut stranger, &kami.url("/lookup")).await;
+    let csrf2 = csrf_of(&html);
+    let form = [
+        ("csrf", csrf2.as_str()),
+        ("email", "WEB@example.com"),
+        ("query_password", "pw123"),
+    ];
+    let (s, html, _) = post(&c, &mut stranger, &kami.url("/lookup"), &form).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains(&order_no));
+    assert_eq!(
+        codes.iter().filter(|c| html.contains(c.as_str())).count(),
+        2
+    );
+    let form = [
+        ("csrf", csrf2.as_str()),
+        ("email", "web@example.com"),
+        ("query_password", "wrong"),
+    ];
+    let (_, html, _) = post(&c, &mut stranger, &kami.url("/lookup"), &form).await;
+    assert!(!html.contains(&order_no), "a wrong password finds nothing");
+}
+
+async fn forms_without_their_csrf_token_change_nothing(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let c = no_redirects();
+    let mut jar = Jar::default();
+    let pid = kami.product("Guarded", json!({})).await;
+    kami.import_codes(pid, &make_codes("CSRF", 2)).await;
+    let (_, html, _) = get(&c, &mut jar, &kami.url(&format!("/products/{pid}"))).await;
+    let good = csrf_of(&html);
+
+    for token in ["", "forged-token-value-123456"] {
+        let form = [
+            ("csrf", token),
+            ("quantity", "1"),
+            ("email", "x@example.com"),
+            ("channel", "sandbox"),
+        ];
+        let (s, _, _) = post(
+            &c,
+            &mut jar,
+            &kami.url(&format!("/products/{pid}/buy")),
+            &form,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "token {token:?}");
+    }
+    // The right token from a page, but without the cookie (a cross-site post).
+    let mut other = Jar::default();
+    let form = [
+        ("csrf", good.as_str()),
+        ("quantity", "1"),
+        ("email", "x@example.com"),
+        ("channel", "sandbox"),
+    ];
+    let (s, _, _) = post(
+        &c,
+        &mut other,
+        &kami.url(&format!("/products/{pid}/buy")),
+        &form,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(kami.stock3(pid).await, (2, 0, 0), "no order was placed");
+
+    // A sold-out product says so in the page, in the buyer's language.
+    let form = [
+        ("csrf", good.as_str()),
+        ("quantity", "3"),
+        ("email", "x@example.com"),
+        ("channel", "sandbox"),
+    ];
+    let (s, html, _) = post(
+        &c,
+        &mut jar,
+        &kami.url(&format!("/products/{pid}/buy")),
+        &form,
+    )
+    .await;
+    assert!(
+        s == StatusCode::CONFLICT || s == StatusCode::UNPROCESSABLE_ENTITY,
+        "{s}"
+    );
+    assert!(
+        html.contains("class=\"alert"),
+        "the error is shown on the page"
+    );
+}
