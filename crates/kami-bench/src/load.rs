@@ -1,0 +1,324 @@
+//! Closed-loop HTTP/1.1 load generator.
+//!
+//! `connections` tasks each own one keep-alive connection (hyper's connection-level client, the
+//! lightest thing that speaks HTTP/1.1 correctly) and send the next request as soon as the
+//! previous answer has been read in full. Latencies go into an HDR histogram in microseconds.
+//!
+//! Two ways to stop: after a duration (with an uncounted warm-up before it), or after a fixed
+//! number of requests shared out among the connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One request to send.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn get(path: impl Into<String>) -> Self {
+        Req {
+            method: Method::GET,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn post_json(path: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Req {
+            method: Method::POST,
+            path: path.into(),
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
+        self.headers.push((
+            name,
+            HeaderValue::from_str(value).expect("valid header value"),
+        ));
+        self
+    }
+}
+
+/// What the response handler made of an answer.
+pub enum Outcome<T> {
+    /// A success; optionally something to keep (e.g. the order that was created).
+    Ok(Option<T>),
+    /// A failure, counted under this label (e.g. `409 sold_out`).
+    Err(String),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Stop {
+    /// Run for this long after the warm-up.
+    Duration { warmup: Duration, measure: Duration },
+    /// Send exactly this many requests (sequence numbers 0..n).
+    Count(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub stop: Stop,
+}
+
+pub struct LoadResult<T> {
+    /// Successful answers within the measured window.
+    pub ok: u64,
+    /// Failed answers within the measured window, by label.
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of the successful answers, µs.
+    pub latency: Histogram<u64>,
+    /// Length of the measured window.
+    pub elapsed: Duration,
+    /// Everything the handler kept, warm-up included, in no particular order.
+    pub kept: Vec<T>,
+    /// Requests sent in total, warm-up included.
+    pub sent: u64,
+}
+
+impl<T> LoadResult<T> {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+struct TaskOut<T> {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+    kept: Vec<T>,
+    last_done: Option<Instant>,
+}
+
+/// Runs the load. `make(seq)` builds request number `seq` (unique across connections, starting
+/// at 0); `handle(status, body)` judges the answer.
+pub async fn run<T, M, H>(spec: &LoadSpec, make: M, handle: H) -> Result<LoadResult<T>>
+where
+    T: Send + 'static,
+    M: Fn(u64) -> Req + Send + Sync + 'static,
+    H: Fn(u16, &Bytes) -> Outcome<T> + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let handle = Arc::new(handle);
+    let seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (measure_from, measure_until, count) = match spec.stop {
+        Stop::Duration { warmup, measure } => {
+            (start + warmup, Some(start + warmup + measure), None)
+        }
+        Stop::Count(n) => (start, None, Some(n)),
+    };
+
+    let mut tasks = Vec::with_capacity(spec.connections);
+    for _ in 0..spec.connections {
+        let make = make.clone();
+        let handle = handle.clone();
+        let seq = seq.clone();
+        let addr = spec.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut out = TaskOut {
+                ok: 0,
+                errors: BTreeMap::new(),
+                latency: new_histogram(),
+                kept: Vec::new(),
+                last_done: None,
+            };
+            let host = HeaderValue::from_str(&addr.to_string()).expect("host header");
+            let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+            loop {
+                if let Some(until) = measure_until {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                }
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if let Some(count) = count {
+                    if n >= count {
+                        break;
+                    }
+                }
+                let req = make(n);
+                let sent_at = Instant::now();
+                let answer = send(&mut conn, addr, &host, req).await;
+                let done = Instant::now();
+                let counted = done >= measure_from && measure_until.is_none_or(|u| done <= u);
+                match answer {
+                    Ok((status, body)) => match handle(status, &body) {
+                        Outcome::Ok(keep) => {
+                            if let Some(k) = keep {
+                                out.kept.push(k);
+                            }
+                            if counted {
+                                out.ok += 1;
+                                let us = (done - sent_at).as_micros().max(1) as u64;
+                                out.latency.saturating_record(us);
+                            }
+                        }
+                        Outcome::Err(label) => {
+                            if counted {
+                                *out.errors.entry(label).or_default() += 1;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        conn = None;
+                        if counted {
+                            *out.errors.entry(format!("transport: {e}")).or_default() += 1;
+                        }
+                        // Don't spin on a refused connection.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                out.last_done = Some(done);
+            }
+            out
+        }));
+    }
+
+    let mut result = LoadResult {
+        ok: 0,
+        errors: BTreeMap::new(),
+        latency: new_histogram(),
+        elapsed: Duration::ZERO,
+        kept: Vec::new(),
+        sent: 0,
+    };
+    let mut last_done = start;
+    for t in tasks {
+        let out = t.await.context("load task panicked")?;
+        result.ok += out.ok;
+        for (k, v) in out.errors {
+            *result.errors.entry(k).or_default() += v;
+        }
+        result.latency.add(&out.latency).expect("histogram add");
+        result.kept.extend(out.kept);
+        if let Some(d) = out.last_done {
+            last_done = last_done.max(d);
+        }
+    }
+    result.sent = match count {
+        Some(c) => c.min(seq.load(Ordering::Relaxed)),
+        None => seq.load(Ordering::Relaxed),
+    };
+    result.elapsed = match spec.stop {
+        Stop::Duration { measure, .. } => measure,
+        Stop::Count(_) => last_done - start,
+    };
+    Ok(result)
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn send(
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    addr: SocketAddr,
+    host: &HeaderValue,
+    req: Req,
+) -> Result<(u16, Bytes)> {
+    // A connection the server closed between requests is not an error: reconnect once.
+    if let Some(c) = conn.as_mut() {
+        if c.ready().await.is_err() {
+            *conn = None;
+        }
+    }
+    if conn.is_none() {
+        *conn = Some(connect(addr).await?);
+    }
+    let sender = conn.as_mut().expect("connected");
+    let mut builder = Request::builder()
+        .method(req.method)
+        .uri(req.path)
+        .header(http::header::HOST, host.clone());
+    for (k, v) in req.headers {
+        builder = builder.header(k, v);
+    }
+    let request = builder.body(Full::new(req.body))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// `"<status> <error.code>"` for a Kami error answer, e.g. `409 sold_out`.
+pub fn error_label(status: u16, body: &Bytes) -> String {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.get("code"))
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        });
+    match code {
+        Some(code) => format!("{status} {code}"),
+        None => format!("{status}"),
+    }
+}
+
+/// Latency summary of a histogram, µs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "p50_us": self.p50, "p99_us": self.p99, "p999_us": self.p999,
+            "max_us": self.max, "mean_us": (self.mean * 10.0).round() / 10.0,
+        })
+    }
+}
+
+/// 1 µs to 1 h at 3 significant figures; longer values are clamped (and then visible as max).
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
+}
