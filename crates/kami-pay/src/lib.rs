@@ -3,7 +3,10 @@
 //! expects. Nothing here touches the database: the web layer compares a
 //! verified notice with the order and records the outcome.
 
+pub mod registry;
 pub mod sandbox;
+
+pub use registry::{build_channel, ChannelContext};
 
 use async_trait::async_trait;
 
@@ -88,6 +91,8 @@ pub enum PayError {
     NotConfigured(&'static str),
     #[error("gateway error: {0}")]
     Gateway(String),
+    #[error("payment channel configuration: {0}")]
+    Config(String),
 }
 
 #[async_trait]
@@ -97,6 +102,13 @@ pub trait Channel: Send + Sync + 'static {
     async fn create_payment(&self, req: &PaymentRequest) -> Result<PaymentStart, PayError>;
     /// Verifies the signature before reading anything else, then parses.
     fn verify_notification(&self, n: &Notification, now_secs: i64) -> Result<Notice, Rejection>;
+    /// Asks the gateway what became of the payment for `order_no`
+    /// (reconciliation). `Ok(None)` when the gateway knows of no payment or
+    /// the channel cannot be queried. The answer is trusted only as far as
+    /// the gateway's own response signature allows.
+    async fn query_payment(&self, _order: &PaymentRequest) -> Result<Option<Notice>, PayError> {
+        Ok(None)
+    }
     fn success_reply(&self) -> Reply;
     fn failure_reply(&self, reason: &str) -> Reply;
 }

@@ -31,8 +31,15 @@ use crate::{metrics, pay, shop, workers};
 const BODY_LIMIT: usize = 1024 * 1024;
 const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-pub fn build_state(store: Arc<dyn Store>, keys: Keys, settings: Settings) -> Shared {
-    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+/// `gateways` are the configured real payment channels (kami-pay's
+/// registry); the sandbox is added here when its secret is set.
+pub fn build_state(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    settings: Settings,
+    gateways: Vec<Arc<dyn Channel>>,
+) -> Shared {
+    let mut channels: Vec<Arc<dyn Channel>> = gateways;
     let sandbox = settings
         .sandbox_secret
         .as_deref()

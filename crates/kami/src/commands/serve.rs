@@ -18,9 +18,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if cfg.redis_url.is_some() {
         tracing::warn!("KAMI_REDIS_URL is set, but this version keeps its stock gate and rate limits in process");
     }
-    for name in cfg.channels.keys() {
-        tracing::warn!(channel = %name, "payment channel configured but not available in this version; ignored");
-    }
     let store = open_store(&cfg).await?;
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
     let notice = match (&cfg.notice, cfg.demo) {
@@ -38,7 +35,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         expiry_interval_ms: 1000,
     };
     let public_url = settings.public_url.clone();
-    let state = kami_web::build_state(store.clone() as Arc<dyn Store>, keys, settings);
+    let gateways = build_gateways(&cfg, &public_url)?;
+    let state = kami_web::build_state(store.clone() as Arc<dyn Store>, keys, settings, gateways);
     if cfg.demo {
         seed_demo(&state).await?;
     }
@@ -54,6 +52,33 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("kami stopped");
     Ok(())
+}
+
+/// The real payment channels of `[channels.*]`. A section that cannot be
+/// applied stops the start: a shop that silently lacks a channel it was
+/// configured with would take orders nobody can pay.
+fn build_gateways(
+    cfg: &Config,
+    public_url: &str,
+) -> anyhow::Result<Vec<Arc<dyn kami_pay::Channel>>> {
+    let base_dir = cfg
+        .config_file
+        .as_deref()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let ctx = kami_pay::ChannelContext {
+        public_url: public_url.to_string(),
+        base_dir,
+    };
+    let mut gateways = Vec::new();
+    for (name, section) in &cfg.channels {
+        if let Some(ch) = kami_pay::build_channel(name, section, &ctx)? {
+            tracing::info!(channel = %name, "payment channel enabled");
+            gateways.push(ch);
+        }
+    }
+    Ok(gateways)
 }
 
 async fn shutdown_signal() {
