@@ -19,6 +19,15 @@ impl Backend {
         }
     }
 
+    /// The database file of a `sqlite://path[?options]` URL.
+    pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+        let path = url.split_once('?').map_or(url, |(p, _)| p);
+        let file = path
+            .strip_prefix("sqlite://")
+            .or_else(|| path.strip_prefix("sqlite:"))?;
+        (!file.is_empty()).then(|| file.into())
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",

@@ -44,6 +44,8 @@ enum Command {
     },
     /// Write an online backup of the SQLite database to FILE.
     Backup { file: std::path::PathBuf },
+    /// Replace the SQLite database with a backup (Kami must be stopped).
+    Restore { file: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -91,7 +93,8 @@ fn main() -> std::process::ExitCode {
             Command::Cards {
                 command: CardsCommand::Import { product, file },
             } => commands::cards::import(cfg, product, &file).await,
-            Command::Backup { file } => commands::admin::backup(cfg, &file).await,
+            Command::Backup { file } => commands::backup::backup(cfg, &file).await,
+            Command::Restore { file } => commands::backup::restore(cfg, &file).await,
         }
     });
     match result {

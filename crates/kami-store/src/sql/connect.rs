@@ -1,4 +1,3 @@
-use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -54,20 +53,13 @@ impl SqlStore {
 }
 
 async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
-    let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (url, None),
-    };
-    let file = path
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    if let Some(dir) = Path::new(file)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    let query = url.split_once('?').map(|(_, q)| q);
+    let path = Backend::sqlite_file(url).ok_or(StoreError::UnsupportedUrl)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
     }
+    let file = path.display();
     let with_mode = |mode: &str| match query {
         Some(q) => format!("sqlite://{file}?{q}&mode={mode}"),
         None => format!("sqlite://{file}?mode={mode}"),

@@ -212,4 +212,12 @@ impl SqlStore {
             .await?;
         Ok(())
     }
+
+    /// `PRAGMA integrity_check` of a SQLite database: "ok" when intact.
+    pub async fn integrity_check(&self) -> Result<String> {
+        let row: (String,) = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_one(&self.write)
+            .await?;
+        Ok(row.0)
+    }
 }

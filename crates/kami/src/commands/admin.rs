@@ -1,8 +1,6 @@
-use std::path::Path;
-
 use anyhow::bail;
 use kami_core::secrets::{random_token, token_hash};
-use kami_store::{Backend, Store};
+use kami_store::Store;
 
 use super::{init_logging, open_store};
 use crate::config::Config;
@@ -27,19 +25,5 @@ pub async fn create_api_key(cfg: Config, name: &str) -> anyhow::Result<()> {
         .await?;
     eprintln!("API key {id} ({name}) created. It is shown once; store it now:");
     println!("{key}");
-    Ok(())
-}
-
-pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
-    init_logging("warn", false);
-    let store = open_store(&cfg).await?;
-    if store.backend() != Backend::Sqlite {
-        bail!("kami backup is for SQLite; for PostgreSQL use pg_dump (see docs/operations.md)");
-    }
-    if file.exists() {
-        bail!("{} already exists", file.display());
-    }
-    store.backup_sqlite(&file.to_string_lossy()).await?;
-    println!("backup written to {}", file.display());
     Ok(())
 }

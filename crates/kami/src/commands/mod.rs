@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod backup;
 pub mod cards;
 pub mod serve;
 
@@ -13,6 +14,7 @@ use crate::config::Config;
 /// subcommand does before anything else.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
     let url = cfg.database_url()?;
+    backup::hold_shared_lock(&url)?;
     let store = SqlStore::connect(&url, cfg.db_pool_size)
         .await
         .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;

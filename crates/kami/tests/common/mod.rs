@@ -25,6 +25,8 @@ pub const KAMI: &str = env!("CARGO_BIN_EXE_kami");
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Runs one async test body once per backend: `<name>_sqlite`, `<name>_postgres`.
+// Not every test file races both backends (backup/restore is SQLite's).
+#[allow(unused_macros)]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(

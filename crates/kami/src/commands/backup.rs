@@ -1,0 +1,173 @@
+//! `kami backup FILE` and `kami restore FILE` for SQLite (PostgreSQL uses
+//! pg_dump / pg_restore, docs/operations.md).
+//!
+//! Every process that opens a SQLite database holds a shared lock on
+//! `<database>.lock` for its lifetime; restore takes it exclusively, so a
+//! database is never swapped under a running shop.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+use kami_core::secrets::Keys;
+use kami_store::{Backend, SqlStore, Store};
+
+use super::{init_logging, open_store};
+use crate::config::Config;
+use crate::master_key;
+
+/// The shared lock of this process, kept until it exits.
+static IN_USE: OnceLock<File> = OnceLock::new();
+
+fn lock_file(db: &Path) -> anyhow::Result<File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .with_context(|| format!("cannot open {}", PathBuf::from(name).display()))
+}
+
+/// Marks the SQLite database of `url` as in use by this process. Waits only
+/// while a restore runs.
+pub fn hold_shared_lock(url: &str) -> anyhow::Result<()> {
+    let Some(db) = Backend::sqlite_file(url) else {
+        return Ok(());
+    };
+    if IN_USE.get().is_some() {
+        return Ok(());
+    }
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let f = lock_file(&db)?;
+    f.lock_shared()
+        .with_context(|| format!("cannot lock {}", db.display()))?;
+    let _ = IN_USE.set(f);
+    Ok(())
+}
+
+pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let store = open_store(&cfg).await?;
+    if store.backend() != Backend::Sqlite {
+        bail!("kami backup is for SQLite; for PostgreSQL use pg_dump (see docs/operations.md)");
+    }
+    if file.exists() {
+        bail!("{} already exists", file.display());
+    }
+    store.backup_sqlite(&file.to_string_lossy()).await?;
+    println!("backup written to {}", file.display());
+    Ok(())
+}
+
+/// Replaces the SQLite database with a backup, after checking that the
+/// backup is intact and sealed with this installation's master key. The
+/// replaced database is kept beside it, never deleted.
+pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let url = cfg.database_url()?;
+    let Some(db) = Backend::sqlite_file(&url) else {
+        bail!("kami restore is for SQLite; for PostgreSQL use pg_restore (see docs/operations.md)");
+    };
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = lock_file(&db)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => bail!(
+            "a Kami process is using {}; stop it before restoring",
+            db.display()
+        ),
+        Err(TryLockError::Error(e)) => return Err(e).context("cannot lock the database"),
+    }
+    let keys = existing_keys(&cfg)?;
+
+    let staging = with_suffix(&db, ".restoring");
+    remove_sqlite_files(&staging)?;
+    std::fs::copy(file, &staging)
+        .with_context(|| format!("cannot copy {} to {}", file.display(), staging.display()))?;
+    if let Err(e) = check_backup(&staging, &keys).await {
+        remove_sqlite_files(&staging)?;
+        return Err(e.context(format!("{} was not restored", file.display())));
+    }
+
+    let kept = with_suffix(&db, &format!(".before-restore-{}", kami_core::now_millis()));
+    if db.exists() {
+        for ext in ["", "-wal", "-shm"] {
+            let from = with_suffix(&db, ext);
+            if from.exists() {
+                std::fs::rename(&from, with_suffix(&kept, ext))?;
+            }
+        }
+    }
+    std::fs::rename(&staging, &db)?;
+    println!("restored {} into {}", file.display(), db.display());
+    if kept.exists() {
+        println!("the previous database is kept at {}", kept.display());
+    }
+    Ok(())
+}
+
+/// Restoring must not create a master key: codes sealed under the old one
+/// would become unreadable. The key has to be the one in use already.
+fn existing_keys(cfg: &Config) -> anyhow::Result<Keys> {
+    let default_file = cfg.data_dir.join("master.key");
+    if cfg.master_key.is_none() && cfg.master_key_file.is_none() && !default_file.exists() {
+        bail!(
+            "no master key: put the master.key that sealed this backup at {} (or set KAMI_MASTER_KEY) and run restore again",
+            default_file.display()
+        );
+    }
+    Ok(Keys::new(&master_key::load(cfg)?))
+}
+
+async fn check_backup(path: &Path, keys: &Keys) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}", path.display());
+    let store = SqlStore::connect(&url, 1)
+        .await
+        .context("not a SQLite database")?;
+    let result = async {
+        let integrity = store
+            .integrity_check()
+            .await
+            .context("not a SQLite database")?;
+        if integrity != "ok" {
+            bail!("the backup is damaged: {integrity}");
+        }
+        // An older backup is brought up to this version's schema.
+        store.migrate().await.context("migrations failed")?;
+        match store.get_setting("master_key_check").await? {
+            Some(check) if check != keys.check_value() => bail!(
+                "the backup's codes were sealed with another master key; restore with that key"
+            ),
+            _ => Ok(()),
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}
+
+fn remove_sqlite_files(db: &Path) -> anyhow::Result<()> {
+    for ext in ["", "-wal", "-shm"] {
+        let p = with_suffix(db, ext);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
