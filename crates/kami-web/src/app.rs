@@ -22,7 +22,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{admin, public};
+use crate::api::{self, admin, public};
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, Settings, Shared};
@@ -85,6 +85,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/admin/orders", get(admin::list_orders))
         .route("/api/v1/admin/orders/{order_no}", get(admin::get_order))
         .route("/api/v1/admin/events", get(admin::events))
+        .route("/api/v1/openapi.json", get(api::openapi::document))
         .route("/pay/sandbox/notify", post(sandbox_notify))
         .route(
             "/pay/sandbox/{order_no}",

@@ -20,6 +20,15 @@ async fn health_metrics_and_request_ids(backend: Backend) {
         let res = h.get(kami.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
     }
+    let doc: serde_json::Value = h
+        .get(kami.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .expect("the OpenAPI document is JSON");
+    assert!(doc["paths"]["/api/v1/orders"]["post"].is_object());
 
     // Some traffic: an order, a payment, a rejected notification.
     let pid = kami.product("Metered", json!({})).await;

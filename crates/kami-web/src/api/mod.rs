@@ -1,4 +1,5 @@
 //! The JSON API of API.md: public (buyer) routes and the admin API.
 
 pub mod admin;
+pub mod openapi;
 pub mod public;
