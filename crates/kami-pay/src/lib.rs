@@ -7,6 +7,7 @@ pub mod alipay;
 pub mod registry;
 mod rsa_keys;
 pub mod sandbox;
+pub mod wechatpay;
 
 pub use registry::{build_channel, ChannelContext};
 

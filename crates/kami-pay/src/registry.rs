@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{alipay, Channel, PayError};
+use crate::{alipay, wechatpay, Channel, PayError};
 
 /// The channel names API.md fixes, sandbox aside (it has its own setting).
 pub const CHANNEL_NAMES: [&str; 5] = ["epay", "alipay", "wechatpay", "stripe", "epusdt"];
@@ -55,6 +55,10 @@ pub fn build_channel(
     //   "epay" => Arc::new(epay::Epay::new(parse_section(name, section)?, ctx)?),
     let channel: Arc<dyn Channel> = match name {
         "alipay" => Arc::new(alipay::Alipay::new(parse_section(name, section)?, ctx)?),
+        "wechatpay" => Arc::new(wechatpay::Wechatpay::new(
+            parse_section(name, section)?,
+            ctx,
+        )?),
         _ if CHANNEL_NAMES.contains(&name) => {
             return Err(PayError::Config(format!(
                 "payment channel {name} is not available in this version"
