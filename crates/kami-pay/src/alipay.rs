@@ -215,8 +215,15 @@ fn verified_response(
     body: &str,
     response_key: &str,
 ) -> Result<serde_json::Value, String> {
-    let raw = json_raw::top_level_value(body, response_key)
-        .ok_or_else(|| format!("no {response_key} in the answer"))?;
+    // Without the response object (e.g. an `error_response`) nothing can be
+    // verified; the text is only shown to the operator.
+    let raw = json_raw::top_level_value(body, response_key).ok_or_else(|| {
+        let mut shown: String = body.chars().take(300).collect();
+        if shown.len() < body.len() {
+            shown.push('…');
+        }
+        format!("no {response_key} in the answer: {shown}")
+    })?;
     let sign = json_raw::top_level_value(body, "sign")
         .and_then(|s| serde_json::from_str::<String>(s).ok())
         .ok_or("the answer is not signed")?;

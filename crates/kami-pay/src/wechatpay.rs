@@ -175,7 +175,14 @@ impl Wechatpay {
                 text.as_bytes(),
                 OffsetDateTime::now_utc().unix_timestamp(),
             )
-            .map_err(|e| gw(format!("answer ({status}) not trusted: {e}")))?;
+            // The unverified body is only shown to the operator: gateway
+            // front ends answer some errors (401, 5xx) without signing them.
+            .map_err(|e| {
+                gw(format!(
+                    "answer ({status}) not trusted: {e}; it said: {}",
+                    truncate_bytes(&text, 300)
+                ))
+            })?;
         Ok((status, text))
     }
 
@@ -295,7 +302,13 @@ impl Channel for Wechatpay {
             form_urlencoded::byte_serialize(self.mchid.as_bytes()).collect::<String>(),
         );
         let (status, text) = self.call(reqwest::Method::GET, &path, None).await?;
-        if status == 404 && text.contains("ORDER_NOT_EXIST") {
+        #[derive(Deserialize)]
+        struct ErrorAnswer {
+            code: String,
+        }
+        if status == 404
+            && serde_json::from_str::<ErrorAnswer>(&text).is_ok_and(|e| e.code == "ORDER_NOT_EXIST")
+        {
             return Ok(None);
         }
         if status != 200 {

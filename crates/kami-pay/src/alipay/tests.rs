@@ -222,3 +222,30 @@ fn a_missing_or_empty_key_refuses_to_build() {
     };
     assert!(Alipay::new(cfg, &ctx).is_err());
 }
+
+#[test]
+fn the_registry_builds_it_from_its_section_and_refuses_unknown_keys() {
+    let f = fixture(None);
+    let ctx = ChannelContext {
+        public_url: "http://127.0.0.1:1".into(),
+        base_dir: f.dir.clone(),
+    };
+    let section: toml::Table = toml::from_str(
+        r#"
+        gateway = "http://127.0.0.1:1/gateway.do"
+        app_id = "2021000000000001"
+        app_private_key_file = "app_private.pem"
+        alipay_public_key_file = "alipay_public.pem"
+        mode = "wap"
+        "#,
+    )
+    .unwrap();
+    let built = crate::build_channel(NAME, &section, &ctx).unwrap().unwrap();
+    assert_eq!(built.name(), NAME);
+    let mut typo = section.clone();
+    typo.insert("app_private_key".into(), "x".into());
+    assert!(crate::build_channel(NAME, &typo, &ctx).is_err());
+    let mut bad_mode = section;
+    bad_mode.insert("mode".into(), "app".into());
+    assert!(crate::build_channel(NAME, &bad_mode, &ctx).is_err());
+}

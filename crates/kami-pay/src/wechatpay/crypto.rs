@@ -26,6 +26,8 @@ pub const TOLERANCE_SECS: i64 = 300;
 /// WeChat Pay sends deliberately broken signatures starting with this to
 /// check that merchants really verify; they must be refused.
 pub const PROBE_PREFIX: &str = "WECHATPAY/SIGNTEST/";
+/// The only signature scheme Kami speaks (RSA, not the SM2 variant).
+pub const SIGNATURE_TYPE: &str = "WECHATPAY2-SHA256-RSA2048";
 
 pub fn nonce() -> String {
     rand::thread_rng()
@@ -78,7 +80,7 @@ impl Authorizer<'_> {
             request_message(method, path_and_query, ts, nonce, body).as_bytes(),
         );
         format!(
-            "WECHATPAY2-SHA256-RSA2048 mchid=\"{}\",nonce_str=\"{nonce}\",signature=\"{sig}\",timestamp=\"{ts}\",serial_no=\"{}\"",
+            "{SIGNATURE_TYPE} mchid=\"{}\",nonce_str=\"{nonce}\",signature=\"{sig}\",timestamp=\"{ts}\",serial_no=\"{}\"",
             self.mchid, self.serial
         )
     }
@@ -91,6 +93,8 @@ pub enum SignatureError {
     MissingHeader(&'static str),
     #[error("Wechatpay-Serial {0:?} is not the configured platform serial")]
     UnknownSerial(String),
+    #[error("Wechatpay-Signature-Type {0:?} is not WECHATPAY2-SHA256-RSA2048")]
+    UnsupportedType(String),
     #[error("probe signature (WECHATPAY/SIGNTEST/) refused")]
     Probe,
     #[error("signature does not match the platform public key")]
@@ -126,6 +130,14 @@ impl PlatformVerifier<'_> {
             return Err(SignatureError::UnknownSerial(
                 serial.chars().take(64).collect(),
             ));
+        }
+        // Absent on older callbacks; when present it must name RSA (not SM2).
+        if let Some(kind) = header("Wechatpay-Signature-Type") {
+            if kind.trim() != SIGNATURE_TYPE {
+                return Err(SignatureError::UnsupportedType(
+                    kind.chars().take(64).collect(),
+                ));
+            }
         }
         if signature.starts_with(PROBE_PREFIX) {
             return Err(SignatureError::Probe);

@@ -195,6 +195,10 @@ fn forged_stale_probe_and_foreign_callbacks_are_rejected() {
     );
     assert!(reason(&other_appid, 1000).reason.contains("appid"));
 
+    let mut sm2 = callback(&f.platform_private, 1000, &good, None);
+    sm2.headers[4].1 = "WECHATPAY2-SM2-WITH-SM3".into();
+    assert!(reason(&sm2, 1000).reason.contains("Signature-Type"));
+
     let mut no_header = callback(&f.platform_private, 1000, &good, None);
     no_header
         .headers
