@@ -212,6 +212,12 @@ async fn alipay_forged_foreign_and_unpaid_notifications_change_nothing(backend: 
     )
     .await;
 
+    // Genuine, for an order that does not exist: filed under its number.
+    let ghost = json!({"order_no": format!("K{}", random_token(16)), "amount": amount});
+    let (body, _) = alipay_notification(&gw, alipay_params(&gw, &ghost, &trade_no), "alipay").await;
+    assert_eq!(post_alipay(&kami, body).await.1, "fail");
+    assert_ghost_recorded(&kami, &ghost).await;
+
     // Genuine but unpaid: acknowledged, only noted.
     let (body, _) =
         alipay_notification(&gw, with("trade_status", json!("WAIT_BUYER_PAY")), "alipay").await;
@@ -258,6 +264,18 @@ async fn assert_rejected(
         .admin_get(&format!("/api/v1/admin/orders/{order_no}"))
         .await;
     assert_eq!(v["status"], json!("pending"), "{case}: {v}");
+}
+
+/// A notification for an order that does not exist is recorded under the
+/// number it claimed, where an operator searching for it will look.
+async fn assert_ghost_recorded(kami: &Kami, ghost: &Value) {
+    let no = order_no(ghost);
+    let events = kami.events(&no).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == json!("notify_rejected")
+            && e["detail"].as_str().unwrap_or("").contains("unknown order")),
+        "no rejection recorded for {no}: {events:?}"
+    );
 }
 
 // ---- WeChat Pay ----------------------------------------------------------
@@ -441,6 +459,15 @@ async fn wechatpay_forged_stale_probe_and_unpaid_callbacks_change_nothing(backen
         "FAIL",
     )
     .await;
+
+    let ghost = json!({"order_no": format!("K{}", random_token(16)), "amount": amount});
+    let (headers, body, _) =
+        wechat_callback(&gw, transaction(&gw, &ghost, "4200g"), json!({})).await;
+    assert_eq!(
+        post_wechat(&kami, &headers, body).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_ghost_recorded(&kami, &ghost).await;
 
     let mut notpay = with("trade_state", json!("NOTPAY"));
     notpay.as_object_mut().unwrap().remove("transaction_id");
