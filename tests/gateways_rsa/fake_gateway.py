@@ -42,6 +42,9 @@ from signer import AlipaySigner, WechatSigner
 
 BEIJING = timezone(timedelta(hours=8))
 ALIPAY_METHODS = ("alipay.trade.precreate", "alipay.trade.query")
+# The buyer's browser brings these to the gateway, which shows its cashier.
+ALIPAY_CASHIER_METHODS = {"alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY",
+                          "alipay.trade.wap.pay": "QUICK_WAP_WAY"}
 
 
 class Rejected(Exception):
@@ -106,7 +109,7 @@ def check_alipay_request(state, params):
     sent = datetime.strptime(params.get("timestamp", ""), "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
     if abs((datetime.now(BEIJING) - sent).total_seconds()) > 600:
         raise Rejected("isv.invalid-timestamp: not Beijing time now")
-    if params.get("method") not in ALIPAY_METHODS:
+    if params.get("method") not in ALIPAY_METHODS + tuple(ALIPAY_CASHIER_METHODS):
         raise Rejected(f"unknown method {params.get('method')!r}")
     return json.loads(params["biz_content"])
 
@@ -196,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(body, keep_blank_values=True))
         method = params.get("method", "")
         response_key = method.replace(".", "_") + "_response"
+        if method in ALIPAY_CASHIER_METHODS:
+            return self.alipay_cashier(params, method)
         try:
             biz = check_alipay_request(st, params)
             answer = alipay_answer(st, method, biz)
@@ -206,6 +211,20 @@ class Handler(BaseHTTPRequestHandler):
                       "sub_msg": str(e)[:200]}
         self.send(200, st.alipay.response(response_key, answer, corrupt=st.take_corrupt("alipay")),
                   content_type="text/html;charset=utf-8")
+
+    def alipay_cashier(self, params, method):
+        st = self.server.state
+        try:
+            biz = check_alipay_request(st, params)
+            if biz.get("product_code") != ALIPAY_CASHIER_METHODS[method]:
+                raise Rejected(f"product_code {biz.get('product_code')!r} for {method}")
+            if not params.get("return_url") or not re.fullmatch(r"\d+\.\d{2}", biz.get("total_amount", "")):
+                raise Rejected("return_url and a yuan total_amount are required")
+        except (Rejected, ValueError, KeyError) as e:
+            st.note("alipay", method, False, str(e))
+            return self.send(200, "<h1>错误 ISV-INVALID-SIGNATURE</h1>", content_type="text/html; charset=utf-8")
+        st.note("alipay", method, True)
+        self.send(200, "<h1>支付宝收银台 %s</h1>" % biz["total_amount"], content_type="text/html; charset=utf-8")
 
     def wechat_api(self, method, body):
         st = self.server.state

@@ -163,6 +163,14 @@ mod tests {
         assert!(!verify(&vk, b"messagE", &sig));
         assert!(!verify(&vk, b"message", "not base64!"));
 
+        // The Alipay console's bare base64 (PEM without armour) loads too.
+        let bare = dir.join("bare.txt");
+        let pem = std::fs::read_to_string(&public).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        std::fs::write(&bare, body).unwrap();
+        let bare_key = load_public_key("bare public key", &bare).unwrap();
+        assert!(verify(&bare_key, b"message", &sig));
+
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "  \n").unwrap();
         assert!(matches!(

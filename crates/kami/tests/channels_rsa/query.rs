@@ -151,3 +151,23 @@ async fn wechatpay_query_reads_verified_answers_only() {
     let log = gw.log().await;
     assert_eq!(log.last().unwrap()["verified"], json!(false), "{log:?}");
 }
+
+/// page/wap pay: the signed URL the buyer's browser takes to the cashier
+/// passes the official SDK's signature check.
+#[tokio::test]
+async fn alipay_page_and_wap_pay_urls_are_signed_for_the_cashier() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = FakeGateway::start(dir.path());
+    for mode in ["page", "wap"] {
+        let alipay = channel(&gw, dir.path(), "alipay", &[("mode", mode)]);
+        let start = alipay.create_payment(&request()).await.expect("pay URL");
+        let cashier = reqwest::get(&start.pay_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(cashier.contains("收银台 19.90"), "{mode}: {cashier}");
+    }
+    gw.assert_all_verified(2).await;
+}
