@@ -268,7 +268,10 @@ impl Channel for Alipay {
                     .call("alipay.trade.precreate", Self::biz_content(req, None))
                     .await?;
                 let qr = str_field(&resp, "qr_code");
-                if str_field(&resp, "code") != "10000" || qr.is_empty() {
+                if str_field(&resp, "code") != "10000"
+                    || qr.is_empty()
+                    || str_field(&resp, "out_trade_no") != req.order_no
+                {
                     return Err(PayError::Gateway(format!(
                         "alipay precreate refused: {} {} {}",
                         str_field(&resp, "code"),
