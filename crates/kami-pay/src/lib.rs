@@ -3,8 +3,11 @@
 //! expects. Nothing here touches the database: the web layer compares a
 //! verified notice with the order and records the outcome.
 
+pub mod alipay;
 pub mod registry;
+mod rsa_keys;
 pub mod sandbox;
+pub mod wechatpay;
 
 pub use registry::{build_channel, ChannelContext};
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{Channel, PayError};
+use crate::{alipay, wechatpay, Channel, PayError};
 
 /// The channel names API.md fixes, sandbox aside (it has its own setting).
 pub const CHANNEL_NAMES: [&str; 5] = ["epay", "alipay", "wechatpay", "stripe", "epusdt"];
@@ -39,8 +39,6 @@ impl ChannelContext {
 }
 
 /// `Ok(None)` when the section says `enabled = false`.
-// The allow goes with the first gateway arm.
-#[allow(unreachable_code, unused_variables)]
 pub fn build_channel(
     name: &str,
     section: &toml::Table,
@@ -56,6 +54,11 @@ pub fn build_channel(
     // without a key fails closed. One arm per gateway:
     //   "epay" => Arc::new(epay::Epay::new(parse_section(name, section)?, ctx)?),
     let channel: Arc<dyn Channel> = match name {
+        "alipay" => Arc::new(alipay::Alipay::new(parse_section(name, section)?, ctx)?),
+        "wechatpay" => Arc::new(wechatpay::Wechatpay::new(
+            parse_section(name, section)?,
+            ctx,
+        )?),
         _ if CHANNEL_NAMES.contains(&name) => {
             return Err(PayError::Config(format!(
                 "payment channel {name} is not available in this version"
