@@ -3,8 +3,12 @@
 //! expects. Nothing here touches the database: the web layer compares a
 //! verified notice with the order and records the outcome.
 
+pub mod epay;
+pub mod epusdt;
+mod md5_sign;
 pub mod registry;
 pub mod sandbox;
+pub mod stripe;
 
 pub use registry::{build_channel, ChannelContext};
 
@@ -18,13 +22,20 @@ pub struct PaymentRequest {
     pub currency: String,
     pub subject: String,
     pub notify_url: String,
+    /// `{public_url}/pay/{channel}/return`, without a query string.
     pub return_url: String,
+    /// The gateway's own id for this payment, from `PaymentStart` (a Stripe
+    /// Checkout Session id); what `query_payment` asks about when the
+    /// gateway cannot be asked by order number.
+    pub reference: Option<String>,
 }
 
 /// Where to send the buyer to pay.
 #[derive(Debug, Clone)]
 pub struct PaymentStart {
     pub pay_url: String,
+    /// The gateway's id for the payment, when it gives one.
+    pub reference: Option<String>,
 }
 
 /// A notification as it arrived, before anything is trusted.
@@ -83,6 +94,24 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+}
+
+/// The HTTP client every gateway uses: rustls, and timeouts short enough
+/// that a hung gateway fails a buyer's page quickly (and counts against its
+/// circuit breaker) instead of holding a connection open.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("kami/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with only timeouts set always builds")
+}
+
+/// A transport error without its URL: some gateway URLs carry the merchant
+/// key in the query string (EPay's api.php), and errors get logged.
+pub fn http_error(e: reqwest::Error) -> PayError {
+    PayError::Gateway(e.without_url().to_string())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,7 @@ impl Channel for Sandbox {
         }
         Ok(PaymentStart {
             pay_url: format!("{}/{}", self.pay_base, req.order_no),
+            reference: None,
         })
     }
 
