@@ -7,6 +7,8 @@
 //! `KAMI_TEST_VERBOSE=1` echoes the server's output to stderr as it comes.
 #![allow(dead_code)]
 
+pub mod gateways;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
@@ -59,11 +61,17 @@ pub enum Stop {
 pub struct Options {
     /// `KAMI_ORDER_TTL` in seconds.
     pub order_ttl: u64,
+    /// Written to `<data dir>/kami.toml` and passed as `KAMI_CONFIG`
+    /// (e.g. `[channels.*]` sections pointing at a fake gateway).
+    pub config_toml: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { order_ttl: 900 }
+        Self {
+            order_ttl: 900,
+            config_toml: None,
+        }
     }
 }
 
@@ -221,6 +229,9 @@ pub async fn spawn_kami_with(backend: Backend, options: Options) -> Kami {
         logs: Arc::new(Mutex::new(Vec::new())),
         data_dir,
     };
+    if let Some(toml) = &kami.options.config_toml {
+        std::fs::write(kami.config_path(), toml).expect("write kami.toml");
+    }
     // A port picked free can be taken before the server binds it: try again.
     let mut last = String::new();
     for _ in 0..3 {
@@ -245,11 +256,21 @@ impl Kami {
         self.data_dir.path()
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir().join("kami.toml")
+    }
+
     pub fn pg_database(&self) -> Option<&str> {
         self.pg.as_ref().map(|p| p.name.as_str())
     }
 
     pub fn envs(&self) -> Vec<(String, String)> {
+        let config = self.options.config_toml.as_ref().map(|_| {
+            (
+                "KAMI_CONFIG".to_string(),
+                self.config_path().display().to_string(),
+            )
+        });
         vec![
             ("KAMI_BIND".into(), format!("127.0.0.1:{}", self.port)),
             (
@@ -263,6 +284,9 @@ impl Kami {
             ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
             ("KAMI_LOG".into(), "info".into()),
         ]
+        .into_iter()
+        .chain(config)
+        .collect()
     }
 
     /// A `kami` command with this server's environment (and none inherited).
@@ -538,11 +562,22 @@ impl Kami {
 
     /// Places a sandbox order; asserts 201 and returns the answer.
     pub async fn buy(&self, product_id: i64, quantity: i64, email: &str) -> Value {
+        self.buy_on("sandbox", product_id, quantity, email).await
+    }
+
+    /// Places an order to be paid through `channel`; asserts 201.
+    pub async fn buy_on(
+        &self,
+        channel: &str,
+        product_id: i64,
+        quantity: i64,
+        email: &str,
+    ) -> Value {
         let (status, v) = self
             .order(json!({"product_id": product_id, "quantity": quantity,
-                          "email": email, "channel": "sandbox"}))
+                          "email": email, "channel": channel}))
             .await;
-        assert_eq!(status, StatusCode::CREATED, "order: {v}");
+        assert_eq!(status, StatusCode::CREATED, "order on {channel}: {v}");
         v
     }
 
