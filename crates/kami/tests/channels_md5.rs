@@ -2,7 +2,8 @@
 //! libraries (tests/gateways/fake_gateway.py), on SQLite and PostgreSQL:
 //! genuine notifications pay once, forged or mismatched ones are refused and
 //! recorded, lost ones are found by reconciliation, and a failing gateway is
-//! taken off the shelf by its circuit breaker until it recovers.
+//! taken off the shelf by its circuit breaker until it recovers. The
+//! concurrency invariants run through these channels in flash_sale.rs.
 
 #[macro_use]
 mod common;
@@ -10,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gateways::{success_reply, Delivery, FakeGateway};
+use common::gateways::{spawn_with_gateways, success_reply, Delivery};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -21,22 +22,7 @@ both_backends!(
     stripe_signed_events_pay_once_and_forgeries_are_refused,
     reconciliation_completes_orders_whose_notification_was_lost,
     a_failing_gateway_is_taken_off_the_shelf_until_it_recovers,
-    epay_buyers_race_and_each_payment_delivers_once,
-    stripe_buyers_race_and_each_payment_delivers_once,
 );
-
-async fn spawn_with_gateways(backend: Backend) -> (Kami, FakeGateway) {
-    let gw = FakeGateway::start();
-    let kami = spawn_kami_with(
-        backend,
-        Options {
-            config_toml: Some(gw.kami_toml()),
-            ..Options::default()
-        },
-    )
-    .await;
-    (kami, gw)
-}
 
 /// Sends a forged or mismatched notification and checks that it was
 /// refused with the gateway's failure reply, changed nothing, and was
@@ -432,64 +418,6 @@ async fn a_failing_gateway_is_taken_off_the_shelf_until_it_recovers(backend: Bac
         metrics.contains("kami_channel_circuit_open{channel=\"stripe\"} 0"),
         "{metrics}"
     );
-}
-
-/// Invariants 1, 2 and 4 through a real channel: concurrent buyers, then
-/// every payment's notification delivered five times at once.
-async fn buyers_race_and_each_payment_delivers_once(backend: Backend, channel: &'static str) {
-    let (kami, gw) = spawn_with_gateways(backend).await;
-    let pid = kami.product("Race", json!({})).await;
-    let codes = make_codes("RACE", 12);
-    kami.import_codes(pid, &codes).await;
-    let kami = Arc::new(kami);
-    let mut buyers = Vec::new();
-    for i in 0..30 {
-        let k = kami.clone();
-        buyers.push(tokio::spawn(async move {
-            k.order(json!({"product_id": pid, "quantity": 1, "email": format!("r{i}@example.com"), "channel": channel}))
-                .await
-        }));
-    }
-    let mut won = Vec::new();
-    for b in buyers {
-        let (status, v) = b.await.unwrap();
-        match status {
-            StatusCode::CREATED => won.push(v),
-            StatusCode::CONFLICT => assert_eq!(error_code(&v), "sold_out", "{v}"),
-            other => panic!("unexpected {other}: {v}"),
-        }
-    }
-    assert_eq!(won.len(), 12);
-    assert_eq!(kami.stock3(pid).await, (0, 12, 0));
-    let mut tasks = Vec::new();
-    for order in &won {
-        kami.start_payment(&gw, channel, order).await;
-        let d = gw
-            .notification(channel, order["order_no"].as_str().unwrap(), json!({}))
-            .await;
-        let k = kami.clone();
-        tasks.push(tokio::spawn(async move {
-            deliver_five_times_at_once(&k, channel, d).await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let mut delivered = Vec::new();
-    for order in &won {
-        assert_delivered_once(&kami, order, &codes).await;
-        delivered.extend(kami.codes(order).await);
-    }
-    assert_distinct_from(&delivered, &codes);
-    assert_eq!(kami.stock3(pid).await, (0, 0, 12));
-}
-
-async fn epay_buyers_race_and_each_payment_delivers_once(backend: Backend) {
-    buyers_race_and_each_payment_delivers_once(backend, "epay").await
-}
-
-async fn stripe_buyers_race_and_each_payment_delivers_once(backend: Backend) {
-    buyers_race_and_each_payment_delivers_once(backend, "stripe").await
 }
 
 /// Fail closed: a Stripe section with an empty webhook secret stops the start.
