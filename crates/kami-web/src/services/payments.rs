@@ -94,11 +94,15 @@ pub async fn reconcile(state: &AppState) -> Result<usize, kami_store::StoreError
     let mut paid = 0;
     for attempt in state.store.due_payment_checks(now, RECONCILE_BATCH).await? {
         let next = match check(state, &attempt).await {
-            Ok(true) => {
+            Ok(Answer::Paid) => {
                 paid += 1;
                 None
             }
-            Ok(false) => next_check(state, &attempt, now),
+            Ok(Answer::NotYet) => next_check(state, &attempt, now),
+            // The gateway's answer contradicts the order (amount, channel):
+            // it is recorded as a rejection for the operator, and asking
+            // again would only repeat it.
+            Ok(Answer::Refused) => None,
             Err(e) => {
                 tracing::warn!(order_no = %attempt.order_no, channel = %attempt.channel, error = %e, "reconciliation query failed");
                 next_check(state, &attempt, now)
@@ -122,8 +126,17 @@ fn next_check(state: &AppState, a: &PaymentAttempt, now: Millis) -> Option<Milli
     Some(now + wait)
 }
 
-/// Asks the gateway; true when its answer paid the order (or it was paid).
-async fn check(state: &AppState, a: &PaymentAttempt) -> Result<bool, String> {
+enum Answer {
+    /// The gateway reports the payment; the order is paid now.
+    Paid,
+    /// No payment yet, or the gateway does not know the order.
+    NotYet,
+    /// The answer was refused and recorded.
+    Refused,
+}
+
+/// Asks the gateway and applies its answer like a notification.
+async fn check(state: &AppState, a: &PaymentAttempt) -> Result<Answer, String> {
     let Some(channel) = state.channel(&a.channel).cloned() else {
         return Err(format!("channel {} is no longer configured", a.channel));
     };
@@ -139,17 +152,17 @@ async fn check(state: &AppState, a: &PaymentAttempt) -> Result<bool, String> {
         .await
         .map_err(|e| e.to_string())?
     else {
-        return Ok(false);
+        return Ok(Answer::NotYet);
     };
     match apply_notice(state, channel.as_ref(), notice).await {
         Verdict::Paid(outcome) => {
             tracing::info!(order_no = %a.order_no, channel = %a.channel, ?outcome, "reconciliation found a payment");
             metrics::counter!("kami_reconciled_payments_total", "channel" => channel.name())
                 .increment(1);
-            Ok(true)
+            Ok(Answer::Paid)
         }
-        Verdict::Acknowledged => Ok(false),
-        Verdict::Rejected(reason) => Err(format!("gateway's answer refused: {reason}")),
+        Verdict::Acknowledged => Ok(Answer::NotYet),
+        Verdict::Rejected(_) => Ok(Answer::Refused),
         Verdict::Unavailable => Err("database unavailable".into()),
     }
 }
