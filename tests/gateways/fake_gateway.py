@@ -130,8 +130,19 @@ class Handler(BaseHTTPRequestHandler):
             ORDERS[("epay", p["out_trade_no"])] = {"params": p, "trade_no": trade_no, "paid": False}
         self.send(200, {"code": 1, "verified": True, "params": p, "trade_no": trade_no})
 
-    def epay_mapi(self, path):
-        self.epay_submit(path)
+    def epay_mapi(self, _path):
+        p = self.params()
+        err = self.epay_verified(p)
+        if err:
+            return self.send(200, {"code": -1, "msg": err})
+        if not p.get("type"):
+            return self.send(200, {"code": -1, "msg": "type is required in API mode"})
+        trade_no = "EP" + secrets.token_hex(6)
+        with LOCK:
+            ORDERS[("epay", p["out_trade_no"])] = {"params": p, "trade_no": trade_no, "paid": False}
+        port = self.server.server_address[1]
+        self.send(200, {"code": 1, "msg": "", "trade_no": trade_no,
+                        "payurl": f"http://127.0.0.1:{port}/epay/cashier/{trade_no}"})
 
     def epay_api(self, _path):
         p = self.params()

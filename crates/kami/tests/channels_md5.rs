@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gateways::{spawn_with_gateways, success_reply, Delivery};
+use common::gateways::{spawn_with_gateways, success_reply, Delivery, FakeGateway};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -20,6 +20,7 @@ both_backends!(
     epay_signed_notifications_pay_once_and_forgeries_are_refused,
     epusdt_signed_notifications_pay_once_and_forgeries_are_refused,
     stripe_signed_events_pay_once_and_forgeries_are_refused,
+    epay_api_mode_asks_mapi_for_the_pay_url,
     reconciliation_completes_orders_whose_notification_was_lost,
     a_failing_gateway_is_taken_off_the_shelf_until_it_recovers,
 );
@@ -318,6 +319,41 @@ async fn stripe_signed_events_pay_once_and_forgeries_are_refused(backend: Backen
     assert_delivered_once(&kami, &order, &codes).await;
     assert!(!kami.logs().contains(&gw.stripe_secret_key));
     assert!(!kami.logs().contains(&gw.stripe_webhook_secret));
+}
+
+async fn epay_api_mode_asks_mapi_for_the_pay_url(backend: Backend) {
+    let gw = FakeGateway::start();
+    let toml = gw.kami_toml().replace(
+        "[channels.epay]\n",
+        "[channels.epay]\nmode = \"api\"\ntype = \"wxpay\"\n",
+    );
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            config_toml: Some(toml),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pid = kami.product("EPay API mode", json!({})).await;
+    let codes = make_codes("MAPI", 2);
+    kami.import_codes(pid, &codes).await;
+    let order = kami.buy_on("epay", pid, 1, "mapi@example.com").await;
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let url = kami
+        .open_pay_page(&order)
+        .await
+        .expect("pay URL from mapi.php");
+    assert!(
+        url.starts_with(&format!("{}/epay/cashier/", gw.base)),
+        "{url}"
+    );
+    let asked = gw.recorded("epay", &no).await;
+    assert_eq!(asked["params"]["type"], json!("wxpay"));
+    assert_eq!(asked["params"]["money"], json!("9.90"));
+    let paid = gw.notification("epay", &no, json!({})).await;
+    assert_eq!(kami.deliver("epay", &paid).await.1, "success");
+    assert_delivered_once(&kami, &order, &codes).await;
 }
 
 async fn reconciliation_completes_orders_whose_notification_was_lost(backend: Backend) {
