@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::md5_sign::{md5_matches, md5_sign};
 use crate::{
-    http_client, http_error, Channel, ChannelContext, Notice, Notification, PayError,
+    http_client, http_error, parse_yuan, Channel, ChannelContext, Notice, Notification, PayError,
     PaymentRequest, PaymentStart, Rejection, Reply,
 };
 
@@ -238,10 +238,8 @@ impl Channel for Epay {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("missing trade_no"))?;
         let money = get(&params, "money").unwrap_or_default();
-        let amount = Currency::parse("CNY")
-            .ok()
-            .and_then(|c| c.parse_decimal(money))
-            .ok_or_else(|| reject(&format!("malformed money {money:?}")))?;
+        let amount =
+            parse_yuan(money).ok_or_else(|| reject(&format!("malformed money {money:?}")))?;
         let status = get(&params, "trade_status").unwrap_or_default();
         Ok(Notice {
             order_no,
@@ -303,9 +301,7 @@ impl Channel for Epay {
             ));
         }
         let money = field("money");
-        let amount = Currency::parse("CNY")
-            .ok()
-            .and_then(|c| c.parse_decimal(&money))
+        let amount = parse_yuan(&money)
             .ok_or_else(|| PayError::Gateway(format!("api.php gave malformed money {money:?}")))?;
         let status = field("status");
         let trade_no = field("trade_no");
@@ -325,19 +321,11 @@ impl Channel for Epay {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: "success".into(),
-        }
+        Reply::text(200, "success")
     }
 
     fn failure_reply(&self, _reason: &str) -> Reply {
-        Reply {
-            status: 400,
-            content_type: "text/plain; charset=utf-8",
-            body: "fail".into(),
-        }
+        Reply::text(400, "fail")
     }
 }
 

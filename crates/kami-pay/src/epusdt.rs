@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::md5_sign::{md5_matches, md5_sign};
 use crate::{
-    http_client, http_error, Channel, ChannelContext, Notice, Notification, PayError,
+    http_client, http_error, parse_yuan, Channel, ChannelContext, Notice, Notification, PayError,
     PaymentRequest, PaymentStart, Rejection, Reply,
 };
 
@@ -177,10 +177,8 @@ impl Channel for Epusdt {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("missing trade_id"))?;
         let money = fields.get("amount").map(String::as_str).unwrap_or_default();
-        let amount = Currency::parse("CNY")
-            .ok()
-            .and_then(|c| c.parse_decimal(money))
-            .ok_or_else(|| reject(&format!("malformed amount {money:?}")))?;
+        let amount =
+            parse_yuan(money).ok_or_else(|| reject(&format!("malformed amount {money:?}")))?;
         let status = fields.get("status").cloned().unwrap_or_default();
         Ok(Notice {
             order_no,
@@ -195,19 +193,11 @@ impl Channel for Epusdt {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: "ok".into(),
-        }
+        Reply::text(200, "ok")
     }
 
     fn failure_reply(&self, _reason: &str) -> Reply {
-        Reply {
-            status: 400,
-            content_type: "text/plain; charset=utf-8",
-            body: "fail".into(),
-        }
+        Reply::text(400, "fail")
     }
 }
 

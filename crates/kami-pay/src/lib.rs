@@ -9,6 +9,7 @@ mod md5_sign;
 pub mod registry;
 pub mod sandbox;
 pub mod stripe;
+pub mod timestamped_hmac;
 
 pub use registry::{build_channel, ChannelContext};
 
@@ -112,6 +113,30 @@ pub fn http_client() -> reqwest::Client {
 /// key in the query string (EPay's api.php), and errors get logged.
 pub fn http_error(e: reqwest::Error) -> PayError {
     PayError::Gateway(e.without_url().to_string())
+}
+
+impl Reply {
+    /// A plain-text reply (`success`, `ok`, `fail`: the EPay-style gateways).
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+}
+
+/// A decimal yuan amount from a Chinese gateway (`"9.9"`, `"10.00"`) in fen.
+pub fn parse_yuan(raw: &str) -> Option<i64> {
+    kami_core::Currency::parse("CNY").ok()?.parse_decimal(raw)
 }
 
 #[derive(Debug, thiserror::Error)]

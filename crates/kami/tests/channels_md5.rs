@@ -420,15 +420,7 @@ async fn a_failing_gateway_is_taken_off_the_shelf_until_it_recovers(backend: Bac
         .order(json!({"product_id": pid, "quantity": 1, "email": "x@example.com", "channel": "stripe"}))
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    let metrics = kami
-        .http
-        .get(kami.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kami.metrics().await;
     assert!(
         metrics.contains("kami_channel_circuit_open{channel=\"stripe\"} 1"),
         "{metrics}"
@@ -441,15 +433,7 @@ async fn a_failing_gateway_is_taken_off_the_shelf_until_it_recovers(backend: Bac
     assert!(offered(&channels, "stripe"), "{channels}");
     let order = kami.buy_on("stripe", pid, 1, "probe@example.com").await;
     kami.start_payment(&gw, "stripe", &order).await;
-    let metrics = kami
-        .http
-        .get(kami.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kami.metrics().await;
     assert!(
         metrics.contains("kami_channel_circuit_open{channel=\"stripe\"} 0"),
         "{metrics}"

@@ -431,6 +431,17 @@ impl Kami {
         format!("{}{}", self.base, path)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        res.text().await.expect("metrics body")
+    }
+
     pub fn sign(&self, t: i64, body: &[u8]) -> String {
         sign_with(&self.secret, t, body)
     }
