@@ -32,7 +32,7 @@ pub enum Mode {
 }
 
 /// `[channels.epay]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpayConfig {
     /// Base URL; submit.php, mapi.php and api.php live under it.
@@ -45,6 +45,19 @@ pub struct EpayConfig {
     /// where most gateways then let the buyer choose.
     #[serde(default, rename = "type")]
     pub pay_type: Option<String>,
+}
+
+/// Without the key: configurations end up in logs and panics.
+impl std::fmt::Debug for EpayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpayConfig")
+            .field("gateway", &self.gateway)
+            .field("pid", &self.pid)
+            .field("key", &"<redacted>")
+            .field("mode", &self.mode)
+            .field("type", &self.pay_type)
+            .finish()
+    }
 }
 
 pub struct Epay {

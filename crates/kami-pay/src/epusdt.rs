@@ -25,12 +25,21 @@ const PAID_STATUS: &str = "2";
 const SIGN_FIELD: [&str; 1] = ["signature"];
 
 /// `[channels.epusdt]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpusdtConfig {
     pub gateway: String,
     /// The API token set in epusdt's `.env` (`api_auth_token`).
     pub token: String,
+}
+
+impl std::fmt::Debug for EpusdtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpusdtConfig")
+            .field("gateway", &self.gateway)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 pub struct Epusdt {

@@ -22,13 +22,23 @@ const PAID_EVENTS: [&str; 2] = [
 ];
 
 /// `[channels.stripe]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeConfig {
     #[serde(default = "default_gateway")]
     pub gateway: String,
     pub secret_key: String,
     pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("gateway", &self.gateway)
+            .field("secret_key", &"<redacted>")
+            .field("webhook_secret", &"<redacted>")
+            .finish()
+    }
 }
 
 fn default_gateway() -> String {
