@@ -168,6 +168,22 @@ async fn epay_signed_notifications_pay_once_and_forgeries_are_refused(backend: B
     assert_eq!((status, text.as_str()), (StatusCode::OK, "success"));
     assert_eq!(kami.view(&order).await["status"], json!("pending"));
     assert_eq!(kami.count_events(&no, "notify_unpaid").await, 1);
+    // Some forks POST the same parameters as a form: the same verdict, and
+    // the repeated report is not recorded twice.
+    let Delivery::Query(form) = waiting else {
+        unreachable!()
+    };
+    let res = kami
+        .http
+        .post(kami.url("/pay/epay/notify"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "success");
+    assert_eq!(kami.count_events(&no, "notify_unpaid").await, 1);
 
     // "10" is the same money as "10.00"; five copies at once deliver once.
     let kami = Arc::new(kami);
