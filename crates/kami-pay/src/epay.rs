@@ -373,39 +373,6 @@ mod tests {
             .finish()
     }
 
-    /// Published examples of this exact rule (sorted non-empty `k=v` joined
-    /// by `&`, key appended directly, lowercase MD5), reproduced byte for
-    /// byte: the defupay merchant docs (hmoore.net/q86849180/defupay/921626)
-    /// and an easydoc.net gateway doc (doc/45090039/BHm31QHg/YJbJQqOV).
-    #[test]
-    fn reproduces_published_signature_examples() {
-        assert_eq!(
-            md5_sign(
-                &[("uid", "1000"), ("timestamp", "1548047628")],
-                &SIGN_FIELDS,
-                "58b31d465652be856d7ed80977aa4ce4"
-            ),
-            "15540d3398e5ed2a37533e3fc032e1a0"
-        );
-        assert_eq!(
-            md5_sign(
-                &[
-                    ("apiKey", "testApiKey"),
-                    ("customerNo", "test100000"),
-                    ("channel", "bank"),
-                    ("amount", "100.00"),
-                    ("notifyUrl", "http://test.com/getNotify"),
-                    ("ip", "127.0.0.1"),
-                    ("sign", "ignored"),
-                    ("empty", ""),
-                ],
-                &SIGN_FIELDS,
-                "testSecretKey"
-            ),
-            "5d50a182db6fa8a347cc85f36ca492f2"
-        );
-    }
-
     const PAID: [(&str, &str); 7] = [
         ("pid", "1001"),
         ("trade_no", "2024010112345"),
