@@ -254,6 +254,16 @@ async fn stripe_signed_events_pay_once_and_forgeries_are_refused(backend: Backen
     let no = order["order_no"].as_str().unwrap().to_string();
     kami.start_payment(&gw, "stripe", &order).await;
     let asked = gw.recorded("stripe", &no).await;
+    // Stripe sends the buyer back here; that is never proof of payment.
+    let back = asked["params"]["success_url"].as_str().unwrap().to_string();
+    assert_eq!(back, kami.url(&format!("/pay/stripe/return?order_no={no}")));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects.get(&back).send().await.unwrap();
+    assert_eq!(res.headers()["location"], format!("/orders/{no}").as_str());
+    assert_eq!(kami.view(&order).await["status"], json!("pending"));
     assert_eq!(
         asked["params"]["line_items[0][price_data][unit_amount]"],
         json!("1250")
