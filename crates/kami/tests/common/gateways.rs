@@ -110,7 +110,7 @@ impl FakeGateway {
     /// The kami.toml that points every channel at this gateway.
     pub fn kami_toml(&self) -> String {
         format!(
-            "reconcile_interval = 1\nchannel_cooldown = 2\n\
+            "reconcile_interval = 1\nchannel_cooldown = 3\n\
              [channels.epay]\ngateway = \"{b}/epay/\"\npid = \"{}\"\nkey = \"{}\"\n\
              [channels.epusdt]\ngateway = \"{b}/epusdt/\"\ntoken = \"{}\"\n\
              [channels.stripe]\ngateway = \"{b}/stripe\"\nsecret_key = \"{}\"\nwebhook_secret = \"{}\"\n",
