@@ -54,6 +54,36 @@ impl Currency {
         )
     }
 
+    /// `"9.9"`, `"9.90"` → `990` CNY: a gateway's decimal amount in minor
+    /// units, compared as a number ("10" == "10.00"). `None` for anything
+    /// that is not a plain non-negative decimal or has a fraction finer than
+    /// the minor unit (a sub-fen amount never equals an order's).
+    pub fn parse_decimal(&self, raw: &str) -> Option<i64> {
+        let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(frac)
+            || (raw.contains('.') && frac.is_empty())
+        {
+            return None;
+        }
+        let exp = self.exponent() as usize;
+        let (kept, rest) = frac.split_at(frac.len().min(exp));
+        if rest.bytes().any(|b| b != b'0') {
+            return None;
+        }
+        let scale = 10i64.pow(exp as u32);
+        let minor_frac = format!("{kept:0<exp$}");
+        let w: i64 = whole.parse().ok()?;
+        let f: i64 = if exp == 0 {
+            0
+        } else {
+            minor_frac.parse().ok()?
+        };
+        w.checked_mul(scale)?.checked_add(f)
+    }
+
     pub fn symbol(&self) -> &'static str {
         match self.as_str() {
             "CNY" => "¥",
@@ -90,6 +120,31 @@ mod tests {
         assert_eq!(Currency::parse("cny").unwrap().as_str(), "CNY");
         assert!(Currency::parse("CN").is_err());
         assert!(Currency::parse("C1Y").is_err());
+    }
+
+    #[test]
+    fn parses_decimal_amounts_as_numbers() {
+        let cny = Currency::parse("CNY").unwrap();
+        for (raw, want) in [
+            ("10", Some(1000)),
+            ("10.00", Some(1000)),
+            ("10.0", Some(1000)),
+            ("9.9", Some(990)),
+            ("0.01", Some(1)),
+            ("10.000", Some(1000)),
+        ] {
+            assert_eq!(cny.parse_decimal(raw), want, "{raw}");
+        }
+        for raw in [
+            "", ".5", "10.", "-1", "+1", "1e3", "10.001", " 10", "1,0", "0x10",
+        ] {
+            assert_eq!(cny.parse_decimal(raw), None, "{raw}");
+        }
+        assert_eq!(
+            Currency::parse("JPY").unwrap().parse_decimal("500"),
+            Some(500)
+        );
+        assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("500.5"), None);
     }
 
     #[test]

@@ -281,6 +281,7 @@ impl Channel for Alipay {
                 }
                 return Ok(PaymentStart {
                     pay_url: qr.to_string(),
+                    reference: None,
                 });
             }
             Mode::Page => ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
@@ -300,6 +301,7 @@ impl Channel for Alipay {
         let sep = if self.gateway.contains('?') { '&' } else { '?' };
         Ok(PaymentStart {
             pay_url: format!("{}{sep}{query}", self.gateway),
+            reference: None,
         })
     }
 

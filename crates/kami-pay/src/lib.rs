@@ -4,9 +4,14 @@
 //! verified notice with the order and records the outcome.
 
 pub mod alipay;
+pub mod epay;
+pub mod epusdt;
+mod md5_sign;
 pub mod registry;
 mod rsa_keys;
 pub mod sandbox;
+pub mod stripe;
+pub mod timestamped_hmac;
 pub mod wechatpay;
 
 pub use registry::{build_channel, ChannelContext};
@@ -21,13 +26,20 @@ pub struct PaymentRequest {
     pub currency: String,
     pub subject: String,
     pub notify_url: String,
+    /// `{public_url}/pay/{channel}/return`, without a query string.
     pub return_url: String,
+    /// The gateway's own id for this payment, from `PaymentStart` (a Stripe
+    /// Checkout Session id); what `query_payment` asks about when the
+    /// gateway cannot be asked by order number.
+    pub reference: Option<String>,
 }
 
 /// Where to send the buyer to pay.
 #[derive(Debug, Clone)]
 pub struct PaymentStart {
     pub pay_url: String,
+    /// The gateway's id for the payment, when it gives one.
+    pub reference: Option<String>,
 }
 
 /// A notification as it arrived, before anything is trusted.
@@ -86,6 +98,48 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+}
+
+/// The HTTP client every gateway uses: rustls, and timeouts short enough
+/// that a hung gateway fails a buyer's page quickly (and counts against its
+/// circuit breaker) instead of holding a connection open.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("kami/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with only timeouts set always builds")
+}
+
+/// A transport error without its URL: some gateway URLs carry the merchant
+/// key in the query string (EPay's api.php), and errors get logged.
+pub fn http_error(e: reqwest::Error) -> PayError {
+    PayError::Gateway(e.without_url().to_string())
+}
+
+impl Reply {
+    /// A plain-text reply (`success`, `ok`, `fail`: the EPay-style gateways).
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+}
+
+/// A decimal yuan amount from a Chinese gateway (`"9.9"`, `"10.00"`) in fen.
+pub fn parse_yuan(raw: &str) -> Option<i64> {
+    kami_core::Currency::parse("CNY").ok()?.parse_decimal(raw)
 }
 
 #[derive(Debug, thiserror::Error)]

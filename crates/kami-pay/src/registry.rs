@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{alipay, wechatpay, Channel, PayError};
+use crate::{alipay, epay, epusdt, stripe, wechatpay, Channel, PayError};
 
 /// The channel names API.md fixes, sandbox aside (it has its own setting).
 pub const CHANNEL_NAMES: [&str; 5] = ["epay", "alipay", "wechatpay", "stripe", "epusdt"];
@@ -51,9 +51,11 @@ pub fn build_channel(
     section.remove("enabled");
     // Each gateway module parses its own section (`parse_section`, with
     // deny_unknown_fields) and refuses empty credentials, so a channel
-    // without a key fails closed. One arm per gateway:
-    //   "epay" => Arc::new(epay::Epay::new(parse_section(name, section)?, ctx)?),
+    // without a key fails closed. One arm per gateway.
     let channel: Arc<dyn Channel> = match name {
+        epay::NAME => Arc::new(epay::Epay::new(parse_section(name, section)?, ctx)?),
+        epusdt::NAME => Arc::new(epusdt::Epusdt::new(parse_section(name, section)?, ctx)?),
+        stripe::NAME => Arc::new(stripe::Stripe::new(parse_section(name, section)?, ctx)?),
         "alipay" => Arc::new(alipay::Alipay::new(parse_section(name, section)?, ctx)?),
         "wechatpay" => Arc::new(wechatpay::Wechatpay::new(
             parse_section(name, section)?,

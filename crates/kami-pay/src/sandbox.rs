@@ -4,12 +4,11 @@
 //! `Kami-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::{
-    Channel, Notice, Notification, PayError, PaymentRequest, PaymentStart, Rejection, Reply,
+    timestamped_hmac, Channel, Notice, Notification, PayError, PaymentRequest, PaymentStart,
+    Rejection, Reply,
 };
 
 pub const NAME: &str = "sandbox";
@@ -39,15 +38,7 @@ impl Sandbox {
 }
 
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
-    format!("t={t},v1={}", hex::encode(mac(secret, t, body)))
-}
-
-fn mac(secret: &[u8], t: i64, body: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.finalize().into_bytes().to_vec()
+    timestamped_hmac::sign(secret, t, body)
 }
 
 #[derive(Deserialize)]
@@ -83,6 +74,7 @@ impl Channel for Sandbox {
         }
         Ok(PaymentStart {
             pay_url: format!("{}/{}", self.pay_base, req.order_no),
+            reference: None,
         })
     }
 
@@ -95,29 +87,8 @@ impl Channel for Sandbox {
         let header = n
             .header(SIGNATURE_HEADER)
             .ok_or_else(|| reject("missing Kami-Signature header"))?;
-        let mut t = None;
-        let mut candidates = Vec::new();
-        for part in header.split(',') {
-            match part.trim().split_once('=') {
-                Some(("t", v)) => t = v.parse::<i64>().ok(),
-                Some(("v1", v)) => candidates.extend(hex::decode(v).ok()),
-                _ => {}
-            }
-        }
-        let t = t.ok_or_else(|| reject("malformed Kami-Signature: no valid t="))?;
-        if candidates.is_empty() {
-            return Err(reject("malformed Kami-Signature: no valid v1="));
-        }
-        let expected = mac(&self.secret, t, &n.body);
-        if !candidates
-            .iter()
-            .any(|c| kami_core::secrets::ct_eq(c, &expected))
-        {
-            return Err(reject("signature does not match"));
-        }
-        if (now_secs - t).abs() > TOLERANCE_SECS {
-            return Err(reject("signature timestamp outside the 300 s window"));
-        }
+        timestamped_hmac::verify(&self.secret, header, &n.body, now_secs, TOLERANCE_SECS)
+            .map_err(|reason| reject(&reason))?;
         let body: Body = serde_json::from_slice(&n.body)
             .map_err(|e| reject(&format!("malformed notification body: {e}")))?;
         Ok(Notice {
@@ -132,20 +103,14 @@ impl Channel for Sandbox {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "application/json",
-            body: r#"{"received":true}"#.into(),
-        }
+        Reply::json(200, serde_json::json!({"received": true}))
     }
 
     fn failure_reply(&self, reason: &str) -> Reply {
-        Reply {
-            status: 400,
-            content_type: "application/json",
-            body: serde_json::json!({"error": {"code": "invalid_notification", "message": reason, "param": null}})
-                .to_string(),
-        }
+        Reply::json(
+            400,
+            serde_json::json!({"error": {"code": "invalid_notification", "message": reason, "param": null}}),
+        )
     }
 }
 

@@ -265,6 +265,7 @@ impl Channel for Wechatpay {
         match serde_json::from_str::<Answer>(&text) {
             Ok(a) if status == 200 && !a.code_url.is_empty() => Ok(PaymentStart {
                 pay_url: a.code_url,
+                reference: None,
             }),
             _ => Err(PayError::Gateway(format!(
                 "wechatpay native order refused ({status}): {}",

@@ -85,6 +85,16 @@ pub trait Store: Send + Sync + 'static {
     async fn events_for_order_no(&self, order_no: &str) -> Result<Vec<OrderEvent>>;
     async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>>;
 
+    // --- payment attempts (reconciliation) ---------------------------------
+    /// Records that the order was handed to a gateway (with a
+    /// `payment_started` event) unless it already was; returns its attempt.
+    async fn start_payment_attempt(&self, a: &NewPaymentAttempt) -> Result<PaymentAttempt>;
+    async fn payment_attempt(&self, order_id: i64) -> Result<Option<PaymentAttempt>>;
+    /// Attempts of still unpaid orders whose next check is due.
+    async fn due_payment_checks(&self, now: Millis, limit: i64) -> Result<Vec<PaymentAttempt>>;
+    /// Counts a check; `None` means nothing is left to ask the gateway.
+    async fn payment_checked(&self, id: i64, next_check_at: Option<Millis>) -> Result<()>;
+
     // --- idempotency -------------------------------------------------------
     async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
     /// Stores a response unless the key is already taken; true when stored.

@@ -277,3 +277,29 @@ pub struct ApiKey {
     pub name: String,
     pub scopes: String,
 }
+
+/// An order handed to a gateway (the buyer was sent to pay there).
+#[derive(Debug, Clone)]
+pub struct NewPaymentAttempt {
+    pub order_id: i64,
+    pub order_no: String,
+    pub channel: String,
+    pub reference: Option<String>,
+    pub pay_url: String,
+    pub created_at: Millis,
+    /// When reconciliation first asks the gateway about it.
+    pub first_check_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentAttempt {
+    pub id: i64,
+    pub order_id: i64,
+    pub order_no: String,
+    pub channel: String,
+    pub reference: Option<String>,
+    pub pay_url: String,
+    pub created_at: Millis,
+    /// How often reconciliation has asked the gateway so far.
+    pub checks: i64,
+}

@@ -425,6 +425,96 @@ async fn job_claims_are_exclusive(backend: Backend) {
     assert_eq!((n, all.len()), (50, 50), "a job was claimed twice or never");
 }
 
+/// Buyers reloading the pay page at once: one attempt per order, one
+/// `payment_started` event, and every caller gets the first pay URL. Only
+/// unpaid orders are due for reconciliation, and a check reschedules.
+async fn one_payment_attempt_per_order(backend: Backend) {
+    let db = open(backend).await;
+    let product = product_with_codes(&db, 4).await;
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let o = db
+            .store
+            .create_order(&new_order(product, 1, 60_000))
+            .await
+            .unwrap()
+            .unwrap();
+        orders.push(o);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (store, o) = (db.store.clone(), orders[0].clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .start_payment_attempt(&NewPaymentAttempt {
+                    order_id: o.id,
+                    order_no: o.order_no.clone(),
+                    channel: "sandbox".into(),
+                    reference: Some(format!("ref-{i}")),
+                    pay_url: format!("https://gateway.example/{i}"),
+                    created_at: now_millis(),
+                    first_check_at: 0,
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut urls = Vec::new();
+    for t in tasks {
+        urls.push(t.await.unwrap().pay_url);
+    }
+    urls.dedup();
+    assert_eq!(
+        urls.len(),
+        1,
+        "every caller gets the same attempt: {urls:?}"
+    );
+    let events = db.store.order_events(orders[0].id).await.unwrap();
+    let started = events
+        .iter()
+        .filter(|e| e.kind == "payment_started")
+        .count();
+    assert_eq!(started, 1, "{events:?}");
+
+    // The paid order drops out of reconciliation; a check reschedules.
+    let due = db.store.due_payment_checks(now_millis(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    db.store
+        .payment_checked(due[0].id, Some(now_millis() + 60_000))
+        .await
+        .unwrap();
+    assert!(db
+        .store
+        .due_payment_checks(now_millis(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = db
+        .store
+        .payment_attempt(orders[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.checks, 1);
+    db.store
+        .pay_order(&payment(&orders[0], "T-attempt"))
+        .await
+        .unwrap();
+    db.store.payment_checked(again.id, Some(0)).await.unwrap();
+    assert!(db
+        .store
+        .due_payment_checks(now_millis(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .store
+        .payment_attempt(orders[1].id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -443,4 +533,5 @@ both_backends!(
     racing_imports_store_each_code_once,
     aborted_import_leaves_nothing,
     job_claims_are_exclusive,
+    one_payment_attempt_per_order,
 );

@@ -23,6 +23,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, admin, public};
+use crate::breaker::Breakers;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, Settings, Shared};
@@ -54,10 +55,17 @@ pub fn build_state(
         channels.push(sb.clone());
     }
     metrics::handle();
+    let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
+    let breakers = Breakers::new(
+        &names,
+        settings.breaker_threshold,
+        settings.breaker_cooldown_ms,
+    );
     Arc::new(AppState {
         store,
         keys,
         limits: RateLimits::new(settings.rate_limits),
+        breakers,
         settings,
         channels,
         sandbox,
@@ -93,6 +101,8 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/pay/{channel}/notify", get(pay::notify).post(pay::notify))
         .route("/pay/{channel}/return", get(pay::return_page))
+        .route("/pay/{channel}/{order_no}", get(shop::gateway_page))
+        .route("/api/v1/channels", get(public::list_channels))
         .route("/", get(shop::index))
         .route("/products/{id}", get(shop::product))
         .route("/products/{id}/buy", post(shop::buy))

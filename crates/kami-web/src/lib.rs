@@ -4,6 +4,7 @@
 
 pub mod api;
 mod app;
+pub mod breaker;
 pub mod error;
 pub mod extract;
 pub mod metrics;

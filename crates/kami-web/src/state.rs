@@ -6,6 +6,7 @@ use kami_pay::Channel;
 use kami_store::Store;
 use tokio::sync::Notify;
 
+use crate::breaker::Breakers;
 use crate::rate_limit::RateLimits;
 
 /// Settings the web layer needs, already parsed and defaulted by the binary.
@@ -22,6 +23,13 @@ pub struct Settings {
     pub sandbox_secret: Option<String>,
     /// How often the expiry sweep runs.
     pub expiry_interval_ms: i64,
+    /// How often reconciliation asks gateways about unpaid orders they have
+    /// seen; also the first wait of each order's backoff.
+    pub reconcile_interval_ms: i64,
+    /// Consecutive failed payment starts that open a channel's breaker.
+    pub breaker_threshold: u32,
+    /// How long an open channel is not offered before it is probed again.
+    pub breaker_cooldown_ms: i64,
 }
 
 impl Default for Settings {
@@ -34,6 +42,9 @@ impl Default for Settings {
             rate_limits: true,
             sandbox_secret: None,
             expiry_interval_ms: 1000,
+            reconcile_interval_ms: 60_000,
+            breaker_threshold: 3,
+            breaker_cooldown_ms: 30_000,
         }
     }
 }
@@ -45,6 +56,7 @@ pub struct AppState {
     pub channels: Vec<Arc<dyn Channel>>,
     pub sandbox: Option<Arc<Sandbox>>,
     pub limits: RateLimits,
+    pub breakers: Breakers,
     /// Wakes the job worker early (e.g. right after an order is created with
     /// a very short TTL) instead of waiting for its next poll.
     pub wake_worker: Notify,
@@ -60,5 +72,15 @@ impl AppState {
 
     pub fn channel_names(&self) -> Vec<&'static str> {
         self.channels.iter().map(|c| c.name()).collect()
+    }
+
+    /// The channels new orders may use now: configured, and not held back
+    /// by an open circuit breaker.
+    pub fn offered_channels(&self) -> Vec<&'static str> {
+        self.channels
+            .iter()
+            .map(|c| c.name())
+            .filter(|n| self.breakers.allows(n))
+            .collect()
     }
 }

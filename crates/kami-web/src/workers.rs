@@ -1,5 +1,5 @@
 //! Background work over the durable `jobs` table. Periodic jobs (the expiry
-//! sweep, reaping abandoned imports) are rows with a dedupe key that each run
+//! sweep, reaping abandoned imports, payment reconciliation) are rows with a dedupe key that each run
 //! reschedules, so with several instances exactly one runs each tick, and a
 //! dead instance's lease simply runs out.
 
@@ -13,6 +13,7 @@ use crate::state::Shared;
 
 pub const EXPIRE_ORDERS: &str = "expire_orders";
 pub const REAP_IMPORTS: &str = "reap_imports";
+pub const RECONCILE_PAYMENTS: &str = "reconcile_payments";
 const LEASE_MS: i64 = 30_000;
 /// Orders expired per sweep transaction; the sweep runs again at once if full.
 const SWEEP_BATCH: i64 = 500;
@@ -20,7 +21,7 @@ const SWEEP_BATCH: i64 = 500;
 const STALE_IMPORT_MS: i64 = 10 * 60_000;
 
 pub async fn ensure_periodic_jobs(state: &Shared) -> Result<(), kami_store::StoreError> {
-    for kind in [EXPIRE_ORDERS, REAP_IMPORTS] {
+    for kind in [EXPIRE_ORDERS, REAP_IMPORTS, RECONCILE_PAYMENTS] {
         state
             .store
             .enqueue_job(&NewJob {
@@ -102,6 +103,17 @@ async fn run_job(state: &Shared, job: Job) {
                     tracing::warn!(batches = n, "aborted abandoned card imports");
                 }
                 Some(now + 60_000)
+            }),
+        RECONCILE_PAYMENTS => crate::services::payments::reconcile(state)
+            .await
+            .map(|paid| {
+                if paid > 0 {
+                    tracing::info!(
+                        orders = paid,
+                        "reconciliation completed orders whose notification was lost"
+                    );
+                }
+                Some(now + state.settings.reconcile_interval_ms)
             }),
         other => {
             tracing::error!(

@@ -35,6 +35,13 @@ pub struct Config {
     pub log: String,
     pub db_pool_size: u32,
     pub demo: bool,
+    /// Whole seconds between reconciliation runs, and the first wait of
+    /// each unpaid order's backoff (`reconcile_interval` in kami.toml).
+    pub reconcile_interval: u64,
+    /// Whole seconds a payment channel whose breaker opened is not offered.
+    pub channel_cooldown: u64,
+    /// Consecutive failed payment starts that open a channel's breaker.
+    pub channel_failure_threshold: u32,
     /// Payment channel sections (`[channels.epay]` …); applied by the
     /// channels that exist, the rest warned about.
     pub channels: BTreeMap<String, toml::Table>,
@@ -61,6 +68,9 @@ impl Default for Config {
             log: "info".into(),
             db_pool_size: 16,
             demo: false,
+            reconcile_interval: 60,
+            channel_cooldown: 30,
+            channel_failure_threshold: 3,
             channels: BTreeMap::new(),
             config_file: None,
         }
@@ -224,6 +234,9 @@ impl Config {
                 "rate_limits must be \"on\" or \"off\", got {:?}",
                 self.rate_limits
             );
+        }
+        if self.reconcile_interval == 0 {
+            bail!("reconcile_interval must be at least 1 second");
         }
         if self.order_ttl == 0 {
             bail!("order_ttl must be at least 1 second");

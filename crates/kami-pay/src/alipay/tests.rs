@@ -185,6 +185,7 @@ async fn page_pay_url_carries_a_request_signed_with_the_app_key() {
             subject: "Game card".into(),
             notify_url: String::new(),
             return_url: "http://127.0.0.1:1/pay/alipay/return".into(),
+            reference: None,
         })
         .await
         .unwrap();

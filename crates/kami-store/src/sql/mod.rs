@@ -5,6 +5,7 @@
 //! supplies the few words that differ (`BEGIN IMMEDIATE`, `SKIP LOCKED`).
 //! Schemas and migrations are per backend (`migrations/sqlite`, `/postgres`).
 
+mod attempts;
 mod catalog;
 mod connect;
 mod jobs;
@@ -151,6 +152,19 @@ impl Store for SqlStore {
     }
     async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>> {
         orders::count_orders_by_status(self).await
+    }
+
+    async fn start_payment_attempt(&self, a: &NewPaymentAttempt) -> Result<PaymentAttempt> {
+        attempts::start(self, a).await
+    }
+    async fn payment_attempt(&self, order_id: i64) -> Result<Option<PaymentAttempt>> {
+        attempts::get(self, order_id).await
+    }
+    async fn due_payment_checks(&self, now: Millis, limit: i64) -> Result<Vec<PaymentAttempt>> {
+        attempts::due(self, now, limit).await
+    }
+    async fn payment_checked(&self, id: i64, next_check_at: Option<Millis>) -> Result<()> {
+        attempts::checked(self, id, next_check_at).await
     }
 
     async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>> {

@@ -28,6 +28,17 @@ pub async fn list_products(
     Ok(Json(json!({"data": data, "has_more": false})))
 }
 
+/// The payment channels, and whether new orders may use them now (a
+/// channel whose gateway keeps failing is held back by its breaker).
+pub async fn list_channels(State(state): State<Shared>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .channel_names()
+        .into_iter()
+        .map(|n| json!({"name": n, "available": state.breakers.allows(n)}))
+        .collect();
+    Json(json!({"data": data, "has_more": false}))
+}
+
 pub async fn get_product(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,

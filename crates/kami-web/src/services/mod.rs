@@ -5,3 +5,4 @@ pub mod cards;
 pub mod import;
 pub mod notify;
 pub mod orders;
+pub mod payments;

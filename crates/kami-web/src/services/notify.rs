@@ -1,9 +1,11 @@
 //! Payment notifications, for every channel: verify, compare with the order,
 //! then record the payment and deliver in one transaction (DESIGN.md, "Pay").
 //! The gateway hears success only once the outcome is committed.
+//! Reconciliation feeds what a gateway answers to a query through the same
+//! checks (`apply_notice`), so a lost notification and a found one end alike.
 
 use kami_core::now_millis;
-use kami_pay::{Channel, Notification, Reply};
+use kami_pay::{Channel, Notice, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
 
 use crate::state::AppState;
@@ -11,16 +13,63 @@ use crate::state::AppState;
 /// Longest reason or raw notification we keep for one rejection.
 const MAX_DETAIL: usize = 2000;
 
+/// What became of a verified notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A completed payment, committed (or a duplicate of one).
+    Paid(PayOutcome),
+    /// Genuine, but not a completed payment: only the timeline changed.
+    Acknowledged,
+    /// Refused and recorded with this reason; nothing else changed.
+    Rejected(String),
+    /// Our side failed (database down): the gateway must retry.
+    Unavailable,
+}
+
 pub async fn handle_notification(
     state: &AppState,
     channel: &dyn Channel,
     n: Notification,
 ) -> Reply {
-    let name = channel.name();
-    let notice = match channel.verify_notification(&n, now_millis() / 1000) {
-        Ok(notice) => notice,
-        Err(rej) => return reject(state, channel, rej.order_no, None, &rej.reason).await,
+    let verdict = match channel.verify_notification(&n, now_millis() / 1000) {
+        Ok(notice) => apply_notice(state, channel, notice).await,
+        Err(rej) => reject(state, channel, rej.order_no, None, &rej.reason).await,
     };
+    reply_for(channel, &verdict)
+}
+
+/// The gateway's answer for a verdict.
+pub fn reply_for(channel: &dyn Channel, verdict: &Verdict) -> Reply {
+    match verdict {
+        Verdict::Paid(_) | Verdict::Acknowledged => channel.success_reply(),
+        Verdict::Rejected(reason) => channel.failure_reply(reason),
+        Verdict::Unavailable => Reply {
+            status: 503,
+            ..channel.failure_reply("temporarily unavailable; retry")
+        },
+    }
+}
+
+/// Everything after the signature: the order, channel binding, amount and
+/// currency, then the payment. For verified notices only.
+pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notice) -> Verdict {
+    let name = channel.name();
+    if notice.order_no.is_empty() && !notice.paid {
+        // A genuine event about no order (Stripe sends many kinds): answered
+        // so the gateway stops retrying, and kept for the operator.
+        let ev = event(
+            None,
+            None,
+            "notify_ignored",
+            format!("{name} reported {}", notice.status),
+        );
+        if let Err(e) = state.store.record_event(&ev).await {
+            return retry_later(channel, &e.to_string());
+        }
+        metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "ignored")
+            .increment(1);
+        return Verdict::Acknowledged;
+    }
     let order = match state.store.get_order(&notice.order_no).await {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -45,20 +94,25 @@ pub async fn handle_notification(
     }
     if !notice.paid {
         // Genuine but not a completed payment: acknowledge so the gateway
-        // stops retrying, and only note it on the timeline.
-        let ev = event(
-            Some(order.id),
-            Some(&order_no),
-            "notify_unpaid",
-            format!("{name} reported status {}", notice.status),
-        );
-        if let Err(e) = state.store.record_event(&ev).await {
-            return retry_later(channel, &e.to_string());
+        // stops retrying, and only note it on the timeline, once: retried
+        // deliveries and repeated reconciliation answers say the same thing.
+        let detail = truncate(&format!("{name} reported status {}", notice.status));
+        let seen = match state.store.order_events(order.id).await {
+            Ok(events) => events
+                .iter()
+                .any(|e| e.kind == "notify_unpaid" && e.detail == detail),
+            Err(e) => return retry_later(channel, &e.to_string()),
+        };
+        if !seen {
+            let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", detail);
+            if let Err(e) = state.store.record_event(&ev).await {
+                return retry_later(channel, &e.to_string());
+            }
         }
         metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid")
             .increment(1);
         tracing::info!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
-        return channel.success_reply();
+        return Verdict::Acknowledged;
     }
     let payment = NewPayment {
         order_id: order.id,
@@ -87,7 +141,7 @@ pub async fn handle_notification(
                 }
             }
             tracing::info!(order_no = %order_no, channel = name, trade_no = %notice.trade_no, outcome = verdict, "payment notification processed");
-            channel.success_reply()
+            Verdict::Paid(outcome)
         }
         Err(e) => retry_later(channel, &e.to_string()),
     }
@@ -123,7 +177,7 @@ async fn reject(
     order_no: Option<String>,
     order_id: Option<i64>,
     reason: &str,
-) -> Reply {
+) -> Verdict {
     let name = channel.name();
     metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected")
         .increment(1);
@@ -151,18 +205,15 @@ async fn reject(
     {
         tracing::error!(error = %e, "could not record a rejected notification");
     }
-    channel.failure_reply(reason)
+    Verdict::Rejected(reason.to_string())
 }
 
 /// A failure on our side (database down): the gateway must retry later.
-fn retry_later(channel: &dyn Channel, err: &str) -> Reply {
+fn retry_later(channel: &dyn Channel, err: &str) -> Verdict {
     tracing::error!(
         channel = channel.name(),
         error = err,
         "notification not processed; the gateway will retry"
     );
-    Reply {
-        status: 503,
-        ..channel.failure_reply("temporarily unavailable; retry")
-    }
+    Verdict::Unavailable
 }

@@ -78,6 +78,9 @@ pub async fn place_order(
             ),
         ));
     }
+    if !state.breakers.allows(channel) {
+        return Err(crate::services::payments::channel_unavailable(channel));
+    }
     let quantity = req.quantity.unwrap_or(1);
     if quantity < product.min_quantity || quantity > product.max_quantity {
         return Err(ApiError::invalid_param(

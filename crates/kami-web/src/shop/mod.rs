@@ -2,7 +2,10 @@
 //! through the same services as the JSON API. Forms carry a CSRF token.
 
 mod cookies;
+mod gateway;
 pub mod i18n;
+
+pub use gateway::gateway_page;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -278,8 +281,9 @@ async fn render_product(
         Ok(_) => return page.error(state, &ApiError::not_found("product")),
         Err(e) => return page.error(state, &e.into()),
     };
+    // A channel whose breaker is open is not offered; the others are.
     let channels: Vec<_> = state
-        .channel_names()
+        .offered_channels()
         .into_iter()
         .map(|n| json!({"name": n, "label": i18n::tr(page.lang, &format!("channel_{n}"))}))
         .collect();

@@ -33,6 +33,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         rate_limits: cfg.rate_limits == "on",
         sandbox_secret: cfg.sandbox_secret.clone(),
         expiry_interval_ms: 1000,
+        reconcile_interval_ms: cfg.reconcile_interval as i64 * 1000,
+        breaker_threshold: cfg.channel_failure_threshold,
+        breaker_cooldown_ms: cfg.channel_cooldown as i64 * 1000,
     };
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;

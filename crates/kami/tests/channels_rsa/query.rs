@@ -34,6 +34,7 @@ fn request() -> PaymentRequest {
         subject: "点卡 Game card".into(),
         notify_url: "http://127.0.0.1:9/pay/x/notify".into(),
         return_url: "http://127.0.0.1:9/pay/x/return".into(),
+        reference: None,
     }
 }
 

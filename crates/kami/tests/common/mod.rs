@@ -7,6 +7,8 @@
 //! `KAMI_TEST_VERBOSE=1` echoes the server's output to stderr as it comes.
 #![allow(dead_code)]
 
+pub mod gateways;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
@@ -61,11 +63,17 @@ pub enum Stop {
 pub struct Options {
     /// `KAMI_ORDER_TTL` in seconds.
     pub order_ttl: u64,
+    /// Written to `<data dir>/kami.toml` and passed as `KAMI_CONFIG`
+    /// (e.g. `[channels.*]` sections pointing at a fake gateway).
+    pub config_toml: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { order_ttl: 900 }
+        Self {
+            order_ttl: 900,
+            config_toml: None,
+        }
     }
 }
 
@@ -223,6 +231,9 @@ pub async fn spawn_kami_with(backend: Backend, options: Options) -> Kami {
         logs: Arc::new(Mutex::new(Vec::new())),
         data_dir,
     };
+    if let Some(toml) = &kami.options.config_toml {
+        std::fs::write(kami.config_path(), toml).expect("write kami.toml");
+    }
     // A port picked free can be taken before the server binds it: try again.
     let mut last = String::new();
     for _ in 0..3 {
@@ -247,11 +258,21 @@ impl Kami {
         self.data_dir.path()
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir().join("kami.toml")
+    }
+
     pub fn pg_database(&self) -> Option<&str> {
         self.pg.as_ref().map(|p| p.name.as_str())
     }
 
     pub fn envs(&self) -> Vec<(String, String)> {
+        let config = self.options.config_toml.as_ref().map(|_| {
+            (
+                "KAMI_CONFIG".to_string(),
+                self.config_path().display().to_string(),
+            )
+        });
         vec![
             ("KAMI_BIND".into(), format!("127.0.0.1:{}", self.port)),
             (
@@ -265,6 +286,9 @@ impl Kami {
             ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
             ("KAMI_LOG".into(), "info".into()),
         ]
+        .into_iter()
+        .chain(config)
+        .collect()
     }
 
     /// A `kami` command with this server's environment (and none inherited).
@@ -409,6 +433,17 @@ impl Kami {
         format!("{}{}", self.base, path)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        res.text().await.expect("metrics body")
+    }
+
     pub fn sign(&self, t: i64, body: &[u8]) -> String {
         sign_with(&self.secret, t, body)
     }
@@ -540,11 +575,22 @@ impl Kami {
 
     /// Places a sandbox order; asserts 201 and returns the answer.
     pub async fn buy(&self, product_id: i64, quantity: i64, email: &str) -> Value {
+        self.buy_on("sandbox", product_id, quantity, email).await
+    }
+
+    /// Places an order to be paid through `channel`; asserts 201.
+    pub async fn buy_on(
+        &self,
+        channel: &str,
+        product_id: i64,
+        quantity: i64,
+        email: &str,
+    ) -> Value {
         let (status, v) = self
             .order(json!({"product_id": product_id, "quantity": quantity,
-                          "email": email, "channel": "sandbox"}))
+                          "email": email, "channel": channel}))
             .await;
-        assert_eq!(status, StatusCode::CREATED, "order: {v}");
+        assert_eq!(status, StatusCode::CREATED, "order on {channel}: {v}");
         v
     }
 

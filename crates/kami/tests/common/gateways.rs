@@ -1,0 +1,359 @@
+//! The fake EPay / epusdt / Stripe gateway (tests/gateways/fake_gateway.py,
+//! built on the gateways' own Python libraries) and the buyer's and the
+//! gateway's side of a real-channel payment against Kami.
+//!
+//! `KAMI_TEST_PYTHON` names a Python with tests/gateways/requirements.txt
+//! installed; without it the conventional `target/pyenv` is used if present.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{now_secs, random_token, spawn_kami, spawn_kami_with, Backend, Kami, Options};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KAMI_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let conventional = PathBuf::from(ROOT).join("target/pyenv/bin/python");
+    if conventional.exists() {
+        return conventional;
+    }
+    panic!(
+        "KAMI_TEST_PYTHON is not set and target/pyenv does not exist.\n\
+         The payment channel tests run a fake gateway built on the gateways' own Python \
+         libraries. Set it up from the workspace root with:\n\
+         \tpython3 -m venv target/pyenv && target/pyenv/bin/pip install -r tests/gateways/requirements.txt\n\
+         \texport KAMI_TEST_PYTHON=$PWD/target/pyenv/bin/python\n\
+         (.ci/run does this.)"
+    );
+}
+
+/// A running fake gateway, with the credentials Kami is configured with.
+pub struct FakeGateway {
+    pub base: String,
+    pub epay_pid: String,
+    pub epay_key: String,
+    pub epusdt_token: String,
+    pub stripe_secret_key: String,
+    pub stripe_webhook_secret: String,
+    http: reqwest::Client,
+    child: Child,
+}
+
+/// A notification as a gateway would deliver it to Kami.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The sandbox: a JSON body, signed afresh at every delivery.
+    Sandbox(Vec<u8>),
+    /// EPay: the signed parameters appended to the notify URL.
+    Query(String),
+    /// epusdt: a signed JSON body.
+    Json(String),
+    /// Stripe: the event and its `Stripe-Signature` header.
+    Stripe { payload: String, header: String },
+}
+
+impl FakeGateway {
+    pub fn start() -> Self {
+        let (epay_pid, epay_key) = ("1001".to_string(), random_token(32));
+        let epusdt_token = random_token(24);
+        let stripe_secret_key = format!("sk_test_{}", random_token(24));
+        let stripe_webhook_secret = format!("whsec_{}", random_token(32));
+        let python = python();
+        let mut child = Command::new(&python)
+            .arg(PathBuf::from(ROOT).join("tests/gateways/fake_gateway.py"))
+            .args(["--epay-pid", &epay_pid, "--epay-key", &epay_key])
+            .args(["--epusdt-token", &epusdt_token])
+            .args(["--stripe-secret-key", &stripe_secret_key])
+            .args(["--stripe-webhook-secret", &stripe_webhook_secret])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the fake gateway's READY line");
+        let port: u16 = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "the fake gateway did not start (said {line:?}); are the packages of \
+                     tests/gateways/requirements.txt installed for {}?",
+                    python.display()
+                )
+            });
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            epay_pid,
+            epay_key,
+            epusdt_token,
+            stripe_secret_key,
+            stripe_webhook_secret,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            child,
+        }
+    }
+
+    /// The kami.toml that points every channel at this gateway.
+    pub fn kami_toml(&self) -> String {
+        format!(
+            "reconcile_interval = 1\nchannel_cooldown = 3\n\
+             [channels.epay]\ngateway = \"{b}/epay/\"\npid = \"{}\"\nkey = \"{}\"\n\
+             [channels.epusdt]\ngateway = \"{b}/epusdt/\"\ntoken = \"{}\"\n\
+             [channels.stripe]\ngateway = \"{b}/stripe\"\nsecret_key = \"{}\"\nwebhook_secret = \"{}\"\n",
+            self.epay_pid,
+            self.epay_key,
+            self.epusdt_token,
+            self.stripe_secret_key,
+            self.stripe_webhook_secret,
+            b = self.base,
+        )
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("fake gateway request");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Makes the channel's outbound endpoints answer 500 (or stop doing so).
+    pub async fn set_failing(&self, channel: &str, fail: bool) {
+        let (s, v) = self
+            .post("/_control/fail", json!({"channel": channel, "fail": fail}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    /// The buyer paid at the gateway (no notification is sent).
+    pub async fn mark_paid(&self, channel: &str, order_no: &str) {
+        let (s, v) = self
+            .post(
+                "/_control/paid",
+                json!({"channel": channel, "order_no": order_no}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    /// What Kami asked the gateway for this order (verified on arrival).
+    pub async fn recorded(&self, channel: &str, order_no: &str) -> Value {
+        let (s, v) = self
+            .post(
+                "/_control/order",
+                json!({"channel": channel, "order_no": order_no}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "gateway never saw {order_no}: {v}");
+        v
+    }
+
+    /// A notification for an order Kami started here, signed by the
+    /// gateway's library. `extra` overrides fields (`override`) or the
+    /// signing secret (`key`, `token`, `secret`, `age_offset`).
+    pub async fn notification(&self, channel: &str, order_no: &str, extra: Value) -> Delivery {
+        let mut body = json!({"order_no": order_no});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let (s, v) = self.post(&format!("/_notify/{channel}"), body).await;
+        assert_eq!(s, StatusCode::OK, "fake gateway could not sign: {v}");
+        match channel {
+            "epay" => Delivery::Query(v["query"].as_str().unwrap().to_string()),
+            "epusdt" => Delivery::Json(v["body"].as_str().unwrap().to_string()),
+            _ => Delivery::Stripe {
+                payload: v["payload"].as_str().unwrap().to_string(),
+                header: v["header"].as_str().unwrap().to_string(),
+            },
+        }
+    }
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The success reply each gateway expects.
+pub fn success_reply(channel: &str) -> &'static str {
+    match channel {
+        "epay" => "success",
+        "epusdt" => "ok",
+        _ => r#"{"received":true}"#,
+    }
+}
+
+/// Kami with every real channel pointed at a fresh fake gateway.
+pub async fn spawn_with_gateways(backend: Backend) -> (Kami, FakeGateway) {
+    let gw = FakeGateway::start();
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            config_toml: Some(gw.kami_toml()),
+            ..Options::default()
+        },
+    )
+    .await;
+    (kami, gw)
+}
+
+/// How an invariant test pays: through the sandbox, or through a real
+/// channel and its fake gateway. The same test runs on every rail.
+pub struct Rail {
+    pub channel: &'static str,
+    gateway: Option<FakeGateway>,
+}
+
+impl Rail {
+    pub async fn spawn(backend: Backend, channel: &'static str) -> (Kami, Rail) {
+        if channel == "sandbox" {
+            return (
+                spawn_kami(backend).await,
+                Rail {
+                    channel,
+                    gateway: None,
+                },
+            );
+        }
+        let (kami, gw) = spawn_with_gateways(backend).await;
+        (
+            kami,
+            Rail {
+                channel,
+                gateway: Some(gw),
+            },
+        )
+    }
+
+    /// A genuine notification that the order was paid, with a fresh trade
+    /// number; on a real channel the buyer first goes through the pay page.
+    pub async fn paid_notification(&self, kami: &Kami, created: &Value) -> Delivery {
+        let Some(gw) = &self.gateway else {
+            return Delivery::Sandbox(Kami::paid_body(created, &format!("T{}", random_token(16))));
+        };
+        kami.start_payment(gw, self.channel, created).await;
+        let no = created["order_no"].as_str().expect("order_no");
+        gw.notification(self.channel, no, json!({})).await
+    }
+
+    /// Delivers a paid notification and asserts the gateway's success reply.
+    pub async fn pay_ok(&self, kami: &Kami, created: &Value) {
+        let d = self.paid_notification(kami, created).await;
+        self.deliver_ok(kami, &d).await;
+    }
+
+    pub async fn deliver_ok(&self, kami: &Kami, d: &Delivery) {
+        let (status, text) = kami.deliver(self.channel, d).await;
+        assert_eq!(status, StatusCode::OK, "notify on {}: {text}", self.channel);
+        assert_eq!(text, success_reply(self.channel), "notify answer");
+    }
+}
+
+impl Kami {
+    /// Delivers a notification to `/pay/{channel}/notify` as the gateway does.
+    pub async fn deliver(&self, channel: &str, d: &Delivery) -> (StatusCode, String) {
+        let url = self.url(&format!("/pay/{channel}/notify"));
+        let req = match d {
+            Delivery::Sandbox(body) => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("Kami-Signature", self.sign(now_secs(), body))
+                .body(body.clone()),
+            Delivery::Query(q) => self.http.get(format!("{url}?{q}")),
+            Delivery::Json(b) => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(b.clone()),
+            Delivery::Stripe { payload, header } => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("Stripe-Signature", header)
+                .body(payload.clone()),
+        };
+        let res = req.send().await.expect("notify request");
+        let status = res.status();
+        (status, res.text().await.unwrap_or_default())
+    }
+
+    /// The buyer opens the order's pay URL and follows Kami's redirects up
+    /// to the gateway: `Ok(gateway URL)`, or the page Kami showed instead.
+    pub async fn open_pay_page(&self, created: &Value) -> Result<String, (StatusCode, String)> {
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let pay_url = created["payment"]["pay_url"].as_str().expect("pay_url");
+        let first = no_redirects.get(pay_url).send().await.expect("pay page");
+        assert!(
+            first.status().is_redirection(),
+            "the token is moved into a cookie: {}",
+            first.status()
+        );
+        let cookies: Vec<String> = first
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+            .collect();
+        let location = first.headers()["location"].to_str().unwrap().to_string();
+        let res = no_redirects
+            .get(self.url(&location))
+            .header("cookie", cookies.join("; "))
+            .send()
+            .await
+            .expect("pay page with cookie");
+        if res.status().is_redirection() {
+            return Ok(res.headers()["location"].to_str().unwrap().to_string());
+        }
+        let status = res.status();
+        Err((status, res.text().await.unwrap_or_default()))
+    }
+
+    /// Opens the pay page and, for EPay, lets the buyer's browser land on
+    /// the gateway's submit.php, which checks Kami's signature.
+    pub async fn start_payment(&self, gw: &FakeGateway, channel: &str, created: &Value) -> String {
+        let url = self
+            .open_pay_page(created)
+            .await
+            .unwrap_or_else(|(s, b)| panic!("pay page refused ({s}): {b}"));
+        assert!(url.starts_with(&gw.base), "sent to the fake gateway: {url}");
+        if channel == "epay" {
+            let res = self.http.get(&url).send().await.expect("submit.php");
+            let status = res.status();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "submit.php refused Kami's request: {v}"
+            );
+            assert_eq!(v["verified"], json!(true), "{v}");
+        }
+        url
+    }
+}
