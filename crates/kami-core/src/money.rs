@@ -37,6 +37,22 @@ impl Currency {
         }
     }
 
+    /// `"9.9"` CNY → `990`: a decimal amount typed by a person, in minor
+    /// units; `None` for anything but a non-negative number with at most the
+    /// currency's decimals.
+    pub fn parse_decimal(&self, s: &str) -> Option<i64> {
+        let s = s.trim();
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let exp = self.exponent() as usize;
+        let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > exp {
+            return None;
+        }
+        let scale = 10i64.checked_pow(exp as u32)?;
+        let frac_value: i64 = format!("{frac:0<exp$}").parse().unwrap_or(0);
+        whole.parse::<i64>().ok()?.checked_mul(scale)?.checked_add(frac_value)
+    }
+
     /// `990` CNY → `"9.90"`: the decimal form some gateways and pages use.
     pub fn format_decimal(&self, minor: i64) -> String {
         let exp = self.exponent();
@@ -84,6 +100,19 @@ impl fmt::Display for Currency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_typed_decimals() {
+        let cny = Currency::parse("CNY").unwrap();
+        assert_eq!(cny.parse_decimal("9.9"), Some(990));
+        assert_eq!(cny.parse_decimal(" 12 "), Some(1200));
+        assert_eq!(cny.parse_decimal("0.05"), Some(5));
+        assert_eq!(cny.parse_decimal("1.234"), None);
+        assert_eq!(cny.parse_decimal("-1"), None);
+        assert_eq!(cny.parse_decimal("1e3"), None);
+        assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("500"), Some(500));
+        assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("5.5"), None);
+    }
 
     #[test]
     fn parses_and_uppercases() {
