@@ -50,7 +50,11 @@ impl Currency {
         }
         let scale = 10i64.checked_pow(exp as u32)?;
         let frac_value: i64 = format!("{frac:0<exp$}").parse().unwrap_or(0);
-        whole.parse::<i64>().ok()?.checked_mul(scale)?.checked_add(frac_value)
+        whole
+            .parse::<i64>()
+            .ok()?
+            .checked_mul(scale)?
+            .checked_add(frac_value)
     }
 
     /// `990` CNY → `"9.90"`: the decimal form some gateways and pages use.
@@ -110,7 +114,10 @@ mod tests {
         assert_eq!(cny.parse_decimal("1.234"), None);
         assert_eq!(cny.parse_decimal("-1"), None);
         assert_eq!(cny.parse_decimal("1e3"), None);
-        assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("500"), Some(500));
+        assert_eq!(
+            Currency::parse("JPY").unwrap().parse_decimal("500"),
+            Some(500)
+        );
         assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("5.5"), None);
     }
 

@@ -51,7 +51,11 @@ pub async fn create_admin(s: &SqlStore, a: &NewAdmin) -> Result<Option<i64>> {
 pub async fn admin_by(s: &SqlStore, email: Option<&str>, id: Option<i64>) -> Result<Option<Admin>> {
     let sql = format!(
         "SELECT {ADMIN_COLUMNS} FROM admins WHERE {}",
-        if email.is_some() { "email = $1" } else { "id = $1" }
+        if email.is_some() {
+            "email = $1"
+        } else {
+            "id = $1"
+        }
     );
     let q = sqlx::query(&sql);
     let q = match email {
@@ -59,7 +63,11 @@ pub async fn admin_by(s: &SqlStore, email: Option<&str>, id: Option<i64>) -> Res
         None => q.bind(id.unwrap_or(0)),
     };
     // The write pool: a login right after a failure must see its count.
-    q.fetch_optional(&s.write).await?.as_ref().map(admin).transpose()
+    q.fetch_optional(&s.write)
+        .await?
+        .as_ref()
+        .map(admin)
+        .transpose()
 }
 
 pub async fn list_admins(s: &SqlStore) -> Result<Vec<Admin>> {
@@ -92,13 +100,11 @@ pub async fn record_login_failure(
     .execute(&mut *tx)
     .await?;
     // A lock starts a fresh count, so the next lock needs N new failures.
-    sqlx::query(
-        "UPDATE admins SET failed_attempts = 0 WHERE id = $1 AND failed_attempts >= $2",
-    )
-    .bind(admin_id)
-    .bind(max_attempts)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE admins SET failed_attempts = 0 WHERE id = $1 AND failed_attempts >= $2")
+        .bind(admin_id)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -113,7 +119,11 @@ pub async fn record_login_success(s: &SqlStore, admin_id: i64) -> Result<()> {
     .map(|_| ())
 }
 
-pub async fn set_admin_totp(s: &SqlStore, admin_id: i64, totp: Option<(&[u8], &[u8])>) -> Result<()> {
+pub async fn set_admin_totp(
+    s: &SqlStore,
+    admin_id: i64,
+    totp: Option<(&[u8], &[u8])>,
+) -> Result<()> {
     let mut tx = s.begin().await?;
     sqlx::query("UPDATE admins SET totp_secret = $2, totp_nonce = $3 WHERE id = $1")
         .bind(admin_id)
@@ -252,7 +262,11 @@ pub async fn insert_audit(s: &SqlStore, e: &NewAudit) -> Result<()> {
     Ok(())
 }
 
-pub async fn list_audit(s: &SqlStore, limit: i64, before_id: Option<i64>) -> Result<Vec<AuditEntry>> {
+pub async fn list_audit(
+    s: &SqlStore,
+    limit: i64,
+    before_id: Option<i64>,
+) -> Result<Vec<AuditEntry>> {
     let rows = sqlx::query(&format!(
         "SELECT l.id, l.admin_id, a.email, l.action, l.target, l.detail, l.ip, l.at \
          FROM audit_log l LEFT JOIN admins a ON a.id = l.admin_id \

@@ -19,7 +19,11 @@ pub async fn list_cards(
     let sql = format!(
         "SELECT id, status, batch_id, order_id, created_at, sold_at FROM cards \
          WHERE product_id = $1 AND id < $2 AND status <> 'staged' {} ORDER BY id DESC LIMIT {}",
-        if status.is_some() { "AND status = $3" } else { "" },
+        if status.is_some() {
+            "AND status = $3"
+        } else {
+            ""
+        },
         limit.clamp(1, 500)
     );
     let mut q = sqlx::query(&sql)
@@ -53,7 +57,11 @@ fn sealed(r: &AnyRow) -> Result<SealedCard> {
     })
 }
 
-pub async fn sealed_card(s: &SqlStore, product_id: i64, card_id: i64) -> Result<Option<SealedCard>> {
+pub async fn sealed_card(
+    s: &SqlStore,
+    product_id: i64,
+    card_id: i64,
+) -> Result<Option<SealedCard>> {
     let row = sqlx::query(
         "SELECT id, product_id, ciphertext, nonce, key_id FROM cards \
          WHERE id = $1 AND product_id = $2 AND status <> 'staged'",

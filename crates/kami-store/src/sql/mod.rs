@@ -20,8 +20,10 @@ use sqlx::AnyPool;
 use sqlx::{Any, Transaction};
 
 use crate::types::*;
+use crate::{
+    Admin, ApiKeyRow, AuditEntry, CardRow, DaySales, NewAdmin, NewAudit, NewSession, Session,
+};
 use crate::{Backend, Result, Store};
-use crate::{Admin, ApiKeyRow, AuditEntry, CardRow, DaySales, NewAdmin, NewAudit, NewSession, Session};
 
 #[derive(Clone)]
 pub struct SqlStore {

@@ -185,7 +185,11 @@ pub async fn update_product(
 }
 
 /// Validates and applies a partial update: the API and the admin panel's form.
-pub async fn update_product_from(state: &Shared, id: i64, input: ProductInput) -> ApiResult<Product> {
+pub async fn update_product_from(
+    state: &Shared,
+    id: i64,
+    input: ProductInput,
+) -> ApiResult<Product> {
     let cur = state
         .store
         .get_product(id)

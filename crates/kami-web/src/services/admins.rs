@@ -54,3 +54,12 @@ pub async fn create_admin(
         .ok_or(AdminError::EmailTaken)?;
     Ok((id, password))
 }
+
+/// Creates an admin API key; the key is returned once, only its SHA-256 kept.
+pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<(i64, String), StoreError> {
+    let key = random_token("kami_");
+    let id = store
+        .create_api_key(name, &kami_core::secrets::token_hash(&key), &key[..9])
+        .await?;
+    Ok((id, key))
+}
