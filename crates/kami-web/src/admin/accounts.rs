@@ -41,7 +41,9 @@ pub async fn staff(State(state): State<Shared>, Owner(op): Owner) -> PanelResult
     staff_page(&state, &op, None, None).await
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct StaffForm {
     csrf: String,
     email: String,
@@ -208,7 +210,9 @@ pub async fn keys(State(state): State<Shared>, Owner(op): Owner) -> PanelResult 
     keys_page(&state, &op, None).await
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct KeyForm {
     csrf: String,
     name: String,

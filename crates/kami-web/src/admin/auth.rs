@@ -284,7 +284,9 @@ fn login_form(
     res
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct LoginForm {
     csrf: String,
     email: String,
@@ -459,7 +461,9 @@ async fn start_session(
     Ok(res)
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct CsrfForm {
     pub csrf: String,
 }
@@ -475,4 +479,33 @@ pub async fn logout(
     let mut res = Redirect::to("/admin/login").into_response();
     page::add_cookies(&mut res, &[session_cookie(&state, "", 0)]);
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_are_limited_per_ip_unless_limits_are_off() {
+        let limits = AdminState::new(true);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            limits.check_login(ip).unwrap();
+        }
+        assert!(matches!(limits.check_login(ip), Err(PanelError::RateLimited(s)) if s >= 1));
+        limits.check_login("192.0.2.2".parse().unwrap()).unwrap();
+        let off = AdminState::new(false);
+        for _ in 0..100 {
+            off.check_login(ip).unwrap();
+        }
+    }
+
+    #[test]
+    fn language_comes_from_the_query_then_the_cookie_then_chinese() {
+        let mut h = HeaderMap::new();
+        assert_eq!(language(&h, None).0, "zh");
+        assert_eq!(language(&h, Some("a=1&lang=en")).0, "en");
+        h.insert(header::COOKIE, "kami_lang=en".parse().unwrap());
+        assert_eq!(language(&h, None), ("en", None));
+    }
 }

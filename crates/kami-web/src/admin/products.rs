@@ -100,7 +100,9 @@ fn local_input(ms: i64) -> String {
     kami_core::order::rfc3339(ms)[..16].to_string()
 }
 
-#[derive(Deserialize, serde::Serialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, serde::Serialize, Default)]
+#[serde(default)]
 pub struct ProductForm {
     csrf: String,
     name: String,

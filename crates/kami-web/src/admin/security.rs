@@ -62,7 +62,9 @@ pub async fn show(State(state): State<Shared>, op: Operator) -> PanelResult {
     setup(&state, &op, &totp::generate_secret(), StatusCode::OK, false)
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct EnableForm {
     csrf: String,
     secret: String,
@@ -93,7 +95,9 @@ pub async fn enable(
     Ok(Redirect::to("/admin/security").into_response())
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct DisableForm {
     csrf: String,
     code: String,
