@@ -10,6 +10,7 @@
 //!
 //! Needs `chromium` and `chromium-driver` (Debian; `.ci/run` installs them).
 
+#[allow(unused_macros)] // both_backends!: this test runs on SQLite only.
 mod common;
 
 use std::path::PathBuf;
