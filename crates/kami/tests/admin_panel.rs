@@ -468,7 +468,83 @@ async fn totp_login_needs_the_current_code(backend: Backend) {
     assert!(!audit.contains(&secret));
 }
 
+/// A late payment after a sell-out: the dashboard raises the alert, the
+/// sales totals count it, the order can be marked refunded, and fulfilling an
+/// order that is not waiting is refused.
+async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend) {
+    let kami = common::spawn_kami_with(backend, common::Options { order_ttl: 1 }).await;
+    let (email, password) = owner(&kami).await;
+    let a = Panel::new(&kami);
+    a.login(&email, &password).await;
+    let id = kami
+        .product("Scarce", json!({"low_stock_threshold": 3}))
+        .await;
+    kami.import_codes(id, &common::make_codes("SCARCE", 1))
+        .await;
+    let slow = kami.buy(id, 1, "slow@example.com").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kami.stock3(id).await.0 != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired order never released its code"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let quick = kami.buy(id, 1, "quick@example.com").await;
+    kami.pay_ok(&quick).await;
+    kami.pay_ok(&slow).await;
+    assert_eq!(kami.view(&slow).await["status"], json!("paid_unfulfilled"));
+
+    let dashboard = a.get("/admin").await.body;
+    assert!(
+        dashboard.contains("<strong>1</strong> 笔已支付订单等待补货发货"),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("¥19.80"),
+        "two paid orders of ¥9.90 today: {dashboard}"
+    );
+    assert!(dashboard.contains("Scarce</a>"), "low stock is listed");
+    let waiting = a.get("/admin/orders?status=paid_unfulfilled").await.body;
+    let no = slow["order_no"].as_str().unwrap();
+    assert!(waiting.contains(no) && !waiting.contains(quick["order_no"].as_str().unwrap()));
+
+    let csrf = a.csrf().await;
+    let quick_no = quick["order_no"].as_str().unwrap();
+    let refused = a
+        .post(
+            &format!("/admin/orders/{quick_no}/fulfil"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let detail = a.get(&format!("/admin/orders/{no}")).await.body;
+    assert!(
+        !detail.contains("/fulfil\""),
+        "no fulfil button without stock"
+    );
+    let refund = a
+        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refund.status, StatusCode::SEE_OTHER);
+    assert_eq!(kami.view(&slow).await["status"], json!("refunded"));
+    assert_eq!(kami.count_events(no, "refunded").await, 1);
+    let again = a
+        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "refunded once only"
+    );
+    assert!(
+        !a.get("/admin").await.body.contains("等待补货发货"),
+        "the alert is gone"
+    );
+}
+
 both_backends!(
+    unfulfilled_orders_raise_an_alert_and_can_be_refunded,
     lockout_after_repeated_failures,
     logout_and_revocation_end_sessions,
     forms_without_their_csrf_token_are_refused,

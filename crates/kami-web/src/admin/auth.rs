@@ -1,33 +1,33 @@
-//! Who is at the panel: login with lockout and per-IP rate limit, optional
-//! TOTP, server-side sessions in a `kami_admin` cookie, per-session CSRF
-//! tokens, and the `Operator` / `Owner` extractors every page takes.
+//! Who is at the panel: server-side sessions in a `kami_admin` cookie,
+//! per-session CSRF tokens, the `Operator` / `Owner` extractors every page
+//! takes, the audit helper, and the login rate limiter (`login.rs` signs in).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use kami_core::now_millis;
-use kami_core::secrets::{ct_eq, random_token, token_hash, Sealed};
-use kami_store::{Admin, NewAudit, NewSession, Role, Session};
+use kami_core::secrets::{ct_eq, token_hash, Sealed};
+use kami_store::{NewAudit, Role, Session};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::page::{self, PanelError, PanelResult};
 use crate::extract::ClientIp;
-use crate::services::admins::verify_off_thread;
+use crate::rate_limit::Class;
 use crate::shop::cookies;
 use crate::state::Shared;
 
 pub const SESSION_COOKIE: &str = "kami_admin";
 /// Double-submit token of the login form, which has no session yet.
-const LOGIN_CSRF_COOKIE: &str = "kami_admin_login";
-const SESSION_MS: i64 = 12 * 3600 * 1000;
+pub(super) const LOGIN_CSRF_COOKIE: &str = "kami_admin_login";
+pub(super) const SESSION_MS: i64 = 12 * 3600 * 1000;
 /// Failed logins before the account locks, and for how long.
 pub const MAX_ATTEMPTS: i64 = 5;
 pub const LOCK_MS: i64 = 15 * 60 * 1000;
@@ -45,13 +45,18 @@ impl AdminState {
         let quota = Quota::with_period(Duration::from_secs(6))
             .expect("non-zero period")
             .allow_burst(NonZeroU32::new(10).expect("non-zero"));
+        // The dummy hash is made on first use; making it now keeps that
+        // one-off cost out of the first login for an unknown email.
+        std::thread::spawn(|| {
+            kami_core::password::dummy_hash();
+        });
         Self {
             enabled: rate_limits,
             logins: RateLimiter::keyed(quota),
         }
     }
 
-    fn check_login(&self, ip: IpAddr) -> PanelResult<()> {
+    pub(super) fn check_login(&self, ip: IpAddr) -> PanelResult<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -94,7 +99,7 @@ pub fn language(headers: &HeaderMap, query: Option<&str>) -> (&'static str, Opti
     }
 }
 
-fn session_cookie(state: &Shared, value: &str, max_age_secs: i64) -> String {
+pub(super) fn session_cookie(state: &Shared, value: &str, max_age_secs: i64) -> String {
     // Path=/admin: the storefront never sees it. Strict: no cross-site request
     // ever carries it, which is CSRF defence in depth.
     format!(
@@ -122,6 +127,10 @@ impl FromRequestParts<Shared> for Operator {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
+        state
+            .limits
+            .check_ip(Class::Admin, ip)
+            .map_err(|e| PanelError::from(e).into_response())?;
         let (lang, lang_cookie) = language(&parts.headers, parts.uri.query());
         let to_login = || Redirect::to("/admin/login").into_response();
         let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 64)
@@ -241,171 +250,6 @@ pub async fn audit(
         .await?;
     Ok(())
 }
-
-#[derive(Deserialize, Default)]
-pub struct LoginQuery {
-    #[serde(default)]
-    lang: Option<String>,
-}
-
-pub async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    let query = q.lang.as_deref().map(|l| format!("lang={l}"));
-    let (lang, lang_cookie) = language(&headers, query.as_deref());
-    login_form(lang, lang_cookie, &headers, StatusCode::OK, None, "")
-}
-
-fn login_form(
-    lang: &'static str,
-    lang_cookie: Option<String>,
-    headers: &HeaderMap,
-    status: StatusCode,
-    error: Option<&str>,
-    email: &str,
-) -> Response {
-    let mut set = Vec::new();
-    let csrf = match cookies::get(headers, LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20) {
-        Some(t) => t.to_string(),
-        None => {
-            let t = random_token("");
-            set.push(format!(
-                "{LOGIN_CSRF_COOKIE}={t}; Path=/admin; Max-Age=3600; HttpOnly; SameSite=Strict"
-            ));
-            t
-        }
-    };
-    set.extend(lang_cookie);
-    let mut res = page::render(
-        lang,
-        status,
-        "admin/login.html",
-        json!({"csrf": csrf, "error": error, "email": email}),
-    );
-    page::add_cookies(&mut res, &set);
-    res
-}
-
-/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct LoginForm {
-    csrf: String,
-    email: String,
-    password: String,
-    #[serde(default)]
-    totp: String,
-}
-
-/// Why a login failed, for the audit log only: the person at the form sees
-/// one message for all of them, so the form reveals no account.
-enum Refusal {
-    UnknownEmail,
-    Disabled,
-    Locked,
-    WrongPassword,
-    WrongCode,
-}
-
-impl Refusal {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Self::UnknownEmail => "unknown email",
-            Self::Disabled => "account disabled",
-            Self::Locked => "account locked",
-            Self::WrongPassword => "wrong password",
-            Self::WrongCode => "wrong TOTP code",
-        }
-    }
-}
-
-pub async fn login(
-    State(state): State<Shared>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let (lang, _) = language(&headers, None);
-    let cookie_ok = cookies::get(&headers, LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| ct_eq(c.as_bytes(), form.csrf.as_bytes()));
-    if !cookie_ok {
-        return PanelError::Csrf.into_response();
-    }
-    if let Err(e) = state.admin.check_login(ip) {
-        return e.into_response();
-    }
-    let email = form.email.trim().to_lowercase();
-    let result = match state.store.admin_by_email(&email).await {
-        Ok(a) => check_login(&state, a, &form).await,
-        Err(e) => return PanelError::from(e).into_response(),
-    };
-    match result {
-        Ok(admin) => match start_session(&state, &admin, ip, &headers).await {
-            Ok(res) => res,
-            Err(e) => e.into_response(),
-        },
-        Err((admin_id, why)) => {
-            tracing::info!(reason = why.as_str(), "admin login refused");
-            if let Err(e) = audit(&state, admin_id, ip, "login_failed", &email, why.as_str()).await
-            {
-                return e.into_response();
-            }
-            let message = super::i18n::tr(lang, "login_failed");
-            login_form(
-                lang,
-                None,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                Some(message),
-                &email,
-            )
-        }
-    }
-}
-
-/// Every path verifies one Argon2 hash (a dummy one for unknown emails), so
-/// the answer takes as long whether or not the account exists.
-async fn check_login(
-    state: &Shared,
-    admin: Option<Admin>,
-    form: &LoginForm,
-) -> Result<Admin, (Option<i64>, Refusal)> {
-    let dummy = || kami_core::password::dummy_hash().to_string();
-    let Some(admin) = admin else {
-        verify_off_thread(form.password.clone(), dummy()).await;
-        return Err((None, Refusal::UnknownEmail));
-    };
-    let password_ok = verify_off_thread(form.password.clone(), admin.password_hash.clone()).await;
-    let now = now_millis();
-    if admin.disabled {
-        return Err((Some(admin.id), Refusal::Disabled));
-    }
-    if admin.locked_until.is_some_and(|t| t > now) {
-        return Err((Some(admin.id), Refusal::Locked));
-    }
-    let code_ok = match &admin.totp {
-        None => true,
-        Some(sealed) => match open_totp(state, admin.id, sealed) {
-            Some(secret) => kami_core::totp::check(&secret, &form.totp, (now / 1000) as u64),
-            None => false,
-        },
-    };
-    if password_ok && code_ok {
-        return Ok(admin);
-    }
-    let fail = state
-        .store
-        .record_login_failure(admin.id, now, MAX_ATTEMPTS, LOCK_MS)
-        .await;
-    if let Err(e) = fail {
-        tracing::error!(error = %e, "could not count a failed login");
-    }
-    let why = if password_ok {
-        Refusal::WrongCode
-    } else {
-        Refusal::WrongPassword
-    };
-    Err((Some(admin.id), why))
-}
-
 pub fn totp_context(admin_id: i64) -> String {
     format!("totp:{admin_id}")
 }
@@ -423,44 +267,6 @@ pub fn open_totp(state: &Shared, admin_id: i64, sealed: &(Vec<u8>, Vec<u8>)) -> 
         )
         .ok()
 }
-
-async fn start_session(
-    state: &Shared,
-    admin: &Admin,
-    ip: IpAddr,
-    headers: &HeaderMap,
-) -> PanelResult<Response> {
-    state.store.record_login_success(admin.id).await?;
-    let token = random_token("");
-    let now = now_millis();
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(200).collect());
-    state
-        .store
-        .create_session(&NewSession {
-            id: token_hash(&token),
-            admin_id: admin.id,
-            csrf: random_token(""),
-            ip: Some(ip.to_string()),
-            user_agent,
-            created_at: now,
-            expires_at: now + SESSION_MS,
-        })
-        .await?;
-    audit(state, Some(admin.id), ip, "login", &admin.email, "").await?;
-    let mut res = Redirect::to("/admin").into_response();
-    page::add_cookies(
-        &mut res,
-        &[
-            session_cookie(state, &token, SESSION_MS / 1000),
-            format!("{LOGIN_CSRF_COOKIE}=; Path=/admin; Max-Age=0; HttpOnly; SameSite=Strict"),
-        ],
-    );
-    Ok(res)
-}
-
 /// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -468,22 +274,10 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-pub async fn logout(
-    State(state): State<Shared>,
-    op: Operator,
-    Form(form): Form<CsrfForm>,
-) -> PanelResult {
-    op.check_csrf(&form.csrf)?;
-    state.store.revoke_session(&op.session.id).await?;
-    op.audit(&state, "logout", &op.session.email, "").await?;
-    let mut res = Redirect::to("/admin/login").into_response();
-    page::add_cookies(&mut res, &[session_cookie(&state, "", 0)]);
-    Ok(res)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     #[test]
     fn logins_are_limited_per_ip_unless_limits_are_off() {

@@ -9,6 +9,7 @@ mod auth;
 mod codes;
 mod dashboard;
 mod i18n;
+mod login;
 mod orders;
 mod page;
 mod products;
@@ -27,8 +28,8 @@ const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/admin/login", get(auth::login_page).post(auth::login))
-        .route("/admin/logout", post(auth::logout))
+        .route("/admin/login", get(login::login_page).post(login::login))
+        .route("/admin/logout", post(login::logout))
         .route("/admin", get(dashboard::show))
         .route(
             "/admin/products",
