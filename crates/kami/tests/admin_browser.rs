@@ -5,8 +5,9 @@
 //! every page is checked for XSS (payloads in product, description, category
 //! and buyer email stay inert text), console errors, and horizontal
 //! overflow at 375 px; forms without their CSRF token are refused and a
-//! staff account meets 403 on owner pages. Screenshots of the main pages go
-//! to docs/screenshots/ for the README.
+//! staff account meets 403 on owner pages. With `KAMI_SCREENSHOTS=1`,
+//! screenshots of the main pages are written to docs/screenshots/ for the
+//! README (off by default, so a test run leaves the tree clean).
 //!
 //! Needs `chromium` and `chromium-driver` (Debian; `.ci/run` installs them).
 
@@ -73,7 +74,8 @@ struct Browser {
     driver_url: String,
     session: String,
     http: reqwest::Client,
-    shots: PathBuf,
+    /// Where screenshots go, when they are wanted.
+    shots: Option<PathBuf>,
 }
 
 impl Browser {
@@ -93,8 +95,12 @@ impl Browser {
             .await
             .expect("WebDriver session");
         let session = client.session_id().await.unwrap().expect("session id");
-        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
+        let shots = std::env::var("KAMI_SCREENSHOTS")
+            .is_ok_and(|v| !v.is_empty() && v != "0")
+            .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+        if let Some(dir) = &shots {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         Self {
             client,
             driver_url: driver.url.clone(),
@@ -245,10 +251,10 @@ impl Browser {
                 errors.is_empty(),
                 "console errors on {url} at {width} px: {errors:?}"
             );
-            if let Some(name) = shot {
+            if let (Some(name), Some(dir)) = (shot, &self.shots) {
                 let suffix = if width == 375 { "-mobile" } else { "" };
                 let png = self.client.screenshot().await.unwrap();
-                std::fs::write(self.shots.join(format!("{name}{suffix}.png")), png).unwrap();
+                std::fs::write(dir.join(format!("{name}{suffix}.png")), png).unwrap();
             }
         }
         self.viewport(1280).await;

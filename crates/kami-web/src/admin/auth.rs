@@ -78,19 +78,19 @@ impl AdminState {
 
 /// The panel's language: `?lang=` (remembered in the storefront's cookie),
 /// else that cookie, else Chinese.
-pub fn language(headers: &HeaderMap, query: Option<&str>) -> (&'static str, Option<String>) {
+pub fn language(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    secure: bool,
+) -> (&'static str, Option<String>) {
     let asked = query
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("lang="));
     match asked {
-        Some("en") => (
-            "en",
-            Some(cookies::set(cookies::LANG, "en", 365 * 86400, "Lax", false)),
-        ),
-        Some("zh") => (
-            "zh",
-            Some(cookies::set(cookies::LANG, "zh", 365 * 86400, "Lax", false)),
+        Some(l @ ("en" | "zh")) => (
+            if l == "en" { "en" } else { "zh" },
+            Some(cookies::set(cookies::LANG, l, 365 * 86400, "Lax", secure)),
         ),
         _ => match cookies::get(headers, cookies::LANG) {
             Some("en") => ("en", None),
@@ -99,16 +99,16 @@ pub fn language(headers: &HeaderMap, query: Option<&str>) -> (&'static str, Opti
     }
 }
 
-pub(super) fn session_cookie(state: &Shared, value: &str, max_age_secs: i64) -> String {
-    // Path=/admin: the storefront never sees it. Strict: no cross-site request
-    // ever carries it, which is CSRF defence in depth.
+/// A panel cookie. Path=/admin: the storefront never sees it. Strict: no
+/// cross-site request ever carries it, which is CSRF defence in depth.
+pub(super) fn admin_cookie(state: &Shared, name: &str, value: &str, max_age_secs: i64) -> String {
     format!(
-        "{SESSION_COOKIE}={value}; Path=/admin; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        "{name}={value}; Path=/admin; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
         if secure(state) { "; Secure" } else { "" }
     )
 }
 
-fn secure(state: &Shared) -> bool {
+pub(super) fn secure(state: &Shared) -> bool {
     state.settings.public_url.starts_with("https://")
 }
 
@@ -131,7 +131,7 @@ impl FromRequestParts<Shared> for Operator {
             .limits
             .check_ip(Class::Admin, ip)
             .map_err(|e| PanelError::from(e).into_response())?;
-        let (lang, lang_cookie) = language(&parts.headers, parts.uri.query());
+        let (lang, lang_cookie) = language(&parts.headers, parts.uri.query(), secure(state));
         let to_login = || Redirect::to("/admin/login").into_response();
         let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 64)
         else {
@@ -297,9 +297,13 @@ mod tests {
     #[test]
     fn language_comes_from_the_query_then_the_cookie_then_chinese() {
         let mut h = HeaderMap::new();
-        assert_eq!(language(&h, None).0, "zh");
-        assert_eq!(language(&h, Some("a=1&lang=en")).0, "en");
+        assert_eq!(language(&h, None, false).0, "zh");
+        assert_eq!(language(&h, Some("a=1&lang=en"), false).0, "en");
+        assert!(language(&h, Some("lang=zh"), true)
+            .1
+            .unwrap()
+            .contains("Secure"));
         h.insert(header::COOKIE, "kami_lang=en".parse().unwrap());
-        assert_eq!(language(&h, None), ("en", None));
+        assert_eq!(language(&h, None, false), ("en", None));
     }
 }

@@ -169,6 +169,45 @@ pub fn tr(lang: &str, key: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Every `tr("…")` literal in the panel's templates, and every key the
+    /// templates build (`"nav_" ~ key` …), has a translation here or in the
+    /// storefront's table.
+    #[test]
+    fn every_key_the_templates_use_exists() {
+        let mut used = 0;
+        for (name, src) in super::super::page::TEMPLATES {
+            for part in src.split("tr(\"").skip(1) {
+                let end = part.find('"').unwrap();
+                if !part[end..].starts_with("\")") {
+                    continue; // a built key, checked below
+                }
+                let key = &part[..end];
+                assert_ne!(tr("en", key), "?", "{name} uses unknown key {key:?}");
+                used += 1;
+            }
+        }
+        assert!(used > 100, "found only {used} tr() calls");
+        let built = [
+            "dashboard",
+            "products",
+            "orders",
+            "staff",
+            "sessions",
+            "keys",
+            "audit",
+            "security",
+        ]
+        .map(|k| format!("nav_{k}"))
+        .into_iter()
+        .chain(["owner", "staff"].map(|r| format!("role_{r}")))
+        .chain(["available", "reserved", "sold", "void"].map(|s| format!("card_status_{s}")))
+        .chain(kami_core::OrderStatus::ALL.map(|s| format!("status_{}", s.as_str())))
+        .chain(["today", "last_7_days", "last_30_days"].map(String::from));
+        for key in built {
+            assert_ne!(tr("en", &key), "?", "missing {key}");
+        }
+    }
+
     #[test]
     fn every_key_has_both_languages_and_none_shadows_the_storefront() {
         for key in KEYS {

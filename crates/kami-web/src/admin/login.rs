@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{
-    audit, language, open_totp, session_cookie, CsrfForm, Operator, LOCK_MS, LOGIN_CSRF_COOKIE,
-    MAX_ATTEMPTS, SESSION_MS,
+    admin_cookie, audit, language, open_totp, secure, CsrfForm, Operator, LOCK_MS,
+    LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
 };
 use super::page::{self, PanelError, PanelResult};
 use crate::extract::ClientIp;
@@ -29,13 +29,26 @@ pub struct LoginQuery {
     lang: Option<String>,
 }
 
-pub async fn login_page(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let query = q.lang.as_deref().map(|l| format!("lang={l}"));
-    let (lang, lang_cookie) = language(&headers, query.as_deref());
-    login_form(lang, lang_cookie, &headers, StatusCode::OK, None, "")
+    let (lang, lang_cookie) = language(&headers, query.as_deref(), secure(&state));
+    login_form(
+        &state,
+        lang,
+        lang_cookie,
+        &headers,
+        StatusCode::OK,
+        None,
+        "",
+    )
 }
 
 fn login_form(
+    state: &Shared,
     lang: &'static str,
     lang_cookie: Option<String>,
     headers: &HeaderMap,
@@ -48,9 +61,7 @@ fn login_form(
         Some(t) => t.to_string(),
         None => {
             let t = random_token("");
-            set.push(format!(
-                "{LOGIN_CSRF_COOKIE}={t}; Path=/admin; Max-Age=3600; HttpOnly; SameSite=Strict"
-            ));
+            set.push(admin_cookie(state, LOGIN_CSRF_COOKIE, &t, 3600));
             t
         }
     };
@@ -104,7 +115,7 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let (lang, _) = language(&headers, None);
+    let (lang, _) = language(&headers, None, false);
     let cookie_ok = cookies::get(&headers, LOGIN_CSRF_COOKIE)
         .is_some_and(|c| ct_eq(c.as_bytes(), form.csrf.as_bytes()));
     if !cookie_ok {
@@ -131,6 +142,7 @@ pub async fn login(
             }
             let message = super::i18n::tr(lang, "login_failed");
             login_form(
+                &state,
                 lang,
                 None,
                 &headers,
@@ -217,8 +229,8 @@ async fn start_session(
     page::add_cookies(
         &mut res,
         &[
-            session_cookie(state, &token, SESSION_MS / 1000),
-            format!("{LOGIN_CSRF_COOKIE}=; Path=/admin; Max-Age=0; HttpOnly; SameSite=Strict"),
+            admin_cookie(state, SESSION_COOKIE, &token, SESSION_MS / 1000),
+            admin_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
         ],
     );
     Ok(res)
@@ -233,6 +245,6 @@ pub async fn logout(
     state.store.revoke_session(&op.session.id).await?;
     op.audit(&state, "logout", &op.session.email, "").await?;
     let mut res = Redirect::to("/admin/login").into_response();
-    page::add_cookies(&mut res, &[session_cookie(&state, "", 0)]);
+    page::add_cookies(&mut res, &[admin_cookie(&state, SESSION_COOKIE, "", 0)]);
     Ok(res)
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::i18n;
 use crate::error::ApiError;
 
-const TEMPLATES: &[(&str, &str)] = &[
+pub(super) const TEMPLATES: &[(&str, &str)] = &[
     (
         "admin/base.html",
         include_str!("../../templates/admin/base.html"),
