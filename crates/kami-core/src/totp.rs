@@ -1,6 +1,7 @@
 //! Time-based one-time passwords (RFC 6238: HMAC-SHA1, 6 digits, 30 s) for
-//! admin logins, through the `totp-rs` crate; the otpauth:// URI is built
-//! here so the crate's URL feature (and its dependencies) are not needed.
+//! admin logins. Codes come from the `totp-rs` crate; the step matching (for
+//! replay protection) and the otpauth:// URI are here, so the crate's URL
+//! feature and its dependencies are not needed.
 
 use rand::RngCore;
 use totp_rs::{Algorithm, TOTP};
@@ -27,10 +28,30 @@ fn totp(secret: &[u8]) -> Result<TOTP, TotpError> {
         .map_err(|e| TotpError::Secret(e.to_string()))
 }
 
-/// Checks a code typed by the user at `unix_secs` (constant-time inside).
-pub fn check(secret: &[u8], code: &str, unix_secs: u64) -> bool {
+/// The time step (30 s) whose code the user typed at `unix_secs`, allowing
+/// one step of clock drift either way; `None` when the code is wrong. The
+/// caller refuses a step already used (RFC 6238 section 5.2), so a code seen
+/// over a shoulder cannot log in a second time.
+pub fn matching_step(secret: &[u8], code: &str, unix_secs: u64) -> Option<u64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    code.len() == 6 && totp(secret).is_ok_and(|t| t.check(&code, unix_secs))
+    let totp = totp(secret).ok()?;
+    if code.len() != 6 {
+        return None;
+    }
+    let now = unix_secs / 30;
+    // Every candidate is compared, in constant time, whatever matches first.
+    let mut found = None;
+    for step in [now.saturating_sub(1), now, now + 1] {
+        if crate::secrets::ct_eq(totp.generate(step * 30).as_bytes(), code.as_bytes()) {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// Checks a code typed by the user at `unix_secs`.
+pub fn check(secret: &[u8], code: &str, unix_secs: u64) -> bool {
+    matching_step(secret, code, unix_secs).is_some()
 }
 
 /// The current code (tests and tools).
@@ -85,6 +106,8 @@ mod tests {
         assert!(check(secret, "287082", 59 + 30), "one step of skew");
         assert!(!check(secret, "287082", 59 + 120));
         assert!(!check(secret, "", 59));
+        assert_eq!(matching_step(secret, "287082", 59), Some(1));
+        assert_eq!(matching_step(secret, "287082", 89), Some(1));
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub trait Store: Send + Sync + 'static {
         lock_ms: i64,
     ) -> Result<()>;
     async fn record_login_success(&self, admin_id: i64) -> Result<()>;
+    /// Records a TOTP time step as used; false when it (or a later one) was
+    /// used already, so each code signs in at most once.
+    async fn use_totp_step(&self, admin_id: i64, step: i64) -> Result<bool>;
     /// Sets (sealed ciphertext, nonce) or clears the TOTP secret.
     async fn set_admin_totp(&self, admin_id: i64, totp: Option<(&[u8], &[u8])>) -> Result<()>;
     /// Disabling also revokes every session of the operator.

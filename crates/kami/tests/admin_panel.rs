@@ -456,10 +456,12 @@ async fn totp_login_needs_the_current_code(backend: Backend) {
         b.try_login(&email, &password, "123456").await.status,
         StatusCode::UNAUTHORIZED
     );
-    let ok = b
-        .try_login(&email, &password, &common::panel::totp_now(&secret))
-        .await;
+    let code = common::panel::totp_now(&secret);
+    let ok = b.try_login(&email, &password, &code).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    // RFC 6238 5.2: a code that signed in once does not sign in again.
+    let replay = Panel::new(&kami).try_login(&email, &password, &code).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
     let audit = b.get("/admin/audit").await.body;
     assert!(
         audit.contains("totp_enabled") && audit.contains("wrong TOTP code"),

@@ -9,6 +9,7 @@ CREATE TABLE admins (
     role            TEXT    NOT NULL,          -- owner / staff
     totp_secret     BYTEA,                      -- sealed; NULL when TOTP is off
     totp_nonce      BYTEA,
+    totp_last_step  BIGINT,                   -- RFC 6238 5.2: each code logs in once
     failed_attempts BIGINT NOT NULL DEFAULT 0,
     locked_until    BIGINT,
     disabled        BIGINT NOT NULL DEFAULT 0,

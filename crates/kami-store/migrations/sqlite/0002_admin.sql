@@ -9,6 +9,7 @@ CREATE TABLE admins (
     role            TEXT    NOT NULL,          -- owner / staff
     totp_secret     BLOB,                      -- sealed; NULL when TOTP is off
     totp_nonce      BLOB,
+    totp_last_step  INTEGER,                   -- RFC 6238 5.2: each code logs in once
     failed_attempts INTEGER NOT NULL DEFAULT 0,
     locked_until    INTEGER,
     disabled        INTEGER NOT NULL DEFAULT 0,

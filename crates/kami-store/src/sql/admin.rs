@@ -119,6 +119,22 @@ pub async fn record_login_success(s: &SqlStore, admin_id: i64) -> Result<()> {
     .map(|_| ())
 }
 
+/// Conditional, so two logins racing with the same code cannot both win.
+pub async fn use_totp_step(s: &SqlStore, admin_id: i64, step: i64) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let n = sqlx::query(
+        "UPDATE admins SET totp_last_step = $2 WHERE id = $1 \
+         AND (totp_last_step IS NULL OR totp_last_step < $2)",
+    )
+    .bind(admin_id)
+    .bind(step)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
 pub async fn set_admin_totp(
     s: &SqlStore,
     admin_id: i64,

@@ -232,6 +232,9 @@ impl Store for SqlStore {
     async fn record_login_success(&self, admin_id: i64) -> Result<()> {
         admin::record_login_success(self, admin_id).await
     }
+    async fn use_totp_step(&self, admin_id: i64, step: i64) -> Result<bool> {
+        admin::use_totp_step(self, admin_id, step).await
+    }
     async fn set_admin_totp(&self, admin_id: i64, totp: Option<(&[u8], &[u8])>) -> Result<()> {
         admin::set_admin_totp(self, admin_id, totp).await
     }

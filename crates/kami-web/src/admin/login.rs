@@ -174,12 +174,23 @@ async fn check_login(
     if admin.locked_until.is_some_and(|t| t > now) {
         return Err((Some(admin.id), Refusal::Locked));
     }
-    let code_ok = match &admin.totp {
-        None => true,
-        Some(sealed) => match open_totp(state, admin.id, sealed) {
-            Some(secret) => kami_core::totp::check(&secret, &form.totp, (now / 1000) as u64),
-            None => false,
-        },
+    let step = match &admin.totp {
+        None => None,
+        Some(sealed) => open_totp(state, admin.id, sealed).and_then(|secret| {
+            kami_core::totp::matching_step(&secret, &form.totp, (now / 1000) as u64)
+        }),
+    };
+    // The step is spent only with the right password, so guessing passwords
+    // cannot burn the owner's current code.
+    let code_ok = match (&admin.totp, step) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(step)) if password_ok => state
+            .store
+            .use_totp_step(admin.id, step as i64)
+            .await
+            .unwrap_or(false),
+        (Some(_), Some(_)) => false,
     };
     if password_ok && code_ok {
         return Ok(admin);
