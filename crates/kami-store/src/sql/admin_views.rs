@@ -1,10 +1,9 @@
 //! The operator's views and actions on stock, orders, sales and API keys.
 
 use kami_core::Millis;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{orders, SqlStore};
+use super::{orders, rows, SqlStore};
 use crate::types::*;
 use crate::{ApiKeyRow, CardRow, DaySales, Result};
 
@@ -47,16 +46,6 @@ pub async fn list_cards(
         .collect()
 }
 
-fn sealed(r: &AnyRow) -> Result<SealedCard> {
-    Ok(SealedCard {
-        id: r.try_get("id")?,
-        product_id: r.try_get("product_id")?,
-        ciphertext: r.try_get("ciphertext")?,
-        nonce: r.try_get("nonce")?,
-        key_id: r.try_get("key_id")?,
-    })
-}
-
 pub async fn sealed_card(
     s: &SqlStore,
     product_id: i64,
@@ -70,7 +59,7 @@ pub async fn sealed_card(
     .bind(product_id)
     .fetch_optional(&s.write)
     .await?;
-    row.as_ref().map(sealed).transpose()
+    row.as_ref().map(rows::sealed_card).transpose()
 }
 
 /// Conditional on `available`: a code a buyer holds is never voided from
@@ -98,7 +87,7 @@ pub async fn unsold_cards(s: &SqlStore, product_id: i64) -> Result<Vec<SealedCar
     .bind(product_id)
     .fetch_all(&s.write)
     .await?;
-    rows.iter().map(sealed).collect()
+    rows.iter().map(rows::sealed_card).collect()
 }
 
 pub async fn refund_order(s: &SqlStore, order_id: i64, now: Millis, detail: &str) -> Result<bool> {
