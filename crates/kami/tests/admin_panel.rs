@@ -202,6 +202,8 @@ async fn staff_cannot_reach_owner_pages(backend: Backend) {
 
     let s = Panel::new(&kami);
     s.login("staff@example.com", &staff_pw).await;
+    let again = kami.cli(&["admin", "create", "--email", "staff@example.com"]);
+    assert!(!again.status.success(), "an email has one account");
     for ok in [
         "/admin",
         "/admin/products",
@@ -468,6 +470,21 @@ async fn totp_login_needs_the_current_code(backend: Backend) {
         "{audit}"
     );
     assert!(!audit.contains(&secret));
+    if backend == Backend::Sqlite {
+        // The secret is sealed at rest: its bytes are nowhere in the files.
+        let raw = totp_rs::Secret::Encoded(secret.clone()).to_bytes().unwrap();
+        for file in common::files_under(kami.data_dir()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !common::contains_bytes(&bytes, &raw),
+                "{file:?} holds the TOTP secret"
+            );
+            assert!(
+                !common::contains_bytes(&bytes, secret.as_bytes()),
+                "{file:?}"
+            );
+        }
+    }
 }
 
 /// A late payment after a sell-out: the dashboard raises the alert, the

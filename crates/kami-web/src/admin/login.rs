@@ -124,7 +124,8 @@ pub async fn login(
     if let Err(e) = state.admin.check_login(ip) {
         return e.into_response();
     }
-    let email = form.email.trim().to_lowercase();
+    // Bounded: whatever is typed here is kept in the audit log.
+    let email: String = form.email.trim().to_lowercase().chars().take(254).collect();
     let result = match state.store.admin_by_email(&email).await {
         Ok(a) => check_login(&state, a, &form).await,
         Err(e) => return PanelError::from(e).into_response(),
