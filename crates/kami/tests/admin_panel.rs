@@ -562,6 +562,63 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     );
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Rate limits are off in the other tests; a second instance on the same
+/// data turns them on to show the login limit per IP (it lives in the
+/// process, so one backend is enough).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_attempts_are_rate_limited_per_ip() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let (email, _) = owner(&kami).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let limited = kami
+        .command()
+        .arg("serve")
+        .env("KAMI_BIND", format!("127.0.0.1:{port}"))
+        .env("KAMI_RATE_LIMITS", "on")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _limited = KillOnDrop(limited);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !reqwest::get(format!("{base}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second instance did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let p = Panel::at(&base);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(p.try_login(&email, "guess", "").await.status);
+    }
+    assert!(
+        statuses[..10]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
 both_backends!(
     unfulfilled_orders_raise_an_alert_and_can_be_refunded,
     lockout_after_repeated_failures,

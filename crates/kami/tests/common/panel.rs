@@ -71,16 +71,22 @@ pub fn attr_after(html: &str, opening: &str) -> Option<String> {
 }
 
 /// One browser: its own cookies, no automatic redirects.
-pub struct Panel<'a> {
-    kami: &'a Kami,
+pub struct Panel {
+    base: String,
     http: reqwest::Client,
     cookies: Mutex<BTreeMap<String, String>>,
 }
 
-impl<'a> Panel<'a> {
-    pub fn new(kami: &'a Kami) -> Self {
+impl Panel {
+    pub fn new(kami: &Kami) -> Self {
+        Self::at(&kami.base)
+    }
+
+    /// A browser for another server on the same data (e.g. a second
+    /// instance started with other settings).
+    pub fn at(base: &str) -> Self {
         Self {
-            kami,
+            base: base.to_string(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -138,11 +144,12 @@ impl<'a> Panel<'a> {
     }
 
     pub async fn get(&self, path: &str) -> Page {
-        self.send(self.http.get(self.kami.url(path))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
-        self.send(self.http.post(self.kami.url(path)).form(form))
+        self.send(self.http.post(format!("{}{path}", self.base)).form(form))
             .await
     }
 
@@ -170,7 +177,7 @@ impl<'a> Panel<'a> {
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         self.send(
             self.http
-                .post(self.kami.url(path))
+                .post(format!("{}{path}", self.base))
                 .header(
                     "content-type",
                     format!("multipart/form-data; boundary={boundary}"),
