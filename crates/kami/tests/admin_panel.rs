@@ -152,6 +152,26 @@ async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
         .await;
     assert_eq!(import.status, StatusCode::FORBIDDEN);
     assert_eq!(kami.stock3(id).await, (0, 0, 0));
+    // Forms are capped at 1 MiB like the API; the import form takes 16 MiB.
+    let csrf_a = a.csrf().await;
+    let huge = "x".repeat(1_100_000);
+    let big = a
+        .post("/admin/products", &[("csrf", &csrf_a), ("name", &huge)])
+        .await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let many: String = (0..12_000).map(|i| format!("{i:0>100}\n")).collect();
+    assert!(many.len() > 1024 * 1024);
+    let imported = a
+        .post_multipart(
+            &format!("/admin/products/{id}/codes/import"),
+            &[
+                ("csrf", None, csrf_a.as_bytes()),
+                ("codes", None, many.as_bytes()),
+            ],
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::OK);
+    assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
     // Logout and login forms too.
     assert_eq!(
         a.post("/admin/logout", &[]).await.status,

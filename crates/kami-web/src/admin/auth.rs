@@ -28,6 +28,8 @@ pub const SESSION_COOKIE: &str = "kami_admin";
 /// Double-submit token of the login form, which has no session yet.
 pub(super) const LOGIN_CSRF_COOKIE: &str = "kami_admin_login";
 pub(super) const SESSION_MS: i64 = 12 * 3600 * 1000;
+/// A session unused this long ends, whatever its expiry.
+const IDLE_MS: i64 = 2 * 3600 * 1000;
 /// Failed logins before the account locks, and for how long.
 pub const MAX_ATTEMPTS: i64 = 5;
 pub const LOCK_MS: i64 = 15 * 60 * 1000;
@@ -144,6 +146,12 @@ impl FromRequestParts<Shared> for Operator {
             .await
             .map_err(|e| PanelError::from(e).into_response())?
             .ok_or_else(to_login)?;
+        if now - session.last_seen_at > IDLE_MS {
+            if let Err(e) = state.store.revoke_session(&session.id).await {
+                tracing::warn!(error = %e, "could not end an idle admin session");
+            }
+            return Err(to_login());
+        }
         // At most one write a minute per session, not one per page view.
         if now - session.last_seen_at > 60_000 {
             if let Err(e) = state.store.touch_session(&session.id, now).await {

@@ -23,8 +23,10 @@ pub use auth::{AdminState, LOCK_MS, MAX_ATTEMPTS, SESSION_COOKIE};
 
 use crate::state::Shared;
 
-/// Card files may be large; the rest of the panel posts small forms.
+/// Card files may be large (API.md: 16 MiB); the rest of the panel posts
+/// small forms (1 MiB, like the API).
 const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+const FORM_BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -75,4 +77,6 @@ pub fn router() -> Router<Shared> {
         .route("/admin/security/totp", post(security::enable))
         .route("/admin/security/totp/disable", post(security::disable))
         .route("/static/admin.css", get(page::css))
+        // Outside the import route's own limit, which therefore wins there.
+        .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))
 }
