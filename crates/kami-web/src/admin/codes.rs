@@ -3,7 +3,7 @@
 //! export unsold codes (owner only, both audited first), void unsold ones.
 
 use axum::extract::{Form, Multipart, Path, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kami_store::Product;
 use serde::Deserialize;
@@ -97,7 +97,10 @@ pub async fn import(
     mut multipart: Multipart,
 ) -> PanelResult {
     product(&state, id).await?;
-    let bad = |e: axum::extract::multipart::MultipartError| PanelError::Invalid(e.body_text());
+    let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => PanelError::TooLarge,
+        _ => PanelError::Invalid(e.body_text()),
+    };
     let mut csrf_ok = false;
     let mut pasted = Vec::new();
     let mut file = Vec::new();

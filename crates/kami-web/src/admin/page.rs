@@ -100,6 +100,8 @@ pub enum PanelError {
     Invalid(String),
     #[error("too many attempts; wait {0} s")]
     RateLimited(u64),
+    #[error("the upload is larger than 16 MiB")]
+    TooLarge,
     #[error("internal error")]
     Internal,
 }
@@ -129,6 +131,7 @@ impl PanelError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +148,7 @@ impl IntoResponse for PanelError {
             Self::NotFound => "error_not_found",
             Self::Invalid(_) => "error_invalid_request",
             Self::RateLimited(_) => "error_rate_limited",
+            Self::TooLarge => "error_payload_too_large",
             Self::Internal => "error_internal_error",
         };
         let detail = match &self {
