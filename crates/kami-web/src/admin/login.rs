@@ -19,7 +19,7 @@ use super::auth::{
 };
 use super::page::{self, PanelError, PanelResult};
 use crate::extract::ClientIp;
-use crate::services::admins::verify_off_thread;
+use crate::services::admins::{verify_dummy_off_thread, verify_off_thread};
 use crate::shop::cookies;
 use crate::state::Shared;
 
@@ -162,9 +162,8 @@ async fn check_login(
     admin: Option<Admin>,
     form: &LoginForm,
 ) -> Result<Admin, (Option<i64>, Refusal)> {
-    let dummy = || kami_core::password::dummy_hash().to_string();
     let Some(admin) = admin else {
-        verify_off_thread(form.password.clone(), dummy()).await;
+        verify_dummy_off_thread(form.password.clone()).await;
         return Err((None, Refusal::UnknownEmail));
     };
     let password_ok = verify_off_thread(form.password.clone(), admin.password_hash.clone()).await;
