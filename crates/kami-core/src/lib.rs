@@ -8,7 +8,9 @@ pub mod email;
 pub mod import;
 pub mod money;
 pub mod order;
+pub mod password;
 pub mod secrets;
+pub mod totp;
 
 pub use email::Email;
 pub use money::Currency;

@@ -54,8 +54,9 @@ impl Currency {
         )
     }
 
-    /// `"9.9"`, `"9.90"` → `990` CNY: a gateway's decimal amount in minor
-    /// units, compared as a number ("10" == "10.00"). `None` for anything
+    /// `"9.9"`, `"9.90"` → `990` CNY: a decimal amount (a gateway's, or a
+    /// price typed in the panel) in minor units, compared as a number
+    /// ("10" == "10.00"). `None` for anything
     /// that is not a plain non-negative decimal or has a fraction finer than
     /// the minor unit (a sub-fen amount never equals an order's).
     pub fn parse_decimal(&self, raw: &str) -> Option<i64> {
@@ -114,6 +115,22 @@ impl fmt::Display for Currency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_typed_decimals() {
+        let cny = Currency::parse("CNY").unwrap();
+        assert_eq!(cny.parse_decimal("9.9"), Some(990));
+        assert_eq!(cny.parse_decimal("12"), Some(1200));
+        assert_eq!(cny.parse_decimal("0.05"), Some(5));
+        assert_eq!(cny.parse_decimal("1.234"), None);
+        assert_eq!(cny.parse_decimal("-1"), None);
+        assert_eq!(cny.parse_decimal("1e3"), None);
+        assert_eq!(
+            Currency::parse("JPY").unwrap().parse_decimal("500"),
+            Some(500)
+        );
+        assert_eq!(Currency::parse("JPY").unwrap().parse_decimal("5.5"), None);
+    }
 
     #[test]
     fn parses_and_uppercases() {

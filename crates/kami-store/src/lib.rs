@@ -5,10 +5,12 @@
 //! Every method that changes more than one row is one transaction, so the
 //! invariants of DESIGN.md hold at commit boundaries whatever the caller does.
 
+mod admin;
 mod backend;
 mod sql;
 mod types;
 
+pub use admin::*;
 pub use backend::{redact_url, Backend};
 pub use sql::SqlStore;
 pub use types::*;
@@ -123,4 +125,56 @@ pub trait Store: Send + Sync + 'static {
     // --- api keys ----------------------------------------------------------
     async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64>;
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>>;
+
+    // --- admin -------------------------------------------------------------
+    /// Creates an operator; `None` when the email is taken.
+    async fn create_admin(&self, a: &NewAdmin) -> Result<Option<i64>>;
+    async fn admin_by_email(&self, email: &str) -> Result<Option<Admin>>;
+    async fn admin_by_id(&self, id: i64) -> Result<Option<Admin>>;
+    async fn list_admins(&self) -> Result<Vec<Admin>>;
+    /// Counts a failed login; the account locks until `now + lock_ms` once
+    /// `max_attempts` failures have piled up.
+    async fn record_login_failure(
+        &self,
+        admin_id: i64,
+        now: Millis,
+        max_attempts: i64,
+        lock_ms: i64,
+    ) -> Result<()>;
+    async fn record_login_success(&self, admin_id: i64) -> Result<()>;
+    /// Records a TOTP time step as used; false when it (or a later one) was
+    /// used already, so each code signs in at most once.
+    async fn use_totp_step(&self, admin_id: i64, step: i64) -> Result<bool>;
+    /// Sets (sealed ciphertext, nonce) or clears the TOTP secret.
+    async fn set_admin_totp(&self, admin_id: i64, totp: Option<(&[u8], &[u8])>) -> Result<()>;
+    /// Disabling also revokes every session of the operator.
+    async fn set_admin_disabled(&self, admin_id: i64, disabled: bool) -> Result<bool>;
+    async fn create_session(&self, s: &NewSession) -> Result<()>;
+    /// A live session (not revoked, not expired, operator not disabled).
+    async fn session_by_id(&self, id: &[u8], now: Millis) -> Result<Option<Session>>;
+    /// Refreshes `last_seen_at`.
+    async fn touch_session(&self, id: &[u8], now: Millis) -> Result<()>;
+    async fn list_sessions(&self, now: Millis) -> Result<Vec<Session>>;
+    async fn revoke_session(&self, id: &[u8]) -> Result<bool>;
+    async fn insert_audit(&self, e: &NewAudit) -> Result<()>;
+    async fn list_audit(&self, limit: i64, before_id: Option<i64>) -> Result<Vec<AuditEntry>>;
+    async fn list_cards(
+        &self,
+        product_id: i64,
+        status: Option<&str>,
+        limit: i64,
+        before_id: Option<i64>,
+    ) -> Result<Vec<CardRow>>;
+    async fn sealed_card(&self, product_id: i64, card_id: i64) -> Result<Option<SealedCard>>;
+    /// Voids an available code; false when it is reserved, sold or missing.
+    async fn void_card(&self, product_id: i64, card_id: i64) -> Result<bool>;
+    /// The available codes of a product, sealed, oldest first.
+    async fn unsold_cards(&self, product_id: i64) -> Result<Vec<SealedCard>>;
+    /// Marks a paid order refunded (from `paid_unfulfilled` or `delivered`)
+    /// and records it on its timeline; false when the order is in no such state.
+    async fn refund_order(&self, order_id: i64, now: Millis, detail: &str) -> Result<bool>;
+    /// Orders created and paid per day since `since` (days of `day_ms`).
+    async fn sales_by_day(&self, since: Millis, day_ms: i64) -> Result<Vec<DaySales>>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
+    async fn revoke_api_key(&self, id: i64, now: Millis) -> Result<bool>;
 }

@@ -66,6 +66,7 @@ pub fn build_state(
         keys,
         limits: RateLimits::new(settings.rate_limits),
         breakers,
+        admin: crate::admin::AdminState::new(settings.rate_limits),
         settings,
         channels,
         sandbox,
@@ -118,6 +119,7 @@ pub fn router(state: Shared) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     routes
         .merge(import)
+        .merge(crate::admin::router())
         .fallback(fallback)
         .route_layer(middleware::from_fn(metrics::track_http))
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -2,6 +2,7 @@
 //! callbacks, middleware, metrics and the background workers. Handlers never
 //! write SQL; they call `services`, which call the `Store`.
 
+pub mod admin;
 pub mod api;
 mod app;
 pub mod breaker;

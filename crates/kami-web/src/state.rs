@@ -61,6 +61,8 @@ pub struct AppState {
     /// a very short TTL) instead of waiting for its next poll.
     pub wake_worker: Notify,
     pub templates: minijinja::Environment<'static>,
+    /// The admin panel's login rate limiter.
+    pub admin: crate::admin::AdminState,
 }
 
 pub type Shared = Arc<AppState>;

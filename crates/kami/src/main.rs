@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage admin-panel accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage card stock.
     Cards {
         #[command(subcommand)]
@@ -54,6 +59,19 @@ enum ApiKeyCommand {
     Create {
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an operator; a generated password is printed once, alone on
+    /// the last line of stdout.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// `owner` (everything) or `staff` (no staff, audit, keys or code reveal).
+        #[arg(long, default_value = "owner", value_parser = ["owner", "staff"])]
+        role: String,
     },
 }
 
@@ -90,6 +108,9 @@ fn main() -> std::process::ExitCode {
             Command::ApiKey {
                 command: ApiKeyCommand::Create { name },
             } => commands::admin::create_api_key(cfg, &name).await,
+            Command::Admin {
+                command: AdminCommand::Create { email, role },
+            } => commands::admin::create_admin(cfg, &email, &role).await,
             Command::Cards {
                 command: CardsCommand::Import { product, file },
             } => commands::cards::import(cfg, product, &file).await,

@@ -1,7 +1,7 @@
 //! Alipay (RSA2) and WeChat Pay (API v3) end to end: the real `kami` binary
 //! against a fake gateway that checks Kami's request signatures and produces
 //! genuine notifications with the gateways' own Python libraries
-//! (tests/gateways_rsa). Needs KAMI_TEST_PYTHON; see that folder.
+//! (tests/gateways_rsa), run by common::gateways::python().
 
 #[macro_use]
 mod common;

@@ -5,6 +5,8 @@
 //! supplies the few words that differ (`BEGIN IMMEDIATE`, `SKIP LOCKED`).
 //! Schemas and migrations are per backend (`migrations/sqlite`, `/postgres`).
 
+mod admin;
+mod admin_views;
 mod attempts;
 mod catalog;
 mod connect;
@@ -19,6 +21,9 @@ use sqlx::AnyPool;
 use sqlx::{Any, Transaction};
 
 use crate::types::*;
+use crate::{
+    Admin, ApiKeyRow, AuditEntry, CardRow, DaySales, NewAdmin, NewAudit, NewSession, Session,
+};
 use crate::{Backend, Result, Store};
 
 #[derive(Clone)]
@@ -214,6 +219,92 @@ impl Store for SqlStore {
     }
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>> {
         keys::api_key_by_hash(self, key_hash, now).await
+    }
+
+    // --- admin -------------------------------------------------------------
+    async fn create_admin(&self, a: &NewAdmin) -> Result<Option<i64>> {
+        admin::create_admin(self, a).await
+    }
+    async fn admin_by_email(&self, email: &str) -> Result<Option<Admin>> {
+        admin::admin_by(self, Some(email), None).await
+    }
+    async fn admin_by_id(&self, id: i64) -> Result<Option<Admin>> {
+        admin::admin_by(self, None, Some(id)).await
+    }
+    async fn list_admins(&self) -> Result<Vec<Admin>> {
+        admin::list_admins(self).await
+    }
+    async fn record_login_failure(
+        &self,
+        admin_id: i64,
+        now: Millis,
+        max_attempts: i64,
+        lock_ms: i64,
+    ) -> Result<()> {
+        admin::record_login_failure(self, admin_id, now, max_attempts, lock_ms).await
+    }
+    async fn record_login_success(&self, admin_id: i64) -> Result<()> {
+        admin::record_login_success(self, admin_id).await
+    }
+    async fn use_totp_step(&self, admin_id: i64, step: i64) -> Result<bool> {
+        admin::use_totp_step(self, admin_id, step).await
+    }
+    async fn set_admin_totp(&self, admin_id: i64, totp: Option<(&[u8], &[u8])>) -> Result<()> {
+        admin::set_admin_totp(self, admin_id, totp).await
+    }
+    async fn set_admin_disabled(&self, admin_id: i64, disabled: bool) -> Result<bool> {
+        admin::set_admin_disabled(self, admin_id, disabled).await
+    }
+    async fn create_session(&self, s: &NewSession) -> Result<()> {
+        admin::create_session(self, s).await
+    }
+    async fn session_by_id(&self, id: &[u8], now: Millis) -> Result<Option<Session>> {
+        admin::session_by_id(self, id, now).await
+    }
+    async fn touch_session(&self, id: &[u8], now: Millis) -> Result<()> {
+        admin::touch_session(self, id, now).await
+    }
+    async fn list_sessions(&self, now: Millis) -> Result<Vec<Session>> {
+        admin::list_sessions(self, now).await
+    }
+    async fn revoke_session(&self, id: &[u8]) -> Result<bool> {
+        admin::revoke_session(self, id).await
+    }
+    async fn insert_audit(&self, e: &NewAudit) -> Result<()> {
+        admin::insert_audit(self, e).await
+    }
+    async fn list_audit(&self, limit: i64, before_id: Option<i64>) -> Result<Vec<AuditEntry>> {
+        admin::list_audit(self, limit, before_id).await
+    }
+    async fn list_cards(
+        &self,
+        product_id: i64,
+        status: Option<&str>,
+        limit: i64,
+        before_id: Option<i64>,
+    ) -> Result<Vec<CardRow>> {
+        admin_views::list_cards(self, product_id, status, limit, before_id).await
+    }
+    async fn sealed_card(&self, product_id: i64, card_id: i64) -> Result<Option<SealedCard>> {
+        admin_views::sealed_card(self, product_id, card_id).await
+    }
+    async fn void_card(&self, product_id: i64, card_id: i64) -> Result<bool> {
+        admin_views::void_card(self, product_id, card_id).await
+    }
+    async fn unsold_cards(&self, product_id: i64) -> Result<Vec<SealedCard>> {
+        admin_views::unsold_cards(self, product_id).await
+    }
+    async fn refund_order(&self, order_id: i64, now: Millis, detail: &str) -> Result<bool> {
+        admin_views::refund_order(self, order_id, now, detail).await
+    }
+    async fn sales_by_day(&self, since: Millis, day_ms: i64) -> Result<Vec<DaySales>> {
+        admin_views::sales_by_day(self, since, day_ms).await
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        admin_views::list_api_keys(self).await
+    }
+    async fn revoke_api_key(&self, id: i64, now: Millis) -> Result<bool> {
+        admin_views::revoke_api_key(self, id, now).await
     }
 }
 

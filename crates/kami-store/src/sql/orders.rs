@@ -274,17 +274,7 @@ pub async fn order_cards(s: &SqlStore, order_id: i64) -> Result<Vec<SealedCard>>
     .bind(order_id)
     .fetch_all(&s.read)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SealedCard {
-                id: r.try_get("id")?,
-                product_id: r.try_get("product_id")?,
-                ciphertext: r.try_get("ciphertext")?,
-                nonce: r.try_get("nonce")?,
-                key_id: r.try_get("key_id")?,
-            })
-        })
-        .collect()
+    rows.iter().map(rows::sealed_card).collect()
 }
 
 pub async fn lookup_orders(

@@ -84,3 +84,13 @@ pub fn event(row: &AnyRow) -> Result<OrderEvent> {
         created_at: row.try_get("created_at")?,
     })
 }
+
+pub fn sealed_card(r: &AnyRow) -> Result<SealedCard> {
+    Ok(SealedCard {
+        id: r.try_get("id")?,
+        product_id: r.try_get("product_id")?,
+        ciphertext: r.try_get("ciphertext")?,
+        nonce: r.try_get("nonce")?,
+        key_id: r.try_get("key_id")?,
+    })
+}

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use kami_core::{Currency, OrderStatus};
-use kami_store::{NewProduct, OrderFilter, ProductPatch};
+use kami_store::{NewProduct, OrderFilter, Product, ProductPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,21 +21,21 @@ use crate::state::Shared;
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct ProductInput {
-    name: Option<String>,
-    price: Option<i64>,
-    currency: Option<String>,
-    description: Option<String>,
-    category: Option<Option<String>>,
-    min_quantity: Option<i64>,
-    max_quantity: Option<i64>,
+    pub name: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<Option<String>>,
+    pub min_quantity: Option<i64>,
+    pub max_quantity: Option<i64>,
     #[serde(deserialize_with = "double_option")]
-    per_buyer_limit: Option<Option<i64>>,
-    visible: Option<bool>,
+    pub per_buyer_limit: Option<Option<i64>>,
+    pub visible: Option<bool>,
     #[serde(deserialize_with = "double_option")]
-    sale_starts_at: Option<Option<String>>,
+    pub sale_starts_at: Option<Option<String>>,
     #[serde(deserialize_with = "double_option")]
-    sale_ends_at: Option<Option<String>>,
-    low_stock_threshold: Option<i64>,
+    pub sale_ends_at: Option<Option<String>>,
+    pub low_stock_threshold: Option<i64>,
 }
 
 /// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -127,7 +127,12 @@ pub async fn create_product(
     _key: AdminKey,
     body: JsonBody<ProductInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let input = body.value;
+    let p = create_product_from(&state, body.value).await?;
+    Ok((StatusCode::CREATED, Json(present::product(&p))))
+}
+
+/// Validates and creates a product: the API and the admin panel's form.
+pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResult<Product> {
     let name = check_name(
         input
             .name
@@ -150,7 +155,7 @@ pub async fn create_product(
     let per_buyer_limit = input.per_buyer_limit.flatten();
     check_quantities(min_quantity, max_quantity, per_buyer_limit)?;
     let new = NewProduct {
-        category_id: category_id(&state, &input.category.flatten()).await?,
+        category_id: category_id(state, &input.category.flatten()).await?,
         name,
         description: check_description(input.description.as_deref().unwrap_or_default())?,
         price,
@@ -165,7 +170,7 @@ pub async fn create_product(
     };
     let p = state.store.create_product(&new).await?;
     tracing::info!(product_id = p.id, "product created");
-    Ok((StatusCode::CREATED, Json(present::product(&p))))
+    Ok(p)
 }
 
 pub async fn update_product(
@@ -175,12 +180,21 @@ pub async fn update_product(
     body: JsonBody<ProductInput>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    let p = update_product_from(&state, id, body.value).await?;
+    Ok(Json(present::product(&p)))
+}
+
+/// Validates and applies a partial update: the API and the admin panel's form.
+pub async fn update_product_from(
+    state: &Shared,
+    id: i64,
+    input: ProductInput,
+) -> ApiResult<Product> {
     let cur = state
         .store
         .get_product(id)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
-    let input = body.value;
     let min = input.min_quantity.unwrap_or(cur.min_quantity);
     let max = input.max_quantity.unwrap_or(cur.max_quantity);
     let limit = input.per_buyer_limit.unwrap_or(cur.per_buyer_limit);
@@ -188,7 +202,7 @@ pub async fn update_product(
     let patch = ProductPatch {
         category_id: match &input.category {
             None => None,
-            Some(name) => Some(category_id(&state, name).await?),
+            Some(name) => Some(category_id(state, name).await?),
         },
         name: input.name.as_deref().map(check_name).transpose()?,
         description: input
@@ -214,12 +228,11 @@ pub async fn update_product(
         visible: input.visible,
         low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
     };
-    let p = state
+    state
         .store
         .update_product(id, &patch)
         .await?
-        .ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(Json(present::product(&p)))
+        .ok_or_else(|| ApiError::not_found("product"))
 }
 
 pub async fn list_products(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {

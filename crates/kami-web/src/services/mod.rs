@@ -1,6 +1,7 @@
 //! What the routes do, written once: the JSON API and the storefront forms
 //! call the same functions, so both obey the same rules.
 
+pub mod admins;
 pub mod cards;
 pub mod import;
 pub mod notify;

@@ -19,6 +19,9 @@ macro_rules! translations {
     };
 }
 
+/// The admin panel declares its strings with the same macro.
+pub(crate) use translations;
+
 translations! {
     // Layout
     "nav_home" => "首页", "Home";

@@ -1,7 +1,7 @@
 //! The storefront: server-rendered pages (minijinja, auto-escaped) that buy
 //! through the same services as the JSON API. Forms carry a CSRF token.
 
-mod cookies;
+pub(crate) mod cookies;
 mod gateway;
 pub mod i18n;
 

@@ -1,6 +1,5 @@
 use anyhow::bail;
-use kami_core::secrets::{random_token, token_hash};
-use kami_store::Store;
+use kami_store::{Role, Store};
 
 use super::{init_logging, open_store};
 use crate::config::Config;
@@ -19,11 +18,24 @@ pub async fn create_api_key(cfg: Config, name: &str) -> anyhow::Result<()> {
         bail!("--name must be 1-100 characters");
     }
     let store = open_store(&cfg).await?;
-    let key = random_token("kami_");
-    let id = store
-        .create_api_key(name, &token_hash(&key), &key[..9])
-        .await?;
+    let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name).await?;
     eprintln!("API key {id} ({name}) created. It is shown once; store it now:");
     println!("{key}");
+    Ok(())
+}
+
+pub async fn create_admin(cfg: Config, email: &str, role: &str) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role must be owner or staff"))?;
+    let store = open_store(&cfg).await?;
+    let (id, password) =
+        kami_web::services::admins::create_admin(store.as_ref(), email, role).await?;
+    eprintln!(
+        "Admin {id} ({}, {}) created. Log in at {}/admin/login with this password; it is shown once:",
+        email.trim().to_lowercase(),
+        role.as_str(),
+        cfg.public_url()
+    );
+    println!("{password}");
     Ok(())
 }

@@ -10,10 +10,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const SETUP: &str = "python3 -m venv /tmp/kami-rsa && \
-/tmp/kami-rsa/bin/pip install -r tests/gateways_rsa/requirements.txt && \
-export KAMI_TEST_PYTHON=/tmp/kami-rsa/bin/python";
-
 fn script() -> String {
     format!(
         "{}/../../tests/gateways_rsa/fake_gateway.py",
@@ -33,13 +29,7 @@ pub struct FakeGateway {
 impl FakeGateway {
     /// Starts the gateway, which writes its throwaway keys into `key_dir`.
     pub fn start(key_dir: &Path) -> Self {
-        let python = std::env::var("KAMI_TEST_PYTHON").unwrap_or_else(|_| {
-            panic!(
-                "KAMI_TEST_PYTHON is not set. The Alipay/WeChat Pay tests run the gateways' own \
-                 Python libraries; point it at a Python with tests/gateways_rsa/requirements.txt \
-                 installed, e.g. (from the repository root):\n  {SETUP}"
-            )
-        });
+        let python = crate::common::gateways::python();
         let stderr = std::fs::File::create(key_dir.join("fake_gateway.log")).unwrap();
         let mut child = Command::new(&python)
             .arg(script())
@@ -50,7 +40,7 @@ impl FakeGateway {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run KAMI_TEST_PYTHON={python}: {e}\n{SETUP}"));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -62,7 +52,8 @@ impl FakeGateway {
         let config: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!(
-                "fake gateway did not start (is requirements.txt installed in {python}? {SETUP})\n{}",
+                "fake gateway did not start ({}):\n{}",
+                python.display(),
                 std::fs::read_to_string(key_dir.join("fake_gateway.log")).unwrap_or_default()
             )
         });

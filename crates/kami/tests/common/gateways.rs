@@ -2,8 +2,8 @@
 //! built on the gateways' own Python libraries) and the buyer's and the
 //! gateway's side of a real-channel payment against Kami.
 //!
-//! `KAMI_TEST_PYTHON` names a Python with tests/gateways/requirements.txt
-//! installed; without it the conventional `target/pyenv` is used if present.
+//! `KAMI_TEST_PYTHON` names a Python with the gateway libraries installed;
+//! without it `target/pyenv` is made and used (`python()`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -17,22 +17,62 @@ use super::{now_secs, random_token, spawn_kami, spawn_kami_with, Backend, Kami, 
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-fn python() -> PathBuf {
+/// The Python that runs the fake gateways: `KAMI_TEST_PYTHON`, or
+/// `target/pyenv`, created and filled from the pinned requirement files on
+/// first use (and refilled when they change), so `cargo test --workspace`
+/// needs nothing but python3. A lock file serialises test processes.
+pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("KAMI_TEST_PYTHON").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let conventional = PathBuf::from(ROOT).join("target/pyenv/bin/python");
-    if conventional.exists() {
-        return conventional;
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY.get_or_init(provision_pyenv).clone()
+}
+
+const REQUIREMENTS: [&str; 2] = [
+    "tests/gateways/requirements.txt",
+    "tests/gateways_rsa/requirements.txt",
+];
+
+fn provision_pyenv() -> PathBuf {
+    let root = PathBuf::from(ROOT);
+    let venv = root.join("target/pyenv");
+    let python = venv.join("bin/python");
+    let wanted: String = REQUIREMENTS
+        .iter()
+        .map(|r| std::fs::read_to_string(root.join(r)).expect("requirements file"))
+        .collect();
+    let marker = venv.join(".kami-requirements");
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let lock = std::fs::File::create(root.join("target/pyenv.lock")).unwrap();
+    lock.lock().expect("lock target/pyenv.lock");
+    if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(&wanted) {
+        return python;
     }
-    panic!(
-        "KAMI_TEST_PYTHON is not set and target/pyenv does not exist.\n\
-         The payment channel tests run a fake gateway built on the gateways' own Python \
-         libraries. Set it up from the workspace root with:\n\
-         \tpython3 -m venv target/pyenv && target/pyenv/bin/pip install -r tests/gateways/requirements.txt\n\
-         \texport KAMI_TEST_PYTHON=$PWD/target/pyenv/bin/python\n\
-         (.ci/run does this.)"
-    );
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed; the payment channel tests need python3 with venv \
+             (Debian: apt-get install python3-venv) and access to PyPI.\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !python.exists() {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv target/pyenv",
+        );
+    }
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "-q", "--disable-pip-version-check"]);
+    for r in REQUIREMENTS {
+        pip.arg("-r").arg(root.join(r));
+    }
+    run(&mut pip, "pip install of the gateway libraries");
+    std::fs::write(&marker, wanted).unwrap();
+    python
 }
 
 /// A running fake gateway, with the credentials Kami is configured with.

@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 pub const KAMI: &str = env!("CARGO_BIN_EXE_kami");
+pub mod panel;
+
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Runs one async test body once per backend: `<name>_sqlite`, `<name>_postgres`.

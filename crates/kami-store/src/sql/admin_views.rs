@@ -1,0 +1,204 @@
+//! The operator's views and actions on stock, orders, sales and API keys.
+
+use kami_core::Millis;
+use sqlx::Row;
+
+use super::{orders, rows, SqlStore};
+use crate::types::*;
+use crate::{ApiKeyRow, CardRow, DaySales, Result};
+
+pub async fn list_cards(
+    s: &SqlStore,
+    product_id: i64,
+    status: Option<&str>,
+    limit: i64,
+    before_id: Option<i64>,
+) -> Result<Vec<CardRow>> {
+    // Staged cards belong to an import still running: not stock yet.
+    let sql = format!(
+        "SELECT id, status, batch_id, order_id, created_at, sold_at FROM cards \
+         WHERE product_id = $1 AND id < $2 AND status <> 'staged' {} ORDER BY id DESC LIMIT {}",
+        if status.is_some() {
+            "AND status = $3"
+        } else {
+            ""
+        },
+        limit.clamp(1, 500)
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(product_id)
+        .bind(before_id.unwrap_or(i64::MAX));
+    if let Some(st) = status {
+        q = q.bind(st.to_string());
+    }
+    let rows = q.fetch_all(&s.write).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CardRow {
+                id: r.try_get("id")?,
+                status: r.try_get("status")?,
+                batch_id: r.try_get("batch_id")?,
+                order_id: r.try_get("order_id")?,
+                created_at: r.try_get("created_at")?,
+                sold_at: r.try_get("sold_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn sealed_card(
+    s: &SqlStore,
+    product_id: i64,
+    card_id: i64,
+) -> Result<Option<SealedCard>> {
+    let row = sqlx::query(
+        "SELECT id, product_id, ciphertext, nonce, key_id FROM cards \
+         WHERE id = $1 AND product_id = $2 AND status <> 'staged'",
+    )
+    .bind(card_id)
+    .bind(product_id)
+    .fetch_optional(&s.write)
+    .await?;
+    row.as_ref().map(rows::sealed_card).transpose()
+}
+
+/// Conditional on `available`: a code a buyer holds is never voided from
+/// under them.
+pub async fn void_card(s: &SqlStore, product_id: i64, card_id: i64) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let n = sqlx::query(
+        "UPDATE cards SET status = 'void' WHERE id = $1 AND product_id = $2 \
+         AND status = 'available'",
+    )
+    .bind(card_id)
+    .bind(product_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+pub async fn unsold_cards(s: &SqlStore, product_id: i64) -> Result<Vec<SealedCard>> {
+    let rows = sqlx::query(
+        "SELECT id, product_id, ciphertext, nonce, key_id FROM cards \
+         WHERE product_id = $1 AND status = 'available' ORDER BY id",
+    )
+    .bind(product_id)
+    .fetch_all(&s.write)
+    .await?;
+    rows.iter().map(rows::sealed_card).collect()
+}
+
+pub async fn refund_order(s: &SqlStore, order_id: i64, now: Millis, detail: &str) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let order_no: Option<String> = sqlx::query_scalar(
+        "UPDATE orders SET status = 'refunded' WHERE id = $1 \
+         AND status IN ('paid_unfulfilled', 'delivered') RETURNING order_no",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(order_no) = order_no else {
+        return Ok(false);
+    };
+    orders::insert_event(
+        &mut tx,
+        &NewEvent {
+            order_id: Some(order_id),
+            order_no: Some(order_no),
+            kind: "refunded".into(),
+            detail: detail.into(),
+            at: now,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub async fn sales_by_day(s: &SqlStore, since: Millis, day_ms: i64) -> Result<Vec<DaySales>> {
+    let created = sqlx::query(
+        "SELECT (created_at - $2) / $3 AS day, COUNT(*) AS n FROM orders \
+         WHERE merchant_id = $1 AND created_at >= $2 GROUP BY (created_at - $2) / $3",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(since)
+    .bind(day_ms)
+    .fetch_all(&s.read)
+    .await?;
+    // Refunded orders were paid too; they count as sales of their day.
+    let paid = sqlx::query(
+        "SELECT (paid_at - $2) / $3 AS day, currency, COUNT(*) AS n, \
+         CAST(SUM(amount) AS BIGINT) AS total FROM orders \
+         WHERE merchant_id = $1 AND paid_at IS NOT NULL AND paid_at >= $2 \
+         GROUP BY (paid_at - $2) / $3, currency",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(since)
+    .bind(day_ms)
+    .fetch_all(&s.read)
+    .await?;
+    let mut days: Vec<DaySales> = Vec::new();
+    for r in &created {
+        let i = day_entry(&mut days, r.try_get("day")?);
+        days[i].created = r.try_get("n")?;
+    }
+    for r in &paid {
+        let i = day_entry(&mut days, r.try_get("day")?);
+        let n: i64 = r.try_get("n")?;
+        days[i].paid += n;
+        days[i]
+            .amounts
+            .push((r.try_get("currency")?, r.try_get("total")?));
+    }
+    days.sort_by_key(|d| d.day);
+    Ok(days)
+}
+
+fn day_entry(days: &mut Vec<DaySales>, day: i64) -> usize {
+    match days.iter().position(|d| d.day == day) {
+        Some(i) => i,
+        None => {
+            days.push(DaySales {
+                day,
+                ..DaySales::default()
+            });
+            days.len() - 1
+        }
+    }
+}
+
+pub async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRow>> {
+    let rows = sqlx::query(
+        "SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys \
+         WHERE merchant_id = $1 ORDER BY id DESC",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .fetch_all(&s.write)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ApiKeyRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                prefix: r.try_get("prefix")?,
+                created_at: r.try_get("created_at")?,
+                last_used_at: r.try_get("last_used_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn revoke_api_key(s: &SqlStore, id: i64, now: Millis) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let n = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}

@@ -1,0 +1,317 @@
+//! Who is at the panel: server-side sessions in a `kami_admin` cookie,
+//! per-session CSRF tokens, the `Operator` / `Owner` extractors every page
+//! takes, the audit helper, and the login rate limiter (`login.rs` signs in).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use kami_core::now_millis;
+use kami_core::secrets::{ct_eq, token_hash, Sealed};
+use kami_store::{NewAudit, Role, Session};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::page::{self, PanelError, PanelResult};
+use crate::extract::ClientIp;
+use crate::rate_limit::Class;
+use crate::shop::cookies;
+use crate::state::Shared;
+
+pub const SESSION_COOKIE: &str = "kami_admin";
+/// Double-submit token of the login form, which has no session yet.
+pub(super) const LOGIN_CSRF_COOKIE: &str = "kami_admin_login";
+pub(super) const SESSION_MS: i64 = 12 * 3600 * 1000;
+/// A session unused this long ends, whatever its expiry.
+const IDLE_MS: i64 = 2 * 3600 * 1000;
+/// Failed logins before the account locks, and for how long.
+pub const MAX_ATTEMPTS: i64 = 5;
+pub const LOCK_MS: i64 = 15 * 60 * 1000;
+
+/// Panel-wide state kept in `AppState`: the login rate limiter.
+pub struct AdminState {
+    enabled: bool,
+    logins: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl AdminState {
+    /// Ten login attempts per IP, then one every six seconds: enough for a
+    /// person with a typo, far too few for password guessing.
+    pub fn new(rate_limits: bool) -> Self {
+        let quota = Quota::with_period(Duration::from_secs(6))
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(10).expect("non-zero"));
+        // The dummy hash is made on first use; making it now keeps that
+        // one-off cost out of the first login for an unknown email.
+        std::thread::spawn(|| {
+            kami_core::password::dummy_hash();
+        });
+        Self {
+            enabled: rate_limits,
+            logins: RateLimiter::keyed(quota),
+        }
+    }
+
+    pub(super) fn check_login(&self, ip: IpAddr) -> PanelResult<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.logins.check_key(&ip).map_err(|not_until| {
+            metrics::counter!("kami_rate_limited_total", "class" => "admin_login").increment(1);
+            PanelError::RateLimited(
+                not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    + 1,
+            )
+        })
+    }
+
+    pub fn prune(&self) {
+        self.logins.retain_recent();
+    }
+}
+
+/// The panel's language: `?lang=` (remembered in the storefront's cookie),
+/// else that cookie, else Chinese.
+pub fn language(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    secure: bool,
+) -> (&'static str, Option<String>) {
+    let asked = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("lang="));
+    match asked {
+        Some(l @ ("en" | "zh")) => (
+            if l == "en" { "en" } else { "zh" },
+            Some(cookies::set(cookies::LANG, l, 365 * 86400, "Lax", secure)),
+        ),
+        _ => match cookies::get(headers, cookies::LANG) {
+            Some("en") => ("en", None),
+            _ => ("zh", None),
+        },
+    }
+}
+
+/// A panel cookie. Path=/admin: the storefront never sees it. Strict: no
+/// cross-site request ever carries it, which is CSRF defence in depth.
+pub(super) fn admin_cookie(state: &Shared, name: &str, value: &str, max_age_secs: i64) -> String {
+    format!(
+        "{name}={value}; Path=/admin; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        if secure(state) { "; Secure" } else { "" }
+    )
+}
+
+pub(super) fn secure(state: &Shared) -> bool {
+    state.settings.public_url.starts_with("https://")
+}
+
+/// A signed-in operator, from a live server-side session.
+pub struct Operator {
+    pub session: Session,
+    pub lang: &'static str,
+    pub ip: IpAddr,
+    lang_cookie: Option<String>,
+}
+
+impl FromRequestParts<Shared> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        state
+            .limits
+            .check_ip(Class::Admin, ip)
+            .map_err(|e| PanelError::from(e).into_response())?;
+        let (lang, lang_cookie) = language(&parts.headers, parts.uri.query(), secure(state));
+        let to_login = || Redirect::to("/admin/login").into_response();
+        let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 64)
+        else {
+            return Err(to_login());
+        };
+        let now = now_millis();
+        let session = state
+            .store
+            .session_by_id(&token_hash(token), now)
+            .await
+            .map_err(|e| PanelError::from(e).into_response())?
+            .ok_or_else(to_login)?;
+        if now - session.last_seen_at > IDLE_MS {
+            if let Err(e) = state.store.revoke_session(&session.id).await {
+                tracing::warn!(error = %e, "could not end an idle admin session");
+            }
+            return Err(to_login());
+        }
+        // At most one write a minute per session, not one per page view.
+        if now - session.last_seen_at > 60_000 {
+            if let Err(e) = state.store.touch_session(&session.id, now).await {
+                tracing::warn!(error = %e, "could not refresh an admin session");
+            }
+        }
+        Ok(Self {
+            session,
+            lang,
+            ip,
+            lang_cookie,
+        })
+    }
+}
+
+/// An operator with the owner role; staff get 403.
+pub struct Owner(pub Operator);
+
+impl FromRequestParts<Shared> for Owner {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let op = Operator::from_request_parts(parts, state).await?;
+        if op.session.role != Role::Owner {
+            return Err(PanelError::Forbidden.into_response());
+        }
+        Ok(Self(op))
+    }
+}
+
+impl Operator {
+    pub fn is_owner(&self) -> bool {
+        self.session.role == Role::Owner
+    }
+
+    /// The form's token against this session's, in constant time.
+    pub fn check_csrf(&self, submitted: &str) -> PanelResult<()> {
+        if ct_eq(self.session.csrf.as_bytes(), submitted.as_bytes()) {
+            Ok(())
+        } else {
+            Err(PanelError::Csrf)
+        }
+    }
+
+    pub fn render(&self, name: &str, ctx: serde_json::Value) -> Response {
+        self.render_status(StatusCode::OK, name, ctx)
+    }
+
+    pub fn render_status(
+        &self,
+        status: StatusCode,
+        name: &str,
+        mut ctx: serde_json::Value,
+    ) -> Response {
+        ctx["csrf"] = json!(self.session.csrf);
+        ctx["me"] = json!({"email": self.session.email, "role": self.session.role.as_str(),
+                           "owner": self.is_owner()});
+        let mut res = page::render(self.lang, status, name, ctx);
+        if let Some(c) = &self.lang_cookie {
+            page::add_cookies(&mut res, std::slice::from_ref(c));
+        }
+        res
+    }
+
+    /// Writes the audit entry for an action of this operator. Callers that
+    /// reveal secrets write it first and stop if it cannot be written.
+    pub async fn audit(
+        &self,
+        state: &Shared,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> PanelResult<()> {
+        audit(
+            state,
+            Some(self.session.admin_id),
+            self.ip,
+            action,
+            target,
+            detail,
+        )
+        .await
+    }
+}
+
+pub async fn audit(
+    state: &Shared,
+    admin_id: Option<i64>,
+    ip: IpAddr,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> PanelResult<()> {
+    state
+        .store
+        .insert_audit(&NewAudit {
+            admin_id,
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+            ip: Some(ip.to_string()),
+            at: now_millis(),
+        })
+        .await?;
+    Ok(())
+}
+pub fn totp_context(admin_id: i64) -> String {
+    format!("totp:{admin_id}")
+}
+
+pub fn open_totp(state: &Shared, admin_id: i64, sealed: &(Vec<u8>, Vec<u8>)) -> Option<Vec<u8>> {
+    state
+        .keys
+        .open(
+            &totp_context(admin_id),
+            &Sealed {
+                ciphertext: sealed.0.clone(),
+                nonce: sealed.1.clone(),
+                key_id: kami_core::secrets::CURRENT_KEY_ID,
+            },
+        )
+        .ok()
+}
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header;
+
+    #[test]
+    fn logins_are_limited_per_ip_unless_limits_are_off() {
+        let limits = AdminState::new(true);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            limits.check_login(ip).unwrap();
+        }
+        assert!(matches!(limits.check_login(ip), Err(PanelError::RateLimited(s)) if s >= 1));
+        limits.check_login("192.0.2.2".parse().unwrap()).unwrap();
+        let off = AdminState::new(false);
+        for _ in 0..100 {
+            off.check_login(ip).unwrap();
+        }
+    }
+
+    #[test]
+    fn language_comes_from_the_query_then_the_cookie_then_chinese() {
+        let mut h = HeaderMap::new();
+        assert_eq!(language(&h, None, false).0, "zh");
+        assert_eq!(language(&h, Some("a=1&lang=en"), false).0, "en");
+        assert!(language(&h, Some("lang=zh"), true)
+            .1
+            .unwrap()
+            .contains("Secure"));
+        h.insert(header::COOKIE, "kami_lang=en".parse().unwrap());
+        assert_eq!(language(&h, None, false), ("en", None));
+    }
+}

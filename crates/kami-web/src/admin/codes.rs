@@ -1,0 +1,238 @@
+//! A product's codes: import (paste or upload, through the shared import
+//! service), a paged list masked by default, reveal one code at a time and
+//! export unsold codes (owner only, both audited first), void unsold ones.
+
+use axum::extract::{Form, Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kami_store::Product;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{CsrfForm, Operator, Owner};
+use super::page::{time, time_opt, PanelError, PanelResult};
+use crate::services::cards::open_card;
+use crate::services::import::{import_cards, ImportError, ImportReport};
+use crate::state::Shared;
+
+const PAGE: i64 = 50;
+const STATUSES: &[&str] = &["available", "reserved", "sold", "void"];
+
+#[derive(Deserialize, Default)]
+pub struct CodesQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+async fn product(state: &Shared, id: i64) -> PanelResult<Product> {
+    state
+        .store
+        .get_product(id)
+        .await?
+        .ok_or(PanelError::NotFound)
+}
+
+/// The codes page, optionally with an import report or one revealed code.
+async fn page(
+    state: &Shared,
+    op: &Operator,
+    id: i64,
+    q: &CodesQuery,
+    report: Option<&ImportReport>,
+    revealed: Option<(i64, String)>,
+) -> PanelResult {
+    let p = product(state, id).await?;
+    let stock = state.store.stock(id).await?;
+    let status = q.status.as_deref().filter(|s| STATUSES.contains(s));
+    let mut cards = state
+        .store
+        .list_cards(id, status, PAGE + 1, q.before)
+        .await?;
+    let has_more = cards.len() as i64 > PAGE;
+    cards.truncate(PAGE as usize);
+    let rows: Vec<Value> = cards
+        .iter()
+        .map(|c| {
+            let code = revealed
+                .as_ref()
+                .filter(|(rid, _)| *rid == c.id)
+                .map(|(_, code)| code);
+            json!({"id": c.id, "status": c.status, "batch_id": c.batch_id,
+                   "created_at": time(c.created_at), "sold_at": time_opt(c.sold_at),
+                   "code": code})
+        })
+        .collect();
+    Ok(op.render(
+        "admin/codes.html",
+        json!({
+            "nav": "products",
+            "product": {"id": p.id, "name": p.name},
+            "stock": stock,
+            "cards": rows,
+            "status": status,
+            "statuses": STATUSES,
+            "next": if has_more { cards.last().map(|c| c.id) } else { None },
+            "report": report,
+        }),
+    ))
+}
+
+pub async fn list(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    Query(q): Query<CodesQuery>,
+) -> PanelResult {
+    page(&state, &op, id, &q, None, None).await
+}
+
+/// Multipart so that a file can be uploaded; the CSRF field comes first in
+/// the form and is checked before a single code is read.
+pub async fn import(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    mut multipart: Multipart,
+) -> PanelResult {
+    product(&state, id).await?;
+    let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => PanelError::TooLarge,
+        _ => PanelError::Invalid(e.body_text()),
+    };
+    let mut csrf_ok = false;
+    let mut pasted = Vec::new();
+    let mut file = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "csrf" {
+            op.check_csrf(&field.text().await.map_err(bad)?)?;
+            csrf_ok = true;
+            continue;
+        }
+        if !csrf_ok {
+            return Err(PanelError::Csrf);
+        }
+        match name.as_str() {
+            "codes" => pasted = field.bytes().await.map_err(bad)?.to_vec(),
+            "file" => file = field.bytes().await.map_err(bad)?.to_vec(),
+            _ => {}
+        }
+    }
+    if !csrf_ok {
+        return Err(PanelError::Csrf);
+    }
+    let (source, body) = if file.is_empty() {
+        ("paste", pasted)
+    } else {
+        ("file", file)
+    };
+    let chunks =
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))]);
+    let report = match import_cards(state.store.as_ref(), &state.keys, id, chunks, |_| {}).await {
+        Ok(r) => r,
+        Err(ImportError::Binary(e)) => return Err(PanelError::Invalid(e.to_string())),
+        Err(ImportError::Body(e)) => return Err(PanelError::Invalid(e)),
+        Err(ImportError::Store(e)) => return Err(e.into()),
+    };
+    let detail = format!(
+        "{source}: imported {}, duplicates {}, rejected {}",
+        report.imported, report.duplicates, report.rejected_total
+    );
+    op.audit(&state, "codes_imported", &format!("product:{id}"), &detail)
+        .await?;
+    page(&state, &op, id, &CodesQuery::default(), Some(&report), None).await
+}
+
+pub async fn reveal(
+    State(state): State<Shared>,
+    Owner(op): Owner,
+    Path((id, card)): Path<(i64, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    let sealed = state
+        .store
+        .sealed_card(id, card)
+        .await?
+        .ok_or(PanelError::NotFound)?;
+    // Audited before the code is opened: no record, no reveal.
+    op.audit(
+        &state,
+        "code_revealed",
+        &format!("card:{card}"),
+        &format!("product:{id}"),
+    )
+    .await?;
+    let code = open_card(&state.keys, &sealed)?;
+    page(
+        &state,
+        &op,
+        id,
+        &CodesQuery::default(),
+        None,
+        Some((card, code)),
+    )
+    .await
+}
+
+pub async fn void(
+    State(state): State<Shared>,
+    op: Operator,
+    Path((id, card)): Path<(i64, i64)>,
+    Form(form): Form<CsrfForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    if !state.store.void_card(id, card).await? {
+        return Err(PanelError::Invalid(
+            "only an available code can be voided".into(),
+        ));
+    }
+    op.audit(
+        &state,
+        "code_voided",
+        &format!("card:{card}"),
+        &format!("product:{id}"),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/admin/products/{id}/codes")).into_response())
+}
+
+pub async fn export(
+    State(state): State<Shared>,
+    Owner(op): Owner,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> PanelResult<Response> {
+    op.check_csrf(&form.csrf)?;
+    product(&state, id).await?;
+    let sealed = state.store.unsold_cards(id).await?;
+    op.audit(
+        &state,
+        "codes_exported",
+        &format!("product:{id}"),
+        &format!("{} unsold codes", sealed.len()),
+    )
+    .await?;
+    let mut body = String::new();
+    for c in &sealed {
+        body.push_str(&open_card(&state.keys, c)?);
+        body.push_str("\r\n");
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"product-{id}-unsold.txt\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}

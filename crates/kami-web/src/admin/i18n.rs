@@ -1,0 +1,222 @@
+//! Panel strings in Simplified Chinese (the default) and English, declared
+//! with the storefront's macro; keys the storefront already has (order
+//! statuses, "email", "amount" …) fall through to its table.
+
+use crate::shop::i18n::translations;
+
+translations! {
+    // Layout and navigation
+    "panel_title" => "Kami 管理后台", "Kami admin";
+    "nav_dashboard" => "概览", "Dashboard";
+    "nav_products" => "商品", "Products";
+    "nav_orders" => "订单", "Orders";
+    "nav_audit" => "审计日志", "Audit log";
+    "nav_staff" => "员工", "Staff";
+    "nav_sessions" => "会话", "Sessions";
+    "nav_keys" => "API 密钥", "API keys";
+    "nav_security" => "账户安全", "Security";
+    "nav_shop" => "查看店铺", "View shop";
+    "logout" => "退出登录", "Log out";
+    "signed_in_as" => "当前账户", "Signed in as";
+    "role_owner" => "店主", "Owner";
+    "role_staff" => "员工", "Staff";
+    "saved" => "已保存。", "Saved.";
+    "none" => "无", "None";
+    "actions" => "操作", "Actions";
+    "next_page" => "下一页", "Next page";
+    "search" => "搜索", "Search";
+    "all" => "全部", "All";
+    "yes" => "是", "Yes";
+    "no" => "否", "No";
+    "time" => "时间", "Time";
+    "name" => "名称", "Name";
+
+    // Login
+    "login_heading" => "登录管理后台", "Sign in to the admin panel";
+    "password" => "密码", "Password";
+    "totp_code" => "动态验证码", "Authenticator code";
+    "totp_code_hint" => "仅在已开启两步验证时需要。", "Only needed when two-step verification is on.";
+    "login_submit" => "登录", "Sign in";
+    "login_failed" => "邮箱、密码或验证码错误；多次失败后账户会被暂时锁定。", "Wrong email, password or code. After several failures the account is locked for a while.";
+
+    // Dashboard
+    "today" => "今天", "Today";
+    "last_7_days" => "近 7 天", "Last 7 days";
+    "last_30_days" => "近 30 天", "Last 30 days";
+    "orders_created" => "下单", "Orders";
+    "orders_paid" => "已支付", "Paid";
+    "sales" => "销售额", "Sales";
+    "conversion" => "转化率", "Conversion";
+    "chart_title" => "近 30 天每日支付订单", "Paid orders per day, last 30 days";
+    "alerts" => "提醒", "Alerts";
+    "alert_unfulfilled" => "笔已支付订单等待补货发货", "paid orders are waiting for stock";
+    "alert_dead_jobs" => "个后台任务多次失败已停止重试", "background jobs failed too often and stopped";
+    "no_alerts" => "一切正常。", "All clear.";
+    "low_stock" => "库存不足的商品", "Low stock";
+    "recent_orders" => "最新订单", "Recent orders";
+    "times_utc" => "时间均为 UTC。", "Times are UTC.";
+
+    // Products
+    "new_product" => "新建商品", "New product";
+    "edit_product" => "编辑商品", "Edit product";
+    "price" => "价格", "Price";
+    "currency" => "币种", "Currency";
+    "category" => "分类", "Category";
+    "min_quantity" => "每单最少", "Min per order";
+    "max_quantity" => "每单最多", "Max per order";
+    "per_buyer_limit" => "每位买家限购", "Per-buyer limit";
+    "per_buyer_limit_hint" => "留空表示不限。", "Leave empty for no limit.";
+    "visible" => "在店铺中显示", "Visible in the shop";
+    "sale_window" => "销售时间（UTC，可留空）", "Sale window (UTC, optional)";
+    "sale_starts" => "开始", "Starts";
+    "sale_ends" => "结束", "Ends";
+    "low_stock_threshold" => "低库存提醒阈值", "Low-stock alert below";
+    "save" => "保存", "Save";
+    "codes" => "卡密", "Codes";
+    "no_products" => "还没有商品。", "No products yet.";
+    "hidden" => "隐藏", "Hidden";
+
+    // Codes
+    "stock_available" => "可售", "Available";
+    "stock_reserved" => "已预留", "Reserved";
+    "stock_sold" => "已售", "Sold";
+    "import_heading" => "导入卡密", "Import codes";
+    "import_hint" => "每行一个卡密；可粘贴，或上传 UTF-8 / GBK 文本文件。重复的卡密会被跳过。", "One code per line; paste them or upload a UTF-8 / GBK text file. Duplicates are skipped.";
+    "import_paste" => "粘贴卡密", "Paste codes";
+    "import_file" => "或上传文件", "Or upload a file";
+    "import_submit" => "导入", "Import";
+    "import_report" => "导入结果", "Import report";
+    "imported" => "已导入", "Imported";
+    "duplicates" => "重复", "Duplicates";
+    "rejected" => "被拒绝的行", "Rejected lines";
+    "line" => "行", "Line";
+    "reason" => "原因", "Reason";
+    "code_masked" => "已隐藏", "hidden";
+    "reveal" => "显示", "Reveal";
+    "reveal_hint" => "每次显示卡密都会记入审计日志。", "Every reveal is written to the audit log.";
+    "void" => "作废", "Void";
+    "export_unsold" => "导出未售卡密 (.txt)", "Export unsold codes (.txt)";
+    "export_hint" => "导出会记入审计日志。", "Exports are written to the audit log.";
+    "card_status_available" => "可售", "available";
+    "card_status_reserved" => "已预留", "reserved";
+    "card_status_sold" => "已售", "sold";
+    "card_status_void" => "已作废", "void";
+    "batch" => "批次", "Batch";
+    "no_codes" => "没有卡密。", "No codes.";
+
+    // Orders
+    "search_orders" => "订单号或邮箱", "Order number or email";
+    "no_orders" => "没有找到订单。", "No orders found.";
+    "buyer_ip" => "买家 IP", "Buyer IP";
+    "channel" => "支付方式", "Channel";
+    "timeline" => "订单时间线", "Timeline";
+    "fulfil" => "立即发货", "Fulfil now";
+    "fulfil_hint" => "按付款先后为该商品所有待发货订单发货。", "Delivers this product's waiting paid orders, oldest first.";
+    "refund" => "标记为已退款", "Mark refunded";
+    "refund_hint" => "请先在支付平台完成退款。", "Refund the money at the payment provider first.";
+    "delivered_at" => "发货时间", "Delivered at";
+    "status_stored" => "数据库状态", "Stored status";
+
+    // Audit
+    "action" => "操作", "Action";
+    "target" => "对象", "Target";
+    "detail" => "详情", "Detail";
+    "operator" => "操作人", "Operator";
+
+    // Staff, sessions, keys
+    "add_staff" => "添加员工", "Add staff";
+    "role" => "角色", "Role";
+    "created_at_admin" => "创建时间", "Created";
+    "disable" => "停用", "Disable";
+    "disabled" => "已停用", "Disabled";
+    "locked" => "已锁定", "Locked";
+    "new_password_once" => "新账户的密码只显示这一次，请立即交给对方：", "The new account's password is shown only this once; hand it over now:";
+    "session_current" => "当前会话", "This session";
+    "last_seen" => "最近活动", "Last seen";
+    "user_agent" => "浏览器", "Browser";
+    "revoke" => "注销", "Revoke";
+    "key_prefix" => "前缀", "Prefix";
+    "last_used" => "最近使用", "Last used";
+    "revoked" => "已注销", "Revoked";
+    "create_key" => "创建密钥", "Create key";
+    "new_key_once" => "新密钥只显示这一次，请立即保存：", "The new key is shown only this once; store it now:";
+
+    // Security (TOTP)
+    "totp_heading" => "两步验证（TOTP）", "Two-step verification (TOTP)";
+    "totp_on" => "已开启。登录时需要输入验证器 App 中的动态码。", "On. Signing in asks for the code from your authenticator app.";
+    "totp_setup" => "用验证器 App（如 Google Authenticator）扫描二维码，或手动输入密钥，然后填写显示的 6 位验证码。密钥只显示这一次。", "Scan the QR code with an authenticator app (or type the key), then enter the 6-digit code it shows. The key is shown only this once.";
+    "totp_secret" => "密钥", "Key";
+    "totp_enable" => "开启两步验证", "Turn on";
+    "totp_disable" => "关闭两步验证", "Turn off";
+    "totp_wrong" => "验证码不正确，请重试。", "That code is not right; try again.";
+
+    // Errors
+    "error_forbidden" => "只有店主可以访问此页面。", "Only the shop owner can open this page.";
+    "error_csrf" => "表单已过期或并非来自本后台，请刷新后重试。", "The form expired or did not come from this panel. Reload and try again.";
+}
+
+/// The string for `key` in `lang`; the storefront's table answers keys the
+/// panel does not define.
+pub fn tr(lang: &str, key: &str) -> &'static str {
+    match lookup(key) {
+        Some((_, en)) if lang == "en" => en,
+        Some((zh, _)) => zh,
+        None => crate::shop::i18n::tr(lang, key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `tr("…")` literal in the panel's templates, and every key the
+    /// templates build (`"nav_" ~ key` …), has a translation here or in the
+    /// storefront's table.
+    #[test]
+    fn every_key_the_templates_use_exists() {
+        let mut used = 0;
+        for (name, src) in super::super::page::TEMPLATES {
+            for part in src.split("tr(\"").skip(1) {
+                let end = part.find('"').unwrap();
+                if !part[end..].starts_with("\")") {
+                    continue; // a built key, checked below
+                }
+                let key = &part[..end];
+                assert_ne!(tr("en", key), "?", "{name} uses unknown key {key:?}");
+                used += 1;
+            }
+        }
+        assert!(used > 100, "found only {used} tr() calls");
+        let built = [
+            "dashboard",
+            "products",
+            "orders",
+            "staff",
+            "sessions",
+            "keys",
+            "audit",
+            "security",
+        ]
+        .map(|k| format!("nav_{k}"))
+        .into_iter()
+        .chain(["owner", "staff"].map(|r| format!("role_{r}")))
+        .chain(["available", "reserved", "sold", "void"].map(|s| format!("card_status_{s}")))
+        .chain(kami_core::OrderStatus::ALL.map(|s| format!("status_{}", s.as_str())))
+        .chain(["today", "last_7_days", "last_30_days"].map(String::from));
+        for key in built {
+            assert_ne!(tr("en", &key), "?", "missing {key}");
+        }
+    }
+
+    #[test]
+    fn every_key_has_both_languages_and_none_shadows_the_storefront() {
+        for key in KEYS {
+            assert!(!tr("zh", key).is_empty() && tr("en", key) != "?", "{key}");
+            assert_eq!(
+                crate::shop::i18n::tr("en", key),
+                "?",
+                "{key} duplicates a storefront key"
+            );
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Signing in and out: the login form (its own double-submit CSRF cookie,
+//! since there is no session yet), the per-IP rate limit, lockout, TOTP, and
+//! the session cookie that a successful login sets.
+
+use std::net::IpAddr;
+
+use axum::extract::{Form, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kami_core::now_millis;
+use kami_core::secrets::{ct_eq, random_token, token_hash};
+use kami_store::{Admin, NewSession};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{
+    admin_cookie, audit, language, open_totp, secure, CsrfForm, Operator, LOCK_MS,
+    LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
+};
+use super::page::{self, PanelError, PanelResult};
+use crate::extract::ClientIp;
+use crate::services::admins::{verify_dummy_off_thread, verify_off_thread};
+use crate::shop::cookies;
+use crate::state::Shared;
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+pub async fn login_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let query = q.lang.as_deref().map(|l| format!("lang={l}"));
+    let (lang, lang_cookie) = language(&headers, query.as_deref(), secure(&state));
+    login_form(
+        &state,
+        lang,
+        lang_cookie,
+        &headers,
+        StatusCode::OK,
+        None,
+        "",
+    )
+}
+
+fn login_form(
+    state: &Shared,
+    lang: &'static str,
+    lang_cookie: Option<String>,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+    email: &str,
+) -> Response {
+    let mut set = Vec::new();
+    let csrf = match cookies::get(headers, LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20) {
+        Some(t) => t.to_string(),
+        None => {
+            let t = random_token("");
+            set.push(admin_cookie(state, LOGIN_CSRF_COOKIE, &t, 3600));
+            t
+        }
+    };
+    set.extend(lang_cookie);
+    let mut res = page::render(
+        lang,
+        status,
+        "admin/login.html",
+        json!({"csrf": csrf, "error": error, "email": email}),
+    );
+    page::add_cookies(&mut res, &set);
+    res
+}
+
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct LoginForm {
+    csrf: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    totp: String,
+}
+
+/// Why a login failed, for the audit log only: the person at the form sees
+/// one message for all of them, so the form reveals no account.
+enum Refusal {
+    UnknownEmail,
+    Disabled,
+    Locked,
+    WrongPassword,
+    WrongCode,
+}
+
+impl Refusal {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnknownEmail => "unknown email",
+            Self::Disabled => "account disabled",
+            Self::Locked => "account locked",
+            Self::WrongPassword => "wrong password",
+            Self::WrongCode => "wrong TOTP code",
+        }
+    }
+}
+
+pub async fn login(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let (lang, _) = language(&headers, None, false);
+    let cookie_ok = cookies::get(&headers, LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| ct_eq(c.as_bytes(), form.csrf.as_bytes()));
+    if !cookie_ok {
+        return PanelError::Csrf.into_response();
+    }
+    if let Err(e) = state.admin.check_login(ip) {
+        return e.into_response();
+    }
+    // Bounded: whatever is typed here is kept in the audit log.
+    let email: String = form.email.trim().to_lowercase().chars().take(254).collect();
+    let result = match state.store.admin_by_email(&email).await {
+        Ok(a) => check_login(&state, a, &form).await,
+        Err(e) => return PanelError::from(e).into_response(),
+    };
+    match result {
+        Ok(admin) => match start_session(&state, &admin, ip, &headers).await {
+            Ok(res) => res,
+            Err(e) => e.into_response(),
+        },
+        Err((admin_id, why)) => {
+            tracing::info!(reason = why.as_str(), "admin login refused");
+            if let Err(e) = audit(&state, admin_id, ip, "login_failed", &email, why.as_str()).await
+            {
+                return e.into_response();
+            }
+            let message = super::i18n::tr(lang, "login_failed");
+            login_form(
+                &state,
+                lang,
+                None,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                Some(message),
+                &email,
+            )
+        }
+    }
+}
+
+/// Every path verifies one Argon2 hash (a dummy one for unknown emails), so
+/// the answer takes as long whether or not the account exists.
+async fn check_login(
+    state: &Shared,
+    admin: Option<Admin>,
+    form: &LoginForm,
+) -> Result<Admin, (Option<i64>, Refusal)> {
+    let Some(admin) = admin else {
+        verify_dummy_off_thread(form.password.clone()).await;
+        return Err((None, Refusal::UnknownEmail));
+    };
+    let password_ok = verify_off_thread(form.password.clone(), admin.password_hash.clone()).await;
+    let now = now_millis();
+    if admin.disabled {
+        return Err((Some(admin.id), Refusal::Disabled));
+    }
+    if admin.locked_until.is_some_and(|t| t > now) {
+        return Err((Some(admin.id), Refusal::Locked));
+    }
+    let step = match &admin.totp {
+        None => None,
+        Some(sealed) => open_totp(state, admin.id, sealed).and_then(|secret| {
+            kami_core::totp::matching_step(&secret, &form.totp, (now / 1000) as u64)
+        }),
+    };
+    // The step is spent only with the right password, so guessing passwords
+    // cannot burn the owner's current code.
+    let code_ok = match (&admin.totp, step) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(step)) if password_ok => state
+            .store
+            .use_totp_step(admin.id, step as i64)
+            .await
+            .unwrap_or(false),
+        (Some(_), Some(_)) => false,
+    };
+    if password_ok && code_ok {
+        return Ok(admin);
+    }
+    let fail = state
+        .store
+        .record_login_failure(admin.id, now, MAX_ATTEMPTS, LOCK_MS)
+        .await;
+    if let Err(e) = fail {
+        tracing::error!(error = %e, "could not count a failed login");
+    }
+    let why = if password_ok {
+        Refusal::WrongCode
+    } else {
+        Refusal::WrongPassword
+    };
+    Err((Some(admin.id), why))
+}
+
+async fn start_session(
+    state: &Shared,
+    admin: &Admin,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> PanelResult<Response> {
+    state.store.record_login_success(admin.id).await?;
+    let token = random_token("");
+    let now = now_millis();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect());
+    state
+        .store
+        .create_session(&NewSession {
+            id: token_hash(&token),
+            admin_id: admin.id,
+            csrf: random_token(""),
+            ip: Some(ip.to_string()),
+            user_agent,
+            created_at: now,
+            expires_at: now + SESSION_MS,
+        })
+        .await?;
+    audit(state, Some(admin.id), ip, "login", &admin.email, "").await?;
+    let mut res = Redirect::to("/admin").into_response();
+    page::add_cookies(
+        &mut res,
+        &[
+            admin_cookie(state, SESSION_COOKIE, &token, SESSION_MS / 1000),
+            admin_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+        ],
+    );
+    Ok(res)
+}
+
+pub async fn logout(
+    State(state): State<Shared>,
+    op: Operator,
+    Form(form): Form<CsrfForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    state.store.revoke_session(&op.session.id).await?;
+    op.audit(&state, "logout", &op.session.email, "").await?;
+    let mut res = Redirect::to("/admin/login").into_response();
+    page::add_cookies(&mut res, &[admin_cookie(&state, SESSION_COOKIE, "", 0)]);
+    Ok(res)
+}

@@ -1,0 +1,249 @@
+//! Products: list, create, edit. Validation is the admin API's, so a
+//! product made in the panel obeys exactly the rules of one made by API.
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use kami_core::Currency;
+use kami_store::Product;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Operator;
+use super::page::{PanelError, PanelResult};
+use crate::api::admin::{create_product_from, update_product_from, ProductInput};
+use crate::present::money;
+use crate::state::Shared;
+
+pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP", "USDT"];
+
+pub async fn list(State(state): State<Shared>, op: Operator) -> PanelResult {
+    let products = state.store.list_products(false).await?;
+    let rows: Vec<Value> = products
+        .iter()
+        .map(|p| {
+            json!({"id": p.id, "name": p.name, "category": p.category, "stock": p.stock,
+                   "price": money(p.price, &p.currency), "visible": p.visible})
+        })
+        .collect();
+    Ok(op.render(
+        "admin/products.html",
+        json!({"nav": "products", "products": rows}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct SavedQuery {
+    #[serde(default)]
+    pub ok: Option<String>,
+}
+
+pub async fn new_form(op: Operator) -> Response {
+    let blank = json!({"currency": "CNY", "min_quantity": 1, "max_quantity": 10,
+                       "visible": true, "low_stock_threshold": 0});
+    form_page(&op, StatusCode::OK, None, blank, None, false)
+}
+
+pub async fn edit_form(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    Query(q): Query<SavedQuery>,
+) -> PanelResult {
+    let p = state
+        .store
+        .get_product(id)
+        .await?
+        .ok_or(PanelError::NotFound)?;
+    Ok(form_page(
+        &op,
+        StatusCode::OK,
+        Some(id),
+        values(&p),
+        None,
+        q.ok.is_some(),
+    ))
+}
+
+fn form_page(
+    op: &Operator,
+    status: StatusCode,
+    id: Option<i64>,
+    f: Value,
+    error: Option<String>,
+    saved: bool,
+) -> Response {
+    op.render_status(
+        status,
+        "admin/product_form.html",
+        json!({"nav": "products", "id": id, "f": f, "error": error, "saved": saved,
+               "currencies": CURRENCIES}),
+    )
+}
+
+/// The form's values for an existing product.
+fn values(p: &Product) -> Value {
+    let decimal = Currency::parse(&p.currency)
+        .map(|c| c.format_decimal(p.price))
+        .unwrap_or_else(|_| p.price.to_string());
+    json!({"name": p.name, "description": p.description, "price": decimal,
+           "currency": p.currency, "category": p.category.clone().unwrap_or_default(),
+           "min_quantity": p.min_quantity, "max_quantity": p.max_quantity,
+           "per_buyer_limit": p.per_buyer_limit, "visible": p.visible,
+           "sale_starts_at": p.sale_starts_at.map(local_input),
+           "sale_ends_at": p.sale_ends_at.map(local_input),
+           "low_stock_threshold": p.low_stock_threshold})
+}
+
+/// `datetime-local` inputs speak `YYYY-MM-DDTHH:MM`; the panel reads them as UTC.
+fn local_input(ms: i64) -> String {
+    kami_core::order::rfc3339(ms)[..16].to_string()
+}
+
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, serde::Serialize, Default)]
+#[serde(default)]
+pub struct ProductForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    price: String,
+    currency: String,
+    #[serde(default)]
+    category: String,
+    min_quantity: String,
+    max_quantity: String,
+    #[serde(default)]
+    per_buyer_limit: String,
+    #[serde(default)]
+    visible: Option<String>,
+    #[serde(default)]
+    sale_starts_at: String,
+    #[serde(default)]
+    sale_ends_at: String,
+    #[serde(default)]
+    low_stock_threshold: String,
+}
+
+fn int(field: &str, s: &str) -> Result<Option<i64>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{field} must be a whole number"))
+}
+
+/// `2026-12-01T10:00` → RFC 3339 in UTC, the API's time format.
+fn utc(s: &str) -> Option<String> {
+    let s = s.trim();
+    match s.len() {
+        0 => None,
+        16 => Some(format!("{s}:00Z")),
+        _ => Some(format!("{s}Z")),
+    }
+}
+
+impl ProductForm {
+    fn to_input(&self) -> Result<ProductInput, String> {
+        let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
+        let price = currency.parse_decimal(self.price.trim()).ok_or_else(|| {
+            format!(
+                "price must be a number with at most {} decimals",
+                currency.exponent()
+            )
+        })?;
+        let category = Some(self.category.trim().to_string()).filter(|c| !c.is_empty());
+        Ok(ProductInput {
+            name: Some(self.name.clone()),
+            price: Some(price),
+            currency: Some(currency.as_str().to_string()),
+            description: Some(self.description.clone()),
+            category: Some(category),
+            min_quantity: Some(int("min_quantity", &self.min_quantity)?.unwrap_or(1)),
+            max_quantity: Some(int("max_quantity", &self.max_quantity)?.unwrap_or(10)),
+            per_buyer_limit: Some(int("per_buyer_limit", &self.per_buyer_limit)?),
+            visible: Some(self.visible.is_some()),
+            sale_starts_at: Some(utc(&self.sale_starts_at)),
+            sale_ends_at: Some(utc(&self.sale_ends_at)),
+            low_stock_threshold: Some(
+                int("low_stock_threshold", &self.low_stock_threshold)?.unwrap_or(0),
+            ),
+        })
+    }
+
+    /// What the operator typed, to show again beside an error.
+    fn sticky(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["visible"] = json!(self.visible.is_some());
+        v
+    }
+}
+
+pub async fn create(
+    State(state): State<Shared>,
+    op: Operator,
+    Form(form): Form<ProductForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    let saved = match form.to_input() {
+        Ok(input) => create_product_from(&state, input)
+            .await
+            .map_err(PanelError::from),
+        Err(m) => Err(PanelError::Invalid(m)),
+    };
+    match saved {
+        Ok(p) => {
+            op.audit(
+                &state,
+                "product_created",
+                &format!("product:{}", p.id),
+                &p.name,
+            )
+            .await?;
+            Ok(Redirect::to(&format!("/admin/products/{}?ok=1", p.id)).into_response())
+        }
+        Err(PanelError::Invalid(m)) => Ok(form_page(
+            &op,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            form.sticky(),
+            Some(m),
+            false,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn update(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    Form(form): Form<ProductForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    let saved = match form.to_input() {
+        Ok(input) => update_product_from(&state, id, input)
+            .await
+            .map_err(PanelError::from),
+        Err(m) => Err(PanelError::Invalid(m)),
+    };
+    match saved {
+        Ok(p) => {
+            op.audit(&state, "product_updated", &format!("product:{id}"), &p.name)
+                .await?;
+            Ok(Redirect::to(&format!("/admin/products/{id}?ok=1")).into_response())
+        }
+        Err(PanelError::Invalid(m)) => Ok(form_page(
+            &op,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(id),
+            form.sticky(),
+            Some(m),
+            false,
+        )),
+        Err(e) => Err(e),
+    }
+}

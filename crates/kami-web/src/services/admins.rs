@@ -1,0 +1,74 @@
+//! Operator accounts, shared by `kami admin create` and the panel's staff page.
+
+use kami_core::password::{hash_password, PasswordError};
+use kami_core::secrets::random_token;
+use kami_core::Email;
+use kami_store::{NewAdmin, Role, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Email(#[from] kami_core::email::EmailError),
+    #[error("an admin with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("password hashing was interrupted")]
+    Join,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Argon2id on a blocking thread: it is slow on purpose, and must not stall
+/// the async workers serving buyers.
+pub async fn hash_off_thread(password: String) -> Result<String, AdminError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| AdminError::Join)?
+        .map_err(AdminError::from)
+}
+
+pub async fn verify_off_thread(password: String, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || kami_core::password::verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
+}
+
+/// Costs what `verify_off_thread` costs, for an account that does not exist,
+/// so a login's answer time does not tell which emails have accounts.
+pub async fn verify_dummy_off_thread(password: String) {
+    let _ = tokio::task::spawn_blocking(move || {
+        kami_core::password::verify_password(&password, kami_core::password::dummy_hash())
+    })
+    .await;
+}
+
+/// Creates an operator with a generated password, returned once for the
+/// caller to show; only its hash is stored.
+pub async fn create_admin(
+    store: &dyn Store,
+    email: &str,
+    role: Role,
+) -> Result<(i64, String), AdminError> {
+    let email = Email::parse(email)?;
+    let password = random_token("");
+    let password_hash = hash_off_thread(password.clone()).await?;
+    let id = store
+        .create_admin(&NewAdmin {
+            email: email.as_str().to_string(),
+            password_hash,
+            role,
+        })
+        .await?
+        .ok_or(AdminError::EmailTaken)?;
+    Ok((id, password))
+}
+
+/// Creates an admin API key; the key is returned once, only its SHA-256 kept.
+pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<(i64, String), StoreError> {
+    let key = random_token("kami_");
+    let id = store
+        .create_api_key(name, &kami_core::secrets::token_hash(&key), &key[..9])
+        .await?;
+    Ok((id, key))
+}

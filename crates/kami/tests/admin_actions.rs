@@ -1,0 +1,258 @@
+//! The admin panel's actions over plain HTTP, on the real binary and both
+//! backends: products, imports, code reveal/export/void, API keys, refunds
+//! and the dashboard's alerts, each leaving its audit entry.
+
+#[macro_use]
+mod common;
+
+use common::panel::{attr_after, create_admin, text_after, Panel};
+use common::{spawn_kami, Backend, Kami};
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn signed_in_owner(kami: &Kami) -> Panel {
+    let password = create_admin(kami, "owner@example.com", "owner");
+    let panel = Panel::new(kami);
+    panel.login("owner@example.com", &password).await;
+    panel
+}
+
+both_backends!(
+    every_action_is_audited,
+    unfulfilled_orders_raise_an_alert_and_can_be_refunded,
+);
+
+async fn every_action_is_audited(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let a = signed_in_owner(&kami).await;
+    let csrf = a.csrf().await;
+    let created = a
+        .post(
+            "/admin/products",
+            &[
+                ("csrf", &csrf),
+                ("name", "Audited"),
+                ("price", "12.5"),
+                ("currency", "CNY"),
+                ("category", "Cat"),
+                ("min_quantity", "1"),
+                ("max_quantity", "3"),
+                ("visible", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let id: i64 = created
+        .location
+        .unwrap()
+        .trim_start_matches("/admin/products/")
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_, v) = kami.admin_get(&format!("/api/v1/products/{id}")).await;
+    assert_eq!(v["price"], json!(1250));
+    assert_eq!(v["category"], json!("Cat"));
+
+    let secret_codes = common::make_codes("AUDIT", 3);
+    let file = secret_codes.join("\n");
+    let report = a
+        .post_multipart(
+            &format!("/admin/products/{id}/codes/import"),
+            &[
+                ("csrf", None, csrf.as_bytes()),
+                ("codes", None, b""),
+                ("file", Some("codes.txt"), file.as_bytes()),
+            ],
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert!(
+        report.body.contains("id=\"report-imported\">3<"),
+        "{}",
+        report.body
+    );
+    let list = a.get(&format!("/admin/products/{id}/codes")).await.body;
+    for c in &secret_codes {
+        assert!(!list.contains(c.as_str()), "codes are masked by default");
+    }
+    let card = attr_after(&list, "id=\"card-").unwrap();
+    let revealed = a
+        .post(
+            &format!("/admin/products/{id}/codes/{card}/reveal"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revealed.status, StatusCode::OK);
+    assert_eq!(
+        secret_codes
+            .iter()
+            .filter(|c| revealed.body.contains(c.as_str()))
+            .count(),
+        1,
+        "one code at a time"
+    );
+    let export = a
+        .post(
+            &format!("/admin/products/{id}/codes/export"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(export.status, StatusCode::OK);
+    for c in &secret_codes {
+        assert!(export.body.contains(c.as_str()));
+    }
+    let void = a
+        .post(
+            &format!("/admin/products/{id}/codes/{card}/void"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(void.status, StatusCode::SEE_OTHER);
+    assert_eq!(kami.stock3(id).await, (2, 0, 0));
+    let keys = a
+        .post("/admin/keys", &[("csrf", &csrf), ("name", "panel key")])
+        .await;
+    let new_key = &text_after(&keys.body, "id=\"new-key\">").expect("the key is shown once");
+    let (status, _) = kami
+        .send(
+            kami.http
+                .get(kami.url("/api/v1/admin/products"))
+                .bearer_auth(new_key),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the key made in the panel works");
+    let key_id = attr_after(&a.get("/admin/keys").await.body, "action=\"/admin/keys/").unwrap();
+    let key_id = key_id.trim_end_matches("/revoke");
+    assert_eq!(
+        a.post(&format!("/admin/keys/{key_id}/revoke"), &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    // A delivered order, then marked refunded.
+    let order = kami.buy(id, 1, "buyer@example.com").await;
+    kami.pay_ok(&order).await;
+    let no = order["order_no"].as_str().unwrap();
+    let detail = a.get(&format!("/admin/orders/{no}")).await.body;
+    assert!(
+        detail.contains("event-kind\">created") && detail.contains("event-kind\">delivered"),
+        "{detail}"
+    );
+    assert_eq!(
+        a.post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(kami.view(&order).await["status"], json!("refunded"));
+
+    let audit = a.get("/admin/audit").await.body;
+    for action in [
+        "login",
+        "product_created",
+        "codes_imported",
+        "code_revealed",
+        "codes_exported",
+        "code_voided",
+        "api_key_created",
+        "api_key_revoked",
+        "order_refunded",
+    ] {
+        assert!(
+            audit.contains(&format!(">{action}<")),
+            "no {action} in the audit log:\n{audit}"
+        );
+    }
+    let logs = kami.logs();
+    for c in &secret_codes {
+        assert!(
+            !audit.contains(c.as_str()),
+            "the audit log never holds a code"
+        );
+        assert!(!logs.contains(c.as_str()), "logs never hold a code");
+    }
+    assert!(!logs.contains(new_key));
+}
+
+/// A late payment after a sell-out: the dashboard raises the alert, the
+/// sales totals count it, the order can be marked refunded, and fulfilling an
+/// order that is not waiting is refused.
+async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend) {
+    let kami = common::spawn_kami_with(
+        backend,
+        common::Options {
+            order_ttl: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = signed_in_owner(&kami).await;
+    let id = kami
+        .product("Scarce", json!({"low_stock_threshold": 3}))
+        .await;
+    kami.import_codes(id, &common::make_codes("SCARCE", 1))
+        .await;
+    let slow = kami.buy(id, 1, "slow@example.com").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kami.stock3(id).await.0 != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired order never released its code"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let quick = kami.buy(id, 1, "quick@example.com").await;
+    kami.pay_ok(&quick).await;
+    kami.pay_ok(&slow).await;
+    assert_eq!(kami.view(&slow).await["status"], json!("paid_unfulfilled"));
+
+    let dashboard = a.get("/admin").await.body;
+    assert!(
+        dashboard.contains("<strong>1</strong> 笔已支付订单等待补货发货"),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("¥19.80"),
+        "two paid orders of ¥9.90 today: {dashboard}"
+    );
+    assert!(dashboard.contains("Scarce</a>"), "low stock is listed");
+    let waiting = a.get("/admin/orders?status=paid_unfulfilled").await.body;
+    let no = slow["order_no"].as_str().unwrap();
+    assert!(waiting.contains(no) && !waiting.contains(quick["order_no"].as_str().unwrap()));
+
+    let csrf = a.csrf().await;
+    let quick_no = quick["order_no"].as_str().unwrap();
+    let refused = a
+        .post(
+            &format!("/admin/orders/{quick_no}/fulfil"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let detail = a.get(&format!("/admin/orders/{no}")).await.body;
+    assert!(
+        !detail.contains("/fulfil\""),
+        "no fulfil button without stock"
+    );
+    let refund = a
+        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refund.status, StatusCode::SEE_OTHER);
+    assert_eq!(kami.view(&slow).await["status"], json!("refunded"));
+    assert_eq!(kami.count_events(no, "refunded").await, 1);
+    let again = a
+        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "refunded once only"
+    );
+    assert!(
+        !a.get("/admin").await.body.contains("等待补货发货"),
+        "the alert is gone"
+    );
+}
