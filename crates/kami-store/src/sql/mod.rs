@@ -5,6 +5,7 @@
 //! supplies the few words that differ (`BEGIN IMMEDIATE`, `SKIP LOCKED`).
 //! Schemas and migrations are per backend (`migrations/sqlite`, `/postgres`).
 
+mod batch;
 mod catalog;
 mod connect;
 mod jobs;
@@ -85,6 +86,9 @@ impl Store for SqlStore {
     async fn stock(&self, product_id: i64) -> Result<StockCounts> {
         catalog::stock(self, product_id).await
     }
+    async fn available_count(&self, product_id: i64, cap: i64) -> Result<i64> {
+        catalog::count_available(&self.read, product_id, cap).await
+    }
     async fn available_by_product(&self) -> Result<Vec<(i64, i64)>> {
         catalog::available_by_product(self).await
     }
@@ -112,6 +116,12 @@ impl Store for SqlStore {
 
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
         orders::create_order(self, o).await
+    }
+    async fn create_orders(&self, batch: &[NewOrder]) -> Vec<Result<Result<Order, CreateOrderError>>> {
+        batch::create_orders(self, batch).await
+    }
+    async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
+        batch::pay_orders(self, batch).await
     }
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
         orders::get_order(self, order_no).await

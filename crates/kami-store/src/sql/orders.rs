@@ -9,12 +9,12 @@ use super::{rows, SqlStore};
 use crate::types::*;
 use crate::{Backend, Result};
 
-type Tx = Transaction<'static, Any>;
+pub(super) type Tx = Transaction<'static, Any>;
 
 /// Claims up to `quantity` available codes of the product for the order in
 /// one statement (DESIGN.md, "Allocation under a flash sale"); returns how
 /// many it got. The caller decides what a short count means.
-async fn claim_cards(
+pub(super) async fn claim_cards(
     backend: Backend,
     tx: &mut Tx,
     order_id: i64,
@@ -79,7 +79,7 @@ pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
     Ok(())
 }
 
-async fn event(
+pub(super) async fn event(
     tx: &mut Tx,
     order_id: i64,
     order_no: &str,
@@ -160,49 +160,11 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         if o.quantity > limit {
             return Ok(Err(CreateOrderError::LimitExceeded));
         }
-        // Row-locked conditional upsert: two racing orders of one buyer
-        // cannot both pass the check.
-        let n = sqlx::query(
-            "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
-             ON CONFLICT (product_id, email) DO UPDATE \
-             SET quantity = buyer_purchases.quantity + excluded.quantity \
-             WHERE buyer_purchases.quantity + excluded.quantity <= $4",
-        )
-        .bind(o.product_id)
-        .bind(&o.email)
-        .bind(o.quantity)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        if !add_buyer_quantity(&mut tx, o, limit).await? {
             return Ok(Err(CreateOrderError::LimitExceeded));
         }
     }
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, discount, \
-         amount, currency, email, query_password_hash, access_token_hash, buyer_ip, channel, \
-         status, created_at, expires_at, idempotency_key) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15) \
-         RETURNING id",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(&o.order_no)
-    .bind(o.product_id)
-    .bind(o.quantity)
-    .bind(o.unit_price)
-    .bind(o.amount)
-    .bind(&o.currency)
-    .bind(&o.email)
-    .bind(o.query_password_hash.as_deref())
-    .bind(o.access_token_hash.as_slice())
-    .bind(o.buyer_ip.as_deref())
-    .bind(&o.channel)
-    .bind(o.created_at)
-    .bind(o.expires_at)
-    .bind(o.idempotency.as_ref().map(|r| r.key.as_str()))
-    .fetch_one(&mut *tx)
-    .await?;
+    let order_id = super::batch::insert_orders(&mut tx, &[o]).await?[o.order_no.as_str()];
     let claimed = claim_cards(
         s.backend,
         &mut tx,
@@ -225,16 +187,46 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         order_id,
         &o.order_no,
         "created",
-        format!(
-            "reserved {} code(s) until expiry; channel {}",
-            o.quantity, o.channel
-        ),
+        created_detail(o),
         o.created_at,
     )
     .await?;
     tx.commit().await?;
-    Ok(Ok(Order {
-        id: order_id,
+    Ok(Ok(pending_order(order_id, o)))
+}
+
+/// Adds the order's quantity to what its buyer holds of the product, unless
+/// that would pass `limit`; false (and nothing written) when it would.
+/// A row-locked conditional upsert: two racing orders of one buyer cannot
+/// both pass the check.
+pub(super) async fn add_buyer_quantity(tx: &mut Tx, o: &NewOrder, limit: i64) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (product_id, email) DO UPDATE \
+         SET quantity = buyer_purchases.quantity + excluded.quantity \
+         WHERE buyer_purchases.quantity + excluded.quantity <= $4",
+    )
+    .bind(o.product_id)
+    .bind(&o.email)
+    .bind(o.quantity)
+    .bind(limit)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub(super) fn created_detail(o: &NewOrder) -> String {
+    format!(
+        "reserved {} code(s) until expiry; channel {}",
+        o.quantity, o.channel
+    )
+}
+
+/// The order `create_order` wrote, as a value, without reading it back.
+pub(super) fn pending_order(id: i64, o: &NewOrder) -> Order {
+    Order {
+        id,
         order_no: o.order_no.clone(),
         product_id: o.product_id,
         quantity: o.quantity,
@@ -251,7 +243,7 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         expires_at: o.expires_at,
         paid_at: None,
         delivered_at: None,
-    }))
+    }
 }
 
 pub async fn get_order(s: &SqlStore, order_no: &str) -> Result<Option<Order>> {
@@ -352,8 +344,18 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
 /// repeated notification a no-op; the order moves on with conditional
 /// updates in the same transaction.
 pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
-    let now = p.received_at;
     let mut tx = s.begin().await?;
+    let outcome = pay_order_in(s.backend, &mut tx, p).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The body of `pay_order` inside the caller's transaction, so the group
+/// commit can pay many orders in one. Every outcome either writes all of its
+/// rows or none (a duplicate writes nothing); an `Err` means the caller must
+/// roll the whole transaction back.
+pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
+    let now = p.received_at;
     let inserted = sqlx::query(
         "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, raw, \
          received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -367,20 +369,19 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
     .bind(&p.currency)
     .bind(&p.raw)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if inserted == 0 {
-        tx.rollback().await?;
         return Ok(PayOutcome::Duplicate);
     }
     let sql = format!(
         "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
-        s.backend.for_update()
+        backend.for_update()
     );
     let row = sqlx::query(&sql)
         .bind(p.order_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let order_no: String = row.try_get("order_no")?;
     let status: String = row.try_get("status")?;
@@ -393,28 +394,27 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
     );
     let outcome = match OrderStatus::parse(&status) {
         Some(OrderStatus::Pending) => {
-            let sold = sell_cards(&mut tx, p.order_id, now).await?;
+            let sold = sell_cards(tx, p.order_id, now).await?;
             if sold != quantity {
                 // Impossible while the invariants hold; refuse rather than
                 // deliver short, so the gateway retries and an operator looks.
-                tx.rollback().await?;
                 return Err(crate::StoreError::Corrupt(format!(
                     "order {order_no} held {sold} reserved codes, expected {quantity}"
                 )));
             }
-            deliver(&mut tx, p.order_id, &order_no, now, &paid, "pending").await?;
+            deliver(tx, p.order_id, &order_no, now, &paid, "pending").await?;
             PayOutcome::Delivered
         }
         Some(OrderStatus::Expired) => {
             // A late payment: the codes went back to stock at expiry; take
             // them again if there are enough, or park the order for restock.
-            restore_buyer_quantity(&mut tx, product_id, &email, quantity).await?;
+            restore_buyer_quantity(tx, product_id, &email, quantity).await?;
             let claimed =
-                claim_cards(s.backend, &mut tx, p.order_id, product_id, quantity, None).await?;
+                claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
             if claimed == quantity {
-                sell_cards(&mut tx, p.order_id, now).await?;
+                sell_cards(tx, p.order_id, now).await?;
                 deliver(
-                    &mut tx,
+                    tx,
                     p.order_id,
                     &order_no,
                     now,
@@ -424,17 +424,17 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
                 .await?;
                 PayOutcome::Delivered
             } else {
-                release_cards(&mut tx, p.order_id).await?;
+                release_cards(tx, p.order_id).await?;
                 sqlx::query(
                     "UPDATE orders SET status = 'paid_unfulfilled', paid_at = $2 \
                      WHERE id = $1 AND status = 'expired'",
                 )
                 .bind(p.order_id)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 event(
-                    &mut tx,
+                    tx,
                     p.order_id,
                     &order_no,
                     "paid",
@@ -443,7 +443,7 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
                 )
                 .await?;
                 event(
-                    &mut tx,
+                    tx,
                     p.order_id,
                     &order_no,
                     "paid_unfulfilled",
@@ -456,7 +456,7 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
         }
         _ => {
             event(
-                &mut tx,
+                tx,
                 p.order_id,
                 &order_no,
                 "payment_for_paid_order",
@@ -467,7 +467,6 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
             PayOutcome::AlreadyPaid
         }
     };
-    tx.commit().await?;
     Ok(outcome)
 }
 
