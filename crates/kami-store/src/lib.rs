@@ -70,8 +70,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;
     /// Group commit: the orders in one transaction where it can, each with
     /// its own outcome in the same order as `batch` (sql/batch.rs).
-    async fn create_orders(&self, batch: &[NewOrder])
-        -> Vec<Result<Result<Order, CreateOrderError>>>;
+    async fn create_orders(
+        &self,
+        batch: &[NewOrder],
+    ) -> Vec<Result<Result<Order, CreateOrderError>>>;
     /// Group commit of payments; each outcome as `pay_order` would give it.
     async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>>;
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>>;

@@ -3,10 +3,20 @@ use std::sync::Arc;
 use kami_core::secrets::Keys;
 use kami_pay::sandbox::Sandbox;
 use kami_pay::Channel;
-use kami_store::Store;
+use kami_store::{
+    CreateOrderError, GroupCommit, NewOrder, NewPayment, Order, PayOutcome, Result as StoreResult,
+    Store,
+};
 use tokio::sync::Notify;
 
 use crate::rate_limit::RateLimits;
+use crate::services::catalog::Catalog;
+use crate::services::gate::StockGate;
+
+/// The group-commit writers of orders and payments (kami-store's
+/// `GroupCommit` over `Store::create_orders` / `pay_orders`).
+pub type OrderWriter = GroupCommit<NewOrder, StoreResult<Result<Order, CreateOrderError>>>;
+pub type PayWriter = GroupCommit<NewPayment, StoreResult<PayOutcome>>;
 
 /// Settings the web layer needs, already parsed and defaulted by the binary.
 #[derive(Debug, Clone)]
@@ -22,6 +32,10 @@ pub struct Settings {
     pub sandbox_secret: Option<String>,
     /// How often the expiry sweep runs.
     pub expiry_interval_ms: i64,
+    /// Requests waiting for the order writer at most; more are shed (503).
+    pub writer_queue: usize,
+    /// Orders (or payments) per group-commit transaction at most.
+    pub writer_batch: usize,
 }
 
 impl Default for Settings {
@@ -34,6 +48,8 @@ impl Default for Settings {
             rate_limits: true,
             sandbox_secret: None,
             expiry_interval_ms: 1000,
+            writer_queue: 4096,
+            writer_batch: 256,
         }
     }
 }
@@ -49,6 +65,10 @@ pub struct AppState {
     /// a very short TTL) instead of waiting for its next poll.
     pub wake_worker: Notify,
     pub templates: minijinja::Environment<'static>,
+    pub gate: StockGate,
+    pub catalog: Catalog,
+    pub order_writer: OrderWriter,
+    pub pay_writer: PayWriter,
 }
 
 pub type Shared = Arc<AppState>;
@@ -56,6 +76,15 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
         self.channels.iter().find(|c| c.name() == name)
+    }
+
+    /// This instance changed a product's stock other than by an order
+    /// (import, expiry, fulfilment): the gate and the product cache follow.
+    pub async fn stock_changed(&self, product_id: i64) {
+        if let Err(e) = self.gate.refresh(self.store.as_ref(), product_id).await {
+            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
+        }
+        self.catalog.invalidate();
     }
 
     pub fn channel_names(&self) -> Vec<&'static str> {

@@ -34,6 +34,10 @@ pub struct Config {
     /// tracing filter, e.g. `info` or `kami_web=debug,info`.
     pub log: String,
     pub db_pool_size: u32,
+    /// Orders waiting for the group-commit writer at most; more get 503.
+    pub writer_queue: usize,
+    /// Orders (or payments) per group-commit transaction at most.
+    pub writer_batch: usize,
     pub demo: bool,
     /// Payment channel sections (`[channels.epay]` …); applied by the
     /// channels that exist, the rest warned about.
@@ -60,6 +64,8 @@ impl Default for Config {
             notice: None,
             log: "info".into(),
             db_pool_size: 16,
+            writer_queue: 4096,
+            writer_batch: 256,
             demo: false,
             channels: BTreeMap::new(),
             config_file: None,
@@ -165,6 +171,18 @@ impl Config {
                 .trim()
                 .parse()
                 .context("KAMI_DB_POOL_SIZE must be a number")?;
+        }
+        if let Some(v) = env("KAMI_WRITER_QUEUE") {
+            cfg.writer_queue = v
+                .trim()
+                .parse()
+                .context("KAMI_WRITER_QUEUE must be a number")?;
+        }
+        if let Some(v) = env("KAMI_WRITER_BATCH") {
+            cfg.writer_batch = v
+                .trim()
+                .parse()
+                .context("KAMI_WRITER_BATCH must be a number")?;
         }
         if let Some(v) = env("KAMI_DEMO") {
             cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");

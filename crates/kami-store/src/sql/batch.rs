@@ -33,7 +33,9 @@ pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome
         match try_create_orders(s, batch).await {
             Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, size = batch.len(), "order batch failed; replaying it order by order"),
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "order batch failed; replaying it order by order")
+            }
         }
     }
     let mut out = Vec::with_capacity(batch.len());
@@ -100,10 +102,7 @@ async fn try_create_orders(
 /// Available codes per product of the batch, counted inside the write
 /// transaction and capped at what the batch asks for (so a million codes
 /// cost no more to count than ten).
-async fn stock_budgets(
-    tx: &mut Tx,
-    batch: &[NewOrder],
-) -> Result<HashMap<i64, i64>> {
+async fn stock_budgets(tx: &mut Tx, batch: &[NewOrder]) -> Result<HashMap<i64, i64>> {
     let mut wanted: HashMap<i64, i64> = HashMap::new();
     for o in batch {
         *wanted.entry(o.product_id).or_default() += o.quantity;
@@ -144,7 +143,10 @@ async fn decide(
 }
 
 /// Inserts the granted orders with multi-row statements; their ids by number.
-pub(super) async fn insert_orders(tx: &mut Tx, granted: &[&NewOrder]) -> Result<HashMap<String, i64>> {
+pub(super) async fn insert_orders(
+    tx: &mut Tx,
+    granted: &[&NewOrder],
+) -> Result<HashMap<String, i64>> {
     let mut ids = HashMap::with_capacity(granted.len());
     for chunk in granted.chunks(INSERT_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
@@ -247,7 +249,9 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
     if batch.len() > 1 {
         match try_pay_orders(s, batch).await {
             Ok(out) => return out.into_iter().map(Ok).collect(),
-            Err(e) => tracing::warn!(error = %e, size = batch.len(), "payment batch failed; replaying it payment by payment"),
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "payment batch failed; replaying it payment by payment")
+            }
         }
     }
     let mut out = Vec::with_capacity(batch.len());

@@ -117,7 +117,10 @@ impl Store for SqlStore {
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
         orders::create_order(self, o).await
     }
-    async fn create_orders(&self, batch: &[NewOrder]) -> Vec<Result<Result<Order, CreateOrderError>>> {
+    async fn create_orders(
+        &self,
+        batch: &[NewOrder],
+    ) -> Vec<Result<Result<Order, CreateOrderError>>> {
         batch::create_orders(self, batch).await
     }
     async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {

@@ -409,8 +409,7 @@ pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Resu
             // A late payment: the codes went back to stock at expiry; take
             // them again if there are enough, or park the order for restock.
             restore_buyer_quantity(tx, product_id, &email, quantity).await?;
-            let claimed =
-                claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
+            let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
             if claimed == quantity {
                 sell_cards(tx, p.order_id, now).await?;
                 deliver(

@@ -164,6 +164,8 @@ pub async fn create_product(
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
     };
     let p = state.store.create_product(&new).await?;
+    state.gate.observed(p.id, 0);
+    state.catalog.invalidate();
     tracing::info!(product_id = p.id, "product created");
     Ok((StatusCode::CREATED, Json(present::product(&p))))
 }
@@ -219,6 +221,7 @@ pub async fn update_product(
         .update_product(id, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
+    state.catalog.invalidate();
     Ok(Json(present::product(&p)))
 }
 
@@ -248,14 +251,16 @@ pub async fn import(
             .into_data_stream()
             .map(|r| r.map_err(|e| e.to_string()))
             .boxed();
-        import_cards(
+        let report = import_cards(
             task_state.store.as_ref(),
             &task_state.keys,
             id,
             chunks,
             |_| {},
         )
-        .await
+        .await;
+        task_state.stock_changed(id).await;
+        report
     });
     let report = task.await.map_err(ApiError::internal)?;
     match report {

@@ -2,6 +2,8 @@
 //! call the same functions, so both obey the same rules.
 
 pub mod cards;
+pub mod catalog;
+pub mod gate;
 pub mod import;
 pub mod notify;
 pub mod orders;

@@ -2,7 +2,7 @@
 //! then record the payment and deliver in one transaction (DESIGN.md, "Pay").
 //! The gateway hears success only once the outcome is committed.
 
-use kami_core::now_millis;
+use kami_core::{now_millis, OrderStatus};
 use kami_pay::{Channel, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
 
@@ -69,7 +69,21 @@ pub async fn handle_notification(
         raw: truncate(&notice.raw),
         received_at: now_millis(),
     };
-    match state.store.pay_order(&payment).await {
+    let outcome = match state.pay_writer.submit(payment.clone()).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            metrics::counter!("kami_shed_total", "writer" => "payments").increment(1);
+            // The gateway retries a 503: a payment is never dropped, only
+            // answered later (invariant 3).
+            return retry_later(channel, &e.to_string());
+        }
+    };
+    if order.status.0 != OrderStatus::Pending {
+        // A late payment took codes again (or waits for them): the gate
+        // follows the stock it changed.
+        state.stock_changed(order.product_id).await;
+    }
+    match outcome {
         Ok(outcome) => {
             let verdict = match outcome {
                 PayOutcome::Delivered => "delivered",

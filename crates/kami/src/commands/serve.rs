@@ -33,6 +33,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         rate_limits: cfg.rate_limits == "on",
         sandbox_secret: cfg.sandbox_secret.clone(),
         expiry_interval_ms: 1000,
+        writer_queue: cfg.writer_queue.max(1),
+        writer_batch: cfg.writer_batch.max(1),
     };
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;
