@@ -56,7 +56,7 @@ pub fn build_state(
         channels.push(sb.clone());
     }
     metrics::handle();
-    let (order_writer, pay_writer) = writers(&store, &settings);
+    let (order_writer, pay_writers) = writers(&store, &settings);
     Arc::new(AppState {
         store,
         keys,
@@ -69,21 +69,22 @@ pub fn build_state(
         gate: StockGate::default(),
         catalog: Catalog::default(),
         order_writer,
-        pay_writer,
+        pay_writers,
     })
 }
 
 /// The group-commit writers. SQLite has one writer connection, so one task
 /// batches for it; PostgreSQL runs a few transactions side by side (their
 /// claims skip each other's rows) to overlap round trips.
-fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, PayWriter) {
+fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {
+    let parallel = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    };
     let cfg = WriterConfig {
         queue: settings.writer_queue,
         max_batch: settings.writer_batch,
-        writers: match store.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
-        },
+        writers: parallel,
     };
     let s = store.clone();
     let orders = GroupCommit::spawn(
@@ -94,15 +95,19 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, PayWrit
         },
         |n| metrics::batch_size("orders", n),
     );
-    let s = store.clone();
-    let payments = GroupCommit::spawn(
-        cfg,
-        move |batch| {
-            let s = s.clone();
-            async move { s.pay_orders(&batch).await }
-        },
-        |n| metrics::batch_size("payments", n),
-    );
+    let payments = (0..parallel)
+        .map(|_| {
+            let s = store.clone();
+            GroupCommit::spawn(
+                WriterConfig { writers: 1, ..cfg },
+                move |batch| {
+                    let s = s.clone();
+                    async move { s.pay_orders(&batch).await }
+                },
+                |n| metrics::batch_size("payments", n),
+            )
+        })
+        .collect();
     (orders, payments)
 }
 

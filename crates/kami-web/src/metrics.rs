@@ -74,7 +74,7 @@ pub async fn render(State(state): State<Shared>) -> Response {
     metrics::gauge!("kami_writer_queue_depth", "writer" => "orders")
         .set(state.order_writer.depth() as f64);
     metrics::gauge!("kami_writer_queue_depth", "writer" => "payments")
-        .set(state.pay_writer.depth() as f64);
+        .set(state.pay_writers.iter().map(|w| w.depth()).sum::<usize>() as f64);
     if let Ok(counts) = state.store.count_orders_by_status().await {
         for (status, n) in counts {
             metrics::gauge!("kami_orders_by_status", "status" => status).set(n as f64);

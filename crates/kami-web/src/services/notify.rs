@@ -69,7 +69,7 @@ pub async fn handle_notification(
         raw: truncate(&notice.raw),
         received_at: now_millis(),
     };
-    let outcome = match state.pay_writer.submit(payment.clone()).await {
+    let outcome = match state.pay_writer(order.id).submit(payment.clone()).await {
         Ok(outcome) => outcome,
         Err(e) => {
             metrics::counter!("kami_shed_total", "writer" => "payments").increment(1);
@@ -78,7 +78,7 @@ pub async fn handle_notification(
             return retry_later(channel, &e.to_string());
         }
     };
-    if order.status.0 != OrderStatus::Pending {
+    if order.status.0 == OrderStatus::Expired {
         // A late payment took codes again (or waits for them): the gate
         // follows the stock it changed.
         state.stock_changed(order.product_id).await;
