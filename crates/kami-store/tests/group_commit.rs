@@ -108,7 +108,11 @@ async fn a_full_queue_refuses_and_loses_nothing_it_accepted(backend: Backend) {
         .fetch_one(&db.check)
         .await
         .unwrap();
-    assert_eq!(in_db as usize, accepted.len(), "exactly the accepted orders exist");
+    assert_eq!(
+        in_db as usize,
+        accepted.len(),
+        "exactly the accepted orders exist"
+    );
     for no in &accepted {
         assert!(db.store.get_order(no).await.unwrap().is_some());
     }

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::*;
 use kami_core::now_millis;
 use kami_store::*;

@@ -15,7 +15,14 @@ both_backends!(
 );
 
 async fn spawn_short_ttl(backend: Backend) -> Kami {
-    spawn_kami_with(backend, Options { order_ttl: 2 }).await
+    spawn_kami_with(
+        backend,
+        Options {
+            order_ttl: 2,
+            ..Options::default()
+        },
+    )
+    .await
 }
 
 /// Polls the stock until `available` reaches `want` (codes released by the sweep).

@@ -233,4 +233,3 @@ macro_rules! both_backends {
         }
     };
 }
-

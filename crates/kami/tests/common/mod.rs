@@ -59,11 +59,16 @@ pub enum Stop {
 pub struct Options {
     /// `KAMI_ORDER_TTL` in seconds.
     pub order_ttl: u64,
+    /// More `KAMI_*` settings, applied after (over) the defaults above.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { order_ttl: 900 }
+        Self {
+            order_ttl: 900,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -250,7 +255,7 @@ impl Kami {
     }
 
     pub fn envs(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("KAMI_BIND".into(), format!("127.0.0.1:{}", self.port)),
             (
                 "KAMI_DATA_DIR".into(),
@@ -262,7 +267,9 @@ impl Kami {
             ("KAMI_RATE_LIMITS".into(), "off".into()),
             ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
             ("KAMI_LOG".into(), "info".into()),
-        ]
+        ];
+        env.extend(self.options.env.iter().cloned());
+        env
     }
 
     /// A `kami` command with this server's environment (and none inherited).
