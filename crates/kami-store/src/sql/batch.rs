@@ -1,5 +1,5 @@
-//! Group commit: many buyers' orders (or many payments) in one write
-//! transaction, each with its own outcome (DESIGN.md, "Allocation under a
+//! Group commit of orders: many buyers' orders in one write transaction,
+//! each with its own outcome (DESIGN.md, "Allocation under a
 //! flash sale").
 //!
 //! A batch decides every order before it writes anything for it
@@ -239,34 +239,4 @@ async fn insert_created_events(
         q.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// Payments in one transaction. Each payment's statements either all apply or
-/// none do (a duplicate writes nothing), so one transaction can hold many;
-/// an error rolls the batch back and replays it one payment at a time, so the
-/// failing payment alone gets the error.
-pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
-    if batch.len() > 1 {
-        match try_pay_orders(s, batch).await {
-            Ok(out) => return out.into_iter().map(Ok).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, size = batch.len(), "payment batch failed; replaying it payment by payment")
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(batch.len());
-    for p in batch {
-        out.push(orders::pay_order(s, p).await);
-    }
-    out
-}
-
-async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
-    let mut tx = s.begin().await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for p in batch {
-        out.push(orders::pay_order_in(s.backend, &mut tx, p).await?);
-    }
-    tx.commit().await?;
-    Ok(out)
 }

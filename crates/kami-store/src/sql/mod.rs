@@ -11,6 +11,7 @@ mod connect;
 mod jobs;
 mod keys;
 mod orders;
+mod payments;
 mod rows;
 
 use async_trait::async_trait;
@@ -124,7 +125,7 @@ impl Store for SqlStore {
         batch::create_orders(self, batch).await
     }
     async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
-        batch::pay_orders(self, batch).await
+        payments::pay_orders(self, batch).await
     }
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
         orders::get_order(self, order_no).await
@@ -139,7 +140,7 @@ impl Store for SqlStore {
         orders::list_orders(self, filter).await
     }
     async fn pay_order(&self, p: &NewPayment) -> Result<PayOutcome> {
-        orders::pay_order(self, p).await
+        payments::pay_order(self, p).await
     }
     async fn expire_due_orders(&self, now: Millis, limit: i64) -> Result<Vec<Order>> {
         orders::expire_due_orders(self, now, limit).await

@@ -39,7 +39,7 @@ pub(super) async fn claim_cards(
     Ok(claimed as i64)
 }
 
-async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
+pub(super) async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
     sqlx::query(
         "UPDATE cards SET status = 'available', order_id = NULL, reserved_until = NULL \
          WHERE order_id = $1 AND status = 'reserved'",
@@ -50,7 +50,7 @@ async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
     Ok(())
 }
 
-async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Result<i64> {
+pub(super) async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Result<i64> {
     let n = sqlx::query(
         "UPDATE cards SET status = 'sold', sold_at = $2, reserved_until = NULL \
          WHERE order_id = $1 AND status = 'reserved'",
@@ -338,173 +338,6 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
     }
     let rows = q.fetch_all(&s.read).await?;
     rows.iter().map(rows::order).collect()
-}
-
-/// DESIGN.md "Pay": the payment row's UNIQUE (channel, trade_no) makes a
-/// repeated notification a no-op; the order moves on with conditional
-/// updates in the same transaction.
-pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
-    let mut tx = s.begin().await?;
-    let outcome = pay_order_in(s.backend, &mut tx, p).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-/// The body of `pay_order` inside the caller's transaction, so the group
-/// commit can pay many orders in one. Every outcome either writes all of its
-/// rows or none (a duplicate writes nothing); an `Err` means the caller must
-/// roll the whole transaction back.
-pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
-    let now = p.received_at;
-    let inserted = sqlx::query(
-        "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, raw, \
-         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (channel, trade_no) DO NOTHING",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(p.order_id)
-    .bind(&p.channel)
-    .bind(&p.trade_no)
-    .bind(p.amount)
-    .bind(&p.currency)
-    .bind(&p.raw)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(PayOutcome::Duplicate);
-    }
-    let sql = format!(
-        "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
-        backend.for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(p.order_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let order_no: String = row.try_get("order_no")?;
-    let status: String = row.try_get("status")?;
-    let product_id: i64 = row.try_get("product_id")?;
-    let quantity: i64 = row.try_get("quantity")?;
-    let email: String = row.try_get("email")?;
-    let paid = format!(
-        "{} {} via {} trade {}",
-        p.amount, p.currency, p.channel, p.trade_no
-    );
-    let outcome = match OrderStatus::parse(&status) {
-        Some(OrderStatus::Pending) => {
-            let sold = sell_cards(tx, p.order_id, now).await?;
-            if sold != quantity {
-                // Impossible while the invariants hold; refuse rather than
-                // deliver short, so the gateway retries and an operator looks.
-                return Err(crate::StoreError::Corrupt(format!(
-                    "order {order_no} held {sold} reserved codes, expected {quantity}"
-                )));
-            }
-            deliver(tx, p.order_id, &order_no, now, &paid, "pending").await?;
-            PayOutcome::Delivered
-        }
-        Some(OrderStatus::Expired) => {
-            // A late payment: the codes went back to stock at expiry; take
-            // them again if there are enough, or park the order for restock.
-            restore_buyer_quantity(tx, product_id, &email, quantity).await?;
-            let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
-            if claimed == quantity {
-                sell_cards(tx, p.order_id, now).await?;
-                deliver(
-                    tx,
-                    p.order_id,
-                    &order_no,
-                    now,
-                    &format!("late payment: {paid}"),
-                    "expired",
-                )
-                .await?;
-                PayOutcome::Delivered
-            } else {
-                release_cards(tx, p.order_id).await?;
-                sqlx::query(
-                    "UPDATE orders SET status = 'paid_unfulfilled', paid_at = $2 \
-                     WHERE id = $1 AND status = 'expired'",
-                )
-                .bind(p.order_id)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                event(
-                    tx,
-                    p.order_id,
-                    &order_no,
-                    "paid",
-                    format!("late payment: {paid}"),
-                    now,
-                )
-                .await?;
-                event(
-                    tx,
-                    p.order_id,
-                    &order_no,
-                    "paid_unfulfilled",
-                    format!("no stock for {quantity} code(s); waiting for restock or refund"),
-                    now,
-                )
-                .await?;
-                PayOutcome::PaidUnfulfilled
-            }
-        }
-        _ => {
-            event(
-                tx,
-                p.order_id,
-                &order_no,
-                "payment_for_paid_order",
-                format!("order already {status}; extra payment {paid} needs a refund"),
-                now,
-            )
-            .await?;
-            PayOutcome::AlreadyPaid
-        }
-    };
-    Ok(outcome)
-}
-
-async fn deliver(
-    tx: &mut Tx,
-    order_id: i64,
-    order_no: &str,
-    now: Millis,
-    paid: &str,
-    from: &str,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE orders SET status = 'delivered', paid_at = $2, delivered_at = $2 \
-         WHERE id = $1 AND status = $3",
-    )
-    .bind(order_id)
-    .bind(now)
-    .bind(from)
-    .execute(&mut **tx)
-    .await?;
-    event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
-    event(tx, order_id, order_no, "delivered", String::new(), now).await
-}
-
-async fn restore_buyer_quantity(
-    tx: &mut Tx,
-    product_id: i64,
-    email: &str,
-    quantity: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE buyer_purchases SET quantity = quantity + $3 WHERE product_id = $1 AND email = $2",
-    )
-    .bind(product_id)
-    .bind(email)
-    .bind(quantity)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
