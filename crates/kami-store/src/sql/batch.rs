@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::orders::{self, claim_cards, insert_idempotency, pending_order, Tx};
+use super::orders::{self, claim_cards_many, insert_idempotency, pending_order, Tx};
 use super::SqlStore;
 use crate::types::*;
 use crate::Result;
@@ -70,20 +70,20 @@ async fn try_create_orders(
         .map(|(o, _)| o)
         .collect();
     let ids = insert_orders(&mut tx, &granted).await?;
-    for o in &granted {
-        let id = ids[o.order_no.as_str()];
-        let claimed = claim_cards(
-            s.backend,
-            &mut tx,
-            id,
-            o.product_id,
-            o.quantity,
-            Some(o.expires_at),
-        )
-        .await?;
-        if claimed < o.quantity {
-            return Ok(None);
-        }
+    let claims: Vec<(i64, i64, i64, i64)> = granted
+        .iter()
+        .map(|o| {
+            (
+                ids[o.order_no.as_str()],
+                o.product_id,
+                o.quantity,
+                o.expires_at,
+            )
+        })
+        .collect();
+    let claimed = claim_cards_many(s.backend, &mut tx, &claims).await?;
+    if claimed.iter().zip(&granted).any(|(n, o)| *n < o.quantity) {
+        return Ok(None);
     }
     insert_created_events(&mut tx, &granted, &ids).await?;
     tx.commit().await?;
