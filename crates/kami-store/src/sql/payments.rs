@@ -211,8 +211,8 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
     out
 }
 
-/// Rows per multi-row payment insert (8 parameters each).
-const PAY_CHUNK: usize = 64;
+/// Rows per multi-row payment insert (see batch.rs `INSERT_CHUNK`).
+const PAY_CHUNK: usize = 16;
 
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
     let mut tx = s.begin().await?;
