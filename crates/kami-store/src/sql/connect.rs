@@ -16,8 +16,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// NORMAL sync is durable across process crashes in WAL mode, and the busy
 /// timeout covers other processes (a second instance, `kami cards import`).
 /// Page caches are sized so the whole process stays within ~150 MB with a
-/// million codes in stock: 32 MiB for the writer, 8 MiB per reader (the
-/// readers mostly serve order pages; product reads come from memory).
+/// million codes in stock: 32 MiB for the writer, 2 MiB per reader. A
+/// reader's cache is thrown away whenever the writer committed since its
+/// last read (perf: `pcache1TruncateUnsafe`), which during a drop is every
+/// read, so a big one only costs; product reads come from memory anyway.
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;";
 
@@ -94,7 +96,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -8192;")
+                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048;")
                     .await?;
                 Ok(())
             })
