@@ -36,6 +36,8 @@ pub struct Settings {
     pub writer_queue: usize,
     /// Orders (or payments) per group-commit transaction at most.
     pub writer_batch: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (extract.rs `ClientIp`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -50,6 +52,7 @@ impl Default for Settings {
             expiry_interval_ms: 1000,
             writer_queue: 4096,
             writer_batch: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }

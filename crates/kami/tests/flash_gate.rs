@@ -17,6 +17,7 @@ both_backends!(
     gate_and_database_agree_after_expiries_restocks_and_a_restart,
     a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted,
     order_rate_limit_holds_per_ip,
+    forwarded_for_is_believed_only_from_trusted_proxies,
     a_drop_opens_at_its_second_and_not_before,
 );
 
@@ -197,11 +198,13 @@ async fn order_rate_limit_holds_per_ip(backend: Backend) {
     kami.import_codes(pid, &make_codes("RATE", 10)).await;
     // Past the documented burst of 300 orders per IP, the answer is 429
     // whatever the stock (the gate answers sold_out only inside the budget).
+    // A forwarded-for header from an untrusted peer changes nothing.
     let mut limited = 0;
     for i in 0..400 {
         let res = kami
             .http
             .post(kami.url("/api/v1/orders"))
+            .header("x-forwarded-for", format!("10.1.{}.{}", i / 250, i % 250))
             .json(&json!({"product_id": pid, "quantity": 1,
                           "email": format!("r{i}@example.com"), "channel": "sandbox"}))
             .send()
@@ -217,6 +220,48 @@ async fn order_rate_limit_holds_per_ip(backend: Backend) {
         "only {limited} of 400 orders were rate-limited"
     );
     assert_eq!(kami.stock3(pid).await, (0, 10, 0));
+}
+
+/// Behind a trusted proxy every forwarded client has its own bucket; the
+/// same client behind it is limited like anyone (lookups: burst 10 per IP).
+async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            env: env(&[
+                ("KAMI_RATE_LIMITS", "on"),
+                ("KAMI_TRUSTED_PROXIES", "127.0.0.1"),
+            ]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let lookup = |xff: String, i: usize| {
+        kami.http
+            .post(kami.url("/api/v1/orders/lookup"))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": format!("l{i}@example.com"), "query_password": "x"}))
+            .send()
+    };
+    for i in 0..20 {
+        let res = lookup(format!("203.0.113.{i}"), i).await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "client {i} has its own bucket"
+        );
+    }
+    let mut limited = 0;
+    for i in 0..20 {
+        let res = lookup("198.51.100.7".into(), 100 + i).await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 5,
+        "one forwarded client was limited {limited} times"
+    );
 }
 
 async fn a_drop_opens_at_its_second_and_not_before(backend: Backend) {

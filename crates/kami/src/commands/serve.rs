@@ -35,6 +35,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         expiry_interval_ms: 1000,
         writer_queue: cfg.writer_queue.max(1),
         writer_batch: cfg.writer_batch.max(1),
+        trusted_proxies: cfg.trusted_proxy_ips()?,
     };
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;
