@@ -47,6 +47,12 @@ pub struct FlashArgs {
     /// Uncounted warm-up before each timed load.
     #[arg(long, default_value_t = 1.0)]
     pub warmup_seconds: f64,
+
+    /// Orders in the sale [default: --codes, i.e. until sold out]. Fewer leave stock behind
+    /// (to measure with a big stock, e.g. RSS and p99 with a million codes) and skip the
+    /// sold-out phase.
+    #[arg(long)]
+    pub sale_orders: Option<u64>,
 }
 
 const PREFIX: &str = "FLASH";
@@ -248,8 +254,9 @@ async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<Stri
         },
         _ => Outcome::Err(error_label(status, body)),
     };
+    let sale_orders = args.sale_orders.unwrap_or(args.codes).min(args.codes);
     let r = load::run(
-        &spec(server, conns, Stop::Count(args.codes)),
+        &spec(server, conns, Stop::Count(sale_orders)),
         order_body.clone(),
         keep_order,
     )
@@ -257,21 +264,9 @@ async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<Stri
     phases.push(Phase::of("orders while stock lasts", &r));
     let mut orders: Vec<Order> = r.kept;
 
-    eprintln!("[{b}] sold-out traffic for {} s", args.sold_out_seconds);
-    let late_start = args.codes * 2;
-    let r = load::run(
-        &spec(server, conns, timed(args, args.sold_out_seconds)),
-        move |n| order_body(late_start + n),
-        |status: u16, body: &Bytes| match status {
-            // Codes freed by shed requests of the drop are still sold here.
-            201 => Outcome::Ok(parse_order(body)),
-            409 if error_label(status, body) == "409 sold_out" => Outcome::Ok(None),
-            _ => Outcome::Err(error_label(status, body)),
-        },
-    )
-    .await?;
-    phases.push(Phase::of("sold-out answers", &r));
-    orders.extend(r.kept);
+    if sale_orders == args.codes {
+        sold_out_phase(args, server, order_body, &mut phases, &mut orders).await?;
+    }
 
     eprintln!(
         "[{b}] notification storm: {} orders, each notified twice",
@@ -287,6 +282,33 @@ async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<Stri
     eprintln!("[{b}] verifying");
     let failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
     Ok((phases, failures))
+}
+
+async fn sold_out_phase(
+    args: &FlashArgs,
+    server: &Server,
+    order_body: impl Fn(u64) -> Req + Send + Sync + 'static,
+    phases: &mut Vec<Phase>,
+    orders: &mut Vec<Order>,
+) -> Result<()> {
+    let b = server.backend;
+    let conns = args.common.connections;
+    eprintln!("[{b}] sold-out traffic for {} s", args.sold_out_seconds);
+    let late_start = args.codes * 2;
+    let r = load::run(
+        &spec(server, conns, timed(args, args.sold_out_seconds)),
+        move |n| order_body(late_start + n),
+        |status: u16, body: &Bytes| match status {
+            // Codes freed by shed requests of the drop are still sold here.
+            201 => Outcome::Ok(parse_order(body)),
+            409 if error_label(status, body) == "409 sold_out" => Outcome::Ok(None),
+            _ => Outcome::Err(error_label(status, body)),
+        },
+    )
+    .await?;
+    phases.push(Phase::of("sold-out answers", &r));
+    orders.extend(r.kept);
+    Ok(())
 }
 
 async fn notify_twice(
