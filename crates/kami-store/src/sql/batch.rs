@@ -20,12 +20,7 @@ use sqlx::Row;
 use super::orders::{self, claim_cards_many, insert_idempotency, pending_order, Tx};
 use super::SqlStore;
 use crate::types::*;
-use crate::Result;
-
-/// Rows per multi-row INSERT. Small on purpose: sqlx looks every SQLite
-/// parameter up by name, which costs time quadratic in the parameters of a
-/// statement (perf showed `sqlite3_bind_parameter_name` on top at 64 rows).
-const INSERT_CHUNK: usize = 16;
+use crate::{Backend, Result};
 
 type OrderOutcome = Result<Result<Order, CreateOrderError>>;
 
@@ -70,7 +65,7 @@ async fn try_create_orders(
         .filter(|(_, v)| v.is_none())
         .map(|(o, _)| o)
         .collect();
-    let ids = insert_orders(&mut tx, &granted).await?;
+    let ids = insert_orders(s.backend, &mut tx, &granted).await?;
     let claims: Vec<(i64, i64, i64, i64)> = granted
         .iter()
         .map(|o| {
@@ -86,7 +81,7 @@ async fn try_create_orders(
     if claimed.iter().zip(&granted).any(|(n, o)| *n < o.quantity) {
         return Ok(None);
     }
-    insert_created_events(&mut tx, &granted, &ids).await?;
+    insert_created_events(s.backend, &mut tx, &granted, &ids).await?;
     tx.commit().await?;
     Ok(Some(
         batch
@@ -145,11 +140,12 @@ async fn decide(
 
 /// Inserts the granted orders with multi-row statements; their ids by number.
 pub(super) async fn insert_orders(
+    backend: Backend,
     tx: &mut Tx,
     granted: &[&NewOrder],
 ) -> Result<HashMap<String, i64>> {
     let mut ids = HashMap::with_capacity(granted.len());
-    for chunk in granted.chunks(INSERT_CHUNK) {
+    for chunk in granted.chunks(backend.insert_chunk()) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = i * 14;
@@ -207,11 +203,12 @@ pub(super) async fn insert_orders(
 
 /// The `created` timeline rows of the batch, in multi-row statements.
 async fn insert_created_events(
+    backend: Backend,
     tx: &mut Tx,
     granted: &[&NewOrder],
     ids: &HashMap<String, i64>,
 ) -> Result<()> {
-    for chunk in granted.chunks(INSERT_CHUNK) {
+    for chunk in granted.chunks(backend.insert_chunk()) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = i * 4;

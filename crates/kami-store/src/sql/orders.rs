@@ -209,7 +209,8 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
             return Ok(Err(CreateOrderError::LimitExceeded));
         }
     }
-    let order_id = super::batch::insert_orders(&mut tx, &[o]).await?[o.order_no.as_str()];
+    let order_id =
+        super::batch::insert_orders(s.backend, &mut tx, &[o]).await?[o.order_no.as_str()];
     let claimed = claim_cards(
         s.backend,
         &mut tx,

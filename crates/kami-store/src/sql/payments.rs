@@ -211,12 +211,9 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
     out
 }
 
-/// Rows per multi-row payment insert (see batch.rs `INSERT_CHUNK`).
-const PAY_CHUNK: usize = 16;
-
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
     let mut tx = s.begin().await?;
-    let new = insert_payments(&mut tx, batch).await?;
+    let new = insert_payments(s.backend, &mut tx, batch).await?;
     // Each order's first new payment may take the set-based path; a second
     // payment for the same order must see the first one's result.
     let mut first_of_order: HashMap<i64, usize> = HashMap::new();
@@ -235,7 +232,7 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
         })
         .map(|(i, _)| i)
         .collect();
-    deliver_pending(&mut tx, batch, &fast, &pending).await?;
+    deliver_pending(s.backend, &mut tx, batch, &fast, &pending).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         out.push(if !new[i] {
@@ -252,9 +249,9 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
 
 /// Inserts the payment rows; which of them were new (a row already stored,
 /// or an earlier twin in this batch, makes a later one a duplicate).
-async fn insert_payments(tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
+async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
     let mut stored: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in batch.chunks(PAY_CHUNK) {
+    for chunk in batch.chunks(backend.insert_chunk()) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = i * 7;
@@ -349,6 +346,7 @@ async fn pending_quantities(
 /// them, checking every order got exactly its quantity (else the batch is
 /// refused, as `settle_in` would refuse the single payment).
 async fn deliver_pending(
+    backend: Backend,
     tx: &mut Tx,
     batch: &[NewPayment],
     fast: &[usize],
@@ -395,7 +393,7 @@ async fn deliver_pending(
         q = q.bind(id);
     }
     q.execute(&mut **tx).await?;
-    for chunk in fast.chunks(PAY_CHUNK) {
+    for chunk in fast.chunks(backend.insert_chunk()) {
         let rows: Vec<String> = (0..chunk.len() * 2)
             .map(|i| {
                 let b = i * 5;
