@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::orders::{self, claim_cards_many, insert_idempotency, pending_order, Tx};
+use super::orders::{self, claim_cards_many, insert_idempotency, pending_order, Claim, Tx};
 use super::SqlStore;
 use crate::types::*;
 use crate::{Backend, Result};
@@ -47,7 +47,7 @@ async fn try_create_orders(
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
     let mut tx = s.begin().await?;
-    let mut budget = stock_budgets(&mut tx, batch).await?;
+    let (mut budget, floors) = stock_budgets(&mut tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {
         verdicts.push(decide(&mut tx, o, &mut budget).await?);
@@ -66,15 +66,14 @@ async fn try_create_orders(
         .map(|(o, _)| o)
         .collect();
     let ids = insert_orders(s.backend, &mut tx, &granted).await?;
-    let claims: Vec<(i64, i64, i64, i64)> = granted
+    let claims: Vec<Claim> = granted
         .iter()
-        .map(|o| {
-            (
-                ids[o.order_no.as_str()],
-                o.product_id,
-                o.quantity,
-                o.expires_at,
-            )
+        .map(|o| Claim {
+            order_id: ids[o.order_no.as_str()],
+            product_id: o.product_id,
+            quantity: o.quantity,
+            until: o.expires_at,
+            floor: floors.get(&o.product_id).copied(),
         })
         .collect();
     let claimed = claim_cards_many(s.backend, &mut tx, &claims).await?;
@@ -97,18 +96,33 @@ async fn try_create_orders(
 
 /// Available codes per product of the batch, counted inside the write
 /// transaction and capped at what the batch asks for (so a million codes
-/// cost no more to count than ten).
-async fn stock_budgets(tx: &mut Tx, batch: &[NewOrder]) -> Result<HashMap<i64, i64>> {
+/// cost no more to count than ten), and the lowest available id (the
+/// claims' `floor`).
+async fn stock_budgets(
+    tx: &mut Tx,
+    batch: &[NewOrder],
+) -> Result<(HashMap<i64, i64>, HashMap<i64, i64>)> {
     let mut wanted: HashMap<i64, i64> = HashMap::new();
     for o in batch {
         *wanted.entry(o.product_id).or_default() += o.quantity;
     }
     let mut budget = HashMap::with_capacity(wanted.len());
+    let mut floors = HashMap::with_capacity(wanted.len());
     for (product_id, want) in wanted {
-        let n = super::catalog::count_available(&mut **tx, product_id, want).await?;
-        budget.insert(product_id, n);
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
+             WHERE product_id = $1 AND status = 'available' ORDER BY id LIMIT $2) AS a",
+        )
+        .bind(product_id)
+        .bind(want)
+        .fetch_one(&mut **tx)
+        .await?;
+        budget.insert(product_id, row.try_get::<i64, _>("n")?);
+        if let Some(first) = row.try_get::<Option<i64>, _>("first")? {
+            floors.insert(product_id, first);
+        }
     }
-    Ok(budget)
+    Ok((budget, floors))
 }
 
 /// `None` grants the order (its stock is then taken from the budget and its
