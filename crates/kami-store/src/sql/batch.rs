@@ -17,7 +17,9 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::orders::{self, claim_cards_many, insert_idempotency, pending_order, Claim, Tx};
+use super::orders::{
+    self, claim_cards_many, insert_idempotency, pending_order, values_rows, Claim, Tx,
+};
 use super::SqlStore;
 use crate::types::*;
 use crate::{Backend, Result};
@@ -160,35 +162,17 @@ pub(super) async fn insert_orders(
 ) -> Result<HashMap<String, i64>> {
     let mut ids = HashMap::with_capacity(granted.len());
     for chunk in granted.chunks(backend.insert_chunk()) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 14;
-                format!(
-                    "({DEFAULT_MERCHANT}, ${}, ${}, ${}, ${}, 0, ${}, ${}, ${}, ${}, ${}, ${}, ${}, \
-                     'pending', ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11,
-                    b + 12,
-                    b + 13,
-                    b + 14
-                )
-            })
-            .collect();
+        let values = values_rows(
+            chunk.len(),
+            &format!(
+                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+            ),
+        );
         let sql = format!(
             "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
              discount, amount, currency, email, query_password_hash, access_token_hash, \
-             buyer_ip, channel, status, created_at, expires_at, idempotency_key) VALUES {} \
-             RETURNING id, order_no",
-            values.join(", ")
+             buyer_ip, channel, status, created_at, expires_at, idempotency_key) VALUES {values} \
+             RETURNING id, order_no"
         );
         let mut q = sqlx::query(&sql);
         for o in chunk {
@@ -222,33 +206,15 @@ async fn insert_created_events(
     granted: &[&NewOrder],
     ids: &HashMap<String, i64>,
 ) -> Result<()> {
-    for chunk in granted.chunks(backend.insert_chunk()) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 4;
-                format!(
-                    "({DEFAULT_MERCHANT}, ${}, ${}, 'created', ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-             VALUES {}",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for o in chunk {
-            q = q
-                .bind(ids[o.order_no.as_str()])
-                .bind(&o.order_no)
-                .bind(orders::created_detail(o))
-                .bind(o.created_at);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
+    let events: Vec<NewEvent> = granted
+        .iter()
+        .map(|o| NewEvent {
+            order_id: Some(ids[o.order_no.as_str()]),
+            order_no: Some(o.order_no.clone()),
+            kind: "created".into(),
+            detail: orders::created_detail(o),
+            at: o.created_at,
+        })
+        .collect();
+    orders::insert_events_many(backend, tx, &events).await
 }

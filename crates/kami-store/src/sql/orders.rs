@@ -146,6 +146,52 @@ pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
     Ok(())
 }
 
+/// The `VALUES` list of a multi-row insert: `rows` copies of `shape`, each
+/// `?` in it replaced by the next `$n` parameter.
+pub(super) fn values_rows(rows: usize, shape: &str) -> String {
+    let mut n = 0;
+    let mut out = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let mut row = String::with_capacity(shape.len() + 32);
+        for c in shape.chars() {
+            if c == '?' {
+                n += 1;
+                row.push_str(&format!("${n}"));
+            } else {
+                row.push(c);
+            }
+        }
+        out.push(row);
+    }
+    out.join(", ")
+}
+
+/// Timeline rows of many orders in multi-row statements (group commit).
+pub(super) async fn insert_events_many(
+    backend: Backend,
+    tx: &mut Tx,
+    events: &[NewEvent],
+) -> Result<()> {
+    for chunk in events.chunks(backend.insert_chunk()) {
+        let values = values_rows(chunk.len(), &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?)"));
+        let sql = format!(
+            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+             VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for ev in chunk {
+            q = q
+                .bind(ev.order_id)
+                .bind(ev.order_no.as_deref())
+                .bind(&ev.kind)
+                .bind(&ev.detail)
+                .bind(ev.at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn event(
     tx: &mut Tx,
     order_id: i64,

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
 
-use super::orders::{claim_cards, event, release_cards, sell_cards, Tx};
+use super::orders::{
+    claim_cards, event, insert_events_many, release_cards, sell_cards, values_rows, Tx,
+};
 use super::SqlStore;
 use crate::types::*;
 use crate::{Backend, Result};
@@ -27,23 +29,8 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
 /// rows or none (a duplicate writes nothing); an `Err` means the caller must
 /// roll the whole transaction back.
 pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
-    let inserted = sqlx::query(
-        "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, raw, \
-         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (channel, trade_no) DO NOTHING",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(p.order_id)
-    .bind(&p.channel)
-    .bind(&p.trade_no)
-    .bind(p.amount)
-    .bind(&p.currency)
-    .bind(&p.raw)
-    .bind(p.received_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    let inserted = insert_payments(backend, tx, std::slice::from_ref(p)).await?[0];
+    if !inserted {
         return Ok(PayOutcome::Duplicate);
     }
     settle_in(backend, tx, p).await
@@ -252,26 +239,14 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
 async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
     let mut stored: HashMap<(String, String), i64> = HashMap::new();
     for chunk in batch.chunks(backend.insert_chunk()) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 7;
-                format!(
-                    "({DEFAULT_MERCHANT}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                )
-            })
-            .collect();
+        let values = values_rows(
+            chunk.len(),
+            &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?)"),
+        );
         let sql = format!(
             "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
-             raw, received_at) VALUES {} ON CONFLICT (channel, trade_no) DO NOTHING \
-             RETURNING order_id, channel, trade_no",
-            values.join(", ")
+             raw, received_at) VALUES {values} ON CONFLICT (channel, trade_no) DO NOTHING \
+             RETURNING order_id, channel, trade_no"
         );
         let mut q = sqlx::query(&sql);
         for p in chunk {
@@ -393,42 +368,19 @@ async fn deliver_pending(
         q = q.bind(id);
     }
     q.execute(&mut **tx).await?;
-    for chunk in fast.chunks(backend.insert_chunk()) {
-        let rows: Vec<String> = (0..chunk.len() * 2)
-            .map(|i| {
-                let b = i * 5;
-                format!(
-                    "({DEFAULT_MERCHANT}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-             VALUES {}",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for &i in chunk {
-            let p = &batch[i];
-            let (order_no, _) = &pending[&p.order_id];
-            q = q
-                .bind(p.order_id)
-                .bind(order_no)
-                .bind("paid")
-                .bind(paid_detail(p))
-                .bind(p.received_at)
-                .bind(p.order_id)
-                .bind(order_no)
-                .bind("delivered")
-                .bind(String::new())
-                .bind(p.received_at);
+    let mut events = Vec::with_capacity(fast.len() * 2);
+    for &i in fast {
+        let p = &batch[i];
+        let (order_no, _) = &pending[&p.order_id];
+        for (kind, detail) in [("paid", paid_detail(p)), ("delivered", String::new())] {
+            events.push(NewEvent {
+                order_id: Some(p.order_id),
+                order_no: Some(order_no.clone()),
+                kind: kind.into(),
+                detail,
+                at: p.received_at,
+            });
         }
-        q.execute(&mut **tx).await?;
     }
-    Ok(())
+    insert_events_many(backend, tx, &events).await
 }
