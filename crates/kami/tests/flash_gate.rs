@@ -21,6 +21,12 @@ both_backends!(
     a_drop_opens_at_its_second_and_not_before,
 );
 
+/// The `/metrics` text.
+async fn metrics(kami: &Kami) -> String {
+    let res = kami.http.get(kami.url("/metrics")).send().await.unwrap();
+    res.text().await.unwrap()
+}
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -90,6 +96,13 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
 
     let (won, sold_out) = race(&kami, pid, 40, "a").await;
     assert_eq!((won.len(), sold_out), (20, 20));
+    let (status, v) = kami
+        .order(json!({"product_id": pid, "quantity": 1, "email": "late@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
+    let m = metrics(&kami).await;
+    assert!(m.contains("kami_gate_rejections_total"), "{m}");
+    assert!(m.contains("kami_writer_batch_size"), "{m}");
     // Paying half keeps those codes; the other half expire back into stock.
     for created in &won[..10] {
         kami.pay_ok(created).await;
