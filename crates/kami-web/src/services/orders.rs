@@ -167,12 +167,13 @@ pub async fn place_order(
         }
         Err(SubmitError::Stopped) => return Err(ApiError::unavailable("shutting down")),
     };
+    // The gate follows the database's answer. `insufficient_stock` carries
+    // a count taken before the other orders of its batch were answered, whose
+    // decrements would then be counted twice; the gate keeps its own count
+    // there and lets the database answer again rather than risk a wrong "no".
     match &outcome {
         Ok(_) => state.gate.reserved(product_id, quantity),
         Err(CreateOrderError::SoldOut) => state.gate.observed(product_id, 0),
-        Err(CreateOrderError::InsufficientStock { available }) => {
-            state.gate.observed(product_id, *available)
-        }
         Err(_) => {}
     }
     let label = match &outcome {
