@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release -p kami-bench -- core [--backend sqlite|postgres|both] [--codes N]
 //!     [--orders-seconds S] [--connections C] [--kami PATH] [--postgres-url URL] [--json PATH]
+//! cargo run --release -p kami-bench -- flash-sale [--backend …] [--codes N] [--connections C]
+//!     [--read-seconds S] [--sold-out-seconds S]
 //! ```
 
 mod admin;
@@ -34,6 +36,9 @@ struct Cli {
 enum Command {
     /// Import, healthz ceiling, order creation, sandbox payment and peak RSS, per backend.
     Core(scenarios::core::CoreArgs),
+    /// A drop: ceiling, product reads, orders until sold out, sold-out traffic, and a
+    /// notification storm, then a check that nothing was oversold, duplicated or undelivered.
+    FlashSale(scenarios::flash_sale::FlashArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,6 +117,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Core(a) => a.common.client_threads,
+        Command::FlashSale(a) => a.common.client_threads,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -120,6 +126,7 @@ fn main() -> Result<()> {
     let ok = rt.block_on(async {
         match cli.command {
             Command::Core(args) => scenarios::core::run(args).await,
+            Command::FlashSale(args) => scenarios::flash_sale::run(args).await,
         }
     })?;
     if !ok {

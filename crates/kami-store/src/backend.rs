@@ -54,6 +54,18 @@ impl Backend {
         }
     }
 
+    /// Rows per multi-row INSERT of a group commit. Small on SQLite: sqlx
+    /// looks every SQLite parameter up by name, which costs time quadratic in
+    /// the parameters of a statement (perf showed `sqlite3_bind_parameter_name`
+    /// on top at 64 rows). Large on PostgreSQL, where each statement is a
+    /// round trip and parameters are cheap.
+    pub(crate) fn insert_chunk(&self) -> usize {
+        match self {
+            Self::Sqlite => 16,
+            Self::Postgres => 128,
+        }
+    }
+
     pub(crate) fn for_update(&self) -> &'static str {
         match self {
             Self::Sqlite => "",

@@ -7,11 +7,13 @@
 
 mod admin;
 mod backend;
+pub mod group_commit;
 mod sql;
 mod types;
 
 pub use admin::*;
 pub use backend::{redact_url, Backend};
+pub use group_commit::{GroupCommit, SubmitError, WriterConfig};
 pub use sql::SqlStore;
 pub use types::*;
 
@@ -48,6 +50,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- stock -------------------------------------------------------------
     async fn stock(&self, product_id: i64) -> Result<StockCounts>;
+    /// Available codes of one product, counted no further than `cap`.
+    async fn available_count(&self, product_id: i64, cap: i64) -> Result<i64>;
     /// Available codes for every product that has any.
     async fn available_by_product(&self) -> Result<Vec<(i64, i64)>>;
 
@@ -66,6 +70,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- orders ------------------------------------------------------------
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;
+    /// Group commit: the orders in one transaction where it can, each with
+    /// its own outcome in the same order as `batch` (sql/batch.rs).
+    async fn create_orders(
+        &self,
+        batch: &[NewOrder],
+    ) -> Vec<Result<Result<Order, CreateOrderError>>>;
+    /// Group commit of payments; each outcome as `pay_order` would give it.
+    async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>>;
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>>;
     async fn order_cards(&self, order_id: i64) -> Result<Vec<SealedCard>>;
     async fn lookup_orders(

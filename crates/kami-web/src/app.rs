@@ -14,7 +14,7 @@ use axum::Router;
 use kami_core::secrets::Keys;
 use kami_pay::sandbox::Sandbox;
 use kami_pay::Channel;
-use kami_store::Store;
+use kami_store::{Backend, GroupCommit, Store, WriterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -26,7 +26,9 @@ use crate::api::{self, admin, public};
 use crate::breaker::Breakers;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
-use crate::state::{AppState, Settings, Shared};
+use crate::services::catalog::Catalog;
+use crate::services::gate::StockGate;
+use crate::state::{AppState, OrderWriter, PayWriter, Settings, Shared};
 use crate::{metrics, pay, shop, workers};
 
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -61,6 +63,7 @@ pub fn build_state(
         settings.breaker_threshold,
         settings.breaker_cooldown_ms,
     );
+    let (order_writer, pay_writers) = writers(&store, &settings);
     Arc::new(AppState {
         store,
         keys,
@@ -72,7 +75,49 @@ pub fn build_state(
         sandbox,
         wake_worker: Notify::new(),
         templates: shop::templates(),
+        gate: StockGate::default(),
+        catalog: Catalog::default(),
+        order_writer,
+        pay_writers,
     })
+}
+
+/// The group-commit writers. SQLite has one writer connection, so one task
+/// batches for it; PostgreSQL runs a few transactions side by side (their
+/// claims skip each other's rows) to overlap round trips.
+fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {
+    let parallel = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    };
+    let cfg = WriterConfig {
+        queue: settings.writer_queue,
+        max_batch: settings.writer_batch,
+        writers: parallel,
+    };
+    let s = store.clone();
+    let orders = GroupCommit::spawn(
+        cfg,
+        move |batch| {
+            let s = s.clone();
+            async move { s.create_orders(&batch).await }
+        },
+        |n| metrics::batch_size("orders", n),
+    );
+    let payments = (0..parallel)
+        .map(|_| {
+            let s = store.clone();
+            GroupCommit::spawn(
+                WriterConfig { writers: 1, ..cfg },
+                move |batch| {
+                    let s = s.clone();
+                    async move { s.pay_orders(&batch).await }
+                },
+                |n| metrics::batch_size("payments", n),
+            )
+        })
+        .collect();
+    (orders, payments)
 }
 
 pub fn router(state: Shared) -> Router {
@@ -206,8 +251,14 @@ pub async fn serve(
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Err(e) = state.gate.load(state.store.as_ref()).await {
+        // Without counts the gate lets everything through to the database,
+        // which is slower but never wrong.
+        tracing::warn!(error = %e, "could not load the stock gate");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = workers::spawn(state.clone(), stop_rx);
+    let worker = workers::spawn(state.clone(), stop_rx.clone());
+    let gate_sync = workers::spawn_gate_sync(state.clone(), stop_rx);
     let app = router(state);
     axum::serve(
         listener,
@@ -217,5 +268,6 @@ pub async fn serve(
     .await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = gate_sync.await;
     Ok(())
 }

@@ -99,6 +99,19 @@ impl ApiError {
         }
     }
 
+    /// Load shedding: the order writer's queue is full. Nothing was written;
+    /// the client may retry after a second.
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many orders at this moment; retry in a second",
+            )
+        }
+    }
+
     pub fn payload_too_large(limit: &str) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

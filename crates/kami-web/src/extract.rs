@@ -15,21 +15,55 @@ use crate::error::ApiError;
 use crate::rate_limit::Class;
 use crate::state::Shared;
 
-/// The TCP peer. Forwarded headers are not trusted here.
+/// The client's address: the TCP peer, or — only when the peer is one of
+/// the configured trusted proxies (`KAMI_TRUSTED_PROXIES`) — the nearest
+/// untrusted address in `X-Forwarded-For`. Anyone else's forwarded header
+/// is ignored, so a scalper cannot pick a fresh IP per request to dodge
+/// the per-IP limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Shared> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ci| ci.0.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        Ok(Self(ip))
+        Ok(Self(client_ip(
+            peer,
+            &state.settings.trusted_proxies,
+            parts.headers.get_all("x-forwarded-for"),
+        )))
     }
+}
+
+/// Walks `X-Forwarded-For` from the nearest hop back while the hop is a
+/// trusted proxy; the first address that is not is the client.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    trusted: &[IpAddr],
+    forwarded: impl IntoIterator<Item = &'a header::HeaderValue>,
+) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }
 
 /// An authenticated admin API key. Checked before the body is read, so an
@@ -95,5 +129,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let value = serde_json::from_slice(&raw)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(Self { value, raw })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> header::HeaderValue {
+        header::HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = [proxy];
+        let xff = [hv("1.2.3.4, 5.6.7.8")];
+        // A stranger's header is ignored.
+        let stranger: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(client_ip(stranger, &trusted, &xff), stranger);
+        // Behind the proxy, the nearest untrusted hop is the client; what it
+        // claims further back is its own business.
+        assert_eq!(
+            client_ip(proxy, &trusted, &xff),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
+        // A malformed header falls back to the peer.
+        assert_eq!(client_ip(proxy, &trusted, &[hv("nonsense")]), proxy);
     }
 }

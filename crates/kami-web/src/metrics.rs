@@ -21,6 +21,11 @@ pub fn handle() -> &'static PrometheusHandle {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
             ])
             .expect("static buckets are valid")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("kami_writer_batch_size".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+            .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder is installed, in which case ours
@@ -28,6 +33,11 @@ pub fn handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Requests per group-commit transaction.
+pub fn batch_size(writer: &'static str, n: usize) {
+    metrics::histogram!("kami_writer_batch_size", "writer" => writer).record(n as f64);
 }
 
 pub async fn track_http(req: Request, next: Next) -> Response {
@@ -49,16 +59,22 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 
 /// `/metrics`: gauges that live in the database are read at scrape time.
 pub async fn render(State(state): State<Shared>) -> Response {
-    if let Ok(stock) = state.store.available_by_product().await {
-        for p in state.store.list_products(false).await.unwrap_or_default() {
-            let available = stock
-                .iter()
-                .find(|(id, _)| *id == p.id)
-                .map_or(0, |(_, n)| *n);
+    // Stock from the gate: counting a million codes per scrape would load
+    // the database during exactly the drop one wants to watch.
+    if let Ok(products) = state
+        .catalog
+        .products(state.store.as_ref(), &state.gate)
+        .await
+    {
+        for p in products {
             metrics::gauge!("kami_stock_available", "product_id" => p.id.to_string())
-                .set(available as f64);
+                .set(p.stock as f64);
         }
     }
+    metrics::gauge!("kami_writer_queue_depth", "writer" => "orders")
+        .set(state.order_writer.depth() as f64);
+    metrics::gauge!("kami_writer_queue_depth", "writer" => "payments")
+        .set(state.pay_writers.iter().map(|w| w.depth()).sum::<usize>() as f64);
     if let Ok(counts) = state.store.count_orders_by_status().await {
         for (status, n) in counts {
             metrics::gauge!("kami_orders_by_status", "status" => status).set(n as f64);

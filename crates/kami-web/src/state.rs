@@ -3,11 +3,21 @@ use std::sync::Arc;
 use kami_core::secrets::Keys;
 use kami_pay::sandbox::Sandbox;
 use kami_pay::Channel;
-use kami_store::Store;
+use kami_store::{
+    CreateOrderError, GroupCommit, NewOrder, NewPayment, Order, PayOutcome, Result as StoreResult,
+    Store,
+};
 use tokio::sync::Notify;
 
 use crate::breaker::Breakers;
 use crate::rate_limit::RateLimits;
+use crate::services::catalog::Catalog;
+use crate::services::gate::StockGate;
+
+/// The group-commit writers of orders and payments (kami-store's
+/// `GroupCommit` over `Store::create_orders` / `pay_orders`).
+pub type OrderWriter = GroupCommit<NewOrder, StoreResult<Result<Order, CreateOrderError>>>;
+pub type PayWriter = GroupCommit<NewPayment, StoreResult<PayOutcome>>;
 
 /// Settings the web layer needs, already parsed and defaulted by the binary.
 #[derive(Debug, Clone)]
@@ -30,6 +40,12 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// How long an open channel is not offered before it is probed again.
     pub breaker_cooldown_ms: i64,
+    /// Requests waiting for the order writer at most; more are shed (503).
+    pub writer_queue: usize,
+    /// Orders (or payments) per group-commit transaction at most.
+    pub writer_batch: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (extract.rs `ClientIp`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -45,6 +61,9 @@ impl Default for Settings {
             reconcile_interval_ms: 60_000,
             breaker_threshold: 3,
             breaker_cooldown_ms: 30_000,
+            writer_queue: 4096,
+            writer_batch: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -63,6 +82,13 @@ pub struct AppState {
     pub templates: minijinja::Environment<'static>,
     /// The admin panel's login rate limiter.
     pub admin: crate::admin::AdminState,
+    pub gate: StockGate,
+    pub catalog: Catalog,
+    pub order_writer: OrderWriter,
+    /// Payment writers, one per shard of order ids: the twins of a
+    /// duplicated notification land in the same writer, so on PostgreSQL two
+    /// transactions never wait on each other's payment row.
+    pub pay_writers: Vec<PayWriter>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -70,6 +96,19 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
         self.channels.iter().find(|c| c.name() == name)
+    }
+
+    pub fn pay_writer(&self, order_id: i64) -> &PayWriter {
+        &self.pay_writers[order_id.unsigned_abs() as usize % self.pay_writers.len()]
+    }
+
+    /// This instance changed a product's stock other than by an order
+    /// (import, expiry, fulfilment): the gate and the product cache follow.
+    pub async fn stock_changed(&self, product_id: i64) {
+        if let Err(e) = self.gate.refresh(self.store.as_ref(), product_id).await {
+            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
+        }
+        self.catalog.invalidate();
     }
 
     pub fn channel_names(&self) -> Vec<&'static str> {

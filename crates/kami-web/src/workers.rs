@@ -85,6 +85,29 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
     })
 }
 
+/// How often the stock gate re-reads the counts it could reject on.
+const GATE_SYNC: Duration = Duration::from_secs(1);
+
+/// Loads the stock gate from the database, then keeps re-syncing it so that
+/// stock changed by another instance or `kami cards import` cannot make this
+/// one turn buyers away for longer than `GATE_SYNC`.
+pub fn spawn_gate_sync(
+    state: Shared,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(GATE_SYNC) => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = state.gate.refresh_low(state.store.as_ref()).await {
+                tracing::warn!(error = %e, "stock gate re-sync failed");
+            }
+        }
+    })
+}
+
 async fn run_job(state: &Shared, job: Job) {
     let now = now_millis();
     let result = match job.kind.as_str() {
@@ -152,6 +175,12 @@ async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
         .await?;
     for o in &expired {
         tracing::info!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
+    }
+    let mut products: Vec<i64> = expired.iter().map(|o| o.product_id).collect();
+    products.sort_unstable();
+    products.dedup();
+    for product_id in products {
+        state.stock_changed(product_id).await;
     }
     if !expired.is_empty() {
         metrics::counter!("kami_orders_total", "outcome" => "expired")

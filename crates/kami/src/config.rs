@@ -34,6 +34,12 @@ pub struct Config {
     /// tracing filter, e.g. `info` or `kami_web=debug,info`.
     pub log: String,
     pub db_pool_size: u32,
+    /// Proxies (IP addresses) whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Orders waiting for the group-commit writer at most; more get 503.
+    pub writer_queue: usize,
+    /// Orders (or payments) per group-commit transaction at most.
+    pub writer_batch: usize,
     pub demo: bool,
     /// Whole seconds between reconciliation runs, and the first wait of
     /// each unpaid order's backoff (`reconcile_interval` in kami.toml).
@@ -67,6 +73,9 @@ impl Default for Config {
             notice: None,
             log: "info".into(),
             db_pool_size: 16,
+            trusted_proxies: Vec::new(),
+            writer_queue: 4096,
+            writer_batch: 256,
             demo: false,
             reconcile_interval: 60,
             channel_cooldown: 30,
@@ -176,6 +185,26 @@ impl Config {
                 .parse()
                 .context("KAMI_DB_POOL_SIZE must be a number")?;
         }
+        if let Some(v) = env("KAMI_TRUSTED_PROXIES") {
+            cfg.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = env("KAMI_WRITER_QUEUE") {
+            cfg.writer_queue = v
+                .trim()
+                .parse()
+                .context("KAMI_WRITER_QUEUE must be a number")?;
+        }
+        if let Some(v) = env("KAMI_WRITER_BATCH") {
+            cfg.writer_batch = v
+                .trim()
+                .parse()
+                .context("KAMI_WRITER_BATCH must be a number")?;
+        }
         if let Some(v) = env("KAMI_DEMO") {
             cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
@@ -228,7 +257,20 @@ impl Config {
         Ok(())
     }
 
+    /// `trusted_proxies` parsed; an entry that is not an IP address stops
+    /// the start (a typo would silently trust nobody, or the wrong host).
+    pub fn trusted_proxy_ips(&self) -> anyhow::Result<Vec<std::net::IpAddr>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .with_context(|| format!("trusted_proxies: {p:?} is not an IP address"))
+            })
+            .collect()
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        self.trusted_proxy_ips()?;
         if !matches!(self.rate_limits.as_str(), "on" | "off") {
             bail!(
                 "rate_limits must be \"on\" or \"off\", got {:?}",

@@ -62,7 +62,7 @@ pub struct CoreArgs {
 }
 
 const MAX_IMPORT_BODY: usize = 15 * 1024 * 1024;
-const PRICE: u64 = 100;
+pub(crate) const PRICE: u64 = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Figures
@@ -426,11 +426,11 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn make_code(prefix: &str, salt: u64, i: u64) -> String {
+pub(crate) fn make_code(prefix: &str, salt: u64, i: u64) -> String {
     format!("{prefix}-{i:07}-{:016x}", mix(salt ^ i))
 }
 
-fn is_our_code(prefix: &str, salt: u64, code: &str) -> bool {
+pub(crate) fn is_our_code(prefix: &str, salt: u64, code: &str) -> bool {
     let Some(rest) = code.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
@@ -769,13 +769,13 @@ async fn import_cli(ctx: &Ctx<'_>, salt: u64) -> Result<ImportFig> {
 }
 
 #[derive(Clone, Debug)]
-struct Order {
-    order_no: String,
-    access_token: String,
-    amount: u64,
+pub(crate) struct Order {
+    pub order_no: String,
+    pub access_token: String,
+    pub amount: u64,
 }
 
-fn parse_order(body: &Bytes) -> Option<Order> {
+pub(crate) fn parse_order(body: &Bytes) -> Option<Order> {
     let v: Value = serde_json::from_slice(body).ok()?;
     Some(Order {
         order_no: v.get("order_no")?.as_str()?.to_owned(),
@@ -831,7 +831,7 @@ async fn create_orders(ctx: &Ctx<'_>, product: &Value) -> Result<(LoadFig, Vec<O
     Ok((fig, r.kept, created.load(Ordering::Relaxed)))
 }
 
-fn sign(secret: &str, t: u64, body: &str) -> String {
+pub(crate) fn sign(secret: &str, t: u64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{t}.{body}").as_bytes());
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))

@@ -1,3 +1,4 @@
 //! One module per benchmark scenario.
 
 pub mod core;
+pub mod flash_sale;

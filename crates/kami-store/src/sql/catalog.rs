@@ -180,6 +180,24 @@ pub async fn sale_terms(s: &SqlStore, id: i64) -> Result<Option<SaleTerms>> {
     .transpose()
 }
 
+/// Available codes of the product, counting no further than `cap`: the stock
+/// gate and the group commit only need to know "at least this many", and
+/// walking the partial index of a million codes per question would not do.
+pub async fn count_available<'e, E>(e: E, product_id: i64, cap: i64) -> Result<i64>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM cards WHERE product_id = $1 \
+         AND status = 'available' LIMIT $2) AS a",
+    )
+    .bind(product_id)
+    .bind(cap)
+    .fetch_one(e)
+    .await?;
+    Ok(n)
+}
+
 pub async fn stock(s: &SqlStore, product_id: i64) -> Result<StockCounts> {
     let rows = sqlx::query(
         "SELECT status, COUNT(*) AS n FROM cards WHERE product_id = $1 \

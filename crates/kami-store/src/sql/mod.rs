@@ -8,11 +8,13 @@
 mod admin;
 mod admin_views;
 mod attempts;
+mod batch;
 mod catalog;
 mod connect;
 mod jobs;
 mod keys;
 mod orders;
+mod payments;
 mod rows;
 
 use async_trait::async_trait;
@@ -91,6 +93,9 @@ impl Store for SqlStore {
     async fn stock(&self, product_id: i64) -> Result<StockCounts> {
         catalog::stock(self, product_id).await
     }
+    async fn available_count(&self, product_id: i64, cap: i64) -> Result<i64> {
+        catalog::count_available(&self.read, product_id, cap).await
+    }
     async fn available_by_product(&self) -> Result<Vec<(i64, i64)>> {
         catalog::available_by_product(self).await
     }
@@ -119,6 +124,15 @@ impl Store for SqlStore {
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
         orders::create_order(self, o).await
     }
+    async fn create_orders(
+        &self,
+        batch: &[NewOrder],
+    ) -> Vec<Result<Result<Order, CreateOrderError>>> {
+        batch::create_orders(self, batch).await
+    }
+    async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
+        payments::pay_orders(self, batch).await
+    }
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
         orders::get_order(self, order_no).await
     }
@@ -132,7 +146,7 @@ impl Store for SqlStore {
         orders::list_orders(self, filter).await
     }
     async fn pay_order(&self, p: &NewPayment) -> Result<PayOutcome> {
-        orders::pay_order(self, p).await
+        payments::pay_order(self, p).await
     }
     async fn expire_due_orders(&self, now: Millis, limit: i64) -> Result<Vec<Order>> {
         orders::expire_due_orders(self, now, limit).await

@@ -9,12 +9,36 @@ use super::{rows, SqlStore};
 use crate::types::*;
 use crate::{Backend, Result};
 
-type Tx = Transaction<'static, Any>;
+pub(super) type Tx = Transaction<'static, Any>;
+
+/// The claim statement of DESIGN.md ("Allocation under a flash sale"), with
+/// the given expressions (parameters, or integer literals) for the order id,
+/// the reservation end, the product and the quantity. `floor`, when known,
+/// is an id below which no code is available: the index scan starts there
+/// instead of stepping over every code claimed since the last VACUUM (perf:
+/// PostgreSQL's buffer lookups on top during a drop). It only narrows the
+/// search; a claim that comes back short is handled as any short claim.
+fn claim_sql(
+    backend: Backend,
+    order: &str,
+    until: &str,
+    product: &str,
+    qty: &str,
+    floor: Option<i64>,
+) -> String {
+    let floor = floor.map_or(String::new(), |f| format!("AND id >= {f} "));
+    format!(
+        "UPDATE cards SET status = 'reserved', order_id = {order}, reserved_until = {until} \
+         WHERE id IN (SELECT id FROM cards WHERE product_id = {product} AND status = 'available' \
+         {floor}ORDER BY id LIMIT {qty} {})",
+        backend.skip_locked()
+    )
+}
 
 /// Claims up to `quantity` available codes of the product for the order in
-/// one statement (DESIGN.md, "Allocation under a flash sale"); returns how
-/// many it got. The caller decides what a short count means.
-async fn claim_cards(
+/// one statement; returns how many it got. The caller decides what a short
+/// count means.
+pub(super) async fn claim_cards(
     backend: Backend,
     tx: &mut Tx,
     order_id: i64,
@@ -22,12 +46,7 @@ async fn claim_cards(
     quantity: i64,
     reserved_until: Option<Millis>,
 ) -> Result<i64> {
-    let sql = format!(
-        "UPDATE cards SET status = 'reserved', order_id = $1, reserved_until = $2 \
-         WHERE id IN (SELECT id FROM cards WHERE product_id = $3 AND status = 'available' \
-         ORDER BY id LIMIT $4 {})",
-        backend.skip_locked()
-    );
+    let sql = claim_sql(backend, "$1", "$2", "$3", "$4", None);
     let claimed = sqlx::query(&sql)
         .bind(order_id)
         .bind(reserved_until)
@@ -39,7 +58,55 @@ async fn claim_cards(
     Ok(claimed as i64)
 }
 
-async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
+/// One order's claim in a group commit.
+pub(super) struct Claim {
+    pub order_id: i64,
+    pub product_id: i64,
+    pub quantity: i64,
+    pub until: Millis,
+    pub floor: Option<i64>,
+}
+
+/// One claim statement per order, all sent in one round trip: the values
+/// are integers written into the text, so nothing from a buyer reaches the
+/// SQL. Returns each claim's count, in order.
+pub(super) async fn claim_cards_many(
+    backend: Backend,
+    tx: &mut Tx,
+    claims: &[Claim],
+) -> Result<Vec<i64>> {
+    use futures::TryStreamExt;
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql: String = claims
+        .iter()
+        .map(|c| {
+            claim_sql(
+                backend,
+                &c.order_id.to_string(),
+                &c.until.to_string(),
+                &c.product_id.to_string(),
+                &c.quantity.to_string(),
+                c.floor,
+            ) + ";\n"
+        })
+        .collect();
+    let results: Vec<_> = sqlx::raw_sql(&sql)
+        .execute_many(&mut **tx)
+        .try_collect()
+        .await?;
+    if results.len() != claims.len() {
+        return Err(crate::StoreError::Corrupt(format!(
+            "{} claim statements answered {} results",
+            claims.len(),
+            results.len()
+        )));
+    }
+    Ok(results.iter().map(|r| r.rows_affected() as i64).collect())
+}
+
+pub(super) async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
     sqlx::query(
         "UPDATE cards SET status = 'available', order_id = NULL, reserved_until = NULL \
          WHERE order_id = $1 AND status = 'reserved'",
@@ -50,7 +117,7 @@ async fn release_cards(tx: &mut Tx, order_id: i64) -> Result<()> {
     Ok(())
 }
 
-async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Result<i64> {
+pub(super) async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Result<i64> {
     let n = sqlx::query(
         "UPDATE cards SET status = 'sold', sold_at = $2, reserved_until = NULL \
          WHERE order_id = $1 AND status = 'reserved'",
@@ -79,7 +146,53 @@ pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
     Ok(())
 }
 
-async fn event(
+/// The `VALUES` list of a multi-row insert: `rows` copies of `shape`, each
+/// `?` in it replaced by the next `$n` parameter.
+pub(super) fn values_rows(rows: usize, shape: &str) -> String {
+    let mut n = 0;
+    let mut out = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let mut row = String::with_capacity(shape.len() + 32);
+        for c in shape.chars() {
+            if c == '?' {
+                n += 1;
+                row.push_str(&format!("${n}"));
+            } else {
+                row.push(c);
+            }
+        }
+        out.push(row);
+    }
+    out.join(", ")
+}
+
+/// Timeline rows of many orders in multi-row statements (group commit).
+pub(super) async fn insert_events_many(
+    backend: Backend,
+    tx: &mut Tx,
+    events: &[NewEvent],
+) -> Result<()> {
+    for chunk in events.chunks(backend.insert_chunk()) {
+        let values = values_rows(chunk.len(), &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?)"));
+        let sql = format!(
+            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+             VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for ev in chunk {
+            q = q
+                .bind(ev.order_id)
+                .bind(ev.order_no.as_deref())
+                .bind(&ev.kind)
+                .bind(&ev.detail)
+                .bind(ev.at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn event(
     tx: &mut Tx,
     order_id: i64,
     order_no: &str,
@@ -160,49 +273,12 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         if o.quantity > limit {
             return Ok(Err(CreateOrderError::LimitExceeded));
         }
-        // Row-locked conditional upsert: two racing orders of one buyer
-        // cannot both pass the check.
-        let n = sqlx::query(
-            "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
-             ON CONFLICT (product_id, email) DO UPDATE \
-             SET quantity = buyer_purchases.quantity + excluded.quantity \
-             WHERE buyer_purchases.quantity + excluded.quantity <= $4",
-        )
-        .bind(o.product_id)
-        .bind(&o.email)
-        .bind(o.quantity)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        if !add_buyer_quantity(&mut tx, o, limit).await? {
             return Ok(Err(CreateOrderError::LimitExceeded));
         }
     }
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, discount, \
-         amount, currency, email, query_password_hash, access_token_hash, buyer_ip, channel, \
-         status, created_at, expires_at, idempotency_key) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15) \
-         RETURNING id",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(&o.order_no)
-    .bind(o.product_id)
-    .bind(o.quantity)
-    .bind(o.unit_price)
-    .bind(o.amount)
-    .bind(&o.currency)
-    .bind(&o.email)
-    .bind(o.query_password_hash.as_deref())
-    .bind(o.access_token_hash.as_slice())
-    .bind(o.buyer_ip.as_deref())
-    .bind(&o.channel)
-    .bind(o.created_at)
-    .bind(o.expires_at)
-    .bind(o.idempotency.as_ref().map(|r| r.key.as_str()))
-    .fetch_one(&mut *tx)
-    .await?;
+    let order_id =
+        super::batch::insert_orders(s.backend, &mut tx, &[o]).await?[o.order_no.as_str()];
     let claimed = claim_cards(
         s.backend,
         &mut tx,
@@ -225,16 +301,46 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         order_id,
         &o.order_no,
         "created",
-        format!(
-            "reserved {} code(s) until expiry; channel {}",
-            o.quantity, o.channel
-        ),
+        created_detail(o),
         o.created_at,
     )
     .await?;
     tx.commit().await?;
-    Ok(Ok(Order {
-        id: order_id,
+    Ok(Ok(pending_order(order_id, o)))
+}
+
+/// Adds the order's quantity to what its buyer holds of the product, unless
+/// that would pass `limit`; false (and nothing written) when it would.
+/// A row-locked conditional upsert: two racing orders of one buyer cannot
+/// both pass the check.
+pub(super) async fn add_buyer_quantity(tx: &mut Tx, o: &NewOrder, limit: i64) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (product_id, email) DO UPDATE \
+         SET quantity = buyer_purchases.quantity + excluded.quantity \
+         WHERE buyer_purchases.quantity + excluded.quantity <= $4",
+    )
+    .bind(o.product_id)
+    .bind(&o.email)
+    .bind(o.quantity)
+    .bind(limit)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub(super) fn created_detail(o: &NewOrder) -> String {
+    format!(
+        "reserved {} code(s) until expiry; channel {}",
+        o.quantity, o.channel
+    )
+}
+
+/// The order `create_order` wrote, as a value, without reading it back.
+pub(super) fn pending_order(id: i64, o: &NewOrder) -> Order {
+    Order {
+        id,
         order_no: o.order_no.clone(),
         product_id: o.product_id,
         quantity: o.quantity,
@@ -251,7 +357,7 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
         expires_at: o.expires_at,
         paid_at: None,
         delivered_at: None,
-    }))
+    }
 }
 
 pub async fn get_order(s: &SqlStore, order_no: &str) -> Result<Option<Order>> {
@@ -336,167 +442,6 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
     }
     let rows = q.fetch_all(&s.read).await?;
     rows.iter().map(rows::order).collect()
-}
-
-/// DESIGN.md "Pay": the payment row's UNIQUE (channel, trade_no) makes a
-/// repeated notification a no-op; the order moves on with conditional
-/// updates in the same transaction.
-pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
-    let now = p.received_at;
-    let mut tx = s.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, raw, \
-         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (channel, trade_no) DO NOTHING",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(p.order_id)
-    .bind(&p.channel)
-    .bind(&p.trade_no)
-    .bind(p.amount)
-    .bind(&p.currency)
-    .bind(&p.raw)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        return Ok(PayOutcome::Duplicate);
-    }
-    let sql = format!(
-        "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
-        s.backend.for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(p.order_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let order_no: String = row.try_get("order_no")?;
-    let status: String = row.try_get("status")?;
-    let product_id: i64 = row.try_get("product_id")?;
-    let quantity: i64 = row.try_get("quantity")?;
-    let email: String = row.try_get("email")?;
-    let paid = format!(
-        "{} {} via {} trade {}",
-        p.amount, p.currency, p.channel, p.trade_no
-    );
-    let outcome = match OrderStatus::parse(&status) {
-        Some(OrderStatus::Pending) => {
-            let sold = sell_cards(&mut tx, p.order_id, now).await?;
-            if sold != quantity {
-                // Impossible while the invariants hold; refuse rather than
-                // deliver short, so the gateway retries and an operator looks.
-                tx.rollback().await?;
-                return Err(crate::StoreError::Corrupt(format!(
-                    "order {order_no} held {sold} reserved codes, expected {quantity}"
-                )));
-            }
-            deliver(&mut tx, p.order_id, &order_no, now, &paid, "pending").await?;
-            PayOutcome::Delivered
-        }
-        Some(OrderStatus::Expired) => {
-            // A late payment: the codes went back to stock at expiry; take
-            // them again if there are enough, or park the order for restock.
-            restore_buyer_quantity(&mut tx, product_id, &email, quantity).await?;
-            let claimed =
-                claim_cards(s.backend, &mut tx, p.order_id, product_id, quantity, None).await?;
-            if claimed == quantity {
-                sell_cards(&mut tx, p.order_id, now).await?;
-                deliver(
-                    &mut tx,
-                    p.order_id,
-                    &order_no,
-                    now,
-                    &format!("late payment: {paid}"),
-                    "expired",
-                )
-                .await?;
-                PayOutcome::Delivered
-            } else {
-                release_cards(&mut tx, p.order_id).await?;
-                sqlx::query(
-                    "UPDATE orders SET status = 'paid_unfulfilled', paid_at = $2 \
-                     WHERE id = $1 AND status = 'expired'",
-                )
-                .bind(p.order_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                event(
-                    &mut tx,
-                    p.order_id,
-                    &order_no,
-                    "paid",
-                    format!("late payment: {paid}"),
-                    now,
-                )
-                .await?;
-                event(
-                    &mut tx,
-                    p.order_id,
-                    &order_no,
-                    "paid_unfulfilled",
-                    format!("no stock for {quantity} code(s); waiting for restock or refund"),
-                    now,
-                )
-                .await?;
-                PayOutcome::PaidUnfulfilled
-            }
-        }
-        _ => {
-            event(
-                &mut tx,
-                p.order_id,
-                &order_no,
-                "payment_for_paid_order",
-                format!("order already {status}; extra payment {paid} needs a refund"),
-                now,
-            )
-            .await?;
-            PayOutcome::AlreadyPaid
-        }
-    };
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-async fn deliver(
-    tx: &mut Tx,
-    order_id: i64,
-    order_no: &str,
-    now: Millis,
-    paid: &str,
-    from: &str,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE orders SET status = 'delivered', paid_at = $2, delivered_at = $2 \
-         WHERE id = $1 AND status = $3",
-    )
-    .bind(order_id)
-    .bind(now)
-    .bind(from)
-    .execute(&mut **tx)
-    .await?;
-    event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
-    event(tx, order_id, order_no, "delivered", String::new(), now).await
-}
-
-async fn restore_buyer_quantity(
-    tx: &mut Tx,
-    product_id: i64,
-    email: &str,
-    quantity: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE buyer_purchases SET quantity = quantity + $3 WHERE product_id = $1 AND email = $2",
-    )
-    .bind(product_id)
-    .bind(email)
-    .bind(quantity)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {

@@ -169,6 +169,8 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
     };
     let p = state.store.create_product(&new).await?;
+    state.gate.observed(p.id, 0);
+    state.catalog.invalidate();
     tracing::info!(product_id = p.id, "product created");
     Ok(p)
 }
@@ -228,11 +230,13 @@ pub async fn update_product_from(
         visible: input.visible,
         low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
     };
-    state
+    let p = state
         .store
         .update_product(id, &patch)
         .await?
-        .ok_or_else(|| ApiError::not_found("product"))
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    state.catalog.invalidate();
+    Ok(p)
 }
 
 pub async fn list_products(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {
@@ -261,14 +265,16 @@ pub async fn import(
             .into_data_stream()
             .map(|r| r.map_err(|e| e.to_string()))
             .boxed();
-        import_cards(
+        let report = import_cards(
             task_state.store.as_ref(),
             &task_state.keys,
             id,
             chunks,
             |_| {},
         )
-        .await
+        .await;
+        task_state.stock_changed(id).await;
+        report
     });
     let report = task.await.map_err(ApiError::internal)?;
     match report {

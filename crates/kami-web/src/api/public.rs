@@ -23,7 +23,10 @@ pub async fn list_products(
     ClientIp(ip): ClientIp,
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip)?;
-    let products = state.store.list_products(true).await?;
+    let products = state
+        .catalog
+        .visible(state.store.as_ref(), &state.gate)
+        .await?;
     let data: Vec<Value> = products.iter().map(present::product).collect();
     Ok(Json(json!({"data": data, "has_more": false})))
 }
@@ -47,8 +50,8 @@ pub async fn get_product(
     state.limits.check_ip(Class::Reads, ip)?;
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
     let p = state
-        .store
-        .get_product(id)
+        .catalog
+        .product(state.store.as_ref(), &state.gate, id)
         .await?
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;

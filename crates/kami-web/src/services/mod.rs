@@ -3,6 +3,8 @@
 
 pub mod admins;
 pub mod cards;
+pub mod catalog;
+pub mod gate;
 pub mod import;
 pub mod notify;
 pub mod orders;

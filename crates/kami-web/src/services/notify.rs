@@ -4,7 +4,7 @@
 //! Reconciliation feeds what a gateway answers to a query through the same
 //! checks (`apply_notice`), so a lost notification and a found one end alike.
 
-use kami_core::now_millis;
+use kami_core::{now_millis, OrderStatus};
 use kami_pay::{Channel, Notice, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
 
@@ -123,7 +123,21 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         raw: truncate(&notice.raw),
         received_at: now_millis(),
     };
-    match state.store.pay_order(&payment).await {
+    let outcome = match state.pay_writer(order.id).submit(payment.clone()).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            metrics::counter!("kami_shed_total", "writer" => "payments").increment(1);
+            // The gateway retries a 503: a payment is never dropped, only
+            // answered later (invariant 3).
+            return retry_later(channel, &e.to_string());
+        }
+    };
+    if order.status.0 == OrderStatus::Expired {
+        // A late payment took codes again (or waits for them): the gate
+        // follows the stock it changed.
+        state.stock_changed(order.product_id).await;
+    }
+    match outcome {
         Ok(outcome) => {
             let verdict = match outcome {
                 PayOutcome::Delivered => "delivered",

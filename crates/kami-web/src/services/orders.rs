@@ -4,11 +4,12 @@
 use kami_core::order::rfc3339;
 use kami_core::secrets::{random_token, token_hash};
 use kami_core::{now_millis, Email, OrderNo};
-use kami_store::{CreateOrderError, IdempotencyRecord, NewOrder, Order};
+use kami_store::{CreateOrderError, IdempotencyRecord, NewOrder, Order, SubmitError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::services::gate::GateVerdict;
 use crate::state::AppState;
 
 /// Longest query password accepted; it is only ever hashed.
@@ -63,8 +64,8 @@ pub async fn place_order(
     let product_id = parse_id(&req.product_id)
         .ok_or_else(|| ApiError::invalid_param("product_id", "product_id must be a product id"))?;
     let product = state
-        .store
-        .sale_terms(product_id)
+        .catalog
+        .sale_terms(state.store.as_ref(), &state.gate, product_id)
         .await?
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
@@ -114,6 +115,18 @@ pub async fn place_order(
     if product.sale_ends_at.is_some_and(|e| now >= e) {
         return Err(ApiError::sale_ended());
     }
+    // The stock gate turns buyers away without a database round trip once
+    // stock is gone; it only ever rejects what the database would (gate.rs).
+    match state.gate.check(product_id, quantity) {
+        GateVerdict::Pass => {}
+        GateVerdict::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
+        GateVerdict::Insufficient(left) => {
+            return Err(gate_rejected(
+                "insufficient_stock",
+                ApiError::insufficient_stock(left),
+            ))
+        }
+    }
     let amount = product
         .price
         .checked_mul(quantity)
@@ -149,7 +162,23 @@ pub async fn place_order(
         per_buyer_limit: product.per_buyer_limit,
         idempotency: idem.map(|i| sealed_response(state, i, 201, &body)),
     };
-    let outcome = state.store.create_order(&new).await?;
+    let outcome = match state.order_writer.submit(new).await {
+        Ok(outcome) => outcome?,
+        Err(SubmitError::Overloaded) => {
+            metrics::counter!("kami_shed_total", "writer" => "orders").increment(1);
+            return Err(ApiError::overloaded());
+        }
+        Err(SubmitError::Stopped) => return Err(ApiError::unavailable("shutting down")),
+    };
+    // The gate follows the database's answer. `insufficient_stock` carries
+    // a count taken before the other orders of its batch were answered, whose
+    // decrements would then be counted twice; the gate keeps its own count
+    // there and lets the database answer again rather than risk a wrong "no".
+    match &outcome {
+        Ok(_) => state.gate.reserved(product_id, quantity),
+        Err(CreateOrderError::SoldOut) => state.gate.observed(product_id, 0),
+        Err(_) => {}
+    }
     let label = match &outcome {
         Ok(_) => "created",
         Err(CreateOrderError::SoldOut) => "sold_out",
@@ -177,6 +206,12 @@ pub async fn place_order(
             "a request with this Idempotency-Key was processed concurrently; retry to get its response",
         )),
     }
+}
+
+fn gate_rejected(outcome: &'static str, e: ApiError) -> ApiError {
+    metrics::counter!("kami_gate_rejections_total", "outcome" => outcome).increment(1);
+    metrics::counter!("kami_orders_total", "outcome" => outcome).increment(1);
+    e
 }
 
 /// The response to store under an idempotency key, sealed: an order's

@@ -232,7 +232,11 @@ fn order_view(o: &Order, product_name: &str) -> serde_json::Value {
 }
 
 async fn product_name(state: &Shared, id: i64) -> String {
-    match state.store.get_product(id).await {
+    match state
+        .catalog
+        .product(state.store.as_ref(), &state.gate, id)
+        .await
+    {
         Ok(Some(p)) => p.name,
         _ => String::new(),
     }
@@ -248,7 +252,11 @@ pub async fn index(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
         return page.error(&state, &e);
     }
-    let products = match state.store.list_products(true).await {
+    let products = match state
+        .catalog
+        .visible(state.store.as_ref(), &state.gate)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return page.error(&state, &e.into()),
     };
@@ -276,7 +284,11 @@ async fn render_product(
     error: Option<String>,
     form: serde_json::Value,
 ) -> Response {
-    let product = match state.store.get_product(id).await {
+    let product = match state
+        .catalog
+        .product(state.store.as_ref(), &state.gate, id)
+        .await
+    {
         Ok(Some(p)) if p.visible => p,
         Ok(_) => return page.error(state, &ApiError::not_found("product")),
         Err(e) => return page.error(state, &e.into()),

@@ -36,6 +36,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         reconcile_interval_ms: cfg.reconcile_interval as i64 * 1000,
         breaker_threshold: cfg.channel_failure_threshold,
         breaker_cooldown_ms: cfg.channel_cooldown as i64 * 1000,
+        writer_queue: cfg.writer_queue.max(1),
+        writer_batch: cfg.writer_batch.max(1),
+        trusted_proxies: cfg.trusted_proxy_ips()?,
     };
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;

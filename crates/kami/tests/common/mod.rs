@@ -68,6 +68,8 @@ pub struct Options {
     /// Written to `<data dir>/kami.toml` and passed as `KAMI_CONFIG`
     /// (e.g. `[channels.*]` sections pointing at a fake gateway).
     pub config_toml: Option<String>,
+    /// More `KAMI_*` settings, applied after (over) the defaults above.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
         Self {
             order_ttl: 900,
             config_toml: None,
+            env: Vec::new(),
         }
     }
 }
@@ -275,7 +278,7 @@ impl Kami {
                 self.config_path().display().to_string(),
             )
         });
-        vec![
+        let mut env = vec![
             ("KAMI_BIND".into(), format!("127.0.0.1:{}", self.port)),
             (
                 "KAMI_DATA_DIR".into(),
@@ -287,10 +290,10 @@ impl Kami {
             ("KAMI_RATE_LIMITS".into(), "off".into()),
             ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
             ("KAMI_LOG".into(), "info".into()),
-        ]
-        .into_iter()
-        .chain(config)
-        .collect()
+        ];
+        env.extend(config);
+        env.extend(self.options.env.iter().cloned());
+        env
     }
 
     /// A `kami` command with this server's environment (and none inherited).

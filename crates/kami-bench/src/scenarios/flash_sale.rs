@@ -1,0 +1,414 @@
+//! `kami-bench flash-sale`: a drop, phase by phase, with one client.
+//!
+//! 1. the ceiling: closed-loop `GET /healthz`;
+//! 2. product reads (`GET /api/v1/products/{id}` and the list);
+//! 3. the sale: C connections post orders until every code is reserved, then
+//!    `--sold-out-seconds` of buyers arriving after the drop is gone;
+//! 4. the notification storm: every order paid, each notification sent twice
+//!    (adjacent requests, so the twins race);
+//!
+//! then checks through the API that nothing was oversold, duplicated or left
+//! undelivered (exit 1 if not), and prints the server's peak RSS.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::core::{is_our_code, make_code, parse_order, sign, Order, PRICE};
+use crate::admin::{id_text, Admin};
+use crate::load::{self, error_label, Latency, LoadResult, LoadSpec, Outcome, Req, Stop};
+use crate::report::{self, bytes, int, print_rows, rate, us, Machine};
+use crate::server::{Server, ServerOpts};
+use crate::CommonArgs;
+
+#[derive(Args, Clone, Debug)]
+pub struct FlashArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Codes in the drop.
+    #[arg(long, default_value_t = 100_000)]
+    pub codes: u64,
+
+    /// Measured seconds of the healthz ceiling and of the product reads.
+    #[arg(long, default_value_t = 5.0)]
+    pub read_seconds: f64,
+
+    /// Seconds of order traffic after the drop sold out.
+    #[arg(long, default_value_t = 10.0)]
+    pub sold_out_seconds: f64,
+
+    /// Uncounted warm-up before each timed load.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_seconds: f64,
+
+    /// Orders in the sale [default: --codes, i.e. until sold out]. Fewer leave stock behind
+    /// (to measure with a big stock, e.g. RSS and p99 with a million codes) and skip the
+    /// sold-out phase.
+    #[arg(long)]
+    pub sale_orders: Option<u64>,
+}
+
+const PREFIX: &str = "FLASH";
+const IMPORT_CHUNK: u64 = 200_000;
+
+/// One phase's figures.
+struct Phase {
+    name: &'static str,
+    ok: u64,
+    secs: f64,
+    latency: Latency,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Phase {
+    fn of<T>(name: &'static str, r: &LoadResult<T>) -> Self {
+        Phase {
+            name,
+            ok: r.ok,
+            secs: r.elapsed.as_secs_f64(),
+            latency: Latency::of(&r.latency),
+            errors: r.errors.clone(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ok as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    fn line(&self, ceiling: f64) -> String {
+        let ratio = if ceiling > 0.0 {
+            format!("{:.3}× ceiling", self.rate() / ceiling)
+        } else {
+            "-".into()
+        };
+        let errors = if self.errors.is_empty() {
+            "no errors".to_string()
+        } else {
+            format!("{:?}", self.errors)
+        };
+        format!(
+            "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors})",
+            rate(self.rate()),
+            us(self.latency.p50),
+            us(self.latency.p99),
+            us(self.latency.p999),
+            int(self.ok),
+            self.secs,
+        )
+    }
+}
+
+pub async fn run(args: FlashArgs) -> Result<bool> {
+    let machine = Machine::detect();
+    let kami = args.common.kami_path();
+    let opts = ServerOpts {
+        kami: kami.clone(),
+        postgres_url: args.common.postgres_url.clone(),
+        keep: args.common.keep,
+    };
+    println!("kami-bench flash-sale: {}", machine.describe());
+    println!("command: {}", report::command_line());
+    let mut all_ok = true;
+    for backend in args.common.backend.backends() {
+        let load_start = report::loadavg();
+        let server = Server::start(backend, &opts).await?;
+        let outcome = sale(&args, &server).await;
+        let rss = server.peak_rss().ok();
+        println!("\n== flash-sale on {backend} ==");
+        println!(
+            "  load average at start {:?}, at end {:?}",
+            load_start,
+            report::loadavg()
+        );
+        match outcome {
+            Ok((phases, failures)) => {
+                let ceiling = phases.first().map_or(0.0, Phase::rate);
+                let mut rows: Vec<(String, String)> = phases
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.line(ceiling)))
+                    .collect();
+                rows.push(("peak RSS".into(), rss.map_or("-".into(), bytes)));
+                rows.push((
+                    "verification".into(),
+                    if failures.is_empty() {
+                        "no oversell, no duplicate, every order delivered once".into()
+                    } else {
+                        failures.join("\n")
+                    },
+                ));
+                print_rows(&rows);
+                all_ok &= failures.is_empty();
+            }
+            Err(e) => {
+                println!("  failed: {e:#}\n{}", server.log_tail(20));
+                all_ok = false;
+            }
+        }
+        server.shutdown().await?;
+    }
+    Ok(all_ok)
+}
+
+fn spec(server: &Server, connections: usize, stop: Stop) -> LoadSpec {
+    LoadSpec {
+        addr: server.addr,
+        connections: connections.max(1),
+        stop,
+    }
+}
+
+fn timed(args: &FlashArgs, secs: f64) -> Stop {
+    Stop::Duration {
+        warmup: Duration::from_secs_f64(args.warmup_seconds),
+        measure: Duration::from_secs_f64(secs),
+    }
+}
+
+fn ok_if(want: u16) -> impl Fn(u16, &Bytes) -> Outcome<()> {
+    move |status, body| {
+        if status == want {
+            Outcome::Ok(None)
+        } else {
+            Outcome::Err(error_label(status, body))
+        }
+    }
+}
+
+async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<String>)> {
+    let b = server.backend;
+    let conns = args.common.connections;
+    let key = server.create_api_key("flash").await?;
+    let admin = Admin::new(&server.base_url, &key)?;
+    let product = admin
+        .create_product(
+            &json!({"name": "drop", "price": PRICE, "currency": "CNY", "max_quantity": 1}),
+        )
+        .await?;
+    let salt: u64 = rand::thread_rng().gen();
+    eprintln!("[{b}] importing {} codes", int(args.codes));
+    let mut i = 0;
+    while i < args.codes {
+        let end = (i + IMPORT_CHUNK).min(args.codes);
+        let body: String = (i..end)
+            .map(|n| make_code(PREFIX, salt, n) + "\n")
+            .collect();
+        admin.import(&product, body).await?;
+        i = end;
+    }
+    let mut phases = Vec::new();
+
+    eprintln!("[{b}] ceiling: GET /healthz");
+    let r = load::run(
+        &spec(server, conns, timed(args, args.read_seconds)),
+        |_| Req::get("/healthz"),
+        ok_if(200),
+    )
+    .await?;
+    phases.push(Phase::of("GET /healthz (ceiling)", &r));
+
+    eprintln!("[{b}] product reads");
+    let path = format!("/api/v1/products/{}", id_text(&product));
+    let r = load::run(
+        &spec(server, conns, timed(args, args.read_seconds)),
+        move |n| {
+            if n % 2 == 0 {
+                Req::get(path.clone())
+            } else {
+                Req::get("/api/v1/products")
+            }
+        },
+        ok_if(200),
+    )
+    .await?;
+    phases.push(Phase::of("product reads", &r));
+
+    eprintln!(
+        "[{b}] the drop: {} codes, {conns} connections",
+        int(args.codes)
+    );
+    let prefix = format!(
+        r#"{{"product_id":{},"quantity":1,"email":"b"#,
+        serde_json::to_string(&product)?
+    );
+    let order_body = move |n: u64| {
+        Req::post_json(
+            "/api/v1/orders",
+            format!(r#"{prefix}{n}@flash.test","channel":"sandbox"}}"#),
+        )
+    };
+    let keep_order = |status: u16, body: &Bytes| match status {
+        201 => match parse_order(body) {
+            Some(o) => Outcome::Ok(Some(o)),
+            None => Outcome::Err("201 without an order".into()),
+        },
+        _ => Outcome::Err(error_label(status, body)),
+    };
+    let sale_orders = args.sale_orders.unwrap_or(args.codes).min(args.codes);
+    let r = load::run(
+        &spec(server, conns, Stop::Count(sale_orders)),
+        order_body.clone(),
+        keep_order,
+    )
+    .await?;
+    phases.push(Phase::of("orders while stock lasts", &r));
+    let mut orders: Vec<Order> = r.kept;
+
+    if sale_orders == args.codes {
+        sold_out_phase(args, server, order_body, &mut phases, &mut orders).await?;
+    }
+
+    eprintln!(
+        "[{b}] notification storm: {} orders, each notified twice",
+        int(orders.len() as u64)
+    );
+    let orders = Arc::new(orders);
+    let storm = notify_twice(server, orders.clone(), salt).await?;
+    let mut pay = Phase::of("notification → delivered", &storm);
+    // Figures per order paid: each order took two notifications.
+    pay.ok /= 2;
+    phases.push(pay);
+
+    eprintln!("[{b}] verifying");
+    let failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
+    Ok((phases, failures))
+}
+
+async fn sold_out_phase(
+    args: &FlashArgs,
+    server: &Server,
+    order_body: impl Fn(u64) -> Req + Send + Sync + 'static,
+    phases: &mut Vec<Phase>,
+    orders: &mut Vec<Order>,
+) -> Result<()> {
+    let b = server.backend;
+    let conns = args.common.connections;
+    eprintln!("[{b}] sold-out traffic for {} s", args.sold_out_seconds);
+    let late_start = args.codes * 2;
+    let r = load::run(
+        &spec(server, conns, timed(args, args.sold_out_seconds)),
+        move |n| order_body(late_start + n),
+        |status: u16, body: &Bytes| match status {
+            // Codes freed by shed requests of the drop are still sold here.
+            201 => Outcome::Ok(parse_order(body)),
+            409 if error_label(status, body) == "409 sold_out" => Outcome::Ok(None),
+            _ => Outcome::Err(error_label(status, body)),
+        },
+    )
+    .await?;
+    phases.push(Phase::of("sold-out answers", &r));
+    orders.extend(r.kept);
+    Ok(())
+}
+
+async fn notify_twice(
+    server: &Server,
+    orders: Arc<Vec<Order>>,
+    salt: u64,
+) -> Result<LoadResult<()>> {
+    let secret = server.sandbox_secret.clone();
+    let header = http::HeaderName::from_static("kami-signature");
+    let count = orders.len() as u64 * 2;
+    load::run(
+        &spec(server, 256.min(count.max(1) as usize), Stop::Count(count)),
+        move |n| {
+            let o = &orders[(n / 2) as usize];
+            let body =
+                json!({"order_no": o.order_no, "trade_no": format!("flash-{salt:016x}-{}", n / 2),
+                "amount": o.amount, "currency": "CNY", "status": "paid"})
+                .to_string();
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let sig = sign(&secret, t, &body);
+            Req::post_json("/pay/sandbox/notify", body).header(header.clone(), &sig)
+        },
+        ok_if(200),
+    )
+    .await
+}
+
+/// Every order delivered with exactly one of this run's codes, no code twice,
+/// and the stock adding up: reserved none, sold = orders, nothing oversold.
+async fn verify(
+    server: &Server,
+    admin: &Admin,
+    product: &Value,
+    orders: Arc<Vec<Order>>,
+    salt: u64,
+    codes: u64,
+) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    let n = orders.len() as u64;
+    let r = load::run(
+        &spec(server, 64, Stop::Count(n)),
+        {
+            let orders = orders.clone();
+            move |i| {
+                let o = &orders[i as usize];
+                Req::get(format!("/api/v1/orders/{}", o.order_no)).header(
+                    http::header::AUTHORIZATION,
+                    &format!("Bearer {}", o.access_token),
+                )
+            }
+        },
+        |status, body: &Bytes| {
+            let v: Value = match (status, serde_json::from_slice(body)) {
+                (200, Ok(v)) => v,
+                _ => return Outcome::Err(error_label(status, body)),
+            };
+            let cards: Vec<String> = v["cards"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Outcome::Ok(Some((v["status"].as_str().unwrap_or("").to_owned(), cards)))
+        },
+    )
+    .await
+    .context("reading the orders back")?;
+    if !r.errors.is_empty() {
+        failures.push(format!("reading orders back failed: {:?}", r.errors));
+    }
+    let mut seen = HashSet::new();
+    let mut bad = 0u64;
+    for (status, cards) in &r.kept {
+        if status != "delivered" || cards.len() != 1 || !is_our_code(PREFIX, salt, &cards[0]) {
+            bad += 1;
+        }
+        for c in cards {
+            if !seen.insert(c.clone()) {
+                failures.push(format!("code {c} delivered twice"));
+            }
+        }
+    }
+    if bad > 0 {
+        failures.push(format!(
+            "{bad} of {n} orders not delivered with exactly one valid code"
+        ));
+    }
+    let stock = admin.stock(product).await?;
+    if stock.reserved != 0 || stock.sold != n || stock.available + stock.sold != codes {
+        failures.push(format!(
+            "stock: available {}, reserved {}, sold {} for {n} orders of {codes} codes",
+            stock.available, stock.reserved, stock.sold
+        ));
+    }
+    if n > codes {
+        failures.push(format!("oversold: {n} orders for {codes} codes"));
+    }
+    Ok(failures)
+}

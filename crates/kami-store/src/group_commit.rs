@@ -1,0 +1,114 @@
+//! The group-commit writer: requests go into a bounded queue, writer tasks
+//! take whatever is queued (up to a batch size) and hand it to one store call
+//! that commits it as one transaction, and each request gets its own outcome
+//! back through a oneshot.
+//!
+//! The queue is bounded so a flash sale cannot pile up work without limit:
+//! when it is full, `submit` refuses at once (`Overloaded`) and the caller
+//! answers 503 — before anything was written, so a refused request leaves no
+//! trace. A request the queue accepted is always executed by a writer, even if
+//! its caller goes away meanwhile; nothing accepted is dropped.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the writer queue is full")]
+    Overloaded,
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+type Item<Req, Out> = (Req, oneshot::Sender<Out>);
+
+pub struct GroupCommit<Req, Out> {
+    queue: mpsc::Sender<Item<Req, Out>>,
+    capacity: usize,
+}
+
+/// Sizes of a group-commit writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Requests waiting at most; beyond it `submit` answers `Overloaded`.
+    pub queue: usize,
+    /// Requests per transaction at most.
+    pub max_batch: usize,
+    /// Writer tasks: 1 for SQLite (one writer anyway), a few for PostgreSQL,
+    /// whose concurrent transactions skip each other's rows.
+    pub writers: usize,
+}
+
+impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
+    /// Spawns the writers. `commit(batch)` must return one outcome per
+    /// request, in order; `on_batch(size)` observes every batch (metrics).
+    pub fn spawn<F, Fut, B>(cfg: WriterConfig, commit: F, on_batch: B) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Out>> + Send,
+        B: Fn(usize) + Send + Sync + 'static,
+    {
+        let capacity = cfg.queue.max(1);
+        let (queue, rx) = mpsc::channel::<Item<Req, Out>>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let commit = Arc::new(commit);
+        let on_batch = Arc::new(on_batch);
+        for _ in 0..cfg.writers.max(1) {
+            let rx = rx.clone();
+            let commit = commit.clone();
+            let on_batch = on_batch.clone();
+            let max_batch = cfg.max_batch.max(1);
+            tokio::spawn(async move {
+                loop {
+                    // One writer at a time collects a batch; the others wait
+                    // their turn here while it commits, so batches grow with
+                    // the load instead of splitting it into tiny pieces.
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else {
+                            break;
+                        };
+                        let mut batch = Vec::with_capacity(max_batch);
+                        batch.push(first);
+                        while batch.len() < max_batch {
+                            match rx.try_recv() {
+                                Ok(item) => batch.push(item),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    on_batch(batch.len());
+                    let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) =
+                        batch.into_iter().unzip();
+                    let outs = commit(reqs).await;
+                    debug_assert_eq!(outs.len(), replies.len());
+                    for (reply, out) in replies.into_iter().zip(outs) {
+                        // A caller that went away still had its request
+                        // committed; only the answer is lost with it.
+                        let _ = reply.send(out);
+                    }
+                }
+            });
+        }
+        Self { queue, capacity }
+    }
+
+    /// Queues the request and waits for its outcome; `Overloaded` at once
+    /// when the queue is full (nothing was queued then).
+    pub async fn submit(&self, req: Req) -> Result<Out, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue.try_send((req, tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Requests waiting for a writer.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.queue.capacity()
+    }
+}

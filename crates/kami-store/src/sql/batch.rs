@@ -1,0 +1,220 @@
+//! Group commit of orders: many buyers' orders in one write transaction,
+//! each with its own outcome (DESIGN.md, "Allocation under a
+//! flash sale").
+//!
+//! A batch decides every order before it writes anything for it
+//! (check-before-write), so one buyer's `sold_out` or `limit_exceeded` never
+//! fails the others: the stock of each product is counted once inside the
+//! write transaction, orders are granted from that budget in arrival order,
+//! and the per-buyer limit is the same conditional upsert as for a single
+//! order, which writes nothing when it refuses. Anything the budget could not
+//! foresee (an idempotency key stored concurrently, a claim that came back
+//! short because another PostgreSQL transaction holds rows the count saw,
+//! any database error) rolls the whole batch back and replays its requests
+//! one transaction each, which is the proven single-order path.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::orders::{
+    self, claim_cards_many, insert_idempotency, pending_order, values_rows, Claim, Tx,
+};
+use super::SqlStore;
+use crate::types::*;
+use crate::{Backend, Result};
+
+type OrderOutcome = Result<Result<Order, CreateOrderError>>;
+
+pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome> {
+    if batch.len() > 1 {
+        match try_create_orders(s, batch).await {
+            Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "order batch failed; replaying it order by order")
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for o in batch {
+        out.push(orders::create_order(s, o).await);
+    }
+    out
+}
+
+/// `Ok(None)`: the batch was rolled back and must be replayed one by one.
+async fn try_create_orders(
+    s: &SqlStore,
+    batch: &[NewOrder],
+) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
+    let mut tx = s.begin().await?;
+    let (mut budget, floors) = stock_budgets(&mut tx, batch).await?;
+    let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
+    for o in batch {
+        verdicts.push(decide(&mut tx, o, &mut budget).await?);
+    }
+    for (o, v) in batch.iter().zip(&verdicts) {
+        if let (None, Some(rec)) = (v, &o.idempotency) {
+            if !insert_idempotency(&mut tx, rec).await? {
+                return Ok(None);
+            }
+        }
+    }
+    let granted: Vec<&NewOrder> = batch
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.is_none())
+        .map(|(o, _)| o)
+        .collect();
+    let ids = insert_orders(s.backend, &mut tx, &granted).await?;
+    let claims: Vec<Claim> = granted
+        .iter()
+        .map(|o| Claim {
+            order_id: ids[o.order_no.as_str()],
+            product_id: o.product_id,
+            quantity: o.quantity,
+            until: o.expires_at,
+            floor: floors.get(&o.product_id).copied(),
+        })
+        .collect();
+    let claimed = claim_cards_many(s.backend, &mut tx, &claims).await?;
+    if claimed.iter().zip(&granted).any(|(n, o)| *n < o.quantity) {
+        return Ok(None);
+    }
+    insert_created_events(s.backend, &mut tx, &granted, &ids).await?;
+    tx.commit().await?;
+    Ok(Some(
+        batch
+            .iter()
+            .zip(verdicts)
+            .map(|(o, v)| match v {
+                None => Ok(pending_order(ids[o.order_no.as_str()], o)),
+                Some(e) => Err(e),
+            })
+            .collect(),
+    ))
+}
+
+/// Available codes per product of the batch, counted inside the write
+/// transaction and capped at what the batch asks for (so a million codes
+/// cost no more to count than ten), and the lowest available id (the
+/// claims' `floor`).
+async fn stock_budgets(
+    tx: &mut Tx,
+    batch: &[NewOrder],
+) -> Result<(HashMap<i64, i64>, HashMap<i64, i64>)> {
+    let mut wanted: HashMap<i64, i64> = HashMap::new();
+    for o in batch {
+        *wanted.entry(o.product_id).or_default() += o.quantity;
+    }
+    let mut budget = HashMap::with_capacity(wanted.len());
+    let mut floors = HashMap::with_capacity(wanted.len());
+    for (product_id, want) in wanted {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
+             WHERE product_id = $1 AND status = 'available' ORDER BY id LIMIT $2) AS a",
+        )
+        .bind(product_id)
+        .bind(want)
+        .fetch_one(&mut **tx)
+        .await?;
+        budget.insert(product_id, row.try_get::<i64, _>("n")?);
+        if let Some(first) = row.try_get::<Option<i64>, _>("first")? {
+            floors.insert(product_id, first);
+        }
+    }
+    Ok((budget, floors))
+}
+
+/// `None` grants the order (its stock is then taken from the budget and its
+/// per-buyer quantity recorded); `Some` refuses it having written nothing.
+async fn decide(
+    tx: &mut Tx,
+    o: &NewOrder,
+    budget: &mut HashMap<i64, i64>,
+) -> Result<Option<CreateOrderError>> {
+    if o.per_buyer_limit.is_some_and(|limit| o.quantity > limit) {
+        return Ok(Some(CreateOrderError::LimitExceeded));
+    }
+    let left = budget.get(&o.product_id).copied().unwrap_or(0);
+    if left < o.quantity {
+        return Ok(Some(if left == 0 {
+            CreateOrderError::SoldOut
+        } else {
+            CreateOrderError::InsufficientStock { available: left }
+        }));
+    }
+    if let Some(limit) = o.per_buyer_limit {
+        if !orders::add_buyer_quantity(tx, o, limit).await? {
+            return Ok(Some(CreateOrderError::LimitExceeded));
+        }
+    }
+    budget.insert(o.product_id, left - o.quantity);
+    Ok(None)
+}
+
+/// Inserts the granted orders with multi-row statements; their ids by number.
+pub(super) async fn insert_orders(
+    backend: Backend,
+    tx: &mut Tx,
+    granted: &[&NewOrder],
+) -> Result<HashMap<String, i64>> {
+    let mut ids = HashMap::with_capacity(granted.len());
+    for chunk in granted.chunks(backend.insert_chunk()) {
+        let values = values_rows(
+            chunk.len(),
+            &format!(
+                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+            ),
+        );
+        let sql = format!(
+            "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
+             discount, amount, currency, email, query_password_hash, access_token_hash, \
+             buyer_ip, channel, status, created_at, expires_at, idempotency_key) VALUES {values} \
+             RETURNING id, order_no"
+        );
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(&o.order_no)
+                .bind(o.product_id)
+                .bind(o.quantity)
+                .bind(o.unit_price)
+                .bind(o.amount)
+                .bind(&o.currency)
+                .bind(&o.email)
+                .bind(o.query_password_hash.as_deref())
+                .bind(o.access_token_hash.as_slice())
+                .bind(o.buyer_ip.as_deref())
+                .bind(&o.channel)
+                .bind(o.created_at)
+                .bind(o.expires_at)
+                .bind(o.idempotency.as_ref().map(|r| r.key.as_str()));
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            ids.insert(row.try_get("order_no")?, row.try_get("id")?);
+        }
+    }
+    Ok(ids)
+}
+
+/// The `created` timeline rows of the batch, in multi-row statements.
+async fn insert_created_events(
+    backend: Backend,
+    tx: &mut Tx,
+    granted: &[&NewOrder],
+    ids: &HashMap<String, i64>,
+) -> Result<()> {
+    let events: Vec<NewEvent> = granted
+        .iter()
+        .map(|o| NewEvent {
+            order_id: Some(ids[o.order_no.as_str()]),
+            order_no: Some(o.order_no.clone()),
+            kind: "created".into(),
+            detail: orders::created_detail(o),
+            at: o.created_at,
+        })
+        .collect();
+    orders::insert_events_many(backend, tx, &events).await
+}

@@ -1,0 +1,386 @@
+//! Payments (DESIGN.md "Pay"), one at a time and in groups: the payment
+//! row's UNIQUE (channel, trade_no) makes a repeated notification a no-op,
+//! and every status change is a conditional update.
+
+use std::collections::HashMap;
+
+use kami_core::{Millis, OrderStatus};
+use sqlx::Row;
+
+use super::orders::{
+    claim_cards, event, insert_events_many, release_cards, sell_cards, values_rows, Tx,
+};
+use super::SqlStore;
+use crate::types::*;
+use crate::{Backend, Result};
+
+/// DESIGN.md "Pay": the payment row's UNIQUE (channel, trade_no) makes a
+/// repeated notification a no-op; the order moves on with conditional
+/// updates in the same transaction.
+pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
+    let mut tx = s.begin().await?;
+    let outcome = pay_order_in(s.backend, &mut tx, p).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The body of `pay_order` inside the caller's transaction, so the group
+/// commit can pay many orders in one. Every outcome either writes all of its
+/// rows or none (a duplicate writes nothing); an `Err` means the caller must
+/// roll the whole transaction back.
+pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
+    let inserted = insert_payments(backend, tx, std::slice::from_ref(p)).await?[0];
+    if !inserted {
+        return Ok(PayOutcome::Duplicate);
+    }
+    settle_in(backend, tx, p).await
+}
+
+/// Moves the order on for a payment whose row was just inserted.
+async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
+    let now = p.received_at;
+    let sql = format!(
+        "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
+        backend.for_update()
+    );
+    let row = sqlx::query(&sql)
+        .bind(p.order_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let order_no: String = row.try_get("order_no")?;
+    let status: String = row.try_get("status")?;
+    let product_id: i64 = row.try_get("product_id")?;
+    let quantity: i64 = row.try_get("quantity")?;
+    let email: String = row.try_get("email")?;
+    let paid = paid_detail(p);
+    let outcome = match OrderStatus::parse(&status) {
+        Some(OrderStatus::Pending) => {
+            let sold = sell_cards(tx, p.order_id, now).await?;
+            if sold != quantity {
+                // Impossible while the invariants hold; refuse rather than
+                // deliver short, so the gateway retries and an operator looks.
+                return Err(crate::StoreError::Corrupt(format!(
+                    "order {order_no} held {sold} reserved codes, expected {quantity}"
+                )));
+            }
+            deliver(tx, p.order_id, &order_no, now, &paid, "pending").await?;
+            PayOutcome::Delivered
+        }
+        Some(OrderStatus::Expired) => {
+            // A late payment: the codes went back to stock at expiry; take
+            // them again if there are enough, or park the order for restock.
+            restore_buyer_quantity(tx, product_id, &email, quantity).await?;
+            let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
+            if claimed == quantity {
+                sell_cards(tx, p.order_id, now).await?;
+                deliver(
+                    tx,
+                    p.order_id,
+                    &order_no,
+                    now,
+                    &format!("late payment: {paid}"),
+                    "expired",
+                )
+                .await?;
+                PayOutcome::Delivered
+            } else {
+                release_cards(tx, p.order_id).await?;
+                sqlx::query(
+                    "UPDATE orders SET status = 'paid_unfulfilled', paid_at = $2 \
+                     WHERE id = $1 AND status = 'expired'",
+                )
+                .bind(p.order_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                event(
+                    tx,
+                    p.order_id,
+                    &order_no,
+                    "paid",
+                    format!("late payment: {paid}"),
+                    now,
+                )
+                .await?;
+                event(
+                    tx,
+                    p.order_id,
+                    &order_no,
+                    "paid_unfulfilled",
+                    format!("no stock for {quantity} code(s); waiting for restock or refund"),
+                    now,
+                )
+                .await?;
+                PayOutcome::PaidUnfulfilled
+            }
+        }
+        _ => {
+            event(
+                tx,
+                p.order_id,
+                &order_no,
+                "payment_for_paid_order",
+                format!("order already {status}; extra payment {paid} needs a refund"),
+                now,
+            )
+            .await?;
+            PayOutcome::AlreadyPaid
+        }
+    };
+    Ok(outcome)
+}
+
+fn paid_detail(p: &NewPayment) -> String {
+    format!(
+        "{} {} via {} trade {}",
+        p.amount, p.currency, p.channel, p.trade_no
+    )
+}
+
+async fn deliver(
+    tx: &mut Tx,
+    order_id: i64,
+    order_no: &str,
+    now: Millis,
+    paid: &str,
+    from: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET status = 'delivered', paid_at = $2, delivered_at = $2 \
+         WHERE id = $1 AND status = $3",
+    )
+    .bind(order_id)
+    .bind(now)
+    .bind(from)
+    .execute(&mut **tx)
+    .await?;
+    event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
+    event(tx, order_id, order_no, "delivered", String::new(), now).await
+}
+
+async fn restore_buyer_quantity(
+    tx: &mut Tx,
+    product_id: i64,
+    email: &str,
+    quantity: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE buyer_purchases SET quantity = quantity + $3 WHERE product_id = $1 AND email = $2",
+    )
+    .bind(product_id)
+    .bind(email)
+    .bind(quantity)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Payments in one transaction, with set-based statements for the common
+/// case (a pending order's first payment): one insert of every payment row,
+/// then the codes sold, the orders delivered and the events written for all
+/// of them at once. Everything else (duplicates aside: their row was not
+/// inserted, so nothing changes) goes through `settle_in` one by one in the
+/// same transaction. An error rolls the batch back and replays it payment by
+/// payment, so only the failing payment gets it.
+pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
+    if batch.len() > 1 {
+        match try_pay_orders(s, batch).await {
+            Ok(out) => return out.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "payment batch failed; replaying it payment by payment")
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for p in batch {
+        out.push(pay_order(s, p).await);
+    }
+    out
+}
+
+async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
+    let mut tx = s.begin().await?;
+    let new = insert_payments(s.backend, &mut tx, batch).await?;
+    // Each order's first new payment may take the set-based path; a second
+    // payment for the same order must see the first one's result.
+    let mut first_of_order: HashMap<i64, usize> = HashMap::new();
+    for (i, p) in batch.iter().enumerate() {
+        if new[i] {
+            first_of_order.entry(p.order_id).or_insert(i);
+        }
+    }
+    let ids: Vec<i64> = first_of_order.keys().copied().collect();
+    let pending = pending_quantities(s.backend, &mut tx, &ids).await?;
+    let fast: Vec<usize> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            first_of_order.get(&p.order_id) == Some(i) && pending.contains_key(&p.order_id)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    deliver_pending(s.backend, &mut tx, batch, &fast, &pending).await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
+        out.push(if !new[i] {
+            PayOutcome::Duplicate
+        } else if fast.contains(&i) {
+            PayOutcome::Delivered
+        } else {
+            settle_in(s.backend, &mut tx, p).await?
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Inserts the payment rows; which of them were new (a row already stored,
+/// or an earlier twin in this batch, makes a later one a duplicate).
+async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
+    let mut stored: HashMap<(String, String), i64> = HashMap::new();
+    for chunk in batch.chunks(backend.insert_chunk()) {
+        let values = values_rows(
+            chunk.len(),
+            &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?)"),
+        );
+        let sql = format!(
+            "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
+             raw, received_at) VALUES {values} ON CONFLICT (channel, trade_no) DO NOTHING \
+             RETURNING order_id, channel, trade_no"
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q
+                .bind(p.order_id)
+                .bind(&p.channel)
+                .bind(&p.trade_no)
+                .bind(p.amount)
+                .bind(&p.currency)
+                .bind(&p.raw)
+                .bind(p.received_at);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            stored.insert(
+                (row.try_get("channel")?, row.try_get("trade_no")?),
+                row.try_get("order_id")?,
+            );
+        }
+    }
+    // The first entry matching a stored row is the one that wrote it.
+    Ok(batch
+        .iter()
+        .map(|p| {
+            let key = (p.channel.clone(), p.trade_no.clone());
+            match stored.get(&key) {
+                Some(order_id) if *order_id == p.order_id => {
+                    stored.remove(&key);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .collect())
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pending orders among `ids` (locked on PostgreSQL): number, quantity.
+async fn pending_quantities(
+    backend: Backend,
+    tx: &mut Tx,
+    ids: &[i64],
+) -> Result<HashMap<i64, (String, i64)>> {
+    let mut pending = HashMap::new();
+    if ids.is_empty() {
+        return Ok(pending);
+    }
+    let sql = format!(
+        "SELECT id, order_no, quantity FROM orders WHERE status = 'pending' AND id IN ({}) {}",
+        placeholders(1, ids.len()),
+        backend.for_update()
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(&mut **tx).await? {
+        pending.insert(
+            row.try_get("id")?,
+            (row.try_get("order_no")?, row.try_get("quantity")?),
+        );
+    }
+    Ok(pending)
+}
+
+/// Sells the reserved codes of the `fast` payments' orders and delivers
+/// them, checking every order got exactly its quantity (else the batch is
+/// refused, as `settle_in` would refuse the single payment).
+async fn deliver_pending(
+    backend: Backend,
+    tx: &mut Tx,
+    batch: &[NewPayment],
+    fast: &[usize],
+    pending: &HashMap<i64, (String, i64)>,
+) -> Result<()> {
+    if fast.is_empty() {
+        return Ok(());
+    }
+    let now: Millis = fast
+        .iter()
+        .map(|&i| batch[i].received_at)
+        .max()
+        .unwrap_or(0);
+    let ids: Vec<i64> = fast.iter().map(|&i| batch[i].order_id).collect();
+    let sql = format!(
+        "UPDATE cards SET status = 'sold', sold_at = $1, reserved_until = NULL \
+         WHERE status = 'reserved' AND order_id IN ({}) RETURNING order_id",
+        placeholders(2, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(now);
+    for id in &ids {
+        q = q.bind(id);
+    }
+    let mut sold: HashMap<i64, i64> = HashMap::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        *sold.entry(row.try_get("order_id")?).or_default() += 1;
+    }
+    for id in &ids {
+        let (order_no, quantity) = &pending[id];
+        let got = sold.get(id).copied().unwrap_or(0);
+        if got != *quantity {
+            return Err(crate::StoreError::Corrupt(format!(
+                "order {order_no} held {got} reserved codes, expected {quantity}"
+            )));
+        }
+    }
+    let sql = format!(
+        "UPDATE orders SET status = 'delivered', paid_at = $1, delivered_at = $1 \
+         WHERE status = 'pending' AND id IN ({})",
+        placeholders(2, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(now);
+    for id in &ids {
+        q = q.bind(id);
+    }
+    q.execute(&mut **tx).await?;
+    let mut events = Vec::with_capacity(fast.len() * 2);
+    for &i in fast {
+        let p = &batch[i];
+        let (order_no, _) = &pending[&p.order_id];
+        for (kind, detail) in [("paid", paid_detail(p)), ("delivered", String::new())] {
+            events.push(NewEvent {
+                order_id: Some(p.order_id),
+                order_no: Some(order_no.clone()),
+                kind: kind.into(),
+                detail,
+                at: p.received_at,
+            });
+        }
+    }
+    insert_events_many(backend, tx, &events).await
+}

@@ -1,0 +1,235 @@
+//! The store tests' harness: a fresh database per test on either backend,
+//! products with codes, and the invariant checker of DESIGN.md.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use kami_core::now_millis;
+use kami_store::*;
+use rand::Rng;
+use sqlx::Row;
+
+pub struct Db {
+    pub store: Arc<SqlStore>,
+    /// Another pool on the same database, for checks with plain SQL.
+    pub check: sqlx::AnyPool,
+    drop_pg: Option<String>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(name) = &self.drop_pg {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .output();
+        }
+    }
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("KAMI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn open(backend: Backend) -> Db {
+    let tag: u64 = rand::thread_rng().gen();
+    let (url, drop_pg) = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("kami-store-race-{tag:x}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            (format!("sqlite://{}/kami.db", dir.display()), None)
+        }
+        Backend::Postgres => {
+            sqlx::any::install_default_drivers();
+            let admin = pg_admin_url();
+            let name = format!("kami_store_t_{tag:x}");
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            (format!("{base}/{name}"), Some(name))
+        }
+    };
+    let store = SqlStore::connect(&url, 16).await.unwrap();
+    store.migrate().await.unwrap();
+    let check = sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    Db {
+        store: Arc::new(store),
+        check,
+        drop_pg,
+    }
+}
+
+pub async fn product_with_codes(db: &Db, codes: usize) -> i64 {
+    let p = db
+        .store
+        .create_product(&NewProduct {
+            name: "race".into(),
+            price: 100,
+            currency: "CNY".into(),
+            min_quantity: 1,
+            max_quantity: 10,
+            visible: true,
+            ..NewProduct::default()
+        })
+        .await
+        .unwrap();
+    restock(db, p.id, codes).await;
+    p.id
+}
+
+pub async fn restock(db: &Db, product_id: i64, codes: usize) {
+    let batch = db.store.begin_import(product_id).await.unwrap();
+    let cards: Vec<NewCard> = (0..codes)
+        .map(|_| {
+            let fp: [u8; 32] = rand::thread_rng().gen();
+            NewCard {
+                ciphertext: fp.to_vec(),
+                nonce: vec![0; 12],
+                key_id: 1,
+                fingerprint: fp.to_vec(),
+            }
+        })
+        .collect();
+    let n = db
+        .store
+        .stage_cards(batch, product_id, &cards)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, codes);
+    db.store
+        .commit_import(
+            batch,
+            product_id,
+            &ImportCounts {
+                imported: n,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+pub fn new_order(product_id: i64, quantity: i64, ttl_ms: i64) -> NewOrder {
+    let now = now_millis();
+    NewOrder {
+        order_no: kami_core::OrderNo::generate(now).as_str().to_string(),
+        product_id,
+        quantity,
+        unit_price: 100,
+        amount: 100 * quantity,
+        currency: "CNY".into(),
+        email: format!("b{}@x.test", rand::thread_rng().gen::<u32>()),
+        query_password_hash: None,
+        access_token_hash: vec![1; 32],
+        buyer_ip: None,
+        channel: "sandbox".into(),
+        created_at: now,
+        expires_at: now + ttl_ms,
+        per_buyer_limit: None,
+        idempotency: None,
+    }
+}
+
+pub fn payment(order: &Order, trade_no: &str) -> NewPayment {
+    NewPayment {
+        order_id: order.id,
+        channel: "sandbox".into(),
+        trade_no: trade_no.into(),
+        amount: order.amount,
+        currency: order.currency.clone(),
+        raw: "{}".into(),
+        received_at: now_millis(),
+    }
+}
+
+/// The invariants of DESIGN.md, read straight from the rows.
+pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
+    let rows = sqlx::query("SELECT id, status, quantity FROM orders WHERE product_id = $1")
+        .bind(product_id)
+        .fetch_all(&db.check)
+        .await
+        .unwrap();
+    for r in rows {
+        let id: i64 = r.get("id");
+        let status: String = r.get("status");
+        let quantity: i64 = r.get("quantity");
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cards WHERE order_id = $1 AND status IN ('reserved', 'sold')",
+        )
+        .bind(id)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+        let sold: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cards WHERE order_id = $1 AND status = 'sold'",
+        )
+        .bind(id)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+        match status.as_str() {
+            "pending" => assert_eq!((held, sold), (quantity, 0), "pending order {id}"),
+            "delivered" => assert_eq!((held, sold), (quantity, quantity), "delivered order {id}"),
+            "expired" | "paid_unfulfilled" => {
+                assert_eq!(held, 0, "{status} order {id} holds codes")
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let stray: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cards WHERE product_id = $1 AND status IN ('reserved', 'sold') AND order_id IS NULL",
+    )
+    .bind(product_id)
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!(stray, 0, "codes reserved or sold without an order");
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE product_id = $1")
+        .bind(product_id)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(total, imported, "cards appeared or vanished");
+    let paid_orders: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT order_id) FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    let settled: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE product_id = $1 AND status IN ('delivered', 'paid_unfulfilled')",
+    )
+    .bind(product_id)
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!(
+        paid_orders, settled,
+        "a paid order is neither delivered nor paid_unfulfilled"
+    );
+}
+
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(kami_store::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(kami_store::Backend::Postgres).await })*
+        }
+    };
+}

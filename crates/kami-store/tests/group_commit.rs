@@ -1,0 +1,197 @@
+//! The group-commit writer under racing buyers, on both backends: batched
+//! orders keep every invariant, each buyer gets their own outcome, and a
+//! full queue refuses before anything is written.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use kami_store::*;
+
+type Outcome = Result<Result<Order, CreateOrderError>>;
+
+fn writer(db: &Db, queue: usize, writers: usize) -> Arc<GroupCommit<NewOrder, Outcome>> {
+    let store = db.store.clone();
+    Arc::new(GroupCommit::spawn(
+        WriterConfig {
+            queue,
+            max_batch: 64,
+            writers,
+        },
+        move |batch: Vec<NewOrder>| {
+            let store = store.clone();
+            async move { store.create_orders(&batch).await }
+        },
+        |_| {},
+    ))
+}
+
+/// 500 buyers (250 emails, two orders each, limit 3 per email, quantity 1
+/// or 2) race for 300 codes through the batched writer.
+async fn five_hundred_buyers_through_the_batched_writer_keep_every_invariant(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 300).await;
+    let w = writer(&db, 1000, if backend == Backend::Sqlite { 1 } else { 4 });
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut o = new_order(pid, 1 + (i % 2), 60_000);
+            o.email = format!("buyer{}@x.test", i % 250);
+            o.per_buyer_limit = Some(3);
+            let q = o.quantity;
+            let email = o.email.clone();
+            (email, q, w.submit(o).await.expect("queue has room"))
+        }));
+    }
+    let mut held: HashMap<String, i64> = HashMap::new();
+    let (mut reserved, mut refused_stock) = (0, 0);
+    for t in tasks {
+        let (email, q, out) = t.await.unwrap();
+        match out.expect("no database error") {
+            Ok(order) => {
+                assert_eq!(order.quantity, q);
+                *held.entry(email).or_default() += q;
+                reserved += q;
+            }
+            Err(CreateOrderError::SoldOut | CreateOrderError::InsufficientStock { .. }) => {
+                refused_stock += 1
+            }
+            Err(CreateOrderError::LimitExceeded) => {}
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    // 250 emails × 3 = 750 > 300 codes: the drop sells out.
+    assert_eq!(reserved, 300, "every code reserved exactly once");
+    assert!(refused_stock > 0, "late buyers were told sold out");
+    assert!(
+        held.values().all(|&n| n <= 3),
+        "per-buyer limit held: {held:?}"
+    );
+    assert_eq!(db.store.stock(pid).await.unwrap().reserved, 300);
+    assert_invariants(&db, pid, 300).await;
+}
+
+/// A full queue answers `Overloaded` at once; every request it accepted is
+/// committed and answered, and nothing else exists in the database.
+async fn a_full_queue_refuses_and_loses_nothing_it_accepted(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 1000).await;
+    let w = writer(&db, 2, 1);
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let o = new_order(pid, 1, 60_000);
+            let no = o.order_no.clone();
+            (no, w.submit(o).await)
+        }));
+    }
+    let (mut accepted, mut shed) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (no, Ok(out)) => {
+                let order = out.unwrap().expect("stock is plenty");
+                assert_eq!(order.order_no, no);
+                accepted.push(no);
+            }
+            (_, Err(SubmitError::Overloaded)) => shed += 1,
+            (_, Err(e)) => panic!("{e}"),
+        }
+    }
+    assert!(shed > 0, "a queue of 2 must shed some of 400 racing buyers");
+    let in_db: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE product_id = $1")
+        .bind(pid)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_db as usize,
+        accepted.len(),
+        "exactly the accepted orders exist"
+    );
+    for no in &accepted {
+        assert!(db.store.get_order(no).await.unwrap().is_some());
+    }
+    assert_invariants(&db, pid, 1000).await;
+}
+
+/// One buyer's refusal inside a batch fails nobody else in it.
+async fn a_refused_order_in_a_batch_fails_no_other(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 3).await;
+    let limited = |email: &str, q: i64| {
+        let mut o = new_order(pid, q, 60_000);
+        o.email = email.into();
+        o.per_buyer_limit = Some(1);
+        o
+    };
+    let batch = vec![
+        limited("a@x.test", 1),
+        limited("a@x.test", 1), // over a's limit
+        limited("b@x.test", 2), // over the limit outright
+        limited("c@x.test", 1),
+        limited("d@x.test", 1),
+        limited("e@x.test", 1), // no stock left
+    ];
+    let out: Vec<_> = db
+        .store
+        .create_orders(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().map(|o| o.order_no))
+        .collect();
+    assert_eq!(out[0].as_ref().unwrap(), &batch[0].order_no);
+    assert_eq!(out[1], Err(CreateOrderError::LimitExceeded));
+    assert_eq!(out[2], Err(CreateOrderError::LimitExceeded));
+    assert_eq!(out[3].as_ref().unwrap(), &batch[3].order_no);
+    assert_eq!(out[4].as_ref().unwrap(), &batch[4].order_no);
+    assert_eq!(out[5], Err(CreateOrderError::SoldOut));
+    assert_invariants(&db, pid, 3).await;
+    assert_eq!(db.store.stock(pid).await.unwrap().reserved, 3);
+}
+
+/// Payments in one batch: twins of a notification, and a second payment
+/// for an order the batch already delivered, each get their own outcome.
+async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 10).await;
+    let mut orders = Vec::new();
+    for _ in 0..5 {
+        let o = db.store.create_order(&new_order(pid, 2, 60_000)).await;
+        orders.push(o.unwrap().unwrap());
+    }
+    let mut batch = Vec::new();
+    for (i, o) in orders.iter().enumerate() {
+        batch.push(payment(o, &format!("t{i}")));
+        batch.push(payment(o, &format!("t{i}")));
+    }
+    batch.push(payment(&orders[0], "another"));
+    let out: Vec<PayOutcome> = db
+        .store
+        .pay_orders(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    for i in 0..5 {
+        assert_eq!(out[2 * i], PayOutcome::Delivered, "{out:?}");
+        assert_eq!(out[2 * i + 1], PayOutcome::Duplicate, "{out:?}");
+    }
+    assert_eq!(out[10], PayOutcome::AlreadyPaid);
+    let again = db.store.pay_orders(&batch).await;
+    assert!(again
+        .into_iter()
+        .all(|r| r.unwrap() == PayOutcome::Duplicate));
+    assert_eq!(db.store.stock(pid).await.unwrap().sold, 10);
+    assert_invariants(&db, pid, 10).await;
+}
+
+both_backends!(
+    a_payment_batch_with_twins_delivers_each_order_once,
+    five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
+    a_full_queue_refuses_and_loses_nothing_it_accepted,
+    a_refused_order_in_a_batch_fails_no_other,
+);

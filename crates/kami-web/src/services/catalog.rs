@@ -1,0 +1,113 @@
+//! Product reads served from memory: during a drop every buyer refreshes the
+//! product page, and none of that should cost a database round trip.
+//!
+//! The cache holds the whole product list for a short time (`TTL`) and is
+//! dropped at once when this instance changes a product or its stock; the
+//! `stock` it shows comes from the stock gate, which follows every order, so
+//! it is as fresh as the gate. Other instances' product edits show within
+//! the TTL. Ordering never trusts this cache for anything but display and
+//! sale terms, and the database re-checks stock on every order (invariant 6).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kami_store::{Product, Result as StoreResult, SaleTerms, Store};
+use tokio::sync::Mutex;
+
+use super::gate::StockGate;
+
+/// How long a product list read from the database is served.
+pub const TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct Catalog {
+    cached: std::sync::RwLock<Option<(Instant, Arc<Vec<Product>>)>>,
+    /// One reload at a time: a thousand buyers arriving at an expired cache
+    /// cause one query, not a thousand.
+    reload: Mutex<()>,
+}
+
+impl Catalog {
+    /// Forgets the cached list (a product was edited or restocked here).
+    pub fn invalidate(&self) {
+        *self.cached.write().expect("catalog lock") = None;
+    }
+
+    fn fresh(&self) -> Option<Arc<Vec<Product>>> {
+        let cached = self.cached.read().expect("catalog lock");
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < TTL)
+            .map(|(_, list)| list.clone())
+    }
+
+    async fn list(&self, store: &dyn Store) -> StoreResult<Arc<Vec<Product>>> {
+        Ok(match self.fresh() {
+            Some(list) => list,
+            None => {
+                let _one = self.reload.lock().await;
+                match self.fresh() {
+                    Some(list) => list,
+                    None => {
+                        let list = Arc::new(store.list_products(false).await?);
+                        *self.cached.write().expect("catalog lock") =
+                            Some((Instant::now(), list.clone()));
+                        list
+                    }
+                }
+            }
+        })
+    }
+
+    /// Every product (visible or not), with the gate's live stock.
+    pub async fn products(&self, store: &dyn Store, gate: &StockGate) -> StoreResult<Vec<Product>> {
+        let list = self.list(store).await?;
+        Ok(list.iter().map(|p| with_live_stock(p, gate)).collect())
+    }
+
+    pub async fn visible(&self, store: &dyn Store, gate: &StockGate) -> StoreResult<Vec<Product>> {
+        let mut all = self.products(store, gate).await?;
+        all.retain(|p| p.visible);
+        Ok(all)
+    }
+
+    pub async fn product(
+        &self,
+        store: &dyn Store,
+        gate: &StockGate,
+        id: i64,
+    ) -> StoreResult<Option<Product>> {
+        let list = self.list(store).await?;
+        match list.iter().find(|p| p.id == id) {
+            Some(p) => Ok(Some(with_live_stock(p, gate))),
+            // Created moments ago on another instance: ask the database.
+            None => store.get_product(id).await,
+        }
+    }
+
+    pub async fn sale_terms(
+        &self,
+        store: &dyn Store,
+        gate: &StockGate,
+        id: i64,
+    ) -> StoreResult<Option<SaleTerms>> {
+        Ok(self.product(store, gate, id).await?.map(|p| SaleTerms {
+            id: p.id,
+            price: p.price,
+            currency: p.currency,
+            min_quantity: p.min_quantity,
+            max_quantity: p.max_quantity,
+            per_buyer_limit: p.per_buyer_limit,
+            sale_starts_at: p.sale_starts_at,
+            sale_ends_at: p.sale_ends_at,
+            visible: p.visible,
+        }))
+    }
+}
+
+fn with_live_stock(p: &Product, gate: &StockGate) -> Product {
+    Product {
+        stock: gate.count(p.id).unwrap_or(p.stock),
+        ..p.clone()
+    }
+}
