@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::{CsrfForm, Operator, Owner};
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::services::cards::open_card;
-use crate::services::import::{import_cards, ImportError, ImportReport};
+use crate::services::import::{import_into_shop, ImportError, ImportReport};
 use crate::state::Shared;
 
 const PAGE: i64 = 50;
@@ -130,7 +130,7 @@ pub async fn import(
     };
     let chunks =
         futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))]);
-    let report = match import_cards(state.store.as_ref(), &state.keys, id, chunks, |_| {}).await {
+    let report = match import_into_shop(&state, id, chunks).await {
         Ok(r) => r,
         Err(ImportError::Binary(e)) => return Err(PanelError::Invalid(e.to_string())),
         Err(ImportError::Body(e)) => return Err(PanelError::Invalid(e)),

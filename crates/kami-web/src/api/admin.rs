@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, JsonBody};
 use crate::present;
-use crate::services::import::{import_cards, ImportError};
+use crate::services::import::{import_into_shop, ImportError};
 use crate::services::orders::parse_id;
 use crate::state::Shared;
 
@@ -265,16 +265,7 @@ pub async fn import(
             .into_data_stream()
             .map(|r| r.map_err(|e| e.to_string()))
             .boxed();
-        let report = import_cards(
-            task_state.store.as_ref(),
-            &task_state.keys,
-            id,
-            chunks,
-            |_| {},
-        )
-        .await;
-        task_state.stock_changed(id).await;
-        report
+        import_into_shop(&task_state, id, chunks).await
     });
     let report = task.await.map_err(ApiError::internal)?;
     match report {

@@ -13,6 +13,7 @@ use kami_store::{ImportCounts, NewCard, Store, StoreError};
 use serde::Serialize;
 
 use super::cards::seal_context;
+use crate::state::AppState;
 
 /// Codes sealed and staged per database round trip.
 const BATCH: usize = 2000;
@@ -99,6 +100,30 @@ impl Importer<'_> {
         self.pending.clear();
         Ok(())
     }
+}
+
+/// An import into the running shop (the admin API and the panel): the stock
+/// gate and the product cache follow the new stock at once, whatever the
+/// import's outcome, instead of at their next re-sync.
+pub async fn import_into_shop<S, E>(
+    state: &AppState,
+    product_id: i64,
+    chunks: S,
+) -> Result<ImportReport, ImportError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let report = import_cards(
+        state.store.as_ref(),
+        &state.keys,
+        product_id,
+        chunks,
+        |_| {},
+    )
+    .await;
+    state.stock_changed(product_id).await;
+    report
 }
 
 /// Imports the codes in `chunks` into the product. `progress` is called with
