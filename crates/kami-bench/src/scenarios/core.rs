@@ -642,7 +642,10 @@ async fn phases(args: &CoreArgs, server: &Server, run: &mut CoreRun) -> Result<(
     verify.orders_created = created;
     if orders_fig.ok == 0 {
         run.orders = Some(orders_fig);
-        bail!("no order was created");
+        bail!(
+            "no order was created in the timed phase ({created} in all, warm-up included): \
+             with fast order creation the warm-up can sell every code; raise --codes"
+        );
     }
     run.orders = Some(orders_fig);
 
