@@ -1,22 +1,25 @@
-//! Order expiry with `KAMI_ORDER_TTL=2`, and late payments (invariant 3).
+//! Order expiry with `KAMI_ORDER_TTL=2`, and late payments (invariant 3),
+//! on the sandbox and through EPay and Stripe against the fake gateway.
 
 #[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::gateways::Rail;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
-both_backends!(
+on_every_rail!(
     expired_order_releases_codes_and_late_payment_waits_for_restock,
     late_payment_while_codes_are_free_reserves_again_and_delivers,
 );
 
-async fn spawn_short_ttl(backend: Backend) -> Kami {
-    spawn_kami_with(
+async fn spawn_short_ttl(backend: Backend, channel: &'static str) -> (Kami, Rail) {
+    Rail::spawn_with(
         backend,
+        channel,
         Options {
             order_ttl: 2,
             ..Options::default()
@@ -43,17 +46,22 @@ async fn wait_available(kami: &Kami, pid: i64, want: i64, timeout: Duration) {
     }
 }
 
-async fn expired_order_releases_codes_and_late_payment_waits_for_restock(backend: Backend) {
-    let kami = spawn_short_ttl(backend).await;
+async fn expired_order_releases_codes_and_late_payment_waits_for_restock(
+    backend: Backend,
+    channel: &'static str,
+) {
+    let (kami, rail) = spawn_short_ttl(backend, channel).await;
     let pid = kami.product("Expiring", json!({})).await;
     let first_batch = make_codes("EXP", 2);
     kami.import_codes(pid, &first_batch).await;
 
-    let a = kami.buy(pid, 2, "slow@example.com").await;
+    let a = kami.buy_on(channel, pid, 2, "slow@example.com").await;
     let created = Instant::now();
+    // The buyer pays in time, but the gateway's notification arrives late.
+    let late_payment = rail.paid_notification(&kami, &a).await;
     assert_eq!(kami.stock3(pid).await, (0, 2, 0));
     let (status, v) = kami
-        .order(json!({"product_id": pid, "quantity": 1, "email": "other@example.com", "channel": "sandbox"}))
+        .order(json!({"product_id": pid, "quantity": 1, "email": "other@example.com", "channel": channel}))
         .await;
     assert_eq!(
         (status, error_code(&v)),
@@ -84,15 +92,15 @@ async fn expired_order_releases_codes_and_late_payment_waits_for_restock(backend
     );
 
     // Someone else takes the released codes and pays at once.
-    let c = kami.buy(pid, 2, "quick@example.com").await;
-    kami.pay_ok(&c).await;
+    let c = kami.buy_on(channel, pid, 2, "quick@example.com").await;
+    rail.pay_ok(&kami, &c).await;
     let c_cards = kami.codes(&c).await;
     assert_eq!(c_cards.len(), 2);
     assert_distinct_from(&c_cards, &first_batch);
     assert_eq!(kami.stock3(pid).await, (0, 0, 2));
 
     // The slow buyer's payment arrives late: acknowledged, paid, nothing to deliver.
-    kami.pay_ok(&a).await;
+    rail.deliver_ok(&kami, &late_payment).await;
     let seen = kami.view(&a).await;
     assert_eq!(seen["status"], json!("paid_unfulfilled"), "{seen}");
     assert!(
@@ -125,13 +133,17 @@ async fn expired_order_releases_codes_and_late_payment_waits_for_restock(backend
     assert_eq!(kami.count_events(no_a, "delivered").await, 1);
 }
 
-async fn late_payment_while_codes_are_free_reserves_again_and_delivers(backend: Backend) {
-    let kami = spawn_short_ttl(backend).await;
+async fn late_payment_while_codes_are_free_reserves_again_and_delivers(
+    backend: Backend,
+    channel: &'static str,
+) {
+    let (kami, rail) = spawn_short_ttl(backend, channel).await;
     let pid = kami.product("Late but lucky", json!({})).await;
     let codes = make_codes("LATE", 3);
     kami.import_codes(pid, &codes).await;
 
-    let d = kami.buy(pid, 2, "late@example.com").await;
+    let d = kami.buy_on(channel, pid, 2, "late@example.com").await;
+    let late_payment = rail.paid_notification(&kami, &d).await;
     let expires_at = d["expires_at"].as_str().unwrap().to_string();
     assert!(!expires_at.is_empty());
     kami.wait_status(&d, "expired", Duration::from_secs(6))
@@ -139,7 +151,7 @@ async fn late_payment_while_codes_are_free_reserves_again_and_delivers(backend: 
     wait_available(&kami, pid, 3, Duration::from_secs(8)).await;
 
     // The payment of the expired order reserves again and is answered once delivered.
-    kami.pay_ok(&d).await;
+    rail.deliver_ok(&kami, &late_payment).await;
     let seen = kami.view(&d).await;
     assert_eq!(
         seen["status"],
@@ -152,8 +164,8 @@ async fn late_payment_while_codes_are_free_reserves_again_and_delivers(backend: 
     assert_eq!(kami.stock3(pid).await, (1, 0, 2));
 
     // The last code still sells normally.
-    let e = kami.buy(pid, 1, "next@example.com").await;
-    kami.pay_ok(&e).await;
+    let e = kami.buy_on(channel, pid, 1, "next@example.com").await;
+    rail.pay_ok(&kami, &e).await;
     let mut all = cards.clone();
     all.extend(kami.codes(&e).await);
     assert_distinct_from(&all, &codes);

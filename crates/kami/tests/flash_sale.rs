@@ -13,20 +13,6 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// `<test>_<rail>` for every rail, each on both backends.
-macro_rules! on_every_rail {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            paste::paste! {
-                async fn [<$name _sandbox>](backend: Backend) { $name(backend, "sandbox").await }
-                async fn [<$name _epay>](backend: Backend) { $name(backend, "epay").await }
-                async fn [<$name _stripe>](backend: Backend) { $name(backend, "stripe").await }
-                both_backends!([<$name _sandbox>], [<$name _epay>], [<$name _stripe>]);
-            }
-        )+
-    };
-}
-
 on_every_rail!(
     two_hundred_buyers_race_for_fifty_codes_and_exactly_fifty_win,
     notifications_sent_five_times_concurrently_deliver_each_order_exactly_once,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::{now_secs, random_token, spawn_kami, spawn_kami_with, Backend, Kami, Options};
+use super::{now_secs, random_token, spawn_kami_with, Backend, Kami, Options};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -247,12 +247,16 @@ pub fn success_reply(channel: &str) -> &'static str {
 
 /// Kami with every real channel pointed at a fresh fake gateway.
 pub async fn spawn_with_gateways(backend: Backend) -> (Kami, FakeGateway) {
+    spawn_with_gateways_and(backend, Options::default()).await
+}
+
+async fn spawn_with_gateways_and(backend: Backend, options: Options) -> (Kami, FakeGateway) {
     let gw = FakeGateway::start();
     let kami = spawn_kami_with(
         backend,
         Options {
             config_toml: Some(gw.kami_toml()),
-            ..Options::default()
+            ..options
         },
     )
     .await;
@@ -268,16 +272,24 @@ pub struct Rail {
 
 impl Rail {
     pub async fn spawn(backend: Backend, channel: &'static str) -> (Kami, Rail) {
+        Self::spawn_with(backend, channel, Options::default()).await
+    }
+
+    pub async fn spawn_with(
+        backend: Backend,
+        channel: &'static str,
+        options: Options,
+    ) -> (Kami, Rail) {
         if channel == "sandbox" {
             return (
-                spawn_kami(backend).await,
+                spawn_kami_with(backend, options).await,
                 Rail {
                     channel,
                     gateway: None,
                 },
             );
         }
-        let (kami, gw) = spawn_with_gateways(backend).await;
+        let (kami, gw) = spawn_with_gateways_and(backend, options).await;
         (
             kami,
             Rail {

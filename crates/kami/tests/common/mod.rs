@@ -48,6 +48,22 @@ macro_rules! both_backends {
     };
 }
 
+/// `<test>_<rail>` for every rail (sandbox, EPay and Stripe against the
+/// fake gateway: `gateways::Rail`), each on both backends.
+#[allow(unused_macros)]
+macro_rules! on_every_rail {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            paste::paste! {
+                async fn [<$name _sandbox>](backend: Backend) { $name(backend, "sandbox").await }
+                async fn [<$name _epay>](backend: Backend) { $name(backend, "epay").await }
+                async fn [<$name _stripe>](backend: Backend) { $name(backend, "stripe").await }
+                both_backends!([<$name _sandbox>], [<$name _epay>], [<$name _stripe>]);
+            }
+        )+
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
