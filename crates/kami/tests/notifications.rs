@@ -1,19 +1,19 @@
 //! Payment notifications: everything that fails verification is refused,
-//! changes nothing and is recorded; an acknowledged payment survives SIGKILL.
+//! changes nothing and is recorded; an acknowledged payment survives SIGKILL
+//! (on the sandbox, and through EPay and Stripe against the fake gateway).
 
 #[macro_use]
 mod common;
 
 use std::time::Duration;
 
+use common::gateways::Rail;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-both_backends!(
-    rejected_notifications_change_nothing_and_are_recorded,
-    acknowledged_payment_survives_sigkill,
-);
+both_backends!(rejected_notifications_change_nothing_and_are_recorded);
+on_every_rail!(acknowledged_payment_survives_sigkill);
 
 async fn rejected_notifications_change_nothing_and_are_recorded(backend: Backend) {
     let kami = spawn_kami(backend).await;
@@ -199,19 +199,15 @@ async fn rejected_notifications_change_nothing_and_are_recorded(backend: Backend
     assert_eq!(kami.stock3(pid).await, (3, 0, 2));
 }
 
-async fn acknowledged_payment_survives_sigkill(backend: Backend) {
-    let kami = spawn_kami(backend).await;
+async fn acknowledged_payment_survives_sigkill(backend: Backend, channel: &'static str) {
+    let (kami, rail) = Rail::spawn(backend, channel).await;
     let pid = kami.product("Crash", json!({})).await;
     let codes = make_codes("CRASH", 30);
     kami.import_codes(pid, &codes).await;
 
     // One order alone: killed the instant its 200 arrives.
-    let first = kami.buy(pid, 2, "first@example.com").await;
-    let first_body = Kami::paid_body(&first, "CRASH-TRADE-0");
-    let (status, text) = kami
-        .notify(first_body.clone(), Some(kami.sign(now_secs(), &first_body)))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{text}");
+    let first = kami.buy_on(channel, pid, 2, "first@example.com").await;
+    rail.pay_ok(&kami, &first).await;
     kami.stop(Stop::Kill);
     kami.restart(Stop::Kill).await;
     let seen = kami.view(&first).await;
@@ -226,19 +222,21 @@ async fn acknowledged_payment_survives_sigkill(backend: Backend) {
     // Ten payments in flight; SIGKILL as soon as the first is acknowledged.
     let mut orders = Vec::new();
     for i in 0..10 {
-        orders.push(kami.buy(pid, 1, &format!("crash{i}@example.com")).await);
+        orders.push(
+            kami.buy_on(channel, pid, 1, &format!("crash{i}@example.com"))
+                .await,
+        );
+    }
+    let mut deliveries = Vec::new();
+    for o in &orders {
+        deliveries.push(rail.paid_notification(&kami, o).await);
     }
     let kami = std::sync::Arc::new(kami);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut bodies = Vec::new();
-    for (i, o) in orders.iter().enumerate() {
-        let body = Kami::paid_body(o, &format!("CRASH-TRADE-{}", i + 1));
-        bodies.push(body.clone());
-        let k = kami.clone();
-        let tx = tx.clone();
+    for (i, d) in deliveries.iter().enumerate() {
+        let (k, d, tx) = (kami.clone(), d.clone(), tx.clone());
         tokio::spawn(async move {
-            let sig = k.sign(now_secs(), &body);
-            let r = k.try_notify(body, Some(sig)).await;
+            let r = k.try_deliver(channel, &d).await;
             let _ = tx.send((i, r.map(|(s, _)| s).ok()));
         });
     }
@@ -270,11 +268,8 @@ async fn acknowledged_payment_survives_sigkill(backend: Backend) {
         assert_eq!(cards_of(&seen).len(), 1);
     }
     // The gateway retries the rest; every order ends delivered, codes distinct.
-    for (i, body) in bodies.iter().enumerate() {
-        let (status, text) = kami
-            .notify(body.clone(), Some(kami.sign(now_secs(), body)))
-            .await;
-        assert_eq!(status, StatusCode::OK, "retry of {i}: {text}");
+    for d in &deliveries {
+        rail.deliver_ok(&kami, d).await;
     }
     let mut delivered = first_cards;
     for o in &orders {

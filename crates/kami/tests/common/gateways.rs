@@ -326,6 +326,15 @@ impl Rail {
 impl Kami {
     /// Delivers a notification to `/pay/{channel}/notify` as the gateway does.
     pub async fn deliver(&self, channel: &str, d: &Delivery) -> (StatusCode, String) {
+        self.try_deliver(channel, d).await.expect("notify request")
+    }
+
+    /// As `deliver`, for a server that may be down (killed mid-flight).
+    pub async fn try_deliver(
+        &self,
+        channel: &str,
+        d: &Delivery,
+    ) -> Result<(StatusCode, String), reqwest::Error> {
         let url = self.url(&format!("/pay/{channel}/notify"));
         let req = match d {
             Delivery::Sandbox(body) => self
@@ -347,9 +356,9 @@ impl Kami {
                 .header("Stripe-Signature", header)
                 .body(payload.clone()),
         };
-        let res = req.send().await.expect("notify request");
+        let res = req.send().await?;
         let status = res.status();
-        (status, res.text().await.unwrap_or_default())
+        Ok((status, res.text().await?))
     }
 
     /// The buyer opens the order's pay URL and follows Kami's redirects up
