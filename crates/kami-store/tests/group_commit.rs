@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::*;
+use kami_core::now_millis;
 use kami_store::*;
 
 type Outcome = Result<Result<Order, CreateOrderError>>;
@@ -153,6 +154,63 @@ async fn a_refused_order_in_a_batch_fails_no_other(backend: Backend) {
     assert_eq!(db.store.stock(pid).await.unwrap().reserved, 3);
 }
 
+/// A retried request (same Idempotency-Key) in the same batch as its twin
+/// hears "replay that order", never a refusal of its own, even where the
+/// per-buyer limit or the stock would refuse it; a refused keyed order
+/// leaves its key free.
+async fn a_retried_request_in_a_batch_is_told_to_replay_its_twin(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 2).await;
+    let keyed = |key: &str, email: &str| {
+        let mut o = new_order(pid, 1, 60_000);
+        o.email = email.into();
+        o.per_buyer_limit = Some(1);
+        o.idempotency = Some(IdempotencyRecord {
+            scope: "POST /api/v1/orders".into(),
+            key: key.into(),
+            request_hash: vec![7; 32],
+            status_code: 201,
+            response: vec![1, 2, 3],
+            response_nonce: vec![0; 12],
+            created_at: now_millis(),
+        });
+        o
+    };
+    let batch = vec![
+        keyed("retry-1", "a@x.test"),
+        keyed("retry-1", "a@x.test"), // the client's retry: over a's limit too
+        keyed("other", "b@x.test"),
+        keyed("refused", "c@x.test"), // no stock left
+    ];
+    let out: Vec<_> = db
+        .store
+        .create_orders(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().map(|o| o.order_no))
+        .collect();
+    assert_eq!(out[0].as_ref().unwrap(), &batch[0].order_no);
+    assert_eq!(out[1], Err(CreateOrderError::IdempotencyKeyTaken));
+    assert_eq!(out[2].as_ref().unwrap(), &batch[2].order_no);
+    assert_eq!(out[3], Err(CreateOrderError::SoldOut));
+    let scope = "POST /api/v1/orders";
+    assert!(db
+        .store
+        .get_idempotency(scope, "retry-1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        db.store
+            .get_idempotency(scope, "refused")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused order's key was kept"
+    );
+    assert_invariants(&db, pid, 2).await;
+}
+
 /// Payments in one batch: twins of a notification, and a second payment
 /// for an order the batch already delivered, each get their own outcome.
 async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
@@ -194,4 +252,5 @@ both_backends!(
     five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
     a_full_queue_refuses_and_loses_nothing_it_accepted,
     a_refused_order_in_a_batch_fails_no_other,
+    a_retried_request_in_a_batch_is_told_to_replay_its_twin,
 );

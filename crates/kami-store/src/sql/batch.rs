@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::orders::{
-    self, claim_cards_many, insert_idempotency, pending_order, values_rows, Claim, Tx,
+    self, claim_cards_many, delete_idempotency, insert_idempotency, pending_order, values_rows,
+    Claim, Tx,
 };
 use super::SqlStore;
 use crate::types::*;
@@ -49,17 +50,48 @@ async fn try_create_orders(
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
     let mut tx = s.begin().await?;
-    let (mut budget, floors) = stock_budgets(&mut tx, batch).await?;
+    match write_orders(s, &mut tx, batch).await {
+        Ok(Some(out)) => {
+            tx.commit().await?;
+            Ok(Some(out))
+        }
+        other => {
+            // Roll back before the replay starts: a dropped transaction is
+            // only rolled back later by the pool, and until then its claimed
+            // rows stay locked and the replay's SKIP LOCKED claims would
+            // pass them over and answer sold_out wrongly (PostgreSQL).
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rolling back an order batch failed");
+            }
+            other
+        }
+    }
+}
+
+async fn write_orders(
+    s: &SqlStore,
+    tx: &mut Tx,
+    batch: &[NewOrder],
+) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
+    let (mut budget, floors) = stock_budgets(tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {
-        verdicts.push(decide(&mut tx, o, &mut budget).await?);
-    }
-    for (o, v) in batch.iter().zip(&verdicts) {
-        if let (None, Some(rec)) = (v, &o.idempotency) {
-            if !insert_idempotency(&mut tx, rec).await? {
-                return Ok(None);
+        // The key is claimed before the order is decided, as on the single
+        // path: a retried request whose twin is granted must hear "replay
+        // that order", never a refusal of its own (invariant 4).
+        if let Some(rec) = &o.idempotency {
+            if !insert_idempotency(tx, rec).await? {
+                verdicts.push(Some(CreateOrderError::IdempotencyKeyTaken));
+                continue;
             }
         }
+        let verdict = decide(tx, o, &mut budget).await?;
+        if let (Some(_), Some(rec)) = (&verdict, &o.idempotency) {
+            // A refusal writes nothing, its key included; the handler stores
+            // the refusal under the key as for a single order.
+            delete_idempotency(tx, rec).await?;
+        }
+        verdicts.push(verdict);
     }
     let granted: Vec<&NewOrder> = batch
         .iter()
@@ -67,7 +99,7 @@ async fn try_create_orders(
         .filter(|(_, v)| v.is_none())
         .map(|(o, _)| o)
         .collect();
-    let ids = insert_orders(s.backend, &mut tx, &granted).await?;
+    let ids = insert_orders(s.backend, tx, &granted).await?;
     let claims: Vec<Claim> = granted
         .iter()
         .map(|o| Claim {
@@ -78,12 +110,11 @@ async fn try_create_orders(
             floor: floors.get(&o.product_id).copied(),
         })
         .collect();
-    let claimed = claim_cards_many(s.backend, &mut tx, &claims).await?;
+    let claimed = claim_cards_many(s.backend, tx, &claims).await?;
     if claimed.iter().zip(&granted).any(|(n, o)| *n < o.quantity) {
         return Ok(None);
     }
-    insert_created_events(s.backend, &mut tx, &granted, &ids).await?;
-    tx.commit().await?;
+    insert_created_events(s.backend, tx, &granted, &ids).await?;
     Ok(Some(
         batch
             .iter()

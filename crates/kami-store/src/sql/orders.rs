@@ -233,6 +233,16 @@ pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<
     Ok(n == 1)
 }
 
+/// Takes back a key this transaction stored (a batch order it then refused).
+pub async fn delete_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(&rec.scope)
+        .bind(&rec.key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn get_idempotency(
     s: &SqlStore,
     scope: &str,

@@ -200,7 +200,30 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
 
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
     let mut tx = s.begin().await?;
-    let new = insert_payments(s.backend, &mut tx, batch).await?;
+    match write_payments(s.backend, &mut tx, batch).await {
+        Ok(out) => {
+            tx.commit().await?;
+            Ok(out)
+        }
+        Err(e) => {
+            // Roll back before the one-by-one replay: a dropped transaction
+            // keeps its row locks until the pool gets to it, and a replayed
+            // late payment would skip those cards and park its order as
+            // paid_unfulfilled while they are free (PostgreSQL).
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rolling back a payment batch failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn write_payments(
+    backend: Backend,
+    tx: &mut Tx,
+    batch: &[NewPayment],
+) -> Result<Vec<PayOutcome>> {
+    let new = insert_payments(backend, tx, batch).await?;
     // Each order's first new payment may take the set-based path; a second
     // payment for the same order must see the first one's result.
     let mut first_of_order: HashMap<i64, usize> = HashMap::new();
@@ -210,7 +233,7 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
         }
     }
     let ids: Vec<i64> = first_of_order.keys().copied().collect();
-    let pending = pending_quantities(s.backend, &mut tx, &ids).await?;
+    let pending = pending_quantities(backend, tx, &ids).await?;
     let fast: Vec<usize> = batch
         .iter()
         .enumerate()
@@ -219,7 +242,7 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
         })
         .map(|(i, _)| i)
         .collect();
-    deliver_pending(s.backend, &mut tx, batch, &fast, &pending).await?;
+    deliver_pending(backend, tx, batch, &fast, &pending).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         out.push(if !new[i] {
@@ -227,10 +250,9 @@ async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOut
         } else if fast.contains(&i) {
             PayOutcome::Delivered
         } else {
-            settle_in(s.backend, &mut tx, p).await?
+            settle_in(backend, tx, p).await?
         });
     }
-    tx.commit().await?;
     Ok(out)
 }
 
