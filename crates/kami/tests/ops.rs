@@ -10,7 +10,42 @@ use serde_json::json;
 both_backends!(
     health_metrics_and_request_ids,
     storefront_lists_products_with_names_escaped,
+    product_descriptions_render_markdown_and_nothing_else,
 );
+
+/// A description is Markdown: its formatting shows, its raw HTML is text,
+/// and a `javascript:` link loses its target.
+async fn product_descriptions_render_markdown_and_nothing_else(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let description = "**Region:** CN\n\n- works on Steam\n\n\
+                       <img src=x onerror=alert(1)> [help](javascript:alert(2))";
+    let pid = kami
+        .product("Described", json!({ "description": description }))
+        .await;
+    let page = kami
+        .http
+        .get(kami.url(&format!("/products/{pid}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<strong>Region:</strong>"), "{page}");
+    assert!(page.contains("<li>works on Steam</li>"), "{page}");
+    assert!(!page.contains("<img src=x"), "raw HTML reached the page");
+    assert!(
+        page.contains("&lt;img src=x"),
+        "raw HTML was not shown as text"
+    );
+    assert!(
+        !page.contains("javascript:alert(2)\""),
+        "a script link kept its target"
+    );
+    // The API keeps the Markdown as written.
+    let (_, v) = kami.admin_get("/api/v1/admin/products").await;
+    assert!(v.to_string().contains("**Region:**"));
+}
 
 async fn health_metrics_and_request_ids(backend: Backend) {
     let kami = spawn_kami(backend).await;

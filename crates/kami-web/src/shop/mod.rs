@@ -4,6 +4,7 @@
 pub(crate) mod cookies;
 mod gateway;
 pub mod i18n;
+mod markdown;
 
 pub use gateway::gateway_page;
 
@@ -200,12 +201,17 @@ fn accept_language(headers: &HeaderMap) -> &'static str {
 }
 
 fn product_view(p: &Product, now: i64) -> serde_json::Value {
-    let excerpt: String = p.description.chars().take(120).collect();
+    let excerpt: String = markdown::to_text(&p.description)
+        .chars()
+        .take(120)
+        .collect();
     json!({
         "id": p.id,
         "name": p.name,
         "category": p.category,
         "description": p.description,
+        // Sanitised by markdown::to_html; the template marks only this safe.
+        "description_html": markdown::to_html(&p.description),
         "description_excerpt": excerpt,
         "price_display": money(p.price, &p.currency),
         "stock": p.stock,
