@@ -251,6 +251,10 @@ fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
 
 #[async_trait]
 impl Channel for Alipay {
+    fn scan_to_pay(&self) -> bool {
+        matches!(self.mode, Mode::Precreate)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

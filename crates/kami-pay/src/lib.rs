@@ -166,6 +166,12 @@ pub trait Channel: Send + Sync + 'static {
     async fn query_payment(&self, _order: &PaymentRequest) -> Result<Option<Notice>, PayError> {
         Ok(None)
     }
+    /// True when `create_payment`'s URL is meant to be scanned by the buyer's
+    /// phone (WeChat Pay Native, Alipay precreate), not opened: the pay page
+    /// then shows it as a QR code instead of redirecting to it.
+    fn scan_to_pay(&self) -> bool {
+        false
+    }
     fn success_reply(&self) -> Reply;
     fn failure_reply(&self, reason: &str) -> Reply;
 }

@@ -235,6 +235,11 @@ impl Wechatpay {
 
 #[async_trait]
 impl Channel for Wechatpay {
+    /// Native orders answer with a `weixin://` code URL for the phone.
+    fn scan_to_pay(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

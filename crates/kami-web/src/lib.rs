@@ -11,6 +11,7 @@ pub mod extract;
 pub mod metrics;
 pub mod pay;
 pub mod present;
+mod qr;
 pub mod rate_limit;
 pub mod services;
 pub mod shop;

@@ -21,6 +21,7 @@ both_backends!(
     alipay_forged_foreign_and_unpaid_notifications_change_nothing,
     wechatpay_genuine_callback_delivers_once_despite_concurrent_duplicates,
     wechatpay_forged_stale_probe_and_unpaid_callbacks_change_nothing,
+    scan_to_pay_channels_show_a_qr_code_until_the_order_is_paid,
 );
 
 /// A shop with both RSA channels pointed at a fresh fake gateway. kami.toml
@@ -490,3 +491,47 @@ async fn wechatpay_forged_stale_probe_and_unpaid_callbacks_change_nothing(backen
 
 #[path = "channels_rsa/query.rs"]
 mod query;
+
+// ---- the pay page ------------------------------------------------------
+
+/// WeChat Pay Native and Alipay precreate answer with a URL for the buyer's
+/// phone: the pay page shows it as a QR code (after a create request the
+/// fake gateway verified) and, once the payment lands, moves to the order.
+async fn scan_to_pay_channels_show_a_qr_code_until_the_order_is_paid(backend: Backend) {
+    let (kami, gw) = shop(backend).await;
+    for channel in ["wechatpay", "alipay"] {
+        let (_, _, order) = order_for(&kami, channel, 2).await;
+        let page = match kami.open_pay_page(&order).await {
+            Err((status, page)) => {
+                assert_eq!(status, StatusCode::OK, "{channel}: {page}");
+                page
+            }
+            Ok(location) => panic!("{channel}: redirected to {location} instead of a QR code"),
+        };
+        assert!(
+            // (the template escapes the '/' of the data URI as &#x2f;)
+            page.contains(r#"<img class="qr" src="data:image"#) && page.contains("svg+xml;base64,"),
+            "{channel}: no QR code on the pay page:\n{page}"
+        );
+        assert!(page.contains(&order_no(&order)), "{channel}");
+        // Paid: the same page now leads to the order and its codes.
+        if channel == "wechatpay" {
+            let tx = transaction(&gw, &order, &format!("4200{}", random_token(24)));
+            let (headers, body, _) = wechat_callback(&gw, tx, json!({})).await;
+            assert_eq!(
+                post_wechat(&kami, &headers, body).await.0,
+                StatusCode::NO_CONTENT
+            );
+        } else {
+            let params = alipay_params(&gw, &order, &format!("2026{}", random_token(20)));
+            let (body, _) = alipay_notification(&gw, params, "alipay").await;
+            assert_eq!(post_alipay(&kami, body).await.1, "success");
+        }
+        let location = kami
+            .open_pay_page(&order)
+            .await
+            .expect("a paid order's pay page redirects");
+        assert_eq!(location, format!("/orders/{}", order_no(&order)));
+    }
+    gw.assert_all_verified(2).await;
+}

@@ -5,7 +5,6 @@
 use axum::extract::{Form, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use base64::Engine;
 use kami_core::{now_millis, totp};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,17 +28,7 @@ fn setup(
     let b32 = totp::secret_base32(secret).map_err(|_| PanelError::Internal)?;
     let uri = totp::otpauth_uri(secret, &state.settings.shop_name, &op.session.email)
         .map_err(|_| PanelError::Internal)?;
-    let svg = qrcode::QrCode::new(uri.as_bytes())
-        .map_err(|_| PanelError::Internal)?
-        .render::<qrcode::render::svg::Color>()
-        .min_dimensions(200, 200)
-        .build();
-    // An <img> data URI keeps the SVG out of the page's markup, so nothing
-    // here is ever marked safe.
-    let qr = format!(
-        "data:image/svg+xml;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(svg)
-    );
+    let qr = crate::qr::svg_data_uri(&uri, 200).ok_or(PanelError::Internal)?;
     Ok(op.render_status(
         status,
         "admin/security.html",

@@ -1,12 +1,15 @@
 //! The pay page of a real gateway: `GET /pay/{channel}/{order_no}` starts
-//! (or resumes) the order's payment and sends the buyer to the gateway.
+//! (or resumes) the order's payment and sends the buyer to the gateway, or,
+//! for scan-to-pay channels, shows the payment as a QR code and reloads
+//! until the order is paid.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::{now_millis, OrderStatus};
+use serde_json::json;
 
-use super::{order_access, product_name, Access, Page, PageQuery};
+use super::{order_access, order_view, product_name, Access, Page, PageQuery};
 use crate::error::ApiError;
 use crate::services::payments::start_payment;
 use crate::state::Shared;
@@ -43,12 +46,26 @@ pub async fn gateway_page(
         product_name(&state, order.product_id).await,
         order.quantity
     );
-    match start_payment(&state, ch.as_ref(), &order, &subject).await {
-        Ok(url) => {
-            let mut res = Redirect::to(&url).into_response();
-            page.finish(&mut res);
-            res
-        }
-        Err(e) => page.error(&state, &e),
+    let url = match start_payment(&state, ch.as_ref(), &order, &subject).await {
+        Ok(url) => url,
+        Err(e) => return page.error(&state, &e),
+    };
+    if !ch.scan_to_pay() {
+        let mut res = Redirect::to(&url).into_response();
+        page.finish(&mut res);
+        return res;
     }
+    let Some(qr) = crate::qr::svg_data_uri(&url, 240) else {
+        return page.error(
+            &state,
+            &ApiError::internal("payment URL too long for a QR code"),
+        );
+    };
+    let name = product_name(&state, order.product_id).await;
+    page.render(
+        &state,
+        StatusCode::OK,
+        "pay_qr.html",
+        json!({"order": order_view(&order, &name), "channel": channel, "qr": qr}),
+    )
 }

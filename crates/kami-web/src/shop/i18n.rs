@@ -91,6 +91,9 @@ translations! {
     "sandbox_pay_button" => "支付（沙盒）", "Pay (sandbox)";
     "sandbox_not_pending" => "该订单当前无需支付。", "This order does not need a payment right now.";
     "view_order" => "查看订单", "View order";
+    "qr_pay_heading" => "扫码支付", "Scan to pay";
+    "qr_pay_alt" => "支付二维码", "Payment QR code";
+    "qr_pay_explain" => "请用手机打开对应的 App 扫描二维码完成支付。付款成功后本页会自动跳转到订单。", "Open the app on your phone and scan the code to pay. This page moves to your order as soon as the payment lands.";
 
     // Order lookup
     "lookup_heading" => "订单查询", "Order lookup";

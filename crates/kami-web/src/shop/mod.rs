@@ -40,6 +40,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "pay_sandbox.html",
         include_str!("../../templates/pay_sandbox.html"),
     ),
+    ("pay_qr.html", include_str!("../../templates/pay_qr.html")),
     ("lookup.html", include_str!("../../templates/lookup.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
