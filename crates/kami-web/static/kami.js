@@ -16,3 +16,30 @@
     });
   });
 })();
+
+/* Live countdowns to a sale's start or a payment deadline. The server
+   decides; at zero a sale page reloads once to show what the server says
+   (only if it was counting down when loaded, so a fast clock cannot loop). */
+(function () {
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  Array.prototype.forEach.call(document.querySelectorAll("[data-countdown]"), function (el) {
+    var end = Date.parse(el.getAttribute("data-countdown"));
+    if (isNaN(end)) return;
+    var reload = el.hasAttribute("data-reload") && end > Date.now();
+    var timer;
+    function tick() {
+      var left = Math.max(0, Math.round((end - Date.now()) / 1000));
+      var d = Math.floor(left / 86400);
+      var text = (d ? d + "d " : "") + pad(Math.floor(left % 86400 / 3600)) + ":" +
+        pad(Math.floor(left % 3600 / 60)) + ":" + pad(left % 60);
+      el.textContent = el.getAttribute("data-label") + " " + text;
+      el.hidden = false;
+      if (left === 0) {
+        clearInterval(timer);
+        if (reload) setTimeout(function () { location.reload(); }, 1000);
+      }
+    }
+    timer = setInterval(tick, 1000);
+    tick();
+  });
+})();

@@ -446,5 +446,21 @@ async fn operator_journey_in_a_real_browser() {
     assert_only_forbidden(&b, 4).await;
     b.check_page(&kami.url("/admin"), None).await;
     assert!(b.console_errors().await.is_empty());
+    // A timed drop counts down live to its second.
+    let starts = kami_core::order::rfc3339(kami_core::now_millis() + 2 * 3600 * 1000 + 5_000);
+    let drop = kami
+        .product("Timed drop", json!({ "sale_starts_at": starts }))
+        .await;
+    let drop_page = kami.url(&format!("/products/{drop}"));
+    b.check_page(&drop_page, None).await;
+    b.goto(&drop_page).await;
+    let countdown = b
+        .js("var e = document.querySelector('[data-countdown]'); return e && !e.hidden ? e.textContent : null")
+        .await;
+    let countdown = countdown.as_str().expect("a visible countdown").to_string();
+    assert!(
+        countdown.contains("02:00:0") || countdown.contains("01:59:5"),
+        "countdown shows {countdown:?}"
+    );
     b.client.close().await.unwrap();
 }

@@ -45,6 +45,8 @@ translations! {
     "unit_price" => "单价", "Price";
     "description" => "商品说明", "Description";
     "sale_starts_at" => "开售时间", "Sale starts at";
+    "countdown_starts_in" => "距开售", "Starts in";
+    "countdown_left" => "剩余", "Time left";
     "sale_not_started" => "尚未开售", "Not on sale yet";
     "order_form_heading" => "填写订单", "Place your order";
     "quantity" => "购买数量", "Quantity";
