@@ -14,6 +14,12 @@ both_backends!(
 
 async fn admin_api_authenticates_first_and_validates_products(backend: Backend) {
     let kami = spawn_kami(backend).await;
+    // API keys need a name (the CLI and the panel share the rule).
+    for name in ["   ", &"k".repeat(101)] {
+        let out = kami.cli(&["api-key", "create", "--name", name]);
+        assert!(!out.status.success(), "a key named {name:?} was created");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("1-100 characters"));
+    }
     let h = &kami.http;
     let products = kami.url("/api/v1/admin/products");
     let good = json!({"name": "Auth", "price": 100, "currency": "CNY"});

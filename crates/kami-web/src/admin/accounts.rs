@@ -225,12 +225,14 @@ pub async fn create_key(
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
     let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(PanelError::Invalid(
-            "the name must be 1-100 characters".into(),
-        ));
-    }
-    let (id, key) = create_api_key(state.store.as_ref(), name).await?;
+    let (id, key) = match create_api_key(state.store.as_ref(), name).await {
+        Ok(created) => created,
+        Err(e @ AdminError::KeyName) => return Err(PanelError::Invalid(e.to_string())),
+        Err(e) => {
+            tracing::error!(error = %e, "could not create an API key");
+            return Err(PanelError::Internal);
+        }
+    };
     op.audit(&state, "api_key_created", &format!("api_key:{id}"), name)
         .await?;
     keys_page(&state, &op, Some(json!({"name": name, "key": key}))).await

@@ -15,6 +15,8 @@ pub enum AdminError {
     Password(#[from] PasswordError),
     #[error("password hashing was interrupted")]
     Join,
+    #[error("the name must be 1-100 characters")]
+    KeyName,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,8 +66,13 @@ pub async fn create_admin(
     Ok((id, password))
 }
 
-/// Creates an admin API key; the key is returned once, only its SHA-256 kept.
-pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<(i64, String), StoreError> {
+/// Creates an admin API key named `name` (trimmed, 1-100 characters); the
+/// key is returned once, only its SHA-256 kept.
+pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<(i64, String), AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AdminError::KeyName);
+    }
     let key = random_token("kami_");
     let id = store
         .create_api_key(name, &kami_core::secrets::token_hash(&key), &key[..9])

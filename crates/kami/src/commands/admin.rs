@@ -1,4 +1,3 @@
-use anyhow::bail;
 use kami_store::{Role, Store};
 
 use super::{init_logging, open_store};
@@ -13,12 +12,11 @@ pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
 
 pub async fn create_api_key(cfg: Config, name: &str) -> anyhow::Result<()> {
     init_logging("warn", false);
-    let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
-        bail!("--name must be 1-100 characters");
-    }
     let store = open_store(&cfg).await?;
-    let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name).await?;
+    let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name)
+        .await
+        .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let name = name.trim();
     eprintln!("API key {id} ({name}) created. It is shown once; store it now:");
     println!("{key}");
     Ok(())
