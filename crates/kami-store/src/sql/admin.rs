@@ -243,7 +243,7 @@ pub async fn touch_session(s: &SqlStore, id: &[u8], now: Millis) -> Result<()> {
 pub async fn list_sessions(s: &SqlStore, now: Millis) -> Result<Vec<Session>> {
     let rows = sqlx::query(&format!("{SESSION_SELECT} ORDER BY s.last_seen_at DESC"))
         .bind(now)
-        .fetch_all(&s.write)
+        .fetch_all(&s.read)
         .await?;
     rows.iter().map(session).collect()
 }
@@ -291,7 +291,7 @@ pub async fn list_audit(
     ))
     .bind(DEFAULT_MERCHANT)
     .bind(before_id.unwrap_or(i64::MAX))
-    .fetch_all(&s.write)
+    .fetch_all(&s.read)
     .await?;
     rows.iter()
         .map(|r| {

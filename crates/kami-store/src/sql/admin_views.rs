@@ -7,6 +7,9 @@ use super::{orders, rows, SqlStore};
 use crate::types::*;
 use crate::{ApiKeyRow, CardRow, DaySales, Result};
 
+// Listings and exports read from the read pool: on SQLite the write pool is
+// the one connection every order and payment commits through, and a long
+// scan there would stall a sale. A read sees every commit made before it.
 pub async fn list_cards(
     s: &SqlStore,
     product_id: i64,
@@ -31,7 +34,7 @@ pub async fn list_cards(
     if let Some(st) = status {
         q = q.bind(st.to_string());
     }
-    let rows = q.fetch_all(&s.write).await?;
+    let rows = q.fetch_all(&s.read).await?;
     rows.iter()
         .map(|r| {
             Ok(CardRow {
@@ -85,7 +88,7 @@ pub async fn unsold_cards(s: &SqlStore, product_id: i64) -> Result<Vec<SealedCar
          WHERE product_id = $1 AND status = 'available' ORDER BY id",
     )
     .bind(product_id)
-    .fetch_all(&s.write)
+    .fetch_all(&s.read)
     .await?;
     rows.iter().map(rows::sealed_card).collect()
 }
@@ -175,7 +178,7 @@ pub async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRow>> {
          WHERE merchant_id = $1 ORDER BY id DESC",
     )
     .bind(DEFAULT_MERCHANT)
-    .fetch_all(&s.write)
+    .fetch_all(&s.read)
     .await?;
     rows.iter()
         .map(|r| {
