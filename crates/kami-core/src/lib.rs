@@ -6,9 +6,11 @@
 
 pub mod email;
 pub mod import;
+pub mod limits;
 pub mod money;
 pub mod order;
 pub mod password;
+pub mod pricing;
 pub mod secrets;
 pub mod totp;
 

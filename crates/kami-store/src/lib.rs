@@ -189,4 +189,12 @@ pub trait Store: Send + Sync + 'static {
     async fn sales_by_day(&self, since: Millis, day_ms: i64) -> Result<Vec<DaySales>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     async fn revoke_api_key(&self, id: i64, now: Millis) -> Result<bool>;
+
+    // --- coupons -------------------------------------------------------------
+    /// Creates a coupon; `None` when its code is taken.
+    async fn create_coupon(&self, c: &NewCoupon) -> Result<Option<Coupon>>;
+    async fn list_coupons(&self) -> Result<Vec<Coupon>>;
+    /// By normalised code (`kami_core::pricing::normalize_coupon_code`).
+    async fn coupon_by_code(&self, code: &str) -> Result<Option<Coupon>>;
+    async fn set_coupon_disabled(&self, id: i64, disabled: bool) -> Result<bool>;
 }

@@ -1,3 +1,4 @@
+use kami_core::pricing::{CouponKind, WholesaleTier};
 use kami_core::{Millis, OrderStatus};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,10 @@ pub struct Product {
     pub updated_at: Millis,
     /// Available codes (not reserved, not sold).
     pub stock: i64,
+    /// Lower unit prices from a quantity on (validated on the way in).
+    pub wholesale_tiers: Vec<WholesaleTier>,
+    /// Most codes one client address may hold of the product.
+    pub per_ip_limit: Option<i64>,
 }
 
 /// What placing an order needs to know about a product: no stock count,
@@ -47,6 +52,8 @@ pub struct SaleTerms {
     pub sale_starts_at: Option<Millis>,
     pub sale_ends_at: Option<Millis>,
     pub visible: bool,
+    pub wholesale_tiers: Vec<WholesaleTier>,
+    pub per_ip_limit: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +70,8 @@ pub struct NewProduct {
     pub sale_ends_at: Option<Millis>,
     pub visible: bool,
     pub low_stock_threshold: i64,
+    pub wholesale_tiers: Vec<WholesaleTier>,
+    pub per_ip_limit: Option<i64>,
 }
 
 /// A partial update: `None` leaves a field alone; `Some(None)` clears a
@@ -81,6 +90,8 @@ pub struct ProductPatch {
     pub sale_ends_at: Option<Option<Millis>>,
     pub visible: Option<bool>,
     pub low_stock_threshold: Option<i64>,
+    pub wholesale_tiers: Option<Vec<WholesaleTier>>,
+    pub per_ip_limit: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -121,6 +132,8 @@ pub struct NewOrder {
     pub product_id: i64,
     pub quantity: i64,
     pub unit_price: i64,
+    /// Taken off `unit_price * quantity` by the coupon; `amount` is after it.
+    pub discount: i64,
     pub amount: i64,
     pub currency: String,
     pub email: String,
@@ -132,6 +145,11 @@ pub struct NewOrder {
     pub expires_at: Millis,
     /// Enforced atomically with the reservation when set.
     pub per_buyer_limit: Option<i64>,
+    /// Enforced on `buyer_ip` (by `ip_limit_key`) like `per_buyer_limit`.
+    pub per_ip_limit: Option<i64>,
+    /// The coupon to count a use of, atomically with the reservation: the
+    /// order is refused (`CouponUsedUp`) when its cap is reached meanwhile.
+    pub coupon_id: Option<i64>,
     /// Stored in the same transaction as the order, so a retried request
     /// can never create a second order.
     pub idempotency: Option<IdempotencyRecord>,
@@ -144,6 +162,8 @@ pub enum CreateOrderError {
         available: i64,
     },
     LimitExceeded,
+    /// The coupon reached its cap or expired between the quote and the write.
+    CouponUsedUp,
     /// The idempotency key was stored by a concurrent request first.
     IdempotencyKeyTaken,
 }
@@ -155,6 +175,7 @@ pub struct Order {
     pub product_id: i64,
     pub quantity: i64,
     pub unit_price: i64,
+    pub discount: i64,
     pub amount: i64,
     pub currency: String,
     pub email: String,
@@ -169,6 +190,7 @@ pub struct Order {
     pub expires_at: Millis,
     pub paid_at: Option<Millis>,
     pub delivered_at: Option<Millis>,
+    pub coupon_id: Option<i64>,
 }
 
 /// `OrderStatus` as stored; kept a newtype so `Order` serialises cleanly.
@@ -302,4 +324,49 @@ pub struct PaymentAttempt {
     pub created_at: Millis,
     /// How often reconciliation has asked the gateway so far.
     pub checks: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Coupon {
+    pub id: i64,
+    pub code: String,
+    pub kind: CouponKind,
+    pub value: i64,
+    pub currency: Option<String>,
+    pub product_id: Option<i64>,
+    pub max_uses: Option<i64>,
+    /// Orders holding the coupon now: pending or paid (an expired order
+    /// gives its use back).
+    pub used: i64,
+    pub expires_at: Option<Millis>,
+    pub disabled: bool,
+    pub created_at: Millis,
+}
+
+impl Coupon {
+    pub fn terms(&self) -> kami_core::pricing::CouponTerms {
+        kami_core::pricing::CouponTerms {
+            id: self.id,
+            code: self.code.clone(),
+            kind: self.kind,
+            value: self.value,
+            currency: self.currency.clone(),
+            product_id: self.product_id,
+            max_uses: self.max_uses,
+            used: self.used,
+            expires_at: self.expires_at,
+            disabled: self.disabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCoupon {
+    pub code: String,
+    pub kind: CouponKind,
+    pub value: i64,
+    pub currency: Option<String>,
+    pub product_id: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub expires_at: Option<Millis>,
 }

@@ -139,6 +139,15 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/admin/orders", get(admin::list_orders))
         .route("/api/v1/admin/orders/{order_no}", get(admin::get_order))
         .route("/api/v1/admin/events", get(admin::events))
+        .route(
+            "/api/v1/admin/coupons",
+            post(api::coupons::create).get(api::coupons::list),
+        )
+        .route("/api/v1/admin/coupons/{id}", patch(api::coupons::update))
+        .route(
+            "/api/v1/products/{id}/quote",
+            get(api::coupons::public_quote),
+        )
         .route("/api/v1/openapi.json", get(api::openapi::document))
         .route("/pay/sandbox/notify", post(sandbox_notify))
         .route(
@@ -152,6 +161,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(shop::index))
         .route("/products/{id}", get(shop::product))
         .route("/products/{id}/buy", post(shop::buy))
+        .route("/products/{id}/quote", get(shop::quote_fragment))
         .route("/orders/{order_no}", get(shop::order_page))
         .route("/orders/{order_no}/codes.txt", get(shop::codes_txt))
         .route("/lookup", get(shop::lookup_page).post(shop::lookup_submit))

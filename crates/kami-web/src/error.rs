@@ -72,6 +72,14 @@ impl ApiError {
         )
     }
 
+    pub fn limit_exceeded_per_ip(limit: i64) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "limit_exceeded",
+            format!("at most {limit} per network address for this product"),
+        )
+    }
+
     pub fn sale_not_started(starts: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,

@@ -2,7 +2,7 @@
 
 use kami_core::order::rfc3339;
 use kami_core::{now_millis, Currency};
-use kami_store::{Order, Product};
+use kami_store::{Coupon, Order, Product};
 use serde_json::{json, Value};
 
 pub fn time(ms: Option<i64>) -> Value {
@@ -25,6 +25,24 @@ pub fn product(p: &Product) -> Value {
         "sale_starts_at": time(p.sale_starts_at),
         "sale_ends_at": time(p.sale_ends_at),
         "low_stock_threshold": p.low_stock_threshold,
+        "wholesale_tiers": p.wholesale_tiers,
+        "per_ip_limit": p.per_ip_limit,
+    })
+}
+
+pub fn coupon(c: &Coupon) -> Value {
+    json!({
+        "id": c.id,
+        "code": c.code,
+        "kind": c.kind,
+        "value": c.value,
+        "currency": c.currency,
+        "product_id": c.product_id,
+        "max_uses": c.max_uses,
+        "used": c.used,
+        "expires_at": time(c.expires_at),
+        "disabled": c.disabled,
+        "created_at": time(Some(c.created_at)),
     })
 }
 
@@ -36,6 +54,7 @@ pub fn order(o: &Order, cards: Option<&[String]>) -> Value {
         "status": status.as_str(),
         "product_id": o.product_id,
         "quantity": o.quantity,
+        "discount": o.discount,
         "amount": o.amount,
         "currency": o.currency,
         "channel": o.channel,

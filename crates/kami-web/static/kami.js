@@ -43,3 +43,37 @@
     tick();
   });
 })();
+
+/* The price box follows the quantity and the coupon: the server renders it
+   (in the page's language, escaped), the script only swaps it in. Without
+   the script the box shows the price for the quantity the page loaded with,
+   and the order is priced by the server either way. */
+(function () {
+  var box = document.getElementById("quote");
+  if (!box || !window.fetch) return;
+  var quantity = document.getElementById("quantity");
+  var coupon = document.getElementById("coupon");
+  var apply = document.getElementById("coupon-apply");
+  var seq = 0;
+  function refresh() {
+    var mine = ++seq;
+    var url = box.getAttribute("data-quote-url") + "?quantity=" +
+      encodeURIComponent(quantity ? quantity.value : "") + "&coupon=" +
+      encodeURIComponent(coupon ? coupon.value : "");
+    fetch(url, { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (html !== null && mine === seq) box.innerHTML = html;
+    }).catch(function () {});
+  }
+  if (apply) {
+    apply.hidden = false;
+    apply.addEventListener("click", refresh);
+  }
+  if (coupon) {
+    coupon.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); refresh(); }
+    });
+  }
+  if (quantity) quantity.addEventListener("change", refresh);
+})();

@@ -5,8 +5,7 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
-
+use common::forms::*;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -15,83 +14,6 @@ both_backends!(
     buyer_pays_with_the_sandbox_button_and_sees_the_codes,
     forms_without_their_csrf_token_change_nothing,
 );
-
-/// Cookies as a browser keeps them, for one host.
-#[derive(Default)]
-struct Jar(BTreeMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, res: &reqwest::Response) {
-        for v in res.headers().get_all("set-cookie") {
-            let pair = v.to_str().unwrap().split(';').next().unwrap();
-            let (k, v) = pair.split_once('=').unwrap();
-            self.0.insert(k.to_string(), v.to_string());
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn get(
-    c: &reqwest::Client,
-    jar: &mut Jar,
-    url: &str,
-) -> (StatusCode, String, Option<String>) {
-    let res = c
-        .get(url)
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .unwrap();
-    jar.take(&res);
-    let loc = res
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string());
-    (res.status(), res.text().await.unwrap(), loc)
-}
-
-async fn post(
-    c: &reqwest::Client,
-    jar: &mut Jar,
-    url: &str,
-    form: &[(&str, &str)],
-) -> (StatusCode, String, Option<String>) {
-    let res = c
-        .post(url)
-        .header("cookie", jar.header())
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    jar.take(&res);
-    let loc = res
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string());
-    (res.status(), res.text().await.unwrap(), loc)
-}
-
-fn csrf_of(html: &str) -> String {
-    let start = html
-        .find("name=\"csrf\" value=\"")
-        .expect("page has a CSRF field")
-        + 19;
-    html[start..].split('"').next().unwrap().to_string()
-}
 
 async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend) {
     let kami = spawn_kami(backend).await;

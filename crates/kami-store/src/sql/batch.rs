@@ -159,13 +159,16 @@ async fn stock_budgets(
 }
 
 /// `None` grants the order (its stock is then taken from the budget and its
-/// per-buyer quantity recorded); `Some` refuses it having written nothing.
+/// limits and coupon use recorded); `Some` refuses it having written nothing.
 async fn decide(
     tx: &mut Tx,
     o: &NewOrder,
     budget: &mut HashMap<i64, i64>,
 ) -> Result<Option<CreateOrderError>> {
-    if o.per_buyer_limit.is_some_and(|limit| o.quantity > limit) {
+    // The same order of answers as the single path: an order above a limit
+    // is refused as such even when the product is sold out.
+    let over = |limit: Option<i64>| limit.is_some_and(|l| o.quantity > l);
+    if over(o.per_buyer_limit) || over(o.per_ip_limit) {
         return Ok(Some(CreateOrderError::LimitExceeded));
     }
     let left = budget.get(&o.product_id).copied().unwrap_or(0);
@@ -176,10 +179,8 @@ async fn decide(
             CreateOrderError::InsufficientStock { available: left }
         }));
     }
-    if let Some(limit) = o.per_buyer_limit {
-        if !orders::add_buyer_quantity(tx, o, limit).await? {
-            return Ok(Some(CreateOrderError::LimitExceeded));
-        }
+    if let Some(refused) = orders::take_holds(tx, o).await? {
+        return Ok(Some(refused));
     }
     budget.insert(o.product_id, left - o.quantity);
     Ok(None)
@@ -196,13 +197,14 @@ pub(super) async fn insert_orders(
         let values = values_rows(
             chunk.len(),
             &format!(
-                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
             ),
         );
         let sql = format!(
             "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
              discount, amount, currency, email, query_password_hash, access_token_hash, \
-             buyer_ip, channel, status, created_at, expires_at, idempotency_key) VALUES {values} \
+             buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id) \
+             VALUES {values} \
              RETURNING id, order_no"
         );
         let mut q = sqlx::query(&sql);
@@ -212,6 +214,7 @@ pub(super) async fn insert_orders(
                 .bind(o.product_id)
                 .bind(o.quantity)
                 .bind(o.unit_price)
+                .bind(o.discount)
                 .bind(o.amount)
                 .bind(&o.currency)
                 .bind(&o.email)
@@ -221,7 +224,8 @@ pub(super) async fn insert_orders(
                 .bind(&o.channel)
                 .bind(o.created_at)
                 .bind(o.expires_at)
-                .bind(o.idempotency.as_ref().map(|r| r.key.as_str()));
+                .bind(o.idempotency.as_ref().map(|r| r.key.as_str()))
+                .bind(o.coupon_id);
         }
         for row in q.fetch_all(&mut **tx).await? {
             ids.insert(row.try_get("order_no")?, row.try_get("id")?);

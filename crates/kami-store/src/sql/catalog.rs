@@ -58,8 +58,9 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO products (merchant_id, category_id, name, description, price, currency, \
          min_quantity, max_quantity, per_buyer_limit, sale_starts_at, sale_ends_at, visible, \
-         low_stock_threshold, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING id",
+         low_stock_threshold, created_at, updated_at, wholesale_tiers, per_ip_limit) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) \
+         RETURNING id",
     )
     .bind(DEFAULT_MERCHANT)
     .bind(p.category_id)
@@ -75,6 +76,8 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     .bind(i64::from(p.visible))
     .bind(p.low_stock_threshold)
     .bind(now)
+    .bind(tiers_json(&p.wholesale_tiers))
+    .bind(p.per_ip_limit)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -101,7 +104,7 @@ pub async fn update_product(
         "UPDATE products SET category_id = $2, name = $3, description = $4, price = $5, \
          currency = $6, min_quantity = $7, max_quantity = $8, per_buyer_limit = $9, \
          sale_starts_at = $10, sale_ends_at = $11, visible = $12, low_stock_threshold = $13, \
-         updated_at = $14 WHERE id = $1",
+         updated_at = $14, wholesale_tiers = $15, per_ip_limit = $16 WHERE id = $1",
     )
     .bind(id)
     .bind(patch.category_id.unwrap_or(cur.category_id))
@@ -117,6 +120,13 @@ pub async fn update_product(
     .bind(i64::from(patch.visible.unwrap_or(cur.visible)))
     .bind(patch.low_stock_threshold.unwrap_or(cur.low_stock_threshold))
     .bind(now_millis())
+    .bind(tiers_json(
+        patch
+            .wholesale_tiers
+            .as_ref()
+            .unwrap_or(&cur.wholesale_tiers),
+    ))
+    .bind(patch.per_ip_limit.unwrap_or(cur.per_ip_limit))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -158,7 +168,8 @@ pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Produ
 pub async fn sale_terms(s: &SqlStore, id: i64) -> Result<Option<SaleTerms>> {
     let row = sqlx::query(
         "SELECT id, price, currency, min_quantity, max_quantity, per_buyer_limit, sale_starts_at, \
-         sale_ends_at, visible FROM products WHERE id = $1 AND merchant_id = $2",
+         sale_ends_at, visible, wholesale_tiers, per_ip_limit FROM products \
+         WHERE id = $1 AND merchant_id = $2",
     )
     .bind(id)
     .bind(DEFAULT_MERCHANT)
@@ -175,6 +186,10 @@ pub async fn sale_terms(s: &SqlStore, id: i64) -> Result<Option<SaleTerms>> {
             sale_starts_at: r.try_get("sale_starts_at")?,
             sale_ends_at: r.try_get("sale_ends_at")?,
             visible: r.try_get::<i64, _>("visible")? != 0,
+            wholesale_tiers: kami_core::pricing::parse_tiers(
+                &r.try_get::<String, _>("wholesale_tiers")?,
+            ),
+            per_ip_limit: r.try_get("per_ip_limit")?,
         })
     })
     .transpose()
@@ -351,4 +366,8 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
         abort_import(s, *id).await?;
     }
     Ok(stale.len() as u64)
+}
+
+fn tiers_json(tiers: &[kami_core::pricing::WholesaleTier]) -> String {
+    serde_json::to_string(tiers).expect("tiers serialise")
 }

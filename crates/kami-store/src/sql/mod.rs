@@ -11,6 +11,7 @@ mod attempts;
 mod batch;
 mod catalog;
 mod connect;
+mod coupons;
 mod jobs;
 mod keys;
 mod orders;
@@ -319,6 +320,19 @@ impl Store for SqlStore {
     }
     async fn revoke_api_key(&self, id: i64, now: Millis) -> Result<bool> {
         admin_views::revoke_api_key(self, id, now).await
+    }
+
+    async fn create_coupon(&self, c: &NewCoupon) -> Result<Option<Coupon>> {
+        coupons::create_coupon(self, c).await
+    }
+    async fn list_coupons(&self) -> Result<Vec<Coupon>> {
+        coupons::list_coupons(self).await
+    }
+    async fn coupon_by_code(&self, code: &str) -> Result<Option<Coupon>> {
+        coupons::coupon_by_code(self, code).await
+    }
+    async fn set_coupon_disabled(&self, id: i64, disabled: bool) -> Result<bool> {
+        coupons::set_coupon_disabled(self, id, disabled).await
     }
 }
 

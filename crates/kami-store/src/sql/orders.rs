@@ -2,6 +2,7 @@
 //! write transaction, and every status change is a conditional update, so two
 //! racing processes can never both move the same order or card.
 
+use kami_core::limits::ip_limit_key;
 use kami_core::{Millis, OrderStatus};
 use sqlx::{Any, Row, Transaction};
 
@@ -279,13 +280,8 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
             return Ok(Err(CreateOrderError::IdempotencyKeyTaken));
         }
     }
-    if let Some(limit) = o.per_buyer_limit {
-        if o.quantity > limit {
-            return Ok(Err(CreateOrderError::LimitExceeded));
-        }
-        if !add_buyer_quantity(&mut tx, o, limit).await? {
-            return Ok(Err(CreateOrderError::LimitExceeded));
-        }
+    if let Some(refused) = take_holds(&mut tx, o).await? {
+        return Ok(Err(refused));
     }
     let order_id =
         super::batch::insert_orders(s.backend, &mut tx, &[o]).await?[o.order_no.as_str()];
@@ -319,25 +315,149 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
     Ok(Ok(pending_order(order_id, o)))
 }
 
-/// Adds the order's quantity to what its buyer holds of the product, unless
-/// that would pass `limit`; false (and nothing written) when it would.
-/// A row-locked conditional upsert: two racing orders of one buyer cannot
-/// both pass the check.
-pub(super) async fn add_buyer_quantity(tx: &mut Tx, o: &NewOrder, limit: i64) -> Result<bool> {
-    let n = sqlx::query(
-        "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, $2, $3) \
-         ON CONFLICT (product_id, email) DO UPDATE \
-         SET quantity = buyer_purchases.quantity + excluded.quantity \
-         WHERE buyer_purchases.quantity + excluded.quantity <= $4",
-    )
-    .bind(o.product_id)
-    .bind(&o.email)
-    .bind(o.quantity)
-    .bind(limit)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+/// Takes what an order holds besides its codes: its quantity against the
+/// per-buyer and per-IP limits, and one use of its coupon. Each is a
+/// row-locked conditional write, so racing orders cannot both pass a check;
+/// a refusal undoes what it took, so the transaction is left as it was and
+/// a batch can go on with the next order.
+pub(super) async fn take_holds(tx: &mut Tx, o: &NewOrder) -> Result<Option<CreateOrderError>> {
+    let over = |limit: Option<i64>| limit.is_some_and(|l| o.quantity > l);
+    if over(o.per_buyer_limit) || over(o.per_ip_limit) {
+        return Ok(Some(CreateOrderError::LimitExceeded));
+    }
+    let ip = o
+        .per_ip_limit
+        .zip(o.buyer_ip.as_deref())
+        .map(|(limit, ip)| (limit, ip_limit_key(ip)));
+    let mut undo = Holds {
+        product_id: o.product_id,
+        email: None,
+        ip: None,
+        quantity: o.quantity,
+        coupon_id: None,
+    };
+    if let Some(limit) = o.per_buyer_limit {
+        if !add_held(tx, "buyer_purchases", "email", o, &o.email, limit).await? {
+            return Ok(Some(CreateOrderError::LimitExceeded));
+        }
+        undo.email = Some(o.email.clone());
+    }
+    if let Some((limit, key)) = &ip {
+        if !add_held(tx, "buyer_ip_purchases", "ip", o, key, *limit).await? {
+            release_holds(tx, &undo).await?;
+            return Ok(Some(CreateOrderError::LimitExceeded));
+        }
+        undo.ip = Some(key.clone());
+    }
+    if let Some(coupon) = o.coupon_id {
+        let taken = sqlx::query(
+            "UPDATE coupons SET used = used + 1 WHERE id = $1 AND disabled = 0 \
+             AND (max_uses IS NULL OR used < max_uses) AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(coupon)
+        .bind(o.created_at)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if taken != 1 {
+            release_holds(tx, &undo).await?;
+            return Ok(Some(CreateOrderError::CouponUsedUp));
+        }
+    }
+    Ok(None)
+}
+
+/// Adds the order's quantity to what its buyer (by email or by address)
+/// holds of the product, unless that would pass `limit`; false, and nothing
+/// written, when it would.
+async fn add_held(
+    tx: &mut Tx,
+    table: &str,
+    column: &str,
+    o: &NewOrder,
+    key: &str,
+    limit: i64,
+) -> Result<bool> {
+    let sql = format!(
+        "INSERT INTO {table} (product_id, {column}, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (product_id, {column}) DO UPDATE \
+         SET quantity = {table}.quantity + excluded.quantity \
+         WHERE {table}.quantity + excluded.quantity <= $4"
+    );
+    let n = sqlx::query(&sql)
+        .bind(o.product_id)
+        .bind(key)
+        .bind(o.quantity)
+        .bind(limit)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     Ok(n == 1)
+}
+
+/// What an order holds besides its codes (see `take_holds`). A missing
+/// limit row or coupon makes its update a no-op, so releasing is safe for
+/// orders of products without limits.
+pub(super) struct Holds {
+    pub product_id: i64,
+    pub email: Option<String>,
+    /// The `ip_limit_key` of the buyer's address.
+    pub ip: Option<String>,
+    pub quantity: i64,
+    pub coupon_id: Option<i64>,
+}
+
+impl Holds {
+    pub fn of(order: &Order) -> Self {
+        Holds {
+            product_id: order.product_id,
+            email: Some(order.email.clone()),
+            ip: order.buyer_ip.as_deref().map(ip_limit_key),
+            quantity: order.quantity,
+            coupon_id: order.coupon_id,
+        }
+    }
+}
+
+/// Gives back what an expired (or refused) order held.
+pub(super) async fn release_holds(tx: &mut Tx, h: &Holds) -> Result<()> {
+    adjust_holds(tx, h, -1).await
+}
+
+/// Takes back what an expired order held when it is paid late: the buyer
+/// paid, so limits and the coupon count it again even past their cap.
+pub(super) async fn restore_holds(tx: &mut Tx, h: &Holds) -> Result<()> {
+    adjust_holds(tx, h, 1).await
+}
+
+async fn adjust_holds(tx: &mut Tx, h: &Holds, sign: i64) -> Result<()> {
+    let delta = sign * h.quantity;
+    for (table, column, key) in [
+        ("buyer_purchases", "email", &h.email),
+        ("buyer_ip_purchases", "ip", &h.ip),
+    ] {
+        let Some(key) = key else { continue };
+        let sql = format!(
+            "UPDATE {table} SET quantity = CASE WHEN quantity + $3 > 0 THEN quantity + $3 ELSE 0 END \
+             WHERE product_id = $1 AND {column} = $2"
+        );
+        sqlx::query(&sql)
+            .bind(h.product_id)
+            .bind(key)
+            .bind(delta)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(coupon) = h.coupon_id {
+        sqlx::query(
+            "UPDATE coupons SET used = CASE WHEN used + $2 > 0 THEN used + $2 ELSE 0 END WHERE id = $1",
+        )
+        .bind(coupon)
+        .bind(sign)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 pub(super) fn created_detail(o: &NewOrder) -> String {
@@ -355,6 +475,7 @@ pub(super) fn pending_order(id: i64, o: &NewOrder) -> Order {
         product_id: o.product_id,
         quantity: o.quantity,
         unit_price: o.unit_price,
+        discount: o.discount,
         amount: o.amount,
         currency: o.currency.clone(),
         email: o.email.clone(),
@@ -367,6 +488,7 @@ pub(super) fn pending_order(id: i64, o: &NewOrder) -> Order {
         expires_at: o.expires_at,
         paid_at: None,
         delivered_at: None,
+        coupon_id: o.coupon_id,
     }
 }
 
@@ -484,15 +606,7 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
             continue;
         }
         release_cards(&mut tx, o.id).await?;
-        sqlx::query(
-            "UPDATE buyer_purchases SET quantity = CASE WHEN quantity > $3 THEN quantity - $3 ELSE 0 END \
-             WHERE product_id = $1 AND email = $2",
-        )
-        .bind(o.product_id)
-        .bind(&o.email)
-        .bind(o.quantity)
-        .execute(&mut *tx)
-        .await?;
+        release_holds(&mut tx, &Holds::of(&o)).await?;
         event(
             &mut tx,
             o.id,

@@ -8,7 +8,8 @@ use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
 
 use super::orders::{
-    claim_cards, event, insert_events_many, release_cards, sell_cards, values_rows, Tx,
+    claim_cards, event, insert_events_many, release_cards, restore_holds, sell_cards, values_rows,
+    Holds, Tx,
 };
 use super::SqlStore;
 use crate::types::*;
@@ -40,20 +41,20 @@ pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Resu
 async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
     let now = p.received_at;
     let sql = format!(
-        "SELECT order_no, status, product_id, quantity, email FROM orders WHERE id = $1 {}",
+        "SELECT {} FROM orders WHERE id = $1 {}",
+        super::rows::ORDER_COLUMNS,
         backend.for_update()
     );
     let row = sqlx::query(&sql)
         .bind(p.order_id)
         .fetch_one(&mut **tx)
         .await?;
-    let order_no: String = row.try_get("order_no")?;
-    let status: String = row.try_get("status")?;
-    let product_id: i64 = row.try_get("product_id")?;
-    let quantity: i64 = row.try_get("quantity")?;
-    let email: String = row.try_get("email")?;
+    let order = super::rows::order(&row)?;
+    let (order_no, product_id, quantity) =
+        (order.order_no.clone(), order.product_id, order.quantity);
+    let status = order.status.0.as_str();
     let paid = paid_detail(p);
-    let outcome = match OrderStatus::parse(&status) {
+    let outcome = match OrderStatus::parse(status) {
         Some(OrderStatus::Pending) => {
             let sold = sell_cards(tx, p.order_id, now).await?;
             if sold != quantity {
@@ -69,7 +70,7 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
         Some(OrderStatus::Expired) => {
             // A late payment: the codes went back to stock at expiry; take
             // them again if there are enough, or park the order for restock.
-            restore_buyer_quantity(tx, product_id, &email, quantity).await?;
+            restore_holds(tx, &Holds::of(&order)).await?;
             let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
             if claimed == quantity {
                 sell_cards(tx, p.order_id, now).await?;
@@ -156,23 +157,6 @@ async fn deliver(
     .await?;
     event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
     event(tx, order_id, order_no, "delivered", String::new(), now).await
-}
-
-async fn restore_buyer_quantity(
-    tx: &mut Tx,
-    product_id: i64,
-    email: &str,
-    quantity: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE buyer_purchases SET quantity = quantity + $3 WHERE product_id = $1 AND email = $2",
-    )
-    .bind(product_id)
-    .bind(email)
-    .bind(quantity)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Payments in one transaction, with set-based statements for the common

@@ -1,6 +1,7 @@
 //! Row decoding shared by the queries. Flags are stored as 0/1 integers on
 //! both backends (sqlx's `Any` driver has no SQLite boolean).
 
+use kami_core::pricing::parse_tiers;
 use kami_core::OrderStatus;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -12,6 +13,7 @@ pub const PRODUCT_COLUMNS: &str =
     "p.id, p.category_id, c.name AS category, p.name, p.description, \
      p.price, p.currency, p.min_quantity, p.max_quantity, p.per_buyer_limit, p.sale_starts_at, \
      p.sale_ends_at, p.visible, p.low_stock_threshold, p.sort_order, p.created_at, p.updated_at, \
+     p.wholesale_tiers, p.per_ip_limit, \
      (SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock";
 
 pub fn product(row: &AnyRow) -> Result<Product> {
@@ -34,13 +36,15 @@ pub fn product(row: &AnyRow) -> Result<Product> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         stock: row.try_get("stock")?,
+        wholesale_tiers: parse_tiers(&row.try_get::<String, _>("wholesale_tiers")?),
+        per_ip_limit: row.try_get("per_ip_limit")?,
     })
 }
 
 pub const ORDER_COLUMNS: &str =
-    "id, order_no, product_id, quantity, unit_price, amount, currency, \
+    "id, order_no, product_id, quantity, unit_price, discount, amount, currency, \
      email, access_token_hash, query_password_hash IS NOT NULL AS has_qp, buyer_ip, channel, \
-     status, created_at, expires_at, paid_at, delivered_at";
+     status, created_at, expires_at, paid_at, delivered_at, coupon_id";
 
 pub fn order(row: &AnyRow) -> Result<Order> {
     let status: String = row.try_get("status")?;
@@ -52,6 +56,7 @@ pub fn order(row: &AnyRow) -> Result<Order> {
         product_id: row.try_get("product_id")?,
         quantity: row.try_get("quantity")?,
         unit_price: row.try_get("unit_price")?,
+        discount: row.try_get("discount")?,
         amount: row.try_get("amount")?,
         currency: row.try_get("currency")?,
         email: row.try_get("email")?,
@@ -64,6 +69,7 @@ pub fn order(row: &AnyRow) -> Result<Order> {
         expires_at: row.try_get("expires_at")?,
         paid_at: row.try_get("paid_at")?,
         delivered_at: row.try_get("delivered_at")?,
+        coupon_id: row.try_get("coupon_id")?,
     })
 }
 

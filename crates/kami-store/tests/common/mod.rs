@@ -126,6 +126,7 @@ pub fn new_order(product_id: i64, quantity: i64, ttl_ms: i64) -> NewOrder {
         product_id,
         quantity,
         unit_price: 100,
+        discount: 0,
         amount: 100 * quantity,
         currency: "CNY".into(),
         email: format!("b{}@x.test", rand::thread_rng().gen::<u32>()),
@@ -136,6 +137,8 @@ pub fn new_order(product_id: i64, quantity: i64, ttl_ms: i64) -> NewOrder {
         created_at: now,
         expires_at: now + ttl_ms,
         per_buyer_limit: None,
+        per_ip_limit: None,
+        coupon_id: None,
         idempotency: None,
     }
 }

@@ -7,6 +7,7 @@
 mod accounts;
 mod auth;
 mod codes;
+mod coupons;
 mod dashboard;
 mod i18n;
 mod login;
@@ -53,6 +54,9 @@ pub fn router() -> Router<Shared> {
             post(codes::reveal),
         )
         .route("/admin/products/{id}/codes/{card}/void", post(codes::void))
+        .route("/admin/coupons", get(coupons::list).post(coupons::create))
+        .route("/admin/coupons/{id}/disable", post(coupons::disable))
+        .route("/admin/coupons/{id}/enable", post(coupons::enable))
         .route("/admin/orders", get(orders::list))
         .route("/admin/orders/{no}", get(orders::detail))
         .route("/admin/orders/{no}/fulfil", post(orders::fulfil))

@@ -30,6 +30,7 @@ pub fn row(o: &Order, names: &HashMap<i64, String>, now: i64) -> Value {
         "product": names.get(&o.product_id).cloned().unwrap_or_default(),
         "quantity": o.quantity,
         "amount": money(o.amount, &o.currency),
+        "discount": (o.discount > 0).then(|| money(o.discount, &o.currency)),
         "email": o.email,
         "created_at": time(o.created_at),
     })

@@ -70,6 +70,10 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/admin/keys.html"),
     ),
     (
+        "admin/coupons.html",
+        include_str!("../../templates/admin/coupons.html"),
+    ),
+    (
         "admin/security.html",
         include_str!("../../templates/admin/security.html"),
     ),

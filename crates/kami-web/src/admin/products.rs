@@ -4,6 +4,7 @@
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use kami_core::pricing::WholesaleTier;
 use kami_core::Currency;
 use kami_store::Product;
 use serde::Deserialize;
@@ -92,7 +93,47 @@ fn values(p: &Product) -> Value {
            "per_buyer_limit": p.per_buyer_limit, "visible": p.visible,
            "sale_starts_at": p.sale_starts_at.map(local_input),
            "sale_ends_at": p.sale_ends_at.map(local_input),
-           "low_stock_threshold": p.low_stock_threshold})
+           "low_stock_threshold": p.low_stock_threshold,
+           "per_ip_limit": p.per_ip_limit,
+           "wholesale_tiers": tiers_text(p)})
+}
+
+/// Tiers as the form shows them: one `quantity = price` line each.
+fn tiers_text(p: &Product) -> String {
+    let currency = Currency::parse(&p.currency).ok();
+    p.wholesale_tiers
+        .iter()
+        .map(|t| {
+            let price = currency
+                .map(|c| c.format_decimal(t.price))
+                .unwrap_or_else(|| t.price.to_string());
+            format!("{} = {price}\n", t.min_quantity)
+        })
+        .collect()
+}
+
+/// Parses the tiers textarea (`10 = 8.50` per line, blank lines skipped).
+fn parse_tiers_text(currency: Currency, text: &str) -> Result<Vec<WholesaleTier>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (q, p) = line
+                .split_once('=')
+                .ok_or_else(|| format!("wholesale tier {line:?}: write it as quantity = price"))?;
+            let min_quantity = q
+                .trim()
+                .parse()
+                .map_err(|_| format!("wholesale tier {line:?}: quantity must be a whole number"))?;
+            let price = currency
+                .parse_decimal(p.trim())
+                .ok_or_else(|| format!("wholesale tier {line:?}: price is not a valid amount"))?;
+            Ok(WholesaleTier {
+                min_quantity,
+                price,
+            })
+        })
+        .collect()
 }
 
 /// `datetime-local` inputs speak `YYYY-MM-DDTHH:MM`; the panel reads them as UTC.
@@ -124,6 +165,10 @@ pub struct ProductForm {
     sale_ends_at: String,
     #[serde(default)]
     low_stock_threshold: String,
+    #[serde(default)]
+    per_ip_limit: String,
+    #[serde(default)]
+    wholesale_tiers: String,
 }
 
 fn int(field: &str, s: &str) -> Result<Option<i64>, String> {
@@ -171,6 +216,8 @@ impl ProductForm {
             low_stock_threshold: Some(
                 int("low_stock_threshold", &self.low_stock_threshold)?.unwrap_or(0),
             ),
+            per_ip_limit: Some(int("per_ip_limit", &self.per_ip_limit)?),
+            wholesale_tiers: Some(parse_tiers_text(currency, &self.wholesale_tiers)?),
         })
     }
 

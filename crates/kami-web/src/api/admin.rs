@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
+use kami_core::pricing::{validate_tiers, WholesaleTier};
 use kami_core::{Currency, OrderStatus};
 use kami_store::{NewProduct, OrderFilter, Product, ProductPatch};
 use serde::Deserialize;
@@ -36,6 +37,11 @@ pub struct ProductInput {
     #[serde(deserialize_with = "double_option")]
     pub sale_ends_at: Option<Option<String>>,
     pub low_stock_threshold: Option<i64>,
+    /// `[{"min_quantity": 10, "price": 900}, …]` (extension to API.md).
+    pub wholesale_tiers: Option<Vec<WholesaleTier>>,
+    /// Most codes one client address may hold (extension to API.md).
+    #[serde(deserialize_with = "double_option")]
+    pub per_ip_limit: Option<Option<i64>>,
 }
 
 /// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -47,7 +53,7 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn parse_time(field: &'static str, v: &Option<String>) -> ApiResult<Option<i64>> {
+pub(crate) fn parse_time(field: &'static str, v: &Option<String>) -> ApiResult<Option<i64>> {
     match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
@@ -83,6 +89,21 @@ fn check_currency(c: &str) -> ApiResult<String> {
     Currency::parse(c)
         .map(|c| c.as_str().to_string())
         .map_err(|e| ApiError::invalid_param("currency", e.to_string()))
+}
+
+fn check_tiers(price: i64, tiers: &[WholesaleTier]) -> ApiResult<()> {
+    validate_tiers(price, tiers)
+        .map_err(|e| ApiError::invalid_param("wholesale_tiers", e.to_string()))
+}
+
+fn check_ip_limit(limit: Option<i64>) -> ApiResult<()> {
+    if limit.is_some_and(|l| l < 1) {
+        return Err(ApiError::invalid_param(
+            "per_ip_limit",
+            "per_ip_limit must be at least 1 or null",
+        ));
+    }
+    Ok(())
 }
 
 fn check_quantities(min: i64, max: i64, limit: Option<i64>) -> ApiResult<()> {
@@ -154,6 +175,10 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
     let max_quantity = input.max_quantity.unwrap_or(10);
     let per_buyer_limit = input.per_buyer_limit.flatten();
     check_quantities(min_quantity, max_quantity, per_buyer_limit)?;
+    let wholesale_tiers = input.wholesale_tiers.unwrap_or_default();
+    check_tiers(price, &wholesale_tiers)?;
+    let per_ip_limit = input.per_ip_limit.flatten();
+    check_ip_limit(per_ip_limit)?;
     let new = NewProduct {
         category_id: category_id(state, &input.category.flatten()).await?,
         name,
@@ -167,6 +192,8 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         sale_ends_at: parse_time("sale_ends_at", &input.sale_ends_at.flatten())?,
         visible: input.visible.unwrap_or(true),
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
+        wholesale_tiers,
+        per_ip_limit,
     };
     let p = state.store.create_product(&new).await?;
     state.gate.observed(p.id, 0);
@@ -201,6 +228,14 @@ pub async fn update_product_from(
     let max = input.max_quantity.unwrap_or(cur.max_quantity);
     let limit = input.per_buyer_limit.unwrap_or(cur.per_buyer_limit);
     check_quantities(min, max, limit)?;
+    check_tiers(
+        input.price.unwrap_or(cur.price),
+        input
+            .wholesale_tiers
+            .as_ref()
+            .unwrap_or(&cur.wholesale_tiers),
+    )?;
+    check_ip_limit(input.per_ip_limit.unwrap_or(cur.per_ip_limit))?;
     let patch = ProductPatch {
         category_id: match &input.category {
             None => None,
@@ -229,6 +264,8 @@ pub async fn update_product_from(
             .transpose()?,
         visible: input.visible,
         low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
+        wholesale_tiers: input.wholesale_tiers,
+        per_ip_limit: input.per_ip_limit,
     };
     let p = state
         .store

@@ -101,6 +101,8 @@ impl Catalog {
             sale_starts_at: p.sale_starts_at,
             sale_ends_at: p.sale_ends_at,
             visible: p.visible,
+            wholesale_tiers: p.wholesale_tiers,
+            per_ip_limit: p.per_ip_limit,
         }))
     }
 }

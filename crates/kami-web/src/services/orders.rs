@@ -4,11 +4,15 @@
 use kami_core::order::rfc3339;
 use kami_core::secrets::{random_token, token_hash};
 use kami_core::{now_millis, Email, OrderNo};
-use kami_store::{CreateOrderError, IdempotencyRecord, NewOrder, Order, SubmitError};
+use std::net::IpAddr;
+
+use kami_core::pricing::{self, normalize_coupon_code, CouponRefusal, CouponTerms};
+use kami_store::{CreateOrderError, IdempotencyRecord, NewOrder, Order, SaleTerms, SubmitError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::rate_limit::Class;
 use crate::services::gate::GateVerdict;
 use crate::state::AppState;
 
@@ -105,9 +109,6 @@ pub async fn place_order(
             "query_password is too long",
         ));
     }
-    if req.coupon.as_deref().is_some_and(|c| !c.trim().is_empty()) {
-        return Err(ApiError::invalid_param("coupon", "unknown coupon"));
-    }
     let now = now_millis();
     if let Some(starts) = product.sale_starts_at.filter(|s| now < *s) {
         return Err(ApiError::sale_not_started(&rfc3339(starts)));
@@ -127,11 +128,17 @@ pub async fn place_order(
             ))
         }
     }
-    let amount = product
-        .price
-        .checked_mul(quantity)
-        .ok_or_else(|| ApiError::invalid_param("quantity", "amount overflows"))?;
-
+    let client = buyer_ip.as_deref().and_then(|ip| ip.parse().ok());
+    let quote = quote(
+        state,
+        &product,
+        quantity,
+        req.coupon.as_deref(),
+        client,
+        now,
+    )
+    .await?;
+    let amount = quote.amount;
     let order_no = OrderNo::generate(now).as_str().to_string();
     let access_token = random_token("kat_");
     let expires_at = now + state.settings.order_ttl_secs * 1000;
@@ -148,7 +155,8 @@ pub async fn place_order(
         order_no: order_no.clone(),
         product_id,
         quantity,
-        unit_price: product.price,
+        unit_price: quote.unit_price,
+        discount: quote.discount,
         amount,
         currency: product.currency.clone(),
         email: email.as_str().to_string(),
@@ -160,6 +168,8 @@ pub async fn place_order(
         created_at: now,
         expires_at,
         per_buyer_limit: product.per_buyer_limit,
+        per_ip_limit: product.per_ip_limit,
+        coupon_id: quote.coupon.as_ref().map(|c| c.id),
         idempotency: idem.map(|i| sealed_response(state, i, 201, &body)),
     };
     let outcome = match state.order_writer.submit(new).await {
@@ -184,6 +194,7 @@ pub async fn place_order(
         Err(CreateOrderError::SoldOut) => "sold_out",
         Err(CreateOrderError::InsufficientStock { .. }) => "insufficient_stock",
         Err(CreateOrderError::LimitExceeded) => "limit_exceeded",
+        Err(CreateOrderError::CouponUsedUp) => "coupon_used_up",
         Err(CreateOrderError::IdempotencyKeyTaken) => "idempotent_replay",
     };
     metrics::counter!("kami_orders_total", "outcome" => label).increment(1);
@@ -201,11 +212,104 @@ pub async fn place_order(
         }
         Err(CreateOrderError::SoldOut) => Err(ApiError::sold_out()),
         Err(CreateOrderError::InsufficientStock { available }) => Err(ApiError::insufficient_stock(available)),
-        Err(CreateOrderError::LimitExceeded) => Err(ApiError::limit_exceeded(product.per_buyer_limit.unwrap_or(0))),
+        Err(CreateOrderError::LimitExceeded) => Err(limit_refusal(&product, quantity)),
+        Err(CreateOrderError::CouponUsedUp) => Err(ApiError::invalid_param("coupon", CouponRefusal::UsedUp.to_string())),
         Err(CreateOrderError::IdempotencyKeyTaken) => Err(ApiError::idempotency_conflict(
             "a request with this Idempotency-Key was processed concurrently; retry to get its response",
         )),
     }
+}
+
+/// `limit_exceeded` naming the limit the order ran into: the per-email one
+/// when it alone refuses this quantity or it is the tighter, else per IP.
+fn limit_refusal(product: &SaleTerms, quantity: i64) -> ApiError {
+    match (product.per_buyer_limit, product.per_ip_limit) {
+        (Some(email), Some(ip)) if email <= ip || quantity > email => {
+            ApiError::limit_exceeded(email)
+        }
+        (_, Some(ip)) => ApiError::limit_exceeded_per_ip(ip),
+        (email, None) => ApiError::limit_exceeded(email.unwrap_or(0)),
+    }
+}
+
+/// What a buyer pays (API.md extension `GET /api/v1/products/{id}/quote`,
+/// and the figures an order is created with).
+#[derive(Debug, Clone)]
+pub struct Quote {
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub coupon: Option<CouponTerms>,
+}
+
+impl Quote {
+    pub fn body(&self, product_id: i64) -> Value {
+        json!({
+            "product_id": product_id,
+            "quantity": self.quantity,
+            "unit_price": self.unit_price,
+            "subtotal": self.subtotal,
+            "discount": self.discount,
+            "amount": self.amount,
+            "currency": self.currency,
+            "coupon": self.coupon.as_ref().map(|c| c.code.as_str()),
+        })
+    }
+}
+
+/// Prices `quantity` of the product: its wholesale tier, then the coupon.
+/// A coupon that does not exist is counted against the client's lookup
+/// budget (`Class::Lookup`), so codes cannot be guessed at the order rate;
+/// a valid coupon costs nothing there, so a shop's NAT-shared buyers can all
+/// use one in a drop.
+pub async fn quote(
+    state: &AppState,
+    product: &SaleTerms,
+    quantity: i64,
+    coupon: Option<&str>,
+    client: Option<IpAddr>,
+    now: i64,
+) -> Result<Quote, ApiError> {
+    let unit_price = pricing::unit_price(product.price, &product.wholesale_tiers, quantity);
+    let subtotal = unit_price
+        .checked_mul(quantity)
+        .ok_or_else(|| ApiError::invalid_param("quantity", "amount overflows"))?;
+    let coupon = match coupon.map(str::trim).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let found = match normalize_coupon_code(raw) {
+                Some(code) => state.store.coupon_by_code(&code).await?,
+                None => None,
+            };
+            let Some(found) = found.filter(|c| !c.disabled) else {
+                if let Some(ip) = client {
+                    state.limits.check_ip(Class::Lookup, ip)?;
+                }
+                return Err(ApiError::invalid_param(
+                    "coupon",
+                    CouponRefusal::Unknown.to_string(),
+                ));
+            };
+            let terms = found.terms();
+            terms
+                .check(product.id, &product.currency, now)
+                .map_err(|r| ApiError::invalid_param("coupon", r.to_string()))?;
+            Some(terms)
+        }
+    };
+    let discount = coupon.as_ref().map_or(0, |c| c.discount(subtotal));
+    Ok(Quote {
+        quantity,
+        unit_price,
+        subtotal,
+        discount,
+        amount: subtotal - discount,
+        currency: product.currency.clone(),
+        coupon,
+    })
 }
 
 fn gate_rejected(outcome: &'static str, e: ApiError) -> ApiError {

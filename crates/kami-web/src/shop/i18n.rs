@@ -43,6 +43,19 @@ translations! {
     // Product page
     "back_to_products" => "返回商品列表", "Back to products";
     "unit_price" => "单价", "Price";
+    "tiers_heading" => "批发价", "Bulk prices";
+    "tier_line" => "买 {n} 件及以上：每件 {price}", "{n} or more: {price} each";
+    "coupon" => "优惠码", "Coupon code";
+    "coupon_apply" => "使用", "Apply";
+    "coupon_applied" => "已使用优惠码", "Coupon applied";
+    "quote_subtotal" => "小计", "Subtotal";
+    "quote_discount" => "优惠", "Discount";
+    "quote_total" => "应付金额", "Total";
+    "coupon_unknown" => "优惠码无效。", "This coupon code is not valid.";
+    "coupon_expired" => "优惠码已过期。", "This coupon has expired.";
+    "coupon_used_up" => "优惠码已被用完。", "This coupon has been used up.";
+    "coupon_other_product" => "该优惠码不适用于此商品。", "This coupon does not apply to this product.";
+    "coupon_other_currency" => "该优惠码不适用于此币种。", "This coupon is for another currency.";
     "description" => "商品说明", "Description";
     "sale_starts_at" => "开售时间", "Sale starts at";
     "countdown_starts_in" => "距开售", "Starts in";
@@ -237,7 +250,12 @@ mod tests {
             .iter()
             .map(|s| format!("status_{s}"))
             .chain(CHANNELS.iter().map(|c| format!("channel_{c}")))
-            .chain(ERROR_CODES.iter().map(|c| format!("error_{c}")));
+            .chain(ERROR_CODES.iter().map(|c| format!("error_{c}")))
+            .chain(
+                kami_core::pricing::CouponRefusal::ALL
+                    .iter()
+                    .map(|r| format!("coupon_{}", r.key())),
+            );
         for key in built {
             assert!(KEYS.contains(&key.as_str()), "missing {key}");
         }

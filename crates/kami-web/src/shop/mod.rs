@@ -8,15 +8,18 @@ mod markdown;
 
 pub use gateway::gateway_page;
 
+use std::net::IpAddr;
+
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::now_millis;
 use kami_core::order::rfc3339;
+use kami_core::pricing::CouponRefusal;
 use kami_core::secrets::{ct_eq, random_token};
 use kami_pay::sandbox;
 use kami_pay::Notification;
-use kami_store::{Order, Product};
+use kami_store::{Order, Product, SaleTerms};
 use minijinja::Value;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,7 +31,7 @@ use crate::present::money;
 use crate::rate_limit::Class;
 use crate::services::cards::delivered_codes;
 use crate::services::notify::handle_notification;
-use crate::services::orders::{place_order, OrderRequest};
+use crate::services::orders::{place_order, quote, OrderRequest};
 use crate::state::Shared;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -41,6 +44,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pay_sandbox.html"),
     ),
     ("pay_qr.html", include_str!("../../templates/pay_qr.html")),
+    ("_quote.html", include_str!("../../templates/_quote.html")),
     ("lookup.html", include_str!("../../templates/lookup.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -70,6 +74,9 @@ struct Page {
 pub struct PageQuery {
     lang: Option<String>,
     token: Option<String>,
+    /// A product page opened with a coupon (a shared link) prices with it.
+    coupon: Option<String>,
+    quantity: Option<String>,
 }
 
 impl Page {
@@ -181,6 +188,14 @@ impl Page {
 /// The buyer-facing text for an API error, in the page's language; for
 /// invalid input the specific detail follows, since it says what to fix.
 fn friendly(lang: &str, e: &ApiError) -> String {
+    if e.param == Some("coupon") {
+        if let Some(r) = CouponRefusal::ALL
+            .iter()
+            .find(|r| r.to_string() == e.message)
+        {
+            return i18n::tr(lang, &format!("coupon_{}", r.key())).to_string();
+        }
+    }
     match i18n::tr(lang, &format!("error_{}", e.code)) {
         "?" => e.message.clone(),
         m if e.code == "invalid_request" => format!("{m} ({})", e.message),
@@ -221,6 +236,10 @@ fn product_view(p: &Product, now: i64) -> serde_json::Value {
         "max_quantity": p.max_quantity,
         "sale_not_started": p.sale_starts_at.is_some_and(|s| now < s),
         "sale_starts_at": p.sale_starts_at.map(rfc3339),
+        "tiers": p.wholesale_tiers.iter().map(|t| json!({
+            "min_quantity": t.min_quantity,
+            "price": money(t.price, &p.currency),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -290,6 +309,7 @@ async fn render_product(
     status: StatusCode,
     error: Option<String>,
     form: serde_json::Value,
+    client: Option<IpAddr>,
 ) -> Response {
     let product = match state
         .catalog
@@ -300,6 +320,7 @@ async fn render_product(
         Ok(_) => return page.error(state, &ApiError::not_found("product")),
         Err(e) => return page.error(state, &e.into()),
     };
+    let quote = quote_view(state, &page, &product, &form, client).await;
     // A channel whose breaker is open is not offered; the others are.
     let channels: Vec<_> = state
         .offered_channels()
@@ -310,7 +331,92 @@ async fn render_product(
         state,
         status,
         "product.html",
-        json!({"product": product_view(&product, now_millis()), "channels": channels, "error": error, "form": form}),
+        json!({"product": product_view(&product, now_millis()), "channels": channels, "error": error,
+               "form": form, "quote": quote}),
+    )
+}
+
+/// The price box under the order form: subtotal, coupon discount and total
+/// for the form's quantity and coupon, or why the coupon does not apply.
+async fn quote_view(
+    state: &Shared,
+    page: &Page,
+    product: &Product,
+    form: &serde_json::Value,
+    client: Option<IpAddr>,
+) -> serde_json::Value {
+    let quantity = form["quantity"]
+        .as_str()
+        .and_then(|q| q.trim().parse::<i64>().ok())
+        .unwrap_or(product.min_quantity)
+        .clamp(product.min_quantity, product.max_quantity);
+    let coupon = form["coupon"].as_str().filter(|c| !c.trim().is_empty());
+    let terms = SaleTerms {
+        id: product.id,
+        price: product.price,
+        currency: product.currency.clone(),
+        min_quantity: product.min_quantity,
+        max_quantity: product.max_quantity,
+        per_buyer_limit: product.per_buyer_limit,
+        sale_starts_at: product.sale_starts_at,
+        sale_ends_at: product.sale_ends_at,
+        visible: product.visible,
+        wholesale_tiers: product.wholesale_tiers.clone(),
+        per_ip_limit: product.per_ip_limit,
+    };
+    let now = now_millis();
+    let (q, refusal) = match quote(state, &terms, quantity, coupon, client, now).await {
+        Ok(q) => (q, None),
+        // Show the price without the coupon, and why it was refused.
+        Err(e) if e.param == Some("coupon") || e.code == "rate_limited" => {
+            match quote(state, &terms, quantity, None, None, now).await {
+                Ok(q) => (q, Some(friendly(page.lang, &e))),
+                Err(_) => return serde_json::Value::Null,
+            }
+        }
+        Err(_) => return serde_json::Value::Null,
+    };
+    json!({
+        "quantity": q.quantity,
+        "unit_price": money(q.unit_price, &q.currency),
+        "subtotal": money(q.subtotal, &q.currency),
+        "discount": (q.discount > 0).then(|| money(q.discount, &q.currency)),
+        "total": money(q.amount, &q.currency),
+        "coupon": q.coupon.as_ref().map(|c| c.code.clone()),
+        "coupon_error": refusal,
+    })
+}
+
+/// `GET /products/{id}/quote?quantity=&coupon=`: the price box alone, for
+/// the product page's script to swap in as the buyer types.
+pub async fn quote_fragment(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let page = Page::new(&state, &headers, &PageQuery::default());
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+        return page.error(&state, &e);
+    }
+    let product = match state
+        .catalog
+        .product(state.store.as_ref(), &state.gate, id)
+        .await
+    {
+        Ok(Some(p)) if p.visible => p,
+        Ok(_) => return page.error(&state, &ApiError::not_found("product")),
+        Err(e) => return page.error(&state, &e.into()),
+    };
+    let form =
+        json!({"quantity": q.quantity.unwrap_or_default(), "coupon": q.coupon.unwrap_or_default()});
+    let quote = quote_view(&state, &page, &product, &form, Some(ip)).await;
+    page.render(
+        &state,
+        StatusCode::OK,
+        "_quote.html",
+        json!({"quote": quote}),
     )
 }
 
@@ -325,15 +431,9 @@ pub async fn product(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
         return page.error(&state, &e);
     }
-    render_product(
-        &state,
-        page,
-        id,
-        StatusCode::OK,
-        None,
-        json!({"email": "", "quantity": ""}),
-    )
-    .await
+    let form = json!({"email": "", "quantity": q.quantity.clone().unwrap_or_default(),
+                      "coupon": q.coupon.clone().unwrap_or_default()});
+    render_product(&state, page, id, StatusCode::OK, None, form, Some(ip)).await
 }
 
 #[derive(Deserialize)]
@@ -343,6 +443,7 @@ pub struct BuyForm {
     email: String,
     query_password: Option<String>,
     channel: Option<String>,
+    coupon: Option<String>,
 }
 
 pub async fn buy(
@@ -369,7 +470,7 @@ pub async fn buy(
         ),
         email: Some(form.email.clone()),
         query_password: form.query_password.clone(),
-        coupon: None,
+        coupon: form.coupon.clone(),
         channel: form.channel.clone(),
     };
     match place_order(&state, &req, Some(ip.to_string()), None).await {
@@ -392,9 +493,9 @@ pub async fn buy(
         }
         Err(e) => {
             let message = friendly(page.lang, &e);
-            let sticky =
-                json!({"email": form.email, "quantity": form.quantity.unwrap_or_default()});
-            render_product(&state, page, id, e.status, Some(message), sticky).await
+            let sticky = json!({"email": form.email, "quantity": form.quantity.unwrap_or_default(),
+                                "coupon": form.coupon.unwrap_or_default()});
+            render_product(&state, page, id, e.status, Some(message), sticky, None).await
         }
     }
 }

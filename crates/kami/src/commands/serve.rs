@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use kami_core::pricing::{CouponKind, WholesaleTier};
 use kami_core::secrets::random_token;
-use kami_store::{NewProduct, Store};
+use kami_store::{NewCoupon, NewProduct, Store};
 use kami_web::Settings;
 use tokio::net::TcpListener;
 
@@ -118,6 +119,24 @@ async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
             sale_ends_at: None,
             visible: true,
             low_stock_threshold: 10,
+            wholesale_tiers: vec![WholesaleTier {
+                min_quantity: 3,
+                price: 890,
+            }],
+            per_ip_limit: None,
+        })
+        .await?;
+    // A coupon to try at the checkout: 10 % off, shop-wide.
+    state
+        .store
+        .create_coupon(&NewCoupon {
+            code: "DEMO10".into(),
+            kind: CouponKind::Percent,
+            value: 10,
+            currency: None,
+            product_id: None,
+            max_uses: None,
+            expires_at: None,
         })
         .await?;
     let codes: String = (0..100)

@@ -7,6 +7,7 @@
 //! `KAMI_TEST_VERBOSE=1` echoes the server's output to stderr as it comes.
 #![allow(dead_code)]
 
+pub mod forms;
 pub mod gateways;
 
 use std::collections::HashSet;

@@ -1,0 +1,216 @@
+//! Coupons and per-IP limits under racing buyers, on both backends: a capped
+//! coupon is held by at most its cap of orders, a per-IP limit holds however
+//! the buyers spread over emails, a refusal leaves nothing taken, and an
+//! expired order gives back what it held (a late payment takes it again).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use kami_core::now_millis;
+use kami_core::pricing::CouponKind;
+use kami_store::*;
+
+type Outcome = Result<Result<Order, CreateOrderError>>;
+
+fn writer(db: &Db, writers: usize) -> Arc<GroupCommit<NewOrder, Outcome>> {
+    let store = db.store.clone();
+    Arc::new(GroupCommit::spawn(
+        WriterConfig {
+            queue: 1000,
+            max_batch: 64,
+            writers,
+        },
+        move |batch: Vec<NewOrder>| {
+            let store = store.clone();
+            async move { store.create_orders(&batch).await }
+        },
+        |_| {},
+    ))
+}
+
+fn writers_for(backend: Backend) -> usize {
+    if backend == Backend::Sqlite {
+        1
+    } else {
+        4
+    }
+}
+
+async fn coupon(db: &Db, code: &str, max_uses: Option<i64>) -> Coupon {
+    db.store
+        .create_coupon(&NewCoupon {
+            code: code.into(),
+            kind: CouponKind::Percent,
+            value: 10,
+            currency: None,
+            product_id: None,
+            max_uses,
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .expect("code is new")
+}
+
+async fn used(db: &Db, code: &str) -> i64 {
+    db.store.coupon_by_code(code).await.unwrap().unwrap().used
+}
+
+async fn held(db: &Db, table: &str, product_id: i64) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM {table} WHERE product_id = $1"
+    ))
+    .bind(product_id)
+    .fetch_one(&db.check)
+    .await
+    .unwrap()
+}
+
+/// 100 buyers race for a coupon capped at 10, half through the batched
+/// writer and half on the single-order path at the same time.
+async fn a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 200).await;
+    let c = coupon(&db, "RACE10", Some(10)).await;
+    let w = writer(&db, writers_for(backend));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (w, store) = (w.clone(), db.store.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut o = new_order(pid, 1, 60_000);
+            o.coupon_id = Some(c.id);
+            o.discount = 10;
+            if i % 2 == 0 {
+                w.submit(o).await.expect("queue has room")
+            } else {
+                store.create_order(&o).await
+            }
+        }));
+    }
+    let (mut granted, mut used_up) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap().expect("no database error") {
+            Ok(order) => {
+                assert_eq!(order.coupon_id, Some(c.id));
+                granted += 1;
+            }
+            Err(CreateOrderError::CouponUsedUp) => used_up += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!((granted, used_up), (10, 90));
+    assert_eq!(used(&db, "RACE10").await, 10);
+    let with_coupon: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE coupon_id = $1 AND discount = 10")
+            .bind(c.id)
+            .fetch_one(&db.check)
+            .await
+            .unwrap();
+    assert_eq!(with_coupon, 10, "only granted orders exist");
+    assert_eq!(db.store.stock(pid).await.unwrap().reserved, 10);
+    assert_invariants(&db, pid, 200).await;
+}
+
+/// Expiry gives a coupon use and the limits back; a late payment of that
+/// order takes them again, even past the cap (the buyer paid).
+async fn expiry_gives_holds_back_and_a_late_payment_takes_them_again(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 10).await;
+    let c = coupon(&db, "ONCE", Some(1)).await;
+    let mut first = new_order(pid, 2, 50);
+    first.coupon_id = Some(c.id);
+    first.per_buyer_limit = Some(2);
+    first.per_ip_limit = Some(2);
+    first.buyer_ip = Some("2001:db8:7:7::1".into());
+    let first = db.store.create_order(&first).await.unwrap().unwrap();
+    assert_eq!(used(&db, "ONCE").await, 1);
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 2);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 2);
+
+    // Another address in the same /64 is the same client for the limit.
+    let mut same_net = new_order(pid, 1, 60_000);
+    same_net.per_ip_limit = Some(2);
+    same_net.buyer_ip = Some("2001:db8:7:7:ffff::2".into());
+    assert!(matches!(
+        db.store.create_order(&same_net).await.unwrap(),
+        Err(CreateOrderError::LimitExceeded)
+    ));
+
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    let expired = db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(used(&db, "ONCE").await, 0, "the coupon use came back");
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 0);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 0);
+
+    // Someone else uses the coupon meanwhile; then the first order is paid.
+    let mut second = new_order(pid, 1, 60_000);
+    second.coupon_id = Some(c.id);
+    db.store.create_order(&second).await.unwrap().unwrap();
+    assert_eq!(
+        db.store
+            .pay_order(&payment(&first, "late-1"))
+            .await
+            .unwrap(),
+        PayOutcome::Delivered
+    );
+    assert_eq!(used(&db, "ONCE").await, 2, "a paid order counts its use");
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 2);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 2);
+    assert_invariants(&db, pid, 10).await;
+}
+
+/// 60 buyers with 60 emails from one address race for a product limited to
+/// 3 per address and 2 per email; an order refused by the address limit or
+/// by a used-up coupon leaves no quantity held for its email.
+async fn a_per_ip_limit_holds_across_emails_and_refusals_take_nothing(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 100).await;
+    let c = coupon(&db, "FEW", Some(1)).await;
+    let w = writer(&db, writers_for(backend));
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut o = new_order(pid, 1, 60_000);
+            o.per_ip_limit = Some(3);
+            o.per_buyer_limit = Some(2);
+            o.buyer_ip = Some("198.51.100.7".into());
+            if i % 3 == 0 {
+                o.coupon_id = Some(c.id);
+            }
+            w.submit(o).await.expect("queue has room")
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap().expect("no database error") {
+            Ok(_) => granted += 1,
+            Err(CreateOrderError::LimitExceeded | CreateOrderError::CouponUsedUp) => {}
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(granted, 3, "three codes per address");
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 3);
+    assert_eq!(
+        held(&db, "buyer_purchases", pid).await,
+        3,
+        "refused orders left nothing held for their emails"
+    );
+    assert!(used(&db, "FEW").await <= 1);
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE product_id = $1")
+        .bind(pid)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(orders, 3);
+    assert_invariants(&db, pid, 100).await;
+}
+
+both_backends!(
+    a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers,
+    expiry_gives_holds_back_and_a_late_payment_takes_them_again,
+    a_per_ip_limit_holds_across_emails_and_refusals_take_nothing,
+);
