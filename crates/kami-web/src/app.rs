@@ -192,7 +192,8 @@ pub fn router(state: Shared) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                 img-src 'self' data:; \
                  form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             ),
         ))

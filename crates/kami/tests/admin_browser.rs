@@ -9,6 +9,10 @@
 //! screenshots of the main pages are written to docs/screenshots/ for the
 //! README (off by default, so a test run leaves the tree clean).
 //!
+//! A second journey is a buyer's: the owner makes a coupon in the panel,
+//! the buyer applies it on the product page (the price box updates in
+//! place), pays through the sandbox button and copies the delivered codes.
+//!
 //! Needs `chromium` and `chromium-driver` (Debian; `.ci/run` installs them).
 
 #[allow(unused_macros)] // both_backends!: this test runs on SQLite only.
@@ -462,5 +466,147 @@ async fn operator_journey_in_a_real_browser() {
         countdown.contains("02:00:0") || countdown.contains("01:59:5"),
         "countdown shows {countdown:?}"
     );
+    b.client.close().await.unwrap();
+}
+
+/// Waits until the script returns something other than null.
+async fn wait_for(b: &Browser, script: &str, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = b.js(script).await;
+        if !v.is_null() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened:\n{}",
+            b.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyer_applies_a_coupon_pays_and_copies_the_codes_in_a_real_browser() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let password = create_admin(&kami, "owner@example.com", "owner");
+    let driver = start_driver().await;
+    let b = Browser::new(&driver).await;
+
+    // The owner makes a coupon through the panel's form.
+    login(&b, &kami, "owner@example.com", &password, None).await;
+    b.goto(&kami.url("/admin/coupons")).await;
+    b.fill("code", "spring").await;
+    b.fill("value", "20").await;
+    b.submit("form[action='/admin/coupons'] button[type=submit]")
+        .await;
+    assert!(b.text_of("coupons").await.contains("SPRING"));
+    b.check_page(&kami.url("/admin/coupons"), Some("coupons"))
+        .await;
+
+    let pid = kami.product("Coupon card", json!({"price": 1000})).await;
+    let codes = make_codes("BRW", 3);
+    kami.import_codes(pid, &codes).await;
+
+    // The buyer finds the product from the home page (its listing is cached
+    // for a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let link = loop {
+        b.goto(&kami.url("/")).await;
+        let css = format!("a[href='/products/{pid}']");
+        if let Ok(link) = b.client.find(Locator::Css(&css)).await {
+            break link;
+        }
+        assert!(Instant::now() < deadline, "the product is not listed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    link.click().await.unwrap();
+    wait_for(
+        &b,
+        "return document.getElementById('coupon')",
+        "the product page",
+    )
+    .await;
+    b.fill("quantity", "2").await;
+    b.fill("email", "buyer@example.com").await;
+    b.fill("coupon", "spring").await;
+    b.client
+        .find(Locator::Id("coupon-apply"))
+        .await
+        .expect("the apply button is shown when scripts run")
+        .click()
+        .await
+        .unwrap();
+    let total = wait_for(
+        &b,
+        "var t = document.getElementById('quote-total'); \
+         return t && t.textContent === '¥16.00' ? t.textContent : null",
+        "the discounted total",
+    )
+    .await;
+    assert_eq!(total, json!("¥16.00"));
+    assert!(b.text_of("quote").await.contains("SPRING"));
+    b.submit(&format!(
+        "form[action='/products/{pid}/buy'] button[type=submit]"
+    ))
+    .await;
+    assert!(
+        b.text().await.contains("¥16.00"),
+        "the pay page asks for 16.00"
+    );
+    b.submit("form[action^='/pay/sandbox/'] button[type=submit]")
+        .await;
+
+    // The order page shows the codes; "copy all" puts them on the clipboard.
+    wait_for(
+        &b,
+        "return document.querySelector('.code')",
+        "the delivered codes",
+    )
+    .await;
+    let origin = kami.url("");
+    b.cdp(
+        "Browser.grantPermissions",
+        json!({"origin": origin.trim_end_matches('/'),
+               "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
+    )
+    .await;
+    let shown = b
+        .js("return Array.prototype.map.call(document.querySelectorAll('.code'), function (e) { return e.textContent; })")
+        .await;
+    let shown: Vec<String> = serde_json::from_value(shown).unwrap();
+    assert_eq!(shown.len(), 2);
+    assert!(shown.iter().all(|c| codes.contains(c)), "{shown:?}");
+    b.js("document.querySelector('button[data-copy=all]').click()")
+        .await;
+    let copied = wait_for(
+        &b,
+        "var btn = document.querySelector('button[data-copy=all]'); \
+         return btn.textContent === btn.getAttribute('data-done') ? true : null",
+        "the copy confirmation",
+    )
+    .await;
+    assert_eq!(copied, json!(true));
+    let clip = b
+        .client
+        .execute_async(
+            "var done = arguments[arguments.length - 1]; \
+             navigator.clipboard.readText().then(done, function (e) { done('error: ' + e); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        clip,
+        json!(shown.join("\n")),
+        "the clipboard holds the codes"
+    );
+    let url = b.client.current_url().await.unwrap();
+    b.check_page(url.as_str(), None).await;
+    b.check_page(
+        &kami.url(&format!("/products/{pid}?coupon=SPRING&quantity=2")),
+        Some("product-coupon"),
+    )
+    .await;
     b.client.close().await.unwrap();
 }
