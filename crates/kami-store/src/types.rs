@@ -191,6 +191,28 @@ pub struct Order {
     pub paid_at: Option<Millis>,
     pub delivered_at: Option<Millis>,
     pub coupon_id: Option<i64>,
+    /// Limits the quantity was counted against (`LIMIT_HOLD_*`).
+    #[serde(skip)]
+    pub limit_holds: i64,
+}
+
+/// `Order::limit_holds`: counted against the per-email limit.
+pub const LIMIT_HOLD_EMAIL: i64 = 1;
+/// `Order::limit_holds`: counted against the per-IP limit.
+pub const LIMIT_HOLD_IP: i64 = 2;
+
+impl NewOrder {
+    /// The limits `take_holds` counts this order against when it is granted.
+    pub fn limit_holds(&self) -> i64 {
+        let mut holds = 0;
+        if self.per_buyer_limit.is_some() {
+            holds |= LIMIT_HOLD_EMAIL;
+        }
+        if self.per_ip_limit.is_some() && self.buyer_ip.is_some() {
+            holds |= LIMIT_HOLD_IP;
+        }
+        holds
+    }
 }
 
 /// `OrderStatus` as stored; kept a newtype so `Order` serialises cleanly.

@@ -209,7 +209,54 @@ async fn a_per_ip_limit_holds_across_emails_and_refusals_take_nothing(backend: B
     assert_invariants(&db, pid, 100).await;
 }
 
+/// A limit set after an order was placed is not released by that order's
+/// expiry: the order never counted against it.
+async fn expiry_releases_only_the_limits_an_order_counted_against(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 20).await;
+    let from = |q: i64, ttl: i64, limit: Option<i64>| {
+        let mut o = new_order(pid, q, ttl);
+        o.buyer_ip = Some("192.0.2.44".into());
+        o.per_ip_limit = limit;
+        o
+    };
+    db.store
+        .create_order(&from(3, 50, None))
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .create_order(&from(5, 60_000, Some(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 5);
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(
+        db.store
+            .expire_due_orders(now_millis(), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        held(&db, "buyer_ip_purchases", pid).await,
+        5,
+        "the unlimited order's expiry left the limit's count alone"
+    );
+    assert!(matches!(
+        db.store
+            .create_order(&from(1, 60_000, Some(5)))
+            .await
+            .unwrap(),
+        Err(CreateOrderError::LimitExceeded)
+    ));
+    assert_invariants(&db, pid, 20).await;
+}
+
 both_backends!(
+    expiry_releases_only_the_limits_an_order_counted_against,
     a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers,
     expiry_gives_holds_back_and_a_late_payment_takes_them_again,
     a_per_ip_limit_holds_across_emails_and_refusals_take_nothing,

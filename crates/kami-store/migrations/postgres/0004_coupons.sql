@@ -19,6 +19,14 @@ CREATE TABLE coupons (
 );
 
 ALTER TABLE orders ADD COLUMN coupon_id BIGINT  REFERENCES coupons (id);
+-- Which limits the order's quantity was counted against when it was placed
+-- (1: per email, 2: per IP), so expiry and late payment give back and take
+-- again exactly those, whatever the product's limits are by then. Orders
+-- from before this column counted against the per-email limit when their
+-- product had one.
+ALTER TABLE orders ADD COLUMN limit_holds BIGINT  NOT NULL DEFAULT 0;
+UPDATE orders SET limit_holds = 1
+ WHERE product_id IN (SELECT id FROM products WHERE per_buyer_limit IS NOT NULL);
 
 ALTER TABLE products ADD COLUMN per_ip_limit BIGINT;
 

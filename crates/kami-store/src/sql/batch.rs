@@ -197,13 +197,13 @@ pub(super) async fn insert_orders(
         let values = values_rows(
             chunk.len(),
             &format!(
-                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+                "({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
             ),
         );
         let sql = format!(
             "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
              discount, amount, currency, email, query_password_hash, access_token_hash, \
-             buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id) \
+             buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id, limit_holds) \
              VALUES {values} \
              RETURNING id, order_no"
         );
@@ -225,7 +225,8 @@ pub(super) async fn insert_orders(
                 .bind(o.created_at)
                 .bind(o.expires_at)
                 .bind(o.idempotency.as_ref().map(|r| r.key.as_str()))
-                .bind(o.coupon_id);
+                .bind(o.coupon_id)
+                .bind(o.limit_holds());
         }
         for row in q.fetch_all(&mut **tx).await? {
             ids.insert(row.try_get("order_no")?, row.try_get("id")?);

@@ -325,6 +325,8 @@ pub(super) async fn take_holds(tx: &mut Tx, o: &NewOrder) -> Result<Option<Creat
     if over(o.per_buyer_limit) || over(o.per_ip_limit) {
         return Ok(Some(CreateOrderError::LimitExceeded));
     }
+    // Exactly the limits `NewOrder::limit_holds` records on the order, so
+    // expiry gives back what was taken and nothing else.
     let ip = o
         .per_ip_limit
         .zip(o.buyer_ip.as_deref())
@@ -395,9 +397,7 @@ async fn add_held(
     Ok(n == 1)
 }
 
-/// What an order holds besides its codes (see `take_holds`). A missing
-/// limit row or coupon makes its update a no-op, so releasing is safe for
-/// orders of products without limits.
+/// What an order holds besides its codes (see `take_holds`).
 pub(super) struct Holds {
     pub product_id: i64,
     pub email: Option<String>,
@@ -408,11 +408,18 @@ pub(super) struct Holds {
 }
 
 impl Holds {
+    /// What the order took when it was placed (not what its product's
+    /// limits are now).
     pub fn of(order: &Order) -> Self {
+        let held = |flag: i64| order.limit_holds & flag != 0;
         Holds {
             product_id: order.product_id,
-            email: Some(order.email.clone()),
-            ip: order.buyer_ip.as_deref().map(ip_limit_key),
+            email: held(LIMIT_HOLD_EMAIL).then(|| order.email.clone()),
+            ip: order
+                .buyer_ip
+                .as_deref()
+                .filter(|_| held(LIMIT_HOLD_IP))
+                .map(ip_limit_key),
             quantity: order.quantity,
             coupon_id: order.coupon_id,
         }
@@ -489,6 +496,7 @@ pub(super) fn pending_order(id: i64, o: &NewOrder) -> Order {
         paid_at: None,
         delivered_at: None,
         coupon_id: o.coupon_id,
+        limit_holds: o.limit_holds(),
     }
 }
 

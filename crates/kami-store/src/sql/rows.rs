@@ -44,7 +44,7 @@ pub fn product(row: &AnyRow) -> Result<Product> {
 pub const ORDER_COLUMNS: &str =
     "id, order_no, product_id, quantity, unit_price, discount, amount, currency, \
      email, access_token_hash, query_password_hash IS NOT NULL AS has_qp, buyer_ip, channel, \
-     status, created_at, expires_at, paid_at, delivered_at, coupon_id";
+     status, created_at, expires_at, paid_at, delivered_at, coupon_id, limit_holds";
 
 pub fn order(row: &AnyRow) -> Result<Order> {
     let status: String = row.try_get("status")?;
@@ -70,6 +70,7 @@ pub fn order(row: &AnyRow) -> Result<Order> {
         paid_at: row.try_get("paid_at")?,
         delivered_at: row.try_get("delivered_at")?,
         coupon_id: row.try_get("coupon_id")?,
+        limit_holds: row.try_get("limit_holds")?,
     })
 }
 

@@ -96,8 +96,19 @@ pub async fn create_order(
             if let Some(idem) = &idem {
                 if e.status.is_client_error() && e.status != StatusCode::TOO_MANY_REQUESTS {
                     let rec = sealed_response(&state, idem, e.status.as_u16(), &e.body());
-                    if let Err(store_err) = state.store.put_idempotency(&rec).await {
-                        tracing::warn!(error = %store_err, "could not store an idempotent error response");
+                    match state.store.put_idempotency(&rec).await {
+                        Ok(true) => {}
+                        // A twin stored its answer first (it may have
+                        // created the order while this one was refused, e.g.
+                        // by the coupon it used up): that answer is the one.
+                        Ok(false) => {
+                            if let Ok(Some(res)) = replay(&state, idem).await {
+                                return res;
+                            }
+                        }
+                        Err(store_err) => {
+                            tracing::warn!(error = %store_err, "could not store an idempotent error response")
+                        }
                     }
                 }
             }
