@@ -9,6 +9,7 @@ pub mod import;
 pub mod money;
 pub mod order;
 pub mod password;
+pub mod recovery;
 pub mod secrets;
 pub mod totp;
 
