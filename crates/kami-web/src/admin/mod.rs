@@ -8,6 +8,7 @@ mod accounts;
 mod auth;
 mod codes;
 mod dashboard;
+mod export;
 mod i18n;
 mod login;
 mod orders;
@@ -20,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use auth::{AdminState, LOCK_MS, MAX_ATTEMPTS, SESSION_COOKIE};
+pub use page::error_page;
 
 use crate::state::Shared;
 
@@ -38,6 +40,8 @@ pub fn router() -> Router<Shared> {
             get(products::list).post(products::create),
         )
         .route("/admin/products/new", get(products::new_form))
+        .route("/admin/products/{id}/move", post(products::move_product))
+        .route("/admin/categories/{id}/move", post(products::move_category))
         .route(
             "/admin/products/{id}",
             get(products::edit_form).post(products::update),
@@ -54,6 +58,7 @@ pub fn router() -> Router<Shared> {
         )
         .route("/admin/products/{id}/codes/{card}/void", post(codes::void))
         .route("/admin/orders", get(orders::list))
+        .route("/admin/orders/export.csv", get(export::orders_csv))
         .route("/admin/orders/{no}", get(orders::detail))
         .route("/admin/orders/{no}/fulfil", post(orders::fulfil))
         .route("/admin/orders/{no}/refund", post(orders::refund))
@@ -76,6 +81,10 @@ pub fn router() -> Router<Shared> {
         .route("/admin/security", get(security::show))
         .route("/admin/security/totp", post(security::enable))
         .route("/admin/security/totp/disable", post(security::disable))
+        .route(
+            "/admin/security/recovery-codes",
+            post(security::regenerate_recovery_codes),
+        )
         .route("/static/admin.css", get(page::css))
         // Outside the import route's own limit, which therefore wins there.
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))

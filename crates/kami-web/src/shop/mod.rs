@@ -178,6 +178,21 @@ impl Page {
     }
 }
 
+/// The storefront's error page for a bare status (crate::html_errors), in
+/// the visitor's language.
+pub fn error_page(state: &Shared, headers: &HeaderMap, status: StatusCode) -> Response {
+    let page = Page::new(state, headers, &PageQuery::default());
+    let code = crate::html_errors::status_code_name(status);
+    let message = i18n::tr(page.lang, &format!("error_{code}"));
+    let title = i18n::tr(page.lang, "error_title");
+    page.render(
+        state,
+        status,
+        "error.html",
+        json!({"status": status.as_u16(), "title": title, "message": message}),
+    )
+}
+
 /// The buyer-facing text for an API error, in the page's language; for
 /// invalid input the specific detail follows, since it says what to fix.
 fn friendly(lang: &str, e: &ApiError) -> String {
