@@ -228,11 +228,18 @@ pub async fn create_key(
     };
     op.check_csrf(field("csrf"))?;
     let name = field("name").trim();
-    let scopes = Scopes::parse(
-        form.iter()
-            .filter(|(n, _)| n == "scope")
-            .map(|(_, v)| v.as_str()),
-    )
+    // Nothing ticked means an admin key, as `kami api-key create` without
+    // `--scope` makes (and as this form made before it had scopes).
+    let ticked: Vec<&str> = form
+        .iter()
+        .filter(|(n, _)| n == "scope")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let scopes = if ticked.is_empty() {
+        Scopes::parse(["admin"])
+    } else {
+        Scopes::parse(ticked)
+    }
     .map_err(|e| PanelError::Invalid(e.to_string()))?;
     let (id, key) = match create_api_key(state.store.as_ref(), name, &scopes).await {
         Ok(created) => created,

@@ -169,7 +169,7 @@ impl Page {
             Some(c) if ct_eq(c.as_bytes(), submitted.as_bytes()) => Ok(()),
             _ => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
-                code: "csrf",
+                code: "form_expired",
                 message: "the form expired; reload the page and try again".into(),
                 param: None,
                 retry_after: None,
