@@ -531,3 +531,30 @@ both_backends!(
     orders_csv_respects_filters_and_defuses_formulas,
     recovery_codes_sign_in_once,
 );
+
+/// More orders than one page of the stream (500): every one comes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_csv_streams_past_one_page() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let product = kami.product("Bulk", json!({"max_quantity": 1})).await;
+    kami.import_codes(product, &common::make_codes("BULK", 520))
+        .await;
+    for chunk in (0..520).collect::<Vec<_>>().chunks(40) {
+        let kami = &kami;
+        let orders = chunk
+            .iter()
+            .map(|i| async move { kami.buy(product, 1, &format!("b{i}@example.com")).await });
+        futures::future::join_all(orders).await;
+    }
+    let p = owner_panel(&kami).await;
+    let (status, _, _, csv) = export_csv(&p, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut numbers: Vec<String> = rows(&csv)
+        .iter()
+        .map(|r| r.split(',').next().unwrap().to_string())
+        .collect();
+    assert_eq!(numbers.len(), 520);
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 520, "no order twice");
+}
