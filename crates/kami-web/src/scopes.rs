@@ -61,13 +61,18 @@ impl fmt::Display for Scope {
     }
 }
 
+fn known() -> String {
+    let names: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    names.join(", ")
+}
+
 /// A key's scopes: never empty, sorted, without repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scopes(Vec<Scope>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScopeError {
-    #[error("unknown scope {0:?}; known: admin, products:read, products:write, cards:write, stock:read, orders:read")]
+    #[error("unknown scope {0:?}; known: {known}", known = known())]
     Unknown(String),
     #[error("choose at least one scope")]
     Empty,
