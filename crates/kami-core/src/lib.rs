@@ -11,6 +11,7 @@ pub mod money;
 pub mod order;
 pub mod password;
 pub mod pricing;
+pub mod recovery;
 pub mod secrets;
 pub mod totp;
 

@@ -126,7 +126,16 @@ pub struct ApiKeyRow {
     pub id: i64,
     pub name: String,
     pub prefix: String,
+    /// Space-separated scope names (`admin`, `orders:read` …).
+    pub scopes: String,
     pub created_at: Millis,
     pub last_used_at: Option<Millis>,
     pub revoked_at: Option<Millis>,
+}
+
+/// An unused TOTP recovery code of an operator: only its SHA-256.
+#[derive(Debug, Clone)]
+pub struct RecoveryCode {
+    pub id: i64,
+    pub code_hash: Vec<u8>,
 }

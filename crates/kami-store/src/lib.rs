@@ -42,6 +42,12 @@ pub trait Store: Send + Sync + 'static {
     // --- catalog -----------------------------------------------------------
     async fn category_id_by_name(&self, name: &str, create: bool) -> Result<Option<i64>>;
     async fn list_categories(&self) -> Result<Vec<Category>>;
+    /// Swaps a category with its neighbour in display order (`up` or down);
+    /// false when there is no such category. At either end it changes nothing.
+    async fn move_category(&self, id: i64, up: bool) -> Result<bool>;
+    /// Swaps a product with its neighbour in the same category, in display
+    /// order; false when there is no such product.
+    async fn move_product(&self, id: i64, up: bool) -> Result<bool>;
     async fn create_product(&self, p: &NewProduct) -> Result<Product>;
     async fn update_product(&self, id: i64, patch: &ProductPatch) -> Result<Option<Product>>;
     async fn get_product(&self, id: i64) -> Result<Option<Product>>;
@@ -135,7 +141,13 @@ pub trait Store: Send + Sync + 'static {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 
     // --- api keys ----------------------------------------------------------
-    async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64>;
+    async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &[u8],
+        prefix: &str,
+        scopes: &str,
+    ) -> Result<i64>;
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>>;
 
     // --- admin -------------------------------------------------------------
@@ -197,4 +209,17 @@ pub trait Store: Send + Sync + 'static {
     /// By normalised code (`kami_core::pricing::normalize_coupon_code`).
     async fn coupon_by_code(&self, code: &str) -> Result<Option<Coupon>>;
     async fn set_coupon_disabled(&self, id: i64, disabled: bool) -> Result<bool>;
+
+    // --- TOTP recovery codes -------------------------------------------------
+    /// Replaces every recovery code of the operator with these hashes (none
+    /// clears them), in one transaction.
+    async fn replace_recovery_codes(
+        &self,
+        admin_id: i64,
+        hashes: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<()>;
+    async fn unused_recovery_codes(&self, admin_id: i64) -> Result<Vec<RecoveryCode>>;
+    /// Spends a code; false when it was spent already (a racing login).
+    async fn use_recovery_code(&self, id: i64, now: Millis) -> Result<bool>;
 }

@@ -233,6 +233,10 @@ pub struct OrderFilter {
     pub limit: i64,
     /// Orders with an id below this (newest first paging).
     pub before_id: Option<i64>,
+    /// Created at or after this time.
+    pub created_from: Option<Millis>,
+    /// Created strictly before this time.
+    pub created_before: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]

@@ -177,6 +177,10 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::admin::router())
         .fallback(fallback)
         .route_layer(middleware::from_fn(metrics::track_http))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::html_errors::friendly_errors,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

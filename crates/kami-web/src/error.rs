@@ -52,6 +52,15 @@ impl ApiError {
         )
     }
 
+    /// An authenticated API key without the scope the endpoint needs.
+    pub fn forbidden(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this API key lacks the scope {scope}"),
+        )
+    }
+
     pub fn sold_out() -> Self {
         Self::new(StatusCode::CONFLICT, "sold_out", "this product is sold out")
     }

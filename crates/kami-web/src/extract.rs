@@ -1,6 +1,7 @@
 //! Request extractors that parse at the edge: the client's address, the
 //! admin API key, and JSON bodies whose errors come out in API.md's shape.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::rate_limit::Class;
+use crate::scopes::{need, Needs, Scopes};
 use crate::state::Shared;
 
 /// The client's address: the TCP peer, or — only when the peer is one of
@@ -66,15 +68,18 @@ pub fn client_ip<'a>(
         .unwrap_or(peer)
 }
 
-/// An authenticated admin API key. Checked before the body is read, so an
-/// unauthenticated request is 401 whatever it carries.
+/// An authenticated admin API key holding the scope `S` names (`admin` when
+/// the handler names none). Checked before the body is read, so an
+/// unauthenticated request is 401 and one without the scope 403, whatever
+/// it carries.
 #[derive(Debug, Clone)]
-pub struct AdminKey {
+pub struct AdminKey<S: Needs = need::Admin> {
     pub id: i64,
     pub name: String,
+    scope: PhantomData<S>,
 }
 
-impl FromRequestParts<Shared> for AdminKey {
+impl<S: Needs> FromRequestParts<Shared> for AdminKey<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -89,9 +94,13 @@ impl FromRequestParts<Shared> for AdminKey {
             .api_key_by_hash(&token_hash(token), now_millis())
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if !Scopes::from_stored(&key.scopes).allows(S::SCOPE) {
+            return Err(ApiError::forbidden(S::SCOPE.as_str()));
+        }
         Ok(Self {
             id: key.id,
             name: key.name,
+            scope: PhantomData,
         })
     }
 }

@@ -59,6 +59,10 @@ enum ApiKeyCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// What the key may do (repeatable): admin (everything, the default),
+        /// products:read, products:write, cards:write, stock:read, orders:read.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
 }
 
@@ -106,8 +110,8 @@ fn main() -> std::process::ExitCode {
             }
             Command::Migrate => commands::admin::migrate(cfg).await,
             Command::ApiKey {
-                command: ApiKeyCommand::Create { name },
-            } => commands::admin::create_api_key(cfg, &name).await,
+                command: ApiKeyCommand::Create { name, scopes },
+            } => commands::admin::create_api_key(cfg, &name, &scopes).await,
             Command::Admin {
                 command: AdminCommand::Create { email, role },
             } => commands::admin::create_admin(cfg, &email, &role).await,

@@ -309,7 +309,12 @@ async fn totp_login_needs_the_current_code(backend: Backend) {
             &[("csrf", &csrf), ("secret", &secret), ("code", &code)],
         )
         .await;
-    assert_eq!(on.status, StatusCode::SEE_OTHER, "{}", on.body);
+    assert_eq!(on.status, StatusCode::OK, "{}", on.body);
+    assert!(
+        on.body.contains("recovery-code"),
+        "recovery codes are shown once: {}",
+        on.body
+    );
 
     let b = Panel::new(&kami);
     assert_eq!(

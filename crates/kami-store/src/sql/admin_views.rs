@@ -174,7 +174,7 @@ fn day_entry(days: &mut Vec<DaySales>, day: i64) -> usize {
 
 pub async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRow>> {
     let rows = sqlx::query(
-        "SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys \
+        "SELECT id, name, prefix, scopes, created_at, last_used_at, revoked_at FROM api_keys \
          WHERE merchant_id = $1 ORDER BY id DESC",
     )
     .bind(DEFAULT_MERCHANT)
@@ -186,6 +186,7 @@ pub async fn list_api_keys(s: &SqlStore) -> Result<Vec<ApiKeyRow>> {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
                 prefix: r.try_get("prefix")?,
+                scopes: r.try_get("scopes")?,
                 created_at: r.try_get("created_at")?,
                 last_used_at: r.try_get("last_used_at")?,
                 revoked_at: r.try_get("revoked_at")?,

@@ -10,6 +10,11 @@ use crate::Result;
 /// amortise a statement, small enough for SQLite's parameter limit.
 pub const STAGE_CHUNK: usize = 1000;
 
+/// The storefront's order: categories in their order (uncategorised first,
+/// though the storefront shows those last under "Other"), then products in
+/// theirs. Used with `products p LEFT JOIN categories c`.
+const PRODUCT_ORDER: &str = "COALESCE(c.sort_order, -1), COALESCE(c.id, 0), p.sort_order, p.id";
+
 pub async fn category_id_by_name(s: &SqlStore, name: &str, create: bool) -> Result<Option<i64>> {
     if create {
         let mut tx = s.begin().await?;
@@ -150,7 +155,7 @@ pub async fn get_product(pool: &AnyPool, id: i64) -> Result<Option<Product>> {
 pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Product>> {
     let sql = format!(
         "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
-         WHERE p.merchant_id = $1 {} ORDER BY p.sort_order, p.id",
+         WHERE p.merchant_id = $1 {} ORDER BY {PRODUCT_ORDER}",
         rows::PRODUCT_COLUMNS,
         if visible_only {
             "AND p.visible = 1"
@@ -370,4 +375,88 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
 
 fn tiers_json(tiers: &[kami_core::pricing::WholesaleTier]) -> String {
     serde_json::to_string(tiers).expect("tiers serialise")
+}
+
+/// Renumbers `ids` (in their display order) 0, 1, 2 … after swapping the one
+/// at `at` with the one at `with`, writing only the rows whose place changed.
+async fn renumber(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    mut ids: Vec<(i64, i64)>,
+    at: usize,
+    with: usize,
+) -> Result<()> {
+    ids.swap(at, with);
+    let sql = format!("UPDATE {table} SET sort_order = $2 WHERE id = $1");
+    for (place, (id, old)) in ids.into_iter().enumerate() {
+        if old != place as i64 {
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(place as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn move_category(s: &SqlStore, id: i64, up: bool) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let rows = sqlx::query(
+        "SELECT id, sort_order FROM categories WHERE merchant_id = $1 ORDER BY sort_order, id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("sort_order")?)))
+        .collect::<Result<_>>()?;
+    let Some(at) = ids.iter().position(|(i, _)| *i == id) else {
+        return Ok(false);
+    };
+    let with = if up { at.checked_sub(1) } else { Some(at + 1) };
+    if let Some(with) = with.filter(|w| *w < ids.len()) {
+        renumber(&mut tx, "categories", ids, at, with).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Products are numbered across the whole shop, in the order the storefront
+/// shows them (category order first); a move swaps places only with the
+/// nearest product of the same category, the one the operator sees beside it.
+pub async fn move_product(s: &SqlStore, id: i64, up: bool) -> Result<bool> {
+    let mut tx = s.begin().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT p.id, p.category_id, p.sort_order FROM products p \
+         LEFT JOIN categories c ON c.id = p.category_id WHERE p.merchant_id = $1 \
+         ORDER BY {PRODUCT_ORDER}"
+    ))
+    .bind(DEFAULT_MERCHANT)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut categories = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push((
+            r.try_get::<i64, _>("id")?,
+            r.try_get::<i64, _>("sort_order")?,
+        ));
+        categories.push(r.try_get::<Option<i64>, _>("category_id")?);
+    }
+    let Some(at) = ids.iter().position(|(i, _)| *i == id) else {
+        return Ok(false);
+    };
+    let same = |j: &usize| categories[*j] == categories[at];
+    let with = if up {
+        (0..at).rev().find(same)
+    } else {
+        (at + 1..ids.len()).find(same)
+    };
+    if let Some(with) = with {
+        renumber(&mut tx, "products", ids, at, with).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }

@@ -10,16 +10,18 @@ pub async fn create_api_key(
     name: &str,
     key_hash: &[u8],
     prefix: &str,
+    scopes: &str,
 ) -> Result<i64> {
     let mut tx = s.begin().await?;
     let id = sqlx::query_scalar(
-        "INSERT INTO api_keys (merchant_id, name, key_hash, prefix, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO api_keys (merchant_id, name, key_hash, prefix, scopes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(DEFAULT_MERCHANT)
     .bind(name)
     .bind(key_hash)
     .bind(prefix)
+    .bind(scopes)
     .bind(now_millis())
     .fetch_one(&mut *tx)
     .await?;

@@ -16,6 +16,7 @@ mod jobs;
 mod keys;
 mod orders;
 mod payments;
+mod recovery;
 mod rows;
 
 use async_trait::async_trait;
@@ -75,6 +76,12 @@ impl Store for SqlStore {
     }
     async fn list_categories(&self) -> Result<Vec<Category>> {
         catalog::list_categories(self).await
+    }
+    async fn move_category(&self, id: i64, up: bool) -> Result<bool> {
+        catalog::move_category(self, id, up).await
+    }
+    async fn move_product(&self, id: i64, up: bool) -> Result<bool> {
+        catalog::move_product(self, id, up).await
     }
     async fn create_product(&self, p: &NewProduct) -> Result<Product> {
         catalog::create_product(self, p).await
@@ -229,8 +236,14 @@ impl Store for SqlStore {
         keys::init_setting(self, key, value).await
     }
 
-    async fn create_api_key(&self, name: &str, key_hash: &[u8], prefix: &str) -> Result<i64> {
-        keys::create_api_key(self, name, key_hash, prefix).await
+    async fn create_api_key(
+        &self,
+        name: &str,
+        key_hash: &[u8],
+        prefix: &str,
+        scopes: &str,
+    ) -> Result<i64> {
+        keys::create_api_key(self, name, key_hash, prefix, scopes).await
     }
     async fn api_key_by_hash(&self, key_hash: &[u8], now: Millis) -> Result<Option<ApiKey>> {
         keys::api_key_by_hash(self, key_hash, now).await
@@ -333,6 +346,20 @@ impl Store for SqlStore {
     }
     async fn set_coupon_disabled(&self, id: i64, disabled: bool) -> Result<bool> {
         coupons::set_coupon_disabled(self, id, disabled).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        admin_id: i64,
+        hashes: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<()> {
+        recovery::replace_recovery_codes(self, admin_id, hashes, now).await
+    }
+    async fn unused_recovery_codes(&self, admin_id: i64) -> Result<Vec<crate::RecoveryCode>> {
+        recovery::unused_recovery_codes(self, admin_id).await
+    }
+    async fn use_recovery_code(&self, id: i64, now: Millis) -> Result<bool> {
+        recovery::use_recovery_code(self, id, now).await
     }
 }
 

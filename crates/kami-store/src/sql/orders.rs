@@ -566,6 +566,12 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
     if f.before_id.is_some() {
         sql += &next("id <");
     }
+    if f.created_from.is_some() {
+        sql += &next("created_at >=");
+    }
+    if f.created_before.is_some() {
+        sql += &next("created_at <");
+    }
     sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
     let mut q = sqlx::query(&sql).bind(DEFAULT_MERCHANT);
     if let Some(st) = f.status {
@@ -579,6 +585,9 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
     }
     if let Some(b) = f.before_id {
         q = q.bind(b);
+    }
+    for t in [f.created_from, f.created_before].into_iter().flatten() {
+        q = q.bind(t);
     }
     let rows = q.fetch_all(&s.read).await?;
     rows.iter().map(rows::order).collect()

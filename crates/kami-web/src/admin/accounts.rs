@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Owner};
 use super::page::{time, time_opt, PanelError, PanelResult};
+use crate::scopes::{Scope, Scopes};
 use crate::services::admins::{create_admin, create_api_key, AdminError};
 use crate::state::Shared;
 
@@ -197,12 +198,14 @@ async fn keys_page(
         .iter()
         .map(|k| {
             json!({"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": time(k.created_at),
+                   "scopes": Scopes::from_stored(&k.scopes).to_string(),
                    "last_used_at": time_opt(k.last_used_at), "revoked": k.revoked_at.is_some()})
         })
         .collect();
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
     Ok(op.render(
         "admin/keys.html",
-        json!({"nav": "keys", "keys": keys, "created": created}),
+        json!({"nav": "keys", "keys": keys, "created": created, "scopes": scopes}),
     ))
 }
 
@@ -210,22 +213,35 @@ pub async fn keys(State(state): State<Shared>, Owner(op): Owner) -> PanelResult 
     keys_page(&state, &op, None).await
 }
 
-/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct KeyForm {
-    csrf: String,
-    name: String,
-}
-
+/// The key form's fields as pairs: one `scope` per ticked checkbox, which
+/// a struct cannot take from a urlencoded body. A missing token is refused
+/// as CSRF (403), not as malformed.
 pub async fn create_key(
     State(state): State<Shared>,
     Owner(op): Owner,
-    Form(form): Form<KeyForm>,
+    Form(form): Form<Vec<(String, String)>>,
 ) -> PanelResult {
-    op.check_csrf(&form.csrf)?;
-    let name = form.name.trim();
-    let (id, key) = match create_api_key(state.store.as_ref(), name).await {
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    op.check_csrf(field("csrf"))?;
+    let name = field("name").trim();
+    // Nothing ticked means an admin key, as `kami api-key create` without
+    // `--scope` makes (and as this form made before it had scopes).
+    let ticked: Vec<&str> = form
+        .iter()
+        .filter(|(n, _)| n == "scope")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let scopes = if ticked.is_empty() {
+        Scopes::parse(["admin"])
+    } else {
+        Scopes::parse(ticked)
+    }
+    .map_err(|e| PanelError::Invalid(e.to_string()))?;
+    let (id, key) = match create_api_key(state.store.as_ref(), name, &scopes).await {
         Ok(created) => created,
         Err(e @ AdminError::KeyName) => return Err(PanelError::Invalid(e.to_string())),
         Err(e) => {
@@ -233,9 +249,19 @@ pub async fn create_key(
             return Err(PanelError::Internal);
         }
     };
-    op.audit(&state, "api_key_created", &format!("api_key:{id}"), name)
-        .await?;
-    keys_page(&state, &op, Some(json!({"name": name, "key": key}))).await
+    op.audit(
+        &state,
+        "api_key_created",
+        &format!("api_key:{id}"),
+        &format!("{name} ({scopes})"),
+    )
+    .await?;
+    keys_page(
+        &state,
+        &op,
+        Some(json!({"name": name, "key": key, "scopes": scopes.to_string()})),
+    )
+    .await
 }
 
 pub async fn revoke_key(

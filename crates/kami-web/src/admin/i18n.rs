@@ -35,7 +35,7 @@ translations! {
     "login_heading" => "登录管理后台", "Sign in to the admin panel";
     "password" => "密码", "Password";
     "totp_code" => "动态验证码", "Authenticator code";
-    "totp_code_hint" => "仅在已开启两步验证时需要。", "Only needed when two-step verification is on.";
+    "totp_code_hint" => "仅在已开启两步验证时需要；也可以填写一个恢复码。", "Only needed when two-step verification is on; a recovery code works too.";
     "login_submit" => "登录", "Sign in";
     "login_failed" => "邮箱、密码或验证码错误；多次失败后账户会被暂时锁定。", "Wrong email, password or code. After several failures the account is locked for a while.";
 
@@ -98,6 +98,11 @@ translations! {
     "codes" => "卡密", "Codes";
     "no_products" => "还没有商品。", "No products yet.";
     "hidden" => "隐藏", "Hidden";
+    "position" => "排序", "Order";
+    "move_up" => "上移", "Move up";
+    "move_down" => "下移", "Move down";
+    "categories" => "分类", "Categories";
+    "order_hint" => "店铺按此顺序展示分类和商品；商品在所属分类内移动。", "The shop lists categories and products in this order; a product moves within its category.";
 
     // Codes
     "stock_available" => "可售", "Available";
@@ -139,6 +144,10 @@ translations! {
     "refund_hint" => "请先在支付平台完成退款。", "Refund the money at the payment provider first.";
     "delivered_at" => "发货时间", "Delivered at";
     "status_stored" => "数据库状态", "Stored status";
+    "date_from" => "起始日期（UTC）", "From (UTC)";
+    "date_to" => "截止日期（UTC，含当天）", "To (UTC, inclusive)";
+    "export_csv" => "导出 CSV", "Export CSV";
+    "export_csv_hint" => "导出使用当前的搜索条件，不含卡密，并记入审计日志。", "The export uses the current search, never contains codes, and is written to the audit log.";
 
     // Audit
     "action" => "操作", "Action";
@@ -163,6 +172,13 @@ translations! {
     "revoked" => "已注销", "Revoked";
     "create_key" => "创建密钥", "Create key";
     "new_key_once" => "新密钥只显示这一次，请立即保存：", "The new key is shown only this once; store it now:";
+    "key_scopes" => "权限范围", "Scopes";
+    "scope_admin" => "全部权限", "everything";
+    "scope_products:read" => "查看商品", "list products";
+    "scope_products:write" => "创建、修改商品", "create and edit products";
+    "scope_cards:write" => "导入卡密（不能读取）", "import codes (never read them)";
+    "scope_stock:read" => "查看库存数量", "read stock counts";
+    "scope_orders:read" => "查看订单（不含卡密）", "read orders (without codes)";
 
     // Security (TOTP)
     "totp_heading" => "两步验证（TOTP）", "Two-step verification (TOTP)";
@@ -172,6 +188,11 @@ translations! {
     "totp_enable" => "开启两步验证", "Turn on";
     "totp_disable" => "关闭两步验证", "Turn off";
     "totp_wrong" => "验证码不正确，请重试。", "That code is not right; try again.";
+    "recovery_codes" => "恢复码", "Recovery codes";
+    "recovery_codes_once" => "请立即抄写或打印这些恢复码，它们只显示这一次。手机丢失时，可在登录时用其中一个代替动态验证码，每个只能使用一次。", "Write these recovery codes down or print them now; they are shown only this once. If you lose your phone, sign in with one of them instead of the authenticator code. Each works once.";
+    "recovery_left" => "剩余可用恢复码", "Recovery codes left";
+    "recovery_regenerate" => "重新生成恢复码", "Regenerate recovery codes";
+    "recovery_regenerate_hint" => "生成 10 个新的恢复码，旧的恢复码全部作废。需要输入当前的动态验证码。", "Issues 10 new recovery codes; all the old ones stop working. Needs a current authenticator code.";
 
     // Errors
     "error_forbidden" => "只有店主可以访问此页面。", "Only the shop owner can open this page.";
@@ -225,7 +246,8 @@ mod tests {
         .chain(["owner", "staff"].map(|r| format!("role_{r}")))
         .chain(["available", "reserved", "sold", "void"].map(|s| format!("card_status_{s}")))
         .chain(kami_core::OrderStatus::ALL.map(|s| format!("status_{}", s.as_str())))
-        .chain(["today", "last_7_days", "last_30_days"].map(String::from));
+        .chain(["today", "last_7_days", "last_30_days"].map(String::from))
+        .chain(crate::scopes::Scope::ALL.map(|s| format!("scope_{s}")));
         for key in built {
             assert_ne!(tr("en", &key), "?", "missing {key}");
         }

@@ -95,6 +95,7 @@ enum Refusal {
     Locked,
     WrongPassword,
     WrongCode,
+    WrongRecoveryCode,
 }
 
 impl Refusal {
@@ -105,6 +106,7 @@ impl Refusal {
             Self::Locked => "account locked",
             Self::WrongPassword => "wrong password",
             Self::WrongCode => "wrong TOTP code",
+            Self::WrongRecoveryCode => "wrong or used recovery code",
         }
     }
 }
@@ -131,10 +133,27 @@ pub async fn login(
         Err(e) => return PanelError::from(e).into_response(),
     };
     match result {
-        Ok(admin) => match start_session(&state, &admin, ip, &headers).await {
-            Ok(res) => res,
-            Err(e) => e.into_response(),
-        },
+        Ok((admin, second)) => {
+            if let SecondFactor::RecoveryCode { left } = second {
+                let detail = format!("{left} recovery codes left");
+                if let Err(e) = audit(
+                    &state,
+                    Some(admin.id),
+                    ip,
+                    "recovery_code_used",
+                    &admin.email,
+                    &detail,
+                )
+                .await
+                {
+                    return e.into_response();
+                }
+            }
+            match start_session(&state, &admin, ip, &headers).await {
+                Ok(res) => res,
+                Err(e) => e.into_response(),
+            }
+        }
         Err((admin_id, why)) => {
             tracing::info!(reason = why.as_str(), "admin login refused");
             if let Err(e) = audit(&state, admin_id, ip, "login_failed", &email, why.as_str()).await
@@ -155,13 +174,38 @@ pub async fn login(
     }
 }
 
+/// What proved the second factor of a successful login.
+enum SecondFactor {
+    /// No TOTP on the account, or a TOTP code.
+    None,
+    Totp,
+    /// A recovery code, now spent; `left` are still unused.
+    RecoveryCode {
+        left: usize,
+    },
+}
+
+/// Checks a recovery code typed into the TOTP field and spends it. Only
+/// called with the right password, so guessing passwords cannot burn codes.
+async fn spend_recovery_code(state: &Shared, admin_id: i64, typed: &str) -> Option<usize> {
+    let codes = state.store.unused_recovery_codes(admin_id).await.ok()?;
+    let hashes: Vec<&[u8]> = codes.iter().map(|c| c.code_hash.as_slice()).collect();
+    let i = kami_core::recovery::find(&hashes, typed)?;
+    let spent = state
+        .store
+        .use_recovery_code(codes[i].id, now_millis())
+        .await
+        .unwrap_or(false);
+    spent.then(|| codes.len() - 1)
+}
+
 /// Every path verifies one Argon2 hash (a dummy one for unknown emails), so
 /// the answer takes as long whether or not the account exists.
 async fn check_login(
     state: &Shared,
     admin: Option<Admin>,
     form: &LoginForm,
-) -> Result<Admin, (Option<i64>, Refusal)> {
+) -> Result<(Admin, SecondFactor), (Option<i64>, Refusal)> {
     let Some(admin) = admin else {
         verify_dummy_off_thread(form.password.clone()).await;
         return Err((None, Refusal::UnknownEmail));
@@ -174,26 +218,33 @@ async fn check_login(
     if admin.locked_until.is_some_and(|t| t > now) {
         return Err((Some(admin.id), Refusal::Locked));
     }
+    // The TOTP field takes either a 6-digit code or a recovery code; their
+    // shapes never overlap.
+    let recovery = admin.totp.is_some() && kami_core::recovery::normalise(&form.totp).is_some();
     let step = match &admin.totp {
-        None => None,
-        Some(sealed) => open_totp(state, admin.id, sealed).and_then(|secret| {
+        Some(sealed) if !recovery => open_totp(state, admin.id, sealed).and_then(|secret| {
             kami_core::totp::matching_step(&secret, &form.totp, (now / 1000) as u64)
         }),
+        _ => None,
     };
-    // The step is spent only with the right password, so guessing passwords
-    // cannot burn the owner's current code.
-    let code_ok = match (&admin.totp, step) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(_), Some(step)) if password_ok => state
+    // The step (or recovery code) is spent only with the right password, so
+    // guessing passwords cannot burn the owner's current code.
+    let second = match (&admin.totp, step) {
+        (None, _) => Some(SecondFactor::None),
+        (Some(_), _) if !password_ok => None,
+        (Some(_), _) if recovery => spend_recovery_code(state, admin.id, &form.totp)
+            .await
+            .map(|left| SecondFactor::RecoveryCode { left }),
+        (Some(_), None) => None,
+        (Some(_), Some(step)) => state
             .store
             .use_totp_step(admin.id, step as i64)
             .await
-            .unwrap_or(false),
-        (Some(_), Some(_)) => false,
+            .unwrap_or(false)
+            .then_some(SecondFactor::Totp),
     };
-    if password_ok && code_ok {
-        return Ok(admin);
+    if let (true, Some(second)) = (password_ok, second) {
+        return Ok((admin, second));
     }
     let fail = state
         .store
@@ -202,7 +253,9 @@ async fn check_login(
     if let Err(e) = fail {
         tracing::error!(error = %e, "could not count a failed login");
     }
-    let why = if password_ok {
+    let why = if password_ok && recovery {
+        Refusal::WrongRecoveryCode
+    } else if password_ok {
         Refusal::WrongCode
     } else {
         Refusal::WrongPassword

@@ -9,6 +9,7 @@ mod auth;
 mod codes;
 mod coupons;
 mod dashboard;
+mod export;
 mod i18n;
 mod login;
 mod orders;
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use auth::{AdminState, LOCK_MS, MAX_ATTEMPTS, SESSION_COOKIE};
+pub use page::error_page;
 
 use crate::state::Shared;
 
@@ -39,6 +41,8 @@ pub fn router() -> Router<Shared> {
             get(products::list).post(products::create),
         )
         .route("/admin/products/new", get(products::new_form))
+        .route("/admin/products/{id}/move", post(products::move_product))
+        .route("/admin/categories/{id}/move", post(products::move_category))
         .route(
             "/admin/products/{id}",
             get(products::edit_form).post(products::update),
@@ -58,6 +62,7 @@ pub fn router() -> Router<Shared> {
         .route("/admin/coupons/{id}/disable", post(coupons::disable))
         .route("/admin/coupons/{id}/enable", post(coupons::enable))
         .route("/admin/orders", get(orders::list))
+        .route("/admin/orders/export.csv", get(export::orders_csv))
         .route("/admin/orders/{no}", get(orders::detail))
         .route("/admin/orders/{no}/fulfil", post(orders::fulfil))
         .route("/admin/orders/{no}/refund", post(orders::refund))
@@ -80,6 +85,10 @@ pub fn router() -> Router<Shared> {
         .route("/admin/security", get(security::show))
         .route("/admin/security/totp", post(security::enable))
         .route("/admin/security/totp/disable", post(security::disable))
+        .route(
+            "/admin/security/recovery-codes",
+            post(security::regenerate_recovery_codes),
+        )
         .route("/static/admin.css", get(page::css))
         // Outside the import route's own limit, which therefore wins there.
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))

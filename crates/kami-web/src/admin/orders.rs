@@ -36,14 +36,103 @@ pub fn row(o: &Order, names: &HashMap<i64, String>, now: i64) -> Value {
     })
 }
 
+/// The search form's fields, shared by the list and the CSV export.
 #[derive(Deserialize, Default)]
 pub struct OrdersQuery {
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    /// First day (UTC, `YYYY-MM-DD`) of the creation window.
+    #[serde(default)]
+    from: Option<String>,
+    /// Last day (UTC, inclusive) of the creation window.
+    #[serde(default)]
+    to: Option<String>,
     #[serde(default)]
     before: Option<i64>,
+}
+
+/// A search, parsed: an order number, or a filter over the orders.
+pub enum Search {
+    Number(String),
+    Filter(OrderFilter),
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `YYYY-MM-DD` → midnight UTC in milliseconds.
+fn day_start(field: &str, s: &str) -> PanelResult<Option<i64>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || PanelError::Invalid(format!("{field} must be a date like 2026-11-29"));
+    let mut parts = s.splitn(3, '-').map(str::parse::<i32>);
+    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let month = u8::try_from(m)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or_else(bad)?;
+    let date = time::Date::from_calendar_date(y, month, u8::try_from(d).map_err(|_| bad())?)
+        .map_err(|_| bad())?;
+    Ok(Some(date.midnight().assume_utc().unix_timestamp() * 1000))
+}
+
+impl OrdersQuery {
+    pub fn text(&self) -> &str {
+        self.q.as_deref().map(str::trim).unwrap_or("")
+    }
+
+    fn status(&self) -> Option<OrderStatus> {
+        self.status.as_deref().and_then(OrderStatus::parse)
+    }
+
+    /// Anything that is not an email is taken as an order number.
+    pub fn search(&self, limit: i64) -> PanelResult<Search> {
+        let text = self.text();
+        if !text.is_empty() && !text.contains('@') {
+            return Ok(Search::Number(text.to_uppercase()));
+        }
+        let to = day_start("to", self.to.as_deref().unwrap_or(""))?;
+        Ok(Search::Filter(OrderFilter {
+            status: self.status(),
+            email: Some(text.to_lowercase()).filter(|e| !e.is_empty()),
+            limit,
+            before_id: self.before,
+            created_from: day_start("from", self.from.as_deref().unwrap_or(""))?,
+            created_before: to.map(|t| t + DAY_MS),
+            ..OrderFilter::default()
+        }))
+    }
+
+    /// The filters as a query string, for paging and the export link.
+    pub fn query_string(&self) -> String {
+        let pairs = [
+            ("q", self.text()),
+            ("status", self.status().map_or("", |s| s.as_str())),
+            ("from", self.from.as_deref().unwrap_or("").trim()),
+            ("to", self.to.as_deref().unwrap_or("").trim()),
+        ];
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub async fn list(
@@ -51,31 +140,22 @@ pub async fn list(
     op: Operator,
     Query(q): Query<OrdersQuery>,
 ) -> PanelResult {
-    let search = q.q.as_deref().map(str::trim).unwrap_or("");
-    let status = q.status.as_deref().and_then(OrderStatus::parse);
-    let (orders, next) = if !search.is_empty() && !search.contains('@') {
-        // Anything that is not an email is taken as an order number.
-        let found = state.store.get_order(&search.to_uppercase()).await?;
-        (found.into_iter().collect::<Vec<_>>(), None)
-    } else {
-        let mut found = state
-            .store
-            .list_orders(&OrderFilter {
-                status,
-                email: Some(search.to_lowercase()).filter(|e| !e.is_empty()),
-                product_id: None,
-                limit: PAGE + 1,
-                before_id: q.before,
-            })
-            .await?;
-        let more = found.len() as i64 > PAGE;
-        found.truncate(PAGE as usize);
-        let next = if more {
-            found.last().map(|o| o.id)
-        } else {
-            None
-        };
-        (found, next)
+    let (orders, next) = match q.search(PAGE + 1)? {
+        Search::Number(no) => {
+            let found = state.store.get_order(&no).await?;
+            (found.into_iter().collect::<Vec<_>>(), None)
+        }
+        Search::Filter(filter) => {
+            let mut found = state.store.list_orders(&filter).await?;
+            let more = found.len() as i64 > PAGE;
+            found.truncate(PAGE as usize);
+            let next = if more {
+                found.last().map(|o| o.id)
+            } else {
+                None
+            };
+            (found, next)
+        }
     };
     let names = product_names(&state.store.list_products(false).await?);
     let now = now_millis();
@@ -83,8 +163,9 @@ pub async fn list(
     let statuses: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
     Ok(op.render(
         "admin/orders.html",
-        json!({"nav": "orders", "orders": rows, "q": search, "status": status.map(|s| s.as_str()),
-               "statuses": statuses, "next": next}),
+        json!({"nav": "orders", "orders": rows, "q": q.text(), "status": q.status().map(|s| s.as_str()),
+               "from": q.from.as_deref().unwrap_or(""), "to": q.to.as_deref().unwrap_or(""),
+               "statuses": statuses, "next": next, "query": q.query_string()}),
     ))
 }
 

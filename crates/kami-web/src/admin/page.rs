@@ -108,6 +108,8 @@ pub enum PanelError {
     TooLarge,
     #[error("internal error")]
     Internal,
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl From<StoreError> for PanelError {
@@ -137,6 +139,7 @@ impl PanelError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -154,9 +157,10 @@ impl IntoResponse for PanelError {
             Self::RateLimited(_) => "error_rate_limited",
             Self::TooLarge => "error_payload_too_large",
             Self::Internal => "error_internal_error",
+            Self::MethodNotAllowed => "error_method_not_allowed",
         };
         let detail = match &self {
-            Self::Invalid(m) => Some(m.clone()),
+            Self::Invalid(m) if !m.is_empty() => Some(m.clone()),
             _ => None,
         };
         let mut res = render(
@@ -175,6 +179,24 @@ impl IntoResponse for PanelError {
 }
 
 pub type PanelResult<T = Response> = Result<T, PanelError>;
+
+/// The panel's error page for a bare status (crate::html_errors): the
+/// router's 404 and 405, an oversized or unreadable form.
+pub fn error_page(status: StatusCode) -> Response {
+    let error = match status {
+        StatusCode::NOT_FOUND => PanelError::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => PanelError::TooLarge,
+        StatusCode::FORBIDDEN => PanelError::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => PanelError::RateLimited(1),
+        StatusCode::METHOD_NOT_ALLOWED => PanelError::MethodNotAllowed,
+        s if s.is_client_error() => PanelError::Invalid(String::new()),
+        _ => PanelError::Internal,
+    };
+    let mut res = error.into_response();
+    // The status the router meant, even where the panel has no own variant.
+    *res.status_mut() = status;
+    res
+}
 
 /// Renders `name` with `ctx` plus the language and `tr`. Panel pages are
 /// never cached: they show stock, orders and one-time secrets.

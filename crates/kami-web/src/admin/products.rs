@@ -18,19 +18,88 @@ use crate::state::Shared;
 
 pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP", "USDT"];
 
+/// Products in the storefront's order, each with its neighbours in the same
+/// category (the ones a move swaps it with), and the categories in theirs.
 pub async fn list(State(state): State<Shared>, op: Operator) -> PanelResult {
     let products = state.store.list_products(false).await?;
     let rows: Vec<Value> = products
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
+            let same = |q: &Product| q.category_id == p.category_id;
             json!({"id": p.id, "name": p.name, "category": p.category, "stock": p.stock,
-                   "price": money(p.price, &p.currency), "visible": p.visible})
+                   "price": money(p.price, &p.currency), "visible": p.visible,
+                   "first": !products[..i].iter().any(same),
+                   "last": !products[i + 1..].iter().any(same)})
         })
+        .collect();
+    let categories: Vec<Value> = state
+        .store
+        .list_categories()
+        .await?
+        .iter()
+        .map(|c| json!({"id": c.id, "name": c.name}))
         .collect();
     Ok(op.render(
         "admin/products.html",
-        json!({"nav": "products", "products": rows}),
+        json!({"nav": "products", "products": rows, "categories": categories}),
     ))
+}
+
+/// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct MoveForm {
+    csrf: String,
+    /// `up` or `down`.
+    dir: String,
+}
+
+impl MoveForm {
+    fn up(&self) -> PanelResult<bool> {
+        match self.dir.as_str() {
+            "up" => Ok(true),
+            "down" => Ok(false),
+            _ => Err(PanelError::Invalid("dir must be up or down".into())),
+        }
+    }
+}
+
+pub async fn move_product(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    Form(form): Form<MoveForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    if !state.store.move_product(id, form.up()?).await? {
+        return Err(PanelError::NotFound);
+    }
+    state.catalog.invalidate();
+    op.audit(&state, "product_moved", &format!("product:{id}"), &form.dir)
+        .await?;
+    Ok(Redirect::to("/admin/products").into_response())
+}
+
+pub async fn move_category(
+    State(state): State<Shared>,
+    op: Operator,
+    Path(id): Path<i64>,
+    Form(form): Form<MoveForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    if !state.store.move_category(id, form.up()?).await? {
+        return Err(PanelError::NotFound);
+    }
+    state.catalog.invalidate();
+    op.audit(
+        &state,
+        "category_moved",
+        &format!("category:{id}"),
+        &form.dir,
+    )
+    .await?;
+    Ok(Redirect::to("/admin/products#categories").into_response())
 }
 
 #[derive(Deserialize, Default)]

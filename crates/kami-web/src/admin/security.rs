@@ -1,11 +1,14 @@
 //! Turning TOTP on and off for one's own account. The secret is shown once
 //! (base32, otpauth:// URI, and a QR code rendered here as SVG), and stored
 //! sealed only after the operator proves their app produces valid codes.
+//! Turning it on also issues ten one-time recovery codes, shown once and
+//! kept only as hashes; regenerating them (with a current TOTP code)
+//! invalidates the old ones.
 
 use axum::extract::{Form, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use kami_core::{now_millis, totp};
+use kami_core::{now_millis, recovery, totp};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -36,6 +39,40 @@ fn setup(
     ))
 }
 
+/// The page of an operator whose TOTP is on: how many recovery codes are
+/// left, and the fresh ones when they were just issued (shown this once).
+async fn enabled_page(
+    state: &Shared,
+    op: &Operator,
+    status: StatusCode,
+    fresh: Option<Vec<String>>,
+    error: bool,
+) -> PanelResult {
+    let left = state
+        .store
+        .unused_recovery_codes(op.session.admin_id)
+        .await?
+        .len();
+    Ok(op.render_status(
+        status,
+        "admin/security.html",
+        json!({"nav": "security", "enabled": true, "recovery_left": left,
+               "recovery_codes": fresh, "error": error}),
+    ))
+}
+
+/// Issues a new set of recovery codes (replacing any old ones) and returns
+/// them for showing once.
+async fn issue_recovery_codes(state: &Shared, op: &Operator) -> PanelResult<Vec<String>> {
+    let codes = recovery::generate();
+    let hashes: Vec<Vec<u8>> = codes.iter().filter_map(|c| recovery::hash(c)).collect();
+    state
+        .store
+        .replace_recovery_codes(op.session.admin_id, &hashes, now_millis())
+        .await?;
+    Ok(codes)
+}
+
 pub async fn show(State(state): State<Shared>, op: Operator) -> PanelResult {
     let me = state
         .store
@@ -43,10 +80,7 @@ pub async fn show(State(state): State<Shared>, op: Operator) -> PanelResult {
         .await?
         .ok_or(PanelError::NotFound)?;
     if me.totp.is_some() {
-        return Ok(op.render(
-            "admin/security.html",
-            json!({"nav": "security", "enabled": true}),
-        ));
+        return enabled_page(&state, &op, StatusCode::OK, None, false).await;
     }
     setup(&state, &op, &totp::generate_secret(), StatusCode::OK, false)
 }
@@ -79,9 +113,15 @@ pub async fn enable(
             Some((&sealed.ciphertext, &sealed.nonce)),
         )
         .await?;
-    op.audit(&state, "totp_enabled", &op.session.email, "")
-        .await?;
-    Ok(Redirect::to("/admin/security").into_response())
+    let codes = issue_recovery_codes(&state, &op).await?;
+    op.audit(
+        &state,
+        "totp_enabled",
+        &op.session.email,
+        &format!("{} recovery codes issued", codes.len()),
+    )
+    .await?;
+    enabled_page(&state, &op, StatusCode::OK, Some(codes), false).await
 }
 
 /// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
@@ -92,6 +132,20 @@ pub struct DisableForm {
     code: String,
 }
 
+/// Whether `code` is a current TOTP code of the signed-in operator.
+async fn current_code_ok(state: &Shared, op: &Operator, code: &str) -> PanelResult<bool> {
+    let me = state
+        .store
+        .admin_by_id(op.session.admin_id)
+        .await?
+        .ok_or(PanelError::NotFound)?;
+    Ok(me
+        .totp
+        .as_ref()
+        .and_then(|s| open_totp(state, me.id, s))
+        .is_some_and(|secret| totp::check(&secret, code, unix_now())))
+}
+
 /// Needs a current code: a hijacked session alone cannot turn TOTP off.
 pub async fn disable(
     State(state): State<Shared>,
@@ -99,24 +153,41 @@ pub async fn disable(
     Form(form): Form<DisableForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
-    let me = state
-        .store
-        .admin_by_id(op.session.admin_id)
-        .await?
-        .ok_or(PanelError::NotFound)?;
-    let ok = me
-        .totp
-        .as_ref()
-        .and_then(|s| open_totp(&state, me.id, s))
-        .is_some_and(|secret| totp::check(&secret, &form.code, unix_now()));
-    if !ok {
-        return Ok(op.render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "admin/security.html",
-            json!({"nav": "security", "enabled": true, "error": true}),
-        ));
+    if !current_code_ok(&state, &op, &form.code).await? {
+        return enabled_page(&state, &op, StatusCode::UNPROCESSABLE_ENTITY, None, true).await;
     }
-    state.store.set_admin_totp(me.id, None).await?;
-    op.audit(&state, "totp_disabled", &me.email, "").await?;
+    let id = op.session.admin_id;
+    state.store.set_admin_totp(id, None).await?;
+    state
+        .store
+        .replace_recovery_codes(id, &[], now_millis())
+        .await?;
+    op.audit(&state, "totp_disabled", &op.session.email, "")
+        .await?;
     Ok(Redirect::to("/admin/security").into_response())
+}
+
+/// Needs a current code too: with new recovery codes a hijacked session
+/// could sign in again later without the phone.
+pub async fn regenerate_recovery_codes(
+    State(state): State<Shared>,
+    op: Operator,
+    Form(form): Form<DisableForm>,
+) -> PanelResult {
+    op.check_csrf(&form.csrf)?;
+    if !current_code_ok(&state, &op, &form.code).await? {
+        return enabled_page(&state, &op, StatusCode::UNPROCESSABLE_ENTITY, None, true).await;
+    }
+    let codes = issue_recovery_codes(&state, &op).await?;
+    op.audit(
+        &state,
+        "recovery_codes_regenerated",
+        &op.session.email,
+        &format!(
+            "{} recovery codes issued; the old ones no longer work",
+            codes.len()
+        ),
+    )
+    .await?;
+    enabled_page(&state, &op, StatusCode::OK, Some(codes), false).await
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, JsonBody};
 use crate::present;
+use crate::scopes::need;
 use crate::services::import::{import_into_shop, ImportError};
 use crate::services::orders::parse_id;
 use crate::state::Shared;
@@ -145,7 +146,7 @@ async fn category_id(state: &Shared, name: &Option<String>) -> ApiResult<Option<
 
 pub async fn create_product(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::ProductsWrite>,
     body: JsonBody<ProductInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = create_product_from(&state, body.value).await?;
@@ -204,7 +205,7 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
 
 pub async fn update_product(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::ProductsWrite>,
     Path(id): Path<String>,
     body: JsonBody<ProductInput>,
 ) -> ApiResult<Json<Value>> {
@@ -276,7 +277,10 @@ pub async fn update_product_from(
     Ok(p)
 }
 
-pub async fn list_products(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {
+pub async fn list_products(
+    State(state): State<Shared>,
+    _key: AdminKey<need::ProductsRead>,
+) -> ApiResult<Json<Value>> {
     let products = state.store.list_products(false).await?;
     let data: Vec<Value> = products.iter().map(present::product).collect();
     Ok(Json(json!({"data": data, "has_more": false})))
@@ -284,7 +288,7 @@ pub async fn list_products(State(state): State<Shared>, _key: AdminKey) -> ApiRe
 
 pub async fn import(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::CardsWrite>,
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
@@ -318,7 +322,7 @@ pub async fn import(
 
 pub async fn stock(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::StockRead>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
@@ -344,7 +348,7 @@ pub struct OrdersQuery {
 
 pub async fn list_orders(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::OrdersRead>,
     Query(q): Query<OrdersQuery>,
 ) -> ApiResult<Json<Value>> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
@@ -375,6 +379,7 @@ pub async fn list_orders(
         product_id: q.product_id.and_then(|p| p.parse().ok()),
         limit: limit + 1,
         before_id,
+        ..OrderFilter::default()
     };
     let mut orders = state.store.list_orders(&filter).await?;
     let has_more = orders.len() as i64 > limit;
@@ -395,7 +400,7 @@ fn events_json(events: &[kami_store::OrderEvent]) -> Vec<Value> {
 
 pub async fn get_order(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::OrdersRead>,
     Path(order_no): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let order = state
@@ -418,7 +423,7 @@ pub struct EventsQuery {
 /// order that does not exist.
 pub async fn events(
     State(state): State<Shared>,
-    _key: AdminKey,
+    _key: AdminKey<need::OrdersRead>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
     let events = state.store.events_for_order_no(&q.order_no).await?;

@@ -5,6 +5,8 @@ use kami_core::secrets::random_token;
 use kami_core::Email;
 use kami_store::{NewAdmin, Role, Store, StoreError};
 
+use crate::scopes::Scopes;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
@@ -66,16 +68,25 @@ pub async fn create_admin(
     Ok((id, password))
 }
 
-/// Creates an admin API key named `name` (trimmed, 1-100 characters); the
-/// key is returned once, only its SHA-256 kept.
-pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<(i64, String), AdminError> {
+/// Creates an admin API key named `name` (trimmed, 1-100 characters) with
+/// `scopes`; the key is returned once, only its SHA-256 kept.
+pub async fn create_api_key(
+    store: &dyn Store,
+    name: &str,
+    scopes: &Scopes,
+) -> Result<(i64, String), AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AdminError::KeyName);
     }
     let key = random_token("kami_");
     let id = store
-        .create_api_key(name, &kami_core::secrets::token_hash(&key), &key[..9])
+        .create_api_key(
+            name,
+            &kami_core::secrets::token_hash(&key),
+            &key[..9],
+            &scopes.to_string(),
+        )
         .await?;
     Ok((id, key))
 }

@@ -140,6 +140,9 @@ translations! {
     "error_rate_limited" => "操作过于频繁，请稍后再试。", "Too many attempts. Please wait a moment and try again.";
     "error_payload_too_large" => "提交的内容过大。", "What you submitted is too large.";
     "error_unavailable" => "服务暂时不可用，请稍后再试。", "The shop is temporarily unavailable. Please try again shortly.";
+    "error_overloaded" => "当前下单人数过多，请稍等一秒后重试。", "Too many orders at this moment. Please try again in a second.";
+    "error_form_expired" => "页面已过期，请刷新后重新提交。", "This form has expired. Please reload the page and submit it again.";
+    "error_method_not_allowed" => "无法以这种方式打开此页面，请从店铺页面进入。", "This page cannot be opened that way. Please go through the shop's pages.";
     "error_internal_error" => "系统繁忙，请稍后再试。", "Something went wrong on our side. Please try again later.";
     "error_fallback_message" => "请求暂时无法完成，请稍后再试。", "We could not complete your request. Please try again later.";
     "error_go_home" => "返回首页", "Back to the shop";
@@ -189,6 +192,9 @@ mod tests {
         "payload_too_large",
         "unavailable",
         "internal_error",
+        "overloaded",
+        "form_expired",
+        "method_not_allowed",
     ];
     const STATUSES: &[&str] = &[
         "pending",

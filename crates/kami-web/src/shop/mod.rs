@@ -176,13 +176,28 @@ impl Page {
             Some(c) if ct_eq(c.as_bytes(), submitted.as_bytes()) => Ok(()),
             _ => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
-                code: "csrf",
+                code: "form_expired",
                 message: "the form expired; reload the page and try again".into(),
                 param: None,
                 retry_after: None,
             }),
         }
     }
+}
+
+/// The storefront's error page for a bare status (crate::html_errors), in
+/// the visitor's language.
+pub fn error_page(state: &Shared, headers: &HeaderMap, status: StatusCode) -> Response {
+    let page = Page::new(state, headers, &PageQuery::default());
+    let code = crate::html_errors::status_code_name(status);
+    let message = i18n::tr(page.lang, &format!("error_{code}"));
+    let title = i18n::tr(page.lang, "error_title");
+    page.render(
+        state,
+        status,
+        "error.html",
+        json!({"status": status.as_u16(), "title": title, "message": message}),
+    )
 }
 
 /// The buyer-facing text for an API error, in the page's language; for

@@ -1,4 +1,5 @@
 use kami_store::{Role, Store};
+use kami_web::scopes::Scopes;
 
 use super::{init_logging, open_store};
 use crate::config::Config;
@@ -10,14 +11,21 @@ pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn create_api_key(cfg: Config, name: &str) -> anyhow::Result<()> {
+/// Without `--scope` the key is an `admin` key, as API.md's command makes.
+pub async fn create_api_key(cfg: Config, name: &str, scopes: &[String]) -> anyhow::Result<()> {
     init_logging("warn", false);
+    let scopes = if scopes.is_empty() {
+        Scopes::parse(["admin"])
+    } else {
+        Scopes::parse(scopes.iter().map(String::as_str))
+    }
+    .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
     let store = open_store(&cfg).await?;
-    let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name)
+    let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name, &scopes)
         .await
         .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let name = name.trim();
-    eprintln!("API key {id} ({name}) created. It is shown once; store it now:");
+    eprintln!("API key {id} ({name}, scopes: {scopes}) created. It is shown once; store it now:");
     println!("{key}");
     Ok(())
 }

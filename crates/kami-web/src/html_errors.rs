@@ -1,0 +1,94 @@
+//! Friendly error pages for the HTML routes. Handlers of the storefront and
+//! the panel render their own errors; what reaches a browser past them —
+//! the router's 404 and 405, a form body over the size limit (413), a form
+//! the extractor could not read (400/422) — comes out of axum as plain text,
+//! JSON or an empty body. This layer turns any such error response on a
+//! page route into the storefront's or the panel's error page, translated,
+//! with a way back. The JSON API, payment notifications, health checks,
+//! metrics and static files keep their own answers.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::Shared;
+
+/// Paths whose errors are the client's business to parse, not a person's.
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/api/")
+        || path.starts_with("/static/")
+        || path.ends_with("/notify")
+        || matches!(path, "/healthz" | "/readyz" | "/metrics"))
+}
+
+pub async fn friendly_errors(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if !is_page(&path) {
+        return next.run(req).await;
+    }
+    let headers = req.headers().clone();
+    let res = next.run(req).await;
+    let status = res.status();
+    let html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if html || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let mut page = if path == "/admin" || path.starts_with("/admin/") {
+        crate::admin::error_page(status)
+    } else {
+        crate::shop::error_page(&state, &headers, status)
+    };
+    // What the original answer told the client beyond its body still holds.
+    for name in [header::RETRY_AFTER, header::ALLOW] {
+        if let Some(v) = res.headers().get(&name) {
+            page.headers_mut().insert(name, v.clone());
+        }
+    }
+    page
+}
+
+/// The error behind a bare status, for the pages' wording.
+pub fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_routes_keep_their_answers() {
+        for p in [
+            "/api/v1/orders",
+            "/pay/epay/notify",
+            "/pay/sandbox/notify",
+            "/healthz",
+            "/metrics",
+            "/static/kami.css",
+        ] {
+            assert!(!is_page(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/products/1/buy",
+            "/nope",
+            "/admin/nope",
+            "/pay/sandbox/K1",
+        ] {
+            assert!(is_page(p), "{p}");
+        }
+    }
+}
