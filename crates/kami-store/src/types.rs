@@ -1,4 +1,4 @@
-use kami_core::{Millis, OrderStatus};
+use kami_core::{Millis, OrderStatus, StockDisplay};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_MERCHANT: i64 = 1;
@@ -27,6 +27,8 @@ pub struct Product {
     pub sale_ends_at: Option<Millis>,
     pub visible: bool,
     pub low_stock_threshold: i64,
+    /// `None` follows the shop's default.
+    pub stock_display: Option<StockDisplay>,
     pub sort_order: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -63,6 +65,7 @@ pub struct NewProduct {
     pub sale_ends_at: Option<Millis>,
     pub visible: bool,
     pub low_stock_threshold: i64,
+    pub stock_display: Option<StockDisplay>,
 }
 
 /// A partial update: `None` leaves a field alone; `Some(None)` clears a
@@ -81,6 +84,7 @@ pub struct ProductPatch {
     pub sale_ends_at: Option<Option<Millis>>,
     pub visible: Option<bool>,
     pub low_stock_threshold: Option<i64>,
+    pub stock_display: Option<Option<StockDisplay>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -302,4 +306,17 @@ pub struct PaymentAttempt {
     pub created_at: Millis,
     /// How often reconciliation has asked the gateway so far.
     pub checks: i64,
+}
+
+/// A payment channel configured in the admin panel: its credentials sealed
+/// with the master key (context `channel_context(name)`), and whether new
+/// orders may use it.
+#[derive(Debug, Clone)]
+pub struct ChannelConfigRow {
+    pub name: String,
+    pub enabled: bool,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub key_id: i64,
+    pub updated_at: Millis,
 }

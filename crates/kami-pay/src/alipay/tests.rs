@@ -70,8 +70,10 @@ fn fixture(seller_id: Option<&str>) -> Fixture {
         app_id: "2021000000000001".into(),
         seller_id: seller_id.map(str::to_string),
         // Relative paths resolve against the kami.toml directory.
-        app_private_key_file: "app_private.pem".into(),
-        alipay_public_key_file: "alipay_public.pem".into(),
+        app_private_key_file: Some("app_private.pem".into()),
+        app_private_key: None,
+        alipay_public_key_file: Some("alipay_public.pem".into()),
+        alipay_public_key: None,
         mode: Mode::Page,
     };
     Fixture {
@@ -213,8 +215,10 @@ fn a_missing_or_empty_key_refuses_to_build() {
         gateway: "http://127.0.0.1:1/gateway.do".into(),
         app_id: "2021000000000001".into(),
         seller_id: None,
-        app_private_key_file: "app_private.pem".into(),
-        alipay_public_key_file: "alipay_public.pem".into(),
+        app_private_key_file: Some("app_private.pem".into()),
+        app_private_key: None,
+        alipay_public_key_file: Some("alipay_public.pem".into()),
+        alipay_public_key: None,
         mode: Mode::Precreate,
     };
     let ctx = ChannelContext {

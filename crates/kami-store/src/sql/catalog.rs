@@ -1,4 +1,4 @@
-use kami_core::{now_millis, Millis};
+use kami_core::{now_millis, Millis, StockDisplay};
 use sqlx::AnyPool;
 use sqlx::Row;
 
@@ -58,8 +58,8 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO products (merchant_id, category_id, name, description, price, currency, \
          min_quantity, max_quantity, per_buyer_limit, sale_starts_at, sale_ends_at, visible, \
-         low_stock_threshold, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING id",
+         low_stock_threshold, stock_display, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14, $14) RETURNING id",
     )
     .bind(DEFAULT_MERCHANT)
     .bind(p.category_id)
@@ -75,6 +75,7 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     .bind(i64::from(p.visible))
     .bind(p.low_stock_threshold)
     .bind(now)
+    .bind(p.stock_display.map(StockDisplay::as_str))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -101,7 +102,7 @@ pub async fn update_product(
         "UPDATE products SET category_id = $2, name = $3, description = $4, price = $5, \
          currency = $6, min_quantity = $7, max_quantity = $8, per_buyer_limit = $9, \
          sale_starts_at = $10, sale_ends_at = $11, visible = $12, low_stock_threshold = $13, \
-         updated_at = $14 WHERE id = $1",
+         updated_at = $14, stock_display = $15 WHERE id = $1",
     )
     .bind(id)
     .bind(patch.category_id.unwrap_or(cur.category_id))
@@ -117,6 +118,12 @@ pub async fn update_product(
     .bind(i64::from(patch.visible.unwrap_or(cur.visible)))
     .bind(patch.low_stock_threshold.unwrap_or(cur.low_stock_threshold))
     .bind(now_millis())
+    .bind(
+        patch
+            .stock_display
+            .unwrap_or(cur.stock_display)
+            .map(StockDisplay::as_str),
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod auth;
+mod channels;
 mod codes;
 mod dashboard;
 mod i18n;
@@ -14,6 +15,7 @@ mod orders;
 mod page;
 mod products;
 mod security;
+mod settings;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -76,6 +78,14 @@ pub fn router() -> Router<Shared> {
         .route("/admin/security", get(security::show))
         .route("/admin/security/totp", post(security::enable))
         .route("/admin/security/totp/disable", post(security::disable))
+        .route("/admin/settings", get(settings::show).post(settings::save))
+        .route("/admin/channels", get(channels::list))
+        .route("/admin/channels/{name}", post(channels::save))
+        .route(
+            "/admin/channels/{name}/enabled",
+            post(channels::set_enabled),
+        )
+        .route("/admin/channels/{name}/test", post(channels::test))
         .route("/static/admin.css", get(page::css))
         // Outside the import route's own limit, which therefore wins there.
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))

@@ -16,6 +16,8 @@ use crate::present::money;
 use crate::state::Shared;
 
 pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP", "USDT"];
+/// The product form's choices; `inherit` follows the shop's settings.
+const STOCK_DISPLAYS: &[&str] = &["inherit", "exact", "level", "hidden"];
 
 pub async fn list(State(state): State<Shared>, op: Operator) -> PanelResult {
     let products = state.store.list_products(false).await?;
@@ -40,7 +42,7 @@ pub struct SavedQuery {
 
 pub async fn new_form(op: Operator) -> Response {
     let blank = json!({"currency": "CNY", "min_quantity": 1, "max_quantity": 10,
-                       "visible": true, "low_stock_threshold": 0});
+                       "visible": true, "low_stock_threshold": 0, "stock_display": "inherit"});
     form_page(&op, StatusCode::OK, None, blank, None, false)
 }
 
@@ -77,7 +79,7 @@ fn form_page(
         status,
         "admin/product_form.html",
         json!({"nav": "products", "id": id, "f": f, "error": error, "saved": saved,
-               "currencies": CURRENCIES}),
+               "currencies": CURRENCIES, "stock_displays": STOCK_DISPLAYS}),
     )
 }
 
@@ -92,7 +94,8 @@ fn values(p: &Product) -> Value {
            "per_buyer_limit": p.per_buyer_limit, "visible": p.visible,
            "sale_starts_at": p.sale_starts_at.map(local_input),
            "sale_ends_at": p.sale_ends_at.map(local_input),
-           "low_stock_threshold": p.low_stock_threshold})
+           "low_stock_threshold": p.low_stock_threshold,
+           "stock_display": p.stock_display.map_or("inherit", |d| d.as_str())})
 }
 
 /// `datetime-local` inputs speak `YYYY-MM-DDTHH:MM`; the panel reads them as UTC.
@@ -124,6 +127,9 @@ pub struct ProductForm {
     sale_ends_at: String,
     #[serde(default)]
     low_stock_threshold: String,
+    /// `inherit` (the shop's default), `exact`, `level` or `hidden`.
+    #[serde(default)]
+    stock_display: String,
 }
 
 fn int(field: &str, s: &str) -> Result<Option<i64>, String> {
@@ -171,6 +177,7 @@ impl ProductForm {
             low_stock_threshold: Some(
                 int("low_stock_threshold", &self.low_stock_threshold)?.unwrap_or(0),
             ),
+            stock_display: Some(Some(self.stock_display.clone())),
         })
     }
 
