@@ -112,7 +112,7 @@ pub async fn save(
 ) -> PanelResult {
     op.check_csrf(form.get("csrf").map(String::as_str).unwrap_or_default())?;
     let name = known(&name)?;
-    let enabled = form.get("enabled").is_some();
+    let enabled = form.contains_key("enabled");
     match channels::save(&state, name, &form, enabled).await {
         Ok(changed) => {
             // Field names only, never values.

@@ -104,13 +104,13 @@ pub enum ChannelError {
     Store(#[from] kami_store::StoreError),
 }
 
+/// A built channel, and the same channel as a `Sandbox` when it is one (the
+/// pay button signs with it).
+type Built = (Arc<dyn Channel>, Option<Arc<Sandbox>>);
+
 /// Builds a channel from panel fields, with kami-pay's registry: the same
 /// parsing and the same refusals (an empty key, a bad PEM) as kami.toml.
-pub fn build(
-    name: &str,
-    fields: &Fields,
-    ctx: &ChannelContext,
-) -> Result<(Arc<dyn Channel>, Option<Arc<Sandbox>>), ChannelError> {
+pub fn build(name: &str, fields: &Fields, ctx: &ChannelContext) -> Result<Built, ChannelError> {
     if name == sandbox::NAME {
         let secret = fields.get("secret").map(|s| s.trim()).unwrap_or_default();
         if secret.is_empty() {
