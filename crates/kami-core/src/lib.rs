@@ -13,11 +13,13 @@ pub mod password;
 pub mod pricing;
 pub mod recovery;
 pub mod secrets;
+pub mod stock_display;
 pub mod totp;
 
 pub use email::Email;
 pub use money::Currency;
 pub use order::{OrderNo, OrderStatus};
+pub use stock_display::StockDisplay;
 
 /// Milliseconds since the Unix epoch: the one clock unit stored everywhere.
 pub type Millis = i64;

@@ -23,7 +23,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::registry::ChannelContext;
-use crate::rsa_keys::{self, KeyError};
+use crate::rsa_keys::{self, KeyError, KeySource};
 use crate::{
     Channel, Notice, Notification, PayError, PaymentRequest, PaymentStart, Rejection, Reply,
 };
@@ -51,8 +51,15 @@ pub struct AlipayConfig {
     pub app_id: String,
     #[serde(default)]
     pub seller_id: Option<String>,
-    pub app_private_key_file: String,
-    pub alipay_public_key_file: String,
+    #[serde(default)]
+    pub app_private_key_file: Option<String>,
+    /// The PEM itself (the admin panel), instead of the file.
+    #[serde(default)]
+    pub app_private_key: Option<String>,
+    #[serde(default)]
+    pub alipay_public_key_file: Option<String>,
+    #[serde(default)]
+    pub alipay_public_key: Option<String>,
     #[serde(default)]
     pub mode: Mode,
 }
@@ -78,15 +85,19 @@ impl Alipay {
                 )));
             }
         }
-        let app_key = rsa_keys::load_private_key(
-            "app_private_key_file",
-            &ctx.resolve(&cfg.app_private_key_file),
-        )
+        let app_key = KeySource {
+            what: "app_private_key",
+            file: cfg.app_private_key_file.as_deref(),
+            pem: cfg.app_private_key.as_deref(),
+        }
+        .private_key(ctx)
         .map_err(key_err)?;
-        let alipay_key = rsa_keys::load_public_key(
-            "alipay_public_key_file",
-            &ctx.resolve(&cfg.alipay_public_key_file),
-        )
+        let alipay_key = KeySource {
+            what: "alipay_public_key",
+            file: cfg.alipay_public_key_file.as_deref(),
+            pem: cfg.alipay_public_key.as_deref(),
+        }
+        .public_key(ctx)
         .map_err(key_err)?;
         Ok(Self {
             gateway: cfg.gateway,
@@ -378,6 +389,15 @@ impl Channel for Alipay {
             // is kept whole for audit.
             raw: String::from_utf8_lossy(raw_form).into_owned(),
         })
+    }
+
+    /// A signed trade query for an order that cannot exist: the gateway
+    /// answers "no such trade" (signed, and verified) only when it accepted
+    /// our signature.
+    async fn check_credentials(&self) -> Result<bool, PayError> {
+        self.query_payment(&crate::check_request())
+            .await
+            .map(|_| true)
     }
 
     async fn query_payment(&self, order: &PaymentRequest) -> Result<Option<Notice>, PayError> {

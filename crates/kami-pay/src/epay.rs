@@ -270,6 +270,41 @@ impl Channel for Epay {
         })
     }
 
+    /// `api.php?act=query`, the merchant-info call: answered `code: 1` only
+    /// for this pid with this key. Its answer (which echoes the key) is read
+    /// for `code` and `msg` alone.
+    async fn check_credentials(&self) -> Result<bool, PayError> {
+        let res = self
+            .http
+            .get(format!("{}api.php", self.cfg.gateway))
+            .query(&[
+                ("act", "query"),
+                ("pid", self.cfg.pid.as_str()),
+                ("key", self.cfg.key.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(http_error)?;
+        if !res.status().is_success() {
+            return Err(PayError::Gateway(format!(
+                "api.php answered {}",
+                res.status()
+            )));
+        }
+        let v: serde_json::Value = res
+            .json()
+            .await
+            .map_err(|e| PayError::Gateway(format!("api.php answered malformed JSON: {e}")))?;
+        if is_one(&v["code"]) {
+            return Ok(true);
+        }
+        Err(PayError::Gateway(format!(
+            "api.php refused pid {} with this key: {}",
+            self.cfg.pid,
+            v["msg"].as_str().unwrap_or("no message")
+        )))
+    }
+
     /// `api.php?act=order`: the gateway's record of the payment. The URL
     /// carries the merchant key, so it is never logged (errors drop it).
     async fn query_payment(&self, order: &PaymentRequest) -> Result<Option<Notice>, PayError> {

@@ -115,7 +115,25 @@ pub fn http_client() -> reqwest::Client {
 /// A transport error without its URL: some gateway URLs carry the merchant
 /// key in the query string (EPay's api.php), and errors get logged.
 pub fn http_error(e: reqwest::Error) -> PayError {
-    PayError::Gateway(e.without_url().to_string())
+    PayError::Unreachable(e.without_url().to_string())
+}
+
+/// The made-up order number a credential check asks the gateway about: one
+/// no real order can have (order numbers are digits), so the answer is
+/// "no such payment" whenever the gateway accepted the credentials.
+pub const CHECK_ORDER_NO: &str = "KAMI-CREDENTIAL-CHECK";
+
+/// A request for `CHECK_ORDER_NO`, for `query_payment`-based checks.
+pub fn check_request() -> PaymentRequest {
+    PaymentRequest {
+        order_no: CHECK_ORDER_NO.into(),
+        amount: 1,
+        currency: "CNY".into(),
+        subject: "credential check".into(),
+        notify_url: String::new(),
+        return_url: String::new(),
+        reference: None,
+    }
 }
 
 impl Reply {
@@ -148,6 +166,9 @@ pub enum PayError {
     NotConfigured(&'static str),
     #[error("gateway error: {0}")]
     Gateway(String),
+    /// The gateway could not be reached at all (connection, DNS, timeout).
+    #[error("gateway unreachable: {0}")]
+    Unreachable(String),
     #[error("payment channel configuration: {0}")]
     Config(String),
 }
@@ -169,6 +190,13 @@ pub trait Channel: Send + Sync + 'static {
     /// True when `create_payment`'s URL is meant to be scanned by the buyer's
     /// phone (WeChat Pay Native, Alipay precreate), not opened: the pay page
     /// then shows it as a QR code instead of redirecting to it.
+    /// One real, signed round trip to the gateway that proves it accepts
+    /// this channel's credentials (the admin panel's "Test" button): asks
+    /// about `CHECK_ORDER_NO`, which cannot exist. `Ok(false)` when the
+    /// gateway offers no call that could check them (nothing was sent).
+    async fn check_credentials(&self) -> Result<bool, PayError> {
+        Ok(false)
+    }
     fn scan_to_pay(&self) -> bool {
         false
     }

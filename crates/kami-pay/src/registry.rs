@@ -85,3 +85,91 @@ pub fn parse_section<T: serde::de::DeserializeOwned>(
         .try_into()
         .map_err(|e| PayError::Config(format!("[channels.{name}]: {e}")))
 }
+
+/// One credential field as the admin panel edits it: the keys of API.md's
+/// `[channels.<name>]` section, with PEM keys pasted instead of `*_file`
+/// paths.
+#[derive(Debug, Clone, Copy)]
+pub struct PanelField {
+    pub name: &'static str,
+    /// Never shown again once saved ("set — leave blank to keep").
+    pub secret: bool,
+    /// A PEM key: a textarea.
+    pub multiline: bool,
+    pub optional: bool,
+}
+
+const fn field(name: &'static str) -> PanelField {
+    PanelField {
+        name,
+        secret: false,
+        multiline: false,
+        optional: false,
+    }
+}
+
+const fn secret(name: &'static str) -> PanelField {
+    PanelField {
+        secret: true,
+        ..field(name)
+    }
+}
+
+const fn pem(name: &'static str, secret: bool) -> PanelField {
+    PanelField {
+        secret,
+        multiline: true,
+        ..field(name)
+    }
+}
+
+/// Every channel the panel can configure, sandbox first, in API.md's order.
+pub const PANEL_CHANNELS: [&str; 6] =
+    ["sandbox", "epay", "alipay", "wechatpay", "stripe", "epusdt"];
+
+/// The panel's form for a channel; empty for an unknown name.
+pub fn panel_fields(channel: &str) -> &'static [PanelField] {
+    match channel {
+        "sandbox" => const { &[secret("secret")] },
+        epay::NAME => const { &[field("gateway"), field("pid"), secret("key")] },
+        "alipay" => {
+            const {
+                &[
+                    field("gateway"),
+                    field("app_id"),
+                    PanelField {
+                        optional: true,
+                        ..field("seller_id")
+                    },
+                    pem("app_private_key", true),
+                    pem("alipay_public_key", false),
+                ]
+            }
+        }
+        "wechatpay" => {
+            const {
+                &[
+                    field("gateway"),
+                    field("mchid"),
+                    field("appid"),
+                    secret("apiv3_key"),
+                    field("merchant_serial"),
+                    pem("merchant_private_key", true),
+                    field("platform_serial"),
+                    pem("platform_public_key", false),
+                ]
+            }
+        }
+        stripe::NAME => {
+            const {
+                &[
+                    field("gateway"),
+                    secret("secret_key"),
+                    secret("webhook_secret"),
+                ]
+            }
+        }
+        epusdt::NAME => const { &[field("gateway"), secret("token")] },
+        _ => &[],
+    }
+}

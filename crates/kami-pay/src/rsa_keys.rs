@@ -1,6 +1,6 @@
 //! RSA keys and SHA256withRSA (PKCS#1 v1.5) signatures, shared by the Alipay
 //! (RSA2) and WeChat Pay v3 channels. Keys come from files named in
-//! `[channels.*]`; a missing, empty or unreadable key stops the channel from
+//! `[channels.*]` or PEM pasted into the admin panel; a missing, empty or unreadable key stops the channel from
 //! being built, so it can never run unable to verify (fail closed).
 
 use std::path::Path;
@@ -14,6 +14,8 @@ use rsa::sha2::Sha256;
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
+use crate::ChannelContext;
+
 /// Why a key could not be loaded. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,6 +27,8 @@ pub enum KeyError {
     },
     #[error("{what} {path}: the file is empty")]
     Empty { what: &'static str, path: String },
+    #[error("give exactly one of {what}_file (a path) and {what} (the PEM itself)")]
+    Source { what: &'static str },
     #[error("{what} {path}: not a PEM {expected} RSA key")]
     Parse {
         what: &'static str,
@@ -40,11 +44,53 @@ fn read_key_text(what: &'static str, path: &Path) -> Result<String, KeyError> {
         path: shown.clone(),
         source,
     })?;
+    key_text(what, &shown, &text)
+}
+
+fn key_text(what: &'static str, shown: &str, text: &str) -> Result<String, KeyError> {
     let text = text.trim().to_string();
     if text.is_empty() {
-        return Err(KeyError::Empty { what, path: shown });
+        return Err(KeyError::Empty {
+            what,
+            path: shown.to_string(),
+        });
     }
     Ok(text)
+}
+
+/// A key named by a `*_file` path in kami.toml, or pasted as PEM into the
+/// admin panel (the field without `_file`); exactly one of the two.
+pub struct KeySource<'a> {
+    pub what: &'static str,
+    pub file: Option<&'a str>,
+    pub pem: Option<&'a str>,
+}
+
+impl KeySource<'_> {
+    /// `(text, what the errors call it)`; never the key itself.
+    fn text(&self, ctx: &ChannelContext) -> Result<(String, String), KeyError> {
+        let present = |s: &Option<&str>| s.is_some_and(|s| !s.trim().is_empty());
+        match (self.file, self.pem) {
+            (Some(f), p) if !present(&p) => {
+                let path = ctx.resolve(f);
+                Ok((read_key_text(self.what, &path)?, path.display().to_string()))
+            }
+            (f, Some(p)) if f.is_none() => {
+                Ok((key_text(self.what, "(pasted)", p)?, "(pasted)".into()))
+            }
+            _ => Err(KeyError::Source { what: self.what }),
+        }
+    }
+
+    pub fn private_key(&self, ctx: &ChannelContext) -> Result<SigningKey<Sha256>, KeyError> {
+        let (text, shown) = self.text(ctx)?;
+        parse_private_key(self.what, &shown, &text)
+    }
+
+    pub fn public_key(&self, ctx: &ChannelContext) -> Result<VerifyingKey<Sha256>, KeyError> {
+        let (text, shown) = self.text(ctx)?;
+        parse_public_key(self.what, &shown, &text)
+    }
 }
 
 /// The Alipay console shows keys as bare base64 without PEM armour; accept
@@ -58,37 +104,55 @@ fn bare_der(text: &str) -> Option<Vec<u8>> {
 }
 
 /// A private key in PEM, PKCS#8 or PKCS#1 (or bare base64 DER of either).
+#[cfg(test)]
 pub fn load_private_key(what: &'static str, path: &Path) -> Result<SigningKey<Sha256>, KeyError> {
     let text = read_key_text(what, path)?;
-    let key = match bare_der(&text) {
+    parse_private_key(what, &path.display().to_string(), &text)
+}
+
+fn parse_private_key(
+    what: &'static str,
+    shown: &str,
+    text: &str,
+) -> Result<SigningKey<Sha256>, KeyError> {
+    let key = match bare_der(text) {
         Some(der) => RsaPrivateKey::from_pkcs8_der(&der)
             .ok()
             .or_else(|| RsaPrivateKey::from_pkcs1_der(&der).ok()),
-        None => RsaPrivateKey::from_pkcs8_pem(&text)
+        None => RsaPrivateKey::from_pkcs8_pem(text)
             .ok()
-            .or_else(|| RsaPrivateKey::from_pkcs1_pem(&text).ok()),
+            .or_else(|| RsaPrivateKey::from_pkcs1_pem(text).ok()),
     };
     key.map(SigningKey::<Sha256>::new).ok_or(KeyError::Parse {
         what,
-        path: path.display().to_string(),
+        path: shown.to_string(),
         expected: "PKCS#8 or PKCS#1 private",
     })
 }
 
 /// A public key in PEM SubjectPublicKeyInfo (or PKCS#1, or bare base64 DER).
+#[cfg(test)]
 pub fn load_public_key(what: &'static str, path: &Path) -> Result<VerifyingKey<Sha256>, KeyError> {
     let text = read_key_text(what, path)?;
-    let key = match bare_der(&text) {
+    parse_public_key(what, &path.display().to_string(), &text)
+}
+
+fn parse_public_key(
+    what: &'static str,
+    shown: &str,
+    text: &str,
+) -> Result<VerifyingKey<Sha256>, KeyError> {
+    let key = match bare_der(text) {
         Some(der) => RsaPublicKey::from_public_key_der(&der)
             .ok()
             .or_else(|| RsaPublicKey::from_pkcs1_der(&der).ok()),
-        None => RsaPublicKey::from_public_key_pem(&text)
+        None => RsaPublicKey::from_public_key_pem(text)
             .ok()
-            .or_else(|| RsaPublicKey::from_pkcs1_pem(&text).ok()),
+            .or_else(|| RsaPublicKey::from_pkcs1_pem(text).ok()),
     };
     key.map(VerifyingKey::<Sha256>::new).ok_or(KeyError::Parse {
         what,
-        path: path.display().to_string(),
+        path: shown.to_string(),
         expected: "SubjectPublicKeyInfo public",
     })
 }

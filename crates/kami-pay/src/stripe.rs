@@ -200,6 +200,32 @@ impl Channel for Stripe {
     }
 
     /// The session Kami created (its id is the attempt's reference).
+    /// Looks up a checkout session that cannot exist: 404 means Stripe took
+    /// the secret key, 401 that it did not. The webhook secret never leaves
+    /// Kami, so only a signed event can prove it.
+    async fn check_credentials(&self) -> Result<bool, PayError> {
+        let res = self
+            .http
+            .get(format!(
+                "{}/v1/checkout/sessions/cs_{}",
+                self.cfg.gateway,
+                crate::CHECK_ORDER_NO.replace('-', "_")
+            ))
+            .bearer_auth(&self.cfg.secret_key)
+            .send()
+            .await
+            .map_err(http_error)?;
+        match res.status() {
+            s if s == reqwest::StatusCode::NOT_FOUND || s.is_success() => Ok(true),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => Err(
+                PayError::Gateway(format!("Stripe refused the secret key ({})", res.status())),
+            ),
+            s => Err(PayError::Gateway(format!(
+                "checkout session lookup answered {s}"
+            ))),
+        }
+    }
+
     async fn query_payment(&self, order: &PaymentRequest) -> Result<Option<Notice>, PayError> {
         let Some(session_id) = order.reference.as_deref() else {
             return Ok(None);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::registry::ChannelContext;
-use crate::rsa_keys::{self, KeyError};
+use crate::rsa_keys::{KeyError, KeySource};
 use crate::{
     Channel, Notice, Notification, PayError, PaymentRequest, PaymentStart, Rejection, Reply,
 };
@@ -31,9 +31,16 @@ pub struct WechatpayConfig {
     pub appid: String,
     pub apiv3_key: String,
     pub merchant_serial: String,
-    pub merchant_private_key_file: String,
+    #[serde(default)]
+    pub merchant_private_key_file: Option<String>,
+    /// The PEM itself (the admin panel), instead of the file.
+    #[serde(default)]
+    pub merchant_private_key: Option<String>,
     pub platform_serial: String,
-    pub platform_public_key_file: String,
+    #[serde(default)]
+    pub platform_public_key_file: Option<String>,
+    #[serde(default)]
+    pub platform_public_key: Option<String>,
 }
 
 pub struct Wechatpay {
@@ -99,15 +106,19 @@ impl Wechatpay {
             .try_into()
             .map_err(|_| config_err("apiv3_key must be exactly 32 bytes".into()))?;
         let key_err = |e: KeyError| config_err(e.to_string());
-        let merchant_key = rsa_keys::load_private_key(
-            "merchant_private_key_file",
-            &ctx.resolve(&cfg.merchant_private_key_file),
-        )
+        let merchant_key = KeySource {
+            what: "merchant_private_key",
+            file: cfg.merchant_private_key_file.as_deref(),
+            pem: cfg.merchant_private_key.as_deref(),
+        }
+        .private_key(ctx)
         .map_err(key_err)?;
-        let platform_key = rsa_keys::load_public_key(
-            "platform_public_key_file",
-            &ctx.resolve(&cfg.platform_public_key_file),
-        )
+        let platform_key = KeySource {
+            what: "platform_public_key",
+            file: cfg.platform_public_key_file.as_deref(),
+            pem: cfg.platform_public_key.as_deref(),
+        }
+        .public_key(ctx)
         .map_err(key_err)?;
         Ok(Self {
             gateway: cfg.gateway.trim_end_matches('/').to_string(),
@@ -299,6 +310,15 @@ impl Channel for Wechatpay {
         })
         .to_string();
         self.notice(tx, raw).map_err(reject)
+    }
+
+    /// A signed trade query for an order that cannot exist: the gateway
+    /// answers "no such trade" (signed, and verified) only when it accepted
+    /// our signature.
+    async fn check_credentials(&self) -> Result<bool, PayError> {
+        self.query_payment(&crate::check_request())
+            .await
+            .map(|_| true)
     }
 
     async fn query_payment(&self, order: &PaymentRequest) -> Result<Option<Notice>, PayError> {

@@ -139,6 +139,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets the value only if the key has none yet; returns the value stored.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+    /// Sets the values, replacing any, in one transaction (the admin
+    /// panel's settings page).
+    async fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<()>;
+
+    // --- payment channels configured in the panel --------------------------
+    async fn channel_configs(&self) -> Result<Vec<ChannelConfigRow>>;
+    /// Inserts or replaces the channel's row.
+    async fn put_channel_config(&self, c: &ChannelConfigRow) -> Result<()>;
 
     // --- api keys ----------------------------------------------------------
     async fn create_api_key(

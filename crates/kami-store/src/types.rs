@@ -1,5 +1,5 @@
 use kami_core::pricing::{CouponKind, WholesaleTier};
-use kami_core::{Millis, OrderStatus};
+use kami_core::{Millis, OrderStatus, StockDisplay};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_MERCHANT: i64 = 1;
@@ -28,6 +28,8 @@ pub struct Product {
     pub sale_ends_at: Option<Millis>,
     pub visible: bool,
     pub low_stock_threshold: i64,
+    /// `None` follows the shop's default.
+    pub stock_display: Option<StockDisplay>,
     pub sort_order: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -72,6 +74,7 @@ pub struct NewProduct {
     pub low_stock_threshold: i64,
     pub wholesale_tiers: Vec<WholesaleTier>,
     pub per_ip_limit: Option<i64>,
+    pub stock_display: Option<StockDisplay>,
 }
 
 /// A partial update: `None` leaves a field alone; `Some(None)` clears a
@@ -92,6 +95,7 @@ pub struct ProductPatch {
     pub low_stock_threshold: Option<i64>,
     pub wholesale_tiers: Option<Vec<WholesaleTier>>,
     pub per_ip_limit: Option<Option<i64>>,
+    pub stock_display: Option<Option<StockDisplay>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -395,4 +399,17 @@ pub struct NewCoupon {
     pub product_id: Option<i64>,
     pub max_uses: Option<i64>,
     pub expires_at: Option<Millis>,
+}
+
+/// A payment channel configured in the admin panel: its credentials sealed
+/// with the master key (context `channel_context(name)`), and whether new
+/// orders may use it.
+#[derive(Debug, Clone)]
+pub struct ChannelConfigRow {
+    pub name: String,
+    pub enabled: bool,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub key_id: i64,
+    pub updated_at: Millis,
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
@@ -27,20 +28,26 @@ use crate::breaker::Breakers;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
 use crate::services::catalog::Catalog;
+use crate::services::channels::{ChannelSet, LiveChannel, Source};
 use crate::services::gate::StockGate;
+use crate::services::settings::ShopSettings;
 use crate::state::{AppState, OrderWriter, PayWriter, Settings, Shared};
 use crate::{metrics, pay, shop, workers};
 
 const BODY_LIMIT: usize = 1024 * 1024;
 const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// `gateways` are the configured real payment channels (kami-pay's
-/// registry); the sandbox is added here when its secret is set.
+/// `gateways` are the real payment channels built from kami.toml (kami-pay's
+/// registry) and `config_managed` the names of every `[channels.*]` section
+/// (built or `enabled = false`); the sandbox is added here when its secret
+/// is set. Channels saved in the admin panel are added by
+/// `services::channels::load_stored`.
 pub fn build_state(
     store: Arc<dyn Store>,
     keys: Keys,
     settings: Settings,
     gateways: Vec<Arc<dyn Channel>>,
+    mut config_managed: Vec<String>,
 ) -> Shared {
     let mut channels: Vec<Arc<dyn Channel>> = gateways;
     let sandbox = settings
@@ -55,6 +62,7 @@ pub fn build_state(
         });
     if let Some(sb) = &sandbox {
         channels.push(sb.clone());
+        config_managed.push(kami_pay::sandbox::NAME.into());
     }
     metrics::handle();
     let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
@@ -64,15 +72,27 @@ pub fn build_state(
         settings.breaker_cooldown_ms,
     );
     let (order_writer, pay_writers) = writers(&store, &settings);
+    let channels = ChannelSet {
+        entries: channels
+            .into_iter()
+            .map(|channel| LiveChannel {
+                channel,
+                enabled: true,
+                source: Source::Config,
+            })
+            .collect(),
+        config_managed,
+        sandbox,
+    };
     Arc::new(AppState {
         store,
         keys,
         limits: RateLimits::new(settings.rate_limits),
         breakers,
         admin: crate::admin::AdminState::new(settings.rate_limits),
+        shop: ArcSwap::from_pointee(ShopSettings::from_config(&settings)),
         settings,
-        channels,
-        sandbox,
+        channels: ArcSwap::from_pointee(channels),
         wake_worker: Notify::new(),
         templates: shop::templates(),
         gate: StockGate::default(),

@@ -25,7 +25,7 @@ pub async fn notify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(ch) = state.channel(&channel).cloned() else {
+    let Some(ch) = state.channel(&channel) else {
         return (StatusCode::NOT_FOUND, "unknown payment channel").into_response();
     };
     let n = Notification {

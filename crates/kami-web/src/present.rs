@@ -25,6 +25,8 @@ pub fn product(p: &Product) -> Value {
         "sale_starts_at": time(p.sale_starts_at),
         "sale_ends_at": time(p.sale_ends_at),
         "low_stock_threshold": p.low_stock_threshold,
+        // An extension of API.md: null follows the shop's default.
+        "stock_display": p.stock_display,
         "wholesale_tiers": p.wholesale_tiers,
         "per_ip_limit": p.per_ip_limit,
     })

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use kami_core::secrets::Keys;
 use kami_pay::sandbox::Sandbox;
 use kami_pay::Channel;
@@ -12,7 +13,9 @@ use tokio::sync::Notify;
 use crate::breaker::Breakers;
 use crate::rate_limit::RateLimits;
 use crate::services::catalog::Catalog;
+use crate::services::channels::ChannelSet;
 use crate::services::gate::StockGate;
+use crate::services::settings::ShopSettings;
 
 /// The group-commit writers of orders and payments (kami-store's
 /// `GroupCommit` over `Store::create_orders` / `pay_orders`).
@@ -20,6 +23,8 @@ pub type OrderWriter = GroupCommit<NewOrder, StoreResult<Result<Order, CreateOrd
 pub type PayWriter = GroupCommit<NewPayment, StoreResult<PayOutcome>>;
 
 /// Settings the web layer needs, already parsed and defaulted by the binary.
+/// Shop name, notice and order TTL are only the first values: the live ones
+/// are `AppState::shop()`, which the admin panel changes.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Where buyers and gateways reach this shop, without a trailing slash.
@@ -72,8 +77,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub settings: Settings,
-    pub channels: Vec<Arc<dyn Channel>>,
-    pub sandbox: Option<Arc<Sandbox>>,
+    /// Name, notice, order TTL, stock display: changed live by the panel.
+    pub shop: ArcSwap<ShopSettings>,
+    /// Every configured channel, enabled or not (services/channels.rs).
+    pub channels: ArcSwap<ChannelSet>,
     pub limits: RateLimits,
     pub breakers: Breakers,
     /// Wakes the job worker early (e.g. right after an order is created with
@@ -94,8 +101,27 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
-        self.channels.iter().find(|c| c.name() == name)
+    pub fn shop(&self) -> Guard<Arc<ShopSettings>> {
+        self.shop.load()
+    }
+
+    /// A configured channel, even a disabled one: notifications and
+    /// reconciliation for orders already on it still work.
+    pub fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.channels.load().get(name).map(|e| e.channel.clone())
+    }
+
+    /// A channel new payments may start on: configured and enabled.
+    pub fn enabled_channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.channels
+            .load()
+            .get(name)
+            .filter(|e| e.enabled)
+            .map(|e| e.channel.clone())
+    }
+
+    pub fn sandbox(&self) -> Option<Arc<Sandbox>> {
+        self.channels.load().sandbox.clone()
     }
 
     pub fn pay_writer(&self, order_id: i64) -> &PayWriter {
@@ -111,16 +137,22 @@ impl AppState {
         self.catalog.invalidate();
     }
 
+    /// The enabled channels.
     pub fn channel_names(&self) -> Vec<&'static str> {
-        self.channels.iter().map(|c| c.name()).collect()
+        self.channels
+            .load()
+            .entries
+            .iter()
+            .filter(|e| e.enabled)
+            .map(|e| e.channel.name())
+            .collect()
     }
 
-    /// The channels new orders may use now: configured, and not held back
-    /// by an open circuit breaker.
+    /// The channels new orders may use now: configured, enabled, and not
+    /// held back by an open circuit breaker.
     pub fn offered_channels(&self) -> Vec<&'static str> {
-        self.channels
-            .iter()
-            .map(|c| c.name())
+        self.channel_names()
+            .into_iter()
             .filter(|n| self.breakers.allows(n))
             .collect()
     }

@@ -70,8 +70,10 @@ fn fixture(seller_id: Option<&str>) -> Fixture {
         app_id: "2021000000000001".into(),
         seller_id: seller_id.map(str::to_string),
         // Relative paths resolve against the kami.toml directory.
-        app_private_key_file: "app_private.pem".into(),
-        alipay_public_key_file: "alipay_public.pem".into(),
+        app_private_key_file: Some("app_private.pem".into()),
+        app_private_key: None,
+        alipay_public_key_file: Some("alipay_public.pem".into()),
+        alipay_public_key: None,
         mode: Mode::Page,
     };
     Fixture {
@@ -213,8 +215,10 @@ fn a_missing_or_empty_key_refuses_to_build() {
         gateway: "http://127.0.0.1:1/gateway.do".into(),
         app_id: "2021000000000001".into(),
         seller_id: None,
-        app_private_key_file: "app_private.pem".into(),
-        alipay_public_key_file: "alipay_public.pem".into(),
+        app_private_key_file: Some("app_private.pem".into()),
+        app_private_key: None,
+        alipay_public_key_file: Some("alipay_public.pem".into()),
+        alipay_public_key: None,
         mode: Mode::Precreate,
     };
     let ctx = ChannelContext {
@@ -249,4 +253,44 @@ fn the_registry_builds_it_from_its_section_and_refuses_unknown_keys() {
     let mut bad_mode = section;
     bad_mode.insert("mode".into(), "app".into());
     assert!(crate::build_channel(NAME, &bad_mode, &ctx).is_err());
+}
+
+#[test]
+fn pasted_pem_keys_build_the_same_channel_as_key_files() {
+    let f = fixture(None);
+    let ctx = ChannelContext {
+        public_url: "http://127.0.0.1:1".into(),
+        base_dir: std::path::PathBuf::from("/nonexistent"),
+    };
+    let pem = |name: &str| std::fs::read_to_string(f.dir.join(name)).unwrap();
+    let mut section = toml::Table::new();
+    section.insert("gateway".into(), "http://127.0.0.1:1/gateway.do".into());
+    section.insert("app_id".into(), "2021000000000001".into());
+    section.insert("app_private_key".into(), pem("app_private.pem").into());
+    section.insert("alipay_public_key".into(), pem("alipay_public.pem").into());
+    let built = crate::build_channel(NAME, &section, &ctx).unwrap().unwrap();
+    let n = notify(&f.alipay_private, &[]);
+    assert!(built.verify_notification(&n, 0).is_ok());
+
+    // A bad paste is a clear error that names the field, never the key.
+    let mut bad = section.clone();
+    bad.insert(
+        "app_private_key".into(),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----".into(),
+    );
+    let e = crate::build_channel(NAME, &bad, &ctx)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("app_private_key") && e.contains("not a PEM"),
+        "{e}"
+    );
+    let mut empty = section;
+    empty.insert("alipay_public_key".into(), "  ".into());
+    let e = crate::build_channel(NAME, &empty, &ctx)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("empty"), "{e}");
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::rsa_keys::test_keys;
+use crate::rsa_keys::{self, test_keys};
 
 const APIV3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
 const PLATFORM_SERIAL: &str = "PUB_KEY_ID_0114232134912410000000000000";
@@ -42,9 +42,11 @@ fn config() -> WechatpayConfig {
         appid: "wxd678efh567hg6787".into(),
         apiv3_key: APIV3_KEY.into(),
         merchant_serial: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(),
-        merchant_private_key_file: "merchant_private.pem".into(),
+        merchant_private_key_file: Some("merchant_private.pem".into()),
+        merchant_private_key: None,
         platform_serial: PLATFORM_SERIAL.into(),
-        platform_public_key_file: "platform_public.pem".into(),
+        platform_public_key_file: Some("platform_public.pem".into()),
+        platform_public_key: None,
     }
 }
 
@@ -259,7 +261,8 @@ fn a_short_apiv3_key_or_missing_key_file_refuses_to_build() {
     };
     assert!(Wechatpay::new(short, &ctx).is_err());
     let missing = WechatpayConfig {
-        platform_public_key_file: "nowhere.pem".into(),
+        platform_public_key_file: Some("nowhere.pem".into()),
+        platform_public_key: None,
         ..config()
     };
     assert!(Wechatpay::new(missing, &ctx).is_err());

@@ -1,4 +1,4 @@
-use kami_core::{now_millis, Millis};
+use kami_core::{now_millis, Millis, StockDisplay};
 use sqlx::AnyPool;
 use sqlx::Row;
 
@@ -63,8 +63,9 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO products (merchant_id, category_id, name, description, price, currency, \
          min_quantity, max_quantity, per_buyer_limit, sale_starts_at, sale_ends_at, visible, \
-         low_stock_threshold, created_at, updated_at, wholesale_tiers, per_ip_limit) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) \
+         low_stock_threshold, stock_display, created_at, updated_at, wholesale_tiers, \
+         per_ip_limit) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $17, $14, $14, $15, $16) \
          RETURNING id",
     )
     .bind(DEFAULT_MERCHANT)
@@ -83,6 +84,7 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     .bind(now)
     .bind(tiers_json(&p.wholesale_tiers))
     .bind(p.per_ip_limit)
+    .bind(p.stock_display.map(StockDisplay::as_str))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -109,7 +111,8 @@ pub async fn update_product(
         "UPDATE products SET category_id = $2, name = $3, description = $4, price = $5, \
          currency = $6, min_quantity = $7, max_quantity = $8, per_buyer_limit = $9, \
          sale_starts_at = $10, sale_ends_at = $11, visible = $12, low_stock_threshold = $13, \
-         updated_at = $14, wholesale_tiers = $15, per_ip_limit = $16 WHERE id = $1",
+         updated_at = $14, wholesale_tiers = $15, per_ip_limit = $16, stock_display = $17 \
+         WHERE id = $1",
     )
     .bind(id)
     .bind(patch.category_id.unwrap_or(cur.category_id))
@@ -132,6 +135,12 @@ pub async fn update_product(
             .unwrap_or(&cur.wholesale_tiers),
     ))
     .bind(patch.per_ip_limit.unwrap_or(cur.per_ip_limit))
+    .bind(
+        patch
+            .stock_display
+            .unwrap_or(cur.stock_display)
+            .map(StockDisplay::as_str),
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

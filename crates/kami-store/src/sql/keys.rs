@@ -81,3 +81,21 @@ pub async fn init_setting(s: &SqlStore, key: &str, value: &str) -> Result<String
     tx.commit().await?;
     Ok(stored)
 }
+
+/// Stores the values whatever was there, all or none (the admin panel's
+/// settings page).
+pub async fn set_settings(s: &SqlStore, pairs: &[(&str, &str)]) -> Result<()> {
+    let mut tx = s.begin().await?;
+    for (key, value) in pairs {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

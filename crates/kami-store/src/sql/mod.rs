@@ -10,6 +10,7 @@ mod admin_views;
 mod attempts;
 mod batch;
 mod catalog;
+mod channel_configs;
 mod connect;
 mod coupons;
 mod jobs;
@@ -234,6 +235,15 @@ impl Store for SqlStore {
     }
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         keys::init_setting(self, key, value).await
+    }
+    async fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        keys::set_settings(self, pairs).await
+    }
+    async fn channel_configs(&self) -> Result<Vec<ChannelConfigRow>> {
+        channel_configs::list(self).await
+    }
+    async fn put_channel_config(&self, c: &ChannelConfigRow) -> Result<()> {
+        channel_configs::put(self, c).await
     }
 
     async fn create_api_key(

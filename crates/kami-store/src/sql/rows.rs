@@ -2,7 +2,7 @@
 //! both backends (sqlx's `Any` driver has no SQLite boolean).
 
 use kami_core::pricing::parse_tiers;
-use kami_core::OrderStatus;
+use kami_core::{OrderStatus, StockDisplay};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -12,8 +12,8 @@ use crate::{Result, StoreError};
 pub const PRODUCT_COLUMNS: &str =
     "p.id, p.category_id, c.name AS category, p.name, p.description, \
      p.price, p.currency, p.min_quantity, p.max_quantity, p.per_buyer_limit, p.sale_starts_at, \
-     p.sale_ends_at, p.visible, p.low_stock_threshold, p.sort_order, p.created_at, p.updated_at, \
-     p.wholesale_tiers, p.per_ip_limit, \
+     p.sale_ends_at, p.visible, p.low_stock_threshold, p.stock_display, p.sort_order, \
+     p.created_at, p.updated_at, p.wholesale_tiers, p.per_ip_limit, \
      (SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock";
 
 pub fn product(row: &AnyRow) -> Result<Product> {
@@ -32,6 +32,13 @@ pub fn product(row: &AnyRow) -> Result<Product> {
         sale_ends_at: row.try_get("sale_ends_at")?,
         visible: row.try_get::<i64, _>("visible")? != 0,
         low_stock_threshold: row.try_get("low_stock_threshold")?,
+        stock_display: row
+            .try_get::<Option<String>, _>("stock_display")?
+            .map(|s| {
+                StockDisplay::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown stock_display {s:?}")))
+            })
+            .transpose()?,
         sort_order: row.try_get("sort_order")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

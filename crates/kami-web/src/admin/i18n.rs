@@ -16,6 +16,30 @@ translations! {
     "nav_keys" => "API 密钥", "API keys";
     "nav_security" => "账户安全", "Security";
     "nav_shop" => "查看店铺", "View shop";
+    "nav_settings" => "店铺设置", "Settings";
+    "nav_channels" => "支付通道", "Payment channels";
+
+    // Settings and payment channels
+    "settings_precedence" => "此处保存的值优先于 kami.toml 与环境变量（它们只是初始值），保存后立即生效。", "Values saved here win over kami.toml and the environment (which only give the first values), and apply at once.";
+    "settings_shop_name" => "店铺名称", "Shop name";
+    "settings_notice" => "公告横幅", "Notice banner";
+    "settings_order_ttl" => "订单有效期（秒）", "Order TTL (seconds)";
+    "settings_stock_display" => "默认库存显示方式", "Default stock display";
+    "stock_display" => "库存显示方式", "Stock display";
+    "stock_display_inherit" => "跟随店铺默认", "Shop default";
+    "stock_display_exact" => "显示数量", "Exact count";
+    "stock_display_level" => "充足 / 少量 / 售罄", "Plenty / few / sold out";
+    "stock_display_hidden" => "不显示", "Hidden";
+    "channels_intro" => "凭据使用主密钥加密保存，密钥类字段不会再显示。kami.toml 中配置的通道以其为准，此处只读。停用的通道不再接受新订单，但已创建订单的支付通知仍会被验证并入账。", "Credentials are stored sealed with the master key; secret fields are never shown again. Channels configured in kami.toml follow it and are read-only here. A disabled channel takes no new orders, but notifications for orders already created on it are still verified and accepted.";
+    "channel_managed" => "由 kami.toml 管理", "managed by kami.toml";
+    "channel_managed_hint" => "此通道由配置文件（kami.toml 或环境变量）设置，请在那里修改。", "This channel is set by the configuration (kami.toml or the environment); change it there.";
+    "channel_enabled" => "已启用", "Enabled";
+    "channel_disabled" => "已停用", "Disabled";
+    "channel_not_configured" => "未配置", "Not configured";
+    "channel_enable" => "启用", "Enable";
+    "channel_disable" => "停用", "Disable";
+    "channel_test" => "测试连接", "Test";
+    "secret_set_keep" => "已设置 — 留空则保持不变", "set — leave blank to keep";
     "logout" => "退出登录", "Log out";
     "signed_in_as" => "当前账户", "Signed in as";
     "role_owner" => "店主", "Owner";
@@ -240,6 +264,8 @@ mod tests {
             "keys",
             "audit",
             "security",
+            "settings",
+            "channels",
         ]
         .map(|k| format!("nav_{k}"))
         .into_iter()

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod auth;
+mod channels;
 mod codes;
 mod coupons;
 mod dashboard;
@@ -16,6 +17,7 @@ mod orders;
 mod page;
 mod products;
 mod security;
+mod settings;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -89,6 +91,14 @@ pub fn router() -> Router<Shared> {
             "/admin/security/recovery-codes",
             post(security::regenerate_recovery_codes),
         )
+        .route("/admin/settings", get(settings::show).post(settings::save))
+        .route("/admin/channels", get(channels::list))
+        .route("/admin/channels/{name}", post(channels::save))
+        .route(
+            "/admin/channels/{name}/enabled",
+            post(channels::set_enabled),
+        )
+        .route("/admin/channels/{name}/test", post(channels::test))
         .route("/static/admin.css", get(page::css))
         // Outside the import route's own limit, which therefore wins there.
         .layer(DefaultBodyLimit::max(FORM_BODY_LIMIT))

@@ -77,6 +77,14 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
         "admin/security.html",
         include_str!("../../templates/admin/security.html"),
     ),
+    (
+        "admin/settings.html",
+        include_str!("../../templates/admin/settings.html"),
+    ),
+    (
+        "admin/channels.html",
+        include_str!("../../templates/admin/channels.html"),
+    ),
 ];
 
 pub const CSS: &str = include_str!("../../static/admin.css");

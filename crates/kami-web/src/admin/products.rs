@@ -17,6 +17,8 @@ use crate::present::money;
 use crate::state::Shared;
 
 pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP", "USDT"];
+/// The product form's choices; `inherit` follows the shop's settings.
+const STOCK_DISPLAYS: &[&str] = &["inherit", "exact", "level", "hidden"];
 
 /// Products in the storefront's order, each with its neighbours in the same
 /// category (the ones a move swaps it with), and the categories in theirs.
@@ -110,7 +112,7 @@ pub struct SavedQuery {
 
 pub async fn new_form(op: Operator) -> Response {
     let blank = json!({"currency": "CNY", "min_quantity": 1, "max_quantity": 10,
-                       "visible": true, "low_stock_threshold": 0});
+                       "visible": true, "low_stock_threshold": 0, "stock_display": "inherit"});
     form_page(&op, StatusCode::OK, None, blank, None, false)
 }
 
@@ -147,7 +149,7 @@ fn form_page(
         status,
         "admin/product_form.html",
         json!({"nav": "products", "id": id, "f": f, "error": error, "saved": saved,
-               "currencies": CURRENCIES}),
+               "currencies": CURRENCIES, "stock_displays": STOCK_DISPLAYS}),
     )
 }
 
@@ -164,6 +166,7 @@ fn values(p: &Product) -> Value {
            "sale_ends_at": p.sale_ends_at.map(local_input),
            "low_stock_threshold": p.low_stock_threshold,
            "per_ip_limit": p.per_ip_limit,
+           "stock_display": p.stock_display.map_or("inherit", |d| d.as_str()),
            "wholesale_tiers": tiers_text(p)})
 }
 
@@ -238,6 +241,9 @@ pub struct ProductForm {
     per_ip_limit: String,
     #[serde(default)]
     wholesale_tiers: String,
+    /// `inherit` (the shop's default), `exact`, `level` or `hidden`.
+    #[serde(default)]
+    stock_display: String,
 }
 
 fn int(field: &str, s: &str) -> Result<Option<i64>, String> {
@@ -287,6 +293,7 @@ impl ProductForm {
             ),
             per_ip_limit: Some(int("per_ip_limit", &self.per_ip_limit)?),
             wholesale_tiers: Some(parse_tiers_text(currency, &self.wholesale_tiers)?),
+            stock_display: Some(Some(self.stock_display.clone())),
         })
     }
 

@@ -29,7 +29,7 @@ fn setup(
     error: bool,
 ) -> PanelResult {
     let b32 = totp::secret_base32(secret).map_err(|_| PanelError::Internal)?;
-    let uri = totp::otpauth_uri(secret, &state.settings.shop_name, &op.session.email)
+    let uri = totp::otpauth_uri(secret, &state.shop().shop_name, &op.session.email)
         .map_err(|_| PanelError::Internal)?;
     let qr = crate::qr::svg_data_uri(&uri, 200).ok_or(PanelError::Internal)?;
     Ok(op.render_status(

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use kami_core::pricing::{validate_tiers, WholesaleTier};
-use kami_core::{Currency, OrderStatus};
+use kami_core::{Currency, OrderStatus, StockDisplay};
 use kami_store::{NewProduct, OrderFilter, Product, ProductPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -43,6 +43,21 @@ pub struct ProductInput {
     /// Most codes one client address may hold (extension to API.md).
     #[serde(deserialize_with = "double_option")]
     pub per_ip_limit: Option<Option<i64>>,
+    /// `exact`, `level`, `hidden`, or `null` / `inherit` for the shop's default.
+    #[serde(deserialize_with = "double_option")]
+    pub stock_display: Option<Option<String>>,
+}
+
+fn parse_stock_display(v: &Option<String>) -> ApiResult<Option<StockDisplay>> {
+    match v.as_deref().map(str::trim) {
+        None | Some("" | "inherit") => Ok(None),
+        Some(s) => StockDisplay::parse(s).map(Some).ok_or_else(|| {
+            ApiError::invalid_param(
+                "stock_display",
+                "stock_display must be exact, level, hidden or inherit",
+            )
+        }),
+    }
 }
 
 /// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -195,6 +210,7 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
         wholesale_tiers,
         per_ip_limit,
+        stock_display: parse_stock_display(&input.stock_display.flatten())?,
     };
     let p = state.store.create_product(&new).await?;
     state.gate.observed(p.id, 0);
@@ -267,6 +283,11 @@ pub async fn update_product_from(
         low_stock_threshold: input.low_stock_threshold.map(|t| t.max(0)),
         wholesale_tiers: input.wholesale_tiers,
         per_ip_limit: input.per_ip_limit,
+        stock_display: input
+            .stock_display
+            .as_ref()
+            .map(parse_stock_display)
+            .transpose()?,
     };
     let p = state
         .store

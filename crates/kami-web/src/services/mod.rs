@@ -4,8 +4,10 @@
 pub mod admins;
 pub mod cards;
 pub mod catalog;
+pub mod channels;
 pub mod gate;
 pub mod import;
 pub mod notify;
 pub mod orders;
 pub mod payments;
+pub mod settings;

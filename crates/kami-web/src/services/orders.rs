@@ -74,7 +74,7 @@ pub async fn place_order(
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
     let channel = req.channel.as_deref().unwrap_or_default();
-    if state.channel(channel).is_none() {
+    if state.enabled_channel(channel).is_none() {
         return Err(ApiError::invalid_param(
             "channel",
             format!(
@@ -141,7 +141,8 @@ pub async fn place_order(
     let amount = quote.amount;
     let order_no = OrderNo::generate(now).as_str().to_string();
     let access_token = random_token("kat_");
-    let expires_at = now + state.settings.order_ttl_secs * 1000;
+    let ttl_secs = state.shop().order_ttl_secs;
+    let expires_at = now + ttl_secs * 1000;
     let body = json!({
         "order_no": order_no,
         "status": "pending",
@@ -201,7 +202,7 @@ pub async fn place_order(
     match outcome {
         Ok(order) => {
             tracing::info!(order_no = %order.order_no, quantity, amount, channel, "order created, codes reserved");
-            if state.settings.order_ttl_secs < 5 {
+            if ttl_secs < 5 {
                 state.wake_worker.notify_one();
             }
             Ok(Placed {

@@ -137,7 +137,7 @@ enum Answer {
 
 /// Asks the gateway and applies its answer like a notification.
 async fn check(state: &AppState, a: &PaymentAttempt) -> Result<Answer, String> {
-    let Some(channel) = state.channel(&a.channel).cloned() else {
+    let Some(channel) = state.channel(&a.channel) else {
         return Err(format!("channel {} is no longer configured", a.channel));
     };
     let order = state

@@ -21,7 +21,7 @@ pub async fn gateway_page(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    let Some(ch) = state.channel(&channel).cloned() else {
+    let Some(ch) = state.enabled_channel(&channel) else {
         return page.error(&state, &ApiError::not_found("page"));
     };
     let path = format!("/pay/{channel}/{order_no}");

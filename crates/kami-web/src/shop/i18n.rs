@@ -38,6 +38,8 @@ translations! {
     "category_other" => "其他", "Other";
     "in_stock" => "库存", "In stock";
     "sold_out" => "已售罄", "Sold out";
+    "stock_plenty" => "库存充足", "Plenty in stock";
+    "stock_few" => "仅剩少量", "Only a few left";
     "view_product" => "购买", "Buy";
 
     // Product page

@@ -17,6 +17,8 @@ use kami_core::now_millis;
 use kami_core::order::rfc3339;
 use kami_core::pricing::CouponRefusal;
 use kami_core::secrets::{ct_eq, random_token};
+use kami_core::stock_display::StockLevel;
+use kami_core::StockDisplay;
 use kami_pay::sandbox;
 use kami_pay::Notification;
 use kami_store::{Order, Product, SaleTerms};
@@ -123,10 +125,11 @@ impl Page {
     ) -> Response {
         let lang = self.lang;
         ctx["lang"] = json!(lang);
-        ctx["shop_name"] = json!(state.settings.shop_name);
-        ctx["sandbox"] = json!(state.sandbox.is_some());
+        let shop = state.shop();
+        ctx["shop_name"] = json!(shop.shop_name);
+        ctx["sandbox"] = json!(state.enabled_channel(sandbox::NAME).is_some());
         ctx["csrf"] = json!(self.csrf);
-        ctx["notice"] = json!(state.settings.notice);
+        ctx["notice"] = json!(shop.notice);
         let ctx = minijinja::context! {
             tr => Value::from_function(move |key: &str| i18n::tr(lang, key)),
             ..Value::from_serialize(&ctx)
@@ -231,7 +234,10 @@ fn accept_language(headers: &HeaderMap) -> &'static str {
     }
 }
 
-fn product_view(p: &Product, now: i64) -> serde_json::Value {
+/// A product for the pages. Under `level` and `hidden` the count is left
+/// out of the page entirely (the JSON API still gives it, as API.md says).
+fn product_view(p: &Product, now: i64, shop_default: StockDisplay) -> serde_json::Value {
+    let display = p.stock_display.unwrap_or(shop_default);
     let excerpt: String = markdown::to_text(&p.description)
         .chars()
         .take(120)
@@ -245,7 +251,10 @@ fn product_view(p: &Product, now: i64) -> serde_json::Value {
         "description_html": markdown::to_html(&p.description),
         "description_excerpt": excerpt,
         "price_display": money(p.price, &p.currency),
-        "stock": p.stock,
+        "stock": (display == StockDisplay::Exact).then_some(p.stock),
+        "stock_display": display.as_str(),
+        "stock_level": (display == StockDisplay::Level)
+            .then(|| StockLevel::of(p.stock, p.low_stock_threshold).as_str()),
         "sold_out": p.stock == 0,
         "min_quantity": p.min_quantity,
         "max_quantity": p.max_quantity,
@@ -308,7 +317,10 @@ pub async fn index(
             categories.push(c);
         }
     }
-    let views: Vec<_> = products.iter().map(|p| product_view(p, now)).collect();
+    let views: Vec<_> = products
+        .iter()
+        .map(|p| product_view(p, now, state.shop().stock_display))
+        .collect();
     page.render(
         &state,
         StatusCode::OK,
@@ -346,8 +358,8 @@ async fn render_product(
         state,
         status,
         "product.html",
-        json!({"product": product_view(&product, now_millis()), "channels": channels, "error": error,
-               "form": form, "quote": quote}),
+        json!({"product": product_view(&product, now_millis(), state.shop().stock_display),
+               "channels": channels, "error": error, "form": form, "quote": quote}),
     )
 }
 
@@ -647,7 +659,7 @@ pub async fn sandbox_page(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    if state.sandbox.is_none() {
+    if state.sandbox().is_none() {
         return page.error(&state, &ApiError::not_found("page"));
     }
     let order = match order_access(
@@ -695,8 +707,7 @@ pub async fn sandbox_pay(
     if let Err(e) = page.check_csrf(&headers, &form.csrf) {
         return page.error(&state, &e);
     }
-    let (Some(sb), Some(channel)) = (state.sandbox.clone(), state.channel(sandbox::NAME).cloned())
-    else {
+    let (Some(sb), Some(channel)) = (state.sandbox(), state.channel(sandbox::NAME)) else {
         return page.error(&state, &ApiError::not_found("page"));
     };
     let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();

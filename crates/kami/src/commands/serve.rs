@@ -43,7 +43,18 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     };
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;
-    let state = kami_web::build_state(store.clone() as Arc<dyn Store>, keys, settings, gateways);
+    let config_managed = cfg.channels.keys().cloned().collect();
+    let state = kami_web::build_state(
+        store.clone() as Arc<dyn Store>,
+        keys,
+        settings,
+        gateways,
+        config_managed,
+    );
+    // What the admin panel saved wins over kami.toml's shop settings; for
+    // channels kami.toml wins (services/channels.rs).
+    kami_web::services::settings::load(&state).await?;
+    kami_web::services::channels::load_stored(&state).await?;
     if cfg.demo {
         seed_demo(&state).await?;
     }
@@ -51,7 +62,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.bind))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, public_url = %public_url, backend = %store.backend(), sandbox = state.sandbox.is_some(), "kami listening");
+    tracing::info!(%addr, public_url = %public_url, backend = %store.backend(), sandbox = state.sandbox().is_some(), "kami listening");
     if cfg.demo {
         eprintln!("\n  Kami demo shop is open: {public_url}/\n  (sandbox payments: press \"Pay\" on the payment page; no real money moves)\n");
     }
@@ -124,6 +135,7 @@ async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
                 price: 890,
             }],
             per_ip_limit: None,
+            stock_display: None,
         })
         .await?;
     // A coupon to try at the checkout: 10 % off, shop-wide.

@@ -1,0 +1,17 @@
+-- Issue 3: how the storefront shows a product's stock ('exact', 'level',
+-- 'hidden'); NULL follows the shop's default (settings key stock_display).
+ALTER TABLE products ADD COLUMN stock_display TEXT;
+
+-- Issue 4: payment channels configured in the admin panel. The whole
+-- credential set is one AES-256-GCM value sealed with the master key and
+-- bound to the channel's name (associated data), like the codes.
+CREATE TABLE channel_configs (
+    merchant_id BIGINT NOT NULL REFERENCES merchants (id),
+    name        TEXT   NOT NULL,
+    enabled     BIGINT NOT NULL DEFAULT 1,
+    ciphertext  BYTEA  NOT NULL,
+    nonce       BYTEA  NOT NULL,
+    key_id      BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (merchant_id, name)
+);
