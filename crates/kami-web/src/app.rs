@@ -26,6 +26,7 @@ use crate::api::{self, admin, public};
 use crate::breaker::Breakers;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
+use crate::redis_conn::Redis;
 use crate::services::catalog::Catalog;
 use crate::services::gate::StockGate;
 use crate::state::{AppState, OrderWriter, PayWriter, Settings, Shared};
@@ -35,13 +36,14 @@ const BODY_LIMIT: usize = 1024 * 1024;
 const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// `gateways` are the configured real payment channels (kami-pay's
-/// registry); the sandbox is added here when its secret is set.
+/// registry); the sandbox is added here when its secret is set. Fails only
+/// on a Redis URL that does not parse (Redis itself need not be up).
 pub fn build_state(
     store: Arc<dyn Store>,
     keys: Keys,
     settings: Settings,
     gateways: Vec<Arc<dyn Channel>>,
-) -> Shared {
+) -> Result<Shared, ::redis::RedisError> {
     let mut channels: Vec<Arc<dyn Channel>> = gateways;
     let sandbox = settings
         .sandbox_secret
@@ -64,10 +66,21 @@ pub fn build_state(
         settings.breaker_cooldown_ms,
     );
     let (order_writer, pay_writers) = writers(&store, &settings);
-    Arc::new(AppState {
+    let redis = match &settings.redis {
+        Some(r) => Some(Arc::new(Redis::open(r)?)),
+        None => None,
+    };
+    let (limits, gate) = match redis {
+        Some(redis) => (
+            RateLimits::shared(settings.rate_limits, redis.clone()),
+            StockGate::shared(redis),
+        ),
+        None => (RateLimits::new(settings.rate_limits), StockGate::default()),
+    };
+    Ok(Arc::new(AppState {
         store,
         keys,
-        limits: RateLimits::new(settings.rate_limits),
+        limits,
         breakers,
         admin: crate::admin::AdminState::new(settings.rate_limits),
         settings,
@@ -75,11 +88,11 @@ pub fn build_state(
         sandbox,
         wake_worker: Notify::new(),
         templates: shop::templates(),
-        gate: StockGate::default(),
+        gate,
         catalog: Catalog::default(),
         order_writer,
         pay_writers,
-    })
+    }))
 }
 
 /// The group-commit writers. SQLite has one writer connection, so one task

@@ -169,7 +169,7 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
     };
     let p = state.store.create_product(&new).await?;
-    state.gate.observed(p.id, 0);
+    state.gate.observed(p.id, 0).await;
     state.catalog.invalidate();
     tracing::info!(product_id = p.id, "product created");
     Ok(p)

@@ -5,6 +5,7 @@ pub mod admins;
 pub mod cards;
 pub mod catalog;
 pub mod gate;
+pub mod gate_redis;
 pub mod import;
 pub mod notify;
 pub mod orders;

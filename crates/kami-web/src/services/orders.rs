@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::services::gate::GateVerdict;
+use crate::services::gate::{Admission, Settled};
 use crate::state::AppState;
 
 /// Longest query password accepted; it is only ever hashed.
@@ -115,22 +115,23 @@ pub async fn place_order(
     if product.sale_ends_at.is_some_and(|e| now >= e) {
         return Err(ApiError::sale_ended());
     }
+    let amount = product
+        .price
+        .checked_mul(quantity)
+        .ok_or_else(|| ApiError::invalid_param("quantity", "amount overflows"))?;
     // The stock gate turns buyers away without a database round trip once
     // stock is gone; it only ever rejects what the database would (gate.rs).
-    match state.gate.check(product_id, quantity) {
-        GateVerdict::Pass => {}
-        GateVerdict::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
-        GateVerdict::Insufficient(left) => {
+    // With Redis it holds the codes until the database has answered.
+    let hold = match state.gate.admit(product_id, quantity).await {
+        Admission::Pass(hold) => hold,
+        Admission::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
+        Admission::Insufficient(left) => {
             return Err(gate_rejected(
                 "insufficient_stock",
                 ApiError::insufficient_stock(left),
             ))
         }
-    }
-    let amount = product
-        .price
-        .checked_mul(quantity)
-        .ok_or_else(|| ApiError::invalid_param("quantity", "amount overflows"))?;
+    };
 
     let order_no = OrderNo::generate(now).as_str().to_string();
     let access_token = random_token("kat_");
@@ -162,6 +163,7 @@ pub async fn place_order(
         per_buyer_limit: product.per_buyer_limit,
         idempotency: idem.map(|i| sealed_response(state, i, 201, &body)),
     };
+    // Every early return below drops the hold, which gives its codes back.
     let outcome = match state.order_writer.submit(new).await {
         Ok(outcome) => outcome?,
         Err(SubmitError::Overloaded) => {
@@ -174,11 +176,12 @@ pub async fn place_order(
     // a count taken before the other orders of its batch were answered, whose
     // decrements would then be counted twice; the gate keeps its own count
     // there and lets the database answer again rather than risk a wrong "no".
-    match &outcome {
-        Ok(_) => state.gate.reserved(product_id, quantity),
-        Err(CreateOrderError::SoldOut) => state.gate.observed(product_id, 0),
-        Err(_) => {}
-    }
+    let settled = match &outcome {
+        Ok(_) => Settled::Reserved,
+        Err(CreateOrderError::SoldOut) => Settled::SoldOut,
+        Err(_) => Settled::Refused,
+    };
+    state.gate.settle(product_id, quantity, hold, settled).await;
     let label = match &outcome {
         Ok(_) => "created",
         Err(CreateOrderError::SoldOut) => "sold_out",

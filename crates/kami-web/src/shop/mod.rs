@@ -256,7 +256,7 @@ pub async fn index(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     let products = match state
@@ -322,7 +322,7 @@ pub async fn product(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     render_product(
@@ -356,7 +356,7 @@ pub async fn buy(
     if let Err(e) = page.check_csrf(&headers, &form.csrf) {
         return page.error(&state, &e);
     }
-    if let Err(e) = state.limits.check_ip(Class::Orders, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Orders, ip).await {
         return page.error(&state, &e);
     }
     let req = OrderRequest {
@@ -646,10 +646,10 @@ pub async fn lookup_submit(
     let page = Page::new(&state, &headers, &PageQuery::default());
     let result = async {
         page.check_csrf(&headers, &form.csrf)?;
-        state.limits.check_ip(Class::Lookup, ip)?;
+        state.limits.check_ip(Class::Lookup, ip).await?;
         let email = kami_core::Email::parse(&form.email)
             .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
-        state.limits.check_email(email.as_str())?;
+        state.limits.check_email(email.as_str()).await?;
         lookup(&state, &email, &form.query_password).await
     }
     .await;
