@@ -6,7 +6,8 @@
 //! cargo run --release -p kami-bench -- core [--backend sqlite|postgres|both] [--codes N]
 //!     [--orders-seconds S] [--connections C] [--kami PATH] [--postgres-url URL] [--json PATH]
 //! cargo run --release -p kami-bench -- flash-sale [--backend …] [--codes N] [--connections C]
-//!     [--read-seconds S] [--sold-out-seconds S]
+//!     [--read-seconds S] [--sold-out-seconds S] [--redis URL]
+//!     [--url http://HOST:PORT --api-key KEY --sandbox-secret SECRET]
 //! ```
 
 mod admin;

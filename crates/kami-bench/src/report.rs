@@ -68,9 +68,17 @@ impl Machine {
 
 /// The command line this program was started with, quoted for a POSIX shell.
 pub fn command_line() -> String {
+    // Secrets given on the command line are not printed with the figures.
+    let mut secret_next = false;
     std::env::args()
         .map(|a| {
-            if !a.is_empty()
+            let secret = std::mem::replace(
+                &mut secret_next,
+                matches!(a.as_str(), "--api-key" | "--sandbox-secret"),
+            );
+            if secret || a.starts_with("--api-key=") || a.starts_with("--sandbox-secret=") {
+                "<redacted>".to_string()
+            } else if !a.is_empty()
                 && a.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
             {

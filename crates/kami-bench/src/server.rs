@@ -34,6 +34,8 @@ pub struct ServerOpts {
     pub postgres_url: String,
     /// Keep the temporary directory (database, log) after the run.
     pub keep: bool,
+    /// More `KAMI_*` settings for the server (e.g. `KAMI_REDIS_URL`).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// A running `kami serve`. Stopped (and its database and directory removed) by
@@ -136,7 +138,7 @@ impl Server {
             }
         };
 
-        let env = vec![
+        let mut env = vec![
             ("KAMI_BIND".to_owned(), addr.to_string()),
             ("KAMI_DATA_DIR".to_owned(), dir.display().to_string()),
             ("KAMI_DATABASE_URL".to_owned(), database_url.clone()),
@@ -145,6 +147,7 @@ impl Server {
             ("KAMI_LOG".to_owned(), "warn".to_owned()),
             ("KAMI_PUBLIC_URL".to_owned(), base_url.clone()),
         ];
+        env.extend(opts.extra_env.iter().cloned());
         let log_path = dir.join("kami.log");
         let mut server = Server {
             backend,

@@ -27,6 +27,7 @@ use crate::api::{self, admin, public};
 use crate::breaker::Breakers;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimits;
+use crate::redis_conn::Redis;
 use crate::services::catalog::Catalog;
 use crate::services::channels::{ChannelSet, LiveChannel, Source};
 use crate::services::gate::StockGate;
@@ -41,14 +42,15 @@ const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// registry) and `config_managed` the names of every `[channels.*]` section
 /// (built or `enabled = false`); the sandbox is added here when its secret
 /// is set. Channels saved in the admin panel are added by
-/// `services::channels::load_stored`.
+/// `services::channels::load_stored`. Fails only on a Redis URL that does
+/// not parse (Redis itself need not be up).
 pub fn build_state(
     store: Arc<dyn Store>,
     keys: Keys,
     settings: Settings,
     gateways: Vec<Arc<dyn Channel>>,
     mut config_managed: Vec<String>,
-) -> Shared {
+) -> Result<Shared, ::redis::RedisError> {
     let mut channels: Vec<Arc<dyn Channel>> = gateways;
     let sandbox = settings
         .sandbox_secret
@@ -84,10 +86,21 @@ pub fn build_state(
         config_managed,
         sandbox,
     };
-    Arc::new(AppState {
+    let redis = match &settings.redis {
+        Some(r) => Some(Arc::new(Redis::open(r)?)),
+        None => None,
+    };
+    let (limits, gate) = match redis {
+        Some(redis) => (
+            RateLimits::shared(settings.rate_limits, redis.clone()),
+            StockGate::shared(redis),
+        ),
+        None => (RateLimits::new(settings.rate_limits), StockGate::default()),
+    };
+    Ok(Arc::new(AppState {
         store,
         keys,
-        limits: RateLimits::new(settings.rate_limits),
+        limits,
         breakers,
         admin: crate::admin::AdminState::new(settings.rate_limits),
         shop: ArcSwap::from_pointee(ShopSettings::from_config(&settings)),
@@ -95,11 +108,11 @@ pub fn build_state(
         channels: ArcSwap::from_pointee(channels),
         wake_worker: Notify::new(),
         templates: shop::templates(),
-        gate: StockGate::default(),
+        gate,
         catalog: Catalog::default(),
         order_writer,
         pay_writers,
-    })
+    }))
 }
 
 /// The group-commit writers. SQLite has one writer connection, so one task

@@ -87,7 +87,7 @@ impl<S: Needs> FromRequestParts<Shared> for AdminKey<S> {
         state: &Shared,
     ) -> Result<Self, Self::Rejection> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        state.limits.check_ip(Class::Admin, ip)?;
+        state.limits.check_ip(Class::Admin, ip).await?;
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         let key = state
             .store

@@ -14,6 +14,8 @@ pub mod pay;
 pub mod present;
 mod qr;
 pub mod rate_limit;
+mod rate_limit_redis;
+pub mod redis_conn;
 pub mod scopes;
 pub mod services;
 pub mod shop;

@@ -51,6 +51,8 @@ pub struct Settings {
     pub writer_batch: usize,
     /// Proxies whose `X-Forwarded-For` is believed (extract.rs `ClientIp`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Shares the stock gate and rate limits between instances when set.
+    pub redis: Option<crate::redis_conn::RedisSettings>,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             writer_queue: 4096,
             writer_batch: 256,
             trusted_proxies: Vec::new(),
+            redis: None,
         }
     }
 }
@@ -132,6 +135,18 @@ impl AppState {
     /// (import, expiry, fulfilment): the gate and the product cache follow.
     pub async fn stock_changed(&self, product_id: i64) {
         if let Err(e) = self.gate.refresh(self.store.as_ref(), product_id).await {
+            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
+        }
+        self.catalog.invalidate();
+    }
+
+    /// An expiry on this instance released `quantity` codes of a product.
+    pub async fn codes_released(&self, product_id: i64, quantity: i64) {
+        if let Err(e) = self
+            .gate
+            .released(self.store.as_ref(), product_id, quantity)
+            .await
+        {
             tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
         }
         self.catalog.invalidate();

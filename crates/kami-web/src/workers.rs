@@ -3,6 +3,7 @@
 //! reschedules, so with several instances exactly one runs each tick, and a
 //! dead instance's lease simply runs out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kami_core::now_millis;
@@ -101,11 +102,26 @@ pub fn spawn_gate_sync(
                 _ = tokio::time::sleep(GATE_SYNC) => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(e) = state.gate.refresh_low(state.store.as_ref()).await {
+            if let Err(e) = resync_gate(&state).await {
                 tracing::warn!(error = %e, "stock gate re-sync failed");
             }
         }
     })
+}
+
+async fn resync_gate(state: &Shared) -> Result<(), kami_store::StoreError> {
+    // The shared gate checks every product's count in Redis (the product
+    // list comes from the catalog's cache); the in-process one knows its own.
+    let ids: Vec<i64> = if state.gate.is_shared() {
+        let products = state
+            .catalog
+            .products(state.store.as_ref(), &state.gate)
+            .await?;
+        products.iter().map(|p| p.id).collect()
+    } else {
+        Vec::new()
+    };
+    state.gate.resync(state.store.as_ref(), &ids).await
 }
 
 async fn run_job(state: &Shared, job: Job) {
@@ -176,11 +192,12 @@ async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
     for o in &expired {
         tracing::info!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
     }
-    let mut products: Vec<i64> = expired.iter().map(|o| o.product_id).collect();
-    products.sort_unstable();
-    products.dedup();
-    for product_id in products {
-        state.stock_changed(product_id).await;
+    let mut released: BTreeMap<i64, i64> = BTreeMap::new();
+    for o in &expired {
+        *released.entry(o.product_id).or_default() += o.quantity;
+    }
+    for (product_id, quantity) in released {
+        state.codes_released(product_id, quantity).await;
     }
     if !expired.is_empty() {
         metrics::counter!("kami_orders_total", "outcome" => "expired")

@@ -22,6 +22,9 @@ pub struct Config {
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
     pub redis_url: Option<String>,
+    /// Put before every Redis key (`KAMI_REDIS_PREFIX`), so that several
+    /// shops, or tests, can share one Redis.
+    pub redis_prefix: String,
     pub sandbox_secret: Option<String>,
     pub sandbox_secret_file: Option<PathBuf>,
     /// Whole seconds an unpaid order holds its codes.
@@ -64,6 +67,7 @@ impl Default for Config {
             master_key: None,
             master_key_file: None,
             redis_url: None,
+            redis_prefix: "kami:".into(),
             sandbox_secret: None,
             sandbox_secret_file: None,
             order_ttl: 900,
@@ -99,6 +103,10 @@ impl std::fmt::Debug for Config {
                 "master_key",
                 &self.master_key.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "redis",
+                &self.redis_url.as_deref().map(kami_store::redact_url),
+            )
             .field("sandbox", &self.sandbox_secret.is_some())
             .field("order_ttl", &self.order_ttl)
             .field("public_url", &self.public_url)
@@ -129,6 +137,7 @@ const ENV_STRINGS: &[&str] = &[
     "database_url",
     "master_key",
     "redis_url",
+    "redis_prefix",
     "sandbox_secret",
     "public_url",
     "rate_limits",
@@ -228,6 +237,7 @@ impl Config {
             "database_url" => self.database_url = Some(v),
             "master_key" => self.master_key = Some(v),
             "redis_url" => self.redis_url = Some(v),
+            "redis_prefix" => self.redis_prefix = v,
             "sandbox_secret" => self.sandbox_secret = Some(v),
             "public_url" => self.public_url = Some(v),
             "rate_limits" => self.rate_limits = v,
@@ -382,11 +392,15 @@ mod tests {
             &[
                 ("KAMI_DATABASE_URL", "postgres://u:pw@h/db"),
                 ("KAMI_MASTER_KEY", "c2VjcmV0"),
+                ("KAMI_REDIS_URL", "redis://:rpw@h:6379/0"),
             ],
             Flags::default(),
         )
         .unwrap();
         let s = format!("{cfg:?}");
-        assert!(!s.contains("pw@") && !s.contains("c2VjcmV0"), "{s}");
+        assert!(
+            !s.contains("pw@") && !s.contains("c2VjcmV0") && s.contains("redis://:***@h"),
+            "{s}"
+        );
     }
 }

@@ -271,7 +271,7 @@ async fn coupons_price_orders_and_are_refused_clearly(backend: Backend) {
     let pid = limited_kami.product("Guessed", json!({})).await;
     limited_kami.import_codes(pid, &make_codes("G", 1)).await;
     let mut limited = false;
-    for i in 0..30 {
+    for i in 0..60 {
         let (s, v) = limited_kami
             .order(order_body(pid, "g@example.com", &format!("GUESS{i}")))
             .await;

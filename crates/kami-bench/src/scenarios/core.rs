@@ -466,6 +466,7 @@ pub async fn run(args: CoreArgs) -> Result<bool> {
         kami: kami.clone(),
         postgres_url: args.common.postgres_url.clone(),
         keep: args.common.keep,
+        extra_env: Vec::new(),
     };
     eprintln!("kami-bench core: {}", machine.describe());
 

@@ -9,12 +9,18 @@
 //!
 //! then checks through the API that nothing was oversold, duplicated or left
 //! undelivered (exit 1 if not), and prints the server's peak RSS.
+//!
+//! `--redis URL` runs Kami with `KAMI_REDIS_URL` (the shared stock gate);
+//! `--url URL --api-key KEY --sandbox-secret SECRET` loads a Kami that is
+//! already running (several instances behind a balancer, say) instead of
+//! starting one: it creates its own product, and needs rate limits off.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use rand::Rng;
@@ -53,6 +59,74 @@ pub struct FlashArgs {
     /// sold-out phase.
     #[arg(long)]
     pub sale_orders: Option<u64>,
+
+    /// Run Kami with this `KAMI_REDIS_URL` (stock gate in Redis, under a prefix of the run's own).
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    pub redis: Option<String>,
+
+    /// Load an already-running Kami at this base URL (`http://host:port`) instead of starting
+    /// one; needs `--api-key` and `--sandbox-secret`, and the server's rate limits off.
+    #[arg(long, value_name = "URL", requires_all = ["api_key", "sandbox_secret"])]
+    pub url: Option<String>,
+
+    /// An admin API key of the running Kami (`--url`).
+    #[arg(long, env = "KAMI_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+
+    /// The running Kami's `KAMI_SANDBOX_SECRET` (`--url`), to sign the notifications.
+    #[arg(long, env = "KAMI_BENCH_SANDBOX_SECRET")]
+    pub sandbox_secret: Option<String>,
+}
+
+/// What a run loads: a server it started, or one given by `--url`.
+struct Target {
+    label: String,
+    addr: SocketAddr,
+    base_url: String,
+    sandbox_secret: String,
+    api_key: Option<String>,
+    server: Option<Server>,
+}
+
+impl Target {
+    fn started(server: Server) -> Self {
+        Self {
+            label: server.backend.to_string(),
+            addr: server.addr,
+            base_url: server.base_url.clone(),
+            sandbox_secret: server.sandbox_secret.clone(),
+            api_key: None,
+            server: Some(server),
+        }
+    }
+
+    fn running(args: &FlashArgs, url: &str) -> Result<Self> {
+        let base_url = url.trim_end_matches('/').to_string();
+        let authority = base_url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("--url must be http://host:port, got {url}"))?;
+        let addr = authority
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {authority}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{authority} resolves to nothing"))?;
+        Ok(Self {
+            label: base_url.clone(),
+            addr,
+            base_url,
+            sandbox_secret: args.sandbox_secret.clone().unwrap_or_default(),
+            api_key: args.api_key.clone(),
+            server: None,
+        })
+    }
+
+    async fn api_key(&self) -> Result<String> {
+        match (&self.api_key, &self.server) {
+            (Some(k), _) => Ok(k.clone()),
+            (None, Some(server)) => server.create_api_key("flash").await,
+            (None, None) => Err(anyhow!("--api-key is needed with --url")),
+        }
+    }
 }
 
 const PREFIX: &str = "FLASH";
@@ -112,20 +186,49 @@ impl Phase {
 pub async fn run(args: FlashArgs) -> Result<bool> {
     let machine = Machine::detect();
     let kami = args.common.kami_path();
+    let mut extra_env = Vec::new();
+    if let Some(redis) = &args.redis {
+        let tag: u32 = rand::thread_rng().gen();
+        extra_env.push(("KAMI_REDIS_URL".to_owned(), redis.clone()));
+        extra_env.push((
+            "KAMI_REDIS_PREFIX".to_owned(),
+            format!("kami-bench-{tag:08x}:"),
+        ));
+    }
     let opts = ServerOpts {
         kami: kami.clone(),
         postgres_url: args.common.postgres_url.clone(),
         keep: args.common.keep,
+        extra_env,
     };
     println!("kami-bench flash-sale: {}", machine.describe());
     println!("command: {}", report::command_line());
     let mut all_ok = true;
-    for backend in args.common.backend.backends() {
+    let runs: Vec<Option<crate::server::Backend>> = match &args.url {
+        Some(_) => vec![None],
+        None => args
+            .common
+            .backend
+            .backends()
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    for backend in runs {
         let load_start = report::loadavg();
-        let server = Server::start(backend, &opts).await?;
-        let outcome = sale(&args, &server).await;
-        let rss = server.peak_rss().ok();
-        println!("\n== flash-sale on {backend} ==");
+        let target = match (backend, &args.url) {
+            (Some(backend), _) => Target::started(Server::start(backend, &opts).await?),
+            (None, Some(url)) => Target::running(&args, url)?,
+            (None, None) => unreachable!("a run has a backend or a URL"),
+        };
+        let outcome = sale(&args, &target).await;
+        let rss = target.server.as_ref().and_then(|s| s.peak_rss().ok());
+        let redis = if args.redis.is_some() {
+            " with Redis"
+        } else {
+            ""
+        };
+        println!("\n== flash-sale on {}{redis} ==", target.label);
         println!(
             "  load average at start {:?}, at end {:?}",
             load_start,
@@ -151,16 +254,23 @@ pub async fn run(args: FlashArgs) -> Result<bool> {
                 all_ok &= failures.is_empty();
             }
             Err(e) => {
-                println!("  failed: {e:#}\n{}", server.log_tail(20));
+                let tail = target
+                    .server
+                    .as_ref()
+                    .map(|s| s.log_tail(20))
+                    .unwrap_or_default();
+                println!("  failed: {e:#}\n{tail}");
                 all_ok = false;
             }
         }
-        server.shutdown().await?;
+        if let Some(server) = target.server {
+            server.shutdown().await?;
+        }
     }
     Ok(all_ok)
 }
 
-fn spec(server: &Server, connections: usize, stop: Stop) -> LoadSpec {
+fn spec(server: &Target, connections: usize, stop: Stop) -> LoadSpec {
     LoadSpec {
         addr: server.addr,
         connections: connections.max(1),
@@ -185,10 +295,10 @@ fn ok_if(want: u16) -> impl Fn(u16, &Bytes) -> Outcome<()> {
     }
 }
 
-async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<String>)> {
-    let b = server.backend;
+async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<String>)> {
+    let b = &server.label;
     let conns = args.common.connections;
-    let key = server.create_api_key("flash").await?;
+    let key = server.api_key().await?;
     let admin = Admin::new(&server.base_url, &key)?;
     let product = admin
         .create_product(
@@ -286,12 +396,12 @@ async fn sale(args: &FlashArgs, server: &Server) -> Result<(Vec<Phase>, Vec<Stri
 
 async fn sold_out_phase(
     args: &FlashArgs,
-    server: &Server,
+    server: &Target,
     order_body: impl Fn(u64) -> Req + Send + Sync + 'static,
     phases: &mut Vec<Phase>,
     orders: &mut Vec<Order>,
 ) -> Result<()> {
-    let b = server.backend;
+    let b = &server.label;
     let conns = args.common.connections;
     eprintln!("[{b}] sold-out traffic for {} s", args.sold_out_seconds);
     let late_start = args.codes * 2;
@@ -312,7 +422,7 @@ async fn sold_out_phase(
 }
 
 async fn notify_twice(
-    server: &Server,
+    server: &Target,
     orders: Arc<Vec<Order>>,
     salt: u64,
 ) -> Result<LoadResult<()>> {
@@ -341,7 +451,7 @@ async fn notify_twice(
 /// Every order delivered with exactly one of this run's codes, no code twice,
 /// and the stock adding up: reserved none, sold = orders, nothing oversold.
 async fn verify(
-    server: &Server,
+    server: &Target,
     admin: &Admin,
     product: &Value,
     orders: Arc<Vec<Order>>,

@@ -132,6 +132,7 @@ impl FromRequestParts<Shared> for Operator {
         state
             .limits
             .check_ip(Class::Admin, ip)
+            .await
             .map_err(|e| PanelError::from(e).into_response())?;
         let (lang, lang_cookie) = language(&parts.headers, parts.uri.query(), secure(state));
         let to_login = || Redirect::to("/admin/login").into_response();

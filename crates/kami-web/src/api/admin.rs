@@ -213,7 +213,7 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         stock_display: parse_stock_display(&input.stock_display.flatten())?,
     };
     let p = state.store.create_product(&new).await?;
-    state.gate.observed(p.id, 0);
+    state.gate.observed(p.id, 0).await;
     state.catalog.invalidate();
     tracing::info!(product_id = p.id, "product created");
     Ok(p)

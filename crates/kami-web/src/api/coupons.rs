@@ -189,7 +189,7 @@ pub async fn public_quote(
     Path(id): Path<String>,
     Query(q): Query<QuoteQuery>,
 ) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Reads, ip)?;
+    state.limits.check_ip(Class::Reads, ip).await?;
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
     let product = state
         .catalog

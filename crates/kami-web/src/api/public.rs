@@ -22,7 +22,7 @@ pub async fn list_products(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
 ) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Reads, ip)?;
+    state.limits.check_ip(Class::Reads, ip).await?;
     let products = state
         .catalog
         .visible(state.store.as_ref(), &state.gate)
@@ -47,7 +47,7 @@ pub async fn get_product(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Reads, ip)?;
+    state.limits.check_ip(Class::Reads, ip).await?;
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
     let p = state
         .catalog
@@ -66,7 +66,7 @@ pub async fn create_order(
     headers: HeaderMap,
     body: JsonBody<OrderRequest>,
 ) -> Response {
-    if let Err(e) = state.limits.check_ip(Class::Orders, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Orders, ip).await {
         return e.into_response();
     }
     let idem = match idempotency_key(&headers, &body.raw) {
@@ -180,7 +180,7 @@ pub async fn get_order(
     Path(order_no): Path<String>,
     req: axum::extract::Request,
 ) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Reads, ip)?;
+    state.limits.check_ip(Class::Reads, ip).await?;
     let (parts, _) = req.into_parts();
     let token = bearer(&parts).unwrap_or_default();
     let order = authorised_order(&state, &order_no, token).await?;
@@ -221,10 +221,10 @@ pub async fn lookup_orders(
     ClientIp(ip): ClientIp,
     body: JsonBody<LookupRequest>,
 ) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Lookup, ip)?;
+    state.limits.check_ip(Class::Lookup, ip).await?;
     let email = Email::parse(body.value.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
-    state.limits.check_email(email.as_str())?;
+    state.limits.check_email(email.as_str()).await?;
     let data = lookup(
         &state,
         &email,

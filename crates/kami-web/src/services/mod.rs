@@ -6,6 +6,7 @@ pub mod cards;
 pub mod catalog;
 pub mod channels;
 pub mod gate;
+pub mod gate_redis;
 pub mod import;
 pub mod notify;
 pub mod orders;

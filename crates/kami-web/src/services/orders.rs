@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::rate_limit::Class;
-use crate::services::gate::GateVerdict;
+use crate::services::gate::{Admission, Settled};
 use crate::state::AppState;
 
 /// Longest query password accepted; it is only ever hashed.
@@ -116,18 +116,8 @@ pub async fn place_order(
     if product.sale_ends_at.is_some_and(|e| now >= e) {
         return Err(ApiError::sale_ended());
     }
-    // The stock gate turns buyers away without a database round trip once
-    // stock is gone; it only ever rejects what the database would (gate.rs).
-    match state.gate.check(product_id, quantity) {
-        GateVerdict::Pass => {}
-        GateVerdict::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
-        GateVerdict::Insufficient(left) => {
-            return Err(gate_rejected(
-                "insufficient_stock",
-                ApiError::insufficient_stock(left),
-            ))
-        }
-    }
+    // Priced before the gate is asked, so a refused coupon never takes a
+    // hold on the gate's count.
     let client = buyer_ip.as_deref().and_then(|ip| ip.parse().ok());
     let quote = quote(
         state,
@@ -139,6 +129,20 @@ pub async fn place_order(
     )
     .await?;
     let amount = quote.amount;
+    // The stock gate turns buyers away without a database round trip once
+    // stock is gone; it only ever rejects what the database would (gate.rs).
+    // With Redis it holds the codes until the database has answered.
+    let hold = match state.gate.admit(product_id, quantity).await {
+        Admission::Pass(hold) => hold,
+        Admission::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
+        Admission::Insufficient(left) => {
+            return Err(gate_rejected(
+                "insufficient_stock",
+                ApiError::insufficient_stock(left),
+            ))
+        }
+    };
+
     let order_no = OrderNo::generate(now).as_str().to_string();
     let access_token = random_token("kat_");
     let ttl_secs = state.shop().order_ttl_secs;
@@ -173,6 +177,7 @@ pub async fn place_order(
         coupon_id: quote.coupon.as_ref().map(|c| c.id),
         idempotency: idem.map(|i| sealed_response(state, i, 201, &body)),
     };
+    // Every early return below drops the hold, which gives its codes back.
     let outcome = match state.order_writer.submit(new).await {
         Ok(outcome) => outcome?,
         Err(SubmitError::Overloaded) => {
@@ -185,11 +190,12 @@ pub async fn place_order(
     // a count taken before the other orders of its batch were answered, whose
     // decrements would then be counted twice; the gate keeps its own count
     // there and lets the database answer again rather than risk a wrong "no".
-    match &outcome {
-        Ok(_) => state.gate.reserved(product_id, quantity),
-        Err(CreateOrderError::SoldOut) => state.gate.observed(product_id, 0),
-        Err(_) => {}
-    }
+    let settled = match &outcome {
+        Ok(_) => Settled::Reserved,
+        Err(CreateOrderError::SoldOut) => Settled::SoldOut,
+        Err(_) => Settled::Refused,
+    };
+    state.gate.settle(product_id, quantity, hold, settled).await;
     let label = match &outcome {
         Ok(_) => "created",
         Err(CreateOrderError::SoldOut) => "sold_out",
@@ -262,10 +268,9 @@ impl Quote {
 }
 
 /// Prices `quantity` of the product: its wholesale tier, then the coupon.
-/// A coupon that does not exist is counted against the client's lookup
-/// budget (`Class::Lookup`), so codes cannot be guessed at the order rate;
-/// a valid coupon costs nothing there, so a shop's NAT-shared buyers can all
-/// use one in a drop.
+/// Naming a coupon costs the client a token of `Class::Coupon` before the
+/// code is even looked up, valid or not, so no answer tells a guesser more
+/// than the rate allows.
 pub async fn quote(
     state: &AppState,
     product: &SaleTerms,
@@ -281,14 +286,14 @@ pub async fn quote(
     let coupon = match coupon.map(str::trim).filter(|c| !c.is_empty()) {
         None => None,
         Some(raw) => {
+            if let Some(ip) = client {
+                state.limits.check_ip(Class::Coupon, ip).await?;
+            }
             let found = match normalize_coupon_code(raw) {
                 Some(code) => state.store.coupon_by_code(&code).await?,
                 None => None,
             };
             let Some(found) = found.filter(|c| !c.disabled) else {
-                if let Some(ip) = client {
-                    state.limits.check_ip(Class::Lookup, ip)?;
-                }
                 return Err(ApiError::invalid_param(
                     "coupon",
                     CouponRefusal::Unknown.to_string(),

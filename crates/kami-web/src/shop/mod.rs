@@ -299,7 +299,7 @@ pub async fn index(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     let products = match state
@@ -424,7 +424,7 @@ pub async fn quote_fragment(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &PageQuery::default());
-    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     let product = match state
@@ -455,7 +455,7 @@ pub async fn product(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
-    if let Err(e) = state.limits.check_ip(Class::Reads, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     let form = json!({"email": "", "quantity": q.quantity.clone().unwrap_or_default(),
@@ -484,7 +484,7 @@ pub async fn buy(
     if let Err(e) = page.check_csrf(&headers, &form.csrf) {
         return page.error(&state, &e);
     }
-    if let Err(e) = state.limits.check_ip(Class::Orders, ip) {
+    if let Err(e) = state.limits.check_ip(Class::Orders, ip).await {
         return page.error(&state, &e);
     }
     let req = OrderRequest {
@@ -522,7 +522,7 @@ pub async fn buy(
             let message = friendly(page.lang, &e);
             let sticky = json!({"email": form.email, "quantity": form.quantity.unwrap_or_default(),
                                 "coupon": form.coupon.unwrap_or_default()});
-            render_product(&state, page, id, e.status, Some(message), sticky, None).await
+            render_product(&state, page, id, e.status, Some(message), sticky, Some(ip)).await
         }
     }
 }
@@ -773,10 +773,10 @@ pub async fn lookup_submit(
     let page = Page::new(&state, &headers, &PageQuery::default());
     let result = async {
         page.check_csrf(&headers, &form.csrf)?;
-        state.limits.check_ip(Class::Lookup, ip)?;
+        state.limits.check_ip(Class::Lookup, ip).await?;
         let email = kami_core::Email::parse(&form.email)
             .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
-        state.limits.check_email(email.as_str())?;
+        state.limits.check_email(email.as_str()).await?;
         lookup(&state, &email, &form.query_password).await
     }
     .await;

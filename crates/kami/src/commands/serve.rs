@@ -16,9 +16,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if cfg.demo && cfg.sandbox_secret.is_none() {
         cfg.sandbox_secret = Some(random_token(""));
     }
-    if cfg.redis_url.is_some() {
-        tracing::warn!("KAMI_REDIS_URL is set, but this version keeps its stock gate and rate limits in process");
-    }
     let store = open_store(&cfg).await?;
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
     let notice = match (&cfg.notice, cfg.demo) {
@@ -40,7 +37,18 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         writer_queue: cfg.writer_queue.max(1),
         writer_batch: cfg.writer_batch.max(1),
         trusted_proxies: cfg.trusted_proxy_ips()?,
+        redis: cfg
+            .redis_url
+            .as_ref()
+            .map(|url| kami_web::redis_conn::RedisSettings {
+                url: url.clone(),
+                prefix: cfg.redis_prefix.clone(),
+            }),
     };
+    if let Some(url) = &cfg.redis_url {
+        tracing::info!(redis = %kami_store::redact_url(url), prefix = %cfg.redis_prefix,
+            "stock gate and rate limits shared through Redis");
+    }
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;
     let config_managed = cfg.channels.keys().cloned().collect();
@@ -50,7 +58,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         settings,
         gateways,
         config_managed,
-    );
+    )
+    .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
     // What the admin panel saved wins over kami.toml's shop settings; for
     // channels kami.toml wins (services/channels.rs).
     kami_web::services::settings::load(&state).await?;

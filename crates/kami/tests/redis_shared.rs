@@ -1,0 +1,545 @@
+//! Issue 5, scale-out: the stock gate and the rate limits shared through a
+//! real Redis (`KAMI_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`) by
+//! real instances on one PostgreSQL database — and what happens when Redis
+//! is not there. Each test namespaces its keys with its own
+//! `KAMI_REDIS_PREFIX`, and removes them when it ends.
+
+#[macro_use]
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(gate_in_redis_agrees_with_the_database_through_expiries_restocks_and_a_restart);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_turns_buyers_away_once_another_sold_the_drop() {
+    two_instances_share_the_gate().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyers_racing_over_two_instances_get_exactly_the_stock() {
+    nothing_oversold_across_instances().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_hold_across_two_instances() {
+    shared_rate_limits().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_an_instance_sells_and_limits_on_its_own() {
+    unreachable_redis_falls_back().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_is_survived_and_the_gate_reloads() {
+    redis_restart().await
+}
+
+fn redis_url() -> String {
+    std::env::var("KAMI_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A prefix of this test's own; its keys are deleted when it is dropped.
+struct Prefix(String);
+
+impl Prefix {
+    fn new() -> Self {
+        Self(format!("kami_t_{}:", random_token(12).to_lowercase()))
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(redis_url().as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()))
+    }
+
+    /// The shared gate's count of a product, if Redis keeps one.
+    fn gate(&self, pid: i64) -> Option<i64> {
+        redis::cmd("GET")
+            .arg(format!("{}gate:{pid}", self.0))
+            .query(&mut self.conn())
+            .unwrap()
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Ok(client) = redis::Client::open(redis_url().as_str()) {
+            if let Ok(mut c) = client.get_connection() {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.0))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut c);
+                }
+            }
+        }
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn with_redis(url: &str, prefix: &Prefix, more: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut e = env(&[("KAMI_REDIS_URL", url), ("KAMI_REDIS_PREFIX", &prefix.0)]);
+    e.extend(env(more));
+    e
+}
+
+/// Instance A on a fresh PostgreSQL database, and B on the same database
+/// (and master key), both with this Redis prefix.
+async fn pair(prefix: &Prefix, order_ttl: u64, more: &[(&str, &str)]) -> (Arc<Kami>, Arc<Kami>) {
+    let a = spawn_kami_with(
+        Backend::Postgres,
+        Options {
+            order_ttl,
+            env: with_redis(&redis_url(), prefix, more),
+            ..Options::default()
+        },
+    )
+    .await;
+    let key_file = a.data_dir().join("master.key").display().to_string();
+    let mut b_env = with_redis(&redis_url(), prefix, more);
+    b_env.extend(env(&[
+        ("KAMI_DATABASE_URL", &a.database_url),
+        ("KAMI_MASTER_KEY_FILE", &key_file),
+    ]));
+    let b = spawn_kami_with(
+        Backend::Postgres,
+        Options {
+            order_ttl,
+            env: b_env,
+            ..Options::default()
+        },
+    )
+    .await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// The sum of a Prometheus counter's samples whose labels contain `labels`.
+async fn counter(kami: &Kami, name: &str, labels: &str) -> f64 {
+    kami.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn order_on(kami: &Kami, pid: i64, email: &str) -> (StatusCode, Value) {
+    kami.order(json!({"product_id": pid, "quantity": 1, "email": email, "channel": "sandbox"}))
+        .await
+}
+
+/// Buyers `0..n` of `tag`, alternately on each instance, all at once.
+async fn race(instances: &[Arc<Kami>], pid: i64, n: usize, tag: &str) -> (Vec<Value>, usize) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let k = instances[i % instances.len()].clone();
+        let email = format!("{tag}{i}@example.com");
+        tasks.push(tokio::spawn(async move { order_on(&k, pid, &email).await }));
+    }
+    let (mut won, mut sold_out) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::CREATED, v) => won.push(v),
+            (StatusCode::CONFLICT, v) if error_code(&v) == "sold_out" => sold_out += 1,
+            (s, v) => panic!("unexpected answer {s}: {v}"),
+        }
+    }
+    (won, sold_out)
+}
+
+/// Waits until the database, the shared count in Redis and what each
+/// instance shows buyers all say `want` (the display may lag a second).
+async fn wait_agree(instances: &[&Kami], prefix: &Prefix, pid: i64, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let db = instances[0].stock3(pid).await.0;
+        let shared = prefix.gate(pid);
+        let mut shown = Vec::new();
+        for k in instances {
+            let (_, p) = k
+                .send(k.http.get(k.url(&format!("/api/v1/products/{pid}"))))
+                .await;
+            shown.push(p["stock"].as_i64().unwrap());
+        }
+        if db == want && shared == Some(want) && shown.iter().all(|s| *s == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "database {db}, Redis {shared:?} and instances {shown:?} never agreed on {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn gate_in_redis_agrees_with_the_database_through_expiries_restocks_and_a_restart(
+    backend: Backend,
+) {
+    let prefix = Prefix::new();
+    let kami = Arc::new(
+        spawn_kami_with(
+            backend,
+            Options {
+                order_ttl: 2,
+                env: with_redis(&redis_url(), &prefix, &[]),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let one = [kami.clone()];
+    let pid = kami.product("Gate in Redis", json!({})).await;
+    kami.import_codes(pid, &make_codes("RGATE", 20)).await;
+    assert_eq!(
+        prefix.gate(pid),
+        Some(20),
+        "an import sets the shared count"
+    );
+
+    let (won, sold_out) = race(&one, pid, 40, "a").await;
+    assert_eq!((won.len(), sold_out), (20, 20));
+    assert_eq!(prefix.gate(pid), Some(0));
+    let rejected = counter(&kami, "kami_gate_rejections_total", "sold_out").await;
+    assert!(rejected >= 1.0, "the gate turned nobody away");
+    // Paying half keeps those codes; the other half expire back into stock.
+    for created in &won[..10] {
+        kami.pay_ok(created).await;
+    }
+    wait_agree(&[&kami], &prefix, pid, 10).await;
+
+    kami.import_codes(pid, &make_codes("RGATE2", 5)).await;
+    assert_eq!(
+        prefix.gate(pid),
+        Some(15),
+        "a restock reaches the gate at once"
+    );
+
+    let (won, _) = race(&one, pid, 5, "b").await;
+    assert_eq!(won.len(), 5);
+    kami.restart(Stop::Kill).await;
+    // The unpaid orders of before the restart expire after it.
+    wait_agree(&[&kami], &prefix, pid, 15).await;
+
+    let (won, sold_out) = race(&one, pid, 30, "c").await;
+    assert_eq!((won.len(), sold_out), (15, 15));
+    for created in &won {
+        kami.pay_ok(created).await;
+    }
+    wait_agree(&[&kami], &prefix, pid, 0).await;
+    assert_eq!(kami.stock3(pid).await, (0, 0, 25));
+}
+
+async fn two_instances_share_the_gate() {
+    let prefix = Prefix::new();
+    let (a, b) = pair(&prefix, 2, &[]).await;
+    let pid = a.product("Shared drop", json!({})).await;
+    a.import_codes(pid, &make_codes("SHARED", 10)).await;
+
+    let (won, sold_out) = race(std::slice::from_ref(&a), pid, 12, "a").await;
+    assert_eq!((won.len(), sold_out), (10, 2));
+
+    // B never asked the database about this product: only the shared gate
+    // can answer its very first buyer without it.
+    let before = counter(&b, "kami_gate_rejections_total", "sold_out").await;
+    let (status, v) = order_on(&b, pid, "late@example.com").await;
+    assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
+    let after = counter(&b, "kami_gate_rejections_total", "sold_out").await;
+    assert_eq!(
+        after - before,
+        1.0,
+        "B's sold_out did not come from the gate"
+    );
+
+    // A restock through B is sold through A at once.
+    b.import_codes(pid, &make_codes("SHARED2", 3)).await;
+    let (restocked, _) = race(std::slice::from_ref(&a), pid, 3, "r").await;
+    assert_eq!(restocked.len(), 3, "A did not sell B's restock");
+
+    // Pay four of A's first orders; the other six expire on whichever
+    // instance sweeps first, and both instances sell them again.
+    for created in &won[..4] {
+        a.pay_ok(created).await;
+    }
+    for created in &restocked {
+        b.pay_ok(created).await;
+    }
+    wait_agree(&[&a, &b], &prefix, pid, 6).await;
+    let (again, sold_out) = race(&[a.clone(), b.clone()], pid, 10, "x").await;
+    assert_eq!((again.len(), sold_out), (6, 4));
+
+    // A dies mid-sale and comes back; nothing is lost or oversold.
+    b.import_codes(pid, &make_codes("SHARED3", 20)).await;
+    let buyers = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            let mut won = 0;
+            for i in 0..30 {
+                let k = if i % 3 == 0 { &a } else { &b };
+                let res = k
+                    .http
+                    .post(k.url("/api/v1/orders"))
+                    .json(&json!({"product_id": pid, "quantity": 1,
+                                  "email": format!("m{i}@example.com"), "channel": "sandbox"}))
+                    .send()
+                    .await;
+                if res.is_ok_and(|r| r.status() == StatusCode::CREATED) {
+                    won += 1;
+                }
+            }
+            won
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.restart(Stop::Kill).await;
+    let won_mid = buyers.await.unwrap();
+    // 20 new codes, and the 6 of `again` once they expired.
+    assert!(won_mid <= 26, "{won_mid} orders for at most 26 codes");
+    // Every unpaid order expires (TTL 2 s): all 26 unpaid codes come back,
+    // whatever A's death did to the orders it had in flight.
+    wait_agree(&[&a, &b], &prefix, pid, 26).await;
+    assert_eq!(a.stock3(pid).await, (26, 0, 7));
+}
+
+async fn nothing_oversold_across_instances() {
+    let prefix = Prefix::new();
+    let (a, b) = pair(&prefix, 900, &[]).await;
+    let pid = a.product("Few codes", json!({})).await;
+    let codes = make_codes("FEW", 7);
+    a.import_codes(pid, &codes).await;
+    let (won, sold_out) = race(&[a.clone(), b.clone()], pid, 200, "o").await;
+    assert_eq!((won.len(), sold_out), (7, 193));
+    assert_eq!(a.stock3(pid).await, (0, 7, 0));
+    assert_eq!(prefix.gate(pid), Some(0));
+    let mut delivered = Vec::new();
+    for (i, created) in won.iter().enumerate() {
+        let k = if i % 2 == 0 { &a } else { &b };
+        a.pay_ok(created).await;
+        delivered.extend(k.codes(created).await);
+    }
+    assert_eq!(delivered.len(), 7);
+    assert_distinct_from(&delivered, &codes);
+}
+
+async fn lookup(kami: &Kami, email: &str, xff: Option<String>) -> StatusCode {
+    let mut req = kami
+        .http
+        .post(kami.url("/api/v1/orders/lookup"))
+        .json(&json!({"email": email, "query_password": "x"}));
+    if let Some(x) = xff {
+        req = req.header("x-forwarded-for", x);
+    }
+    req.send().await.unwrap().status()
+}
+
+async fn shared_rate_limits() {
+    let prefix = Prefix::new();
+    let (a, b) = pair(
+        &prefix,
+        900,
+        &[
+            ("KAMI_RATE_LIMITS", "on"),
+            ("KAMI_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    // Lookups per IP: a burst of 10, then one a second — between them, not
+    // each. Alone, each instance would grant its own 10.
+    let started = Instant::now();
+    let (mut ok, mut limited_on) = (0, [0, 0]);
+    for i in 0..30 {
+        let k = if i % 2 == 0 { &a } else { &b };
+        match lookup(
+            k,
+            &format!("ip{i}@example.com"),
+            Some("198.51.100.9".into()),
+        )
+        .await
+        {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited_on[i % 2] += 1,
+            s => panic!("lookup answered {s}"),
+        }
+    }
+    let refill = started.elapsed().as_secs() + 1;
+    assert!(
+        (10..=10 + refill).contains(&ok),
+        "{ok} of 30 lookups from one IP passed over two instances (allowance 10 + {refill})"
+    );
+    assert!(limited_on[0] > 0 && limited_on[1] > 0, "{limited_on:?}");
+
+    // Lookups per email: 5, then one a minute, whatever the IP and instance.
+    let mut ok = 0;
+    for i in 0..12 {
+        let k = if i % 2 == 0 { &a } else { &b };
+        let ip = Some(format!("203.0.113.{}", i + 1));
+        if lookup(k, "one@example.com", ip).await == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert!((5..=6).contains(&ok), "{ok} lookups for one email passed");
+    assert_eq!(counter(&a, "kami_redis_fallbacks_total", "").await, 0.0);
+}
+
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn unreachable_redis_falls_back() {
+    let prefix = Prefix::new();
+    let url = format!("redis://:hunter2pw@127.0.0.1:{}", closed_port());
+    let kami = spawn_kami_with(
+        Backend::Sqlite,
+        Options {
+            env: with_redis(&url, &prefix, &[("KAMI_RATE_LIMITS", "on")]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pid = kami.product("No Redis", json!({})).await;
+    let codes = make_codes("NOREDIS", 3);
+    kami.import_codes(pid, &codes).await;
+    // The database decides alone: exactly the stock is sold.
+    for i in 0..3 {
+        kami.buy(pid, 1, &format!("n{i}@example.com")).await;
+    }
+    let (status, v) = order_on(&kami, pid, "n9@example.com").await;
+    assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
+    assert_eq!(kami.stock3(pid).await, (0, 3, 0));
+    // The per-IP limits still hold, in process: a burst of 10 lookups,
+    // then one a second.
+    let started = Instant::now();
+    let mut limited = 0;
+    for i in 0..20 {
+        if lookup(&kami, &format!("f{i}@example.com"), None).await == StatusCode::TOO_MANY_REQUESTS
+        {
+            limited += 1;
+        }
+    }
+    let allowance = 10 + started.elapsed().as_secs() + 1;
+    assert!(
+        limited >= 20u64.saturating_sub(allowance),
+        "local limits did not take over: {limited} of 20 limited"
+    );
+    assert!(limited > 0, "local limits did not take over");
+    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"gate\"").await >= 1.0);
+    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"rate_limit\"").await >= 10.0);
+    assert!(counter(&kami, "kami_redis_errors_total", "").await >= 1.0);
+    let logs = kami.logs();
+    assert!(logs.contains("Redis unreachable"), "no log line says so");
+    assert!(!logs.contains("hunter2pw"), "the Redis password was logged");
+}
+
+/// A private `redis-server` on a port of its own, so it can be stopped.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian: apt-get install redis-server)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn redis_restart() {
+    let mut server = OwnRedis::start(closed_port());
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let prefix = Prefix::new();
+    let kami = Arc::new(
+        spawn_kami_with(
+            Backend::Sqlite,
+            Options {
+                env: with_redis(&url, &prefix, &[]),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let pid = kami.product("Redis restart", json!({})).await;
+    kami.import_codes(pid, &make_codes("RESTART", 30)).await;
+    let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "before").await;
+    assert_eq!(won.len(), 10);
+
+    server.stop();
+    let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "during").await;
+    assert_eq!(won.len(), 10, "orders failed while Redis was down");
+    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"gate\"").await >= 1.0);
+
+    // Back, empty (no persistence): the re-sync loads the count again.
+    let server = OwnRedis::start(server.port);
+    let gate = || -> Option<i64> {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| {
+                redis::cmd("GET")
+                    .arg(format!("{}gate:{pid}", prefix.0))
+                    .query(&mut c)
+            })
+            .ok()
+            .flatten()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gate() != Some(10) {
+        assert!(
+            Instant::now() < deadline,
+            "the gate was not reloaded: {:?}",
+            gate()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (won, sold_out) = race(std::slice::from_ref(&kami), pid, 15, "after").await;
+    assert_eq!((won.len(), sold_out), (10, 5));
+    assert_eq!(gate(), Some(0));
+    assert_eq!(kami.stock3(pid).await, (0, 30, 0));
+    assert!(kami.logs().contains("Redis answers again"));
+    drop(server);
+}
