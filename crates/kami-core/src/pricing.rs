@@ -107,7 +107,7 @@ pub fn normalize_coupon_code(raw: &str) -> Option<String> {
     ok.then_some(code)
 }
 
-/// What the order path needs of a stored coupon.
+/// A coupon as stored (`kami_store::Coupon`) and as the order path checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponTerms {
     pub id: i64,
@@ -117,9 +117,12 @@ pub struct CouponTerms {
     pub currency: Option<String>,
     pub product_id: Option<i64>,
     pub max_uses: Option<i64>,
+    /// Orders holding the coupon now: pending or paid (an expired order
+    /// gives its use back).
     pub used: i64,
     pub expires_at: Option<Millis>,
     pub disabled: bool,
+    pub created_at: Millis,
 }
 
 /// Why a coupon does not apply, in words a buyer understands.
@@ -263,6 +266,7 @@ mod tests {
             used: 0,
             expires_at: None,
             disabled: false,
+            created_at: 0,
         }
     }
 

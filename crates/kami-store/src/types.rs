@@ -356,39 +356,8 @@ pub struct PaymentAttempt {
     pub checks: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Coupon {
-    pub id: i64,
-    pub code: String,
-    pub kind: CouponKind,
-    pub value: i64,
-    pub currency: Option<String>,
-    pub product_id: Option<i64>,
-    pub max_uses: Option<i64>,
-    /// Orders holding the coupon now: pending or paid (an expired order
-    /// gives its use back).
-    pub used: i64,
-    pub expires_at: Option<Millis>,
-    pub disabled: bool,
-    pub created_at: Millis,
-}
-
-impl Coupon {
-    pub fn terms(&self) -> kami_core::pricing::CouponTerms {
-        kami_core::pricing::CouponTerms {
-            id: self.id,
-            code: self.code.clone(),
-            kind: self.kind,
-            value: self.value,
-            currency: self.currency.clone(),
-            product_id: self.product_id,
-            max_uses: self.max_uses,
-            used: self.used,
-            expires_at: self.expires_at,
-            disabled: self.disabled,
-        }
-    }
-}
+/// A stored coupon: the domain type, which carries everything the table does.
+pub type Coupon = kami_core::pricing::CouponTerms;
 
 #[derive(Debug, Clone)]
 pub struct NewCoupon {

@@ -9,6 +9,9 @@
 //! screenshots of the main pages are written to docs/screenshots/ for the
 //! README (off by default, so a test run leaves the tree clean).
 //!
+//! A third test moves a product up in the panel and sees the storefront
+//! follow, downloads the orders CSV, and signs in with a TOTP recovery code.
+//!
 //! A second journey is a buyer's: the owner makes a coupon in the panel,
 //! the buyer applies it on the product page (the price box updates in
 //! place), pays through the sandbox button and copies the delivered codes.
@@ -529,14 +532,28 @@ async fn buyer_applies_a_coupon_pays_and_copies_the_codes_in_a_real_browser() {
     .await;
     b.fill("quantity", "2").await;
     b.fill("email", "buyer@example.com").await;
-    b.fill("coupon", "spring").await;
-    b.client
+    // A payload typed as a coupon comes back as inert text in the price box.
+    b.fill("coupon", "<img src=x onerror=window.__xss=5>").await;
+    let apply = b
+        .client
         .find(Locator::Id("coupon-apply"))
         .await
-        .expect("the apply button is shown when scripts run")
-        .click()
-        .await
-        .unwrap();
+        .expect("the apply button is shown when scripts run");
+    apply.click().await.unwrap();
+    wait_for(
+        &b,
+        "return document.querySelector('#quote .coupon-error')",
+        "the coupon refusal",
+    )
+    .await;
+    assert_eq!(
+        b.js("return [window.__xss === undefined, document.querySelectorAll('[onerror]').length]")
+            .await,
+        json!([true, 0]),
+        "a typed coupon became markup"
+    );
+    b.fill("coupon", "spring").await;
+    apply.click().await.unwrap();
     let total = wait_for(
         &b,
         "var t = document.getElementById('quote-total'); \
@@ -608,5 +625,119 @@ async fn buyer_applies_a_coupon_pays_and_copies_the_codes_in_a_real_browser() {
         Some("product-coupon"),
     )
     .await;
+    b.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reorder_export_and_recovery_code_in_a_real_browser() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let password = create_admin(&kami, "owner@example.com", "owner");
+    let first = kami.product("首发商品", json!({"category": "游戏"})).await;
+    let second = kami
+        .product("Second card", json!({"category": "游戏"}))
+        .await;
+    kami.import_codes(first, &make_codes("BRW", 2)).await;
+    let order = kami.buy(first, 1, "buyer@example.com").await;
+    kami.pay_ok(&order).await;
+
+    let driver = start_driver().await;
+    let b = Browser::new(&driver).await;
+    let downloads = tempfile::tempdir().unwrap();
+    b.cdp(
+        "Page.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.path()}),
+    )
+    .await;
+    login(&b, &kami, "owner@example.com", &password, None).await;
+
+    // Reorder: the second product moves above the first, on the storefront too.
+    b.client.goto(&kami.url("/admin/products")).await.unwrap();
+    b.submit(&format!("#product-{second} .move-up")).await;
+    b.client.goto(&kami.url("/")).await.unwrap();
+    let shop = b.text().await;
+    let (first_at, second_at) = (
+        shop.find("首发商品").unwrap(),
+        shop.find("Second card").unwrap(),
+    );
+    assert!(
+        second_at < first_at,
+        "the storefront follows the panel's order: {shop}"
+    );
+
+    // Export: the link downloads a CSV with the paid order, and no code.
+    b.client
+        .goto(&kami.url("/admin/orders?status=delivered"))
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Id("export-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let csv = loop {
+        let done: Vec<_> = std::fs::read_dir(downloads.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+            .collect();
+        if let Some(p) = done.first() {
+            break std::fs::read(p).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no CSV was downloaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.starts_with('\u{feff}'));
+    assert!(csv.contains(order["order_no"].as_str().unwrap()), "{csv}");
+    assert!(csv.contains("首发商品"));
+    assert!(!csv.contains("BRW"), "no code in the export");
+
+    // TOTP on; the recovery codes are shown once.
+    b.client.goto(&kami.url("/admin/security")).await.unwrap();
+    let secret = b
+        .client
+        .find(Locator::Id("totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    b.fill("code", &totp_now(&secret)).await;
+    b.submit("form[action='/admin/security/totp'] button").await;
+    let mut codes = Vec::new();
+    for e in b
+        .client
+        .find_all(Locator::Css(".recovery-code"))
+        .await
+        .unwrap()
+    {
+        codes.push(e.text().await.unwrap());
+    }
+    assert_eq!(codes.len(), 10, "{}", b.text().await);
+    b.submit("form[action='/admin/logout'] button").await;
+
+    // The phone is gone: a recovery code signs in, once.
+    login(&b, &kami, "owner@example.com", &password, Some(&codes[0])).await;
+    b.client.goto(&kami.url("/admin/security")).await.unwrap();
+    let left = b
+        .client
+        .find(Locator::Id("recovery-left"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(left, "9");
+    b.submit("form[action='/admin/logout'] button").await;
+    b.fill("email", "owner@example.com").await;
+    b.fill("password", &password).await;
+    b.fill("totp", &codes[0]).await;
+    b.submit("form[action='/admin/login'] button").await;
+    assert_eq!(b.client.current_url().await.unwrap().path(), "/admin/login");
+    assert!(b.text().await.contains("验证码错误"));
     b.client.close().await.unwrap();
 }

@@ -299,11 +299,10 @@ pub async fn quote(
                     CouponRefusal::Unknown.to_string(),
                 ));
             };
-            let terms = found.terms();
-            terms
+            found
                 .check(product.id, &product.currency, now)
                 .map_err(|r| ApiError::invalid_param("coupon", r.to_string()))?;
-            Some(terms)
+            Some(found)
         }
     };
     let discount = coupon.as_ref().map_or(0, |c| c.discount(subtotal));
