@@ -10,7 +10,62 @@ use serde_json::{json, Value};
 both_backends!(
     admin_api_authenticates_first_and_validates_products,
     orders_are_validated_and_limited_per_buyer,
+    the_product_list_pages_with_limit_and_starting_after,
 );
+
+/// API.md's list convention on `GET /api/v1/products`: `limit` and a
+/// `starting_after` cursor walk the whole list once, in order.
+async fn the_product_list_pages_with_limit_and_starting_after(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(kami.product(&format!("Paged {i}"), json!({})).await);
+    }
+    let get = |q: String| {
+        let kami = &kami;
+        async move {
+            kami.send(kami.http.get(kami.url(&format!("/api/v1/products{q}"))))
+                .await
+        }
+    };
+    // The catalog is cached for a second: wait until every product is listed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, all) = get(String::new()).await;
+        if all["data"].as_array().unwrap().len() == 5 {
+            assert_eq!(all["has_more"], json!(false));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{all}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (mut seen, mut cursor) = (Vec::new(), None::<i64>);
+    loop {
+        let q = match cursor {
+            None => "?limit=2".to_string(),
+            Some(c) => format!("?limit=2&starting_after={c}"),
+        };
+        let (s, page) = get(q).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().map(|p| p["id"].as_i64().unwrap()));
+        cursor = seen.last().copied();
+        if page["has_more"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(seen, made, "every product once, in order");
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?starting_after=999999",
+    ] {
+        let (s, v) = get(bad.to_string()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+}
 
 async fn admin_api_authenticates_first_and_validates_products(backend: Backend) {
     let kami = spawn_kami(backend).await;

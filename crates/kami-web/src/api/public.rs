@@ -1,4 +1,4 @@
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,17 +18,60 @@ use crate::services::orders::{
 };
 use crate::state::Shared;
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ListQuery {
+    limit: Option<String>,
+    starting_after: Option<String>,
+}
+
+/// Most products one page lists; `has_more` says when there are more.
+const PRODUCTS_PAGE: usize = 100;
+
 pub async fn list_products(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip).await?;
+    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => PRODUCTS_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=PRODUCTS_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid_param("limit", format!("limit must be 1-{PRODUCTS_PAGE}"))
+            })?,
+    };
     let products = state
         .catalog
         .visible(state.store.as_ref(), &state.gate)
         .await?;
-    let data: Vec<Value> = products.iter().map(present::product).collect();
-    Ok(Json(json!({"data": data, "has_more": false})))
+    // The cursor is a product id; the page goes on after it in the listing's
+    // own order (categories, then products, as the merchant arranged them).
+    let start = match q
+        .starting_after
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => 0,
+        Some(after) => {
+            let id = parse_id(&Value::String(after.to_string()));
+            products
+                .iter()
+                .position(|p| Some(p.id) == id)
+                .map(|i| i + 1)
+                .ok_or_else(|| ApiError::invalid_param("starting_after", "unknown product id"))?
+        }
+    };
+    let rest = &products[start.min(products.len())..];
+    let page = &rest[..limit.min(rest.len())];
+    let data: Vec<Value> = page.iter().map(present::product).collect();
+    Ok(Json(
+        json!({"data": data, "has_more": rest.len() > page.len()}),
+    ))
 }
 
 /// The payment channels, and whether new orders may use them now (a
