@@ -41,6 +41,25 @@ pub struct Product {
     pub per_ip_limit: Option<i64>,
 }
 
+impl Product {
+    /// What placing an order needs of this product.
+    pub fn sale_terms(&self) -> SaleTerms {
+        SaleTerms {
+            id: self.id,
+            price: self.price,
+            currency: self.currency.clone(),
+            min_quantity: self.min_quantity,
+            max_quantity: self.max_quantity,
+            per_buyer_limit: self.per_buyer_limit,
+            sale_starts_at: self.sale_starts_at,
+            sale_ends_at: self.sale_ends_at,
+            visible: self.visible,
+            wholesale_tiers: self.wholesale_tiers.clone(),
+            per_ip_limit: self.per_ip_limit,
+        }
+    }
+}
+
 /// What placing an order needs to know about a product: no stock count,
 /// since counting a million codes per order would cost more than the order.
 #[derive(Debug, Clone)]
@@ -206,6 +225,12 @@ pub const LIMIT_HOLD_EMAIL: i64 = 1;
 pub const LIMIT_HOLD_IP: i64 = 2;
 
 impl NewOrder {
+    /// The order alone asks for more than a per-email or per-IP limit allows.
+    pub fn above_a_limit(&self) -> bool {
+        let over = |limit: Option<i64>| limit.is_some_and(|l| self.quantity > l);
+        over(self.per_buyer_limit) || over(self.per_ip_limit)
+    }
+
     /// The limits `take_holds` counts this order against when it is granted.
     pub fn limit_holds(&self) -> i64 {
         let mut holds = 0;

@@ -167,8 +167,7 @@ async fn decide(
 ) -> Result<Option<CreateOrderError>> {
     // The same order of answers as the single path: an order above a limit
     // is refused as such even when the product is sold out.
-    let over = |limit: Option<i64>| limit.is_some_and(|l| o.quantity > l);
-    if over(o.per_buyer_limit) || over(o.per_ip_limit) {
+    if o.above_a_limit() {
         return Ok(Some(CreateOrderError::LimitExceeded));
     }
     let left = budget.get(&o.product_id).copied().unwrap_or(0);

@@ -321,8 +321,7 @@ pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, Cr
 /// a refusal undoes what it took, so the transaction is left as it was and
 /// a batch can go on with the next order.
 pub(super) async fn take_holds(tx: &mut Tx, o: &NewOrder) -> Result<Option<CreateOrderError>> {
-    let over = |limit: Option<i64>| limit.is_some_and(|l| o.quantity > l);
-    if over(o.per_buyer_limit) || over(o.per_ip_limit) {
+    if o.above_a_limit() {
         return Ok(Some(CreateOrderError::LimitExceeded));
     }
     // Exactly the limits `NewOrder::limit_holds` records on the order, so

@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, ClientIp, JsonBody};
 use crate::present;
 use crate::rate_limit::Class;
-use crate::services::orders::{parse_id, quote};
+use crate::services::orders::{check_quantity, parse_id, quote};
 use crate::state::Shared;
 
 #[derive(Debug, Deserialize, Default)]
@@ -198,15 +198,7 @@ pub async fn public_quote(
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
     let quantity = q.quantity.unwrap_or(product.min_quantity);
-    if quantity < product.min_quantity || quantity > product.max_quantity {
-        return Err(ApiError::invalid_param(
-            "quantity",
-            format!(
-                "quantity must be between {} and {}",
-                product.min_quantity, product.max_quantity
-            ),
-        ));
-    }
+    check_quantity(&product, quantity)?;
     let quote = quote(
         &state,
         &product,

@@ -102,19 +102,7 @@ impl Catalog {
         gate: &StockGate,
         id: i64,
     ) -> StoreResult<Option<SaleTerms>> {
-        Ok(self.product(store, gate, id).await?.map(|p| SaleTerms {
-            id: p.id,
-            price: p.price,
-            currency: p.currency,
-            min_quantity: p.min_quantity,
-            max_quantity: p.max_quantity,
-            per_buyer_limit: p.per_buyer_limit,
-            sale_starts_at: p.sale_starts_at,
-            sale_ends_at: p.sale_ends_at,
-            visible: p.visible,
-            wholesale_tiers: p.wholesale_tiers,
-            per_ip_limit: p.per_ip_limit,
-        }))
+        Ok(self.product(store, gate, id).await?.map(|p| p.sale_terms()))
     }
 }
 

@@ -87,15 +87,7 @@ pub async fn place_order(
         return Err(crate::services::payments::channel_unavailable(channel));
     }
     let quantity = req.quantity.unwrap_or(1);
-    if quantity < product.min_quantity || quantity > product.max_quantity {
-        return Err(ApiError::invalid_param(
-            "quantity",
-            format!(
-                "quantity must be between {} and {}",
-                product.min_quantity, product.max_quantity
-            ),
-        ));
-    }
+    check_quantity(&product, quantity)?;
     let email = Email::parse(req.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
     let query_password = req
@@ -225,6 +217,20 @@ pub async fn place_order(
             "a request with this Idempotency-Key was processed concurrently; retry to get its response",
         )),
     }
+}
+
+/// The product's per-order quantity range (orders and quotes alike).
+pub fn check_quantity(product: &SaleTerms, quantity: i64) -> Result<(), ApiError> {
+    if quantity < product.min_quantity || quantity > product.max_quantity {
+        return Err(ApiError::invalid_param(
+            "quantity",
+            format!(
+                "quantity must be between {} and {}",
+                product.min_quantity, product.max_quantity
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `limit_exceeded` naming the limit the order ran into: the per-email one

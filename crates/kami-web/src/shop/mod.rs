@@ -21,7 +21,7 @@ use kami_core::stock_display::StockLevel;
 use kami_core::StockDisplay;
 use kami_pay::sandbox;
 use kami_pay::Notification;
-use kami_store::{Order, Product, SaleTerms};
+use kami_store::{Order, Product};
 use minijinja::Value;
 use serde::Deserialize;
 use serde_json::json;
@@ -378,19 +378,7 @@ async fn quote_view(
         .unwrap_or(product.min_quantity)
         .clamp(product.min_quantity, product.max_quantity);
     let coupon = form["coupon"].as_str().filter(|c| !c.trim().is_empty());
-    let terms = SaleTerms {
-        id: product.id,
-        price: product.price,
-        currency: product.currency.clone(),
-        min_quantity: product.min_quantity,
-        max_quantity: product.max_quantity,
-        per_buyer_limit: product.per_buyer_limit,
-        sale_starts_at: product.sale_starts_at,
-        sale_ends_at: product.sale_ends_at,
-        visible: product.visible,
-        wholesale_tiers: product.wholesale_tiers.clone(),
-        per_ip_limit: product.per_ip_limit,
-    };
+    let terms = product.sale_terms();
     let now = now_millis();
     let (q, refusal) = match quote(state, &terms, quantity, coupon, client, now).await {
         Ok(q) => (q, None),
