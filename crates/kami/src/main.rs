@@ -89,6 +89,10 @@ enum CardsCommand {
     },
 }
 
+/// See the workspace Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let mut cfg = match Config::load(&cli.flags) {

@@ -28,6 +28,15 @@ use crate::{Backend, Result};
 type OrderOutcome = Result<Result<Order, CreateOrderError>>;
 
 pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome> {
+    if let Some(direct) = &s.direct {
+        match direct.create_orders(batch.to_vec()).await {
+            Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "order batch failed on the SQLite writer; replaying it")
+            }
+        }
+    }
     if batch.len() > 1 {
         match try_create_orders(s, batch).await {
             Ok(Some(out)) => return out.into_iter().map(Ok).collect(),

@@ -15,7 +15,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// NORMAL sync is durable across process crashes in WAL mode, and the busy
 /// timeout covers other processes (a second instance, `kami cards import`).
 /// Page caches are sized so the whole process stays within ~150 MB with a
-/// million codes in stock: 32 MiB for the writer, 2 MiB per reader. A
+/// million codes in stock: 8 MiB for this writer (the cold writes: imports,
+/// expiry, the panel; the hot batches have their own, `direct.rs`), 2 MiB
+/// per reader. A
 /// reader's cache is thrown away whenever the writer committed since its
 /// last read (perf: `pcache1TruncateUnsafe`), which during a drop is every
 /// read, so a big one only costs; product reads come from memory anyway.
@@ -26,7 +28,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// writer's time in `walCheckpoint` during a notification storm). A
 /// background task checkpoints passively instead (`checkpoint_loop`).
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY; \
      PRAGMA wal_autocheckpoint = 10000;";
 
 /// How often the background checkpoint runs.
@@ -51,6 +53,7 @@ impl SqlStore {
                     backend,
                     write: pool.clone(),
                     read: pool,
+                    direct: None,
                 })
             }
         }
@@ -114,10 +117,12 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         })
         .connect_lazy(&with_mode("rw"))?;
     tokio::spawn(checkpoint_loop(checkpointer, write.clone()));
+    let direct = super::direct::Direct::open(&path)?;
     Ok(SqlStore {
         backend: Backend::Sqlite,
         write,
         read,
+        direct: Some(std::sync::Arc::new(direct)),
     })
 }
 

@@ -13,6 +13,7 @@ mod catalog;
 mod channel_configs;
 mod connect;
 mod coupons;
+mod direct;
 mod jobs;
 mod keys;
 mod orders;
@@ -40,6 +41,9 @@ pub struct SqlStore {
     /// SQLite: read-only connections that never wait for the writer (WAL).
     /// PostgreSQL: the same pool as `write`.
     read: AnyPool,
+    /// SQLite: the group commit's batches and the order lookup without
+    /// sqlx's worker threads (`direct.rs`). `None` on PostgreSQL.
+    direct: Option<std::sync::Arc<direct::Direct>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -56,6 +60,9 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
+        if let Some(d) = &self.direct {
+            d.close();
+        }
         self.write.close().await;
         self.read.close().await;
     }
@@ -143,6 +150,9 @@ impl Store for SqlStore {
         payments::pay_orders(self, batch).await
     }
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
+        if let Some(d) = &self.direct {
+            return d.get_order(order_no);
+        }
         orders::get_order(self, order_no).await
     }
     async fn order_cards(&self, order_id: i64) -> Result<Vec<SealedCard>> {

@@ -131,7 +131,7 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
     Ok(outcome)
 }
 
-fn paid_detail(p: &NewPayment) -> String {
+pub(super) fn paid_detail(p: &NewPayment) -> String {
     format!(
         "{} {} via {} trade {}",
         p.amount, p.currency, p.channel, p.trade_no
@@ -167,6 +167,15 @@ async fn deliver(
 /// same transaction. An error rolls the batch back and replays it payment by
 /// payment, so only the failing payment gets it.
 pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
+    if let Some(direct) = &s.direct {
+        match direct.pay_orders(batch.to_vec()).await {
+            Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "payment batch failed on the SQLite writer; replaying it")
+            }
+        }
+    }
     if batch.len() > 1 {
         match try_pay_orders(s, batch).await {
             Ok(out) => return out.into_iter().map(Ok).collect(),

@@ -1,0 +1,481 @@
+//! SQLite's hot paths without sqlx's worker threads: the group commit's
+//! order and payment batches, and the order lookup every notification and
+//! order page starts with.
+//!
+//! Why by hand: sqlx runs each SQLite connection on a thread of its own and
+//! hands every statement, and every result row, across a channel to it and
+//! back. During a drop perf showed a quarter of the server's time in those
+//! hand-offs (`finish_task_switch`, flume's `SyncSignal::fire`) and more in
+//! re-parsing statements, while the one writer sat idle between them. Here
+//! one thread owns a second write connection (rusqlite) and runs a whole
+//! batch on it with cached prepared statements: one hand-off per batch.
+//!
+//! The batches decide exactly as `batch.rs` and `payments.rs` do, with the
+//! same statements. Anything outside the common case (a short claim, a late
+//! payment, a payment for a paid order, any error) rolls the batch back and
+//! returns `None`/`Err`, and the caller replays it through the sqlx path, so
+//! the rare cases keep one implementation. Both write connections open their
+//! transactions with `BEGIN IMMEDIATE`, so SQLite's write lock serialises
+//! them as it serialises any two writers (and `kami cards import`).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+
+use kami_core::limits::ip_limit_key;
+use kami_core::OrderStatus;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use super::orders::created_detail;
+use super::payments::paid_detail;
+use super::rows::ORDER_COLUMNS;
+use crate::types::*;
+use crate::{Result, StoreError};
+
+/// The same settings as the sqlx write connection (`connect.rs`), with a
+/// 24 MiB page cache: the batches touch the hot end of a few indexes.
+const WRITER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -24576; PRAGMA temp_store = MEMORY; \
+     PRAGMA wal_autocheckpoint = 10000;";
+const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048;";
+/// Idle read connections kept for reuse.
+const READERS_KEPT: usize = 8;
+/// Prepared statements kept per connection (the batches use about twenty).
+const STATEMENT_CACHE: usize = 64;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+pub(crate) struct Direct {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn closed() -> StoreError {
+    StoreError::Corrupt("the SQLite writer thread has stopped".into())
+}
+
+impl Direct {
+    /// Opens the write connection and starts its thread.
+    pub(crate) fn open(path: &Path) -> Result<Direct> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(WRITER_PRAGMAS)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kami-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                // Ends when the store is closed or dropped (every sender gone).
+                while let Ok(job) = rx.recv() {
+                    // A panicking job drops its transaction (rolled back) and
+                    // its reply (the caller sees an error); the thread goes on.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Direct {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(Some(tx)),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on the writer thread and waits for its answer.
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| closed())?
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(job)
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())
+    }
+
+    pub(crate) fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.clear();
+        }
+    }
+
+    /// An order batch in one transaction; `Ok(None)` when it must be
+    /// replayed through the general path (nothing was written then).
+    pub(crate) async fn create_orders(
+        &self,
+        batch: Vec<NewOrder>,
+    ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
+        self.run(move |c| write_orders(c, &batch)).await?
+    }
+
+    /// A payment batch in one transaction when every payment in it is a
+    /// duplicate or the first payment of a pending order; `Ok(None)`
+    /// otherwise (nothing was written then).
+    pub(crate) async fn pay_orders(
+        &self,
+        batch: Vec<NewPayment>,
+    ) -> Result<Option<Vec<PayOutcome>>> {
+        self.run(move |c| write_payments(c, &batch)).await?
+    }
+
+    /// One order by number, read on the calling thread: a point lookup by
+    /// a unique index costs microseconds, less than handing it to a thread.
+    pub(crate) fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
+        let conn = match self.readers.lock().map_err(|_| closed())?.pop() {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.execute_batch(READER_PRAGMAS)?;
+                c
+            }
+        };
+        let found = conn
+            .prepare_cached(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE order_no = ?1"
+            ))?
+            .query_row([order_no], |r| Ok(order(r)))
+            .optional()?
+            .transpose()?;
+        let mut readers = self.readers.lock().map_err(|_| closed())?;
+        if readers.len() < READERS_KEPT {
+            readers.push(conn);
+        }
+        Ok(found)
+    }
+}
+
+fn order(r: &rusqlite::Row<'_>) -> Result<Order> {
+    let status: String = r.get("status")?;
+    let status = OrderStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))?;
+    Ok(Order {
+        id: r.get("id")?,
+        order_no: r.get("order_no")?,
+        product_id: r.get("product_id")?,
+        quantity: r.get("quantity")?,
+        unit_price: r.get("unit_price")?,
+        discount: r.get("discount")?,
+        amount: r.get("amount")?,
+        currency: r.get("currency")?,
+        email: r.get("email")?,
+        access_token_hash: r.get("access_token_hash")?,
+        has_query_password: r.get::<_, i64>("has_qp")? != 0,
+        buyer_ip: r.get("buyer_ip")?,
+        channel: r.get("channel")?,
+        status: OrderStatusField(status),
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        paid_at: r.get("paid_at")?,
+        delivered_at: r.get("delivered_at")?,
+        coupon_id: r.get("coupon_id")?,
+        limit_holds: r.get("limit_holds")?,
+    })
+}
+
+fn begin(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+/// `batch.rs`'s `write_orders`, statement for statement.
+fn write_orders(
+    c: &mut Connection,
+    batch: &[NewOrder],
+) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
+    let tx = begin(c)?;
+    let mut wanted: HashMap<i64, i64> = HashMap::new();
+    for o in batch {
+        *wanted.entry(o.product_id).or_default() += o.quantity;
+    }
+    let mut budget = HashMap::with_capacity(wanted.len());
+    let mut floors = HashMap::with_capacity(wanted.len());
+    for (product_id, want) in wanted {
+        let (n, first): (i64, Option<i64>) = tx
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(id) FROM (SELECT id FROM cards \
+                 WHERE product_id = ?1 AND status = 'available' ORDER BY id LIMIT ?2)",
+            )?
+            .query_row(params![product_id, want], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        budget.insert(product_id, n);
+        floors.insert(product_id, first.unwrap_or(0));
+    }
+    let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
+    for o in batch {
+        // As in batch.rs: the key is claimed before the order is decided.
+        if let Some(rec) = &o.idempotency {
+            if !insert_idempotency(&tx, rec)? {
+                verdicts.push(Some(CreateOrderError::IdempotencyKeyTaken));
+                continue;
+            }
+        }
+        let verdict = decide(&tx, o, &mut budget)?;
+        if let (Some(_), Some(rec)) = (&verdict, &o.idempotency) {
+            tx.prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+                .execute(params![rec.scope, rec.key])?;
+        }
+        verdicts.push(verdict);
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (o, verdict) in batch.iter().zip(verdicts) {
+        if let Some(refused) = verdict {
+            out.push(Err(refused));
+            continue;
+        }
+        let id: i64 = tx
+            .prepare_cached(&format!(
+                "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
+                 discount, amount, currency, email, query_password_hash, access_token_hash, \
+                 buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id, \
+                 limit_holds) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                 ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17) RETURNING id"
+            ))?
+            .query_row(
+                params![
+                    o.order_no,
+                    o.product_id,
+                    o.quantity,
+                    o.unit_price,
+                    o.discount,
+                    o.amount,
+                    o.currency,
+                    o.email,
+                    o.query_password_hash,
+                    o.access_token_hash,
+                    o.buyer_ip,
+                    o.channel,
+                    o.created_at,
+                    o.expires_at,
+                    o.idempotency.as_ref().map(|r| r.key.as_str()),
+                    o.coupon_id,
+                    o.limit_holds(),
+                ],
+                |r| r.get(0),
+            )?;
+        // DESIGN.md's claim statement; `floor` only narrows the index scan.
+        let claimed = tx
+            .prepare_cached(
+                "UPDATE cards SET status = 'reserved', order_id = ?1, reserved_until = ?2 \
+                 WHERE id IN (SELECT id FROM cards WHERE product_id = ?3 AND status = 'available' \
+                 AND id >= ?5 ORDER BY id LIMIT ?4)",
+            )?
+            .execute(params![
+                id,
+                o.expires_at,
+                o.product_id,
+                o.quantity,
+                floors.get(&o.product_id).copied().unwrap_or(0)
+            ])?;
+        if (claimed as i64) < o.quantity {
+            // The budget counted these codes in this very transaction, so
+            // this cannot happen on SQLite; the general path decides anew.
+            return Ok(None);
+        }
+        insert_event(
+            &tx,
+            id,
+            &o.order_no,
+            "created",
+            &created_detail(o),
+            o.created_at,
+        )?;
+        out.push(Ok(super::orders::pending_order(id, o)));
+    }
+    tx.commit()?;
+    Ok(Some(out))
+}
+
+fn insert_idempotency(tx: &Transaction<'_>, rec: &IdempotencyRecord) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (merchant_id, scope, key, request_hash, status_code, \
+             response, response_nonce, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (scope, key) DO NOTHING",
+        )?
+        .execute(params![
+            DEFAULT_MERCHANT,
+            rec.scope,
+            rec.key,
+            rec.request_hash,
+            rec.status_code,
+            rec.response,
+            rec.response_nonce,
+            rec.created_at
+        ])?;
+    Ok(n == 1)
+}
+
+/// `batch.rs`'s `decide` with `orders.rs`'s `take_holds`: `None` grants.
+fn decide(
+    tx: &Transaction<'_>,
+    o: &NewOrder,
+    budget: &mut HashMap<i64, i64>,
+) -> Result<Option<CreateOrderError>> {
+    if o.above_a_limit() {
+        return Ok(Some(CreateOrderError::LimitExceeded));
+    }
+    let left = budget.get(&o.product_id).copied().unwrap_or(0);
+    if left < o.quantity {
+        return Ok(Some(if left == 0 {
+            CreateOrderError::SoldOut
+        } else {
+            CreateOrderError::InsufficientStock { available: left }
+        }));
+    }
+    // What this order has taken so far, given back if a later hold refuses.
+    let mut taken: Vec<(&str, &str, String)> = Vec::new();
+    let ip = o
+        .per_ip_limit
+        .zip(o.buyer_ip.as_deref())
+        .map(|(limit, ip)| (limit, ip_limit_key(ip)));
+    let holds = o
+        .per_buyer_limit
+        .map(|l| ("buyer_purchases", "email", o.email.clone(), l))
+        .into_iter()
+        .chain(ip.map(|(l, key)| ("buyer_ip_purchases", "ip", key, l)));
+    for (table, column, key, limit) in holds {
+        let n = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (product_id, {column}, quantity) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (product_id, {column}) DO UPDATE \
+                 SET quantity = {table}.quantity + excluded.quantity \
+                 WHERE {table}.quantity + excluded.quantity <= ?4"
+            ))?
+            .execute(params![o.product_id, key, o.quantity, limit])?;
+        if n != 1 {
+            give_back(tx, o.product_id, o.quantity, &taken)?;
+            return Ok(Some(CreateOrderError::LimitExceeded));
+        }
+        taken.push((table, column, key));
+    }
+    if let Some(coupon) = o.coupon_id {
+        let n = tx
+            .prepare_cached(
+                "UPDATE coupons SET used = used + 1 WHERE id = ?1 AND disabled = 0 \
+                 AND (max_uses IS NULL OR used < max_uses) \
+                 AND (expires_at IS NULL OR expires_at > ?2)",
+            )?
+            .execute(params![coupon, o.created_at])?;
+        if n != 1 {
+            give_back(tx, o.product_id, o.quantity, &taken)?;
+            return Ok(Some(CreateOrderError::CouponUsedUp));
+        }
+    }
+    budget.insert(o.product_id, left - o.quantity);
+    Ok(None)
+}
+
+/// Undoes the limit holds a refused order took (`release_holds`).
+fn give_back(
+    tx: &Transaction<'_>,
+    product_id: i64,
+    quantity: i64,
+    taken: &[(&str, &str, String)],
+) -> Result<()> {
+    for (table, column, key) in taken {
+        tx.prepare_cached(&format!(
+            "UPDATE {table} SET quantity = CASE WHEN quantity - ?3 > 0 THEN quantity - ?3 ELSE 0 END \
+             WHERE product_id = ?1 AND {column} = ?2"
+        ))?
+        .execute(params![product_id, key, quantity])?;
+    }
+    Ok(())
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    order_no: &str,
+    kind: &str,
+    detail: &str,
+    at: i64,
+) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+         VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5)"
+    ))?
+    .execute(params![order_id, order_no, kind, detail, at])?;
+    Ok(())
+}
+
+/// `payments.rs`'s `write_payments` for its common case: each payment is a
+/// duplicate (its row was already stored, or an earlier one in this batch
+/// stored it) or the first payment of a pending order, which sells the
+/// order's reserved codes and delivers it.
+fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec<PayOutcome>>> {
+    let tx = begin(c)?;
+    let mut out = Vec::with_capacity(batch.len());
+    for p in batch {
+        let inserted = tx
+            .prepare_cached(&format!(
+                "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
+                 raw, received_at) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (channel, trade_no) DO NOTHING"
+            ))?
+            .execute(params![
+                p.order_id,
+                p.channel,
+                p.trade_no,
+                p.amount,
+                p.currency,
+                p.raw,
+                p.received_at
+            ])?;
+        if inserted == 0 {
+            out.push(PayOutcome::Duplicate);
+            continue;
+        }
+        let (status, order_no, quantity): (String, String, i64) = tx
+            .prepare_cached("SELECT status, order_no, quantity FROM orders WHERE id = ?1")?
+            .query_row([p.order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if status != OrderStatus::Pending.as_str() {
+            // A late payment or one for a paid order: the general path.
+            return Ok(None);
+        }
+        let sold = tx
+            .prepare_cached(
+                "UPDATE cards SET status = 'sold', sold_at = ?2, reserved_until = NULL \
+                 WHERE order_id = ?1 AND status = 'reserved'",
+            )?
+            .execute(params![p.order_id, p.received_at])?;
+        if sold as i64 != quantity {
+            // Impossible while the invariants hold; the general path refuses
+            // it (Corrupt) so the gateway retries and an operator looks.
+            return Ok(None);
+        }
+        tx.prepare_cached(
+            "UPDATE orders SET status = 'delivered', paid_at = ?2, delivered_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+        )?
+        .execute(params![p.order_id, p.received_at])?;
+        insert_event(
+            &tx,
+            p.order_id,
+            &order_no,
+            "paid",
+            &paid_detail(p),
+            p.received_at,
+        )?;
+        insert_event(&tx, p.order_id, &order_no, "delivered", "", p.received_at)?;
+        out.push(PayOutcome::Delivered);
+    }
+    tx.commit()?;
+    Ok(Some(out))
+}
