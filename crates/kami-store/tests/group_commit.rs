@@ -248,9 +248,92 @@ async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
 }
 
 both_backends!(
+    batches_race_expiry_restock_and_single_writes,
     a_payment_batch_with_twins_delivers_each_order_once,
     five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
     a_full_queue_refuses_and_loses_nothing_it_accepted,
     a_refused_order_in_a_batch_fails_no_other,
     a_retried_request_in_a_batch_is_told_to_replay_its_twin,
 );
+
+/// Every kind of write at once, as in a drop that runs into its expiry
+/// sweep and a restock: batched orders and batched payments (on SQLite the
+/// writer thread's own connection), the expiry sweep, a restock, late
+/// payments and single orders (on SQLite the sqlx connection). The two
+/// SQLite write connections only ever meet through SQLite's write lock;
+/// whatever interleaving it gives, the invariants hold and every accepted
+/// request gets its answer.
+async fn batches_race_expiry_restock_and_single_writes(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 150).await;
+    let w = writer(&db, 2000, if backend == Backend::Sqlite { 1 } else { 4 });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let store = db.store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut expired = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                expired += store
+                    .expire_due_orders(now_millis(), 50)
+                    .await
+                    .unwrap()
+                    .len();
+                tokio::task::yield_now().await;
+            }
+            expired
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..400i64 {
+        let w = w.clone();
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            // A third of the orders expire almost at once, so the sweep
+            // releases codes while the batches claim them.
+            let ttl = if i % 3 == 0 { 5 } else { 60_000 };
+            let o = new_order(pid, 1 + (i % 2), ttl);
+            let placed = if i % 10 == 0 {
+                store.create_order(&o).await.unwrap()
+            } else {
+                w.submit(o).await.expect("queue has room").unwrap()
+            };
+            let Ok(order) = placed else { return (0, None) };
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            // Pay twice, the second time from a batch that also holds its
+            // twin, and once more alone: exactly one payment may count.
+            let p = payment(&order, &format!("t{i}"));
+            let batch = vec![p.clone(), p.clone()];
+            let mut outcomes: Vec<PayOutcome> = store
+                .pay_orders(&batch)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            outcomes.push(store.pay_order(&p).await.unwrap());
+            let counted = outcomes
+                .iter()
+                .filter(|o| **o != PayOutcome::Duplicate)
+                .count();
+            assert_eq!(counted, 1, "one payment counts once: {outcomes:?}");
+            (order.quantity, Some(outcomes[0]))
+        }));
+    }
+    // A restock in the middle of the drop, through the sqlx connection.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    restock(&db, pid, 100).await;
+    let mut delivered = 0;
+    for t in tasks {
+        if let (q, Some(PayOutcome::Delivered)) = t.await.unwrap() {
+            delivered += q;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sweeper.await.unwrap() > 0,
+        "the sweep expired orders mid-drop"
+    );
+    assert!(delivered > 0);
+    assert!(db.store.stock(pid).await.unwrap().sold >= delivered);
+    assert_invariants(&db, pid, 250).await;
+}
