@@ -115,13 +115,16 @@ pub fn build_state(
     }))
 }
 
-/// The group-commit writers. SQLite has one writer connection, so one task
-/// batches for it; PostgreSQL runs a few transactions side by side (their
-/// claims skip each other's rows) to overlap round trips.
+/// The group-commit writers. SQLite has one writer thread: two tasks feed
+/// it, so the next batch is already waiting there when one commits (with one
+/// task, the thread sat idle until that task was scheduled again among the
+/// HTTP tasks to collect the next batch). PostgreSQL runs a few
+/// transactions side by side (their claims skip each other's rows) to
+/// overlap round trips.
 fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {
-    let parallel = match store.backend() {
-        Backend::Sqlite => 1,
-        Backend::Postgres => 4,
+    let (parallel, shards) = match store.backend() {
+        Backend::Sqlite => (2, 1),
+        Backend::Postgres => (4, 4),
     };
     let cfg = WriterConfig {
         queue: settings.writer_queue,
@@ -137,11 +140,16 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<Pay
         },
         |n| metrics::batch_size("orders", n),
     );
-    let payments = (0..parallel)
+    // PostgreSQL: a writer per shard of order ids, so one order's twins
+    // meet in the same batch or queue. SQLite: one queue, two feeding tasks.
+    let payments = (0..shards)
         .map(|_| {
             let s = store.clone();
             GroupCommit::spawn(
-                WriterConfig { writers: 1, ..cfg },
+                WriterConfig {
+                    writers: parallel / shards,
+                    ..cfg
+                },
                 move |batch| {
                     let s = s.clone();
                     async move { s.pay_orders(&batch).await }

@@ -23,16 +23,17 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// read, so a big one only costs; product reads come from memory anyway.
 ///
 /// The writer checkpoints the WAL itself only as a backstop (at 10,000
-/// pages): checkpointing copies pages and fsyncs, and inside the single
-/// writer's commit it stalls every order behind it (perf: a tenth of the
-/// writer's time in `walCheckpoint` during a notification storm). A
-/// background task checkpoints passively instead (`checkpoint_loop`).
+/// pages): checkpointing copies pages and fsyncs, and inside a writer's
+/// commit it stalls every order behind it (perf: a tenth of the writer's
+/// time in `walCheckpoint` during a notification storm). A background task
+/// checkpoints passively instead (`checkpoint_loop`), and the SQLite writer
+/// thread finishes its work once a second (`direct.rs`).
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY; \
      PRAGMA wal_autocheckpoint = 10000;";
 
 /// How often the background checkpoint runs.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 impl SqlStore {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). A SQLite file
@@ -126,9 +127,13 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
     })
 }
 
-/// Passive checkpoints off the writer's path, until the store is closed. A
-/// passive checkpoint never waits for readers or the writer; what it cannot
-/// copy now it copies next time.
+/// Passive checkpoints off the writers' path, until the store is closed. A
+/// passive checkpoint never waits for readers or writers: it copies what it
+/// can of the WAL back into the database, with the fsync on this task's
+/// connection. Under a steady stream of commits it never quite finishes (a
+/// commit lands while it copies), and SQLite only starts the WAL over after
+/// a finished checkpoint; the SQLite writer thread finishes it once a
+/// second (`direct.rs`), copying only what is left.
 async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;

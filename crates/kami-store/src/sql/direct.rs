@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use kami_core::limits::ip_limit_key;
 use kami_core::OrderStatus;
@@ -34,17 +35,38 @@ use crate::types::*;
 use crate::{Result, StoreError};
 
 /// The same settings as the sqlx write connection (`connect.rs`), with a
-/// 24 MiB page cache: the batches touch the hot end of a few indexes.
+/// 24 MiB page cache (the batches touch the hot end of a few indexes) and
+/// its own checkpoint as a mere backstop (80 MB of WAL): the background
+/// checkpoint keeps the WAL far below that.
 const WRITER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -24576; PRAGMA temp_store = MEMORY; \
-     PRAGMA wal_autocheckpoint = 10000;";
+     PRAGMA wal_autocheckpoint = 20000;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048;";
 /// Idle read connections kept for reuse.
 const READERS_KEPT: usize = 8;
 /// Prepared statements kept per connection (the batches use about twenty).
 const STATEMENT_CACHE: usize = 64;
 
+/// How often the writer finishes the background checkpoint (`restart_wal`).
+const RESTART_EVERY: Duration = Duration::from_secs(1);
+
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Finishes the background checkpoint so the WAL starts over: the
+/// background task's passive checkpoints copy most of the WAL while commits
+/// go on, but never all of it, and SQLite only reuses the WAL from its start
+/// after a finished one; without this the WAL grew to 2.6 GB in one
+/// notification storm and the backstop autocheckpoint copied 80 MB inside a
+/// commit. Here, between two batches, there is no other writer to wait
+/// for: RESTART copies what the passive checkpoints left (about 100 ms of
+/// commits) and waits for the readers of older snapshots, a few milliseconds.
+/// Run from the background task instead it had to win the write lock from
+/// this thread, which took over a second under load.
+fn restart_wal(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "WAL restart failed; retrying in a second");
+    }
+}
 
 pub(crate) struct Direct {
     path: PathBuf,
@@ -72,11 +94,16 @@ impl Direct {
             .name("kami-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut restarted = Instant::now();
                 // Ends when the store is closed or dropped (every sender gone).
                 while let Ok(job) = rx.recv() {
                     // A panicking job drops its transaction (rolled back) and
                     // its reply (the caller sees an error); the thread goes on.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    if restarted.elapsed() >= RESTART_EVERY {
+                        restart_wal(&conn);
+                        restarted = Instant::now();
+                    }
                 }
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
