@@ -469,13 +469,21 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             out.push(PayOutcome::Duplicate);
             continue;
         }
-        let (status, order_no, quantity): (String, String, i64) = tx
-            .prepare_cached("SELECT status, order_no, quantity FROM orders WHERE id = ?1")?
-            .query_row([p.order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if status != OrderStatus::Pending.as_str() {
-            // A late payment or one for a paid order: the general path.
+        // The order moves on only from pending; no row back means it is
+        // not pending (a late payment, or one for a paid order).
+        let delivered: Option<(String, i64)> = tx
+            .prepare_cached(
+                "UPDATE orders SET status = 'delivered', paid_at = ?2, delivered_at = ?2 \
+                 WHERE id = ?1 AND status = 'pending' RETURNING order_no, quantity",
+            )?
+            .query_row(params![p.order_id, p.received_at], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((order_no, quantity)) = delivered else {
+            // The general path: it re-reads the order after the rollback.
             return Ok(None);
-        }
+        };
         let sold = tx
             .prepare_cached(
                 "UPDATE cards SET status = 'sold', sold_at = ?2, reserved_until = NULL \
@@ -487,20 +495,13 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             // it (Corrupt) so the gateway retries and an operator looks.
             return Ok(None);
         }
-        tx.prepare_cached(
-            "UPDATE orders SET status = 'delivered', paid_at = ?2, delivered_at = ?2 \
-             WHERE id = ?1 AND status = 'pending'",
-        )?
-        .execute(params![p.order_id, p.received_at])?;
-        insert_event(
-            &tx,
-            p.order_id,
-            &order_no,
-            "paid",
-            &paid_detail(p),
-            p.received_at,
-        )?;
-        insert_event(&tx, p.order_id, &order_no, "delivered", "", p.received_at)?;
+        // The two timeline rows in one statement.
+        tx.prepare_cached(&format!(
+            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+             VALUES ({DEFAULT_MERCHANT}, ?1, ?2, 'paid', ?3, ?4), \
+             ({DEFAULT_MERCHANT}, ?1, ?2, 'delivered', '', ?4)"
+        ))?
+        .execute(params![p.order_id, order_no, paid_detail(p), p.received_at])?;
         out.push(PayOutcome::Delivered);
     }
     tx.commit()?;
