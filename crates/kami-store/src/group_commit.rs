@@ -36,8 +36,9 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Requests per transaction at most.
     pub max_batch: usize,
-    /// Writer tasks: 1 for SQLite (one writer anyway), a few for PostgreSQL,
-    /// whose concurrent transactions skip each other's rows.
+    /// Writer tasks: 2 for SQLite (one collects the next batch while the
+    /// other's commits on the writer thread), a few for PostgreSQL, whose
+    /// concurrent transactions skip each other's rows.
     pub writers: usize,
 }
 

@@ -266,7 +266,7 @@ both_backends!(
 async fn batches_race_expiry_restock_and_single_writes(backend: Backend) {
     let db = open(backend).await;
     let pid = product_with_codes(&db, 150).await;
-    let w = writer(&db, 2000, if backend == Backend::Sqlite { 1 } else { 4 });
+    let w = writer(&db, 2000, if backend == Backend::Sqlite { 2 } else { 4 });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sweeper = {
         let store = db.store.clone();

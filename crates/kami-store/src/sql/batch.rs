@@ -28,7 +28,9 @@ use crate::{Backend, Result};
 type OrderOutcome = Result<Result<Order, CreateOrderError>>;
 
 pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome> {
-    if let Some(direct) = &s.direct {
+    // A lone order takes the single-order path, whose answers come in its
+    // own order (limits and coupon before stock).
+    if let (Some(direct), true) = (&s.direct, batch.len() > 1) {
         match direct.create_orders(batch.to_vec()).await {
             Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
             Ok(None) => {}

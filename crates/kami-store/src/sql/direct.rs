@@ -52,26 +52,53 @@ const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// How long the WAL restart waits for a writer or a reader of an older
+/// snapshot before it gives up until the next second.
+const RESTART_PATIENCE: Duration = Duration::from_millis(20);
+/// The writers' busy timeout (`WRITER_PRAGMAS`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Finishes the background checkpoint so the WAL starts over: the
 /// background task's passive checkpoints copy most of the WAL while commits
 /// go on, but never all of it, and SQLite only reuses the WAL from its start
 /// after a finished one; without this the WAL grew to 2.6 GB in one
 /// notification storm and the backstop autocheckpoint copied 80 MB inside a
-/// commit. Here, between two batches, there is no other writer to wait
-/// for: RESTART copies what the passive checkpoints left (about 100 ms of
-/// commits) and waits for the readers of older snapshots, a few milliseconds.
-/// Run from the background task instead it had to win the write lock from
-/// this thread, which took over a second under load.
+/// commit. Here, between two batches, RESTART copies what the passive
+/// checkpoints left (about 100 ms of commits) and waits for the readers of
+/// older snapshots, a few milliseconds. Run from the background task
+/// instead it had to win the write lock from this thread, which took over a
+/// second under load. It waits `RESTART_PATIENCE` at most: a long reader
+/// (a backup, a big listing) or the other writer only postpones it.
 fn restart_wal(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "WAL restart failed; retrying in a second");
+    let restart = || -> rusqlite::Result<(i64, i64)> {
+        conn.busy_timeout(RESTART_PATIENCE)?;
+        let answer = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        });
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        answer
+    };
+    match restart() {
+        Ok((0, _)) => {}
+        Ok((_, frames)) => {
+            tracing::debug!(frames, "WAL restart postponed: a reader or writer was busy")
+        }
+        Err(e) => tracing::warn!(error = %e, "WAL restart failed; retrying in a second"),
     }
 }
 
 pub(crate) struct Direct {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Turns at SQLite's write lock, first come first served, shared with
+    /// the sqlx write connection (`SqlStore::begin`). SQLite itself keeps
+    /// no queue: a writer that finds the lock taken sleeps and retries (1,
+    /// 2, 5 … 100 ms), and this thread, fed back to back during a drop,
+    /// took the lock again within microseconds of every commit, so the
+    /// expiry sweep or a restock could wait out their 10 s busy timeout.
+    turn: tokio::sync::Mutex<()>,
 }
 
 fn closed() -> StoreError {
@@ -90,13 +117,18 @@ impl Direct {
         conn.execute_batch(WRITER_PRAGMAS)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("kami-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
                 let mut restarted = Instant::now();
                 // Ends when the store is closed or dropped (every sender gone).
                 while let Ok(job) = rx.recv() {
+                    if !conn.is_autocommit() {
+                        // A transaction a failed job left open would hold
+                        // the write lock for good.
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
                     // A panicking job drops its transaction (rolled back) and
                     // its reply (the caller sees an error); the thread goes on.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
@@ -110,7 +142,9 @@ impl Direct {
         Ok(Direct {
             path: path.to_path_buf(),
             jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
             readers: Mutex::new(Vec::new()),
+            turn: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -123,6 +157,7 @@ impl Direct {
         let job: Job = Box::new(move |c| {
             let _ = tx.send(f(c));
         });
+        let _turn = self.turn.lock().await;
         self.jobs
             .lock()
             .map_err(|_| closed())?
@@ -133,12 +168,24 @@ impl Direct {
         rx.await.map_err(|_| closed())
     }
 
-    pub(crate) fn close(&self) {
+    /// A turn at the write lock for a transaction on the sqlx connection,
+    /// to hold until its `BEGIN IMMEDIATE` has taken the lock.
+    pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// Stops the writer thread once its current job is done and closes its
+    /// connection and the read connections.
+    pub(crate) async fn close(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
         if let Ok(mut readers) = self.readers.lock() {
             readers.clear();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 

@@ -56,12 +56,19 @@ impl std::fmt::Debug for SqlStore {
 
 impl SqlStore {
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        // SQLite: wait for a turn with the writer thread's batches, so this
+        // connection is not starved of the write lock (`direct.rs`). The
+        // turn ends once BEGIN IMMEDIATE holds the lock.
+        let _turn = match &self.direct {
+            Some(d) => Some(d.turn().await),
+            None => None,
+        };
         Ok(self.write.begin_with(self.backend.begin_write()).await?)
     }
 
     pub async fn close(&self) {
         if let Some(d) = &self.direct {
-            d.close();
+            d.close().await;
         }
         self.write.close().await;
         self.read.close().await;
