@@ -169,6 +169,28 @@ async fn stock_budgets(
     Ok((budget, floors))
 }
 
+/// The checks of a batch order that need no statement: the codes left in
+/// the batch's budget for its product, or the refusal. The same order of
+/// answers as the single path: an order above a limit is refused as such
+/// even when the product is sold out.
+pub(super) fn budget_verdict(
+    o: &NewOrder,
+    budget: &HashMap<i64, i64>,
+) -> Result<i64, CreateOrderError> {
+    if o.above_a_limit() {
+        return Err(CreateOrderError::LimitExceeded);
+    }
+    let left = budget.get(&o.product_id).copied().unwrap_or(0);
+    if left < o.quantity {
+        return Err(if left == 0 {
+            CreateOrderError::SoldOut
+        } else {
+            CreateOrderError::InsufficientStock { available: left }
+        });
+    }
+    Ok(left)
+}
+
 /// `None` grants the order (its stock is then taken from the budget and its
 /// limits and coupon use recorded); `Some` refuses it having written nothing.
 async fn decide(
@@ -176,19 +198,10 @@ async fn decide(
     o: &NewOrder,
     budget: &mut HashMap<i64, i64>,
 ) -> Result<Option<CreateOrderError>> {
-    // The same order of answers as the single path: an order above a limit
-    // is refused as such even when the product is sold out.
-    if o.above_a_limit() {
-        return Ok(Some(CreateOrderError::LimitExceeded));
-    }
-    let left = budget.get(&o.product_id).copied().unwrap_or(0);
-    if left < o.quantity {
-        return Ok(Some(if left == 0 {
-            CreateOrderError::SoldOut
-        } else {
-            CreateOrderError::InsufficientStock { available: left }
-        }));
-    }
+    let left = match budget_verdict(o, budget) {
+        Ok(left) => left,
+        Err(refused) => return Ok(Some(refused)),
+    };
     if let Some(refused) = orders::take_holds(tx, o).await? {
         return Ok(Some(refused));
     }

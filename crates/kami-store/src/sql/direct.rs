@@ -402,17 +402,10 @@ fn decide(
     o: &NewOrder,
     budget: &mut HashMap<i64, i64>,
 ) -> Result<Option<CreateOrderError>> {
-    if o.above_a_limit() {
-        return Ok(Some(CreateOrderError::LimitExceeded));
-    }
-    let left = budget.get(&o.product_id).copied().unwrap_or(0);
-    if left < o.quantity {
-        return Ok(Some(if left == 0 {
-            CreateOrderError::SoldOut
-        } else {
-            CreateOrderError::InsufficientStock { available: left }
-        }));
-    }
+    let left = match super::batch::budget_verdict(o, budget) {
+        Ok(left) => left,
+        Err(refused) => return Ok(Some(refused)),
+    };
     // What this order has taken so far, given back if a later hold refuses.
     let mut taken: Vec<(&str, &str, String)> = Vec::new();
     let ip = o
