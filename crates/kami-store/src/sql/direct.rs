@@ -21,14 +21,14 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use kami_core::limits::ip_limit_key;
 use kami_core::OrderStatus;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::orders::created_detail;
+use super::orders::{self, created_detail};
 use super::payments::paid_detail;
 use super::rows::ORDER_COLUMNS;
 use crate::types::*;
@@ -51,6 +51,41 @@ const STATEMENT_CACHE: usize = 64;
 const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+// Statements with the merchant written in, built once: a `format!` per row
+// on the writer thread, the serial point of a drop, only allocates.
+static ORDER_BY_NO: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_no = ?1"));
+static INSERT_ORDER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
+         discount, amount, currency, email, query_password_hash, access_token_hash, \
+         buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id, \
+         limit_holds) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17) RETURNING id"
+    )
+});
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+         VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5)"
+    )
+});
+/// A payment's two timeline rows in one statement.
+static INSERT_PAID_DELIVERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+         VALUES ({DEFAULT_MERCHANT}, ?1, ?2, 'paid', ?3, ?4), \
+         ({DEFAULT_MERCHANT}, ?1, ?2, 'delivered', '', ?4)"
+    )
+});
+static INSERT_PAYMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
+         raw, received_at) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (channel, trade_no) DO NOTHING"
+    )
+});
 
 /// How long the WAL restart waits for a writer or a reader of an older
 /// snapshot before it gives up until the next second.
@@ -223,9 +258,7 @@ impl Direct {
             }
         };
         let found = conn
-            .prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE order_no = ?1"
-            ))?
+            .prepare_cached(&ORDER_BY_NO)?
             .query_row([order_no], |r| Ok(order(r)))
             .optional()?
             .transpose()?;
@@ -302,7 +335,7 @@ fn write_orders(
         }
         let verdict = decide(&tx, o, &mut budget)?;
         if let (Some(_), Some(rec)) = (&verdict, &o.idempotency) {
-            tx.prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+            tx.prepare_cached(orders::DELETE_IDEMPOTENCY)?
                 .execute(params![rec.scope, rec.key])?;
         }
         verdicts.push(verdict);
@@ -313,36 +346,28 @@ fn write_orders(
             out.push(Err(refused));
             continue;
         }
-        let id: i64 = tx
-            .prepare_cached(&format!(
-                "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
-                 discount, amount, currency, email, query_password_hash, access_token_hash, \
-                 buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id, \
-                 limit_holds) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17) RETURNING id"
-            ))?
-            .query_row(
-                params![
-                    o.order_no,
-                    o.product_id,
-                    o.quantity,
-                    o.unit_price,
-                    o.discount,
-                    o.amount,
-                    o.currency,
-                    o.email,
-                    o.query_password_hash,
-                    o.access_token_hash,
-                    o.buyer_ip,
-                    o.channel,
-                    o.created_at,
-                    o.expires_at,
-                    o.idempotency.as_ref().map(|r| r.key.as_str()),
-                    o.coupon_id,
-                    o.limit_holds(),
-                ],
-                |r| r.get(0),
-            )?;
+        let id: i64 = tx.prepare_cached(&INSERT_ORDER)?.query_row(
+            params![
+                o.order_no,
+                o.product_id,
+                o.quantity,
+                o.unit_price,
+                o.discount,
+                o.amount,
+                o.currency,
+                o.email,
+                o.query_password_hash,
+                o.access_token_hash,
+                o.buyer_ip,
+                o.channel,
+                o.created_at,
+                o.expires_at,
+                o.idempotency.as_ref().map(|r| r.key.as_str()),
+                o.coupon_id,
+                o.limit_holds(),
+            ],
+            |r| r.get(0),
+        )?;
         // DESIGN.md's claim statement; `floor` only narrows the index scan.
         let claimed = tx
             .prepare_cached(
@@ -378,11 +403,7 @@ fn write_orders(
 
 fn insert_idempotency(tx: &Transaction<'_>, rec: &IdempotencyRecord) -> Result<bool> {
     let n = tx
-        .prepare_cached(
-            "INSERT INTO idempotency_keys (merchant_id, scope, key, request_hash, status_code, \
-             response, response_nonce, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (scope, key) DO NOTHING",
-        )?
+        .prepare_cached(orders::INSERT_IDEMPOTENCY)?
         .execute(params![
             DEFAULT_MERCHANT,
             rec.scope,
@@ -419,12 +440,7 @@ fn decide(
         .chain(ip.map(|(l, key)| ("buyer_ip_purchases", "ip", key, l)));
     for (table, column, key, limit) in holds {
         let n = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {table} (product_id, {column}, quantity) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (product_id, {column}) DO UPDATE \
-                 SET quantity = {table}.quantity + excluded.quantity \
-                 WHERE {table}.quantity + excluded.quantity <= ?4"
-            ))?
+            .prepare_cached(&orders::add_held_sql(table, column))?
             .execute(params![o.product_id, key, o.quantity, limit])?;
         if n != 1 {
             give_back(tx, o.product_id, o.quantity, &taken)?;
@@ -434,11 +450,7 @@ fn decide(
     }
     if let Some(coupon) = o.coupon_id {
         let n = tx
-            .prepare_cached(
-                "UPDATE coupons SET used = used + 1 WHERE id = ?1 AND disabled = 0 \
-                 AND (max_uses IS NULL OR used < max_uses) \
-                 AND (expires_at IS NULL OR expires_at > ?2)",
-            )?
+            .prepare_cached(orders::TAKE_COUPON_USE)?
             .execute(params![coupon, o.created_at])?;
         if n != 1 {
             give_back(tx, o.product_id, o.quantity, &taken)?;
@@ -474,11 +486,8 @@ fn insert_event(
     detail: &str,
     at: i64,
 ) -> Result<()> {
-    tx.prepare_cached(&format!(
-        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-         VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5)"
-    ))?
-    .execute(params![order_id, order_no, kind, detail, at])?;
+    tx.prepare_cached(&INSERT_EVENT)?
+        .execute(params![order_id, order_no, kind, detail, at])?;
     Ok(())
 }
 
@@ -490,21 +499,15 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
     let tx = begin(c)?;
     let mut out = Vec::with_capacity(batch.len());
     for p in batch {
-        let inserted = tx
-            .prepare_cached(&format!(
-                "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
-                 raw, received_at) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (channel, trade_no) DO NOTHING"
-            ))?
-            .execute(params![
-                p.order_id,
-                p.channel,
-                p.trade_no,
-                p.amount,
-                p.currency,
-                p.raw,
-                p.received_at
-            ])?;
+        let inserted = tx.prepare_cached(&INSERT_PAYMENT)?.execute(params![
+            p.order_id,
+            p.channel,
+            p.trade_no,
+            p.amount,
+            p.currency,
+            p.raw,
+            p.received_at
+        ])?;
         if inserted == 0 {
             out.push(PayOutcome::Duplicate);
             continue;
@@ -535,13 +538,12 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             // it (Corrupt) so the gateway retries and an operator looks.
             return Ok(None);
         }
-        // The two timeline rows in one statement.
-        tx.prepare_cached(&format!(
-            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-             VALUES ({DEFAULT_MERCHANT}, ?1, ?2, 'paid', ?3, ?4), \
-             ({DEFAULT_MERCHANT}, ?1, ?2, 'delivered', '', ?4)"
-        ))?
-        .execute(params![p.order_id, order_no, paid_detail(p), p.received_at])?;
+        tx.prepare_cached(&INSERT_PAID_DELIVERED)?.execute(params![
+            p.order_id,
+            order_no,
+            paid_detail(p),
+            p.received_at
+        ])?;
         out.push(PayOutcome::Delivered);
     }
     tx.commit()?;

@@ -270,29 +270,50 @@ pub(super) async fn event(
     .await
 }
 
-pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<bool> {
-    let n = sqlx::query(
-        "INSERT INTO idempotency_keys (merchant_id, scope, key, request_hash, status_code, \
-         response, response_nonce, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (scope, key) DO NOTHING",
+/// Statements the SQLite writer thread (`direct.rs`) runs too: their
+/// parameters appear in order, so `$n` binds by position there as well.
+pub(super) const INSERT_IDEMPOTENCY: &str =
+    "INSERT INTO idempotency_keys (merchant_id, scope, key, request_hash, status_code, \
+     response, response_nonce, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (scope, key) DO NOTHING";
+pub(super) const DELETE_IDEMPOTENCY: &str =
+    "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2";
+/// One use of a coupon, unless it is disabled, used up or expired.
+pub(super) const TAKE_COUPON_USE: &str =
+    "UPDATE coupons SET used = used + 1 WHERE id = $1 AND disabled = 0 \
+     AND (max_uses IS NULL OR used < max_uses) AND (expires_at IS NULL OR expires_at > $2)";
+
+/// Adds a quantity to what a buyer (by email or by address) holds of a
+/// product unless that would pass the limit (`$1` product, `$2` key, `$3`
+/// quantity, `$4` limit); no row changed when it would.
+pub(super) fn add_held_sql(table: &str, column: &str) -> String {
+    format!(
+        "INSERT INTO {table} (product_id, {column}, quantity) VALUES ($1, $2, $3) \
+         ON CONFLICT (product_id, {column}) DO UPDATE \
+         SET quantity = {table}.quantity + excluded.quantity \
+         WHERE {table}.quantity + excluded.quantity <= $4"
     )
-    .bind(DEFAULT_MERCHANT)
-    .bind(&rec.scope)
-    .bind(&rec.key)
-    .bind(rec.request_hash.as_slice())
-    .bind(rec.status_code)
-    .bind(rec.response.as_slice())
-    .bind(rec.response_nonce.as_slice())
-    .bind(rec.created_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+}
+
+pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<bool> {
+    let n = sqlx::query(INSERT_IDEMPOTENCY)
+        .bind(DEFAULT_MERCHANT)
+        .bind(&rec.scope)
+        .bind(&rec.key)
+        .bind(rec.request_hash.as_slice())
+        .bind(rec.status_code)
+        .bind(rec.response.as_slice())
+        .bind(rec.response_nonce.as_slice())
+        .bind(rec.created_at)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     Ok(n == 1)
 }
 
 /// Takes back a key this transaction stored (a batch order it then refused).
 pub async fn delete_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+    sqlx::query(DELETE_IDEMPOTENCY)
         .bind(&rec.scope)
         .bind(&rec.key)
         .execute(&mut **tx)
@@ -407,15 +428,12 @@ pub(super) async fn take_holds(tx: &mut Tx, o: &NewOrder) -> Result<Option<Creat
         undo.ip = Some(key.clone());
     }
     if let Some(coupon) = o.coupon_id {
-        let taken = sqlx::query(
-            "UPDATE coupons SET used = used + 1 WHERE id = $1 AND disabled = 0 \
-             AND (max_uses IS NULL OR used < max_uses) AND (expires_at IS NULL OR expires_at > $2)",
-        )
-        .bind(coupon)
-        .bind(o.created_at)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        let taken = sqlx::query(TAKE_COUPON_USE)
+            .bind(coupon)
+            .bind(o.created_at)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
         if taken != 1 {
             release_holds(tx, &undo).await?;
             return Ok(Some(CreateOrderError::CouponUsedUp));
@@ -435,13 +453,7 @@ async fn add_held(
     key: &str,
     limit: i64,
 ) -> Result<bool> {
-    let sql = format!(
-        "INSERT INTO {table} (product_id, {column}, quantity) VALUES ($1, $2, $3) \
-         ON CONFLICT (product_id, {column}) DO UPDATE \
-         SET quantity = {table}.quantity + excluded.quantity \
-         WHERE {table}.quantity + excluded.quantity <= $4"
-    );
-    let n = sqlx::query(&sql)
+    let n = sqlx::query(&add_held_sql(table, column))
         .bind(o.product_id)
         .bind(key)
         .bind(o.quantity)
