@@ -215,6 +215,9 @@ pub(super) async fn insert_orders(
     tx: &mut Tx,
     granted: &[&NewOrder],
 ) -> Result<HashMap<String, i64>> {
+    if backend == Backend::Postgres {
+        return super::pg_sets::insert_orders(tx, granted).await;
+    }
     let mut ids = HashMap::with_capacity(granted.len());
     for chunk in granted.chunks(backend.insert_chunk()) {
         let values = values_rows(

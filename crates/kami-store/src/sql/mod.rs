@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod orders;
 mod payments;
+mod pg_sets;
 mod recovery;
 mod rows;
 

@@ -229,6 +229,12 @@ pub(super) async fn insert_events_many(
     tx: &mut Tx,
     events: &[NewEvent],
 ) -> Result<()> {
+    if backend == Backend::Postgres {
+        if events.is_empty() {
+            return Ok(());
+        }
+        return super::pg_sets::insert_events(tx, events).await;
+    }
     for chunk in events.chunks(backend.insert_chunk()) {
         let values = values_rows(chunk.len(), &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?)"));
         let sql = format!(

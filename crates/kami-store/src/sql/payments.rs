@@ -11,7 +11,7 @@ use super::orders::{
     claim_cards, event, insert_events_many, release_cards, restore_holds, sell_cards, values_rows,
     Holds, Tx,
 };
-use super::SqlStore;
+use super::{pg_sets, SqlStore};
 use crate::types::*;
 use crate::{Backend, Result};
 
@@ -252,8 +252,38 @@ async fn write_payments(
 /// Inserts the payment rows; which of them were new (a row already stored,
 /// or an earlier twin in this batch, makes a later one a duplicate).
 async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
-    let mut stored: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in batch.chunks(backend.insert_chunk()) {
+    let rows = match backend {
+        Backend::Postgres => pg_sets::insert_payments(tx, batch).await?,
+        Backend::Sqlite => insert_payment_values(tx, batch).await?,
+    };
+    let mut stored: HashMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(order_id, channel, trade_no)| ((channel, trade_no), order_id))
+        .collect();
+    // The first entry matching a stored row is the one that wrote it.
+    Ok(batch
+        .iter()
+        .map(|p| {
+            let key = (p.channel.clone(), p.trade_no.clone());
+            match stored.get(&key) {
+                Some(order_id) if *order_id == p.order_id => {
+                    stored.remove(&key);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .collect())
+}
+
+/// `insert_payments` on SQLite: multi-row `VALUES` statements; the
+/// (order_id, channel, trade_no) of the rows stored.
+async fn insert_payment_values(
+    tx: &mut Tx,
+    batch: &[NewPayment],
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stored = Vec::with_capacity(batch.len());
+    for chunk in batch.chunks(Backend::Sqlite.insert_chunk()) {
         let values = values_rows(
             chunk.len(),
             &format!("({DEFAULT_MERCHANT}, ?, ?, ?, ?, ?, ?, ?)"),
@@ -275,26 +305,14 @@ async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) ->
                 .bind(p.received_at);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            stored.insert(
-                (row.try_get("channel")?, row.try_get("trade_no")?),
+            stored.push((
                 row.try_get("order_id")?,
-            );
+                row.try_get("channel")?,
+                row.try_get("trade_no")?,
+            ));
         }
     }
-    // The first entry matching a stored row is the one that wrote it.
-    Ok(batch
-        .iter()
-        .map(|p| {
-            let key = (p.channel.clone(), p.trade_no.clone());
-            match stored.get(&key) {
-                Some(order_id) if *order_id == p.order_id => {
-                    stored.remove(&key);
-                    true
-                }
-                _ => false,
-            }
-        })
-        .collect())
+    Ok(stored)
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -304,7 +322,36 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The pending orders among `ids` (locked on PostgreSQL): number, quantity.
+/// `column IN (ids)` with the ids as parameters from `$first` on: one text
+/// parameter on PostgreSQL (`pg_sets`), one parameter per id on SQLite.
+fn ids_in(backend: Backend, column: &str, first: usize, n: usize) -> String {
+    match backend {
+        Backend::Postgres => pg_sets::any_id(column, first),
+        Backend::Sqlite => format!("{column} IN ({})", placeholders(first, n)),
+    }
+}
+
+fn bind_ids<'q>(
+    backend: Backend,
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ids: &[i64],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    match backend {
+        Backend::Postgres => q.bind(pg_sets::id_list(ids)),
+        Backend::Sqlite => {
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q
+        }
+    }
+}
+
+/// The pending orders among `ids` (all of them locked on PostgreSQL, so
+/// none changes status before the transaction ends; SQLite's write lock is
+/// held from `BEGIN IMMEDIATE`): number, quantity. The status is checked
+/// here rather than in the statement, which PostgreSQL would plan over the
+/// partial pending-orders index (see `pg_sets`).
 async fn pending_quantities(
     backend: Backend,
     tx: &mut Tx,
@@ -315,19 +362,20 @@ async fn pending_quantities(
         return Ok(pending);
     }
     let sql = format!(
-        "SELECT id, order_no, quantity FROM orders WHERE status = 'pending' AND id IN ({}) {}",
-        placeholders(1, ids.len()),
+        "SELECT id, order_no, quantity, status FROM orders WHERE {} {}",
+        ids_in(backend, "id", 1, ids.len()),
         backend.for_update()
     );
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id);
-    }
-    for row in q.fetch_all(&mut **tx).await? {
-        pending.insert(
-            row.try_get("id")?,
-            (row.try_get("order_no")?, row.try_get("quantity")?),
-        );
+    for row in bind_ids(backend, sqlx::query(&sql), ids)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        if row.try_get::<String, _>("status")? == OrderStatus::Pending.as_str() {
+            pending.insert(
+                row.try_get("id")?,
+                (row.try_get("order_no")?, row.try_get("quantity")?),
+            );
+        }
     }
     Ok(pending)
 }
@@ -353,15 +401,14 @@ async fn deliver_pending(
     let ids: Vec<i64> = fast.iter().map(|&i| batch[i].order_id).collect();
     let sql = format!(
         "UPDATE cards SET status = 'sold', sold_at = $1, reserved_until = NULL \
-         WHERE status = 'reserved' AND order_id IN ({}) RETURNING order_id",
-        placeholders(2, ids.len())
+         WHERE status = 'reserved' AND {} RETURNING order_id",
+        ids_in(backend, "order_id", 2, ids.len())
     );
-    let mut q = sqlx::query(&sql).bind(now);
-    for id in &ids {
-        q = q.bind(id);
-    }
     let mut sold: HashMap<i64, i64> = HashMap::new();
-    for row in q.fetch_all(&mut **tx).await? {
+    for row in bind_ids(backend, sqlx::query(&sql).bind(now), &ids)
+        .fetch_all(&mut **tx)
+        .await?
+    {
         *sold.entry(row.try_get("order_id")?).or_default() += 1;
     }
     for id in &ids {
@@ -373,16 +420,22 @@ async fn deliver_pending(
             )));
         }
     }
+    // Every one of them was read as pending in this transaction and cannot
+    // have moved since (see `pending_quantities`); the count proves it.
     let sql = format!(
-        "UPDATE orders SET status = 'delivered', paid_at = $1, delivered_at = $1 \
-         WHERE status = 'pending' AND id IN ({})",
-        placeholders(2, ids.len())
+        "UPDATE orders SET status = 'delivered', paid_at = $1, delivered_at = $1 WHERE {}",
+        ids_in(backend, "id", 2, ids.len())
     );
-    let mut q = sqlx::query(&sql).bind(now);
-    for id in &ids {
-        q = q.bind(id);
+    let moved = bind_ids(backend, sqlx::query(&sql).bind(now), &ids)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if moved != ids.len() as u64 {
+        return Err(crate::StoreError::Corrupt(format!(
+            "{moved} of {} pending orders moved to delivered",
+            ids.len()
+        )));
     }
-    q.execute(&mut **tx).await?;
     let mut events = Vec::with_capacity(fast.len() * 2);
     for &i in fast {
         let p = &batch[i];
