@@ -112,6 +112,7 @@ pub fn build_state(
         catalog: Catalog::default(),
         order_writer,
         pay_writers,
+        recent_orders: Default::default(),
     }))
 }
 

@@ -15,6 +15,7 @@ use crate::rate_limit::RateLimits;
 use crate::services::catalog::Catalog;
 use crate::services::channels::ChannelSet;
 use crate::services::gate::StockGate;
+use crate::services::recent::RecentOrders;
 use crate::services::settings::ShopSettings;
 
 /// The group-commit writers of orders and payments (kami-store's
@@ -99,6 +100,8 @@ pub struct AppState {
     /// duplicated notification land in the same writer, so on PostgreSQL two
     /// transactions never wait on each other's payment row.
     pub pay_writers: Vec<PayWriter>,
+    /// Orders created here lately, for their payment notifications.
+    pub recent_orders: RecentOrders,
 }
 
 pub type Shared = Arc<AppState>;

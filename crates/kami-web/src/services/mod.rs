@@ -11,4 +11,5 @@ pub mod import;
 pub mod notify;
 pub mod orders;
 pub mod payments;
+pub mod recent;
 pub mod settings;

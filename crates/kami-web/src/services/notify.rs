@@ -8,6 +8,7 @@ use kami_core::{now_millis, OrderStatus};
 use kami_pay::{Channel, Notice, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
 
+use crate::services::recent::PayFacts;
 use crate::state::AppState;
 
 /// Longest reason or raw notification we keep for one rejection.
@@ -70,12 +71,15 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             .increment(1);
         return Verdict::Acknowledged;
     }
-    let order = match state.store.get_order(&notice.order_no).await {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            return reject(state, channel, Some(notice.order_no), None, "unknown order").await
-        }
-        Err(e) => return retry_later(channel, &e.to_string()),
+    let order = match state.recent_orders.payable(&notice.order_no, now_millis()) {
+        Some(facts) => facts,
+        None => match state.store.get_order(&notice.order_no).await {
+            Ok(Some(o)) => PayFacts::of(&o),
+            Ok(None) => {
+                return reject(state, channel, Some(notice.order_no), None, "unknown order").await
+            }
+            Err(e) => return retry_later(channel, &e.to_string()),
+        },
     };
     let order_no = order.order_no.clone();
     if order.channel != name {
@@ -132,7 +136,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             return retry_later(channel, &e.to_string());
         }
     };
-    if order.status.0 == OrderStatus::Expired {
+    if order.status == OrderStatus::Expired {
         // A late payment took codes again (or waits for them): the gate
         // follows the stock it changed.
         state.stock_changed(order.product_id).await;

@@ -200,6 +200,7 @@ pub async fn place_order(
     match outcome {
         Ok(order) => {
             tracing::info!(order_no = %order.order_no, quantity, amount, channel, "order created, codes reserved");
+            state.recent_orders.remember(&order);
             if ttl_secs < 5 {
                 state.wake_worker.notify_one();
             }

@@ -1,0 +1,174 @@
+//! The orders this instance created lately, as much as a payment
+//! notification checks about them: the order's id, product, amount,
+//! currency and channel never change once the order exists, so the
+//! notification needs no database read to compare them (perf and
+//! pg_stat_statements: the notification's order read was a third of the
+//! storm's statements on PostgreSQL). The payment itself is still decided by
+//! the database in the payment's transaction; only the order's status is
+//! assumed here, and only while the order cannot have expired yet.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use kami_core::{Millis, OrderStatus};
+use kami_store::Order;
+
+/// How long before its expiry an order is no longer answered from memory:
+/// room for another instance's clock running ahead of ours.
+const EXPIRY_MARGIN_MS: Millis = 10_000;
+
+/// Orders remembered at most (about 100 bytes each).
+const CAPACITY: usize = 131_072;
+
+/// What a payment notification checks about an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayFacts {
+    pub id: i64,
+    pub order_no: String,
+    pub product_id: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub channel: String,
+    pub created_at: Millis,
+    /// As read from the database, or `Pending` when answered from memory.
+    pub status: OrderStatus,
+}
+
+impl PayFacts {
+    pub fn of(o: &Order) -> Self {
+        Self {
+            id: o.id,
+            order_no: o.order_no.clone(),
+            product_id: o.product_id,
+            amount: o.amount,
+            currency: o.currency.clone(),
+            channel: o.channel.clone(),
+            created_at: o.created_at,
+            status: o.status.0,
+        }
+    }
+}
+
+struct Remembered {
+    facts: PayFacts,
+    expires_at: Millis,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_no: HashMap<String, Remembered>,
+    /// Order numbers, oldest first: the one to forget when full.
+    age: VecDeque<String>,
+}
+
+/// A bounded, first-in-first-out memory of the orders created here.
+#[derive(Default)]
+pub struct RecentOrders {
+    inner: Mutex<Inner>,
+}
+
+impl RecentOrders {
+    /// Remembers an order just created (pending) by this instance.
+    pub fn remember(&self, o: &Order) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.by_no.contains_key(&o.order_no) {
+            return;
+        }
+        if inner.age.len() >= CAPACITY {
+            if let Some(old) = inner.age.pop_front() {
+                inner.by_no.remove(&old);
+            }
+        }
+        inner.age.push_back(o.order_no.clone());
+        inner.by_no.insert(
+            o.order_no.clone(),
+            Remembered {
+                facts: PayFacts {
+                    status: OrderStatus::Pending,
+                    ..PayFacts::of(o)
+                },
+                expires_at: o.expires_at,
+            },
+        );
+    }
+
+    /// The order, if this instance created it and it is still surely
+    /// pending or already paid by a notification (which the payment's
+    /// transaction tells apart): `now` is well before its expiry.
+    pub fn payable(&self, order_no: &str, now: Millis) -> Option<PayFacts> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let r = inner.by_no.get(order_no)?;
+        (now < r.expires_at - EXPIRY_MARGIN_MS).then(|| r.facts.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_no
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kami_store::OrderStatusField;
+
+    fn order(no: &str, expires_at: Millis) -> Order {
+        Order {
+            id: 7,
+            order_no: no.into(),
+            product_id: 3,
+            quantity: 1,
+            unit_price: 990,
+            discount: 0,
+            amount: 990,
+            currency: "CNY".into(),
+            email: "a@b.test".into(),
+            access_token_hash: vec![1; 32],
+            has_query_password: false,
+            buyer_ip: None,
+            channel: "sandbox".into(),
+            status: OrderStatusField(OrderStatus::Pending),
+            created_at: 1_000,
+            expires_at,
+            paid_at: None,
+            delivered_at: None,
+            coupon_id: None,
+            limit_holds: 0,
+        }
+    }
+
+    #[test]
+    fn answers_only_well_before_expiry() {
+        let recent = RecentOrders::default();
+        recent.remember(&order("K1", 100_000));
+        let facts = recent.payable("K1", 50_000).expect("remembered");
+        assert_eq!(
+            (facts.id, facts.amount, facts.channel.as_str()),
+            (7, 990, "sandbox")
+        );
+        assert_eq!(facts.status, OrderStatus::Pending);
+        assert!(recent.payable("K1", 100_000 - EXPIRY_MARGIN_MS).is_none());
+        assert!(recent.payable("K1", 200_000).is_none());
+        assert!(recent.payable("K2", 50_000).is_none());
+    }
+
+    #[test]
+    fn forgets_the_oldest_when_full() {
+        let recent = RecentOrders::default();
+        for i in 0..CAPACITY + 3 {
+            recent.remember(&order(&format!("K{i}"), Millis::MAX));
+        }
+        assert_eq!(recent.len(), CAPACITY);
+        assert!(recent.payable("K0", 0).is_none());
+        assert!(recent.payable("K2", 0).is_none());
+        assert!(recent.payable("K3", 0).is_some());
+        assert!(recent.payable(&format!("K{}", CAPACITY + 2), 0).is_some());
+    }
+}
