@@ -7,8 +7,8 @@
 //! the database in the payment's transaction; only the order's status is
 //! assumed here, and only while the order cannot have expired yet.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use kami_core::{Millis, OrderStatus};
 use kami_store::Order;
@@ -17,7 +17,7 @@ use kami_store::Order;
 /// room for another instance's clock running ahead of ours.
 const EXPIRY_MARGIN_MS: Millis = 10_000;
 
-/// Orders remembered at most (about 100 bytes each).
+/// Orders remembered at most (about 150 bytes each).
 const CAPACITY: usize = 131_072;
 
 /// What a payment notification checks about an order.
@@ -49,16 +49,36 @@ impl PayFacts {
     }
 }
 
+/// An order as remembered: its number is shared with the age queue, and
+/// its currency and channel with every other order (a handful of values).
 struct Remembered {
-    facts: PayFacts,
+    id: i64,
+    product_id: i64,
+    amount: i64,
+    created_at: Millis,
     expires_at: Millis,
+    currency: Arc<str>,
+    channel: Arc<str>,
 }
 
 #[derive(Default)]
 struct Inner {
-    by_no: HashMap<String, Remembered>,
+    by_no: HashMap<Arc<str>, Remembered>,
     /// Order numbers, oldest first: the one to forget when full.
-    age: VecDeque<String>,
+    age: VecDeque<Arc<str>>,
+    /// The currencies and channel names seen, each stored once.
+    names: HashSet<Arc<str>>,
+}
+
+impl Inner {
+    fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(s);
+        self.names.insert(n.clone());
+        n
+    }
 }
 
 /// A bounded, first-in-first-out memory of the orders created here.
@@ -71,7 +91,7 @@ impl RecentOrders {
     /// Remembers an order just created (pending) by this instance.
     pub fn remember(&self, o: &Order) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.by_no.contains_key(&o.order_no) {
+        if inner.by_no.contains_key(o.order_no.as_str()) {
             return;
         }
         if inner.age.len() >= CAPACITY {
@@ -79,17 +99,18 @@ impl RecentOrders {
                 inner.by_no.remove(&old);
             }
         }
-        inner.age.push_back(o.order_no.clone());
-        inner.by_no.insert(
-            o.order_no.clone(),
-            Remembered {
-                facts: PayFacts {
-                    status: OrderStatus::Pending,
-                    ..PayFacts::of(o)
-                },
-                expires_at: o.expires_at,
-            },
-        );
+        let no: Arc<str> = Arc::from(o.order_no.as_str());
+        let remembered = Remembered {
+            id: o.id,
+            product_id: o.product_id,
+            amount: o.amount,
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+            currency: inner.name(&o.currency),
+            channel: inner.name(&o.channel),
+        };
+        inner.age.push_back(no.clone());
+        inner.by_no.insert(no, remembered);
     }
 
     /// The order, if this instance created it and it is still surely
@@ -98,7 +119,16 @@ impl RecentOrders {
     pub fn payable(&self, order_no: &str, now: Millis) -> Option<PayFacts> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let r = inner.by_no.get(order_no)?;
-        (now < r.expires_at - EXPIRY_MARGIN_MS).then(|| r.facts.clone())
+        (now < r.expires_at - EXPIRY_MARGIN_MS).then(|| PayFacts {
+            id: r.id,
+            order_no: order_no.to_string(),
+            product_id: r.product_id,
+            amount: r.amount,
+            currency: r.currency.to_string(),
+            channel: r.channel.to_string(),
+            created_at: r.created_at,
+            status: OrderStatus::Pending,
+        })
     }
 
     pub fn len(&self) -> usize {
