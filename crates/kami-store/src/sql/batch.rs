@@ -84,19 +84,7 @@ async fn write_orders(
     tx: &mut Tx,
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
-    if s.backend == Backend::Postgres {
-        // Statistics lag a big import until autovacuum analyzes `cards`:
-        // after a million codes PostgreSQL still expected 30 available and
-        // planned the budget count below as a bitmap scan and a sort of all
-        // of them (300-430 ms per batch, in its log: the drop's p99) instead
-        // of an index scan that stops at the cap. This transaction's
-        // statements are all index lookups; none is better off with a
-        // bitmap. (`ANALYZE` after the import instead made the planner walk
-        // the primary key and hash-join the claims over every code.)
-        sqlx::query("SET LOCAL enable_bitmapscan = off")
-            .execute(&mut **tx)
-            .await?;
-    }
+    orders::no_bitmap_scans(s.backend, tx).await?;
     let (mut budget, floors) = stock_budgets(tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {

@@ -36,6 +36,24 @@ fn claim_sql(
     )
 }
 
+/// PostgreSQL: no bitmap scans for the rest of this write transaction.
+/// Statistics lag a big import until autovacuum analyzes `cards`: after a
+/// million codes PostgreSQL still expected 30 available and planned the
+/// stock count of a batch (and a claim's `ORDER BY id LIMIT n`) as a bitmap
+/// scan and a sort of all of them (300-430 ms per batch, in its log: the
+/// drop's p99) instead of an index scan that stops at the cap. The claims'
+/// transactions are index lookups; none is better off with a bitmap.
+/// (`ANALYZE` after the import instead made the planner walk the primary
+/// key and hash-join the set-based claim over every code.)
+pub(super) async fn no_bitmap_scans(backend: Backend, tx: &mut Tx) -> Result<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Claims up to `quantity` available codes of the product for the order in
 /// one statement; returns how many it got. The caller decides what a short
 /// count means.
@@ -47,6 +65,7 @@ pub(super) async fn claim_cards(
     quantity: i64,
     reserved_until: Option<Millis>,
 ) -> Result<i64> {
+    no_bitmap_scans(backend, tx).await?;
     let sql = claim_sql(backend, "$1", "$2", "$3", "$4", None);
     let claimed = sqlx::query(&sql)
         .bind(order_id)

@@ -347,11 +347,9 @@ fn bind_ids<'q>(
     }
 }
 
-/// The pending orders among `ids` (all of them locked on PostgreSQL, so
-/// none changes status before the transaction ends; SQLite's write lock is
-/// held from `BEGIN IMMEDIATE`): number, quantity. The status is checked
-/// here rather than in the statement, which PostgreSQL would plan over the
-/// partial pending-orders index (see `pg_sets`).
+/// The pending orders among `ids` (locked on PostgreSQL, so none changes
+/// status before the transaction ends; SQLite's write lock is held from
+/// `BEGIN IMMEDIATE`): number, quantity.
 async fn pending_quantities(
     backend: Backend,
     tx: &mut Tx,
@@ -361,8 +359,12 @@ async fn pending_quantities(
     if ids.is_empty() {
         return Ok(pending);
     }
+    // `status || ''` keeps PostgreSQL off the partial pending-orders index,
+    // which it planned as a bitmap AND with the primary key (see `pg_sets`),
+    // while only pending orders are locked: a locked paid_unfulfilled order
+    // would be skipped by a concurrent restock's oldest-first fulfilment.
     let sql = format!(
-        "SELECT id, order_no, quantity, status FROM orders WHERE {} {}",
+        "SELECT id, order_no, quantity FROM orders WHERE {} AND status || '' = 'pending' {}",
         ids_in(backend, "id", 1, ids.len()),
         backend.for_update()
     );
@@ -370,12 +372,10 @@ async fn pending_quantities(
         .fetch_all(&mut **tx)
         .await?
     {
-        if row.try_get::<String, _>("status")? == OrderStatus::Pending.as_str() {
-            pending.insert(
-                row.try_get("id")?,
-                (row.try_get("order_no")?, row.try_get("quantity")?),
-            );
-        }
+        pending.insert(
+            row.try_get("id")?,
+            (row.try_get("order_no")?, row.try_get("quantity")?),
+        );
     }
     Ok(pending)
 }
