@@ -175,7 +175,17 @@ fn event(order_id: Option<i64>, order_no: Option<&str>, kind: &str, detail: Stri
     }
 }
 
+/// At most `MAX_DETAIL` bytes, and no NUL: PostgreSQL's text cannot hold
+/// one, so a payment whose raw notification had one could never be stored
+/// and its gateway would be told to retry forever.
 fn truncate(s: &str) -> String {
+    let cleaned;
+    let s = if s.contains('\0') {
+        cleaned = s.replace('\0', "\u{FFFD}");
+        cleaned.as_str()
+    } else {
+        s
+    };
     if s.len() <= MAX_DETAIL {
         return s.to_string();
     }
@@ -234,4 +244,19 @@ fn retry_later(channel: &dyn Channel, err: &str) -> Verdict {
         "notification not processed; the gateway will retry"
     );
     Verdict::Unavailable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_text_has_no_nul_and_a_bounded_length() {
+        assert_eq!(truncate("a\0b"), "a\u{FFFD}b");
+        assert_eq!(truncate("plain"), "plain");
+        let long = "雪".repeat(MAX_DETAIL);
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_DETAIL + "…".len());
+        assert!(cut.ends_with('…'));
+    }
 }
