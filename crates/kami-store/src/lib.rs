@@ -54,6 +54,9 @@ pub trait Store: Send + Sync + 'static {
     async fn update_product(&self, id: i64, patch: &ProductPatch) -> Result<Option<Product>>;
     async fn get_product(&self, id: i64) -> Result<Option<Product>>;
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>>;
+    /// Every product, visible or not, with `stock` 0 instead of a count of
+    /// its codes (for a caller that knows the counts: the stock gate).
+    async fn list_products_uncounted(&self) -> Result<Vec<Product>>;
     async fn sale_terms(&self, id: i64) -> Result<Option<SaleTerms>>;
 
     // --- stock -------------------------------------------------------------

@@ -162,10 +162,23 @@ pub async fn get_product(pool: &AnyPool, id: i64) -> Result<Option<Product>> {
 }
 
 pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Product>> {
+    list_products_with(s, visible_only, rows::PRODUCT_COLUMNS).await
+}
+
+/// Every product with `stock` 0: for callers that know the counts already.
+pub async fn list_products_uncounted(s: &SqlStore) -> Result<Vec<Product>> {
+    list_products_with(s, false, rows::PRODUCT_COLUMNS_UNCOUNTED).await
+}
+
+async fn list_products_with(
+    s: &SqlStore,
+    visible_only: bool,
+    columns: &str,
+) -> Result<Vec<Product>> {
     let sql = format!(
         "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
          WHERE p.merchant_id = $1 {} ORDER BY {PRODUCT_ORDER}",
-        rows::PRODUCT_COLUMNS,
+        columns,
         if visible_only {
             "AND p.visible = 1"
         } else {

@@ -111,6 +111,9 @@ impl Store for SqlStore {
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>> {
         catalog::list_products(self, visible_only).await
     }
+    async fn list_products_uncounted(&self) -> Result<Vec<Product>> {
+        catalog::list_products_uncounted(self).await
+    }
     async fn sale_terms(&self, id: i64) -> Result<Option<SaleTerms>> {
         catalog::sale_terms(self, id).await
     }

@@ -9,12 +9,23 @@ use sqlx::Row;
 use crate::types::*;
 use crate::{Result, StoreError};
 
-pub const PRODUCT_COLUMNS: &str =
-    "p.id, p.category_id, c.name AS category, p.name, p.description, \
-     p.price, p.currency, p.min_quantity, p.max_quantity, p.per_buyer_limit, p.sale_starts_at, \
-     p.sale_ends_at, p.visible, p.low_stock_threshold, p.stock_display, p.sort_order, \
-     p.created_at, p.updated_at, p.wholesale_tiers, p.per_ip_limit, \
-     (SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock";
+macro_rules! product_fields {
+    () => {
+        "p.id, p.category_id, c.name AS category, p.name, p.description, \
+         p.price, p.currency, p.min_quantity, p.max_quantity, p.per_buyer_limit, p.sale_starts_at, \
+         p.sale_ends_at, p.visible, p.low_stock_threshold, p.stock_display, p.sort_order, \
+         p.created_at, p.updated_at, p.wholesale_tiers, p.per_ip_limit, "
+    };
+}
+
+pub const PRODUCT_COLUMNS: &str = concat!(
+    product_fields!(),
+    "(SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock"
+);
+
+/// `PRODUCT_COLUMNS` with `stock` 0 instead of a count of every code.
+pub const PRODUCT_COLUMNS_UNCOUNTED: &str =
+    concat!(product_fields!(), "CAST(0 AS BIGINT) AS stock");
 
 pub fn product(row: &AnyRow) -> Result<Product> {
     Ok(Product {
