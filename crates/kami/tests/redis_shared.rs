@@ -43,6 +43,54 @@ async fn a_redis_restart_is_survived_and_the_gate_reloads() {
     redis_restart().await
 }
 
+/// Two instances on one PostgreSQL database, no Redis: B never counted the
+/// product A creates and stocks, so B's catalog (which reads the product
+/// list without counting codes when its gate knows every product) must
+/// count them, in the list and on the product's page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_shows_the_stock_of_a_product_another_created() {
+    let a = spawn_kami(Backend::Postgres).await;
+    let key_file = a.data_dir().join("master.key").display().to_string();
+    let b = spawn_kami_with(
+        Backend::Postgres,
+        Options {
+            env: env(&[
+                ("KAMI_DATABASE_URL", &a.database_url),
+                ("KAMI_MASTER_KEY_FILE", &key_file),
+            ]),
+            ..Options::default()
+        },
+    )
+    .await;
+    // B has a product list (and a gate) before the new product exists.
+    let (status, _) = b.send(b.http.get(b.url("/api/v1/products"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let pid = a.product("made on A", json!({})).await;
+    a.import_codes(pid, &make_codes("ELSEWHERE", 7)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = b.send(b.http.get(b.url("/api/v1/products"))).await;
+        let listed = list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"].as_i64() == Some(pid))
+            .map(|p| p["stock"].as_i64());
+        let (_, page) = b
+            .send(b.http.get(b.url(&format!("/api/v1/products/{pid}"))))
+            .await;
+        if listed == Some(Some(7)) && page["stock"].as_i64() == Some(7) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B shows {listed:?} in its list and {} on the page, not 7",
+            page["stock"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn redis_url() -> String {
     std::env::var("KAMI_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
