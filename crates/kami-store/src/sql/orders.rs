@@ -140,11 +140,7 @@ pub(super) async fn claim_cards_many(
 /// any short claim.
 async fn claim_cards_set(tx: &mut Tx, claims: &[Claim]) -> Result<Vec<i64>> {
     let list = |f: &dyn Fn(&Claim) -> i64| {
-        claims
-            .iter()
-            .map(|c| f(c).to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        super::pg_sets::id_list(&claims.iter().map(f).collect::<Vec<_>>())
     };
     let rows = sqlx::query(
         "WITH w AS ( \

@@ -25,7 +25,8 @@ pub(super) fn any_id(column: &str, n: usize) -> String {
     format!("{column} = ANY(string_to_array(${n}, ',')::bigint[])")
 }
 
-/// The text parameter of `any_id`: integers we hold, comma-separated.
+/// The text parameter of `any_id` (and of any `string_to_array(..)::bigint[]`):
+/// integers we hold, comma-separated.
 pub(super) fn id_list(ids: &[i64]) -> String {
     let mut s = String::with_capacity(ids.len() * 8);
     for (i, id) in ids.iter().enumerate() {

@@ -1,9 +1,9 @@
 //! The orders this instance created lately, as much as a payment
 //! notification checks about them: the order's id, product, amount,
 //! currency and channel never change once the order exists, so the
-//! notification needs no database read to compare them (perf and
-//! pg_stat_statements: the notification's order read was a third of the
-//! storm's statements on PostgreSQL). The payment itself is still decided by
+//! notification needs no database read to compare them (pg_stat_statements
+//! in a PostgreSQL notification storm: 60,000 order reads, one per
+//! notification, most of the storm's statements). The payment itself is still decided by
 //! the database in the payment's transaction; only the order's status is
 //! assumed here, and only while the order cannot have expired yet.
 
@@ -131,16 +131,13 @@ impl RecentOrders {
         })
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .by_no
             .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
