@@ -111,7 +111,18 @@ struct TaskOut<T> {
     latency: Histogram<u64>,
     kept: Vec<T>,
     last_done: Option<Instant>,
+    /// (µs since the start, latency µs, succeeded) of every answer, when a timeline is asked for.
+    timeline: Option<Vec<(u64, u64, bool)>>,
 }
+
+/// Where `KAMI_BENCH_TIMELINE` asks each load run's per-request timeline to be written
+/// (`<dir>/<n>.csv`, one line per answer: µs since the run started, latency µs, ok), to tell a
+/// stall (slow answers bunched in time) from queueing (slow answers spread out).
+fn timeline_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("KAMI_BENCH_TIMELINE").map(Into::into)
+}
+
+static TIMELINE_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs the load. `make(seq)` builds request number `seq` (unique across connections, starting
 /// at 0); `handle(status, body)` judges the answer.
@@ -145,6 +156,7 @@ where
                 latency: new_histogram(),
                 kept: Vec::new(),
                 last_done: None,
+                timeline: timeline_dir().map(|_| Vec::new()),
             };
             let host = HeaderValue::from_str(&addr.to_string()).expect("host header");
             let mut conn: Option<SendRequest<Full<Bytes>>> = None;
@@ -165,9 +177,11 @@ where
                 let answer = send(&mut conn, addr, &host, req).await;
                 let done = Instant::now();
                 let counted = done >= measure_from && measure_until.is_none_or(|u| done <= u);
+                let mut answer_ok = None;
                 match answer {
                     Ok((status, body)) => match handle(status, &body) {
                         Outcome::Ok(keep) => {
+                            answer_ok = Some(true);
                             if let Some(k) = keep {
                                 out.kept.push(k);
                             }
@@ -192,6 +206,14 @@ where
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
+                if let Some(t) = out.timeline.as_mut() {
+                    let ok = matches!(answer_ok, Some(true));
+                    t.push((
+                        (done - start).as_micros() as u64,
+                        (done - sent_at).as_micros() as u64,
+                        ok,
+                    ));
+                }
                 out.last_done = Some(done);
             }
             out
@@ -207,8 +229,10 @@ where
         sent: 0,
     };
     let mut last_done = start;
+    let mut timeline = Vec::new();
     for t in tasks {
-        let out = t.await.context("load task panicked")?;
+        let mut out = t.await.context("load task panicked")?;
+        timeline.extend(out.timeline.take().unwrap_or_default());
         result.ok += out.ok;
         for (k, v) in out.errors {
             *result.errors.entry(k).or_default() += v;
@@ -219,6 +243,9 @@ where
             last_done = last_done.max(d);
         }
     }
+    if let Some(dir) = timeline_dir() {
+        write_timeline(&dir, timeline)?;
+    }
     result.sent = match count {
         Some(c) => c.min(seq.load(Ordering::Relaxed)),
         None => seq.load(Ordering::Relaxed),
@@ -228,6 +255,20 @@ where
         Stop::Count(_) => last_done - start,
     };
     Ok(result)
+}
+
+fn write_timeline(dir: &std::path::Path, mut timeline: Vec<(u64, u64, bool)>) -> Result<()> {
+    use std::io::Write;
+    timeline.sort_unstable();
+    std::fs::create_dir_all(dir)?;
+    let n = TIMELINE_RUNS.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{n}.csv"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    for (at, latency, ok) in timeline {
+        writeln!(f, "{at},{latency},{}", u8::from(ok))?;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
