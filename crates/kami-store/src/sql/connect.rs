@@ -1,4 +1,5 @@
-use std::sync::Once;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -22,15 +23,15 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// last read (perf: `pcache1TruncateUnsafe`), which during a drop is every
 /// read, so a big one only costs; product reads come from memory anyway.
 ///
-/// The writer checkpoints the WAL itself only as a backstop (at 10,000
-/// pages): checkpointing copies pages and fsyncs, and inside a writer's
-/// commit it stalls every order behind it (perf: a tenth of the writer's
-/// time in `walCheckpoint` during a notification storm). A background task
-/// checkpoints passively instead (`checkpoint_loop`), and the SQLite writer
-/// thread finishes its work once a second (`direct.rs`).
+/// The writers checkpoint the WAL themselves only as a backstop
+/// (`direct::BACKSTOP_FRAMES`): checkpointing copies pages and fsyncs, and
+/// inside a writer's commit it stalls every order behind it (perf: a tenth
+/// of the writer's time in `walCheckpoint` during a notification storm). A
+/// background task checkpoints passively instead (`checkpoint_loop`), and
+/// the SQLite writer thread finishes its work when the WAL has grown past
+/// `direct::RESTART_FRAMES` (`direct.rs`).
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY; \
-     PRAGMA wal_autocheckpoint = 10000;";
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;";
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -89,6 +90,8 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute(SQLITE_PRAGMAS).await?;
+                conn.execute(super::direct::BACKSTOP_PRAGMA.as_str())
+                    .await?;
                 Ok(())
             })
         })
@@ -117,8 +120,13 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
             })
         })
         .connect_lazy(&with_mode("rw"))?;
-    tokio::spawn(checkpoint_loop(checkpointer, write.clone()));
-    let direct = super::direct::Direct::open(&path)?;
+    let wal_frames = Arc::new(AtomicI64::new(0));
+    tokio::spawn(checkpoint_loop(
+        checkpointer,
+        write.clone(),
+        wal_frames.clone(),
+    ));
+    let direct = super::direct::Direct::open(&path, wal_frames)?;
     Ok(SqlStore {
         backend: Backend::Sqlite,
         write,
@@ -132,19 +140,22 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
 /// can of the WAL back into the database, with the fsync on this task's
 /// connection. Under a steady stream of commits it never quite finishes (a
 /// commit lands while it copies), and SQLite only starts the WAL over after
-/// a finished checkpoint; the SQLite writer thread finishes it once a
-/// second (`direct.rs`), copying only what is left.
-async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool) {
+/// a finished checkpoint; the SQLite writer thread finishes it when the WAL
+/// it reports in `wal_frames` has grown long enough (`direct.rs`), copying
+/// only what is left.
+async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool, wal_frames: Arc<AtomicI64>) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if write.is_closed() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&checkpointer)
+        // (busy, frames in the WAL, frames copied back)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&checkpointer)
             .await
         {
-            tracing::debug!(error = %e, "background WAL checkpoint failed; retrying");
+            Ok((_, frames, _)) => wal_frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "background WAL checkpoint failed; retrying"),
         }
     }
     checkpointer.close().await;

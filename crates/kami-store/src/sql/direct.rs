@@ -21,8 +21,9 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use kami_core::limits::ip_limit_key;
 use kami_core::OrderStatus;
@@ -36,19 +37,38 @@ use crate::{Result, StoreError};
 
 /// The same settings as the sqlx write connection (`connect.rs`), with a
 /// 24 MiB page cache (the batches touch the hot end of a few indexes) and
-/// its own checkpoint as a mere backstop (80 MB of WAL): the background
-/// checkpoint keeps the WAL far below that.
+/// its own checkpoint as a mere backstop (`BACKSTOP_PRAGMA`).
 const WRITER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA cache_size = -24576; PRAGMA temp_store = MEMORY; \
-     PRAGMA wal_autocheckpoint = 20000;";
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -24576; PRAGMA temp_store = MEMORY;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -2048;";
 /// Idle read connections kept for reuse.
 const READERS_KEPT: usize = 8;
 /// Prepared statements kept per connection (the batches use about twenty).
 const STATEMENT_CACHE: usize = 64;
 
-/// How often the writer finishes the background checkpoint (`restart_wal`).
-const RESTART_EVERY: Duration = Duration::from_secs(1);
+/// How long the WAL may grow, in frames (pages, 4 KiB each: 512 MiB), before
+/// the writer finishes the background checkpoint (`restart_wal`). Every
+/// restart stops the writer for the copy and the two fsyncs of what the
+/// passive checkpoints left, about 120 ms in a notification storm whatever
+/// the WAL's length, since that is the last 100 ms of commits. A storm of
+/// payments for orders spread over the whole sale writes about 40,000
+/// frames a second (every payment dirties its own pages of the orders,
+/// codes and payments indexes), so restarting once a second, as this did
+/// before, stopped the writer an eighth of the time, and every connection
+/// waited through it: per-request timelines (`KAMI_BENCH_TIMELINE`) showed
+/// all 256 connections stalled for 150–230 ms every 0.75 s, the whole
+/// notification p99. Past this length the stalls come every few seconds in
+/// the worst storm and never in an ordinary day; the WAL file keeps its
+/// longest length on disk (SQLite reuses it from the start).
+pub(super) const RESTART_FRAMES: i64 = 131_072;
+
+/// Past this many frames the committing writer checkpoints itself (SQLite's
+/// `wal_autocheckpoint`, in every commit while the WAL stays that long):
+/// only if the background checkpoint or the restarts have stopped working.
+/// Well above `RESTART_FRAMES`, or every commit of a storm would copy.
+pub(super) const BACKSTOP_FRAMES: i64 = 2 * RESTART_FRAMES;
+pub(super) static BACKSTOP_PRAGMA: LazyLock<String> =
+    LazyLock::new(|| format!("PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES};"));
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -97,13 +117,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// background task's passive checkpoints copy most of the WAL while commits
 /// go on, but never all of it, and SQLite only reuses the WAL from its start
 /// after a finished one; without this the WAL grew to 2.6 GB in one
-/// notification storm and the backstop autocheckpoint copied 80 MB inside a
-/// commit. Here, between two batches, RESTART copies what the passive
-/// checkpoints left (about 100 ms of commits) and waits for the readers of
-/// older snapshots, a few milliseconds. Run from the background task
-/// instead it had to win the write lock from this thread, which took over a
-/// second under load. It waits `RESTART_PATIENCE` at most: a long reader
-/// (a backup, a big listing) or the other writer only postpones it.
+/// notification storm. Here, between two batches, RESTART copies what the
+/// passive checkpoints left (about 100 ms of commits) and waits for the
+/// readers of older snapshots, a few milliseconds. Run from the background
+/// task instead it had to win the write lock from this thread, which took
+/// over a second under load. It waits `RESTART_PATIENCE` at most: a long
+/// reader (a backup, a big listing) or the other writer only postpones it
+/// until the next background pass reports the WAL's length again.
 fn restart_wal(conn: &Connection) {
     let restart = || -> rusqlite::Result<(i64, i64)> {
         conn.busy_timeout(RESTART_PATIENCE)?;
@@ -142,7 +162,8 @@ fn closed() -> StoreError {
 
 impl Direct {
     /// Opens the write connection and starts its thread.
-    pub(crate) fn open(path: &Path) -> Result<Direct> {
+    /// `wal_frames` is the WAL's length as the background checkpoint last saw it.
+    pub(crate) fn open(path: &Path, wal_frames: Arc<AtomicI64>) -> Result<Direct> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -150,13 +171,13 @@ impl Direct {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.execute_batch(WRITER_PRAGMAS)?;
+        conn.execute_batch(&BACKSTOP_PRAGMA)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("kami-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
-                let mut restarted = Instant::now();
                 // Ends when the store is closed or dropped (every sender gone).
                 while let Ok(job) = rx.recv() {
                     if !conn.is_autocommit() {
@@ -167,9 +188,11 @@ impl Direct {
                     // A panicking job drops its transaction (rolled back) and
                     // its reply (the caller sees an error); the thread goes on.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
-                    if restarted.elapsed() >= RESTART_EVERY {
+                    // Zeroed first: a restart put off by a reader is tried
+                    // again after the next background pass, not after every batch.
+                    if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+                        wal_frames.store(0, Ordering::Relaxed);
                         restart_wal(&conn);
-                        restarted = Instant::now();
                     }
                 }
             })
