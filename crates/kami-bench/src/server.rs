@@ -89,7 +89,7 @@ fn with_database(url: &str, db: &str) -> Result<String> {
     Ok(out)
 }
 
-fn psql(admin_url: &str, sql: &str) -> Result<()> {
+pub fn psql(admin_url: &str, sql: &str) -> Result<()> {
     let out = Command::new("psql")
         .arg(admin_url)
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])

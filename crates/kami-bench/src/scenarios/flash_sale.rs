@@ -60,6 +60,11 @@ pub struct FlashArgs {
     #[arg(long)]
     pub sale_orders: Option<u64>,
 
+    /// After the import, refresh PostgreSQL's statistics (`ANALYZE`), as autovacuum does on a
+    /// server after a big import, so the sale runs on plans made with the stock in view.
+    #[arg(long)]
+    pub analyze: bool,
+
     /// Run Kami with this `KAMI_REDIS_URL` (stock gate in Redis, under a prefix of the run's own).
     #[arg(long, value_name = "URL", conflicts_with = "url")]
     pub redis: Option<String>,
@@ -315,6 +320,15 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
             .collect();
         admin.import(&product, body).await?;
         i = end;
+    }
+    if args.analyze {
+        match &server.server {
+            Some(s) if s.backend == crate::server::Backend::Postgres => {
+                eprintln!("[{b}] ANALYZE");
+                crate::server::psql(&s.database_url, "ANALYZE")?;
+            }
+            _ => eprintln!("[{b}] --analyze applies to a PostgreSQL Kami started here; skipped"),
+        }
     }
     let mut phases = Vec::new();
 
