@@ -318,7 +318,75 @@ async fn read_orders(db: &Db, batch: &[NewOrder]) -> Vec<Order> {
     out
 }
 
+/// One batch of several products' orders of several quantities, on stock
+/// imported in turns (so each product's codes are not one run of ids), and
+/// on PostgreSQL with fresh statistics (`ANALYZE`, as autovacuum leaves
+/// them): each order gets exactly its quantity of its own product's codes,
+/// each product's lowest ids first, whatever plan the claim ran with.
+async fn a_batch_of_several_products_claims_each_its_own_codes(backend: Backend) {
+    let db = open(backend).await;
+    let a = product_with_codes(&db, 4).await;
+    let b = product_with_codes(&db, 4).await;
+    let c = product_with_codes(&db, 4).await;
+    restock(&db, a, 4).await;
+    restock(&db, b, 4).await;
+    restock(&db, c, 4).await;
+    if backend == Backend::Postgres {
+        sqlx::query("ANALYZE").execute(&db.check).await.unwrap();
+    }
+    // a: 1 + 3 + 2 = 6 of 8; b: 2 + 1 + 2 = 5 of 8; c: 1 + 3 = 4 of 8.
+    let wants = [
+        (a, 1),
+        (b, 2),
+        (a, 3),
+        (c, 1),
+        (b, 1),
+        (a, 2),
+        (c, 3),
+        (b, 2),
+    ];
+    let batch: Vec<NewOrder> = wants
+        .iter()
+        .map(|&(p, q)| new_order(p, q, 60_000))
+        .collect();
+    for r in db.store.create_orders(&batch).await {
+        r.unwrap().expect("stock for every order");
+    }
+    let orders = read_orders(&db, &batch).await;
+    for (o, &(product, quantity)) in orders.iter().zip(&wants) {
+        let held: Vec<i64> = sqlx::query_scalar(
+            "SELECT product_id FROM cards WHERE order_id = $1 AND status = 'reserved'",
+        )
+        .bind(o.id)
+        .fetch_all(&db.check)
+        .await
+        .unwrap();
+        assert_eq!(held, vec![product; quantity as usize], "order {}", o.id);
+    }
+    for (product, taken) in [(a, 6), (b, 5), (c, 4)] {
+        let ids = |status: &'static str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM cards WHERE product_id = $1 AND status = $2 ORDER BY id",
+            )
+            .bind(product)
+            .bind(status)
+            .fetch_all(&db.check)
+        };
+        let (reserved, available) = (
+            ids("reserved").await.unwrap(),
+            ids("available").await.unwrap(),
+        );
+        assert_eq!(reserved.len(), taken);
+        assert!(
+            reserved.last() < available.first(),
+            "the lowest ids went first: {reserved:?} {available:?}"
+        );
+        assert_invariants(&db, product, 8).await;
+    }
+}
+
 both_backends!(
+    a_batch_of_several_products_claims_each_its_own_codes,
     batched_rows_keep_every_field_as_written,
     batches_race_expiry_restock_and_single_writes,
     a_payment_batch_with_twins_delivers_each_order_once,

@@ -84,8 +84,8 @@ async fn write_orders(
     tx: &mut Tx,
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
-    orders::no_bitmap_scans(s.backend, tx).await?;
-    let (mut budget, floors) = stock_budgets(tx, batch).await?;
+    orders::claim_plans(s.backend, tx).await?;
+    let (mut budget, floors) = stock_budgets(s.backend, tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {
         // The key is claimed before the order is decided, as on the single
@@ -144,9 +144,15 @@ async fn write_orders(
 /// cost no more to count than ten), and the lowest available id (the
 /// claims' `floor`).
 async fn stock_budgets(
+    backend: Backend,
     tx: &mut Tx,
     batch: &[NewOrder],
 ) -> Result<(HashMap<i64, i64>, HashMap<i64, i64>)> {
+    let (product, order_by) = orders::available_in_order(backend, "$1");
+    let count = format!(
+        "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
+         WHERE {product} AND status = 'available' {order_by} LIMIT $2) AS a"
+    );
     let mut wanted: HashMap<i64, i64> = HashMap::new();
     for o in batch {
         *wanted.entry(o.product_id).or_default() += o.quantity;
@@ -154,14 +160,11 @@ async fn stock_budgets(
     let mut budget = HashMap::with_capacity(wanted.len());
     let mut floors = HashMap::with_capacity(wanted.len());
     for (product_id, want) in wanted {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
-             WHERE product_id = $1 AND status = 'available' ORDER BY id LIMIT $2) AS a",
-        )
-        .bind(product_id)
-        .bind(want)
-        .fetch_one(&mut **tx)
-        .await?;
+        let row = sqlx::query(&count)
+            .bind(product_id)
+            .bind(want)
+            .fetch_one(&mut **tx)
+            .await?;
         budget.insert(product_id, row.try_get::<i64, _>("n")?);
         if let Some(first) = row.try_get::<Option<i64>, _>("first")? {
             floors.insert(product_id, first);

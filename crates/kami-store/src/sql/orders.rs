@@ -28,28 +28,59 @@ fn claim_sql(
     floor: Option<i64>,
 ) -> String {
     let floor = floor.map_or(String::new(), |f| format!("AND id >= {f} "));
+    let (product, order_by) = available_in_order(backend, product);
     format!(
         "UPDATE cards SET status = 'reserved', order_id = {order}, reserved_until = {until} \
-         WHERE id IN (SELECT id FROM cards WHERE product_id = {product} AND status = 'available' \
-         {floor}ORDER BY id LIMIT {qty} {})",
+         WHERE id IN (SELECT id FROM cards WHERE {product} AND status = 'available' \
+         {floor}{order_by} LIMIT {qty} {})",
         backend.skip_locked()
     )
 }
 
-/// PostgreSQL: no bitmap scans for the rest of this write transaction.
-/// Statistics lag a big import until autovacuum analyzes `cards`: after a
-/// million codes PostgreSQL still expected 30 available and planned the
-/// stock count of a batch (and a claim's `ORDER BY id LIMIT n`) as a bitmap
-/// scan and a sort of all of them (300-430 ms per batch, in its log: the
-/// drop's p99) instead of an index scan that stops at the cap. The claims'
-/// transactions are index lookups; none is better off with a bitmap.
-/// (`ANALYZE` after the import instead made the planner walk the primary
-/// key and hash-join the set-based claim over every code.)
-pub(super) async fn no_bitmap_scans(backend: Backend, tx: &mut Tx) -> Result<()> {
+/// The condition on the product and the `ORDER BY` of a search for a
+/// product's available codes, lowest id first. On PostgreSQL the product is
+/// matched as a range and the order names it, so that only `cards_available`
+/// (`product_id, id`, available codes only) serves the order: with fresh
+/// statistics and most codes available, the planner otherwise walked the
+/// primary key from the first code, stepping over every code sold or
+/// reserved so far, a longer walk with every order of a drop
+/// (`kami-bench flash-sale --analyze`).
+pub(super) fn available_in_order(backend: Backend, product: &str) -> (String, &'static str) {
+    match backend {
+        Backend::Postgres => (
+            format!("product_id BETWEEN {product} AND {product}"),
+            "ORDER BY product_id, id",
+        ),
+        Backend::Sqlite => (format!("product_id = {product}"), "ORDER BY id"),
+    }
+}
+
+/// PostgreSQL: plans for index lookups, for the rest of this write
+/// transaction, whatever the statistics say. Statistics lag a big import
+/// until autovacuum analyzes `cards`, and are fresh after it; both misled
+/// the planner on the claims:
+/// - stale (a million codes, 30 expected): the stock count of a batch and a
+///   claim's `ORDER BY id LIMIT n` ran as a bitmap scan and a sort of every
+///   code (300-430 ms per batch, in PostgreSQL's log: the drop's p99)
+///   instead of an index scan that stops at the cap;
+/// - fresh (`kami-bench flash-sale --analyze`, a million codes): the
+///   set-based claim hash-joined a sequential scan of every code (360 ms)
+///   and, its estimated cost being past `jit_above_cost`, JIT-compiled
+///   itself first (510 ms): order p99 2.5 s.
+///
+/// No statement of these transactions is better off with a bitmap, a hash
+/// or merge join or JIT: they touch a few hundred rows by index. One
+/// statement, one round trip.
+pub(super) async fn claim_plans(backend: Backend, tx: &mut Tx) -> Result<()> {
     if backend == Backend::Postgres {
-        sqlx::query("SET LOCAL enable_bitmapscan = off")
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('enable_bitmapscan', 'off', true), \
+                    set_config('enable_hashjoin', 'off', true), \
+                    set_config('enable_mergejoin', 'off', true), \
+                    set_config('jit', 'off', true)",
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -65,7 +96,7 @@ pub(super) async fn claim_cards(
     quantity: i64,
     reserved_until: Option<Millis>,
 ) -> Result<i64> {
-    no_bitmap_scans(backend, tx).await?;
+    claim_plans(backend, tx).await?;
     let sql = claim_sql(backend, "$1", "$2", "$3", "$4", None);
     let claimed = sqlx::query(&sql)
         .bind(order_id)
@@ -133,8 +164,9 @@ pub(super) async fn claim_cards_many(
 /// server parsing and planning the batch's claim statements one by one
 /// (`base_yyparse`, `expression_tree_walker`, `copyObjectImpl`); here each
 /// product's codes are locked once (`FOR UPDATE SKIP LOCKED`, lowest ids
-/// first, as many as the batch asks for) and handed out to its orders in
-/// arrival order by their running total. The lists travel as text (sqlx's
+/// first, as many as the batch asks for, into one array) and handed out to
+/// its orders in arrival order, each order a slice of the array at its
+/// running total (a range join of codes and orders compared every pair). The lists travel as text (sqlx's
 /// `Any` driver binds no arrays); they are integers we produced. Returns
 /// each claim's count, in order; a short one is handled by the caller as
 /// any short claim.
@@ -145,19 +177,17 @@ async fn claim_cards_set(tx: &mut Tx, claims: &[Claim]) -> Result<Vec<i64>> {
     let rows = sqlx::query(
         "WITH w AS ( \
            SELECT o.order_id, o.product_id, o.qty, o.until, o.floor, \
-                  SUM(o.qty) OVER (PARTITION BY o.product_id ORDER BY o.ord) - o.qty AS first \
+                  (SUM(o.qty) OVER (PARTITION BY o.product_id ORDER BY o.ord) - o.qty)::bigint AS first \
            FROM unnest(string_to_array($1, ',')::bigint[], string_to_array($2, ',')::bigint[], \
                        string_to_array($3, ',')::bigint[], string_to_array($4, ',')::bigint[], \
                        string_to_array($5, ',')::bigint[]) \
                 WITH ORDINALITY AS o(order_id, product_id, qty, until, floor, ord)), \
          p AS (SELECT product_id, SUM(qty) AS total, MIN(floor) AS floor FROM w GROUP BY product_id), \
-         k AS (SELECT c.id, p.product_id, \
-                      row_number() OVER (PARTITION BY p.product_id ORDER BY c.id) - 1 AS rn \
-               FROM p CROSS JOIN LATERAL ( \
+         k AS (SELECT p.product_id, ARRAY( \
                  SELECT id FROM cards WHERE product_id = p.product_id AND status = 'available' \
-                 AND id >= p.floor ORDER BY id LIMIT p.total FOR UPDATE SKIP LOCKED) c), \
-         a AS (SELECT k.id, w.order_id, w.until FROM k JOIN w ON w.product_id = k.product_id \
-               AND k.rn >= w.first AND k.rn < w.first + w.qty) \
+                 AND id >= p.floor ORDER BY id LIMIT p.total FOR UPDATE SKIP LOCKED) AS ids FROM p), \
+         a AS (SELECT unnest(k.ids[w.first + 1 : w.first + w.qty]) AS id, w.order_id, w.until \
+               FROM w JOIN k ON k.product_id = w.product_id) \
          UPDATE cards SET status = 'reserved', order_id = a.order_id, reserved_until = a.until \
          FROM a WHERE cards.id = a.id RETURNING cards.order_id",
     )
