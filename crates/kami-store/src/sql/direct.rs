@@ -23,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kami_core::limits::ip_limit_key;
 use kami_core::OrderStatus;
@@ -46,11 +46,12 @@ const READERS_KEPT: usize = 8;
 /// Prepared statements kept per connection (the batches use about twenty).
 const STATEMENT_CACHE: usize = 64;
 
-/// How long the WAL may grow, in frames (pages, 4 KiB each: 512 MiB), before
-/// the writer finishes the background checkpoint (`restart_wal`). Every
-/// restart stops the writer for the copy and the two fsyncs of what the
-/// passive checkpoints left, about 120 ms in a notification storm whatever
-/// the WAL's length, since that is the last 100 ms of commits. A storm of
+/// How long the WAL may grow, in frames (a 4 KiB page and a 24-byte header
+/// each: about 540 MB), before the writer finishes the background
+/// checkpoint (`restart_wal`). Every restart stops the writer for the copy
+/// and the two fsyncs of what the passive checkpoints left, 120–200 ms in a
+/// notification storm whatever the WAL's length, since that is the last
+/// commits, those since the background pass before it. A storm of
 /// payments for orders spread over the whole sale writes about 40,000
 /// frames a second (every payment dirties its own pages of the orders,
 /// codes and payments indexes), so restarting once a second, as this did
@@ -58,8 +59,9 @@ const STATEMENT_CACHE: usize = 64;
 /// waited through it: per-request timelines (`KAMI_BENCH_TIMELINE`) showed
 /// all 256 connections stalled for 150–230 ms every 0.75 s, the whole
 /// notification p99. Past this length the stalls come every few seconds in
-/// the worst storm and never in an ordinary day; the WAL file keeps its
-/// longest length on disk (SQLite reuses it from the start).
+/// the worst storm and never in an ordinary day. The WAL file keeps its
+/// longest length on disk (SQLite reuses it from the start; up to twice
+/// this if the backstop is reached), and a start after a crash reads it.
 pub(super) const RESTART_FRAMES: i64 = 131_072;
 
 /// Past this many frames the committing writer checkpoints itself (SQLite's
@@ -108,8 +110,12 @@ static INSERT_PAYMENT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// How long the WAL restart waits for a writer or a reader of an older
-/// snapshot before it gives up until the next second.
+/// snapshot before it gives up.
 const RESTART_PATIENCE: Duration = Duration::from_millis(20);
+/// How long a restart that gave up waits before the next try: behind a long
+/// reader (a backup, a big listing) every try costs the writer
+/// `RESTART_PATIENCE`.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// The writers' busy timeout (`WRITER_PRAGMAS`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,8 +129,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// task instead it had to win the write lock from this thread, which took
 /// over a second under load. It waits `RESTART_PATIENCE` at most: a long
 /// reader (a backup, a big listing) or the other writer only postpones it
-/// until the next background pass reports the WAL's length again.
-fn restart_wal(conn: &Connection) {
+/// (`RESTART_BACKOFF`). Whether the WAL was restarted.
+fn restart_wal(conn: &Connection) -> bool {
     let restart = || -> rusqlite::Result<(i64, i64)> {
         conn.busy_timeout(RESTART_PATIENCE)?;
         let answer = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
@@ -134,11 +140,15 @@ fn restart_wal(conn: &Connection) {
         answer
     };
     match restart() {
-        Ok((0, _)) => {}
+        Ok((0, _)) => true,
         Ok((_, frames)) => {
-            tracing::debug!(frames, "WAL restart postponed: a reader or writer was busy")
+            tracing::debug!(frames, "WAL restart postponed: a reader or writer was busy");
+            false
         }
-        Err(e) => tracing::warn!(error = %e, "WAL restart failed; retrying in a second"),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL restart failed; retrying in a second");
+            false
+        }
     }
 }
 
@@ -178,6 +188,7 @@ impl Direct {
             .name("kami-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut restart_after = Instant::now();
                 // Ends when the store is closed or dropped (every sender gone).
                 while let Ok(job) = rx.recv() {
                     if !conn.is_autocommit() {
@@ -188,11 +199,15 @@ impl Direct {
                     // A panicking job drops its transaction (rolled back) and
                     // its reply (the caller sees an error); the thread goes on.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
-                    // Zeroed first: a restart put off by a reader is tried
-                    // again after the next background pass, not after every batch.
-                    if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+                    // Zeroed first: the next background pass reports the
+                    // WAL's length again (0 once all of it is copied back).
+                    if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES
+                        && Instant::now() >= restart_after
+                    {
                         wal_frames.store(0, Ordering::Relaxed);
-                        restart_wal(&conn);
+                        if !restart_wal(&conn) {
+                            restart_after = Instant::now() + RESTART_BACKOFF;
+                        }
                     }
                 }
             })

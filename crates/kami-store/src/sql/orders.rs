@@ -166,7 +166,13 @@ pub(super) async fn claim_cards_many(
 /// product's codes are locked once (`FOR UPDATE SKIP LOCKED`, lowest ids
 /// first, as many as the batch asks for, into one array) and handed out to
 /// its orders in arrival order, each order a slice of the array at its
-/// running total (a range join of codes and orders compared every pair). The lists travel as text (sqlx's
+/// running total (a range join of codes and orders compared every pair).
+/// `k` is evaluated once (`MATERIALIZED`, as a CTE that locks rows is
+/// anyway): built again per order, each array would skip the rows this
+/// statement already took. Its search starts at the batch's `floor`, so
+/// it does not need `available_in_order`'s range: as a range, it could not
+/// start at the floor and stepped over every code claimed since the last
+/// VACUUM (`flash-sale --analyze`: 2,680 orders/s against 7,722). The lists travel as text (sqlx's
 /// `Any` driver binds no arrays); they are integers we produced. Returns
 /// each claim's count, in order; a short one is handled by the caller as
 /// any short claim.
@@ -183,7 +189,7 @@ async fn claim_cards_set(tx: &mut Tx, claims: &[Claim]) -> Result<Vec<i64>> {
                        string_to_array($5, ',')::bigint[]) \
                 WITH ORDINALITY AS o(order_id, product_id, qty, until, floor, ord)), \
          p AS (SELECT product_id, SUM(qty) AS total, MIN(floor) AS floor FROM w GROUP BY product_id), \
-         k AS (SELECT p.product_id, ARRAY( \
+         k AS MATERIALIZED (SELECT p.product_id, ARRAY( \
                  SELECT id FROM cards WHERE product_id = p.product_id AND status = 'available' \
                  AND id >= p.floor ORDER BY id LIMIT p.total FOR UPDATE SKIP LOCKED) AS ids FROM p), \
          a AS (SELECT unnest(k.ids[w.first + 1 : w.first + w.qty]) AS id, w.order_id, w.until \
