@@ -191,7 +191,7 @@ async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool, wal_frames: Arc<
             }
             Err(e) => {
                 failures += 1;
-                if failures % FAILURES_BEFORE_RESTART == 0 {
+                if failures.is_multiple_of(FAILURES_BEFORE_RESTART) {
                     tracing::warn!(error = %e, failures,
                         "background WAL checkpoints keep failing; the writer restarts the WAL itself");
                     wal_frames.store(super::direct::RESTART_FRAMES, Ordering::Relaxed);
