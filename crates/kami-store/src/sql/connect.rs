@@ -135,14 +135,6 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
     })
 }
 
-/// Passive checkpoints off the writers' path, until the store is closed. A
-/// passive checkpoint never waits for readers or writers: it copies what it
-/// can of the WAL back into the database, with the fsync on this task's
-/// connection. Under a steady stream of commits it never quite finishes (a
-/// commit lands while it copies), and SQLite only starts the WAL over after
-/// a finished checkpoint; the SQLite writer thread finishes it when the WAL
-/// it reports in `wal_frames` has grown long enough (`direct.rs`), copying
-/// only what is left.
 /// Failed background passes in a row after which the writer is asked to
 /// restart the WAL anyway (about a second of them): its restarts wait for
 /// this task's reports, and without them the WAL would only grow.
@@ -167,6 +159,14 @@ async fn passive_checkpoint(
     })
 }
 
+/// Passive checkpoints off the writers' path, until the store is closed. A
+/// passive checkpoint never waits for readers or writers: it copies what it
+/// can of the WAL back into the database, with the fsync on this task's
+/// connection. Under a steady stream of commits it never quite finishes (a
+/// commit lands while it copies), and SQLite only starts the WAL over after
+/// a finished checkpoint; the SQLite writer thread finishes it when the WAL
+/// it reports in `wal_frames` has grown long enough (`direct.rs`), copying
+/// only what is left.
 async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool, wal_frames: Arc<AtomicI64>) {
     let mut failures = 0u32;
     loop {

@@ -172,10 +172,10 @@ pub(super) async fn claim_cards_many(
 /// statement already took. Its search starts at the batch's `floor`, so
 /// it does not need `available_in_order`'s range: as a range, it could not
 /// start at the floor and stepped over every code claimed since the last
-/// VACUUM (`flash-sale --analyze`: 2,680 orders/s against 7,722). The lists travel as text (sqlx's
-/// `Any` driver binds no arrays); they are integers we produced. Returns
-/// each claim's count, in order; a short one is handled by the caller as
-/// any short claim.
+/// VACUUM (`flash-sale --analyze`: 2,680 orders/s against 7,722). The
+/// lists travel as text (sqlx's `Any` driver binds no arrays); they are
+/// integers we produced. Returns each claim's count, in order; a short one
+/// is handled by the caller as any short claim.
 async fn claim_cards_set(tx: &mut Tx, claims: &[Claim]) -> Result<Vec<i64>> {
     let list = |f: &dyn Fn(&Claim) -> i64| {
         super::pg_sets::id_list(&claims.iter().map(f).collect::<Vec<_>>())
