@@ -152,6 +152,28 @@ fn restart_wal(conn: &Connection) -> bool {
     }
 }
 
+/// The writer thread's nice value, when the process may raise it
+/// (`CAP_SYS_NICE`, root, or systemd's `LimitNICE=-10`). The thread is the
+/// one serial point of a drop and a notification storm, and with the HTTP
+/// workers busy on two cores it waited as long to be scheduled as it ran:
+/// `/proc/<pid>/task/<tid>/schedstat` over 5 s of a drop read 2.45 s running
+/// and 1.35 s runnable but waiting. At -10 it waited 0.37–0.40 s. It only
+/// runs when there is work, so the boost costs nothing when idle.
+const WRITER_NICE: i32 = -10;
+
+/// Raises the calling thread's scheduling priority to `WRITER_NICE`; a
+/// process without the privilege keeps the default and says so once.
+fn raise_priority() {
+    let tid = rustix::thread::gettid();
+    match rustix::process::setpriority_process(Some(tid), WRITER_NICE) {
+        Ok(()) => tracing::debug!(nice = WRITER_NICE, "SQLite writer thread priority raised"),
+        Err(e) => tracing::info!(
+            error = %e,
+            "the SQLite writer thread keeps the default priority (raising it needs CAP_SYS_NICE or LimitNICE=-10)"
+        ),
+    }
+}
+
 pub(crate) struct Direct {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -187,6 +209,7 @@ impl Direct {
         let thread = std::thread::Builder::new()
             .name("kami-sqlite-writer".into())
             .spawn(move || {
+                raise_priority();
                 let mut conn = conn;
                 let mut restart_after = Instant::now();
                 // Ends when the store is closed or dropped (every sender gone).
