@@ -165,11 +165,21 @@ impl Phase {
         }
     }
 
-    fn line(&self, ceiling: f64) -> String {
-        let ratio = if ceiling > 0.0 {
-            format!("{:.3}× ceiling", self.rate() / ceiling)
-        } else {
-            "-".into()
+    /// The phase's figures, its rate as a ratio to the ceiling's, and its
+    /// p99 as a multiple of the ceiling's p99: in a closed loop even
+    /// `/healthz` queues behind every other connection, so the ceiling's
+    /// p99 is the least any phase can show on this machine at this moment.
+    fn line(&self, ceiling: Option<&Phase>) -> String {
+        let ratio = match ceiling.map(Phase::rate) {
+            Some(c) if c > 0.0 => format!("{:.3}× ceiling", self.rate() / c),
+            _ => "-".into(),
+        };
+        let tail = match ceiling.map(|c| c.latency.p99) {
+            Some(c) if c > 0 => format!(
+                "; p99 {:.2}× the ceiling's",
+                self.latency.p99 as f64 / c as f64
+            ),
+            _ => String::new(),
         };
         let errors = if self.errors.is_empty() {
             "no errors".to_string()
@@ -177,7 +187,7 @@ impl Phase {
             format!("{:?}", self.errors)
         };
         format!(
-            "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors})",
+            "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors}{tail})",
             rate(self.rate()),
             us(self.latency.p50),
             us(self.latency.p99),
@@ -241,7 +251,7 @@ pub async fn run(args: FlashArgs) -> Result<bool> {
         );
         match outcome {
             Ok((phases, failures)) => {
-                let ceiling = phases.first().map_or(0.0, Phase::rate);
+                let ceiling = phases.first();
                 let mut rows: Vec<(String, String)> = phases
                     .iter()
                     .map(|p| (p.name.to_string(), p.line(ceiling)))
