@@ -255,9 +255,97 @@ async fn expiry_releases_only_the_limits_an_order_counted_against(backend: Backe
     assert_invariants(&db, pid, 20).await;
 }
 
+/// Batches naming the same two limited buyers and one coupon in opposite
+/// orders, several at once, as a scalper's retries and a launch coupon do in
+/// a drop. Each order takes its buyer's row and the coupon's row; without a
+/// common order of taking them, two PostgreSQL batches each hold a row the
+/// other waits for, PostgreSQL aborts one after `deadlock_timeout` (a second)
+/// and it is replayed order by order. Every batch must commit as one
+/// transaction, and the holds must add up.
+async fn batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 200).await;
+    let c = coupon(&db, "LAUNCH", None).await;
+    let order = |email: &str, with_coupon: bool| {
+        let mut o = new_order(pid, 1, 60_000);
+        o.email = email.into();
+        o.per_buyer_limit = Some(1_000);
+        o.per_ip_limit = Some(1_000);
+        o.buyer_ip = Some(
+            if email.starts_with('a') {
+                "198.51.100.1"
+            } else {
+                "198.51.100.2"
+            }
+            .into(),
+        );
+        if with_coupon {
+            o.coupon_id = Some(c.id);
+            o.discount = 10;
+        }
+        o
+    };
+    let started = std::time::Instant::now();
+    let mut batches = Vec::new();
+    for _round in 0..10 {
+        let mut tasks = Vec::new();
+        for k in 0..4 {
+            let (first, second) = if k % 2 == 0 {
+                ("a@x.test", "b@x.test")
+            } else {
+                ("b@x.test", "a@x.test")
+            };
+            let batch = vec![
+                order(first, true),
+                order(second, false),
+                order(first, false),
+            ];
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let out = store.create_orders(&batch).await;
+                (batch, out)
+            }));
+        }
+        for t in tasks {
+            let (batch, out) = t.await.unwrap();
+            for o in out {
+                o.expect("no database error")
+                    .expect("every order is granted");
+            }
+            batches.push(batch);
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        used(&db, "LAUNCH").await,
+        40,
+        "one use per batch's coupon order"
+    );
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 120);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 120);
+    if backend == Backend::Postgres {
+        for batch in &batches {
+            let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
+            let writers: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
+                numbers.join(", ")
+            ))
+            .fetch_one(&db.check)
+            .await
+            .unwrap();
+            assert_eq!(
+                writers, 1,
+                "a batch was replayed order by order (a deadlock aborted it); 40 batches took {elapsed:?}"
+            );
+        }
+    }
+    assert_invariants(&db, pid, 200).await;
+}
+
 both_backends!(
     expiry_releases_only_the_limits_an_order_counted_against,
     a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers,
     expiry_gives_holds_back_and_a_late_payment_takes_them_again,
     a_per_ip_limit_holds_across_emails_and_refusals_take_nothing,
+    batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock,
 );

@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use super::orders::{
     self, claim_cards_many, delete_idempotency, insert_idempotency, pending_order, values_rows,
-    Claim, Tx,
+    Claim, Holds, Tx,
 };
 use super::SqlStore;
 use crate::types::*;
@@ -84,6 +84,8 @@ async fn write_orders(
     tx: &mut Tx,
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
+    let holds: Vec<Holds> = batch.iter().map(Holds::wanted).collect();
+    orders::lock_holds(s.backend, tx, &holds).await?;
     orders::claim_plans(s.backend, tx).await?;
     let (mut budget, floors) = stock_budgets(s.backend, tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());

@@ -409,6 +409,7 @@ pub async fn get_idempotency(
 /// buyer holds exactly `quantity` codes, or nothing was written.
 pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
     let mut tx = s.begin().await?;
+    lock_holds(s.backend, &mut tx, [&Holds::wanted(o)]).await?;
     if let Some(rec) = &o.idempotency {
         if !insert_idempotency(&mut tx, rec).await? {
             return Ok(Err(CreateOrderError::IdempotencyKeyTaken));
@@ -532,6 +533,32 @@ pub(super) struct Holds {
 }
 
 impl Holds {
+    /// What a new order takes if it is granted (`take_holds`).
+    pub fn wanted(o: &NewOrder) -> Self {
+        Holds {
+            product_id: o.product_id,
+            email: o.per_buyer_limit.map(|_| o.email.clone()),
+            ip: o
+                .per_ip_limit
+                .zip(o.buyer_ip.as_deref())
+                .map(|(_, ip)| ip_limit_key(ip)),
+            quantity: o.quantity,
+            coupon_id: o.coupon_id,
+        }
+    }
+
+    /// The advisory lock names of the rows these holds write.
+    fn lock_names(&self) -> impl Iterator<Item = String> + '_ {
+        let p = self.product_id;
+        let email = self
+            .email
+            .iter()
+            .map(move |e| format!("kami:hold:email:{p}:{e}"));
+        let ip = self.ip.iter().map(move |k| format!("kami:hold:ip:{p}:{k}"));
+        let coupon = self.coupon_id.map(|c| format!("kami:hold:coupon:{c}"));
+        email.chain(ip).chain(coupon)
+    }
+
     /// What the order took when it was placed (not what its product's
     /// limits are now).
     pub fn of(order: &Order) -> Self {
@@ -549,6 +576,46 @@ impl Holds {
         }
     }
 }
+
+/// PostgreSQL: takes, in one statement and in one order common to every
+/// transaction, the advisory locks of every limit and coupon row the
+/// transaction's holds will write, before it writes any. Without them a
+/// batch takes its orders' rows in arrival order: one holding buyer A's row
+/// and the launch coupon's while waiting for buyer B's, another holding B's
+/// and waiting for the coupon, and PostgreSQL aborts one after its
+/// `deadlock_timeout` with an error the buyer saw, even on the one-order
+/// replay (`batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock`).
+/// Every writer of those rows takes them first: order batches and single
+/// orders, the expiry sweep, a late payment. The names are hashed by
+/// PostgreSQL (`hashtextextended`, stable across versions and instances)
+/// and locked in the order of their hashes; a collision only serialises two
+/// buyers. SQLite needs none: its writers take turns.
+pub(super) async fn lock_holds<'h>(
+    backend: Backend,
+    tx: &mut Tx,
+    holds: impl IntoIterator<Item = &'h Holds>,
+) -> Result<()> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let names: Vec<String> = holds.into_iter().flat_map(Holds::lock_names).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let names =
+        serde_json::to_string(&names).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(LOCK_HOLDS)
+        .bind(names)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The sorted subquery is a fence: its rows reach the outer projection, and
+/// so the lock calls, in the order of the hashes.
+const LOCK_HOLDS: &str = "SELECT pg_advisory_xact_lock(h) FROM \
+     (SELECT DISTINCT hashtextextended(n, 0) AS h FROM json_array_elements_text($1::json) AS n \
+      ORDER BY h) AS sorted";
 
 /// Gives back what an expired (or refused) order held.
 pub(super) async fn release_holds(tx: &mut Tx, h: &Holds) -> Result<()> {
@@ -733,6 +800,8 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
         .iter()
         .map(rows::order)
         .collect::<Result<_>>()?;
+    let holds: Vec<Holds> = due.iter().map(Holds::of).collect();
+    lock_holds(s.backend, &mut tx, &holds).await?;
     let mut expired = Vec::with_capacity(due.len());
     let mut products = Vec::new();
     for o in due {

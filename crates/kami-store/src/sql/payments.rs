@@ -8,8 +8,8 @@ use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
 
 use super::orders::{
-    claim_cards, event, insert_events_many, release_cards, restore_holds, sell_cards, values_rows,
-    Holds, Tx,
+    claim_cards, event, insert_events_many, lock_holds, release_cards, restore_holds, sell_cards,
+    values_rows, Holds, Tx,
 };
 use super::{pg_sets, SqlStore};
 use crate::types::*;
@@ -70,7 +70,9 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
         Some(OrderStatus::Expired) => {
             // A late payment: the codes went back to stock at expiry; take
             // them again if there are enough, or park the order for restock.
-            restore_holds(tx, &Holds::of(&order)).await?;
+            let holds = Holds::of(&order);
+            lock_holds(backend, tx, [&holds]).await?;
+            restore_holds(tx, &holds).await?;
             let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
             if claimed == quantity {
                 sell_cards(tx, p.order_id, now).await?;
