@@ -491,3 +491,38 @@ async fn batches_race_expiry_restock_and_single_writes(backend: Backend) {
     assert!(db.store.stock(pid).await.unwrap().sold >= delivered);
     assert_invariants(&db, pid, 250).await;
 }
+
+/// The SQLite writer thread, the serial point of a drop, runs at nice -10
+/// when the process may raise it (as root, which CI is); otherwise at the
+/// default. Read back from /proc, field 19 of the thread's `stat`.
+#[tokio::test]
+async fn the_sqlite_writer_thread_runs_at_a_raised_priority_when_allowed() {
+    let _db = open(Backend::Sqlite).await;
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim() != "kami-sqlite-wri" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name: state is field 3, nice 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
+        nices.push(nice);
+    }
+    assert!(!nices.is_empty(), "the store started a writer thread");
+    let expected = if rustix::process::geteuid().is_root() {
+        -10
+    } else {
+        0
+    };
+    for nice in nices {
+        assert!(
+            nice == expected || nice == -10,
+            "writer thread at nice {nice}, expected {expected}"
+        );
+    }
+}
