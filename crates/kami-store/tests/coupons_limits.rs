@@ -255,6 +255,26 @@ async fn expiry_releases_only_the_limits_an_order_counted_against(backend: Backe
     assert_invariants(&db, pid, 20).await;
 }
 
+/// One code for a buyer (`a…` or `b…`, each with an address of its own)
+/// under generous per-buyer and per-address limits, with or without a coupon.
+fn limited_order(pid: i64, email: &str, coupon: Option<i64>, ttl_ms: i64) -> NewOrder {
+    let mut o = new_order(pid, 1, ttl_ms);
+    o.email = email.into();
+    o.per_buyer_limit = Some(1_000);
+    o.per_ip_limit = Some(1_000);
+    let ip = if email.starts_with('a') {
+        "198.51.100.1"
+    } else {
+        "198.51.100.2"
+    };
+    o.buyer_ip = Some(ip.into());
+    if coupon.is_some() {
+        o.coupon_id = coupon;
+        o.discount = 10;
+    }
+    o
+}
+
 /// Batches naming the same two limited buyers and one coupon in opposite
 /// orders, several at once, as a scalper's retries and a launch coupon do in
 /// a drop. Each order takes its buyer's row and the coupon's row; without a
@@ -267,23 +287,7 @@ async fn batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock(backe
     let pid = product_with_codes(&db, 200).await;
     let c = coupon(&db, "LAUNCH", None).await;
     let order = |email: &str, with_coupon: bool| {
-        let mut o = new_order(pid, 1, 60_000);
-        o.email = email.into();
-        o.per_buyer_limit = Some(1_000);
-        o.per_ip_limit = Some(1_000);
-        o.buyer_ip = Some(
-            if email.starts_with('a') {
-                "198.51.100.1"
-            } else {
-                "198.51.100.2"
-            }
-            .into(),
-        );
-        if with_coupon {
-            o.coupon_id = Some(c.id);
-            o.discount = 10;
-        }
-        o
+        limited_order(pid, email, with_coupon.then_some(c.id), 60_000)
     };
     let started = std::time::Instant::now();
     let mut batches = Vec::new();
@@ -325,21 +329,95 @@ async fn batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock(backe
     assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 120);
     if backend == Backend::Postgres {
         for batch in &batches {
-            let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
-            let writers: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
-                numbers.join(", ")
-            ))
-            .fetch_one(&db.check)
-            .await
-            .unwrap();
             assert_eq!(
-                writers, 1,
+                writers_of(&db, batch).await,
+                1,
                 "a batch was replayed order by order (a deadlock aborted it); 40 batches took {elapsed:?}"
             );
         }
     }
     assert_invariants(&db, pid, 200).await;
+}
+
+/// A payment batch paying two expired orders late (buyer a with the coupon,
+/// then buyer b) takes their holds again while order batches for b with the
+/// coupon, then a, run beside it. Locking the late payments' holds one at a
+/// time, the payment batch held a's row and the coupon and waited for b's,
+/// while an order batch held b's and waited for the coupon: a deadlock.
+async fn late_payments_in_one_batch_do_not_deadlock_with_orders(backend: Backend) {
+    const ROUNDS: i64 = 16;
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 200).await;
+    let c = coupon(&db, "LATE", None).await;
+    let mut batches = Vec::new();
+    for round in 0..ROUNDS {
+        // New buyers each round: their lock names sort differently.
+        let (a, b) = (format!("a{round}@x.test"), format!("b{round}@x.test"));
+        let late = [
+            limited_order(pid, &a, Some(c.id), 20),
+            limited_order(pid, &b, None, 20),
+        ];
+        let mut placed = Vec::new();
+        for o in &late {
+            placed.push(db.store.create_order(o).await.unwrap().unwrap());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+        let payments: Vec<NewPayment> = placed
+            .iter()
+            .map(|o| payment(o, &format!("late-{round}-{}", o.id)))
+            .collect();
+        let store = db.store.clone();
+        let pay = tokio::spawn(async move { store.pay_orders(&payments).await });
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let batch = vec![
+                limited_order(pid, &b, Some(c.id), 60_000),
+                limited_order(pid, &a, None, 60_000),
+            ];
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let out = store.create_orders(&batch).await;
+                (batch, out)
+            }));
+        }
+        for outcome in pay.await.unwrap() {
+            assert_eq!(outcome.expect("no database error"), PayOutcome::Delivered);
+        }
+        for t in tasks {
+            let (batch, out) = t.await.unwrap();
+            for o in out {
+                o.expect("no database error")
+                    .expect("every order is granted");
+            }
+            batches.push(batch);
+        }
+    }
+    // Per round: the late coupon order and three batches' coupon orders.
+    assert_eq!(used(&db, "LATE").await, ROUNDS * 4);
+    assert_eq!(held(&db, "buyer_purchases", pid).await, ROUNDS * 8);
+    if backend == Backend::Postgres {
+        for batch in &batches {
+            assert_eq!(
+                writers_of(&db, batch).await,
+                1,
+                "an order batch was replayed"
+            );
+        }
+    }
+    assert_invariants(&db, pid, 200).await;
+}
+
+/// How many transactions wrote the batch's orders (PostgreSQL's `xmin`).
+async fn writers_of(db: &Db, batch: &[NewOrder]) -> i64 {
+    let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
+    sqlx::query_scalar(&format!(
+        "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
+        numbers.join(", ")
+    ))
+    .fetch_one(&db.check)
+    .await
+    .unwrap()
 }
 
 both_backends!(
@@ -348,4 +426,5 @@ both_backends!(
     expiry_gives_holds_back_and_a_late_payment_takes_them_again,
     a_per_ip_limit_holds_across_emails_and_refusals_take_nothing,
     batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock,
+    late_payments_in_one_batch_do_not_deadlock_with_orders,
 );

@@ -16,8 +16,12 @@ pub const EXPIRE_ORDERS: &str = "expire_orders";
 pub const REAP_IMPORTS: &str = "reap_imports";
 pub const RECONCILE_PAYMENTS: &str = "reconcile_payments";
 const LEASE_MS: i64 = 30_000;
-/// Orders expired per sweep transaction; the sweep runs again at once if full.
-const SWEEP_BATCH: i64 = 500;
+/// Orders expired per sweep transaction; the sweep runs again at once if
+/// full. On PostgreSQL each order's limits and coupon are up to three
+/// advisory locks (`lock_holds`), all held to the commit in the server's
+/// shared lock table (64 per connection by default), so a sweep stays well
+/// under a few hundred.
+const SWEEP_BATCH: i64 = 100;
 /// An import that has not staged anything for this long is abandoned.
 const STALE_IMPORT_MS: i64 = 10 * 60_000;
 

@@ -410,12 +410,16 @@ pub async fn get_idempotency(
 pub async fn create_order(s: &SqlStore, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
     let mut tx = s.begin().await?;
     lock_holds(s.backend, &mut tx, [&Holds::wanted(o)]).await?;
+    // Refusals roll back at once: a dropped transaction keeps its locks
+    // until the pool gets to it.
     if let Some(rec) = &o.idempotency {
         if !insert_idempotency(&mut tx, rec).await? {
+            tx.rollback().await?;
             return Ok(Err(CreateOrderError::IdempotencyKeyTaken));
         }
     }
     if let Some(refused) = take_holds(&mut tx, o).await? {
+        tx.rollback().await?;
         return Ok(Err(refused));
     }
     let order_id =
@@ -611,11 +615,11 @@ pub(super) async fn lock_holds<'h>(
     Ok(())
 }
 
-/// The sorted subquery is a fence: its rows reach the outer projection, and
-/// so the lock calls, in the order of the hashes.
+/// The outer `ORDER BY`: PostgreSQL evaluates a query's output
+/// expressions, here the lock calls, after sorting its rows.
 const LOCK_HOLDS: &str = "SELECT pg_advisory_xact_lock(h) FROM \
-     (SELECT DISTINCT hashtextextended(n, 0) AS h FROM json_array_elements_text($1::json) AS n \
-      ORDER BY h) AS sorted";
+     (SELECT DISTINCT hashtextextended(n, 0) AS h FROM json_array_elements_text($1::json) AS n) \
+     AS names ORDER BY h";
 
 /// Gives back what an expired (or refused) order held.
 pub(super) async fn release_holds(tx: &mut Tx, h: &Holds) -> Result<()> {

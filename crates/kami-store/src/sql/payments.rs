@@ -238,6 +238,13 @@ async fn write_payments(
         .map(|(i, _)| i)
         .collect();
     deliver_pending(backend, tx, batch, &fast, &pending).await?;
+    let rest: Vec<i64> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| new[*i] && !fast.contains(i))
+        .map(|(_, p)| p.order_id)
+        .collect();
+    lock_late_holds(backend, tx, &rest).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
         out.push(if !new[i] {
@@ -380,6 +387,35 @@ async fn pending_quantities(
         );
     }
     Ok(pending)
+}
+
+/// PostgreSQL: the holds every late payment among `order_ids` will restore
+/// (`settle_in`), locked all at once (`lock_holds`). Taken one late payment
+/// at a time they would not follow the common order, and a batch paying two
+/// could deadlock with an order holding one buyer's row and waiting for the
+/// coupon the first late payment took. The orders are locked first, lowest
+/// id first, so their status cannot change before `settle_in` reads it.
+async fn lock_late_holds(backend: Backend, tx: &mut Tx, order_ids: &[i64]) -> Result<()> {
+    if backend != Backend::Postgres || order_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT {} FROM orders WHERE {} ORDER BY id {}",
+        super::rows::ORDER_COLUMNS,
+        ids_in(backend, "id", 1, order_ids.len()),
+        backend.for_update()
+    );
+    let mut holds = Vec::new();
+    for row in bind_ids(backend, sqlx::query(&sql), order_ids)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        let order = super::rows::order(&row)?;
+        if order.status.0 == OrderStatus::Expired {
+            holds.push(Holds::of(&order));
+        }
+    }
+    lock_holds(backend, tx, &holds).await
 }
 
 /// Sells the reserved codes of the `fast` payments' orders and delivers
