@@ -6,6 +6,7 @@
 //!    `--sold-out-seconds` of buyers arriving after the drop is gone;
 //! 4. the notification storm: every order paid, each notification sent twice
 //!    (adjacent requests, so the twins race);
+//! 5. the ceiling again; ratios are to the faster of the two readings;
 //!
 //! then checks through the API that nothing was oversold, duplicated or left
 //! undelivered (exit 1 if not), and prints the server's peak RSS.
@@ -251,7 +252,7 @@ pub async fn run(args: FlashArgs) -> Result<bool> {
         );
         match outcome {
             Ok((phases, failures)) => {
-                let ceiling = phases.first();
+                let ceiling = best_ceiling(&phases);
                 let mut rows: Vec<(String, String)> = phases
                     .iter()
                     .map(|p| (p.name.to_string(), p.line(ceiling)))
@@ -343,13 +344,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
     let mut phases = Vec::new();
 
     eprintln!("[{b}] ceiling: GET /healthz");
-    let r = load::run(
-        &spec(server, conns, timed(args, args.read_seconds)),
-        |_| Req::get("/healthz"),
-        ok_if(200),
-    )
-    .await?;
-    phases.push(Phase::of("GET /healthz (ceiling)", &r));
+    phases.push(ceiling(args, server, CEILING).await?);
 
     eprintln!("[{b}] product reads");
     let path = format!("/api/v1/products/{}", id_text(&product));
@@ -413,9 +408,41 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
     pay.ok /= 2;
     phases.push(pay);
 
+    eprintln!("[{b}] ceiling again: GET /healthz");
+    phases.push(ceiling(args, server, CEILING_AGAIN).await?);
+
     eprintln!("[{b}] verifying");
     let failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
     Ok((phases, failures))
+}
+
+const CEILING: &str = "GET /healthz (ceiling)";
+const CEILING_AGAIN: &str = "GET /healthz (again, at the end)";
+
+/// Closed-loop `GET /healthz`: what the machine gives a handler that does
+/// nothing, at this moment. Measured at the start and again at the end; on
+/// a shared machine one reading was once a third of the other.
+async fn ceiling(args: &FlashArgs, server: &Target, name: &'static str) -> Result<Phase> {
+    let r = load::run(
+        &spec(
+            server,
+            args.common.connections,
+            timed(args, args.read_seconds),
+        ),
+        |_| Req::get("/healthz"),
+        ok_if(200),
+    )
+    .await?;
+    Ok(Phase::of(name, &r))
+}
+
+/// The faster of the two ceiling readings: ratios to it are the
+/// conservative ones.
+fn best_ceiling(phases: &[Phase]) -> Option<&Phase> {
+    phases
+        .iter()
+        .filter(|p| p.name == CEILING || p.name == CEILING_AGAIN)
+        .max_by(|a, b| a.rate().total_cmp(&b.rate()))
 }
 
 async fn sold_out_phase(
