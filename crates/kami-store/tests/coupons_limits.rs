@@ -292,32 +292,19 @@ async fn batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock(backe
     let started = std::time::Instant::now();
     let mut batches = Vec::new();
     for _round in 0..10 {
-        let mut tasks = Vec::new();
-        for k in 0..4 {
+        let round = (0..4).map(|k| {
             let (first, second) = if k % 2 == 0 {
                 ("a@x.test", "b@x.test")
             } else {
                 ("b@x.test", "a@x.test")
             };
-            let batch = vec![
+            vec![
                 order(first, true),
                 order(second, false),
                 order(first, false),
-            ];
-            let store = db.store.clone();
-            tasks.push(tokio::spawn(async move {
-                let out = store.create_orders(&batch).await;
-                (batch, out)
-            }));
-        }
-        for t in tasks {
-            let (batch, out) = t.await.unwrap();
-            for o in out {
-                o.expect("no database error")
-                    .expect("every order is granted");
-            }
-            batches.push(batch);
-        }
+            ]
+        });
+        batches.extend(race_batches(&db, round.collect()).await);
     }
     let elapsed = started.elapsed();
     assert_eq!(
@@ -327,15 +314,13 @@ async fn batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock(backe
     );
     assert_eq!(held(&db, "buyer_purchases", pid).await, 120);
     assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 120);
-    if backend == Backend::Postgres {
-        for batch in &batches {
-            assert_eq!(
-                writers_of(&db, batch).await,
-                1,
-                "a batch was replayed order by order (a deadlock aborted it); 40 batches took {elapsed:?}"
-            );
-        }
-    }
+    assert_each_written_at_once(
+        &db,
+        backend,
+        &batches,
+        &format!("40 batches took {elapsed:?}"),
+    )
+    .await;
     assert_invariants(&db, pid, 200).await;
 }
 
@@ -369,55 +354,72 @@ async fn late_payments_in_one_batch_do_not_deadlock_with_orders(backend: Backend
             .collect();
         let store = db.store.clone();
         let pay = tokio::spawn(async move { store.pay_orders(&payments).await });
-        let mut tasks = Vec::new();
-        for _ in 0..3 {
-            let batch = vec![
+        let round = (0..3).map(|_| {
+            vec![
                 limited_order(pid, &b, Some(c.id), 60_000),
                 limited_order(pid, &a, None, 60_000),
-            ];
-            let store = db.store.clone();
-            tasks.push(tokio::spawn(async move {
-                let out = store.create_orders(&batch).await;
-                (batch, out)
-            }));
-        }
+            ]
+        });
+        batches.extend(race_batches(&db, round.collect()).await);
         for outcome in pay.await.unwrap() {
             assert_eq!(outcome.expect("no database error"), PayOutcome::Delivered);
-        }
-        for t in tasks {
-            let (batch, out) = t.await.unwrap();
-            for o in out {
-                o.expect("no database error")
-                    .expect("every order is granted");
-            }
-            batches.push(batch);
         }
     }
     // Per round: the late coupon order and three batches' coupon orders.
     assert_eq!(used(&db, "LATE").await, ROUNDS * 4);
     assert_eq!(held(&db, "buyer_purchases", pid).await, ROUNDS * 8);
-    if backend == Backend::Postgres {
-        for batch in &batches {
-            assert_eq!(
-                writers_of(&db, batch).await,
-                1,
-                "an order batch was replayed"
-            );
-        }
-    }
+    assert_each_written_at_once(&db, backend, &batches, "beside late payments").await;
     assert_invariants(&db, pid, 200).await;
 }
 
-/// How many transactions wrote the batch's orders (PostgreSQL's `xmin`).
-async fn writers_of(db: &Db, batch: &[NewOrder]) -> i64 {
-    let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
-    sqlx::query_scalar(&format!(
-        "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
-        numbers.join(", ")
-    ))
-    .fetch_one(&db.check)
-    .await
-    .unwrap()
+/// Runs the batches at once, each as one group-commit store call, and
+/// expects every order granted; the batches, for `assert_each_written_at_once`.
+async fn race_batches(db: &Db, batches: Vec<Vec<NewOrder>>) -> Vec<Vec<NewOrder>> {
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                for o in store.create_orders(&batch).await {
+                    o.expect("no database error")
+                        .expect("every order is granted");
+                }
+                batch
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    done
+}
+
+/// PostgreSQL: one transaction wrote each batch's orders (its `xmin`). A
+/// batch a deadlock aborted is replayed order by order, one each.
+async fn assert_each_written_at_once(
+    db: &Db,
+    backend: Backend,
+    batches: &[Vec<NewOrder>],
+    context: &str,
+) {
+    if backend != Backend::Postgres {
+        return;
+    }
+    for batch in batches {
+        let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
+        let writers: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
+            numbers.join(", ")
+        ))
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+        assert_eq!(
+            writers, 1,
+            "a batch was replayed order by order ({context})"
+        );
+    }
 }
 
 both_backends!(
