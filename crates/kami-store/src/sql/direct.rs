@@ -157,7 +157,7 @@ fn restart_wal(conn: &Connection) -> bool {
 /// one serial point of a drop and a notification storm, and with the HTTP
 /// workers busy on two cores it waited as long to be scheduled as it ran:
 /// `/proc/<pid>/task/<tid>/schedstat` over 5 s of a drop read 2.45 s running
-/// and 1.35 s runnable but waiting. At -10 it waited 0.37–0.40 s. It only
+/// and 1.35 s runnable but waiting. At -10 it waited 0.37–0.45 s. It only
 /// runs when there is work, so the boost costs nothing when idle.
 const WRITER_NICE: i32 = -10;
 
