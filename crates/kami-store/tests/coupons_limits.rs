@@ -407,14 +407,8 @@ async fn assert_each_written_at_once(
         return;
     }
     for batch in batches {
-        let numbers: Vec<String> = batch.iter().map(|o| format!("'{}'", o.order_no)).collect();
-        let writers: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
-            numbers.join(", ")
-        ))
-        .fetch_one(&db.check)
-        .await
-        .unwrap();
+        let numbers: Vec<&str> = batch.iter().map(|o| o.order_no.as_str()).collect();
+        let writers = transactions_that_wrote(db, &numbers).await;
         assert_eq!(
             writers, 1,
             "a batch was replayed order by order ({context})"

@@ -357,14 +357,8 @@ async fn a_batch_of_several_products_claims_each_its_own_codes(backend: Backend)
         // One transaction wrote them all: the set-based claim served the
         // batch, rather than the one-order-at-a-time replay any short claim
         // falls back to.
-        let ids = orders.iter().map(|o| o.id.to_string()).collect::<Vec<_>>();
-        let writers: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE id IN ({})",
-            ids.join(",")
-        ))
-        .fetch_one(&db.check)
-        .await
-        .unwrap();
+        let numbers: Vec<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
+        let writers = transactions_that_wrote(&db, &numbers).await;
         assert_eq!(writers, 1, "the batch was replayed order by order");
     }
     for (o, &(product, quantity)) in orders.iter().zip(&wants) {

@@ -606,8 +606,7 @@ pub(super) async fn lock_holds<'h>(
     if names.is_empty() {
         return Ok(());
     }
-    let names =
-        serde_json::to_string(&names).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+    let names = serde_json::to_string(&names).expect("strings serialise");
     sqlx::query(LOCK_HOLDS)
         .bind(names)
         .execute(&mut **tx)
@@ -808,7 +807,7 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
     lock_holds(s.backend, &mut tx, &holds).await?;
     let mut expired = Vec::with_capacity(due.len());
     let mut products = Vec::new();
-    for o in due {
+    for (o, held) in due.into_iter().zip(&holds) {
         let moved = sqlx::query(
             "UPDATE orders SET status = 'expired' WHERE id = $1 AND status = 'pending'",
         )
@@ -820,7 +819,7 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
             continue;
         }
         release_cards(&mut tx, o.id).await?;
-        release_holds(&mut tx, &Holds::of(&o)).await?;
+        release_holds(&mut tx, held).await?;
         event(
             &mut tx,
             o.id,

@@ -236,3 +236,16 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// How many PostgreSQL transactions wrote these orders (their `xmin`): 1
+/// when a batch committed as one, more when it was replayed order by order.
+pub async fn transactions_that_wrote(db: &Db, order_nos: &[&str]) -> i64 {
+    let quoted: Vec<String> = order_nos.iter().map(|n| format!("'{n}'")).collect();
+    sqlx::query_scalar(&format!(
+        "SELECT COUNT(DISTINCT xmin::text) FROM orders WHERE order_no IN ({})",
+        quoted.join(", ")
+    ))
+    .fetch_one(&db.check)
+    .await
+    .unwrap()
+}
