@@ -239,6 +239,15 @@ impl CpuMeter {
         }
     }
 
+    /// CPU seconds the server and this program have used since `start`.
+    pub fn used(&self) -> (Option<f64>, Option<f64>) {
+        let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
+        (
+            since(self.server, cpu_seconds(&self.pid)),
+            since(self.client, cpu_seconds("self")),
+        )
+    }
+
     pub fn stop(&self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64();
         let cores = |before: Option<f64>, now: Option<f64>| match (before, now) {

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use super::core::{is_our_code, make_code, parse_order, sign, Order, PRICE};
 use crate::admin::{id_text, Admin};
 use crate::load::{self, error_label, Latency, LoadResult, LoadSpec, Outcome, Req, Stop};
-use crate::report::{self, bytes, int, print_rows, rate, us, Machine};
+use crate::report::{self, bytes, int, print_rows, rate, us, CpuMeter, Machine};
 use crate::server::{Server, ServerOpts};
 use crate::CommonArgs;
 
@@ -126,6 +126,11 @@ impl Target {
         })
     }
 
+    /// CPU use from now on, of the server when this program started it.
+    fn meter(&self) -> CpuMeter {
+        CpuMeter::start(self.server.as_ref().and_then(Server::pid))
+    }
+
     async fn api_key(&self) -> Result<String> {
         match (&self.api_key, &self.server) {
             (Some(k), _) => Ok(k.clone()),
@@ -145,16 +150,24 @@ struct Phase {
     secs: f64,
     latency: Latency,
     errors: BTreeMap<String, u64>,
+    /// CPU µs per request sent (warm-up included) of the server and of the
+    /// load generator: steadier than a rate on a shared machine, since
+    /// another process's load slows a request without making it cost more.
+    cpu_us: (Option<f64>, Option<f64>),
 }
 
 impl Phase {
-    fn of<T>(name: &'static str, r: &LoadResult<T>) -> Self {
+    fn of<T>(name: &'static str, r: &LoadResult<T>, meter: &CpuMeter) -> Self {
+        let (server, client) = meter.used();
+        let per_request =
+            |secs: Option<f64>| secs.filter(|_| r.sent > 0).map(|s| s * 1e6 / r.sent as f64);
         Phase {
             name,
             ok: r.ok,
             secs: r.elapsed.as_secs_f64(),
             latency: Latency::of(&r.latency),
             errors: r.errors.clone(),
+            cpu_us: (per_request(server), per_request(client)),
         }
     }
 
@@ -187,8 +200,15 @@ impl Phase {
         } else {
             format!("{:?}", self.errors)
         };
+        let cpu = match self.cpu_us {
+            (Some(server), Some(client)) => {
+                format!("\nCPU per request: server {server:.1} µs, load generator {client:.1} µs")
+            }
+            (None, Some(client)) => format!("\nCPU per request: load generator {client:.1} µs"),
+            _ => String::new(),
+        };
         format!(
-            "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors}{tail})",
+            "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors}{tail}){cpu}",
             rate(self.rate()),
             us(self.latency.p50),
             us(self.latency.p99),
@@ -348,6 +368,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
 
     eprintln!("[{b}] product reads");
     let path = format!("/api/v1/products/{}", id_text(&product));
+    let meter = server.meter();
     let r = load::run(
         &spec(server, conns, timed(args, args.read_seconds)),
         move |n| {
@@ -360,7 +381,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         ok_if(200),
     )
     .await?;
-    phases.push(Phase::of("product reads", &r));
+    phases.push(Phase::of("product reads", &r, &meter));
 
     eprintln!(
         "[{b}] the drop: {} codes, {conns} connections",
@@ -384,13 +405,14 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         _ => Outcome::Err(error_label(status, body)),
     };
     let sale_orders = args.sale_orders.unwrap_or(args.codes).min(args.codes);
+    let meter = server.meter();
     let r = load::run(
         &spec(server, conns, Stop::Count(sale_orders)),
         order_body.clone(),
         keep_order,
     )
     .await?;
-    phases.push(Phase::of("orders while stock lasts", &r));
+    phases.push(Phase::of("orders while stock lasts", &r, &meter));
     let mut orders: Vec<Order> = r.kept;
 
     if sale_orders == args.codes {
@@ -402,8 +424,9 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         int(orders.len() as u64)
     );
     let orders = Arc::new(orders);
+    let meter = server.meter();
     let storm = notify_twice(server, orders.clone(), salt).await?;
-    let mut pay = Phase::of("notification → delivered", &storm);
+    let mut pay = Phase::of("notification → delivered", &storm, &meter);
     // Figures per order paid: each order took two notifications.
     pay.ok /= 2;
     phases.push(pay);
@@ -423,6 +446,7 @@ const CEILING_AGAIN: &str = "GET /healthz (again, at the end)";
 /// nothing, at this moment. Measured at the start and again at the end; on
 /// a shared machine one reading was once a third of the other.
 async fn ceiling(args: &FlashArgs, server: &Target, name: &'static str) -> Result<Phase> {
+    let meter = server.meter();
     let r = load::run(
         &spec(
             server,
@@ -433,7 +457,7 @@ async fn ceiling(args: &FlashArgs, server: &Target, name: &'static str) -> Resul
         ok_if(200),
     )
     .await?;
-    Ok(Phase::of(name, &r))
+    Ok(Phase::of(name, &r, &meter))
 }
 
 /// The faster of the two ceiling readings: ratios to it are the
@@ -456,6 +480,7 @@ async fn sold_out_phase(
     let conns = args.common.connections;
     eprintln!("[{b}] sold-out traffic for {} s", args.sold_out_seconds);
     let late_start = args.codes * 2;
+    let meter = server.meter();
     let r = load::run(
         &spec(server, conns, timed(args, args.sold_out_seconds)),
         move |n| order_body(late_start + n),
@@ -467,7 +492,7 @@ async fn sold_out_phase(
         },
     )
     .await?;
-    phases.push(Phase::of("sold-out answers", &r));
+    phases.push(Phase::of("sold-out answers", &r, &meter));
     orders.extend(r.kept);
     Ok(())
 }
