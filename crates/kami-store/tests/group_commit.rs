@@ -247,6 +247,47 @@ async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
     assert_invariants(&db, pid, 10).await;
 }
 
+/// Orders of several codes each, paid in one batch: each is delivered with
+/// every one of its codes sold and none of another order's (on SQLite the
+/// writer thread sells them code by code).
+async fn a_payment_batch_sells_every_code_of_each_order(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 12).await;
+    let batch: Vec<NewOrder> = [3, 1, 2, 3]
+        .iter()
+        .map(|&q| new_order(pid, q, 60_000))
+        .collect();
+    for r in db.store.create_orders(&batch).await {
+        r.unwrap().expect("stock for every order");
+    }
+    let orders = read_orders(&db, &batch).await;
+    let payments: Vec<NewPayment> = orders
+        .iter()
+        .map(|o| payment(o, &format!("multi-{}", o.id)))
+        .collect();
+    for r in db.store.pay_orders(&payments).await {
+        assert_eq!(r.unwrap(), PayOutcome::Delivered);
+    }
+    for o in &orders {
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM cards WHERE order_id = $1")
+                .bind(o.id)
+                .fetch_all(&db.check)
+                .await
+                .unwrap();
+        assert_eq!(
+            statuses,
+            vec!["sold"; o.quantity as usize],
+            "order {}",
+            o.id
+        );
+        let read = db.store.get_order(&o.order_no).await.unwrap().unwrap();
+        assert_eq!(read.status.0, kami_core::OrderStatus::Delivered);
+    }
+    assert_eq!(db.store.stock(pid).await.unwrap().sold, 9);
+    assert_invariants(&db, pid, 12).await;
+}
+
 /// A batch's rows land exactly as written, whatever they hold: bytes of
 /// every value, quotes, backslashes, commas, newlines and non-ASCII text
 /// (PostgreSQL carries a batch's rows as one JSON parameter, SQLite binds
@@ -398,6 +439,7 @@ both_backends!(
     batched_rows_keep_every_field_as_written,
     batches_race_expiry_restock_and_single_writes,
     a_payment_batch_with_twins_delivers_each_order_once,
+    a_payment_batch_sells_every_code_of_each_order,
     five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
     a_full_queue_refuses_and_loses_nothing_it_accepted,
     a_refused_order_in_a_batch_fails_no_other,
