@@ -372,8 +372,12 @@ async fn pending_quantities(
     // which it planned as a bitmap AND with the primary key (see `pg_sets`),
     // while only pending orders are locked: a locked paid_unfulfilled order
     // would be skipped by a concurrent restock's oldest-first fulfilment.
+    // Locked in id order: two instances paying overlapping orders take
+    // their locks in the same order, so neither waits for the other in a
+    // cycle (within one instance an order's payments share one writer).
     let sql = format!(
-        "SELECT id, order_no, quantity FROM orders WHERE {} AND status || '' = 'pending' {}",
+        "SELECT id, order_no, quantity FROM orders WHERE {} AND status || '' = 'pending' \
+         ORDER BY id {}",
         ids_in(backend, "id", 1, ids.len()),
         backend.for_update()
     );

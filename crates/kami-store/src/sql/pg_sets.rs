@@ -136,8 +136,14 @@ pub(super) async fn insert_payments(
     tx: &mut Tx,
     batch: &[NewPayment],
 ) -> Result<Vec<(i64, String, String)>> {
-    let rows: Vec<_> = batch
-        .iter()
+    // Inserted in (channel, trade_no) order: two instances storing the same
+    // notifications (a gateway's retries reaching both) wait for each
+    // other's keys in one order, never in a cycle. The sort is stable, so
+    // twins keep their order and the first of them is the one stored.
+    let mut sorted: Vec<&NewPayment> = batch.iter().collect();
+    sorted.sort_by(|a, b| (&a.channel, &a.trade_no).cmp(&(&b.channel, &b.trade_no)));
+    let rows: Vec<_> = sorted
+        .into_iter()
         .map(|p| {
             json!({
                 "order_id": p.order_id,
