@@ -119,7 +119,11 @@ struct TaskOut<T> {
 /// (`<dir>/<n>.csv`, one line per answer: µs since the run started, latency µs, ok), to tell a
 /// stall (slow answers bunched in time) from queueing (slow answers spread out).
 fn timeline_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("KAMI_BENCH_TIMELINE").map(Into::into)
+    // Empty is unset: an empty path would write the files into the working
+    // directory (a checkout, where they were once committed by mistake).
+    std::env::var_os("KAMI_BENCH_TIMELINE")
+        .filter(|dir| !dir.is_empty())
+        .map(Into::into)
 }
 
 static TIMELINE_RUNS: AtomicU64 = AtomicU64::new(0);
