@@ -104,7 +104,7 @@ pub fn build_state(
         keys,
         limits,
         breakers,
-        admin: crate::admin::AdminState::new(settings.rate_limits),
+        admin: crate::admin::AdminState::start(),
         shop: ArcSwap::from_pointee(ShopSettings::from_config(&settings)),
         settings,
         channels: ArcSwap::from_pointee(channels),

@@ -61,6 +61,9 @@ pub const DEFAULTS: [(Class, u32, u32); 5] = [
 ];
 /// Lookups per email: a burst of 5, then one a minute.
 const LOOKUP_PER_EMAIL: (u32, Duration) = (5, Duration::from_secs(60));
+/// Admin sign-ins per IP: ten attempts, then one every six seconds, enough
+/// for a person with a typo and far too few for password guessing.
+const LOGIN_PER_IP: (u32, Duration) = (10, Duration::from_secs(6));
 
 pub struct RateLimits {
     enabled: bool,
@@ -70,7 +73,19 @@ pub struct RateLimits {
     admin: DefaultKeyedRateLimiter<IpAddr>,
     coupon: DefaultKeyedRateLimiter<IpAddr>,
     lookup_email: DefaultKeyedRateLimiter<String>,
+    logins: DefaultKeyedRateLimiter<IpAddr>,
     shared: Option<SharedLimits>,
+}
+
+/// A keyed limiter of `burst` requests, then one per `period`.
+fn keyed<K: std::hash::Hash + Eq + Clone>(
+    (burst, period): (u32, Duration),
+) -> DefaultKeyedRateLimiter<K> {
+    RateLimiter::keyed(
+        Quota::with_period(period)
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(burst).expect("non-zero")),
+    )
 }
 
 /// (time per token, burst) of a class.
@@ -119,7 +134,6 @@ impl RateLimits {
     }
 
     pub fn new(enabled: bool) -> Self {
-        let (burst, period) = LOOKUP_PER_EMAIL;
         Self {
             enabled,
             orders: RateLimiter::keyed(quota(Class::Orders)),
@@ -127,11 +141,8 @@ impl RateLimits {
             reads: RateLimiter::keyed(quota(Class::Reads)),
             admin: RateLimiter::keyed(quota(Class::Admin)),
             coupon: RateLimiter::keyed(quota(Class::Coupon)),
-            lookup_email: RateLimiter::keyed(
-                Quota::with_period(period)
-                    .expect("non-zero period")
-                    .allow_burst(NonZeroU32::new(burst).expect("non-zero")),
-            ),
+            lookup_email: keyed(LOOKUP_PER_EMAIL),
+            logins: keyed(LOGIN_PER_IP),
             shared: None,
         }
     }
@@ -194,6 +205,33 @@ impl RateLimits {
             })
     }
 
+    /// Admin sign-in attempts from `ip`, shared by every instance through
+    /// Redis like the other limits; `Err` holds the seconds to wait.
+    pub async fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let ip = client_key(ip);
+        let wait = |d: Duration| {
+            metrics::counter!("kami_rate_limited_total", "class" => "admin_login").increment(1);
+            d.as_secs() + 1
+        };
+        if let Some(shared) = &self.shared {
+            let (burst, period) = LOGIN_PER_IP;
+            match shared
+                .check(&format!("admin_login:{ip}"), period, burst)
+                .await
+            {
+                Some(None) => return Ok(()),
+                Some(Some(d)) => return Err(wait(d)),
+                None => fallback("rate_limit"),
+            }
+        }
+        self.logins
+            .check_key(&ip)
+            .map_err(|not_until| wait(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+
     /// Forgets idle buckets so the key maps do not grow without bound.
     pub fn prune(&self) {
         self.orders.retain_recent();
@@ -202,12 +240,31 @@ impl RateLimits {
         self.admin.retain_recent();
         self.coupon.retain_recent();
         self.lookup_email.retain_recent();
+        self.logins.retain_recent();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn logins_are_limited_per_ip_unless_limits_are_off() {
+        let limits = RateLimits::new(true);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            limits.check_login(ip).await.unwrap();
+        }
+        assert!(matches!(limits.check_login(ip).await, Err(s) if s >= 1));
+        limits
+            .check_login("192.0.2.2".parse().unwrap())
+            .await
+            .unwrap();
+        let off = RateLimits::new(false);
+        for _ in 0..100 {
+            off.check_login(ip).await.unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn an_ipv6_client_has_one_bucket_for_its_64() {

@@ -74,7 +74,6 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
             };
             if now_millis() - last_prune > 60_000 {
                 state.limits.prune();
-                state.admin.prune();
                 last_prune = now_millis();
             }
             if worked {

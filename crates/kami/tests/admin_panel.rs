@@ -363,8 +363,9 @@ impl Drop for KillOnDrop {
 }
 
 /// Rate limits are off in the other tests; a second instance on the same
-/// data turns them on to show the login limit per IP (it lives in the
-/// process, so one backend is enough).
+/// data turns them on to show the login limit per IP (without Redis it
+/// lives in the process, so one backend is enough; `redis_shared.rs` shows
+/// it shared by two instances).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn login_attempts_are_rate_limited_per_ip() {
     let kami = spawn_kami(Backend::Sqlite).await;

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::panel::Panel;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -441,6 +442,29 @@ async fn shared_rate_limits() {
         }
     }
     assert!((5..=6).contains(&ok), "{ok} lookups for one email passed");
+
+    // Admin sign-ins per IP: 10, then one every six seconds, between the
+    // instances (an unknown email, so no account's lockout plays a part).
+    let panels = [Panel::new(&a), Panel::new(&b)];
+    let started = Instant::now();
+    let (mut refused, mut limited_on) = (0, [0, 0]);
+    for i in 0..14 {
+        match panels[i % 2]
+            .try_login("nobody@example.com", "guess", "")
+            .await
+            .status
+        {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited_on[i % 2] += 1,
+            s => panic!("login answered {s}"),
+        }
+    }
+    let refill = started.elapsed().as_secs() / 6 + 1;
+    assert!(
+        (10..=10 + refill).contains(&refused),
+        "{refused} of 14 sign-ins from one IP were tried over two instances (allowance 10 + {refill})"
+    );
+    assert!(limited_on[0] > 0 && limited_on[1] > 0, "{limited_on:?}");
     assert_eq!(counter(&a, "kami_redis_fallbacks_total", "").await, 0.0);
 }
 

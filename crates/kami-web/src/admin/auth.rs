@@ -1,17 +1,14 @@
 //! Who is at the panel: server-side sessions in a `kami_admin` cookie,
 //! per-session CSRF tokens, the `Operator` / `Owner` extractors every page
-//! takes, the audit helper, and the login rate limiter (`login.rs` signs in).
+//! takes and the audit helper (`login.rs` signs in; its rate limit is in
+//! `rate_limit.rs`).
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use kami_core::now_millis;
 use kami_core::secrets::{ct_eq, token_hash, Sealed};
 use kami_store::{NewAudit, Role, Session};
@@ -34,47 +31,19 @@ const IDLE_MS: i64 = 2 * 3600 * 1000;
 pub const MAX_ATTEMPTS: i64 = 5;
 pub const LOCK_MS: i64 = 15 * 60 * 1000;
 
-/// Panel-wide state kept in `AppState`: the login rate limiter.
-pub struct AdminState {
-    enabled: bool,
-    logins: DefaultKeyedRateLimiter<IpAddr>,
-}
+/// Panel-wide state kept in `AppState`. The login rate limiter is one of
+/// the shop's rate limits (`RateLimits::check_login`), shared through Redis.
+pub struct AdminState;
 
 impl AdminState {
-    /// Ten login attempts per IP, then one every six seconds: enough for a
-    /// person with a typo, far too few for password guessing.
-    pub fn new(rate_limits: bool) -> Self {
-        let quota = Quota::with_period(Duration::from_secs(6))
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::new(10).expect("non-zero"));
+    /// Starts making the dummy password hash in the background.
+    pub fn start() -> Self {
         // The dummy hash is made on first use; making it now keeps that
         // one-off cost out of the first login for an unknown email.
         std::thread::spawn(|| {
             kami_core::password::dummy_hash();
         });
-        Self {
-            enabled: rate_limits,
-            logins: RateLimiter::keyed(quota),
-        }
-    }
-
-    pub(super) fn check_login(&self, ip: IpAddr) -> PanelResult<()> {
-        if !self.enabled {
-            return Ok(());
-        }
-        self.logins.check_key(&ip).map_err(|not_until| {
-            metrics::counter!("kami_rate_limited_total", "class" => "admin_login").increment(1);
-            PanelError::RateLimited(
-                not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_secs()
-                    + 1,
-            )
-        })
-    }
-
-    pub fn prune(&self) {
-        self.logins.retain_recent();
+        Self
     }
 }
 
@@ -287,21 +256,6 @@ pub struct CsrfForm {
 mod tests {
     use super::*;
     use axum::http::header;
-
-    #[test]
-    fn logins_are_limited_per_ip_unless_limits_are_off() {
-        let limits = AdminState::new(true);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..10 {
-            limits.check_login(ip).unwrap();
-        }
-        assert!(matches!(limits.check_login(ip), Err(PanelError::RateLimited(s)) if s >= 1));
-        limits.check_login("192.0.2.2".parse().unwrap()).unwrap();
-        let off = AdminState::new(false);
-        for _ in 0..100 {
-            off.check_login(ip).unwrap();
-        }
-    }
 
     #[test]
     fn language_comes_from_the_query_then_the_cookie_then_chinese() {

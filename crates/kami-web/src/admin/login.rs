@@ -123,8 +123,8 @@ pub async fn login(
     if !cookie_ok {
         return PanelError::Csrf.into_response();
     }
-    if let Err(e) = state.admin.check_login(ip) {
-        return e.into_response();
+    if let Err(secs) = state.limits.check_login(ip).await {
+        return PanelError::RateLimited(secs).into_response();
     }
     // Bounded: whatever is typed here is kept in the audit log.
     let email: String = form.email.trim().to_lowercase().chars().take(254).collect();
