@@ -93,7 +93,6 @@ static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
          VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5)"
     )
 });
-/// A payment's two timeline rows in one statement.
 static INSERT_PAYMENT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO payments (merchant_id, order_id, channel, trade_no, amount, currency, \
