@@ -119,9 +119,9 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn refused(label: &'static str, wait: Duration) -> ApiError {
-    metrics::counter!("kami_rate_limited_total", "class" => label).increment(1);
-    ApiError::rate_limited(wait.as_secs() + 1)
+/// The `Retry-After` seconds of a refusal.
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + 1
 }
 
 impl RateLimits {
@@ -147,23 +147,40 @@ impl RateLimits {
         }
     }
 
-    pub async fn check_ip(&self, class: Class, ip: IpAddr) -> Result<(), ApiError> {
+    /// Takes a token from one bucket: in Redis under `shared_key()` when
+    /// Redis is configured, else (or while Redis does not answer) from this
+    /// process's `local` bucket under `key`. A refusal is counted under
+    /// `label` and carries the wait.
+    async fn take<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        label: &'static str,
+        shared_key: impl FnOnce() -> String,
+        (period, burst): (Duration, u32),
+        local: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+    ) -> Result<(), Duration> {
         if !self.enabled {
             return Ok(());
         }
-        let ip = client_key(ip);
-        let label = class.label();
+        let refused = |wait: Duration| {
+            metrics::counter!("kami_rate_limited_total", "class" => label).increment(1);
+            wait
+        };
         if let Some(shared) = &self.shared {
-            let (per_token, burst) = bucket(class);
-            match shared
-                .check(&format!("{label}:{ip}"), per_token, burst)
-                .await
-            {
+            match shared.check(&shared_key(), period, burst).await {
                 Some(None) => return Ok(()),
-                Some(Some(wait)) => return Err(refused(label, wait)),
+                Some(Some(wait)) => return Err(refused(wait)),
                 None => fallback("rate_limit"),
             }
         }
+        local
+            .check_key(key)
+            .map_err(|not_until| refused(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+
+    pub async fn check_ip(&self, class: Class, ip: IpAddr) -> Result<(), ApiError> {
+        let ip = client_key(ip);
+        let label = class.label();
         let limiter = match class {
             Class::Orders => &self.orders,
             Class::Lookup => &self.lookup,
@@ -171,65 +188,48 @@ impl RateLimits {
             Class::Admin => &self.admin,
             Class::Coupon => &self.coupon,
         };
-        limiter.check_key(&ip).map_err(|not_until| {
-            refused(
-                label,
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )
-        })
+        self.take(
+            label,
+            || format!("{label}:{ip}"),
+            bucket(class),
+            limiter,
+            &ip,
+        )
+        .await
+        .map_err(|wait| ApiError::rate_limited(retry_after(wait)))
     }
 
     pub async fn check_email(&self, email: &str) -> Result<(), ApiError> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if let Some(shared) = &self.shared {
-            let (burst, period) = LOOKUP_PER_EMAIL;
+        let (burst, period) = LOOKUP_PER_EMAIL;
+        let hashed = || {
             let hashed = hex::encode(Sha256::digest(email.as_bytes()));
-            match shared
-                .check(&format!("lookup_email:{hashed}"), period, burst)
-                .await
-            {
-                Some(None) => return Ok(()),
-                Some(Some(wait)) => return Err(refused("lookup_email", wait)),
-                None => fallback("rate_limit"),
-            }
-        }
-        self.lookup_email
-            .check_key(&email.to_string())
-            .map_err(|not_until| {
-                refused(
-                    "lookup_email",
-                    not_until.wait_time_from(DefaultClock::default().now()),
-                )
-            })
+            format!("lookup_email:{hashed}")
+        };
+        self.take(
+            "lookup_email",
+            hashed,
+            (period, burst),
+            &self.lookup_email,
+            &email.to_string(),
+        )
+        .await
+        .map_err(|wait| ApiError::rate_limited(retry_after(wait)))
     }
 
     /// Admin sign-in attempts from `ip`, shared by every instance through
     /// Redis like the other limits; `Err` holds the seconds to wait.
     pub async fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
-        if !self.enabled {
-            return Ok(());
-        }
         let ip = client_key(ip);
-        let wait = |d: Duration| {
-            metrics::counter!("kami_rate_limited_total", "class" => "admin_login").increment(1);
-            d.as_secs() + 1
-        };
-        if let Some(shared) = &self.shared {
-            let (burst, period) = LOGIN_PER_IP;
-            match shared
-                .check(&format!("admin_login:{ip}"), period, burst)
-                .await
-            {
-                Some(None) => return Ok(()),
-                Some(Some(d)) => return Err(wait(d)),
-                None => fallback("rate_limit"),
-            }
-        }
-        self.logins
-            .check_key(&ip)
-            .map_err(|not_until| wait(not_until.wait_time_from(DefaultClock::default().now())))
+        let (burst, period) = LOGIN_PER_IP;
+        self.take(
+            "admin_login",
+            || format!("admin_login:{ip}"),
+            (period, burst),
+            &self.logins,
+            &ip,
+        )
+        .await
+        .map_err(retry_after)
     }
 
     /// Forgets idle buckets so the key maps do not grow without bound.
