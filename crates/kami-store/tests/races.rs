@@ -214,6 +214,42 @@ async fn job_claims_are_exclusive(backend: Backend) {
     assert_eq!((n, all.len()), (50, 50), "a job was claimed twice or never");
 }
 
+/// A poll that finds no job due takes no write lock: with another
+/// connection holding SQLite's write lock it answers at once, where it used
+/// to wait the lock out (the busy timeout is 10 s), and a due job is still
+/// claimed once the lock is free.
+#[tokio::test]
+async fn an_idle_job_poll_takes_no_write_lock_sqlite() {
+    let db = open(Backend::Sqlite).await;
+    let job = NewJob {
+        kind: "test".into(),
+        payload: "{}".into(),
+        run_at: now_millis() + 60_000,
+        dedupe_key: None,
+        max_attempts: 3,
+    };
+    db.store.enqueue_job(&job).await.unwrap();
+    let mut holder = db.check.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let poll = db.store.claim_jobs("w", now_millis(), 30_000, 10);
+    let claimed = tokio::time::timeout(std::time::Duration::from_secs(2), poll)
+        .await
+        .expect("a poll with nothing due waited for the write lock")
+        .unwrap();
+    assert!(claimed.is_empty());
+    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    let later = db
+        .store
+        .claim_jobs("w", now_millis() + 120_000, 30_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1, "the job fell due and was not claimed");
+}
+
 /// Buyers reloading the pay page at once: one attempt per order, one
 /// `payment_started` event, and every caller gets the first pay URL. Only
 /// unpaid orders are due for reconciliation, and a check reschedules.
