@@ -295,8 +295,8 @@ fn write_timeline(dir: &std::path::Path, mut timeline: Vec<(u64, u64, bool)>) ->
 /// owns it. Written by hand on `httparse` (hyper's own parser) rather than
 /// with hyper's client: that one hands every request to a second task over
 /// a channel and back, and this generator shares two cores with the server
-/// it measures; per request the hand-written one costs about half as much
-/// CPU (`CPU per request: … load generator`).
+/// it measures; per request the hand-written one costs 35–45% less CPU
+/// (`CPU per request: … load generator`, docs/PERFORMANCE.md, stop 14).
 struct Conn {
     stream: TcpStream,
     /// What was read and not yet consumed.
