@@ -214,12 +214,12 @@ async fn job_claims_are_exclusive(backend: Backend) {
     assert_eq!((n, all.len()), (50, 50), "a job was claimed twice or never");
 }
 
-/// A poll that finds no job due takes no write lock: with another
-/// connection holding SQLite's write lock it answers at once, where it used
-/// to wait the lock out (the busy timeout is 10 s), and a due job is still
-/// claimed once the lock is free.
+/// Periodic work that finds nothing due takes no write lock: with another
+/// connection holding SQLite's write lock, a job poll and an expiry sweep
+/// answer at once, where they used to wait the lock out (the busy timeout
+/// is 10 s); once the lock is free, what falls due is still done.
 #[tokio::test]
-async fn an_idle_job_poll_takes_no_write_lock_sqlite() {
+async fn idle_periodic_work_takes_no_write_lock_sqlite() {
     let db = open(Backend::Sqlite).await;
     let job = NewJob {
         kind: "test".into(),
@@ -229,25 +229,45 @@ async fn an_idle_job_poll_takes_no_write_lock_sqlite() {
         max_attempts: 3,
     };
     db.store.enqueue_job(&job).await.unwrap();
+    let product = product_with_codes(&db, 1).await;
+    let order = db
+        .store
+        .create_order(&new_order(product, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+
     let mut holder = db.check.acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *holder)
         .await
         .unwrap();
+    let quickly = std::time::Duration::from_secs(2);
     let poll = db.store.claim_jobs("w", now_millis(), 30_000, 10);
-    let claimed = tokio::time::timeout(std::time::Duration::from_secs(2), poll)
+    let claimed = tokio::time::timeout(quickly, poll)
         .await
-        .expect("a poll with nothing due waited for the write lock")
+        .expect("a job poll with nothing due waited for the write lock")
         .unwrap();
     assert!(claimed.is_empty());
+    let sweep = db.store.expire_due_orders(now_millis(), 100);
+    let expired = tokio::time::timeout(quickly, sweep)
+        .await
+        .expect("an expiry sweep with nothing due waited for the write lock")
+        .unwrap();
+    assert!(expired.is_empty());
     sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
     drop(holder);
-    let later = db
-        .store
-        .claim_jobs("w", now_millis() + 120_000, 30_000, 10)
-        .await
-        .unwrap();
-    assert_eq!(later.len(), 1, "the job fell due and was not claimed");
+
+    let later = now_millis() + 120_000;
+    let claimed = db.store.claim_jobs("w", later, 30_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the job fell due and was not claimed");
+    let expired = db.store.expire_due_orders(later, 100).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![order.id],
+        "the order fell due and did not expire"
+    );
+    assert_invariants(&db, product, 1).await;
 }
 
 /// Buyers reloading the pay page at once: one attempt per order, one

@@ -41,19 +41,10 @@ pub async fn claim(
          RETURNING id, kind, payload, attempts, max_attempts",
         s.backend.skip_locked()
     );
-    // Most polls find nothing due. Asked first on a read connection, they no
-    // longer take SQLite's write lock, which the order and payment writer
-    // thread then waited out in SQLite's busy handler (sleeps of 1-3 ms,
-    // several a second during a drop, seen with strace). A job that falls
-    // due in between is claimed by the next poll.
-    let due: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE status = 'queued' AND run_at <= $1 \
-         AND (locked_until IS NULL OR locked_until < $1) LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(&s.read)
-    .await?;
-    if due.is_none() {
+    // Most polls find nothing due (`any_due`).
+    let due = "SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= $1 \
+               AND (locked_until IS NULL OR locked_until < $1) LIMIT 1";
+    if !s.any_due(due, now).await? {
         return Ok(Vec::new());
     }
     let mut tx = s.begin().await?;
