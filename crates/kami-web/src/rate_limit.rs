@@ -60,10 +60,10 @@ pub const DEFAULTS: [(Class, u32, u32); 5] = [
     (Class::Coupon, 5, 30),
 ];
 /// Lookups per email: a burst of 5, then one a minute.
-const LOOKUP_PER_EMAIL: (u32, Duration) = (5, Duration::from_secs(60));
+const LOOKUP_PER_EMAIL: (Duration, u32) = (Duration::from_secs(60), 5);
 /// Admin sign-ins per IP: ten attempts, then one every six seconds, enough
 /// for a person with a typo and far too few for password guessing.
-const LOGIN_PER_IP: (u32, Duration) = (10, Duration::from_secs(6));
+const LOGIN_PER_IP: (Duration, u32) = (Duration::from_secs(6), 10);
 
 pub struct RateLimits {
     enabled: bool,
@@ -77,9 +77,10 @@ pub struct RateLimits {
     shared: Option<SharedLimits>,
 }
 
-/// A keyed limiter of `burst` requests, then one per `period`.
+/// A keyed limiter of `burst` requests, then one per `period`: a bucket as
+/// `bucket` gives it.
 fn keyed<K: std::hash::Hash + Eq + Clone>(
-    (burst, period): (u32, Duration),
+    (period, burst): (Duration, u32),
 ) -> DefaultKeyedRateLimiter<K> {
     RateLimiter::keyed(
         Quota::with_period(period)
@@ -96,13 +97,6 @@ fn bucket(class: Class) -> (Duration, u32) {
         .copied()
         .expect("every class has a default");
     (Duration::from_secs(1) / per_sec, burst)
-}
-
-fn quota(class: Class) -> Quota {
-    let (per_token, burst) = bucket(class);
-    Quota::with_period(per_token)
-        .expect("non-zero period")
-        .allow_burst(NonZeroU32::new(burst).expect("non-zero"))
 }
 
 /// The bucket a client draws from: an IPv6 client by its /64 (one
@@ -136,11 +130,11 @@ impl RateLimits {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            orders: RateLimiter::keyed(quota(Class::Orders)),
-            lookup: RateLimiter::keyed(quota(Class::Lookup)),
-            reads: RateLimiter::keyed(quota(Class::Reads)),
-            admin: RateLimiter::keyed(quota(Class::Admin)),
-            coupon: RateLimiter::keyed(quota(Class::Coupon)),
+            orders: keyed(bucket(Class::Orders)),
+            lookup: keyed(bucket(Class::Lookup)),
+            reads: keyed(bucket(Class::Reads)),
+            admin: keyed(bucket(Class::Admin)),
+            coupon: keyed(bucket(Class::Coupon)),
             lookup_email: keyed(LOOKUP_PER_EMAIL),
             logins: keyed(LOGIN_PER_IP),
             shared: None,
@@ -200,7 +194,6 @@ impl RateLimits {
     }
 
     pub async fn check_email(&self, email: &str) -> Result<(), ApiError> {
-        let (burst, period) = LOOKUP_PER_EMAIL;
         let hashed = || {
             let hashed = hex::encode(Sha256::digest(email.as_bytes()));
             format!("lookup_email:{hashed}")
@@ -208,7 +201,7 @@ impl RateLimits {
         self.take(
             "lookup_email",
             hashed,
-            (period, burst),
+            LOOKUP_PER_EMAIL,
             &self.lookup_email,
             &email.to_string(),
         )
@@ -220,11 +213,10 @@ impl RateLimits {
     /// Redis like the other limits; `Err` holds the seconds to wait.
     pub async fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
         let ip = client_key(ip);
-        let (burst, period) = LOGIN_PER_IP;
         self.take(
             "admin_login",
             || format!("admin_login:{ip}"),
-            (period, burst),
+            LOGIN_PER_IP,
             &self.logins,
             &ip,
         )
