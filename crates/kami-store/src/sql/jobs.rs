@@ -34,6 +34,12 @@ pub async fn claim(
     lease_ms: i64,
     max: i64,
 ) -> Result<Vec<Job>> {
+    // Most polls find nothing due (`any_due`).
+    let due = "SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= $1 \
+               AND (locked_until IS NULL OR locked_until < $1) LIMIT 1";
+    if !s.any_due(due, now).await? {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "UPDATE jobs SET locked_until = $1, locked_by = $2, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= $3 \
@@ -41,12 +47,6 @@ pub async fn claim(
          RETURNING id, kind, payload, attempts, max_attempts",
         s.backend.skip_locked()
     );
-    // Most polls find nothing due (`any_due`).
-    let due = "SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= $1 \
-               AND (locked_until IS NULL OR locked_until < $1) LIMIT 1";
-    if !s.any_due(due, now).await? {
-        return Ok(Vec::new());
-    }
     let mut tx = s.begin().await?;
     let rows = sqlx::query(&sql)
         .bind(now + lease_ms)
