@@ -109,13 +109,15 @@ struct TaskOut<T> {
     latency: Histogram<u64>,
     kept: Vec<T>,
     last_done: Option<Instant>,
-    /// (µs since the start, latency µs, succeeded) of every answer, when a timeline is asked for.
-    timeline: Option<Vec<(u64, u64, bool)>>,
+    /// (µs since the start, latency µs, succeeded, connection) of every answer, when a
+    /// timeline is asked for.
+    timeline: Option<Vec<(u64, u64, bool, usize)>>,
 }
 
 /// Where `KAMI_BENCH_TIMELINE` asks each load run's per-request timeline to be written
-/// (`<dir>/<n>.csv`, one line per answer: µs since the run started, latency µs, ok), to tell a
-/// stall (slow answers bunched in time) from queueing (slow answers spread out).
+/// (`<dir>/<n>.csv`, one line per answer: µs since the run started, latency µs, ok, connection),
+/// to tell a stall (slow answers bunched in time) from queueing (slow answers spread out), and
+/// an unfair server (some connections always slower) from a fair one.
 fn timeline_dir() -> Option<std::path::PathBuf> {
     // Empty is unset: an empty path would write the files into the working
     // directory (a checkout, where they were once committed by mistake).
@@ -145,7 +147,7 @@ where
     let stop = spec.stop;
 
     let mut tasks = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
+    for conn_no in 0..spec.connections {
         let make = make.clone();
         let handle = handle.clone();
         let seq = seq.clone();
@@ -217,6 +219,7 @@ where
                         (done - start).as_micros() as u64,
                         (done - sent_at).as_micros() as u64,
                         ok,
+                        conn_no,
                     ));
                 }
                 out.last_done = Some(done);
@@ -277,15 +280,15 @@ fn window(stop: Stop) -> (Instant, Instant, Option<Instant>, Option<u64>) {
     }
 }
 
-fn write_timeline(dir: &std::path::Path, mut timeline: Vec<(u64, u64, bool)>) -> Result<()> {
+fn write_timeline(dir: &std::path::Path, mut timeline: Vec<(u64, u64, bool, usize)>) -> Result<()> {
     use std::io::Write;
     timeline.sort_unstable();
     std::fs::create_dir_all(dir)?;
     let n = TIMELINE_RUNS.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{n}.csv"));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    for (at, latency, ok) in timeline {
-        writeln!(f, "{at},{latency},{}", u8::from(ok))?;
+    for (at, latency, ok, conn) in timeline {
+        writeln!(f, "{at},{latency},{},{conn}", u8::from(ok))?;
     }
     f.flush()?;
     Ok(())

@@ -49,19 +49,18 @@ const STATEMENT_CACHE: usize = 64;
 /// How long the WAL may grow, in frames (a 4 KiB page and a 24-byte header
 /// each: about 540 MB), before the writer finishes the background
 /// checkpoint (`restart_wal`). Every restart stops the writer for the copy
-/// and the two fsyncs of what the passive checkpoints left, 120–200 ms in a
-/// notification storm whatever the WAL's length, since that is the last
-/// commits, those since the background pass before it. A storm of
-/// payments for orders spread over the whole sale writes about 40,000
-/// frames a second (every payment dirties its own pages of the orders,
-/// codes and payments indexes), so restarting once a second, as this did
-/// before, stopped the writer an eighth of the time, and every connection
-/// waited through it: per-request timelines (`KAMI_BENCH_TIMELINE`) showed
-/// all 256 connections stalled for 150–230 ms every 0.75 s, the whole
-/// notification p99. Past this length the stalls come every few seconds in
-/// the worst storm and never in an ordinary day. The WAL file keeps its
-/// longest length on disk (SQLite reuses it from the start; up to twice
-/// this if the backstop is reached), and a start after a crash reads it.
+/// and the two syncs of what the background passes left; since those passes
+/// catch up first (`connect.rs`, `checkpoint_loop`) that is a few hundred
+/// to a few thousand frames, 25–40 ms in a notification storm whatever the
+/// WAL's length. A storm of payments for orders spread over the whole sale
+/// writes about 60,000 frames a second (every payment dirties its own pages
+/// of the orders, codes and payments indexes), so restarting once a second,
+/// as this did before stop 11, stopped the writer an eighth of the time, and
+/// every connection waited through it. Past this length the stalls come
+/// every two or three seconds in the worst storm and never in an ordinary
+/// day. The WAL file keeps its longest length on disk (SQLite reuses it from
+/// the start; up to twice this if the backstop is reached), and a start
+/// after a crash reads it.
 pub(super) const RESTART_FRAMES: i64 = 131_072;
 
 /// Past this many frames the committing writer checkpoints itself (SQLite's
