@@ -51,7 +51,7 @@ const STATEMENT_CACHE: usize = 64;
 /// checkpoint (`restart_wal`). Every restart stops the writer for the copy
 /// and the two syncs of what the background passes left; since those passes
 /// catch up first (`connect.rs`, `checkpoint_loop`) that is a few hundred
-/// to a few thousand frames, 25–40 ms in a notification storm whatever the
+/// frames, 20–60 ms in a notification storm (mostly its two syncs) whatever the
 /// WAL's length. A storm of payments for orders spread over the whole sale
 /// writes about 60,000 frames a second (every payment dirties its own pages
 /// of the orders, codes and payments indexes), so restarting once a second,
