@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
@@ -194,7 +194,7 @@ async fn checkpoint_loop(checkpointer: AnyPool, write: AnyPool, wal_frames: Arc<
         while matches!(report, Ok(Some(frames)) if frames >= super::direct::RESTART_FRAMES)
             && passes < CATCH_UP_PASSES
         {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             report = passive_checkpoint(&checkpointer).await;
             passes += 1;
             if started.elapsed() < CAUGHT_UP {

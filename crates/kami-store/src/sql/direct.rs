@@ -123,8 +123,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// go on, but never all of it, and SQLite only reuses the WAL from its start
 /// after a finished one; without this the WAL grew to 2.6 GB in one
 /// notification storm. Here, between two batches, RESTART copies what the
-/// passive checkpoints left (about 100 ms of commits) and waits for the
-/// readers of older snapshots, a few milliseconds. Run from the background
+/// passive checkpoints left (the 200–300 frames committed since their last
+/// catch-up pass, `connect.rs`), syncs, and waits for the readers of older
+/// snapshots, a few milliseconds. Run from the background
 /// task instead it had to win the write lock from this thread, which took
 /// over a second under load. It waits `RESTART_PATIENCE` at most: a long
 /// reader (a backup, a big listing) or the other writer only postpones it
@@ -230,7 +231,7 @@ impl Direct {
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
                     }
                     // Zeroed first: the next background pass reports the
-                    // WAL's length again (0 once all of it is copied back).
+                    // WAL's length again (short once it has started over).
                     if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES
                         && Instant::now() >= restart_after
                     {
