@@ -1,8 +1,12 @@
-//! Closed-loop HTTP/1.1 load generator.
+//! HTTP/1.1 load generator.
 //!
 //! `connections` tasks each own one keep-alive connection (`Conn`: requests written as bytes,
-//! answers parsed with httparse) and send the next request as soon as the previous answer has
-//! been read in full. Latencies go into an HDR histogram in microseconds.
+//! answers parsed with httparse). Closed loop by default: each sends its next request as soon
+//! as the previous answer has been read in full, so the latency is what the load queued up
+//! (at C connections the mean is C / throughput). Open loop with `LoadSpec::rate`: request
+//! `n` is due at `n / rate` and its latency counts from then, so a server that stalls is
+//! charged for every request that fell due meanwhile, as it is by buyers and gateways that do
+//! not wait for one another. Latencies go into an HDR histogram in microseconds.
 //!
 //! Two ways to stop: after a duration (with an uncounted warm-up before it), or after a fixed
 //! number of requests shared out among the connections.
@@ -80,6 +84,12 @@ pub struct LoadSpec {
     pub addr: SocketAddr,
     pub connections: usize,
     pub stop: Stop,
+    /// Open loop: request `n` is due `n / rate` seconds after the start, whatever the
+    /// answers, and its latency runs from when it was due if no connection was free
+    /// then (what the server's slowness cost it, coordinated omission included), or
+    /// from when it was sent. `None`: closed loop, each connection sends its next
+    /// request as soon as it has the answer to the last.
+    pub rate: Option<f64>,
 }
 
 pub struct LoadResult<T> {
@@ -145,6 +155,9 @@ where
     // which set the p99 of a half-second sale.
     let ready = Arc::new(tokio::sync::Barrier::new(spec.connections + 1));
     let stop = spec.stop;
+    let rate = spec.rate.filter(|r| *r > 0.0);
+    // One start for every connection: a paced run's schedule counts from it.
+    let started = Arc::new(std::sync::OnceLock::new());
 
     let mut tasks = Vec::with_capacity(spec.connections);
     for conn_no in 0..spec.connections {
@@ -153,11 +166,13 @@ where
         let seq = seq.clone();
         let addr = spec.addr;
         let ready = ready.clone();
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             // A failed connect is retried by the first request.
             let mut conn: Option<Conn> = connect(addr).await.ok();
             ready.wait().await;
-            let (start, measure_from, measure_until, count) = window(stop);
+            let (start, measure_from, measure_until, count) =
+                window(stop, *started.get_or_init(Instant::now));
             let mut out = TaskOut {
                 ok: 0,
                 errors: BTreeMap::new(),
@@ -180,7 +195,19 @@ where
                     }
                 }
                 let req = make(n);
-                let sent_at = Instant::now();
+                let mut clock_from = Instant::now();
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(n as f64 / rate);
+                    if due > clock_from {
+                        // Tokio's timer ticks every millisecond, so requests
+                        // leave in small bursts; a late wake-up is the
+                        // generator's, so the clock starts when it sends.
+                        tokio::time::sleep_until(due.into()).await;
+                        clock_from = Instant::now();
+                    } else {
+                        clock_from = due;
+                    }
+                }
                 let answer = send(&mut conn, addr, &host, req).await;
                 let done = Instant::now();
                 let counted = done >= measure_from && measure_until.is_none_or(|u| done <= u);
@@ -194,7 +221,7 @@ where
                             }
                             if counted {
                                 out.ok += 1;
-                                let us = (done - sent_at).as_micros().max(1) as u64;
+                                let us = (done - clock_from).as_micros().max(1) as u64;
                                 out.latency.saturating_record(us);
                             }
                         }
@@ -217,7 +244,7 @@ where
                     let ok = matches!(answer_ok, Some(true));
                     t.push((
                         (done - start).as_micros() as u64,
-                        (done - sent_at).as_micros() as u64,
+                        (done - clock_from).as_micros() as u64,
                         ok,
                         conn_no,
                     ));
@@ -229,7 +256,7 @@ where
     }
 
     ready.wait().await;
-    let (start, _, _, count) = window(stop);
+    let (start, _, _, count) = window(stop, *started.get_or_init(Instant::now));
 
     let mut result = LoadResult {
         ok: 0,
@@ -268,10 +295,9 @@ where
     Ok(result)
 }
 
-/// From now: the start, when answers start to count, when the run ends
+/// From `start`: the start, when answers start to count, when the run ends
 /// (timed runs), and how many requests it sends (counted runs).
-fn window(stop: Stop) -> (Instant, Instant, Option<Instant>, Option<u64>) {
-    let start = Instant::now();
+fn window(stop: Stop, start: Instant) -> (Instant, Instant, Option<Instant>, Option<u64>) {
     match stop {
         Stop::Duration { warmup, measure } => {
             (start, start + warmup, Some(start + warmup + measure), None)
@@ -479,4 +505,93 @@ impl Latency {
 /// 1 µs to 1 h at 3 significant figures; longer values are clamped (and then visible as max).
 fn new_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A keep-alive server answering every request (no body) with 200 after `delay`.
+    async fn server(delay: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            tokio::time::sleep(delay).await;
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn ok(status: u16, _: &Bytes) -> Outcome<()> {
+        if status == 200 {
+            Outcome::Ok(None)
+        } else {
+            Outcome::Err(status.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paced_run_keeps_to_its_schedule() {
+        let addr = server(Duration::ZERO).await;
+        let spec = LoadSpec {
+            addr,
+            connections: 8,
+            stop: Stop::Count(100),
+            rate: Some(500.0),
+        };
+        let started = Instant::now();
+        let r = run(&spec, |_| Req::get("/"), ok).await.unwrap();
+        // Request 99 is due 198 ms after the start, and none leaves early.
+        assert!(started.elapsed() >= Duration::from_millis(198));
+        assert!(r.elapsed >= Duration::from_millis(198), "{:?}", r.elapsed);
+        assert_eq!((r.ok, r.sent, r.error_count()), (100, 100, 0));
+    }
+
+    #[tokio::test]
+    async fn a_paced_run_charges_the_server_for_requests_that_fell_due_while_it_was_slow() {
+        // One connection, a server taking 40 ms, requests due every 5 ms: request n
+        // leaves at about n × 40 ms, and its latency counts from n × 5 ms.
+        let addr = server(Duration::from_millis(40)).await;
+        let paced = LoadSpec {
+            addr,
+            connections: 1,
+            stop: Stop::Count(10),
+            rate: Some(200.0),
+        };
+        let r = run(&paced, |_| Req::get("/"), ok).await.unwrap();
+        assert_eq!(r.ok, 10);
+        // The last: sent after nine answers (≥ 360 ms), due at 45 ms, answered 40 ms on.
+        assert!(r.latency.max() >= 355_000, "max {} µs", r.latency.max());
+        // Closed, the same load sees only each request's own 40 ms.
+        let closed = LoadSpec {
+            rate: None,
+            ..paced
+        };
+        let r = run(&closed, |_| Req::get("/"), ok).await.unwrap();
+        assert_eq!(r.ok, 10);
+        assert!(r.latency.min() >= 40_000, "min {} µs", r.latency.min());
+        assert!(r.latency.max() < 355_000, "max {} µs", r.latency.max());
+    }
 }

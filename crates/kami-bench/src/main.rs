@@ -6,7 +6,7 @@
 //! cargo run --release -p kami-bench -- core [--backend sqlite|postgres|both] [--codes N]
 //!     [--orders-seconds S] [--connections C] [--kami PATH] [--postgres-url URL] [--json PATH]
 //! cargo run --release -p kami-bench -- flash-sale [--backend …] [--codes N] [--connections C]
-//!     [--read-seconds S] [--sold-out-seconds S] [--redis URL]
+//!     [--read-seconds S] [--sold-out-seconds S] [--redis URL] [--order-rate R] [--notify-rate R]
 //!     [--url http://HOST:PORT --api-key KEY --sandbox-secret SECRET]
 //! ```
 

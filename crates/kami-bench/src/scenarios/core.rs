@@ -554,6 +554,7 @@ async fn phases(args: &CoreArgs, server: &Server, run: &mut CoreRun) -> Result<(
             addr: server.addr,
             connections: args.common.connections.max(1),
             stop: Stop::Count(0),
+            rate: None,
         },
     };
     let product = ctx

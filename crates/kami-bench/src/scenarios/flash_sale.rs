@@ -11,6 +11,12 @@
 //! then checks through the API that nothing was oversold, duplicated or left
 //! undelivered (exit 1 if not), and prints the server's peak RSS.
 //!
+//! The drop and the storm run closed-loop: a connection sends its next request
+//! when it has the last answer, so their latency is the queue the connections
+//! make. `--order-rate` and `--notify-rate` pace them instead (open loop): the
+//! requests fall due at a fixed rate whatever the answers, and each latency
+//! counts from when its request was due, as buyers and gateways see it.
+//!
 //! `--redis URL` runs Kami with `KAMI_REDIS_URL` (the shared stock gate);
 //! `--url URL --api-key KEY --sandbox-secret SECRET` loads a Kami that is
 //! already running (several instances behind a balancer, say) instead of
@@ -82,6 +88,65 @@ pub struct FlashArgs {
     /// The running Kami's `KAMI_SANDBOX_SECRET` (`--url`), to sign the notifications.
     #[arg(long, env = "KAMI_BENCH_SANDBOX_SECRET")]
     pub sandbox_secret: Option<String>,
+
+    /// Pace the drop: orders sent on a schedule at this rate whatever the answers (open
+    /// loop, on the same connections; each latency counts from when the order was due),
+    /// instead of each connection sending its next order when it has the last answer.
+    /// Per second (`12000`), or a multiple of the run's first ceiling reading (`0.14x`).
+    #[arg(long, value_name = "RATE")]
+    pub order_rate: Option<Pace>,
+
+    /// Pace the notification storm the same way: paid orders per second, two
+    /// notifications each (`10000`, or `0.116x` of the first ceiling reading).
+    #[arg(long, value_name = "RATE")]
+    pub notify_rate: Option<Pace>,
+}
+
+/// An open-loop rate: per second, or a multiple of the ceiling measured in the same run
+/// (the machine is shared; a target written as a ratio holds on a slow day and a fast one).
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    PerSecond(f64),
+    OfCeiling(f64),
+}
+
+impl std::str::FromStr for Pace {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (number, of_ceiling) = match s.strip_suffix('x') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        match number.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(if of_ceiling {
+                Pace::OfCeiling(v)
+            } else {
+                Pace::PerSecond(v)
+            }),
+            _ => Err(format!(
+                "{s:?}: want a rate per second (12000) or a multiple of the ceiling (0.14x)"
+            )),
+        }
+    }
+}
+
+impl Pace {
+    /// Per second, given the ceiling's rate.
+    fn per_second(self, ceiling: f64) -> f64 {
+        match self {
+            Pace::PerSecond(r) => r,
+            Pace::OfCeiling(x) => x * ceiling,
+        }
+    }
+}
+
+/// A phase's name, with its pace when it has one.
+fn paced(name: &str, rate: Option<f64>) -> String {
+    match rate {
+        Some(r) => format!("{name} (paced at {}/s)", int(r.round() as u64)),
+        None => name.to_string(),
+    }
 }
 
 /// What a run loads: a server it started, or one given by `--url`.
@@ -145,7 +210,7 @@ const IMPORT_CHUNK: u64 = 200_000;
 
 /// One phase's figures.
 struct Phase {
-    name: &'static str,
+    name: String,
     ok: u64,
     secs: f64,
     latency: Latency,
@@ -157,12 +222,12 @@ struct Phase {
 }
 
 impl Phase {
-    fn of<T>(name: &'static str, r: &LoadResult<T>, meter: &CpuMeter) -> Self {
+    fn of<T>(name: impl Into<String>, r: &LoadResult<T>, meter: &CpuMeter) -> Self {
         let (server, client) = meter.used();
         let per_request =
             |secs: Option<f64>| secs.filter(|_| r.sent > 0).map(|s| s * 1e6 / r.sent as f64);
         Phase {
-            name,
+            name: name.into(),
             ok: r.ok,
             secs: r.elapsed.as_secs_f64(),
             latency: Latency::of(&r.latency),
@@ -311,6 +376,7 @@ fn spec(server: &Target, connections: usize, stop: Stop) -> LoadSpec {
         addr: server.addr,
         connections: connections.max(1),
         stop,
+        rate: None,
     }
 }
 
@@ -405,14 +471,23 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         _ => Outcome::Err(error_label(status, body)),
     };
     let sale_orders = args.sale_orders.unwrap_or(args.codes).min(args.codes);
+    let ceiling_rate = phases[0].rate();
+    let order_rate = args.order_rate.map(|p| p.per_second(ceiling_rate));
     let meter = server.meter();
     let r = load::run(
-        &spec(server, conns, Stop::Count(sale_orders)),
+        &LoadSpec {
+            rate: order_rate,
+            ..spec(server, conns, Stop::Count(sale_orders))
+        },
         order_body.clone(),
         keep_order,
     )
     .await?;
-    phases.push(Phase::of("orders while stock lasts", &r, &meter));
+    phases.push(Phase::of(
+        paced("orders while stock lasts", order_rate),
+        &r,
+        &meter,
+    ));
     let mut orders: Vec<Order> = r.kept;
 
     if sale_orders == args.codes {
@@ -425,8 +500,13 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
     );
     let orders = Arc::new(orders);
     let meter = server.meter();
-    let storm = notify_twice(server, orders.clone(), salt).await?;
-    let mut pay = Phase::of("notification → delivered", &storm, &meter);
+    let notify_rate = args.notify_rate.map(|p| p.per_second(ceiling_rate));
+    let storm = notify_twice(server, orders.clone(), salt, notify_rate).await?;
+    let mut pay = Phase::of(
+        paced("notification → delivered", notify_rate),
+        &storm,
+        &meter,
+    );
     // Figures per order paid: each order took two notifications.
     pay.ok /= 2;
     phases.push(pay);
@@ -445,7 +525,7 @@ const CEILING_AGAIN: &str = "GET /healthz (again, at the end)";
 /// Closed-loop `GET /healthz`: what the machine gives a handler that does
 /// nothing, at this moment. Measured at the start and again at the end; on
 /// a shared machine one reading was once a third of the other.
-async fn ceiling(args: &FlashArgs, server: &Target, name: &'static str) -> Result<Phase> {
+async fn ceiling(args: &FlashArgs, server: &Target, name: &str) -> Result<Phase> {
     let meter = server.meter();
     let r = load::run(
         &spec(
@@ -501,12 +581,16 @@ async fn notify_twice(
     server: &Target,
     orders: Arc<Vec<Order>>,
     salt: u64,
+    paid_per_second: Option<f64>,
 ) -> Result<LoadResult<()>> {
     let secret = server.sandbox_secret.clone();
     let header = http::HeaderName::from_static("kami-signature");
     let count = orders.len() as u64 * 2;
     load::run(
-        &spec(server, 256.min(count.max(1) as usize), Stop::Count(count)),
+        &LoadSpec {
+            rate: paid_per_second.map(|r| r * 2.0),
+            ..spec(server, 256.min(count.max(1) as usize), Stop::Count(count))
+        },
         move |n| {
             let o = &orders[(n / 2) as usize];
             let body =
