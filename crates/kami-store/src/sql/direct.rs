@@ -50,9 +50,10 @@ const STATEMENT_CACHE: usize = 64;
 /// each: about 540 MB), before the writer finishes the background
 /// checkpoint (`restart_wal`). Every restart stops the writer for the copy
 /// and the two syncs of what the background passes left; since those passes
-/// catch up first (`connect.rs`, `checkpoint_loop`) that is a few hundred
-/// frames, 20–60 ms in a notification storm (mostly its two syncs) whatever the
-/// WAL's length. A storm of payments for orders spread over the whole sale
+/// catch up first and sync the database after each copy (`connect.rs`,
+/// `checkpoint_loop`) that is a few hundred frames, 3–18 ms in a notification
+/// storm whatever the WAL's length (40–90 ms before stop 16, when the restart
+/// also synced every page the passes had copied since the last one). A storm of payments for orders spread over the whole sale
 /// writes about 60,000 frames a second (every payment dirties its own pages
 /// of the orders, codes and payments indexes), so restarting once a second,
 /// as this did before stop 11, stopped the writer an eighth of the time, and
@@ -124,8 +125,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// after a finished one; without this the WAL grew to 2.6 GB in one
 /// notification storm. Here, between two batches, RESTART copies what the
 /// passive checkpoints left (the 200–300 frames committed since their last
-/// catch-up pass, `connect.rs`), syncs, and waits for the readers of older
-/// snapshots, a few milliseconds. Run from the background
+/// catch-up pass, `connect.rs`), syncs them, and waits for the readers of
+/// older snapshots, a few milliseconds. Run from the background
 /// task instead it had to win the write lock from this thread, which took
 /// over a second under load. It waits `RESTART_PATIENCE` at most: a long
 /// reader (a backup, a big listing) or the other writer only postpones it
