@@ -165,9 +165,10 @@ async fn passive_checkpoint(
 }
 
 /// Passes at most run back to back before a restart (`checkpoint_loop`).
-/// Each one, with its sync of the database, takes about two thirds as long
-/// as the one before in a storm on this machine (100 ms, then 50, 40, 20,
-/// 15, 11), so a few more than that shrink what the restart is left.
+/// Each one, with its sync of the database, took about two thirds as long
+/// as the one before in a storm on this machine (probed: 34, 18, 11, 7 ms;
+/// or 45, 26, 19, 14, 10, 8 ms), so up to eight shrink what the restart is
+/// left even when the first is slow.
 const CATCH_UP_PASSES: u32 = 8;
 /// A pass this short leaves little for the restart to copy and sync.
 const CAUGHT_UP: Duration = Duration::from_millis(10);
@@ -190,6 +191,23 @@ async fn sync_database(db: &Arc<File>) {
     if let Err(e) = synced {
         tracing::debug!(error = %e, "syncing the database failed; the restart syncs it");
     }
+}
+
+/// One pass (`passive_checkpoint`), then a sync of the database if the WAL
+/// is longer than at the last pass (`last_seen`): an unchanged one copied
+/// nothing new.
+async fn pass_and_sync(
+    checkpointer: &AnyPool,
+    db: Option<&Arc<File>>,
+    last_seen: &mut i64,
+) -> std::result::Result<Option<i64>, sqlx::Error> {
+    let report = passive_checkpoint(checkpointer).await;
+    if let (Ok(Some(frames)), Some(db)) = (&report, db) {
+        if *frames > 0 && std::mem::replace(last_seen, *frames) != *frames {
+            sync_database(db).await;
+        }
+    }
+    report
 }
 
 /// Passive checkpoints off the writers' path, until the store is closed. A
@@ -217,30 +235,20 @@ async fn checkpoint_loop(
     // Opened for syncing only; without it the passes go on as before and
     // the restart syncs what they copied.
     let db = File::open(&db).map(Arc::new).ok();
-    // The WAL's length at the last pass: an unchanged one copied nothing new.
-    let last_seen = AtomicI64::new(0);
-    let pass = || async {
-        let report = passive_checkpoint(&checkpointer).await;
-        if let (Ok(Some(frames)), Some(db)) = (&report, &db) {
-            if *frames > 0 && last_seen.swap(*frames, Ordering::Relaxed) != *frames {
-                sync_database(db).await;
-            }
-        }
-        report
-    };
+    let mut last_seen = 0;
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if write.is_closed() {
             break;
         }
-        let mut report = pass().await;
+        let mut report = pass_and_sync(&checkpointer, db.as_ref(), &mut last_seen).await;
         let mut passes = 1;
         while matches!(report, Ok(Some(frames)) if frames >= super::direct::RESTART_FRAMES)
             && passes < CATCH_UP_PASSES
         {
             let started = Instant::now();
-            report = pass().await;
+            report = pass_and_sync(&checkpointer, db.as_ref(), &mut last_seen).await;
             passes += 1;
             if started.elapsed() < CAUGHT_UP {
                 break;

@@ -53,8 +53,9 @@ const STATEMENT_CACHE: usize = 64;
 /// catch up first and sync the database after each copy (`connect.rs`,
 /// `checkpoint_loop`) that is a few hundred frames, 3–18 ms in a notification
 /// storm whatever the WAL's length (40–90 ms before stop 16, when the restart
-/// also synced every page the passes had copied since the last one). A storm of payments for orders spread over the whole sale
-/// writes about 60,000 frames a second (every payment dirties its own pages
+/// also synced every page the passes had copied since the last one). A storm
+/// of payments for orders spread over the whole sale writes about 60,000
+/// frames a second (every payment dirties its own pages
 /// of the orders, codes and payments indexes), so restarting once a second,
 /// as this did before stop 11, stopped the writer an eighth of the time, and
 /// every connection waited through it. Past this length the stalls come
