@@ -221,6 +221,33 @@ pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
         paid_orders, settled,
         "a paid order is neither delivered nor paid_unfulfilled"
     );
+    assert_references(db).await;
+}
+
+/// Every reference the hot tables hold names a row that exists: what their
+/// foreign keys checked row by row on PostgreSQL until migration 0007, so
+/// every race checks it afterwards instead.
+pub async fn assert_references(db: &Db) {
+    for (what, sql) in [
+        (
+            "orders naming a missing merchant or product",
+            "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = o.merchant_id) \
+             OR NOT EXISTS (SELECT 1 FROM products p WHERE p.id = o.product_id)",
+        ),
+        (
+            "payments naming a missing merchant or order",
+            "SELECT COUNT(*) FROM payments x WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = x.merchant_id) \
+             OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = x.order_id)",
+        ),
+        (
+            "timeline rows naming a missing merchant or order",
+            "SELECT COUNT(*) FROM order_events x WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = x.merchant_id) \
+             OR (x.order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = x.order_id))",
+        ),
+    ] {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db.check).await.unwrap();
+        assert_eq!(n, 0, "{what}: {n}");
+    }
 }
 
 #[macro_export]
