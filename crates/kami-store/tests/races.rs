@@ -229,13 +229,7 @@ async fn idle_periodic_work_takes_no_write_lock_sqlite() {
         max_attempts: 3,
     };
     db.store.enqueue_job(&job).await.unwrap();
-    let product = product_with_codes(&db, 1).await;
-    let order = db
-        .store
-        .create_order(&new_order(product, 1, 60_000))
-        .await
-        .unwrap()
-        .unwrap();
+    let (product, order) = product_with_an_order(&db, 1).await;
 
     let mut holder = db.check.acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")

@@ -9,13 +9,7 @@ use kami_store::*;
 
 async fn referenced_rows_are_never_deleted(backend: Backend) {
     let db = open(backend).await;
-    let product = product_with_codes(&db, 3).await;
-    let order = db
-        .store
-        .create_order(&new_order(product, 1, 60_000))
-        .await
-        .unwrap()
-        .unwrap();
+    let (product, order) = product_with_an_order(&db, 3).await;
     db.store
         .pay_order(&payment(&order, "T-refs"))
         .await

@@ -87,6 +87,18 @@ pub async fn product_with_codes(db: &Db, codes: usize) -> i64 {
     p.id
 }
 
+/// A product with `codes` codes and one pending order of one code in it.
+pub async fn product_with_an_order(db: &Db, codes: usize) -> (i64, Order) {
+    let product = product_with_codes(db, codes).await;
+    let order = db
+        .store
+        .create_order(&new_order(product, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    (product, order)
+}
+
 pub async fn restock(db: &Db, product_id: i64, codes: usize) {
     let batch = db.store.begin_import(product_id).await.unwrap();
     let cards: Vec<NewCard> = (0..codes)
