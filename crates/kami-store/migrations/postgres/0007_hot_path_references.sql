@@ -4,8 +4,9 @@
 -- payment and timeline row pointed at the same merchant row, every order at
 -- the same product row, and every payment and event at an order the same
 -- transaction had just written. perf during a drop: those checks were a
--- quarter of the server's CPU; `kami-bench flash-sale --backend postgres`
--- made 13% more orders and 10% more deliveries a second without them.
+-- quarter of the server's CPU; in alternated `kami-bench flash-sale
+-- --backend postgres` runs, orders a second rose by a fifth without them
+-- and deliveries by a tenth or more (docs/PERFORMANCE.md, stop 17).
 --
 -- What the constraints guaranteed still holds: a reference is only ever
 -- written from a row the same transaction read or wrote, and nothing
