@@ -739,17 +739,40 @@ pub async fn lookup_orders(
 }
 
 pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
+    let sql = list_orders_sql(s.backend, f);
+    let mut q = sqlx::query(&sql).bind(DEFAULT_MERCHANT);
+    if let Some(e) = &f.email {
+        q = q.bind(e.as_str());
+    }
+    if let Some(p) = f.product_id {
+        q = q.bind(p);
+    }
+    if let Some(b) = f.before_id {
+        q = q.bind(b);
+    }
+    for t in [f.created_from, f.created_before].into_iter().flatten() {
+        q = q.bind(t);
+    }
+    let rows = q.fetch_all(&s.read).await?;
+    rows.iter().map(rows::order).collect()
+}
+
+/// `list_orders`' statement; its parameters in the order they are bound there.
+fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
     let mut sql = format!(
-        "SELECT {} FROM orders WHERE merchant_id = $1",
-        rows::ORDER_COLUMNS
+        "SELECT {} FROM orders {}",
+        rows::ORDER_COLUMNS,
+        sqlite_list_path(backend, f)
     );
     let mut n = 1;
     let mut next = |col: &str| {
         n += 1;
         format!(" AND {col} ${n}")
     };
-    if f.status.is_some() {
-        sql += &next("status =");
+    // Written into the statement, not bound, so that the partial index of
+    // `sqlite_list_path` serves it. `as_str` is one of five fixed words.
+    if let Some(st) = f.status {
+        sql += &format!(" AND status = '{}'", st.as_str());
     }
     if f.email.is_some() {
         sql += &next("email =");
@@ -767,24 +790,31 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
         sql += &next("created_at <");
     }
     sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
-    let mut q = sqlx::query(&sql).bind(DEFAULT_MERCHANT);
-    if let Some(st) = f.status {
-        q = q.bind(st.as_str());
+    sql
+}
+
+/// How SQLite finds a page of orders, newest first, and the `WHERE` that
+/// begins the statement. Without statistics its planner takes
+/// `merchant_id = ?` to `orders_by_email` and sorts every order of the shop
+/// for each page. So, unless an email narrows it: a status with a partial
+/// index of its own reads that (migration 0008; pending and unfulfilled
+/// orders are few, sorted in memory), and otherwise the table is walked
+/// from its newest row (`+merchant_id` keeps the index out), which for
+/// `delivered`, what most orders are, finds a page at once. PostgreSQL
+/// plans from its statistics and keeps `orders_by_status`.
+fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> &'static str {
+    if backend != Backend::Sqlite || f.email.is_some() {
+        return "WHERE merchant_id = $1";
     }
-    if let Some(e) = &f.email {
-        q = q.bind(e.as_str());
+    match f.status {
+        Some(OrderStatus::Pending) => "INDEXED BY orders_pending_expiry WHERE merchant_id = $1",
+        Some(OrderStatus::PaidUnfulfilled) => {
+            "INDEXED BY orders_unfulfilled WHERE merchant_id = $1"
+        }
+        Some(OrderStatus::Expired) => "INDEXED BY orders_expired WHERE merchant_id = $1",
+        Some(OrderStatus::Refunded) => "INDEXED BY orders_refunded WHERE merchant_id = $1",
+        Some(OrderStatus::Delivered) | None => "WHERE +merchant_id = $1",
     }
-    if let Some(p) = f.product_id {
-        q = q.bind(p);
-    }
-    if let Some(b) = f.before_id {
-        q = q.bind(b);
-    }
-    for t in [f.created_from, f.created_before].into_iter().flatten() {
-        q = q.bind(t);
-    }
-    let rows = q.fetch_all(&s.read).await?;
-    rows.iter().map(rows::order).collect()
 }
 
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
@@ -929,11 +959,117 @@ pub async fn order_events(
     rows.iter().map(rows::event).collect()
 }
 
+/// Orders by status, every status listed, zeros too (a gauge falls back to
+/// 0 when the last pending order is paid). SQLite has no index of every
+/// order by status since migration 0008, so this counts the partial index of
+/// each status but `delivered`, and `delivered` is the rest of the table:
+/// SQLite counts a table by its pages, not its rows. One statement, so one
+/// snapshot: the parts add up to the total.
 pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
-        .fetch_all(&s.read)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
-        .collect()
+    let mut sql = "SELECT (SELECT COUNT(*) FROM orders) AS total".to_string();
+    for st in OrderStatus::ALL {
+        if st != OrderStatus::Delivered {
+            let st = st.as_str();
+            sql += &format!(", (SELECT COUNT(*) FROM orders WHERE status = '{st}') AS {st}");
+        }
+    }
+    let row = sqlx::query(&sql).fetch_one(&s.read).await?;
+    let total: i64 = row.try_get("total")?;
+    let mut counts = OrderStatus::ALL
+        .iter()
+        .map(|st| match st {
+            OrderStatus::Delivered => Ok((st.as_str().to_string(), 0)),
+            _ => Ok((st.as_str().to_string(), row.try_get(st.as_str())?)),
+        })
+        .collect::<Result<Vec<(String, i64)>>>()?;
+    let rest: i64 = counts.iter().map(|(_, n)| n).sum();
+    for (st, n) in &mut counts {
+        if st == OrderStatus::Delivered.as_str() {
+            *n = total - rest;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::any::AnyPoolOptions;
+
+    /// SQLite pages through orders without sorting the whole shop: every
+    /// filter of the admin list either reads an index in id order or a
+    /// partial index of a status that few orders hold (migration 0008 took
+    /// away the index of every order by status). A plan that sorts all
+    /// orders, or walks the table for a rare status, fails here.
+    #[tokio::test]
+    async fn sqlite_lists_orders_without_sorting_the_shop() {
+        sqlx::any::install_default_drivers();
+        let dir = std::env::temp_dir().join(format!("kami-plans-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/t.db", dir.display());
+        let store = SqlStore::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+        // The table in id order: from its end, or from the page's last id.
+        let newest = [
+            "SCAN orders",
+            "SEARCH orders USING INTEGER PRIMARY KEY (rowid<?)",
+        ];
+        let cases = [
+            (None, newest),
+            (Some(OrderStatus::Delivered), newest),
+            (Some(OrderStatus::Pending), ["orders_pending_expiry"; 2]),
+            (
+                Some(OrderStatus::PaidUnfulfilled),
+                ["orders_unfulfilled"; 2],
+            ),
+            (
+                Some(OrderStatus::Expired),
+                ["SEARCH orders USING INDEX orders_expired"; 2],
+            ),
+            (
+                Some(OrderStatus::Refunded),
+                ["SEARCH orders USING INDEX orders_refunded"; 2],
+            ),
+        ];
+        for (status, paths) in cases {
+            for (before_id, path) in [None, Some(1_000)].into_iter().zip(paths) {
+                let f = OrderFilter {
+                    status,
+                    limit: 50,
+                    before_id,
+                    product_id: Some(1),
+                    ..OrderFilter::default()
+                };
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    list_orders_sql(Backend::Sqlite, &f)
+                );
+                let mut q = sqlx::query(&sql).bind(1_i64).bind(1_i64);
+                if let Some(b) = before_id {
+                    q = q.bind(b);
+                }
+                let plan = q
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>("detail"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                assert!(plan.contains(path), "{status:?}, {before_id:?}: {plan}");
+                assert!(!plan.contains("orders_by_email"), "{status:?}: {plan}");
+                let few = matches!(
+                    status,
+                    Some(OrderStatus::Pending | OrderStatus::PaidUnfulfilled)
+                );
+                assert!(
+                    few || !plan.contains("TEMP B-TREE"),
+                    "{status:?} sorts every order: {plan}"
+                );
+            }
+        }
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

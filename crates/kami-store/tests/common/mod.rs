@@ -234,6 +234,27 @@ pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
         "a paid order is neither delivered nor paid_unfulfilled"
     );
     assert_references(db).await;
+    assert_status_counts(db).await;
+}
+
+/// The store's counts by status (`/metrics`, the dashboard) are the rows'
+/// own, although SQLite counts them without an index of every order by
+/// status (migration 0008): every status listed, zeros too.
+pub async fn assert_status_counts(db: &Db) {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        .fetch_all(&db.check)
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, i64)> = kami_core::OrderStatus::ALL
+        .iter()
+        .map(|st| (st.as_str().to_string(), 0))
+        .collect();
+    for r in rows {
+        let status: String = r.get("status");
+        let slot = expected.iter_mut().find(|(s, _)| *s == status);
+        slot.unwrap_or_else(|| panic!("unknown status {status}")).1 = r.get("n");
+    }
+    assert_eq!(db.store.count_orders_by_status().await.unwrap(), expected);
 }
 
 /// Every reference the hot tables hold names a row that exists: what their
