@@ -802,19 +802,18 @@ fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
 /// from its newest row (`+merchant_id` keeps the index out), which for
 /// `delivered`, what most orders are, finds a page at once. PostgreSQL
 /// plans from its statistics and keeps `orders_by_status`.
-fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> &'static str {
+fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
     if backend != Backend::Sqlite || f.email.is_some() {
-        return "WHERE merchant_id = $1";
+        return "WHERE merchant_id = $1".into();
     }
-    match f.status {
-        Some(OrderStatus::Pending) => "INDEXED BY orders_pending_expiry WHERE merchant_id = $1",
-        Some(OrderStatus::PaidUnfulfilled) => {
-            "INDEXED BY orders_unfulfilled WHERE merchant_id = $1"
-        }
-        Some(OrderStatus::Expired) => "INDEXED BY orders_expired WHERE merchant_id = $1",
-        Some(OrderStatus::Refunded) => "INDEXED BY orders_refunded WHERE merchant_id = $1",
-        Some(OrderStatus::Delivered) | None => "WHERE +merchant_id = $1",
-    }
+    let index = match f.status {
+        Some(OrderStatus::Pending) => "orders_pending_expiry",
+        Some(OrderStatus::PaidUnfulfilled) => "orders_unfulfilled",
+        Some(OrderStatus::Expired) => "orders_expired",
+        Some(OrderStatus::Refunded) => "orders_refunded",
+        Some(OrderStatus::Delivered) | None => return "WHERE +merchant_id = $1".into(),
+    };
+    format!("INDEXED BY {index} WHERE merchant_id = $1")
 }
 
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
@@ -966,29 +965,27 @@ pub async fn order_events(
 /// SQLite counts a table by its pages, not its rows. One statement, so one
 /// snapshot: the parts add up to the total.
 pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {
-    let mut sql = "SELECT (SELECT COUNT(*) FROM orders) AS total".to_string();
-    for st in OrderStatus::ALL {
-        if st != OrderStatus::Delivered {
-            let st = st.as_str();
-            sql += &format!(", (SELECT COUNT(*) FROM orders WHERE status = '{st}') AS {st}");
-        }
-    }
-    let row = sqlx::query(&sql).fetch_one(&s.read).await?;
-    let total: i64 = row.try_get("total")?;
-    let mut counts = OrderStatus::ALL
+    let delivered = OrderStatus::Delivered.as_str();
+    let others: Vec<&str> = OrderStatus::ALL
         .iter()
-        .map(|st| match st {
-            OrderStatus::Delivered => Ok((st.as_str().to_string(), 0)),
-            _ => Ok((st.as_str().to_string(), row.try_get(st.as_str())?)),
-        })
-        .collect::<Result<Vec<(String, i64)>>>()?;
-    let rest: i64 = counts.iter().map(|(_, n)| n).sum();
-    for (st, n) in &mut counts {
-        if st == OrderStatus::Delivered.as_str() {
-            *n = total - rest;
-        }
-    }
-    Ok(counts)
+        .map(OrderStatus::as_str)
+        .filter(|st| *st != delivered)
+        .collect();
+    let counts: Vec<String> = others
+        .iter()
+        .map(|st| format!("(SELECT COUNT(*) FROM orders WHERE status = '{st}') AS {st}"))
+        .collect();
+    let sql = format!(
+        "SELECT *, total - {} AS {delivered} FROM \
+         (SELECT (SELECT COUNT(*) FROM orders) AS total, {}) AS c",
+        others.join(" - "),
+        counts.join(", ")
+    );
+    let row = sqlx::query(&sql).fetch_one(&s.read).await?;
+    OrderStatus::ALL
+        .iter()
+        .map(|st| Ok((st.as_str().to_string(), row.try_get(st.as_str())?)))
+        .collect()
 }
 
 #[cfg(test)]
