@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde::Serialize;
 use sqlx::Row;
 
 use super::orders::Tx;
@@ -48,35 +48,85 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A batch's rows as the JSON array `json_to_recordset` reads: written
+/// straight from borrowed fields (building `serde_json::Value` maps first
+/// was 5% of the server's CPU in a drop, perf).
+fn json_rows<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of numbers and strings serialise")
+}
+
+/// An order's row for `insert_orders`; the names are the recordset's columns.
+#[derive(Serialize)]
+struct OrderRow<'a> {
+    order_no: &'a str,
+    product_id: i64,
+    quantity: i64,
+    unit_price: i64,
+    discount: i64,
+    amount: i64,
+    currency: &'a str,
+    email: &'a str,
+    query_password_hash: Option<String>,
+    access_token_hash: String,
+    buyer_ip: Option<&'a str>,
+    channel: &'a str,
+    created_at: i64,
+    expires_at: i64,
+    idempotency_key: Option<&'a str>,
+    coupon_id: Option<i64>,
+    limit_holds: i64,
+}
+
+impl<'a> OrderRow<'a> {
+    fn of(o: &'a NewOrder) -> Self {
+        OrderRow {
+            order_no: &o.order_no,
+            product_id: o.product_id,
+            quantity: o.quantity,
+            unit_price: o.unit_price,
+            discount: o.discount,
+            amount: o.amount,
+            currency: &o.currency,
+            email: &o.email,
+            query_password_hash: o.query_password_hash.as_deref().map(hex),
+            access_token_hash: hex(&o.access_token_hash),
+            buyer_ip: o.buyer_ip.as_deref(),
+            channel: &o.channel,
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+            idempotency_key: o.idempotency.as_ref().map(|r| r.key.as_str()),
+            coupon_id: o.coupon_id,
+            limit_holds: o.limit_holds(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EventRow<'a> {
+    order_id: Option<i64>,
+    order_no: Option<&'a str>,
+    kind: &'a str,
+    detail: &'a str,
+    created_at: i64,
+}
+
+#[derive(Serialize)]
+struct PaymentRow<'a> {
+    order_id: i64,
+    channel: &'a str,
+    trade_no: &'a str,
+    amount: i64,
+    currency: &'a str,
+    raw: &'a str,
+    received_at: i64,
+}
+
 /// The granted orders of a batch in one statement; their ids by number.
 pub(super) async fn insert_orders(
     tx: &mut Tx,
     granted: &[&NewOrder],
 ) -> Result<HashMap<String, i64>> {
-    let rows: Vec<_> = granted
-        .iter()
-        .map(|o| {
-            json!({
-                "order_no": o.order_no,
-                "product_id": o.product_id,
-                "quantity": o.quantity,
-                "unit_price": o.unit_price,
-                "discount": o.discount,
-                "amount": o.amount,
-                "currency": o.currency,
-                "email": o.email,
-                "query_password_hash": o.query_password_hash.as_deref().map(hex),
-                "access_token_hash": hex(&o.access_token_hash),
-                "buyer_ip": o.buyer_ip,
-                "channel": o.channel,
-                "created_at": o.created_at,
-                "expires_at": o.expires_at,
-                "idempotency_key": o.idempotency.as_ref().map(|r| r.key.as_str()),
-                "coupon_id": o.coupon_id,
-                "limit_holds": o.limit_holds(),
-            })
-        })
-        .collect();
+    let rows: Vec<OrderRow> = granted.iter().map(|o| OrderRow::of(o)).collect();
     let out = sqlx::query(
         "INSERT INTO orders (merchant_id, order_no, product_id, quantity, unit_price, \
          discount, amount, currency, email, query_password_hash, access_token_hash, \
@@ -92,7 +142,7 @@ pub(super) async fn insert_orders(
               coupon_id bigint, limit_holds bigint) \
          RETURNING id, order_no",
     )
-    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(json_rows(&rows))
     .bind(DEFAULT_MERCHANT)
     .fetch_all(&mut **tx)
     .await?;
@@ -105,16 +155,14 @@ pub(super) async fn insert_orders(
 
 /// Timeline rows in one statement.
 pub(super) async fn insert_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
-    let rows: Vec<_> = events
+    let rows: Vec<EventRow> = events
         .iter()
-        .map(|ev| {
-            json!({
-                "order_id": ev.order_id,
-                "order_no": ev.order_no,
-                "kind": ev.kind,
-                "detail": ev.detail,
-                "created_at": ev.at,
-            })
+        .map(|ev| EventRow {
+            order_id: ev.order_id,
+            order_no: ev.order_no.as_deref(),
+            kind: &ev.kind,
+            detail: &ev.detail,
+            created_at: ev.at,
         })
         .collect();
     sqlx::query(
@@ -123,7 +171,7 @@ pub(super) async fn insert_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()
          FROM json_to_recordset($1::json) AS x(order_id bigint, order_no text, kind text, \
               detail text, created_at bigint)",
     )
-    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(json_rows(&rows))
     .bind(DEFAULT_MERCHANT)
     .execute(&mut **tx)
     .await?;
@@ -142,18 +190,16 @@ pub(super) async fn insert_payments(
     // twins keep their order and the first of them is the one stored.
     let mut sorted: Vec<&NewPayment> = batch.iter().collect();
     sorted.sort_by(|a, b| (&a.channel, &a.trade_no).cmp(&(&b.channel, &b.trade_no)));
-    let rows: Vec<_> = sorted
+    let rows: Vec<PaymentRow> = sorted
         .into_iter()
-        .map(|p| {
-            json!({
-                "order_id": p.order_id,
-                "channel": p.channel,
-                "trade_no": p.trade_no,
-                "amount": p.amount,
-                "currency": p.currency,
-                "raw": p.raw,
-                "received_at": p.received_at,
-            })
+        .map(|p| PaymentRow {
+            order_id: p.order_id,
+            channel: &p.channel,
+            trade_no: &p.trade_no,
+            amount: p.amount,
+            currency: &p.currency,
+            raw: &p.raw,
+            received_at: p.received_at,
         })
         .collect();
     let out = sqlx::query(
@@ -165,7 +211,7 @@ pub(super) async fn insert_payments(
          ON CONFLICT (channel, trade_no) DO NOTHING \
          RETURNING order_id, channel, trade_no",
     )
-    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(json_rows(&rows))
     .bind(DEFAULT_MERCHANT)
     .fetch_all(&mut **tx)
     .await?;
