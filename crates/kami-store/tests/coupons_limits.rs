@@ -21,6 +21,8 @@ fn writer(db: &Db, writers: usize) -> Arc<GroupCommit<NewOrder, Outcome>> {
             queue: 1000,
             max_batch: 64,
             writers,
+            // As the server runs PostgreSQL's writers.
+            even_shares: db.store.backend() == Backend::Postgres,
         },
         move |batch: Vec<NewOrder>| {
             let store = store.clone();

@@ -20,6 +20,8 @@ fn writer(db: &Db, queue: usize, writers: usize) -> Arc<GroupCommit<NewOrder, Ou
             queue,
             max_batch: 64,
             writers,
+            // As the server runs PostgreSQL's writers.
+            even_shares: db.store.backend() == Backend::Postgres,
         },
         move |batch: Vec<NewOrder>| {
             let store = store.clone();
@@ -560,5 +562,57 @@ async fn the_sqlite_writer_thread_runs_at_a_raised_priority_when_allowed() {
             nice == expected || nice == -10,
             "writer thread at nice {nice}, expected {expected}"
         );
+    }
+}
+
+/// With even shares, no batch takes more than its writer's share of the
+/// requests in flight, every request is answered once with its own outcome,
+/// and the writers share the load: 200 requests at once through 4 writers
+/// are never more than 50 to a batch (each batch is held 5 ms, so the queue
+/// fills while the first ones commit). Without the cap the first writer to
+/// come free takes everything queued.
+#[tokio::test]
+async fn even_shares_cap_each_batch_at_its_writers_share() {
+    for (even_shares, capped) in [(true, true), (false, false)] {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let w = Arc::new(GroupCommit::spawn(
+            WriterConfig {
+                queue: 1000,
+                max_batch: 256,
+                writers: 4,
+                even_shares,
+            },
+            move |batch: Vec<u32>| {
+                seen.lock().unwrap().push(batch.len());
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    batch.into_iter().map(|n| n * 2).collect::<Vec<_>>()
+                }
+            },
+            |_| {},
+        ));
+        let tasks: Vec<_> = (0..200u32)
+            .map(|n| {
+                let w = w.clone();
+                tokio::spawn(async move { (n, w.submit(n).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (n, out) = t.await.unwrap();
+            assert_eq!(out, Ok(n * 2), "each request gets its own outcome");
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 200, "{sizes:?}");
+        let largest = sizes.iter().copied().max().unwrap();
+        if capped {
+            assert!(largest <= 50, "a batch above its share: {sizes:?}");
+        } else {
+            assert!(
+                largest > 50,
+                "the uncapped writer took the queue: {sizes:?}"
+            );
+        }
+        assert_eq!(w.depth(), 0);
     }
 }

@@ -133,6 +133,7 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<Pay
         queue: settings.writer_queue,
         max_batch: settings.writer_batch,
         writers: parallel,
+        even_shares: store.backend() == Backend::Postgres,
     };
     let s = store.clone();
     let orders = GroupCommit::spawn(
