@@ -801,7 +801,8 @@ fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
 /// orders are few, sorted in memory), and otherwise the table is walked
 /// from its newest row (`+merchant_id` keeps the index out), which for
 /// `delivered`, what most orders are, finds a page at once. PostgreSQL
-/// plans from its statistics and keeps `orders_by_status`.
+/// (which lost the index in its own migration 0008) plans the same paths
+/// from its statistics.
 fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
     if backend != Backend::Sqlite || f.email.is_some() {
         return "WHERE merchant_id = $1".into();
@@ -959,11 +960,11 @@ pub async fn order_events(
 }
 
 /// Orders by status, every status listed, zeros too (a gauge falls back to
-/// 0 when the last pending order is paid). SQLite has no index of every
-/// order by status since migration 0008, so this counts the partial index of
-/// each status but `delivered`, and `delivered` is the rest of the table:
-/// SQLite counts a table by its pages, not its rows. One statement, so one
-/// snapshot: the parts add up to the total.
+/// 0 when the last pending order is paid). Neither backend has an index of
+/// every order by status since their migrations 0008, so this counts the
+/// partial index of each status but `delivered`, and `delivered` is the rest
+/// of the table: SQLite counts a table by its pages, not its rows. One
+/// statement, so one snapshot: the parts add up to the total.
 pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {
     let delivered = OrderStatus::Delivered.as_str();
     let others: Vec<&str> = OrderStatus::ALL
