@@ -976,11 +976,13 @@ pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> 
         .iter()
         .map(|st| format!("(SELECT COUNT(*) FROM orders WHERE status = '{st}') AS {st}"))
         .collect();
+    // `MATERIALIZED`: PostgreSQL would otherwise inline each count into both
+    // the output and `delivered`'s subtraction and run it twice.
     let sql = format!(
-        "SELECT *, total - {} AS {delivered} FROM \
-         (SELECT (SELECT COUNT(*) FROM orders) AS total, {}) AS c",
-        others.join(" - "),
-        counts.join(", ")
+        "WITH c AS MATERIALIZED (SELECT (SELECT COUNT(*) FROM orders) AS total, {}) \
+         SELECT *, total - {} AS {delivered} FROM c",
+        counts.join(", "),
+        others.join(" - ")
     );
     let row = sqlx::query(&sql).fetch_one(&s.read).await?;
     OrderStatus::ALL
