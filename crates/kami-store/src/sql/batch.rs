@@ -60,7 +60,7 @@ async fn try_create_orders(
     s: &SqlStore,
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
-    let mut tx = s.begin().await?;
+    let mut tx = s.begin_batch().await?;
     match write_orders(s, &mut tx, batch).await {
         Ok(Some(out)) => {
             tx.commit().await?;
@@ -86,7 +86,6 @@ async fn write_orders(
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
     let holds: Vec<Holds> = batch.iter().map(Holds::wanted).collect();
     orders::lock_holds(s.backend, tx, &holds).await?;
-    orders::claim_plans(s.backend, tx).await?;
     let (mut budget, floors) = stock_budgets(s.backend, tx, batch).await?;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {

@@ -67,6 +67,18 @@ impl SqlStore {
         Ok(self.write.begin_with(self.backend.begin_write()).await?)
     }
 
+    /// An order batch's transaction: on PostgreSQL begun with `claim_plans`'
+    /// settings in the same round trip (one round trip per batch fewer).
+    async fn begin_batch(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Postgres => Ok(self
+                .write
+                .begin_with(format!("BEGIN; {}", orders::CLAIM_PLANS))
+                .await?),
+            Backend::Sqlite => self.begin().await,
+        }
+    }
+
     pub async fn close(&self) {
         if let Some(d) = &self.direct {
             d.close().await;

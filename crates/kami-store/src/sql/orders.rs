@@ -73,17 +73,16 @@ pub(super) fn available_in_order(backend: Backend, product: &str) -> (String, &'
 /// statement, one round trip.
 pub(super) async fn claim_plans(backend: Backend, tx: &mut Tx) -> Result<()> {
     if backend == Backend::Postgres {
-        sqlx::query(
-            "SELECT set_config('enable_bitmapscan', 'off', true), \
-                    set_config('enable_hashjoin', 'off', true), \
-                    set_config('enable_mergejoin', 'off', true), \
-                    set_config('jit', 'off', true)",
-        )
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(CLAIM_PLANS).execute(&mut **tx).await?;
     }
     Ok(())
 }
+
+/// `claim_plans`' settings, local to the transaction.
+pub(super) const CLAIM_PLANS: &str = "SELECT set_config('enable_bitmapscan', 'off', true), \
+     set_config('enable_hashjoin', 'off', true), \
+     set_config('enable_mergejoin', 'off', true), \
+     set_config('jit', 'off', true)";
 
 /// Claims up to `quantity` available codes of the product for the order in
 /// one statement; returns how many it got. The caller decides what a short
