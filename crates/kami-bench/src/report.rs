@@ -185,6 +185,32 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// User + system CPU seconds so far of every process named `postgres` on
+/// this machine: the server's database when it is PostgreSQL on this host
+/// (another client of the same PostgreSQL counts too). Backends that exit
+/// take their share with them, so a phase's difference is only meaningful
+/// while the server's pool keeps its connections.
+pub fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    let mut any = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with("postgres"));
+        if let (true, Some(secs)) = (is_postgres, cpu_seconds(pid)) {
+            total += secs;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
 /// Busy CPU seconds of the whole machine so far (all CPUs; from `/proc/stat`).
 pub fn machine_busy_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -225,6 +251,8 @@ pub struct CpuMeter {
     server: Option<f64>,
     client: Option<f64>,
     machine: Option<f64>,
+    /// PostgreSQL's processes, when the server runs on a local PostgreSQL.
+    database: Option<f64>,
 }
 
 impl CpuMeter {
@@ -234,9 +262,23 @@ impl CpuMeter {
             server: cpu_seconds(&pid),
             client: cpu_seconds("self"),
             machine: machine_busy_seconds(),
+            database: None,
             pid,
             start: std::time::Instant::now(),
         }
+    }
+
+    /// Also counts the CPU of this machine's PostgreSQL processes.
+    pub fn with_postgres(mut self) -> CpuMeter {
+        self.database = postgres_cpu_seconds();
+        self
+    }
+
+    /// CPU seconds PostgreSQL's processes have used since `start`, when
+    /// counted (`with_postgres`).
+    pub fn database_used(&self) -> Option<f64> {
+        let used = postgres_cpu_seconds()? - self.database?;
+        (used >= 0.0).then_some(used)
     }
 
     /// CPU seconds the server and this program have used since `start`.

@@ -193,7 +193,11 @@ impl Target {
 
     /// CPU use from now on, of the server when this program started it.
     fn meter(&self) -> CpuMeter {
-        CpuMeter::start(self.server.as_ref().and_then(Server::pid))
+        let meter = CpuMeter::start(self.server.as_ref().and_then(Server::pid));
+        match &self.server {
+            Some(s) if s.backend == crate::server::Backend::Postgres => meter.with_postgres(),
+            _ => meter,
+        }
     }
 
     async fn api_key(&self) -> Result<String> {
@@ -219,6 +223,8 @@ struct Phase {
     /// load generator: steadier than a rate on a shared machine, since
     /// another process's load slows a request without making it cost more.
     cpu_us: (Option<f64>, Option<f64>),
+    /// The same of PostgreSQL's processes, when the server runs on one here.
+    database_us: Option<f64>,
 }
 
 impl Phase {
@@ -233,6 +239,7 @@ impl Phase {
             latency: Latency::of(&r.latency),
             errors: r.errors.clone(),
             cpu_us: (per_request(server), per_request(client)),
+            database_us: per_request(meter.database_used()),
         }
     }
 
@@ -271,6 +278,10 @@ impl Phase {
             }
             (None, Some(client)) => format!("\nCPU per request: load generator {client:.1} µs"),
             _ => String::new(),
+        };
+        let cpu = match self.database_us {
+            Some(db) if !cpu.is_empty() => format!("{cpu}, PostgreSQL {db:.1} µs"),
+            _ => cpu,
         };
         format!(
             "{}/s  {ratio}  p50 {}  p99 {}  p99.9 {}\n({} ok in {:.2} s; {errors}{tail}){cpu}",
