@@ -368,7 +368,9 @@ fn bind_ids<'q>(
 /// and a dirtied page per order). The row stays locked to the end of the
 /// transaction either way, so nothing else moves the order meanwhile; if
 /// its codes then do not add up (`sell_delivered`), the whole batch is
-/// rolled back. `status || ''` keeps PostgreSQL off the partial
+/// rolled back. Only the orders it moves are locked: a locked
+/// paid_unfulfilled order would be skipped by a concurrent restock's
+/// oldest-first fulfilment. `status || ''` keeps PostgreSQL off the partial
 /// pending-orders index, which it planned as a bitmap AND with the primary
 /// key (see `pg_sets`).
 ///
