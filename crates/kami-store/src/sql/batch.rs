@@ -60,7 +60,7 @@ async fn try_create_orders(
     s: &SqlStore,
     batch: &[NewOrder],
 ) -> Result<Option<Vec<Result<Order, CreateOrderError>>>> {
-    let mut tx = s.begin_batch().await?;
+    let mut tx = s.begin_batch(orders::CLAIM_PLANS).await?;
     match write_orders(s, &mut tx, batch).await {
         Ok(Some(out)) => {
             tx.commit().await?;

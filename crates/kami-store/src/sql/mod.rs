@@ -67,14 +67,11 @@ impl SqlStore {
         Ok(self.write.begin_with(self.backend.begin_write()).await?)
     }
 
-    /// An order batch's transaction: on PostgreSQL begun with `claim_plans`'
-    /// settings in the same round trip (one round trip per batch fewer).
-    async fn begin_batch(&self) -> Result<Transaction<'static, Any>> {
+    /// A group commit's transaction; on PostgreSQL begun with `settings`
+    /// (a statement of `set_config(…, true)` calls) in the same round trip.
+    async fn begin_batch(&self, settings: &str) -> Result<Transaction<'static, Any>> {
         match self.backend {
-            Backend::Postgres => Ok(self
-                .write
-                .begin_with(format!("BEGIN; {}", orders::CLAIM_PLANS))
-                .await?),
+            Backend::Postgres => Ok(self.write.begin_with(format!("BEGIN; {settings}")).await?),
             Backend::Sqlite => self.begin().await,
         }
     }
