@@ -193,16 +193,20 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
     out
 }
 
-/// PostgreSQL plans a batch's statements for a table as big as the stock,
-/// and with a million codes or more their estimated cost passes
-/// `jit_above_cost`: each then JIT-compiled itself first, 75 ms for the
-/// codes' update of a batch that runs in 0.05 ms (`EXPLAIN ANALYZE` on a
-/// benchmark database with 10,000,000 codes; the storm answered 146 paid
-/// orders a second there). They touch a few hundred rows by index.
-const NO_JIT: &str = "SELECT set_config('jit', 'off', true)";
+/// PostgreSQL plans a payment batch's statements with no statistics of the
+/// codes yet (autovacuum analyzes them long after a big import), and with
+/// ten million codes in stock its estimates made the codes' update a
+/// sequential scan of every code once a batch named enough orders (113 of
+/// them in one storm, 148 paid orders a second), and past `jit_above_cost`
+/// every plan JIT-compiled itself first (75 ms for the codes' update of a
+/// batch, which runs in 0.05 ms by `cards_by_order`; `EXPLAIN ANALYZE` on a
+/// benchmark database with 10,000,000 codes). Every statement here finds
+/// its few hundred rows through an index.
+const NO_SCANS_NO_JIT: &str =
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)";
 
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
-    let mut tx = s.begin_batch(NO_JIT).await?;
+    let mut tx = s.begin_batch(NO_SCANS_NO_JIT).await?;
     match write_payments(s.backend, &mut tx, batch).await {
         Ok(out) => {
             tx.commit().await?;
