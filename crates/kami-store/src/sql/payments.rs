@@ -393,7 +393,9 @@ fn bind_ids<'q>(
 /// are one order common to every transaction with the same plan. Forcing
 /// the index scan (as `claim_plans` does for claims) was tried: with the
 /// statistics a drop leaves, the codes' update below then scanned the whole
-/// table (2,300 notifications/s instead of 10,000). Should two plans still
+/// table (2,300 notifications/s instead of 10,000). That was before the
+/// batch planned without sequential scans (`NO_SCANS_NO_JIT`); with both
+/// off it is untried. Should two plans still
 /// cross, PostgreSQL aborts one batch after `deadlock_timeout` and it is
 /// replayed one payment at a time, each locking one order: a second's
 /// delay, no error and nothing lost. Within one instance an order's
