@@ -185,6 +185,18 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// Bytes a process has caused to be read from storage so far (`read_bytes`
+/// of `/proc/PID/io`: reads served from the page cache do not count), so a
+/// phase that waits on the disk shows it.
+pub fn disk_read_bytes(pid: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// User + system CPU seconds so far of every process named `postgres` on
 /// this machine: the server's database when it is PostgreSQL on this host
 /// (another client of the same PostgreSQL counts too). Backends that exit
@@ -253,6 +265,8 @@ pub struct CpuMeter {
     machine: Option<f64>,
     /// PostgreSQL's processes, when the server runs on a local PostgreSQL.
     database: Option<f64>,
+    /// The server's bytes read from storage.
+    disk_read: Option<u64>,
 }
 
 impl CpuMeter {
@@ -263,6 +277,7 @@ impl CpuMeter {
             client: cpu_seconds("self"),
             machine: machine_busy_seconds(),
             database: None,
+            disk_read: disk_read_bytes(&pid),
             pid,
             start: std::time::Instant::now(),
         }
@@ -279,6 +294,11 @@ impl CpuMeter {
     pub fn database_used(&self) -> Option<f64> {
         let used = postgres_cpu_seconds()? - self.database?;
         (used >= 0.0).then_some(used)
+    }
+
+    /// Bytes the server has read from storage since `start`.
+    pub fn disk_read(&self) -> Option<u64> {
+        Some(disk_read_bytes(&self.pid)?.saturating_sub(self.disk_read?))
     }
 
     /// CPU seconds the server and this program have used since `start`.

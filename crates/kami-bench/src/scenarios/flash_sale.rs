@@ -225,6 +225,8 @@ struct Phase {
     cpu_us: (Option<f64>, Option<f64>),
     /// The same of PostgreSQL's processes, when the server runs on one here.
     database_us: Option<f64>,
+    /// The server's bytes read from storage during the phase.
+    disk_read: Option<u64>,
 }
 
 impl Phase {
@@ -240,6 +242,7 @@ impl Phase {
             errors: r.errors.clone(),
             cpu_us: (per_request(server), per_request(client)),
             database_us: per_request(meter.database_used()),
+            disk_read: meter.disk_read(),
         }
     }
 
@@ -281,6 +284,11 @@ impl Phase {
         };
         let cpu = match self.database_us {
             Some(db) if !cpu.is_empty() => format!("{cpu}, PostgreSQL {db:.1} µs"),
+            _ => cpu,
+        };
+        // Reads from storage stall whoever waits on them; a warm phase has none.
+        let cpu = match self.disk_read {
+            Some(b) if !cpu.is_empty() => format!("{cpu}; server read {} from disk", bytes(b)),
             _ => cpu,
         };
         format!(
