@@ -8,6 +8,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
 
+use super::wal_prefetch::WalPrefetch;
 use super::SqlStore;
 use crate::{Backend, Result, StoreError};
 
@@ -210,6 +211,19 @@ async fn pass_and_sync(
     report
 }
 
+/// Asks for the WAL's next pages (`wal_prefetch.rs`) once a pass has told
+/// its length. The advice returns without waiting for the reads.
+fn prefetch_after(
+    prefetch: &mut WalPrefetch,
+    report: &std::result::Result<Option<i64>, sqlx::Error>,
+) {
+    if let Ok(Some(frames)) = report {
+        if let Some(request) = prefetch.advance(*frames, super::direct::RESTART_FRAMES) {
+            drop(tokio::task::spawn_blocking(move || request.send()));
+        }
+    }
+}
+
 /// Passive checkpoints off the writers' path, until the store is closed. A
 /// passive checkpoint never waits for readers or writers: it copies what it
 /// can of the WAL back into the database, with the fsyncs on this task's
@@ -234,6 +248,11 @@ async fn checkpoint_loop(
 ) {
     // Opened for syncing only; without it the passes go on as before and
     // the restart syncs what they copied.
+    let page_size = sqlx::query_as::<_, (i64,)>("PRAGMA page_size")
+        .fetch_one(&checkpointer)
+        .await
+        .map_or(4_096, |(p,)| p as u64);
+    let mut prefetch = WalPrefetch::new(&db, page_size);
     let db = File::open(&db).map(Arc::new).ok();
     let mut last_seen = 0;
     let mut failures = 0u32;
@@ -243,12 +262,14 @@ async fn checkpoint_loop(
             break;
         }
         let mut report = pass_and_sync(&checkpointer, db.as_ref(), &mut last_seen).await;
+        prefetch_after(&mut prefetch, &report);
         let mut passes = 1;
         while matches!(report, Ok(Some(frames)) if frames >= super::direct::RESTART_FRAMES)
             && passes < CATCH_UP_PASSES
         {
             let started = Instant::now();
             report = pass_and_sync(&checkpointer, db.as_ref(), &mut last_seen).await;
+            prefetch_after(&mut prefetch, &report);
             passes += 1;
             if started.elapsed() < CAUGHT_UP {
                 break;

@@ -21,6 +21,7 @@ mod payments;
 mod pg_sets;
 mod recovery;
 mod rows;
+mod wal_prefetch;
 
 use async_trait::async_trait;
 use kami_core::Millis;
