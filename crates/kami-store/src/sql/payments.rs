@@ -201,9 +201,12 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
 /// every plan JIT-compiled itself first (75 ms for the codes' update of a
 /// batch, which runs in 0.05 ms by `cards_by_order`; `EXPLAIN ANALYZE` on a
 /// benchmark database with 10,000,000 codes). Every statement here finds
-/// its few hundred rows through an index.
-const NO_SCANS_NO_JIT: &str =
-    "SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)";
+/// its few hundred rows through an index. Bitmap scans are off too, so each
+/// statement's index scan visits its rows in key order: every batch, on
+/// every instance, locks the orders it delivers by id and their codes by
+/// order (`deliver_pending_orders`).
+const NO_SCANS_NO_JIT: &str = "SELECT set_config('enable_seqscan', 'off', true), \
+     set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)";
 
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
     let mut tx = s.begin_batch(NO_SCANS_NO_JIT).await?;
@@ -387,19 +390,22 @@ fn bind_ids<'q>(
 /// key (see `pg_sets`).
 ///
 /// Lock order: two instances paying overlapping orders (a gateway's retries
-/// reaching both) lock them in the order the plan visits them. A bitmap
-/// scan visits rows by their place in the table, an index scan by id; a
-/// pending order's row does not move until this update moves it, so both
-/// are one order common to every transaction with the same plan. Forcing
-/// the index scan (as `claim_plans` does for claims) was tried: with the
-/// statistics a drop leaves, the codes' update below then scanned the whole
-/// table (2,300 notifications/s instead of 10,000). That was before the
-/// batch planned without sequential scans (`NO_SCANS_NO_JIT`); with both
-/// off it is untried. Should two plans still
-/// cross, PostgreSQL aborts one batch after `deadlock_timeout` and it is
-/// replayed one payment at a time, each locking one order: a second's
-/// delay, no error and nothing lost. Within one instance an order's
-/// payments share one writer.
+/// reaching both) lock them in the order the plan visits them. The batch
+/// plans without bitmap or sequential scans (`NO_SCANS_NO_JIT`), so this is
+/// an index scan of the primary key, which visits the ids of `= ANY` in
+/// ascending order (`EXPLAIN` on a drop's database: `Index Scan using
+/// orders_pkey`, and for the codes' update `Index Scan using
+/// cards_by_order`), the same order in every transaction. Until stop 20 a
+/// bitmap scan could be planned for one batch and an index scan for
+/// another, and the two orders could cross; forcing the index scan with
+/// sequential scans still allowed had turned the codes' update into a scan
+/// of the whole table (2,300 notifications/s instead of 10,000), and with
+/// both off the storm's rate and PostgreSQL's CPU per notification did not
+/// move (stop 20, alternated runs). Should locks still cross (a payment
+/// row's unique key taken in two orders), PostgreSQL aborts one batch after
+/// `deadlock_timeout` and it is replayed one payment at a time, each
+/// locking one order: a second's delay, no error and nothing lost. Within
+/// one instance an order's payments share one writer.
 async fn deliver_pending_orders(
     backend: Backend,
     tx: &mut Tx,
