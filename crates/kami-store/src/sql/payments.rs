@@ -401,9 +401,10 @@ fn bind_ids<'q>(
 /// sequential scans still allowed had turned the codes' update into a scan
 /// of the whole table (2,300 notifications/s instead of 10,000), and with
 /// both off the storm's rate and PostgreSQL's CPU per notification did not
-/// move (stop 20, alternated runs). Should locks still cross (a payment
-/// row's unique key taken in two orders), PostgreSQL aborts one batch after
-/// `deadlock_timeout` and it is replayed one payment at a time, each
+/// move (stop 20, alternated runs). The payment rows before them are
+/// inserted in (channel, trade_no) order (`pg_sets::insert_payments`).
+/// Should two transactions' locks still cross, PostgreSQL aborts one batch
+/// after `deadlock_timeout` and it is replayed one payment at a time, each
 /// locking one order: a second's delay, no error and nothing lost. Within
 /// one instance an order's payments share one writer.
 async fn deliver_pending_orders(
