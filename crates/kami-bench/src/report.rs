@@ -203,6 +203,17 @@ pub fn disk_read_bytes(pid: &str) -> Option<u64> {
 /// take their share with them, so a phase's difference is only meaningful
 /// while the server's pool keeps its connections.
 pub fn postgres_cpu_seconds() -> Option<f64> {
+    postgres_sum(cpu_seconds)
+}
+
+/// Bytes every local `postgres` process has read from storage so far
+/// (`disk_read_bytes`; the same caveats as `postgres_cpu_seconds`).
+pub fn postgres_disk_read_bytes() -> Option<u64> {
+    postgres_sum(|pid| disk_read_bytes(pid).map(|b| b as f64)).map(|b| b as u64)
+}
+
+/// `of(pid)` summed over every process named `postgres` on this machine.
+fn postgres_sum(of: impl Fn(&str) -> Option<f64>) -> Option<f64> {
     let mut total = 0.0;
     let mut any = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -215,8 +226,8 @@ pub fn postgres_cpu_seconds() -> Option<f64> {
         };
         let is_postgres = std::fs::read_to_string(entry.path().join("comm"))
             .is_ok_and(|c| c.trim_end().starts_with("postgres"));
-        if let (true, Some(secs)) = (is_postgres, cpu_seconds(pid)) {
-            total += secs;
+        if let (true, Some(v)) = (is_postgres, of(pid)) {
+            total += v;
             any = true;
         }
     }
@@ -267,6 +278,8 @@ pub struct CpuMeter {
     database: Option<f64>,
     /// The server's bytes read from storage.
     disk_read: Option<u64>,
+    /// PostgreSQL's, when counted (`with_postgres`).
+    database_read: Option<u64>,
 }
 
 impl CpuMeter {
@@ -278,6 +291,7 @@ impl CpuMeter {
             machine: machine_busy_seconds(),
             database: None,
             disk_read: disk_read_bytes(&pid),
+            database_read: None,
             pid,
             start: std::time::Instant::now(),
         }
@@ -286,7 +300,14 @@ impl CpuMeter {
     /// Also counts the CPU of this machine's PostgreSQL processes.
     pub fn with_postgres(mut self) -> CpuMeter {
         self.database = postgres_cpu_seconds();
+        self.database_read = postgres_disk_read_bytes();
         self
+    }
+
+    /// Bytes PostgreSQL's processes have read from storage since `start`,
+    /// when counted (`with_postgres`).
+    pub fn database_read(&self) -> Option<u64> {
+        Some(postgres_disk_read_bytes()?.saturating_sub(self.database_read?))
     }
 
     /// CPU seconds PostgreSQL's processes have used since `start`, when

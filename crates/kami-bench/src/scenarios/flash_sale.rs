@@ -227,6 +227,8 @@ struct Phase {
     database_us: Option<f64>,
     /// The server's bytes read from storage during the phase.
     disk_read: Option<u64>,
+    /// PostgreSQL's, when the server runs on one here.
+    database_read: Option<u64>,
 }
 
 impl Phase {
@@ -243,6 +245,7 @@ impl Phase {
             cpu_us: (per_request(server), per_request(client)),
             database_us: per_request(meter.database_used()),
             disk_read: meter.disk_read(),
+            database_read: meter.database_read(),
         }
     }
 
@@ -287,8 +290,15 @@ impl Phase {
             _ => cpu,
         };
         // Reads from storage stall whoever waits on them; a warm phase has none.
-        let cpu = match self.disk_read {
-            Some(b) if !cpu.is_empty() => format!("{cpu}; server read {} from disk", bytes(b)),
+        let cpu = match (self.disk_read, self.database_read) {
+            (Some(b), Some(db)) if !cpu.is_empty() => format!(
+                "{cpu}; read from disk: server {}, PostgreSQL {}",
+                bytes(b),
+                bytes(db)
+            ),
+            (Some(b), None) if !cpu.is_empty() => {
+                format!("{cpu}; server read {} from disk", bytes(b))
+            }
             _ => cpu,
         };
         format!(
