@@ -35,11 +35,14 @@ const FRAME_HEADER: u64 = 24;
 /// passes, so the reads finish before the writer gets there.
 pub(super) const AHEAD_FRAMES: i64 = 32_768;
 
-/// Bytes asked for per advice. Linux reads at most the device's readahead
-/// window per `WILLNEED` (`force_page_cache_ra`: 8 MiB on this machine's
-/// disk, 128 KiB to 1.25 MiB on common ones) and silently drops the rest of
-/// a longer range: one advice over 135 MB read 8 MiB (`fincore`).
-const ADVICE_CHUNK: u64 = 1 << 20;
+/// Bytes asked for per advice. Linux reads at most one readahead window
+/// per `WILLNEED` (`force_page_cache_ra`: the larger of the device's
+/// `read_ahead_kb` and `max_sectors_kb`, 8 MiB on this machine's disk and
+/// no less than Linux's default of 128 KiB anywhere) and silently drops the
+/// rest of a longer range: one advice over 135 MB read 8 MiB (`fincore`).
+/// An advice over cached pages only looks them up, so small ones cost
+/// little: about 200 of them per pass in the heaviest storm.
+const ADVICE_CHUNK: u64 = 128 << 10;
 
 /// Which frames to ask for, from the WAL's length at each of the
 /// checkpoint task's passes. Pure bookkeeping, so it can be tested alone.
