@@ -246,13 +246,13 @@ async fn checkpoint_loop(
     wal_frames: Arc<AtomicI64>,
     db: PathBuf,
 ) {
-    // Opened for syncing only; without it the passes go on as before and
-    // the restart syncs what they copied.
     let page_size = sqlx::query_as::<_, (i64,)>("PRAGMA page_size")
         .fetch_one(&checkpointer)
         .await
         .map_or(4_096, |(p,)| p as u64);
     let mut prefetch = WalPrefetch::new(&db, page_size);
+    // Opened for syncing only; without it the passes go on as before and
+    // the restart syncs what they copied.
     let db = File::open(&db).map(Arc::new).ok();
     let mut last_seen = 0;
     let mut failures = 0u32;
