@@ -33,7 +33,7 @@ const FRAME_HEADER: u64 = 24;
 /// (about 135 MB of 4 KiB pages): half a second of the heaviest storm
 /// measured (60,000 frames a second), several of the checkpoint task's
 /// passes, so the reads finish before the writer gets there.
-pub(super) const AHEAD_FRAMES: i64 = 32_768;
+const AHEAD_FRAMES: i64 = 32_768;
 
 /// Bytes asked for per advice. Linux reads at most one readahead window
 /// per `WILLNEED` (`force_page_cache_ra`: the larger of the device's
@@ -49,7 +49,7 @@ const ADVICE_CHUNK: u64 = 1 << 20;
 /// Which frames to ask for, from the WAL's length at each of the
 /// checkpoint task's passes. Pure bookkeeping, so it can be tested alone.
 #[derive(Debug, Default)]
-pub(super) struct Plan {
+struct Plan {
     /// Frames from the WAL's start already asked for in this pass over it.
     asked_to: i64,
     /// The length at the last report: a shorter one means a restart.
@@ -61,7 +61,7 @@ pub(super) struct Plan {
 impl Plan {
     /// The frame ranges to ask for now that the WAL is `frames` long, with
     /// the writer restarting it once it passes `restart_at`.
-    pub(super) fn advance(&mut self, frames: i64, restart_at: i64) -> Vec<Range<i64>> {
+    fn advance(&mut self, frames: i64, restart_at: i64) -> Vec<Range<i64>> {
         let mut ask = Vec::new();
         if frames < self.last_frames {
             // The writer started over: what was asked for ahead of the
@@ -135,14 +135,15 @@ impl WalPrefetch {
     /// What to ask for of what the writer will write next, the WAL being
     /// `frames` long; `None` when nothing is new.
     pub(super) fn advance(&mut self, frames: i64, restart_at: i64) -> Option<Request> {
+        if self.file.is_none() {
+            // The WAL exists once the database is in WAL mode; until then
+            // there is nothing to read, and the plan waits for it rather
+            // than count as asked what never was.
+            self.file = Some(Arc::new(File::open(&self.path).ok()?));
+        }
         let ranges = self.plan.advance(frames, restart_at);
         if ranges.is_empty() {
             return None;
-        }
-        if self.file.is_none() {
-            // The WAL exists once the database is in WAL mode; until then
-            // there is nothing to read.
-            self.file = File::open(&self.path).ok().map(Arc::new);
         }
         let spans = ranges
             .into_iter()
@@ -234,6 +235,10 @@ mod tests {
         // A missing WAL is no error: nothing is asked until it exists.
         let mut missing = WalPrefetch::new(&dir.join("none.db"), 4_096);
         assert!(missing.advance(0, RESTART).is_none());
+        // Once it exists, asking starts where the writer is then.
+        std::fs::write(dir.join("none.db-wal"), vec![7u8; 4_120]).unwrap();
+        let request = missing.advance(5, RESTART).expect("a request");
+        assert_eq!(request.spans[0].0, WAL_HEADER + 5 * 4_120);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
