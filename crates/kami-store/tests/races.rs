@@ -171,6 +171,78 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
     assert_eq!(db.store.stock(product).await.unwrap().available, 6);
 }
 
+/// One import holding the same code twice in a statement's chunk, twice
+/// across chunks, and a code sold earlier: each new code is stored once, and
+/// on PostgreSQL every stored code has its fingerprint (migration 0009).
+async fn duplicates_within_an_import_are_stored_once(backend: Backend) {
+    let db = open(backend).await;
+    let product = product_with_codes(&db, 0).await;
+    let card = |fp: [u8; 32]| NewCard {
+        ciphertext: fp.to_vec(),
+        nonce: vec![0; 12],
+        key_id: 1,
+        fingerprint: fp.to_vec(),
+    };
+    let earlier: [u8; 32] = rand::thread_rng().gen();
+    let batch = db.store.begin_import(product).await.unwrap();
+    assert_eq!(
+        db.store
+            .stage_cards(batch, product, &[card(earlier)])
+            .await
+            .unwrap(),
+        1
+    );
+    db.store
+        .commit_import(batch, product, &ImportCounts::default())
+        .await
+        .unwrap();
+    let order = db
+        .store
+        .create_order(&new_order(product, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.status.0, kami_core::OrderStatus::Pending);
+
+    let fresh: Vec<[u8; 32]> = (0..1500).map(|_| rand::thread_rng().gen()).collect();
+    let mut cards: Vec<NewCard> = fresh.iter().copied().map(card).collect();
+    cards.insert(10, card(fresh[3])); // twice in the first chunk
+    cards.push(card(fresh[5])); // again in the second chunk
+    cards.push(card(earlier)); // reserved by the order above
+    let batch = db.store.begin_import(product).await.unwrap();
+    let staged = db.store.stage_cards(batch, product, &cards).await.unwrap();
+    assert_eq!(staged, 1500, "a duplicate was staged or a code was lost");
+    db.store
+        .commit_import(batch, product, &ImportCounts::default())
+        .await
+        .unwrap();
+    assert_eq!(db.store.stock(product).await.unwrap().available, 1500);
+    let stored: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(DISTINCT fingerprint) FROM cards WHERE product_id = {product}"
+    ))
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    let rows: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM cards WHERE product_id = {product}"
+    ))
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!((stored, rows), (1501, 1501));
+    if backend == Backend::Postgres {
+        let unmatched: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cards c FULL JOIN card_fingerprints f \
+             ON f.product_id = c.product_id AND f.fingerprint = c.fingerprint \
+             WHERE c.id IS NULL OR f.product_id IS NULL",
+        )
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+        assert_eq!(unmatched, 0, "codes and fingerprints disagree");
+    }
+}
+
 /// Two workers claiming jobs at once never get the same job.
 async fn job_claims_are_exclusive(backend: Backend) {
     let db = open(backend).await;
@@ -358,6 +430,7 @@ both_backends!(
     payments_race_expiry_and_new_buyers,
     racing_imports_store_each_code_once,
     aborted_import_leaves_nothing,
+    duplicates_within_an_import_are_stored_once,
     job_claims_are_exclusive,
     one_payment_attempt_per_order,
 );

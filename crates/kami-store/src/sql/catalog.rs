@@ -4,6 +4,7 @@ use sqlx::Row;
 
 use super::{orders, rows, SqlStore};
 use crate::types::*;
+use crate::Backend;
 use crate::Result;
 
 /// Rows per multi-row INSERT when staging imported cards: large enough to
@@ -297,27 +298,10 @@ pub async fn stage_cards(
     let mut tx = s.begin().await?;
     let mut inserted = 0;
     for chunk in cards.chunks(STAGE_CHUNK) {
-        // Integers are formatted into the statement (they are i64s, not
-        // text); only the per-card bytes are bound, four parameters a row.
-        let mut sql = String::with_capacity(64 + chunk.len() * 64);
-        sql.push_str(
-            "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
-             fingerprint, status, created_at) VALUES ",
-        );
-        for (i, _) in chunk.iter().enumerate() {
-            let b = i * 4;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "({DEFAULT_MERCHANT}, {product_id}, {batch}, ${}, ${}, ${}, ${}, 'staged', {now})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4
-            ));
-        }
-        sql.push_str(" ON CONFLICT (product_id, fingerprint) DO NOTHING");
+        let sql = match s.backend {
+            Backend::Sqlite => stage_sql_sqlite(batch, product_id, now, chunk.len()),
+            Backend::Postgres => stage_sql_postgres(batch, product_id, now, chunk.len()),
+        };
         let mut q = sqlx::query(&sql).persistent(false);
         for c in chunk {
             q = q
@@ -335,6 +319,62 @@ pub async fn stage_cards(
         .await?;
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// `rows` placeholders of four parameters each, `(ciphertext, nonce, key_id,
+/// fingerprint)`, joined by commas; `row` formats one from its first number.
+fn stage_rows(rows: usize, row: impl Fn(usize) -> String) -> String {
+    (0..rows)
+        .map(|i| row(i * 4 + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SQLite: the unique (product, fingerprint) index on `cards` turns a code
+/// already stored, or twice in the chunk, into no row. Integers are formatted
+/// into the statement (they are i64s, not text); only the per-card bytes are
+/// bound.
+fn stage_sql_sqlite(batch: i64, product_id: i64, now: Millis, rows: usize) -> String {
+    let values = stage_rows(rows, |b| {
+        format!(
+            "({DEFAULT_MERCHANT}, {product_id}, {batch}, ${b}, ${}, ${}, ${}, 'staged', {now})",
+            b + 1,
+            b + 2,
+            b + 3
+        )
+    });
+    format!(
+        "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+         fingerprint, status, created_at) VALUES {values} \
+         ON CONFLICT (product_id, fingerprint) DO NOTHING"
+    )
+}
+
+/// PostgreSQL keeps fingerprints in `card_fingerprints` (migration 0009):
+/// a code is staged only if its fingerprint was inserted there by this
+/// statement. A fingerprint twice in the chunk is inserted once and returned
+/// once, so `DISTINCT ON` stages one of its rows; a concurrent import of the
+/// same code waits on the fingerprint's row lock and then finds it taken.
+fn stage_sql_postgres(batch: i64, product_id: i64, now: Millis, rows: usize) -> String {
+    let values = stage_rows(rows, |b| {
+        format!(
+            "(${b}::bytea, ${}::bytea, ${}::bigint, ${}::bytea)",
+            b + 1,
+            b + 2,
+            b + 3
+        )
+    });
+    format!(
+        "WITH input (ciphertext, nonce, key_id, fingerprint) AS (VALUES {values}), \
+         fresh AS (INSERT INTO card_fingerprints (product_id, fingerprint) \
+             SELECT {product_id}, fingerprint FROM input \
+             ON CONFLICT (product_id, fingerprint) DO NOTHING RETURNING fingerprint) \
+         INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+             fingerprint, status, created_at) \
+         SELECT DISTINCT ON (i.fingerprint) {DEFAULT_MERCHANT}, {product_id}, {batch}, \
+             i.ciphertext, i.nonce, i.key_id, i.fingerprint, 'staged', {now} \
+         FROM input i JOIN fresh f ON f.fingerprint = i.fingerprint"
+    )
 }
 
 pub async fn commit_import(
@@ -369,6 +409,18 @@ pub async fn commit_import(
 
 pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     let mut tx = s.begin().await?;
+    if s.backend == Backend::Postgres {
+        // Frees the staged codes' fingerprints for a later import, as
+        // deleting the rows frees them on SQLite.
+        sqlx::query(
+            "DELETE FROM card_fingerprints f USING cards c \
+             WHERE c.batch_id = $1 AND c.status = 'staged' \
+             AND f.product_id = c.product_id AND f.fingerprint = c.fingerprint",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query("DELETE FROM cards WHERE batch_id = $1 AND status = 'staged'")
         .bind(batch)
         .execute(&mut *tx)
