@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -365,12 +365,22 @@ pub async fn run(args: FlashArgs) -> Result<bool> {
             report::loadavg()
         );
         match outcome {
-            Ok((phases, failures)) => {
+            Ok((import, phases, failures)) => {
                 let ceiling = best_ceiling(&phases);
-                let mut rows: Vec<(String, String)> = phases
-                    .iter()
-                    .map(|p| (p.name.to_string(), p.line(ceiling)))
-                    .collect();
+                let mut rows = vec![(
+                    "import (admin API)".to_string(),
+                    format!(
+                        "{} codes in {:.1} s, {}/s",
+                        int(args.codes),
+                        import.as_secs_f64(),
+                        int((args.codes as f64 / import.as_secs_f64().max(1e-9)) as u64)
+                    ),
+                )];
+                rows.extend(
+                    phases
+                        .iter()
+                        .map(|p| (p.name.to_string(), p.line(ceiling))),
+                );
                 rows.push(("peak RSS".into(), rss.map_or("-".into(), bytes)));
                 rows.push((
                     "verification".into(),
@@ -426,7 +436,10 @@ fn ok_if(want: u16) -> impl Fn(u16, &Bytes) -> Outcome<()> {
     }
 }
 
-async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<String>)> {
+async fn sale(
+    args: &FlashArgs,
+    server: &Target,
+) -> Result<(Duration, Vec<Phase>, Vec<String>)> {
     let b = &server.label;
     let conns = args.common.connections;
     let key = server.api_key().await?;
@@ -438,6 +451,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         .await?;
     let salt: u64 = rand::thread_rng().gen();
     eprintln!("[{b}] importing {} codes", int(args.codes));
+    let import_started = Instant::now();
     let mut i = 0;
     while i < args.codes {
         let end = (i + IMPORT_CHUNK).min(args.codes);
@@ -447,6 +461,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
         admin.import(&product, body).await?;
         i = end;
     }
+    let import = import_started.elapsed();
     if args.analyze {
         match &server.server {
             Some(s) if s.backend == crate::server::Backend::Postgres => {
@@ -545,7 +560,7 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Vec<Phase>, Vec<Stri
 
     eprintln!("[{b}] verifying");
     let failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
-    Ok((phases, failures))
+    Ok((import, phases, failures))
 }
 
 const CEILING: &str = "GET /healthz (ceiling)";

@@ -15,8 +15,12 @@
 -- The fingerprint stays on `cards` (unindexed): an aborted import frees its
 -- staged codes' fingerprints by it. SQLite keeps the unique index, since it
 -- updates only the indexes whose columns change.
+--
+-- No reference to `products`: a fingerprint is inserted only by the
+-- statement that stages its code, whose references are checked; a check per
+-- code here would be a second one.
 CREATE TABLE card_fingerprints (
-    product_id  BIGINT NOT NULL REFERENCES products (id),
+    product_id  BIGINT NOT NULL,
     fingerprint BYTEA  NOT NULL
 );
 INSERT INTO card_fingerprints (product_id, fingerprint)
