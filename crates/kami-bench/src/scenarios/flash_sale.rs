@@ -376,11 +376,7 @@ pub async fn run(args: FlashArgs) -> Result<bool> {
                         int((args.codes as f64 / import.as_secs_f64().max(1e-9)) as u64)
                     ),
                 )];
-                rows.extend(
-                    phases
-                        .iter()
-                        .map(|p| (p.name.to_string(), p.line(ceiling))),
-                );
+                rows.extend(phases.iter().map(|p| (p.name.to_string(), p.line(ceiling))));
                 rows.push(("peak RSS".into(), rss.map_or("-".into(), bytes)));
                 rows.push((
                     "verification".into(),
@@ -436,10 +432,7 @@ fn ok_if(want: u16) -> impl Fn(u16, &Bytes) -> Outcome<()> {
     }
 }
 
-async fn sale(
-    args: &FlashArgs,
-    server: &Target,
-) -> Result<(Duration, Vec<Phase>, Vec<String>)> {
+async fn sale(args: &FlashArgs, server: &Target) -> Result<(Duration, Vec<Phase>, Vec<String>)> {
     let b = &server.label;
     let conns = args.common.connections;
     let key = server.api_key().await?;

@@ -37,6 +37,15 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = 
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;";
 
 /// How often the background checkpoint runs.
+/// Every PostgreSQL session: no JIT compilation. Kami's statements are
+/// short and run by the thousand a second; JIT pays off only for long
+/// ones, and a statement whose cost was misjudged paid it every time. With
+/// ten million codes and no statistics yet, reading a paid order's codes
+/// planned at 276,000 (past `jit_above_cost`) and compiled itself on every
+/// delivery: 30-120 ms each, the first ones also loading LLVM from disk
+/// (docs/PERFORMANCE.md, stop 21).
+const POSTGRES_SESSION: &str = "SET jit = off";
+
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 impl SqlStore {
@@ -52,6 +61,12 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .max_connections(pool_size.max(2))
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(POSTGRES_SESSION).await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 Ok(Self {
@@ -300,6 +315,27 @@ async fn checkpoint_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection of a PostgreSQL store runs without JIT, the ones
+    /// opened later as well as the first.
+    #[tokio::test]
+    async fn postgres_sessions_run_without_jit() {
+        let url = std::env::var("KAMI_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let store = SqlStore::connect(&url, 3).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.write.acquire().await.unwrap();
+            let jit: String = sqlx::query_scalar("SELECT current_setting('jit')")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(jit, "off");
+            held.push(conn);
+        }
+        drop(held);
+        store.close().await;
+    }
 
     /// A pass that copied all it saw still reports the WAL's length: the
     /// writer thread decides from it whether to start the WAL over, and a

@@ -96,7 +96,13 @@ pub async fn import(
     Path(id): Path<i64>,
     mut multipart: Multipart,
 ) -> PanelResult {
-    product(&state, id).await?;
+    // The product's row only: `product` would count its codes too, and the
+    // page shown after the import counts them anyway.
+    state
+        .store
+        .sale_terms(id)
+        .await?
+        .ok_or(PanelError::NotFound)?;
     let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => PanelError::TooLarge,
         _ => PanelError::Invalid(e.body_text()),

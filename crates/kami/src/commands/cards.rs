@@ -17,7 +17,8 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
     init_logging("warn", false);
     let store = open_store(&cfg).await?;
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
-    if store.get_product(product_id).await?.is_none() {
+    // The product's row only: `get_product` would count its codes too.
+    if store.sale_terms(product_id).await?.is_none() {
         bail!("product {product_id} does not exist");
     }
     let f = tokio::fs::File::open(file)
