@@ -423,11 +423,14 @@ pub async fn commit_import(
 /// (docs/PERFORMANCE.md, stop 21). A failure is logged, not returned: the
 /// import itself has committed.
 async fn analyze_after_import(s: &SqlStore, added: u64) {
-    let counted: Result<f64> =
-        sqlx::query_scalar("SELECT reltuples::float8 FROM pg_class WHERE oid = 'cards'::regclass")
-            .fetch_one(&s.write)
-            .await
-            .map_err(Into::into);
+    if added == 0 {
+        return;
+    }
+    let counted = sqlx::query_scalar::<_, f64>(
+        "SELECT reltuples::float8 FROM pg_class WHERE oid = 'cards'::regclass",
+    )
+    .fetch_one(&s.write)
+    .await;
     let stale = match counted {
         Ok(n) => n <= 0.0 || added as f64 >= 0.1 * n,
         Err(e) => {
@@ -435,7 +438,7 @@ async fn analyze_after_import(s: &SqlStore, added: u64) {
             return;
         }
     };
-    if added > 0 && stale {
+    if stale {
         if let Err(e) = sqlx::query("ANALYZE cards").execute(&s.write).await {
             tracing::warn!(error = %e, "refreshing the codes' statistics after an import failed");
         }
