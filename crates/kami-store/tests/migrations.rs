@@ -46,15 +46,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
     std::fs::remove_dir_all(&before).unwrap();
 
     let product = store
-        .create_product(&NewProduct {
-            name: "upgraded".into(),
-            price: 100,
-            currency: "CNY".into(),
-            min_quantity: 1,
-            max_quantity: 10,
-            visible: true,
-            ..NewProduct::default()
-        })
+        .create_product(&new_product("upgraded"))
         .await
         .unwrap()
         .id;

@@ -176,39 +176,26 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
 /// on PostgreSQL every stored code has its fingerprint (migration 0009).
 async fn duplicates_within_an_import_are_stored_once(backend: Backend) {
     let db = open(backend).await;
-    let product = product_with_codes(&db, 0).await;
-    let card = |fp: [u8; 32]| NewCard {
+    let (product, order) = product_with_an_order(&db, 1).await;
+    let earlier: Vec<u8> = sqlx::query_scalar(&format!(
+        "SELECT fingerprint FROM cards WHERE order_id = {}",
+        order.id
+    ))
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    let card = |fp: &[u8]| NewCard {
         ciphertext: fp.to_vec(),
         nonce: vec![0; 12],
         key_id: 1,
         fingerprint: fp.to_vec(),
     };
-    let earlier: [u8; 32] = rand::thread_rng().gen();
-    let batch = db.store.begin_import(product).await.unwrap();
-    assert_eq!(
-        db.store
-            .stage_cards(batch, product, &[card(earlier)])
-            .await
-            .unwrap(),
-        1
-    );
-    db.store
-        .commit_import(batch, product, &ImportCounts::default())
-        .await
-        .unwrap();
-    let order = db
-        .store
-        .create_order(&new_order(product, 1, 60_000))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(order.status.0, kami_core::OrderStatus::Pending);
 
     let fresh: Vec<[u8; 32]> = (0..1500).map(|_| rand::thread_rng().gen()).collect();
-    let mut cards: Vec<NewCard> = fresh.iter().copied().map(card).collect();
-    cards.insert(10, card(fresh[3])); // twice in the first chunk
-    cards.push(card(fresh[5])); // again in the second chunk
-    cards.push(card(earlier)); // reserved by the order above
+    let mut cards: Vec<NewCard> = fresh.iter().map(|fp| card(fp)).collect();
+    cards.insert(10, card(&fresh[3])); // twice in the first chunk
+    cards.push(card(&fresh[5])); // again in the second chunk
+    cards.push(card(&earlier)); // reserved by the order above
     let batch = db.store.begin_import(product).await.unwrap();
     let staged = db.store.stage_cards(batch, product, &cards).await.unwrap();
     assert_eq!(staged, 1500, "a duplicate was staged or a code was lost");

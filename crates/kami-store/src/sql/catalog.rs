@@ -322,10 +322,10 @@ pub async fn stage_cards(
 }
 
 /// `rows` placeholders of four parameters each, `(ciphertext, nonce, key_id,
-/// fingerprint)`, joined by commas; `row` formats one from its first number.
-fn stage_rows(rows: usize, row: impl Fn(usize) -> String) -> String {
+/// fingerprint)`, joined by commas; `row` formats one from its four numbers.
+fn stage_rows(rows: usize, row: impl Fn([usize; 4]) -> String) -> String {
     (0..rows)
-        .map(|i| row(i * 4 + 1))
+        .map(|i| row([i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4]))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -335,12 +335,9 @@ fn stage_rows(rows: usize, row: impl Fn(usize) -> String) -> String {
 /// into the statement (they are i64s, not text); only the per-card bytes are
 /// bound.
 fn stage_sql_sqlite(batch: i64, product_id: i64, now: Millis, rows: usize) -> String {
-    let values = stage_rows(rows, |b| {
+    let values = stage_rows(rows, |[c, n, k, f]| {
         format!(
-            "({DEFAULT_MERCHANT}, {product_id}, {batch}, ${b}, ${}, ${}, ${}, 'staged', {now})",
-            b + 1,
-            b + 2,
-            b + 3
+            "({DEFAULT_MERCHANT}, {product_id}, {batch}, ${c}, ${n}, ${k}, ${f}, 'staged', {now})"
         )
     });
     format!(
@@ -356,13 +353,8 @@ fn stage_sql_sqlite(batch: i64, product_id: i64, now: Millis, rows: usize) -> St
 /// once, so `DISTINCT ON` stages one of its rows; a concurrent import of the
 /// same code waits on the fingerprint's row lock and then finds it taken.
 fn stage_sql_postgres(batch: i64, product_id: i64, now: Millis, rows: usize) -> String {
-    let values = stage_rows(rows, |b| {
-        format!(
-            "(${b}::bytea, ${}::bytea, ${}::bigint, ${}::bytea)",
-            b + 1,
-            b + 2,
-            b + 3
-        )
+    let values = stage_rows(rows, |[c, n, k, f]| {
+        format!("(${c}::bytea, ${n}::bytea, ${k}::bigint, ${f}::bytea)")
     });
     format!(
         "WITH input (ciphertext, nonce, key_id, fingerprint) AS (VALUES {values}), \

@@ -69,20 +69,21 @@ pub async fn open(backend: Backend) -> Db {
     }
 }
 
+/// A visible product at 1.00 CNY, one to ten codes an order.
+pub fn new_product(name: &str) -> NewProduct {
+    NewProduct {
+        name: name.into(),
+        price: 100,
+        currency: "CNY".into(),
+        min_quantity: 1,
+        max_quantity: 10,
+        visible: true,
+        ..NewProduct::default()
+    }
+}
+
 pub async fn product_with_codes(db: &Db, codes: usize) -> i64 {
-    let p = db
-        .store
-        .create_product(&NewProduct {
-            name: "race".into(),
-            price: 100,
-            currency: "CNY".into(),
-            min_quantity: 1,
-            max_quantity: 10,
-            visible: true,
-            ..NewProduct::default()
-        })
-        .await
-        .unwrap();
+    let p = db.store.create_product(&new_product("race")).await.unwrap();
     restock(db, p.id, codes).await;
     p.id
 }
