@@ -19,6 +19,11 @@ async fn counted(db: &Db) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_imports_refresh_the_codes_statistics() {
     let db = open(Backend::Postgres).await;
+    // Only Kami's own ANALYZE may count the codes here, not autovacuum's.
+    sqlx::query("ALTER TABLE cards SET (autovacuum_enabled = false)")
+        .execute(&db.check)
+        .await
+        .unwrap();
     let product = product_with_codes(&db, 2000).await;
     assert_eq!(
         counted(&db).await,
