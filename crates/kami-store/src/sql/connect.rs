@@ -36,7 +36,6 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;";
 
-/// How often the background checkpoint runs.
 /// Every PostgreSQL session: no JIT compilation. Kami's statements are
 /// short and run by the thousand a second; JIT pays off only for long
 /// ones, and a statement whose cost was misjudged paid it every time. With
@@ -46,6 +45,7 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = 
 /// (docs/PERFORMANCE.md, stop 21).
 const POSTGRES_SESSION: &str = "SET jit = off";
 
+/// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 impl SqlStore {

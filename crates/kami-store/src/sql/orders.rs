@@ -70,7 +70,8 @@ pub(super) fn available_in_order(backend: Backend, product: &str) -> (String, &'
 ///
 /// No statement of these transactions is better off with a bitmap, a hash
 /// or merge join or JIT: they touch a few hundred rows by index. One
-/// statement, one round trip.
+/// statement, one round trip; JIT is off for every session since stop 21
+/// (`connect.rs`, `POSTGRES_SESSION`).
 pub(super) async fn claim_plans(backend: Backend, tx: &mut Tx) -> Result<()> {
     if backend == Backend::Postgres {
         sqlx::query(CLAIM_PLANS).execute(&mut **tx).await?;
@@ -81,8 +82,7 @@ pub(super) async fn claim_plans(backend: Backend, tx: &mut Tx) -> Result<()> {
 /// `claim_plans`' settings, local to the transaction.
 pub(super) const CLAIM_PLANS: &str = "SELECT set_config('enable_bitmapscan', 'off', true), \
      set_config('enable_hashjoin', 'off', true), \
-     set_config('enable_mergejoin', 'off', true), \
-     set_config('jit', 'off', true)";
+     set_config('enable_mergejoin', 'off', true)";
 
 /// Claims up to `quantity` available codes of the product for the order in
 /// one statement; returns how many it got. The caller decides what a short

@@ -204,12 +204,13 @@ pub async fn pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Vec<Result<PayOut
 /// its few hundred rows through an index. Bitmap scans are off too, so each
 /// statement's index scan visits its rows in key order: every batch, on
 /// every instance, locks the orders it delivers by id and their codes by
-/// order (`deliver_pending_orders`).
-const NO_SCANS_NO_JIT: &str = "SELECT set_config('enable_seqscan', 'off', true), \
-     set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)";
+/// order (`deliver_pending_orders`). JIT is off for every session since
+/// stop 21 (`connect.rs`, `POSTGRES_SESSION`).
+const NO_SCANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
+     set_config('enable_bitmapscan', 'off', true)";
 
 async fn try_pay_orders(s: &SqlStore, batch: &[NewPayment]) -> Result<Vec<PayOutcome>> {
-    let mut tx = s.begin_batch(NO_SCANS_NO_JIT).await?;
+    let mut tx = s.begin_batch(NO_SCANS).await?;
     match write_payments(s.backend, &mut tx, batch).await {
         Ok(out) => {
             tx.commit().await?;
@@ -391,7 +392,7 @@ fn bind_ids<'q>(
 ///
 /// Lock order: two instances paying overlapping orders (a gateway's retries
 /// reaching both) lock them in the order the plan visits them. The batch
-/// plans without bitmap or sequential scans (`NO_SCANS_NO_JIT`), so this is
+/// plans without bitmap or sequential scans (`NO_SCANS`), so this is
 /// an index scan of the primary key, which visits the ids of `= ANY` in
 /// ascending order (`EXPLAIN` on a drop's database: `Index Scan using
 /// orders_pkey`, and for the codes' update `Index Scan using
