@@ -13,12 +13,9 @@ use rand::Rng;
 /// code is still stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprints_imported_before_0009_still_catch_duplicates() {
+    let pg = empty_postgres().await;
+    let url = &pg.url;
     let tag: u64 = rand::thread_rng().gen();
-    let name = format!("kami_store_m_{tag:x}");
-    let admin = pg_admin_url();
-    let _drop = DropDatabase(name.clone());
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
 
     // The schema as it was before 0009, from the migrations' own files.
     let before = std::env::temp_dir().join(format!("kami-migrations-{tag:x}"));
@@ -31,10 +28,10 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
             std::fs::copy(&path, before.join(&file)).unwrap();
         }
     }
-    let store = SqlStore::connect(&url, 4).await.unwrap();
+    let store = SqlStore::connect(url, 4).await.unwrap();
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(2)
-        .connect(&url)
+        .connect(url)
         .await
         .unwrap();
     sqlx::migrate::Migrator::new(before.as_path())
@@ -80,14 +77,8 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
     .unwrap();
     assert_eq!(unique_left, 0, "the unique index on cards is still there");
 
-    let card = |fp: &[u8; 32]| NewCard {
-        ciphertext: fp.to_vec(),
-        nonce: vec![0; 12],
-        key_id: 1,
-        fingerprint: fp.to_vec(),
-    };
     let new: [u8; 32] = rand::thread_rng().gen();
-    let mut cards: Vec<NewCard> = old.iter().map(card).collect();
+    let mut cards: Vec<NewCard> = old.iter().map(|fp| card(fp)).collect();
     cards.push(card(&new));
     let batch = store.begin_import(product).await.unwrap();
     let staged = store.stage_cards(batch, product, &cards).await.unwrap();
@@ -101,23 +92,4 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
         .unwrap();
     assert_eq!(store.stock(product).await.unwrap().available, 4);
     pool.close().await;
-}
-
-fn psql(sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc", sql])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{sql}: {:?}", out);
-}
-
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
-            .output();
-    }
 }

@@ -101,15 +101,7 @@ async fn racing_imports_store_each_code_once(backend: Backend) {
         let (store, shared) = (db.store.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
             let batch = store.begin_import(product).await.unwrap();
-            let cards: Vec<NewCard> = shared
-                .iter()
-                .map(|fp| NewCard {
-                    ciphertext: fp.to_vec(),
-                    nonce: vec![0; 12],
-                    key_id: 1,
-                    fingerprint: fp.to_vec(),
-                })
-                .collect();
+            let cards: Vec<NewCard> = shared.iter().map(|fp| card(fp)).collect();
             let n = store.stage_cards(batch, product, &cards).await.unwrap();
             store
                 .commit_import(
@@ -143,14 +135,9 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
     let product = product_with_codes(&db, 5).await;
     let batch = db.store.begin_import(product).await.unwrap();
     let fp: [u8; 32] = rand::thread_rng().gen();
-    let card = NewCard {
-        ciphertext: fp.to_vec(),
-        nonce: vec![0; 12],
-        key_id: 1,
-        fingerprint: fp.to_vec(),
-    };
+    let code = card(&fp);
     db.store
-        .stage_cards(batch, product, std::slice::from_ref(&card))
+        .stage_cards(batch, product, std::slice::from_ref(&code))
         .await
         .unwrap();
     assert_eq!(
@@ -161,7 +148,7 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
     db.store.abort_import(batch).await.unwrap();
     let again = db.store.begin_import(product).await.unwrap();
     assert_eq!(
-        db.store.stage_cards(again, product, &[card]).await.unwrap(),
+        db.store.stage_cards(again, product, &[code]).await.unwrap(),
         1
     );
     db.store
@@ -184,12 +171,6 @@ async fn duplicates_within_an_import_are_stored_once(backend: Backend) {
     .fetch_one(&db.check)
     .await
     .unwrap();
-    let card = |fp: &[u8]| NewCard {
-        ciphertext: fp.to_vec(),
-        nonce: vec![0; 12],
-        key_id: 1,
-        fingerprint: fp.to_vec(),
-    };
 
     let fresh: Vec<[u8; 32]> = (0..1500).map(|_| rand::thread_rng().gen()).collect();
     let mut cards: Vec<NewCard> = fresh.iter().map(|fp| card(fp)).collect();

@@ -13,17 +13,24 @@ pub struct Db {
     pub store: Arc<SqlStore>,
     /// Another pool on the same database, for checks with plain SQL.
     pub check: sqlx::AnyPool,
-    drop_pg: Option<String>,
+    _pg: Option<PgDatabase>,
 }
 
-impl Drop for Db {
+/// A PostgreSQL database of the test's own, dropped with this value.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
     fn drop(&mut self) {
-        if let Some(name) = &self.drop_pg {
-            let _ = std::process::Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .output();
-        }
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
     }
 }
 
@@ -32,27 +39,37 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-pub async fn open(backend: Backend) -> Db {
+/// An empty PostgreSQL database, no migration applied.
+pub async fn empty_postgres() -> PgDatabase {
+    sqlx::any::install_default_drivers();
     let tag: u64 = rand::thread_rng().gen();
-    let (url, drop_pg) = match backend {
+    let admin = pg_admin_url();
+    let name = format!("kami_store_t_{tag:x}");
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    PgDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    }
+}
+
+pub async fn open(backend: Backend) -> Db {
+    let (url, pg) = match backend {
         Backend::Sqlite => {
+            let tag: u64 = rand::thread_rng().gen();
             let dir = std::env::temp_dir().join(format!("kami-store-race-{tag:x}"));
             std::fs::create_dir_all(&dir).unwrap();
             (format!("sqlite://{}/kami.db", dir.display()), None)
         }
         Backend::Postgres => {
-            sqlx::any::install_default_drivers();
-            let admin = pg_admin_url();
-            let name = format!("kami_store_t_{tag:x}");
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-                .await
-                .unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            (format!("{base}/{name}"), Some(name))
+            let pg = empty_postgres().await;
+            (pg.url.clone(), Some(pg))
         }
     };
     let store = SqlStore::connect(&url, 16).await.unwrap();
@@ -65,7 +82,18 @@ pub async fn open(backend: Backend) -> Db {
     Db {
         store: Arc::new(store),
         check,
-        drop_pg,
+        _pg: pg,
+    }
+}
+
+/// A code whose ciphertext and fingerprint are `fp` (the store never opens
+/// it; these tests only count and compare).
+pub fn card(fp: &[u8]) -> NewCard {
+    NewCard {
+        ciphertext: fp.to_vec(),
+        nonce: vec![0; 12],
+        key_id: 1,
+        fingerprint: fp.to_vec(),
     }
 }
 
@@ -105,12 +133,7 @@ pub async fn restock(db: &Db, product_id: i64, codes: usize) {
     let cards: Vec<NewCard> = (0..codes)
         .map(|_| {
             let fp: [u8; 32] = rand::thread_rng().gen();
-            NewCard {
-                ciphertext: fp.to_vec(),
-                nonce: vec![0; 12],
-                key_id: 1,
-                fingerprint: fp.to_vec(),
-            }
+            card(&fp)
         })
         .collect();
     let n = db
