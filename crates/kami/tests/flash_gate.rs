@@ -21,12 +21,6 @@ both_backends!(
     a_drop_opens_at_its_second_and_not_before,
 );
 
-/// The `/metrics` text.
-async fn metrics(kami: &Kami) -> String {
-    let res = kami.http.get(kami.url("/metrics")).send().await.unwrap();
-    res.text().await.unwrap()
-}
-
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -100,7 +94,7 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
         .order(json!({"product_id": pid, "quantity": 1, "email": "late@example.com", "channel": "sandbox"}))
         .await;
     assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
-    let m = metrics(&kami).await;
+    let m = kami.metrics().await;
     assert!(m.contains("kami_gate_rejections_total"), "{m}");
     assert!(m.contains("kami_writer_batch_size"), "{m}");
     // Paying half keeps those codes; the other half expire back into stock.

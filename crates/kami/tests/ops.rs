@@ -113,6 +113,31 @@ async fn health_metrics_and_request_ids(backend: Backend) {
         "no HTTP metric:\n{text}"
     );
 
+    // Requests are counted by route, method and answer, whichever worker
+    // thread served them; a method nobody standardised is `other`, so
+    // invented methods cannot add series.
+    let healthz_ok = r#"route="/healthz",method="GET",status="200""#;
+    let before = kami.counter("kami_http_requests_total", healthz_ok).await;
+    for _ in 0..20 {
+        let res = h.get(kami.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    for m in ["BREW", "WHEN"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let res = h
+            .request(method, kami.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let after = kami.counter("kami_http_requests_total", healthz_ok).await;
+    assert_eq!(after, before + 20.0);
+    let other = r#"route="/healthz",method="other",status="405""#;
+    assert_eq!(kami.counter("kami_http_requests_total", other).await, 2.0);
+    let text = kami.metrics().await;
+    assert!(!text.contains("BREW") && !text.contains("WHEN"), "{text}");
+
     // Every response carries x-request-id: success, errors, HTML, notify, admin, 404.
     let mut ids = std::collections::HashSet::new();
     let requests = vec![

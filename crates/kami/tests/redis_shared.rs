@@ -178,16 +178,6 @@ async fn pair(prefix: &Prefix, order_ttl: u64, more: &[(&str, &str)]) -> (Arc<Ka
     (Arc::new(a), Arc::new(b))
 }
 
-/// The sum of a Prometheus counter's samples whose labels contain `labels`.
-async fn counter(kami: &Kami, name: &str, labels: &str) -> f64 {
-    kami.metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn order_on(kami: &Kami, pid: i64, email: &str) -> (StatusCode, Value) {
     kami.order(json!({"product_id": pid, "quantity": 1, "email": email, "channel": "sandbox"}))
         .await
@@ -264,7 +254,7 @@ async fn gate_in_redis_agrees_with_the_database_through_expiries_restocks_and_a_
     let (won, sold_out) = race(&one, pid, 40, "a").await;
     assert_eq!((won.len(), sold_out), (20, 20));
     assert_eq!(prefix.gate(pid), Some(0));
-    let rejected = counter(&kami, "kami_gate_rejections_total", "sold_out").await;
+    let rejected = kami.counter("kami_gate_rejections_total", "sold_out").await;
     assert!(rejected >= 1.0, "the gate turned nobody away");
     // Paying half keeps those codes; the other half expire back into stock.
     for created in &won[..10] {
@@ -305,10 +295,10 @@ async fn two_instances_share_the_gate() {
 
     // B never asked the database about this product: only the shared gate
     // can answer its very first buyer without it.
-    let before = counter(&b, "kami_gate_rejections_total", "sold_out").await;
+    let before = b.counter("kami_gate_rejections_total", "sold_out").await;
     let (status, v) = order_on(&b, pid, "late@example.com").await;
     assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
-    let after = counter(&b, "kami_gate_rejections_total", "sold_out").await;
+    let after = b.counter("kami_gate_rejections_total", "sold_out").await;
     assert_eq!(
         after - before,
         1.0,
@@ -465,7 +455,7 @@ async fn shared_rate_limits() {
         "{refused} of 14 sign-ins from one IP were tried over two instances (allowance 10 + {refill})"
     );
     assert!(limited_on[0] > 0 && limited_on[1] > 0, "{limited_on:?}");
-    assert_eq!(counter(&a, "kami_redis_fallbacks_total", "").await, 0.0);
+    assert_eq!(a.counter("kami_redis_fallbacks_total", "").await, 0.0);
 }
 
 fn closed_port() -> u16 {
@@ -510,9 +500,17 @@ async fn unreachable_redis_falls_back() {
         "local limits did not take over: {limited} of 20 limited"
     );
     assert!(limited > 0, "local limits did not take over");
-    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"gate\"").await >= 1.0);
-    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"rate_limit\"").await >= 10.0);
-    assert!(counter(&kami, "kami_redis_errors_total", "").await >= 1.0);
+    assert!(
+        kami.counter("kami_redis_fallbacks_total", "what=\"gate\"")
+            .await
+            >= 1.0
+    );
+    assert!(
+        kami.counter("kami_redis_fallbacks_total", "what=\"rate_limit\"")
+            .await
+            >= 10.0
+    );
+    assert!(kami.counter("kami_redis_errors_total", "").await >= 1.0);
     let logs = kami.logs();
     assert!(logs.contains("Redis unreachable"), "no log line says so");
     assert!(!logs.contains("hunter2pw"), "the Redis password was logged");
@@ -584,7 +582,11 @@ async fn redis_restart() {
     server.stop();
     let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "during").await;
     assert_eq!(won.len(), 10, "orders failed while Redis was down");
-    assert!(counter(&kami, "kami_redis_fallbacks_total", "what=\"gate\"").await >= 1.0);
+    assert!(
+        kami.counter("kami_redis_fallbacks_total", "what=\"gate\"")
+            .await
+            >= 1.0
+    );
 
     // Back, empty (no persistence): the re-sync loads the count again.
     let server = OwnRedis::start(server.port);
