@@ -193,7 +193,7 @@ async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
         .expire_due_orders(now_millis(), SWEEP_BATCH)
         .await?;
     for o in &expired {
-        tracing::info!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
+        tracing::debug!(order_no = %o.order_no, quantity = o.quantity, "order expired; codes released");
     }
     let mut released: BTreeMap<i64, i64> = BTreeMap::new();
     for o in &expired {

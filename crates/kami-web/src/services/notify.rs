@@ -115,7 +115,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         }
         metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid")
             .increment(1);
-        tracing::info!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
+        tracing::debug!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
         return Verdict::Acknowledged;
     }
     let payment = NewPayment {
@@ -158,7 +158,9 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
                     metrics::histogram!("kami_order_paid_after_seconds").record(latency);
                 }
             }
-            tracing::info!(order_no = %order_no, channel = name, trade_no = %notice.trade_no, outcome = verdict, "payment notification processed");
+            // `debug` as the order's own lines (services/orders.rs): the payment
+            // row keeps the verified notification, the timeline its outcome.
+            tracing::debug!(order_no = %order_no, channel = name, trade_no = %notice.trade_no, outcome = verdict, "payment notification processed");
             Verdict::Paid(outcome)
         }
         Err(e) => retry_later(channel, &e.to_string()),

@@ -77,7 +77,7 @@ pub async fn start_payment(
             first_check_at: now + state.settings.reconcile_interval_ms,
         })
         .await?;
-    tracing::info!(order_no = %order.order_no, channel = name, "payment started");
+    tracing::debug!(order_no = %order.order_no, channel = name, "payment started");
     Ok(attempt.pay_url)
 }
 

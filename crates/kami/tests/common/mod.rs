@@ -306,7 +306,12 @@ impl Kami {
             ("KAMI_PUBLIC_URL".into(), self.base.clone()),
             ("KAMI_RATE_LIMITS".into(), "off".into()),
             ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
-            ("KAMI_LOG".into(), "info".into()),
+            // Kami's own per-order lines are `debug`: the tests that look for
+            // secrets in the log read those too.
+            (
+                "KAMI_LOG".into(),
+                "info,kami=debug,kami_web=debug,kami_store=debug,kami_pay=debug".into(),
+            ),
         ];
         env.extend(config);
         env.extend(self.options.env.iter().cloned());
@@ -464,6 +469,16 @@ impl Kami {
             .await
             .expect("metrics");
         res.text().await.expect("metrics body")
+    }
+
+    /// The sum of a Prometheus counter's samples whose labels contain `labels`.
+    pub async fn counter(&self, name: &str, labels: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub fn sign(&self, t: i64, body: &[u8]) -> String {
