@@ -124,10 +124,11 @@ pub async fn create_order(
         }
     }
     match place_order(&state, &body.value, Some(ip.to_string()), idem.as_ref()).await {
-        Ok(placed) => {
-            tracing::Span::current().record("order_no", placed.order.order_no.as_str());
-            (StatusCode::CREATED, Json(placed.body)).into_response()
-        }
+        // The order number is not recorded on the request's span: nothing
+        // logs after this at `info`, the `debug` line of the order carries
+        // it, and re-formatting the span's fields was 3% of the server's CPU
+        // in a drop (perf).
+        Ok(placed) => (StatusCode::CREATED, Json(placed.body)).into_response(),
         Err(e) if e.code == "idempotency_conflict" && idem.is_some() => {
             // A concurrent twin stored its response first: answer with it.
             match replay(&state, idem.as_ref().expect("checked")).await {
