@@ -236,9 +236,12 @@ pub async fn update_product_from(
     id: i64,
     input: ProductInput,
 ) -> ApiResult<Product> {
+    // The terms only: `get_product` counts the product's codes, seconds of
+    // PostgreSQL with ten million of them, and the update's answer counts
+    // them once already.
     let cur = state
         .store
-        .get_product(id)
+        .sale_terms(id)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
     let min = input.min_quantity.unwrap_or(cur.min_quantity);

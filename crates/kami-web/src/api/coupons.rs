@@ -59,7 +59,7 @@ pub async fn create_coupon_from(state: &Shared, input: CouponInput) -> ApiResult
             Some(
                 state
                     .store
-                    .get_product(id)
+                    .sale_terms(id)
                     .await?
                     .ok_or_else(|| ApiError::invalid_param("product_id", "no such product"))?,
             )
