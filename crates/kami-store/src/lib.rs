@@ -53,6 +53,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_product(&self, p: &NewProduct) -> Result<Product>;
     async fn update_product(&self, id: i64, patch: &ProductPatch) -> Result<Option<Product>>;
     async fn get_product(&self, id: i64) -> Result<Option<Product>>;
+    /// The product with `stock` 0 instead of a count of its codes (seconds
+    /// of PostgreSQL with ten million): for pages that show no stock or
+    /// count it their own way.
+    async fn get_product_uncounted(&self, id: i64) -> Result<Option<Product>>;
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>>;
     /// Every product, visible or not, with `stock` 0 instead of a count of
     /// its codes (for a caller that knows the counts: the stock gate).

@@ -143,7 +143,35 @@ async fn count(db: &Db, status: OrderStatus) -> i64 {
     found.expect("every status is counted").1
 }
 
+/// The panel's pages that show no stock read the product without counting
+/// its codes; everything else about it reads the same.
+async fn a_product_reads_the_same_without_its_count(backend: Backend) {
+    let db = open(backend).await;
+    let (product, _order) = product_with_an_order(&db, 5).await;
+    let counted = db.store.get_product(product).await.unwrap().unwrap();
+    assert_eq!(counted.stock, 4, "one of five codes is reserved");
+    let uncounted = db
+        .store
+        .get_product_uncounted(product)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(uncounted.stock, 0);
+    let zeroed = Product {
+        stock: 0,
+        ..counted
+    };
+    assert_eq!(format!("{uncounted:?}"), format!("{zeroed:?}"));
+    assert!(db
+        .store
+        .get_product_uncounted(product + 1000)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 both_backends!(
     every_status_is_listed_and_counted,
-    a_status_emptied_counts_zero
+    a_status_emptied_counts_zero,
+    a_product_reads_the_same_without_its_count
 );

@@ -149,10 +149,14 @@ pub async fn update_product(
 }
 
 pub async fn get_product(pool: &AnyPool, id: i64) -> Result<Option<Product>> {
+    get_product_with(pool, id, rows::PRODUCT_COLUMNS).await
+}
+
+/// The product with `columns`: `rows::PRODUCT_COLUMNS` or its uncounted twin.
+pub async fn get_product_with(pool: &AnyPool, id: i64, columns: &str) -> Result<Option<Product>> {
     let sql = format!(
-        "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
-         WHERE p.id = $1 AND p.merchant_id = $2",
-        rows::PRODUCT_COLUMNS
+        "SELECT {columns} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
+         WHERE p.id = $1 AND p.merchant_id = $2"
     );
     let row = sqlx::query(&sql)
         .bind(id)

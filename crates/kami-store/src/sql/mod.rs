@@ -118,6 +118,9 @@ impl Store for SqlStore {
     async fn get_product(&self, id: i64) -> Result<Option<Product>> {
         catalog::get_product(&self.read, id).await
     }
+    async fn get_product_uncounted(&self, id: i64) -> Result<Option<Product>> {
+        catalog::get_product_with(&self.read, id, rows::PRODUCT_COLUMNS_UNCOUNTED).await
+    }
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>> {
         catalog::list_products(self, visible_only).await
     }

@@ -26,10 +26,11 @@ pub struct CodesQuery {
     before: Option<i64>,
 }
 
+/// The product without its stock: the page counts its codes by status.
 async fn product(state: &Shared, id: i64) -> PanelResult<Product> {
     state
         .store
-        .get_product(id)
+        .get_product_uncounted(id)
         .await?
         .ok_or(PanelError::NotFound)
 }

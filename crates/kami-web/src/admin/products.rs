@@ -122,9 +122,10 @@ pub async fn edit_form(
     Path(id): Path<i64>,
     Query(q): Query<SavedQuery>,
 ) -> PanelResult {
+    // The form shows no stock: the product's row without a count of its codes.
     let p = state
         .store
-        .get_product(id)
+        .get_product_uncounted(id)
         .await?
         .ok_or(PanelError::NotFound)?;
     Ok(form_page(
