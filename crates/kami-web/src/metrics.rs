@@ -161,3 +161,22 @@ pub async fn render(State(state): State<Shared>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The recorder's upkeep has a thread: without it every request's
+    /// duration stays in memory until a scrape.
+    #[test]
+    fn the_upkeep_runs_in_a_thread_of_its_own() {
+        super::handle();
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("the process's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "metrics-upkeep"),
+            "threads: {names:?}"
+        );
+    }
+}

@@ -180,9 +180,16 @@ pub async fn detail(
 ) -> PanelResult {
     let o = order(&state, &no).await?;
     let events = state.store.order_events(o.id).await?;
-    let product = state.store.get_product(o.product_id).await?;
-    let stock = product.as_ref().map_or(0, |p| p.stock);
     let stored = o.status.0;
+    // The stock matters only beside an order waiting for codes (whether it
+    // can be fulfilled now); counting them for every order's page took
+    // seconds with ten million codes on PostgreSQL.
+    let product = if stored == OrderStatus::PaidUnfulfilled {
+        state.store.get_product(o.product_id).await?
+    } else {
+        state.store.get_product_uncounted(o.product_id).await?
+    };
+    let stock = product.as_ref().map_or(0, |p| p.stock);
     let events: Vec<Value> = events
         .iter()
         .map(|e| json!({"kind": e.kind, "detail": e.detail, "at": time(e.created_at)}))
