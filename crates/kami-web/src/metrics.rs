@@ -169,14 +169,20 @@ mod tests {
     #[test]
     fn the_upkeep_runs_in_a_thread_of_its_own() {
         super::handle();
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .expect("the process's threads")
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|n| n.trim().to_string())
-            .collect();
-        assert!(
-            names.iter().any(|n| n == "metrics-upkeep"),
-            "threads: {names:?}"
-        );
+        let names = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .expect("the process's threads")
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        };
+        // A new thread names itself once it runs: give it a moment.
+        for _ in 0..200 {
+            if names().iter().any(|n| n == "metrics-upkeep") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no metrics-upkeep thread: {:?}", names());
     }
 }
