@@ -61,13 +61,14 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status().as_u16();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    ROUTES.with_borrow_mut(|routes| {
-        if !routes.contains_key(route) {
-            routes.insert(route.to_owned(), RouteMetrics::new(route));
+    let seconds = started.elapsed().as_secs_f64();
+    ROUTES.with_borrow_mut(|routes| match routes.get_mut(route) {
+        Some(m) => m.record(route, method, status, seconds),
+        None => {
+            let mut m = RouteMetrics::new(route);
+            m.record(route, method, status, seconds);
+            routes.insert(route.to_owned(), m);
         }
-        let m = routes.get_mut(route).expect("inserted above");
-        m.duration.record(started.elapsed().as_secs_f64());
-        m.requests(route, method, status).increment(1);
     });
     res
 }
@@ -96,7 +97,8 @@ impl RouteMetrics {
         }
     }
 
-    fn requests(&mut self, route: &str, method: &'static str, status: u16) -> &Counter {
+    fn record(&mut self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        self.duration.record(seconds);
         let at = match self
             .by_answer
             .iter()
@@ -109,7 +111,7 @@ impl RouteMetrics {
                 self.by_answer.len() - 1
             }
         };
-        &self.by_answer[at].2
+        self.by_answer[at].2.increment(1);
     }
 }
 
