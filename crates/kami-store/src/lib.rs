@@ -59,7 +59,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_product_uncounted(&self, id: i64) -> Result<Option<Product>>;
     async fn list_products(&self, visible_only: bool) -> Result<Vec<Product>>;
     /// Every product, visible or not, with `stock` 0 instead of a count of
-    /// its codes (for a caller that knows the counts: the stock gate).
+    /// its codes (for a caller that knows the counts, the stock gate, or
+    /// needs none: a page that names products).
     async fn list_products_uncounted(&self) -> Result<Vec<Product>>;
     async fn sale_terms(&self, id: i64) -> Result<Option<SaleTerms>>;
 

@@ -155,6 +155,12 @@ impl AppState {
         self.catalog.invalidate();
     }
 
+    /// An operator here voided `quantity` available codes of a product.
+    pub async fn codes_voided(&self, product_id: i64, quantity: i64) {
+        self.gate.removed(product_id, quantity).await;
+        self.catalog.invalidate();
+    }
+
     /// The enabled channels.
     pub fn channel_names(&self) -> Vec<&'static str> {
         self.channels

@@ -17,6 +17,15 @@ async fn signed_in_owner(kami: &Kami) -> Panel {
     panel
 }
 
+/// The stock the panel's product list shows for a product.
+async fn listed_stock(panel: &Panel, id: i64) -> String {
+    let list = panel.get("/admin/products").await.body;
+    let row = &list[list
+        .find(&format!("id=\"product-{id}\""))
+        .expect("the product is listed")..];
+    text_after(row, "class=\"stock\">").expect("its stock")
+}
+
 both_backends!(
     every_action_is_audited,
     unfulfilled_orders_raise_an_alert_and_can_be_refunded,
@@ -111,6 +120,11 @@ async fn every_action_is_audited(backend: Backend) {
         .await;
     assert_eq!(void.status, StatusCode::SEE_OTHER);
     assert_eq!(kami.stock3(id).await, (2, 0, 0));
+    // The panel's list and the storefront show the stock gate's count, which
+    // the void reached at once.
+    assert_eq!(listed_stock(&a, id).await, "2");
+    let (_, v) = kami.admin_get(&format!("/api/v1/products/{id}")).await;
+    assert_eq!(v["stock"], json!(2));
     let keys = a
         .post("/admin/keys", &[("csrf", &csrf), ("name", "panel key")])
         .await;
@@ -134,6 +148,11 @@ async fn every_action_is_audited(backend: Backend) {
 
     // A delivered order, then marked refunded.
     let order = kami.buy(id, 1, "buyer@example.com").await;
+    assert_eq!(
+        listed_stock(&a, id).await,
+        "1",
+        "a reserved code is not in stock"
+    );
     kami.pay_ok(&order).await;
     let no = order["order_no"].as_str().unwrap();
     let detail = a.get(&format!("/admin/orders/{no}")).await.body;

@@ -196,6 +196,7 @@ pub async fn void(
             "only an available code can be voided".into(),
         ));
     }
+    state.codes_voided(id, 1).await;
     op.audit(
         &state,
         "code_voided",

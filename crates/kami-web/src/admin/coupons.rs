@@ -24,7 +24,7 @@ async fn page(
     error: Option<String>,
     sticky: Value,
 ) -> PanelResult {
-    let products = state.store.list_products(false).await?;
+    let products = state.store.list_products_uncounted().await?;
     let names: std::collections::HashMap<i64, String> =
         products.iter().map(|p| (p.id, p.name.clone())).collect();
     let coupons: Vec<Value> = state

@@ -34,7 +34,9 @@ pub async fn show(State(state): State<Shared>, op: Operator) -> PanelResult {
         .find(|(s, _)| s == OrderStatus::PaidUnfulfilled.as_str())
         .map_or(0, |(_, n)| *n);
     let jobs = state.store.job_counts().await?;
-    let products = state.store.list_products(false).await?;
+    // Low stock by the gate's counts (the product list's, not a count of
+    // every product's codes per view).
+    let products = crate::services::catalog::load(state.store.as_ref(), &state.gate).await?;
     let low: Vec<Value> = products
         .iter()
         .filter(|p| {

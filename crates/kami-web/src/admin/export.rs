@@ -100,7 +100,7 @@ pub async fn orders_csv(
     let search = q.search(CHUNK)?;
     op.audit(&state, "orders_exported", "orders", &q.query_string())
         .await?;
-    let names = Arc::new(product_names(&state.store.list_products(false).await?));
+    let names = Arc::new(product_names(&state.store.list_products_uncounted().await?));
     let now = now_millis();
     let mut head = String::from("\u{feff}");
     head.push_str(&line(

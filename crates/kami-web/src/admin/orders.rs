@@ -157,7 +157,7 @@ pub async fn list(
             (found, next)
         }
     };
-    let names = product_names(&state.store.list_products(false).await?);
+    let names = product_names(&state.store.list_products_uncounted().await?);
     let now = now_millis();
     let rows: Vec<Value> = orders.iter().map(|o| row(o, &names, now)).collect();
     let statuses: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();

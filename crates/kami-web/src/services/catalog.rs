@@ -106,12 +106,13 @@ impl Catalog {
     }
 }
 
-/// The product list. The stock shown comes from the gate, so when the gate
-/// has a count for every product the list is read without counting their
-/// codes: with a million codes that count took 200-480 ms of PostgreSQL
-/// time per reload (its slow-statement log), once a second during a drop.
+/// The product list, read now (no cache). The stock shown comes from the
+/// gate, so when the gate has a count for every product the list is read
+/// without counting their codes: with a million codes that count took
+/// 200-480 ms of PostgreSQL time per reload (its slow-statement log), once
+/// a second during a drop, and seconds with ten million (the panel's pages).
 /// The gate's counts at reload stand in for a display without the gate.
-async fn load(store: &dyn Store, gate: &StockGate) -> StoreResult<Vec<Product>> {
+pub async fn load(store: &dyn Store, gate: &StockGate) -> StoreResult<Vec<Product>> {
     let mut list = store.list_products_uncounted().await?;
     for p in &mut list {
         match gate.count(p.id) {

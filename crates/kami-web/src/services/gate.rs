@@ -145,6 +145,17 @@ impl StockGate {
         }
     }
 
+    /// `quantity` available codes left the stock outside an order (an
+    /// operator voided them): the count drops by as many, whatever its size
+    /// (a re-read leaves a big count alone). Lower than the truth only if a
+    /// re-read raced it, and then only until the next re-sync.
+    pub async fn removed(&self, product_id: i64, quantity: i64) {
+        match &self.shared {
+            Some(shared) => shared.give_back(product_id, -quantity, &self.local).await,
+            None => self.local.add(product_id, -quantity),
+        }
+    }
+
     /// Re-reads one product's count after its stock changed outside an
     /// order (import, fulfilment, late payment). A count that is below
     /// `EXACT_BELOW` in the database is taken as is; a bigger one only
