@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cards;
+mod log_fields;
 pub mod serve;
 
 use std::sync::Arc;
@@ -30,9 +31,10 @@ pub fn init_logging(filter: &str, to_stdout: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
-        .with_span_list(false);
+        .with_span_list(false)
+        .fmt_fields(log_fields::JsonSpanFields)
+        .with_env_filter(filter);
     let _ = if to_stdout {
         builder.with_writer(std::io::stdout).try_init()
     } else {
