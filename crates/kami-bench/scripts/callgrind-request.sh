@@ -3,37 +3,65 @@
 # figure for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
-#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH] [REQUESTS]
+#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order] [REQUESTS]
 #
 # Starts BINARY (`kami`) under `valgrind --tool=callgrind` on a fresh SQLite
-# shop, warms it up with 200 requests of PATH (default /healthz), zeroes the
-# counters, sends REQUESTS (default 2000) more over one keep-alive connection
-# and prints the instructions counted in between, per request. Background
-# work (the expiry sweep, the gate's re-sync) falls into the same window.
-# KEEP=FILE keeps the profile (callgrind_annotate FILE).
+# shop, warms it up with 200 requests, zeroes the counters, sends REQUESTS
+# (default 2000) more over one keep-alive connection and prints the
+# instructions counted in between, per request. PATH (default /healthz) is
+# requested with GET; `order` posts orders for one code each
+# (`POST /api/v1/orders`, sandbox channel) to a product stocked through the
+# admin API first: one at a time, so each is its own transaction, not a
+# flash sale's batch. Background work (the expiry sweep, the gate's re-sync)
+# falls into the same window. KEEP=FILE keeps the profile
+# (callgrind_annotate FILE).
 set -euo pipefail
 bin=$(realpath "$1")
-path=${2:-/healthz}
+what=${2:-/healthz}
 n=${3:-2000}
 port=18190
+base=http://127.0.0.1:$port
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 export KAMI_DATA_DIR=$dir/data KAMI_BIND=127.0.0.1:$port KAMI_RATE_LIMITS=off
+export KAMI_SANDBOX_SECRET=callgrind-sandbox-secret
 mkdir -p "$dir/data"
 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" serve >"$dir/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+    curl -sf "$base/healthz" >/dev/null && break
     sleep 0.5
 done
-urls() { for _ in $(seq "$1"); do printf 'http://127.0.0.1:%s%s ' "$port" "$path"; done; }
+
+if [ "$what" = order ]; then
+    key=$("$bin" api-key create --name callgrind 2>/dev/null | tail -1)
+    product=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+        -d '{"name":"Callgrind","price":990,"currency":"CNY"}' "$base/api/v1/admin/products" |
+        sed 's/.*"id":\([0-9]*\).*/\1/')
+    seq 1 $((n + 200)) | sed 's/^/CALLGRIND-/' >"$dir/codes.txt"
+    curl -sf -H "Authorization: Bearer $key" -H 'content-type: text/plain' \
+        --data-binary @"$dir/codes.txt" "$base/api/v1/admin/products/$product/cards" >/dev/null
+    body="{\"product_id\":$product,\"quantity\":1,\"email\":\"buyer@example.com\",\"channel\":\"sandbox\"}"
+    requests() {
+        printf -- '-H content-type:application/json -d %s %s/api/v1/orders ' "$body" "$base"
+        for _ in $(seq $(($1 - 1))); do
+            printf -- '--next -H content-type:application/json -d %s %s/api/v1/orders ' "$body" "$base"
+        done
+    }
+else
+    requests() { for _ in $(seq "$1"); do printf '%s%s ' "$base" "$what"; done; }
+fi
 # shellcheck disable=SC2046
-curl -s $(urls 200) >/dev/null
+curl -s $(requests 200) >/dev/null
 callgrind_control -z "$pid" >/dev/null 2>&1
 # shellcheck disable=SC2046
-curl -s $(urls "$n") >/dev/null
+curl -s $(requests "$n") >"$dir/answers"
 callgrind_control -d "$pid" >/dev/null 2>&1
 [ -n "${KEEP:-}" ] && cp "$dir"/cg.out.1 "$KEEP"
+if [ "$what" = order ] && [ "$(grep -o '"order_no"' "$dir/answers" | wc -l)" -ne "$n" ]; then
+    echo "not every order was created: $(head -c 300 "$dir/answers")" >&2
+    exit 1
+fi
 total=$(sed -n 's/^totals: //p' "$dir"/cg.out.1 | head -1)
-echo "$path: $total instructions for $n requests, $((total / n)) per request ($(basename "$bin"))"
+echo "$what: $total instructions for $n requests, $((total / n)) per request ($(basename "$bin"))"
