@@ -3,7 +3,7 @@
 # figure for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
-#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order] [REQUESTS]
+#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order | notify] [REQUESTS]
 #
 # Starts BINARY (`kami`) under `valgrind --tool=callgrind` on a fresh SQLite
 # shop, warms it up with 200 requests, zeroes the counters, sends REQUESTS
@@ -12,7 +12,9 @@
 # requested with GET; `order` posts orders for one code each
 # (`POST /api/v1/orders`, sandbox channel) to a product stocked through the
 # admin API first: one at a time, so each is its own transaction, not a
-# flash sale's batch. Background work (the expiry sweep, the gate's re-sync)
+# flash sale's batch. `notify` creates that many orders first (not counted)
+# and then pays each with one signed sandbox notification (openssl signs
+# them). Background work (the expiry sweep, the gate's re-sync)
 # falls into the same window. KEEP=FILE keeps the profile
 # (callgrind_annotate FILE).
 set -euo pipefail
@@ -34,7 +36,7 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 
-if [ "$what" = order ]; then
+if [ "$what" = order ] || [ "$what" = notify ]; then
     key=$("$bin" api-key create --name callgrind 2>/dev/null | tail -1)
     product=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d '{"name":"Callgrind","price":990,"currency":"CNY"}' "$base/api/v1/admin/products" |
@@ -49,18 +51,40 @@ if [ "$what" = order ]; then
             printf -- '--next -H content-type:application/json -d %s %s/api/v1/orders ' "$body" "$base"
         done
     }
+    if [ "$what" = notify ]; then
+        # shellcheck disable=SC2046
+        curl -s $(requests $((n + 200))) | grep -o '"order_no":"[^"]*"' | cut -d'"' -f4 >"$dir/orders"
+        [ "$(wc -l <"$dir/orders")" -eq $((n + 200)) ] || { echo "could not create the orders: $(wc -l <"$dir/orders") of $((n + 200))" >&2; exit 1; }
+        requests() {
+            local skip=$2 sep='' t sig body
+            t=$(date +%s)
+            # Every order is one code at 9.90 (990).
+            tail -n +$((skip + 1)) "$dir/orders" | head -n "$1" | while read -r no; do
+                body="{\"order_no\":\"$no\",\"trade_no\":\"cg-$no\",\"amount\":990,\"currency\":\"CNY\",\"status\":\"paid\"}"
+                sig=$(printf '%s.%s' "$t" "$body" | openssl dgst -sha256 -hmac "$KAMI_SANDBOX_SECRET" | sed 's/.* //')
+                printf -- '%s-H content-type:application/json -H kami-signature:t=%s,v1=%s -d %s %s/pay/sandbox/notify ' \
+                    "$sep" "$t" "$sig" "$body" "$base"
+                sep='--next '
+            done
+        }
+    fi
 else
     requests() { for _ in $(seq "$1"); do printf '%s%s ' "$base" "$what"; done; }
 fi
 # shellcheck disable=SC2046
-curl -s $(requests 200) >/dev/null
+curl -s $(requests 200 0) >/dev/null
+args=$(requests "$n" 200)
 callgrind_control -z "$pid" >/dev/null 2>&1
-# shellcheck disable=SC2046
-curl -s $(requests "$n") >"$dir/answers"
+# shellcheck disable=SC2086
+curl -s $args >"$dir/answers"
 callgrind_control -d "$pid" >/dev/null 2>&1
 [ -n "${KEEP:-}" ] && cp "$dir"/cg.out.1 "$KEEP"
 if [ "$what" = order ] && [ "$(grep -o '"order_no"' "$dir/answers" | wc -l)" -ne "$n" ]; then
     echo "not every order was created: $(head -c 300 "$dir/answers")" >&2
+    exit 1
+fi
+if [ "$what" = notify ] && [ "$(grep -o '"received":true' "$dir/answers" | wc -l)" -ne "$n" ]; then
+    echo "not every notification was accepted: $(head -c 300 "$dir/answers")" >&2
     exit 1
 fi
 total=$(sed -n 's/^totals: //p' "$dir"/cg.out.1 | head -1)
