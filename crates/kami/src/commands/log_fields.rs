@@ -76,17 +76,21 @@ impl Default for Members {
 
 impl Members {
     fn member(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.name(field);
+        // Writing to a Vec cannot fail, and these values always serialise
+        // (a non-finite float is written as null).
+        let _ = serde_json::to_writer(&mut self.out, &value);
+    }
+
+    /// `"name":`, after a comma unless it is the first member.
+    fn name(&mut self, field: &Field) {
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
         let name = field.name();
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        // Writing to a Vec cannot fail, and these values always serialise
-        // (a non-finite float is written as null).
-        let _ = serde_json::to_writer(&mut self.out, name);
+        let _ = serde_json::to_writer(&mut self.out, name.strip_prefix("r#").unwrap_or(name));
         self.out.push(b':');
-        let _ = serde_json::to_writer(&mut self.out, &value);
     }
 
     /// serde_json writes UTF-8 only.
@@ -112,7 +116,20 @@ impl Visit for Members {
         self.member(field, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, format!("{value:?}"));
+        use serde::Serializer as _;
+        self.name(field);
+        // Escaped as it is formatted, without a String of it first.
+        let _ = serde_json::Serializer::new(&mut self.out).collect_str(&AsDisplay(value));
+    }
+}
+
+/// A `Debug` value where serde wants `Display` (`%value` fields are `Debug`
+/// through their `Display` already).
+struct AsDisplay<'a>(&'a dyn fmt::Debug);
+
+impl fmt::Display for AsDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
     }
 }
 
