@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions the server spends per request, counted by callgrind: the same
-# figure for the same binary whatever else the machine is doing, so two
+# figure (within about 1%) for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
 #   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order | notify] [REQUESTS]
