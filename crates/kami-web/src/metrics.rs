@@ -25,7 +25,8 @@ pub fn handle() -> &'static PrometheusHandle {
             ])
             .expect("static buckets are valid")
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("kami_writer_batch_size".into()),
+                // The writers' and the Redis gate's batches.
+                metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             )
             .expect("static buckets are valid")
