@@ -3,7 +3,7 @@
 # figure (within about 1%) for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
-#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order | notify] [REQUESTS]
+#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order | soldout | notify] [REQUESTS]
 #
 # Starts BINARY (`kami`) under `valgrind --tool=callgrind` on a fresh SQLite
 # shop, warms it up with 200 requests, zeroes the counters, sends REQUESTS
@@ -12,7 +12,8 @@
 # requested with GET; `order` posts orders for one code each
 # (`POST /api/v1/orders`, sandbox channel) to a product stocked through the
 # admin API first: one at a time, so each is its own transaction, not a
-# flash sale's batch. `notify` creates that many orders first (not counted)
+# flash sale's batch. `soldout` posts the same orders to a product with no
+# codes (the stock gate's answer after a drop). `notify` creates that many orders first (not counted)
 # and then pays each with one signed sandbox notification (openssl signs
 # them). Background work (the expiry sweep, the gate's re-sync)
 # falls into the same window. KEEP=FILE keeps the profile
@@ -36,13 +37,13 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 
-if [ "$what" = order ] || [ "$what" = notify ]; then
+if [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
     key=$("$bin" api-key create --name callgrind 2>/dev/null | tail -1)
     product=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d '{"name":"Callgrind","price":990,"currency":"CNY"}' "$base/api/v1/admin/products" |
         sed 's/.*"id":\([0-9]*\).*/\1/')
     seq 1 $((n + 200)) | sed 's/^/CALLGRIND-/' >"$dir/codes.txt"
-    curl -sf -H "Authorization: Bearer $key" -H 'content-type: text/plain' \
+    [ "$what" = soldout ] || curl -sf -H "Authorization: Bearer $key" -H 'content-type: text/plain' \
         --data-binary @"$dir/codes.txt" "$base/api/v1/admin/products/$product/cards" >/dev/null
     body="{\"product_id\":$product,\"quantity\":1,\"email\":\"buyer@example.com\",\"channel\":\"sandbox\"}"
     requests() {
@@ -81,6 +82,10 @@ callgrind_control -d "$pid" >/dev/null 2>&1
 [ -n "${KEEP:-}" ] && cp "$dir"/cg.out.1 "$KEEP"
 if [ "$what" = order ] && [ "$(grep -o '"order_no"' "$dir/answers" | wc -l)" -ne "$n" ]; then
     echo "not every order was created: $(head -c 300 "$dir/answers")" >&2
+    exit 1
+fi
+if [ "$what" = soldout ] && [ "$(grep -o '"sold_out"' "$dir/answers" | wc -l)" -ne "$n" ]; then
+    echo "not every order was answered sold_out: $(head -c 300 "$dir/answers")" >&2
     exit 1
 fi
 if [ "$what" = notify ] && [ "$(grep -o '"received":true' "$dir/answers" | wc -l)" -ne "$n" ]; then
