@@ -241,6 +241,18 @@ async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
         assert_eq!(out[2 * i + 1], PayOutcome::Duplicate, "{out:?}");
     }
     assert_eq!(out[10], PayOutcome::AlreadyPaid);
+    // The timeline names the payment that paid (the first to arrive, t0),
+    // then the extra one, whatever order the rows were stored in
+    // (PostgreSQL stores "another" first).
+    let events = db.store.order_events(orders[0].id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "paid", "delivered", "payment_for_paid_order"],
+        "{events:?}"
+    );
+    assert!(events[1].detail.ends_with("trade t0"), "{events:?}");
+    assert!(events[3].detail.contains("trade another"), "{events:?}");
     let again = db.store.pay_orders(&batch).await;
     assert!(again
         .into_iter()
@@ -436,7 +448,75 @@ async fn a_batch_of_several_products_claims_each_its_own_codes(backend: Backend)
     }
 }
 
+/// The timeline of an order written before stop 24, whose `created`,
+/// `paid` and `delivered` events are rows, shows each once; one written
+/// since shows the same from the order's row and its payment.
+async fn stored_and_derived_lifecycle_entries_read_alike(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 4).await;
+    let old = db
+        .store
+        .create_order(&new_order(pid, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let new = db
+        .store
+        .create_order(&new_order(pid, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = db
+        .store
+        .pay_orders(&[payment(&old, "t-old"), payment(&new, "t-new")])
+        .await;
+    assert!(out.into_iter().all(|r| r.unwrap() == PayOutcome::Delivered));
+    // As the writers stored them until stop 24.
+    let o = db.store.get_order(&old.order_no).await.unwrap().unwrap();
+    for (kind, detail, at) in [
+        ("created", "stored: created".to_string(), o.created_at),
+        ("paid", "stored: paid".to_string(), o.paid_at.unwrap()),
+        ("delivered", String::new(), o.delivered_at.unwrap()),
+    ] {
+        sqlx::query(
+            "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+             VALUES (1, $1, $2, $3, $4, $5)",
+        )
+        .bind(old.id)
+        .bind(&old.order_no)
+        .bind(kind)
+        .bind(detail)
+        .bind(at)
+        .execute(&db.check)
+        .await
+        .unwrap();
+    }
+    for (order, paid) in [(&old, "stored: paid"), (&new, "via sandbox trade t-new")] {
+        for events in [
+            db.store.order_events(order.id).await.unwrap(),
+            db.store.events_for_order_no(&order.order_no).await.unwrap(),
+        ] {
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds, ["created", "paid", "delivered"], "{events:?}");
+            assert!(events[1].detail.ends_with(paid), "{events:?}");
+            assert!(events
+                .iter()
+                .all(|e| e.order_no.as_deref() == Some(&order.order_no[..])));
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_events WHERE order_id = $1")
+        .bind(new.id)
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, 0,
+        "a drop's order and its payment store no timeline rows"
+    );
+}
+
 both_backends!(
+    stored_and_derived_lifecycle_entries_read_alike,
     a_batch_of_several_products_claims_each_its_own_codes,
     batched_rows_keep_every_field_as_written,
     batches_race_expiry_restock_and_single_writes,

@@ -127,7 +127,6 @@ async fn write_orders(
     if claimed.iter().zip(&granted).any(|(n, o)| *n < o.quantity) {
         return Ok(None);
     }
-    insert_created_events(s.backend, tx, &granted, &ids).await?;
     Ok(Some(
         batch
             .iter()
@@ -264,24 +263,4 @@ pub(super) async fn insert_orders(
         }
     }
     Ok(ids)
-}
-
-/// The `created` timeline rows of the batch, in multi-row statements.
-async fn insert_created_events(
-    backend: Backend,
-    tx: &mut Tx,
-    granted: &[&NewOrder],
-    ids: &HashMap<String, i64>,
-) -> Result<()> {
-    let events: Vec<NewEvent> = granted
-        .iter()
-        .map(|o| NewEvent {
-            order_id: Some(ids[o.order_no.as_str()]),
-            order_no: Some(o.order_no.clone()),
-            kind: "created".into(),
-            detail: orders::created_detail(o),
-            at: o.created_at,
-        })
-        .collect();
-    orders::insert_events_many(backend, tx, &events).await
 }

@@ -29,8 +29,7 @@ use kami_core::limits::ip_limit_key;
 use kami_core::OrderStatus;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::orders::{self, created_detail};
-use super::payments::paid_detail;
+use super::orders;
 use super::rows::ORDER_COLUMNS;
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -86,12 +85,6 @@ static INSERT_ORDER: LazyLock<String> = LazyLock::new(|| {
          buyer_ip, channel, status, created_at, expires_at, idempotency_key, coupon_id, \
          limit_holds) VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17)"
-    )
-});
-static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-         VALUES ({DEFAULT_MERCHANT}, ?1, ?2, ?3, ?4, ?5)"
     )
 });
 static INSERT_PAYMENT: LazyLock<String> = LazyLock::new(|| {
@@ -479,14 +472,7 @@ fn write_orders(
             // this cannot happen on SQLite; the general path decides anew.
             return Ok(None);
         }
-        insert_event(
-            &tx,
-            id,
-            &o.order_no,
-            "created",
-            &created_detail(o),
-            o.created_at,
-        )?;
+        // Its `created` entry is the order's row (`orders::lifecycle`).
         out.push(Ok(super::orders::pending_order(id, o)));
     }
     tx.commit()?;
@@ -570,19 +556,6 @@ fn give_back(
     Ok(())
 }
 
-fn insert_event(
-    tx: &Transaction<'_>,
-    order_id: i64,
-    order_no: &str,
-    kind: &str,
-    detail: &str,
-    at: i64,
-) -> Result<()> {
-    tx.prepare_cached(&INSERT_EVENT)?
-        .execute(params![order_id, order_no, kind, detail, at])?;
-    Ok(())
-}
-
 /// `payments.rs`'s `write_payments` for its common case: each payment is a
 /// duplicate (its row was already stored, or an earlier one in this batch
 /// stored it) or the first payment of a pending order, which sells the
@@ -610,15 +583,11 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
         // (a trigger to SQLite): neither keeps a statement journal, which
         // copies every page a statement touches first (perf: 5% of the
         // writer's samples in a notification storm).
-        let order: Option<(String, i64, String)> = tx
-            .prepare_cached("SELECT order_no, quantity, status FROM orders WHERE id = ?1")?
-            .query_row(params![p.order_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+        let order: Option<(i64, String)> = tx
+            .prepare_cached("SELECT quantity, status FROM orders WHERE id = ?1")?
+            .query_row(params![p.order_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let Some((order_no, quantity, "pending")) =
-            order.as_ref().map(|(n, q, s)| (n, *q, s.as_str()))
-        else {
+        let Some((quantity, "pending")) = order.as_ref().map(|(q, s)| (*q, s.as_str())) else {
             // The general path: it re-reads the order after the rollback.
             return Ok(None);
         };
@@ -649,15 +618,8 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             // it (Corrupt) so the gateway retries and an operator looks.
             return Ok(None);
         }
-        insert_event(
-            &tx,
-            p.order_id,
-            order_no,
-            "paid",
-            &paid_detail(p),
-            p.received_at,
-        )?;
-        insert_event(&tx, p.order_id, order_no, "delivered", "", p.received_at)?;
+        // Its `paid` and `delivered` entries are the order's row and this
+        // payment (`orders::lifecycle`).
         out.push(PayOutcome::Delivered);
     }
     tx.commit()?;

@@ -8,8 +8,8 @@ use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
 
 use super::orders::{
-    claim_cards, event, insert_events_many, lock_holds, release_cards, restore_holds, sell_cards,
-    values_rows, Holds, Tx,
+    claim_cards, event, lock_holds, release_cards, restore_holds, sell_cards, values_rows, Holds,
+    Tx,
 };
 use super::{pg_sets, SqlStore};
 use crate::types::*;
@@ -64,7 +64,7 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
                     "order {order_no} held {sold} reserved codes, expected {quantity}"
                 )));
             }
-            deliver(tx, p.order_id, &order_no, now, &paid, "pending").await?;
+            deliver(tx, p.order_id, &order_no, now, None, "pending").await?;
             PayOutcome::Delivered
         }
         Some(OrderStatus::Expired) => {
@@ -81,7 +81,7 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
                     p.order_id,
                     &order_no,
                     now,
-                    &format!("late payment: {paid}"),
+                    Some(&format!("late payment: {paid}")),
                     "expired",
                 )
                 .await?;
@@ -123,7 +123,7 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
                 p.order_id,
                 &order_no,
                 "payment_for_paid_order",
-                format!("order already {status}; extra payment {paid} needs a refund"),
+                format!("order already {status}; {}", extra_payment(&paid)),
                 now,
             )
             .await?;
@@ -134,18 +134,28 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
 }
 
 pub(super) fn paid_detail(p: &NewPayment) -> String {
-    format!(
-        "{} {} via {} trade {}",
-        p.amount, p.currency, p.channel, p.trade_no
-    )
+    paid_detail_of(p.amount, &p.currency, &p.channel, &p.trade_no)
 }
 
+pub(super) fn paid_detail_of(amount: i64, currency: &str, channel: &str, trade_no: &str) -> String {
+    format!("{amount} {currency} via {channel} trade {trade_no}")
+}
+
+/// How a `payment_for_paid_order` event ends: it names the payment that did
+/// not pay the order (`orders::paying_payment`).
+pub(super) fn extra_payment(paid: &str) -> String {
+    format!("extra payment {paid} needs a refund")
+}
+
+/// Moves the order from `from` to delivered. `late`: what the timeline's
+/// `paid` entry says of a late payment; a pending order's payment and
+/// delivery are told by its row and its payment (`orders::lifecycle`).
 async fn deliver(
     tx: &mut Tx,
     order_id: i64,
     order_no: &str,
     now: Millis,
-    paid: &str,
+    late: Option<&str>,
     from: &str,
 ) -> Result<()> {
     sqlx::query(
@@ -157,8 +167,11 @@ async fn deliver(
     .bind(from)
     .execute(&mut **tx)
     .await?;
-    event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
-    event(tx, order_id, order_no, "delivered", String::new(), now).await
+    if let Some(paid) = late {
+        event(tx, order_id, order_no, "paid", paid.to_string(), now).await?;
+        event(tx, order_id, order_no, "delivered", String::new(), now).await?;
+    }
+    Ok(())
 }
 
 /// Payments in one transaction, with set-based statements for the common
@@ -465,9 +478,10 @@ async fn lock_late_holds(backend: Backend, tx: &mut Tx, order_ids: &[i64]) -> Re
 }
 
 /// Sells the reserved codes of the `fast` payments' orders (delivered by
-/// `deliver_pending_orders`) and writes their timelines, checking every
-/// order got exactly its quantity (else the batch is refused, as
-/// `settle_in` would refuse the single payment).
+/// `deliver_pending_orders`), checking every order got exactly its quantity
+/// (else the batch is refused, as `settle_in` would refuse the single
+/// payment). Their timelines need no rows: the orders' `paid_at` and
+/// `delivered_at` and their payments tell them (`orders::lifecycle`).
 async fn sell_delivered(
     backend: Backend,
     tx: &mut Tx,
@@ -501,19 +515,5 @@ async fn sell_delivered(
             )));
         }
     }
-    let mut events = Vec::with_capacity(fast.len() * 2);
-    for &i in fast {
-        let p = &batch[i];
-        let (order_no, _) = &pending[&p.order_id];
-        for (kind, detail) in [("paid", paid_detail(p)), ("delivered", String::new())] {
-            events.push(NewEvent {
-                order_id: Some(p.order_id),
-                order_no: Some(order_no.clone()),
-                kind: kind.into(),
-                detail,
-                at: p.received_at,
-            });
-        }
-    }
-    insert_events_many(backend, tx, &events).await
+    Ok(())
 }

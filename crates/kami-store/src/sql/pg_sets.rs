@@ -102,15 +102,6 @@ impl<'a> OrderRow<'a> {
 }
 
 #[derive(Serialize)]
-struct EventRow<'a> {
-    order_id: Option<i64>,
-    order_no: Option<&'a str>,
-    kind: &'a str,
-    detail: &'a str,
-    created_at: i64,
-}
-
-#[derive(Serialize)]
 struct PaymentRow<'a> {
     order_id: i64,
     channel: &'a str,
@@ -151,31 +142,6 @@ pub(super) async fn insert_orders(
         ids.insert(row.try_get("order_no")?, row.try_get("id")?);
     }
     Ok(ids)
-}
-
-/// Timeline rows in one statement.
-pub(super) async fn insert_events(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
-    let rows: Vec<EventRow> = events
-        .iter()
-        .map(|ev| EventRow {
-            order_id: ev.order_id,
-            order_no: ev.order_no.as_deref(),
-            kind: &ev.kind,
-            detail: &ev.detail,
-            created_at: ev.at,
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
-         SELECT $2, x.order_id, x.order_no, x.kind, x.detail, x.created_at \
-         FROM json_to_recordset($1::json) AS x(order_id bigint, order_no text, kind text, \
-              detail text, created_at bigint)",
-    )
-    .bind(json_rows(&rows))
-    .bind(DEFAULT_MERCHANT)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Payment rows in one statement, a repeated (channel, trade_no) left out;
