@@ -328,8 +328,7 @@ pub async fn quote(
 }
 
 fn gate_rejected(outcome: &'static str, e: ApiError) -> ApiError {
-    metrics::counter!("kami_gate_rejections_total", "outcome" => outcome).increment(1);
-    metrics::counter!("kami_orders_total", "outcome" => outcome).increment(1);
+    crate::metrics::gate_rejection(outcome);
     e
 }
 
