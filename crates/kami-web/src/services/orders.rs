@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use kami_core::pricing::{self, normalize_coupon_code, CouponRefusal, CouponTerms};
 use kami_store::{CreateOrderError, IdempotencyRecord, NewOrder, Order, SaleTerms, SubmitError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -40,7 +40,28 @@ pub struct Placed {
     pub order: Order,
     pub access_token: String,
     /// The 201 body of API.md.
-    pub body: Value,
+    pub body: Created,
+}
+
+/// The 201 body of `POST /api/v1/orders` (API.md). A struct rather than a
+/// `json!` value: building, writing and dropping the value's maps were
+/// about 8,000 instructions per order. The fields are in the order the
+/// value's sorted map wrote them, so the bytes are the same.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    access_token: String,
+    amount: i64,
+    currency: String,
+    expires_at: String,
+    order_no: String,
+    payment: CreatedPayment,
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedPayment {
+    channel: String,
+    pay_url: String,
 }
 
 pub fn parse_id(v: &Value) -> Option<i64> {
@@ -139,15 +160,18 @@ pub async fn place_order(
     let access_token = random_token("kat_");
     let ttl_secs = state.shop().order_ttl_secs;
     let expires_at = now + ttl_secs * 1000;
-    let body = json!({
-        "order_no": order_no,
-        "status": "pending",
-        "amount": amount,
-        "currency": product.currency,
-        "expires_at": rfc3339(expires_at),
-        "access_token": access_token,
-        "payment": {"channel": channel, "pay_url": pay_url(state, channel, &order_no, &access_token)},
-    });
+    let body = Created {
+        access_token: access_token.clone(),
+        amount,
+        currency: product.currency.clone(),
+        expires_at: rfc3339(expires_at),
+        order_no: order_no.clone(),
+        payment: CreatedPayment {
+            channel: channel.to_string(),
+            pay_url: pay_url(state, channel, &order_no, &access_token),
+        },
+        status: "pending",
+    };
     let new = NewOrder {
         order_no: order_no.clone(),
         product_id,
@@ -339,12 +363,10 @@ pub fn sealed_response(
     state: &AppState,
     idem: &Idempotency,
     status: u16,
-    body: &Value,
+    body: &impl Serialize,
 ) -> IdempotencyRecord {
-    let sealed = state.keys.seal(
-        &idem_context(idem.scope, &idem.key),
-        body.to_string().as_bytes(),
-    );
+    let body = serde_json::to_vec(body).expect("a response body serializes");
+    let sealed = state.keys.seal(&idem_context(idem.scope, &idem.key), &body);
     IdempotencyRecord {
         scope: idem.scope.to_string(),
         key: idem.key.clone(),
