@@ -504,6 +504,26 @@ async fn stored_and_derived_lifecycle_entries_read_alike(backend: Backend) {
                 .all(|e| e.order_no.as_deref() == Some(&order.order_no[..])));
         }
     }
+    // What the new order's row says, entry by entry.
+    let n = db.store.get_order(&new.order_no).await.unwrap().unwrap();
+    let events = db.store.order_events(new.id).await.unwrap();
+    let entries: Vec<(&str, &str, i64)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.detail.as_str(), e.created_at))
+        .collect();
+    let paid = format!("{} {} via sandbox trade t-new", n.amount, n.currency);
+    assert_eq!(
+        entries,
+        [
+            (
+                "created",
+                "reserved 1 code(s) until expiry; channel sandbox",
+                n.created_at
+            ),
+            ("paid", paid.as_str(), n.paid_at.unwrap()),
+            ("delivered", "", n.delivered_at.unwrap()),
+        ]
+    );
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_events WHERE order_id = $1")
         .bind(new.id)
         .fetch_one(&db.check)

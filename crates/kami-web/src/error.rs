@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -160,14 +159,11 @@ impl ApiError {
         )
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message, "param": self.param}})
-    }
-
-    /// `body` without building a `Value` first (a fifth of the instructions
-    /// of a sold-out answer went into building one and tearing it down);
-    /// the same bytes, the fields in the same order.
-    fn wire(&self) -> Body<'_> {
+    /// The body API.md gives every error. A struct, not a `json!` value: a
+    /// fifth of a sold-out answer's instructions went into building one and
+    /// tearing it down. The fields are in the order the value's sorted map
+    /// wrote them, so the bytes are the same.
+    pub fn body(&self) -> Body<'_> {
         Body {
             error: Detail {
                 code: self.code,
@@ -179,12 +175,12 @@ impl ApiError {
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+pub struct Body<'a> {
     error: Detail<'a>,
 }
 
 #[derive(Serialize)]
-struct Detail<'a> {
+pub struct Detail<'a> {
     code: &'a str,
     message: &'a str,
     param: Option<&'a str>,
@@ -198,7 +194,7 @@ impl From<kami_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(self.wire())).into_response();
+        let mut res = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -208,3 +204,25 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The struct writes the bytes the `json!` value wrote before it (a
+    /// stored idempotent replay and the live answer must not differ).
+    #[test]
+    fn the_body_is_the_bytes_of_api_md_shape() {
+        for e in [
+            ApiError::sold_out(),
+            ApiError::invalid_param("quantity", "quantity must be \"1\"…\n"),
+        ] {
+            let value = json!({"error": {"code": e.code, "message": e.message, "param": e.param}});
+            assert_eq!(
+                serde_json::to_vec(&e.body()).unwrap(),
+                value.to_string().into_bytes()
+            );
+        }
+    }
+}

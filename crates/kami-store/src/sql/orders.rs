@@ -894,13 +894,19 @@ pub async fn order_events(
     order_id: Option<i64>,
     order_no: Option<&str>,
 ) -> Result<Vec<OrderEvent>> {
-    // The order first: a payment committed after it shows up in neither
-    // (its stored events, if any, come with a status the order did not have
-    // yet, which a reader of the timeline sees as the latest news).
+    // Read in this order, each statement on its own snapshot: the order,
+    // its payments, its stored events. A payment committed after the
+    // order's read changes nothing derived from it; one committed between
+    // the payments' read and the events' may add an event naming it extra,
+    // never make an extra payment look like the one that paid.
     let order = match (order_id, order_no) {
         (Some(id), _) => order_by_id(s, id).await?,
         (None, Some(no)) => get_order(s, no).await?,
         (None, None) => None,
+    };
+    let payments = match &order {
+        Some(o) if o.paid_at.is_some() => order_payments(s, o.id).await?,
+        _ => Vec::new(),
     };
     let rows = match (order_id, order_no) {
         (Some(id), _) => {
@@ -927,11 +933,7 @@ pub async fn order_events(
     let Some(order) = order else {
         return Ok(stored);
     };
-    let paid = if order.paid_at.is_some() && !stored.iter().any(|e| e.kind == "paid") {
-        paying_payment(s, order.id, &stored).await?
-    } else {
-        None
-    };
+    let paid = paying_payment(payments, &stored);
     Ok(lifecycle(stored, &order, paid))
 }
 
@@ -941,15 +943,8 @@ async fn order_by_id(s: &SqlStore, id: i64) -> Result<Option<Order>> {
     row.as_ref().map(rows::order).transpose()
 }
 
-/// What the `paid` entry says of the payment that paid the order: the first
-/// of its payments that no `payment_for_paid_order` event names as extra.
-/// (Not simply the first by id: PostgreSQL stores a batch's payments in
-/// (channel, trade_no) order, and the first to arrive is the one that paid.)
-async fn paying_payment(
-    s: &SqlStore,
-    order_id: i64,
-    stored: &[OrderEvent],
-) -> Result<Option<String>> {
+/// The order's payments, oldest first, as the `paid` entry tells them.
+async fn order_payments(s: &SqlStore, order_id: i64) -> Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT amount, currency, channel, trade_no FROM payments \
          WHERE order_id = $1 ORDER BY id",
@@ -957,22 +952,29 @@ async fn paying_payment(
     .bind(order_id)
     .fetch_all(&s.read)
     .await?;
-    for r in rows {
-        let paid = super::payments::paid_detail_of(
-            r.try_get("amount")?,
-            &r.try_get::<String, _>("currency")?,
-            &r.try_get::<String, _>("channel")?,
-            &r.try_get::<String, _>("trade_no")?,
-        );
-        let extra = super::payments::extra_payment(&paid);
-        if !stored
+    rows.iter()
+        .map(|r| {
+            Ok(super::payments::paid_detail_of(
+                r.try_get("amount")?,
+                &r.try_get::<String, _>("currency")?,
+                &r.try_get::<String, _>("channel")?,
+                &r.try_get::<String, _>("trade_no")?,
+            ))
+        })
+        .collect()
+}
+
+/// What the `paid` entry says of the payment that paid the order: the first
+/// of its payments that no `payment_for_paid_order` event names as extra.
+/// (Not simply the first by id: PostgreSQL stores a batch's payments in
+/// (channel, trade_no) order, and the first to arrive is the one that paid.)
+fn paying_payment(payments: Vec<String>, stored: &[OrderEvent]) -> Option<String> {
+    payments.into_iter().find(|paid| {
+        let extra = super::payments::extra_payment(paid);
+        !stored
             .iter()
             .any(|e| e.kind == "payment_for_paid_order" && e.detail.ends_with(&extra))
-        {
-            return Ok(Some(paid));
-        }
-    }
-    Ok(None)
+    })
 }
 
 /// The timeline with the entries the order's row records and no stored
@@ -983,9 +985,10 @@ async fn paying_payment(
 /// its first payment say the same. Late payments, fulfilment on restock and
 /// every order written before stop 24 store theirs, with their own detail.
 /// `created` goes first; `paid` and `delivered` before the stored events of
-/// their moment or after, and before any `payment_for_paid_order` (a batch's
-/// orders share one `paid_at`, which may be later than the extra payment's
-/// own time). Synthesised entries have id 0.
+/// their moment (stored lifecycle rows aside) or after, and before any
+/// `payment_for_paid_order` (a batch's orders share one `paid_at`, which may
+/// be later than the extra payment's own time). Synthesised entries have
+/// id 0.
 pub(super) fn lifecycle(
     stored: Vec<OrderEvent>,
     o: &Order,
@@ -1017,7 +1020,14 @@ pub(super) fn lifecycle(
     let mut later = later.into_iter().peekable();
     for e in stored {
         let after_payment = e.kind == "payment_for_paid_order";
-        while let Some(l) = later.next_if(|l| after_payment || l.created_at <= e.created_at) {
+        // A stored lifecycle row of the same moment (a late payment's
+        // `paid`) stays ahead of a derived `delivered`.
+        let same_moment_first = !matches!(e.kind.as_str(), "created" | "paid" | "delivered");
+        while let Some(l) = later.next_if(|l| {
+            after_payment
+                || l.created_at < e.created_at
+                || (l.created_at == e.created_at && same_moment_first)
+        }) {
             out.push(l);
         }
         out.push(e);
@@ -1062,6 +1072,105 @@ pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> 
 mod tests {
     use super::*;
     use sqlx::any::AnyPoolOptions;
+
+    fn delivered_order(created: Millis, paid: Millis) -> Order {
+        Order {
+            id: 7,
+            order_no: "K1".into(),
+            product_id: 1,
+            quantity: 2,
+            unit_price: 100,
+            discount: 0,
+            amount: 200,
+            currency: "CNY".into(),
+            email: "a@example.com".into(),
+            access_token_hash: Vec::new(),
+            has_query_password: false,
+            buyer_ip: None,
+            channel: "sandbox".into(),
+            status: OrderStatusField(OrderStatus::Delivered),
+            created_at: created,
+            expires_at: created + 900_000,
+            paid_at: Some(paid),
+            delivered_at: Some(paid),
+            coupon_id: None,
+            limit_holds: 0,
+        }
+    }
+
+    fn stored(id: i64, kind: &str, at: Millis) -> OrderEvent {
+        OrderEvent {
+            id,
+            order_no: Some("K1".into()),
+            kind: kind.into(),
+            detail: format!("stored {kind}"),
+            created_at: at,
+        }
+    }
+
+    fn timeline(events: &[OrderEvent]) -> Vec<(&str, Millis)> {
+        events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.created_at))
+            .collect()
+    }
+
+    /// The derived entries take their places among the stored ones:
+    /// `created` first, `paid` and `delivered` at their moment (before
+    /// stored events of the same millisecond), and always before an extra
+    /// payment's event, even one stamped earlier than the batch's `paid_at`.
+    #[test]
+    fn derived_entries_fall_in_place_among_stored_ones() {
+        let o = delivered_order(1_000, 5_000);
+        let events = lifecycle(
+            vec![
+                stored(1, "payment_started", 2_000),
+                stored(2, "payment_for_paid_order", 4_990),
+                stored(3, "notify_rejected", 5_000),
+                stored(4, "resent", 9_000),
+            ],
+            &o,
+            Some("200 CNY via sandbox trade t".into()),
+        );
+        assert_eq!(
+            timeline(&events),
+            [
+                ("created", 1_000),
+                ("payment_started", 2_000),
+                ("paid", 5_000),
+                ("delivered", 5_000),
+                ("payment_for_paid_order", 4_990),
+                ("notify_rejected", 5_000),
+                ("resent", 9_000),
+            ]
+        );
+        assert_eq!(
+            events[0].detail,
+            "reserved 2 code(s) until expiry; channel sandbox"
+        );
+        assert_eq!(events[2].detail, "200 CNY via sandbox trade t");
+        assert!(events.iter().filter(|e| e.id == 0).count() == 3);
+        // Stored lifecycle rows (older orders, late payments) are not doubled.
+        let events = lifecycle(
+            vec![
+                stored(1, "created", 1_000),
+                stored(2, "expired", 3_000),
+                stored(3, "paid", 5_000),
+            ],
+            &o,
+            None,
+        );
+        assert_eq!(
+            timeline(&events),
+            [
+                ("created", 1_000),
+                ("expired", 3_000),
+                ("paid", 5_000),
+                ("delivered", 5_000),
+            ]
+        );
+        assert_eq!(events[2].detail, "stored paid");
+    }
 
     /// SQLite pages through orders without sorting the whole shop: every
     /// filter of the admin list either reads an index in id order or a

@@ -4,23 +4,21 @@
 -- the quantity order i asks for.
 -- Returns {verdict 1, count 1, verdict 2, count 2, ...}: verdict 1 = taken
 -- (count is what is left), 0 = refused (count is what there is), -1 = no
--- count kept (let it pass).
+-- count kept, or not a number (let it pass: one bad key must not fail the
+-- batch's other orders).
 local out = {}
 for i = 1, #KEYS do
-  local left = redis.call('GET', KEYS[i])
+  local left = tonumber(redis.call('GET', KEYS[i]))
+  local want = tonumber(ARGV[i])
   if not left then
     out[#out + 1] = -1
     out[#out + 1] = 0
+  elseif left >= want then
+    out[#out + 1] = 1
+    out[#out + 1] = redis.call('DECRBY', KEYS[i], want)
   else
-    left = tonumber(left)
-    local want = tonumber(ARGV[i])
-    if left >= want then
-      out[#out + 1] = 1
-      out[#out + 1] = redis.call('DECRBY', KEYS[i], want)
-    else
-      out[#out + 1] = 0
-      out[#out + 1] = left
-    end
+    out[#out + 1] = 0
+    out[#out + 1] = left
   end
 end
 return out

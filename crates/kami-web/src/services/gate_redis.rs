@@ -49,6 +49,10 @@ const RESYNC_LEASE: Duration = Duration::from_millis(900);
 /// Most orders one script run checks: Redis runs a script alone, so a long
 /// one would hold up every other client (256 take well under a millisecond).
 const MAX_BATCH: usize = 256;
+/// Longest an order waits for its batch's answer before it goes to the
+/// database ungated (fail open): two Redis calls' deadlines, so a batch
+/// that queued behind a slow one still gets its own chance.
+const WAIT: Duration = Duration::from_millis(1000);
 
 /// Codes taken from the shared count for an order on its way to the
 /// database. Dropped without `keep` (the request was cancelled, or the
@@ -106,30 +110,56 @@ async fn give_back(redis: &Redis, key: &str, quantity: i64) -> Option<i64> {
 struct Take {
     product_id: i64,
     quantity: i64,
-    /// `(verdict, count)` as `gate_take.lua` answers it; `None` if Redis
-    /// did not answer.
-    answer: oneshot::Sender<Option<(i64, i64)>>,
+    /// The script's answer; `None` if Redis did not answer.
+    answer: oneshot::Sender<Option<Answer>>,
+}
+
+/// `gate_take.lua`'s answer for one take, with the codes it took already
+/// held: however the request goes away — before its answer is sent, or
+/// after, unread — dropping the answer gives them back.
+#[derive(Debug)]
+struct Answer {
+    verdict: i64,
+    count: i64,
+    hold: Hold,
 }
 
 /// Runs the queued takes, a batch at a time: everything that queued while
 /// the last batch was with Redis goes in the next. The queue is unbounded
-/// but never long: each take is a request waiting for its answer.
+/// but never long: each take is a request waiting for its answer, and one
+/// that stopped waiting (`WAIT`) is left out of the next run.
 async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        batch.retain(|take| !take.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
         let answers = take_batch(&redis, &batch).await;
         for (i, take) in batch.drain(..).enumerate() {
-            let answer = answers.as_ref().map(|a| (a[2 * i], a[2 * i + 1]));
-            if let Err(Some((1, _))) = take.answer.send(answer) {
-                // The request went away while its batch ran: nobody holds
-                // what was taken for it.
-                let redis = redis.clone();
-                tokio::spawn(async move {
-                    let key = gate_key(&redis, take.product_id);
-                    give_back(&redis, &key, take.quantity).await;
-                });
-            }
+            let answer = answers.as_ref().map(|a| {
+                let (verdict, count) = (a[2 * i], a[2 * i + 1]);
+                let hold = if verdict == 1 {
+                    Hold {
+                        held: Some(Held {
+                            redis: redis.clone(),
+                            key: gate_key(&redis, take.product_id),
+                            quantity: take.quantity,
+                        }),
+                    }
+                } else {
+                    Hold::none()
+                };
+                Answer {
+                    verdict,
+                    count,
+                    hold,
+                }
+            });
+            // Refused when the request went away: the answer is dropped
+            // here, and its hold with it.
+            let _ = take.answer.send(answer);
         }
     }
 }
@@ -188,8 +218,10 @@ impl SharedGate {
         })
     }
 
-    /// Checks and takes `quantity` codes in the next batch.
-    async fn take(&self, product_id: i64, quantity: i64) -> Option<(i64, i64)> {
+    /// Checks and takes `quantity` codes in the next batch. `None` (let the
+    /// order through) when Redis is away, or the answer takes longer than
+    /// `WAIT`: a late answer's codes are given back when it is dropped.
+    async fn take(&self, product_id: i64, quantity: i64) -> Option<Answer> {
         if !self.redis.available() {
             return None;
         }
@@ -200,7 +232,11 @@ impl SharedGate {
             answer,
         };
         self.takes().send(take).ok()?;
-        answered.await.ok().flatten()
+        tokio::time::timeout(WAIT, answered)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
     }
 
     fn key(&self, product_id: i64) -> String {
@@ -218,19 +254,19 @@ impl SharedGate {
         mirror: &LocalCounts,
     ) -> Admission {
         match self.take(product_id, quantity).await {
-            Some((1, left)) => {
-                mirror.set(product_id, left);
-                Admission::Pass(Hold {
-                    held: Some(Held {
-                        redis: self.redis.clone(),
-                        key: self.key(product_id),
-                        quantity,
-                    }),
-                })
+            Some(Answer {
+                verdict: 1,
+                count,
+                hold,
+            }) => {
+                mirror.set(product_id, count);
+                Admission::Pass(hold)
             }
-            Some((0, left)) => {
-                mirror.set(product_id, left);
-                verdict(left)
+            Some(Answer {
+                verdict: 0, count, ..
+            }) => {
+                mirror.set(product_id, count);
+                verdict(count)
             }
             // No count kept yet: the next re-sync loads it.
             Some(_) => Admission::Pass(Hold::none()),
@@ -439,7 +475,7 @@ mod tests {
                 .expect("a Redis for the gate's tests (KAMI_TEST_REDIS_URL)")
         }
 
-        fn set(&self, product_id: i64, n: i64) {
+        fn set(&self, product_id: i64, n: impl redis::ToRedisArgs) {
             redis::cmd("SET")
                 .arg(format!("{}gate:{product_id}", self.prefix))
                 .arg(n)
@@ -532,6 +568,24 @@ mod tests {
             f.admit(4, 1).await,
             Admission::Pass(Hold { held: None })
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_count_that_is_not_a_number_fails_no_other_order_of_its_batch() {
+        let f = Arc::new(Fixture::new());
+        f.set(6, "not a number");
+        f.set(7, 1);
+        let (bad, good) = tokio::join!(f.admit(6, 1), f.admit(7, 1));
+        assert!(
+            matches!(bad, Admission::Pass(Hold { held: None })),
+            "{bad:?}"
+        );
+        assert!(held(&good), "{good:?}");
+        if let Admission::Pass(h) = good {
+            h.keep();
+        }
+        assert_eq!(f.count(7), Some(0));
+        assert!(f.gate.available(), "one bad count opened the breaker");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
