@@ -65,7 +65,8 @@ pub struct Hold {
 #[derive(Debug)]
 struct Held {
     redis: Arc<Redis>,
-    key: String,
+    /// Shared with the other takes of its batch for the same product.
+    key: Arc<str>,
     quantity: i64,
 }
 
@@ -136,15 +137,16 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
             continue;
         }
         metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
-        let answers = take_batch(&redis, &batch).await;
-        for (i, take) in batch.drain(..).enumerate() {
+        let keys = batch_keys(&redis, &batch);
+        let answers = take_batch(&redis, &batch, &keys).await;
+        for ((i, take), key) in batch.drain(..).enumerate().zip(keys) {
             let answer = answers.as_ref().map(|a| {
                 let (verdict, count) = (a[2 * i], a[2 * i + 1]);
                 let hold = if verdict == 1 {
                     Hold {
                         held: Some(Held {
                             redis: redis.clone(),
-                            key: gate_key(&redis, take.product_id),
+                            key,
                             quantity: take.quantity,
                         }),
                     }
@@ -164,21 +166,28 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
     }
 }
 
-/// One run of `gate_take.lua` for the batch: two numbers per take, or `None`.
-async fn take_batch(redis: &Redis, batch: &[Take]) -> Option<Vec<i64>> {
-    let mut invocation = TAKE.prepare_invoke();
-    // A drop's batch is one product over and over: name it once.
-    let mut named: Option<(i64, String)> = None;
-    for take in batch {
-        let key = match &named {
-            Some((id, key)) if *id == take.product_id => key,
+/// Each take's key. A drop's batch is one product over and over: its key
+/// is named once and shared by the batch's takes and their holds.
+fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Arc<str>> {
+    let mut named: Option<(i64, Arc<str>)> = None;
+    batch
+        .iter()
+        .map(|take| match &named {
+            Some((id, key)) if *id == take.product_id => key.clone(),
             _ => {
-                &named
-                    .insert((take.product_id, gate_key(redis, take.product_id)))
-                    .1
+                let key: Arc<str> = gate_key(redis, take.product_id).into();
+                named = Some((take.product_id, key.clone()));
+                key
             }
-        };
-        invocation.key(key.as_str()).arg(take.quantity);
+        })
+        .collect()
+}
+
+/// One run of `gate_take.lua` for the batch: two numbers per take, or `None`.
+async fn take_batch(redis: &Redis, batch: &[Take], keys: &[Arc<str>]) -> Option<Vec<i64>> {
+    let mut invocation = TAKE.prepare_invoke();
+    for (take, key) in batch.iter().zip(keys) {
+        invocation.key(&**key).arg(take.quantity);
     }
     redis
         .call("gate_take", |mut c| async move {
