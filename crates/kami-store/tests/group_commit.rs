@@ -453,13 +453,7 @@ async fn a_batch_of_several_products_claims_each_its_own_codes(backend: Backend)
 /// since shows the same from the order's row and its payment.
 async fn stored_and_derived_lifecycle_entries_read_alike(backend: Backend) {
     let db = open(backend).await;
-    let pid = product_with_codes(&db, 4).await;
-    let old = db
-        .store
-        .create_order(&new_order(pid, 1, 60_000))
-        .await
-        .unwrap()
-        .unwrap();
+    let (pid, old) = product_with_an_order(&db, 4).await;
     let new = db
         .store
         .create_order(&new_order(pid, 1, 60_000))
