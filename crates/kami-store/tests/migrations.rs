@@ -4,31 +4,24 @@
 mod common;
 
 use common::*;
+use kami_core::{now_millis, OrderStatus};
 use kami_store::*;
 use rand::Rng;
 
-/// Migration 0009 moves the fingerprints of codes imported before it into
-/// `card_fingerprints` and drops the unique index on `cards`: a code stored
-/// before the upgrade is still caught as a duplicate after it, and a new
-/// code is still stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fingerprints_imported_before_0009_still_catch_duplicates() {
-    let pg = empty_postgres().await;
-    let url = &pg.url;
+/// A pool on `url` holding the schema as it was before migration `version`,
+/// from the migrations' own files.
+async fn schema_before(url: &str, version: &str) -> sqlx::AnyPool {
     let tag: u64 = rand::thread_rng().gen();
-
-    // The schema as it was before 0009, from the migrations' own files.
     let before = std::env::temp_dir().join(format!("kami-migrations-{tag:x}"));
     std::fs::create_dir_all(&before).unwrap();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
     for entry in std::fs::read_dir(source).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_string();
-        if file.as_str() < "0009" {
+        if file.as_str() < version {
             std::fs::copy(&path, before.join(&file)).unwrap();
         }
     }
-    let store = SqlStore::connect(url, 4).await.unwrap();
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(2)
         .connect(url)
@@ -41,6 +34,19 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
         .await
         .unwrap();
     std::fs::remove_dir_all(&before).unwrap();
+    pool
+}
+
+/// Migration 0009 moves the fingerprints of codes imported before it into
+/// `card_fingerprints` and drops the unique index on `cards`: a code stored
+/// before the upgrade is still caught as a duplicate after it, and a new
+/// code is still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprints_imported_before_0009_still_catch_duplicates() {
+    let pg = empty_postgres().await;
+    let url = &pg.url;
+    let store = SqlStore::connect(url, 4).await.unwrap();
+    let pool = schema_before(url, "0009").await;
 
     let product = store
         .create_product(&new_product("upgraded"))
@@ -91,5 +97,158 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
         .await
         .unwrap();
     assert_eq!(store.stock(product).await.unwrap().available, 4);
+    pool.close().await;
+}
+
+/// Migration 0010 drops the orders' indexes by status and keeps what they
+/// answered in `order_deadlines` and `order_marks`: orders of every status
+/// stored before it are counted, listed, expired and fulfilled after it as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_stored_before_0010_keep_their_statuses() {
+    let pg = empty_postgres().await;
+    let url = &pg.url;
+    let store = SqlStore::connect(url, 4).await.unwrap();
+    let pool = schema_before(url, "0010").await;
+
+    let product = store
+        .create_product(&new_product("upgraded"))
+        .await
+        .unwrap()
+        .id;
+    // Five codes, written as an import leaves them (a committed import
+    // fulfils waiting orders, which reads this build's marks).
+    let batch = store.begin_import(product).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+         fingerprint, status, created_at) \
+         SELECT 1, {product}, {batch}, '\\x00', '\\x00', 1, '\\x00', 'available', 0 \
+         FROM generate_series(1, 5); \
+         UPDATE card_batches SET status = 'committed' WHERE id = {batch}"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let order = |quantity| {
+        let store = &store;
+        async move {
+            store
+                .create_order(&new_order(product, quantity, 60_000))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let pay = |o: Order| {
+        let store = &store;
+        async move {
+            let t = format!("T-{}", o.order_no);
+            store.pay_order(&payment(&o, &t)).await.unwrap()
+        }
+    };
+    let pending = order(1).await;
+    let delivered = order(1).await;
+    let refunded = order(1).await;
+    let late = order(1).await;
+    let expired = order(1).await;
+    assert_eq!(pay(delivered.clone()).await, PayOutcome::Delivered);
+    assert_eq!(pay(refunded.clone()).await, PayOutcome::Delivered);
+    // Refunded and expired as Kami before 0010 left them (expired orders
+    // gave their codes back).
+    sqlx::query(&format!(
+        "UPDATE orders SET status = 'refunded' WHERE id = {}",
+        refunded.id
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    for o in [&late, &expired] {
+        sqlx::raw_sql(&format!(
+            "UPDATE orders SET status = 'expired' WHERE id = {0}; \
+             UPDATE cards SET status = 'available', order_id = NULL, reserved_until = NULL \
+             WHERE order_id = {0}",
+            o.id
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let second = order(2).await;
+    assert_eq!(pay(late.clone()).await, PayOutcome::PaidUnfulfilled);
+
+    store.migrate().await.unwrap();
+    let counts = |pending, delivered, expired, paid_unfulfilled, refunded| {
+        let mut c = vec![
+            ("pending", pending),
+            ("paid_unfulfilled", paid_unfulfilled),
+            ("delivered", delivered),
+            ("expired", expired),
+            ("refunded", refunded),
+        ];
+        c.sort_by_key(|(st, _)| {
+            OrderStatus::ALL
+                .iter()
+                .position(|s| s.as_str() == *st)
+                .unwrap()
+        });
+        c.into_iter()
+            .map(|(st, n)| (st.to_string(), n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.count_orders_by_status().await.unwrap(),
+        counts(2, 1, 1, 1, 1)
+    );
+    let listed = |status| {
+        let store = &store;
+        async move {
+            let f = OrderFilter {
+                status: Some(status),
+                limit: 10,
+                ..OrderFilter::default()
+            };
+            let orders = store.list_orders(&f).await.unwrap();
+            orders.into_iter().map(|o| o.order_no).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(OrderStatus::Pending).await,
+        [second.order_no.as_str(), pending.order_no.as_str()]
+    );
+    assert_eq!(
+        listed(OrderStatus::Expired).await,
+        [expired.order_no.as_str()]
+    );
+    assert_eq!(
+        listed(OrderStatus::PaidUnfulfilled).await,
+        [late.order_no.as_str()]
+    );
+    assert_eq!(
+        listed(OrderStatus::Refunded).await,
+        [refunded.order_no.as_str()]
+    );
+
+    // The two pending orders expire when due; the codes they give back go
+    // to the order paid late first.
+    let swept = store
+        .expire_due_orders(now_millis() + 120_000, 10)
+        .await
+        .unwrap();
+    let mut swept: Vec<String> = swept.into_iter().map(|o| o.order_no).collect();
+    swept.sort();
+    let mut due = vec![pending.order_no.clone(), second.order_no.clone()];
+    due.sort();
+    assert_eq!(swept, due);
+    let late_now = store.get_order(&late.order_no).await.unwrap().unwrap();
+    assert_eq!(late_now.status.0, OrderStatus::Delivered);
+    assert_eq!(
+        store.count_orders_by_status().await.unwrap(),
+        counts(0, 2, 3, 0, 1)
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
     pool.close().await;
 }

@@ -19,6 +19,7 @@ mod keys;
 mod orders;
 mod payments;
 mod pg_sets;
+mod pg_status;
 mod recovery;
 mod rows;
 mod wal_prefetch;

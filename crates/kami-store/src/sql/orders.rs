@@ -715,37 +715,59 @@ pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
 
 /// `list_orders`' statement; its parameters in the order they are bound there.
 fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
-    let mut sql = format!(
-        "SELECT {} FROM orders {}",
-        rows::ORDER_COLUMNS,
-        sqlite_list_path(backend, f)
-    );
+    let marks = match backend {
+        Backend::Postgres => super::pg_status::list_from_marks(f.status),
+        Backend::Sqlite => None,
+    };
+    let mut sql = match &marks {
+        Some((head, _)) => head.clone(),
+        None => format!(
+            "SELECT {} FROM orders {}",
+            rows::ORDER_COLUMNS,
+            sqlite_list_path(backend, f)
+        ),
+    };
     let mut n = 1;
     let mut next = |col: &str| {
         n += 1;
-        format!(" AND {col} ${n}")
+        (format!(" AND {col} ${n}"), n)
     };
     // Written into the statement, not bound, so that the partial index of
     // `sqlite_list_path` serves it. `as_str` is one of five fixed words.
     if let Some(st) = f.status {
         sql += &format!(" AND status = '{}'", st.as_str());
+        if marks.is_none() {
+            sql += &super::pg_status::marked(backend, st, "");
+        }
     }
     if f.email.is_some() {
-        sql += &next("email =");
+        sql += &next("email =").0;
     }
     if f.product_id.is_some() {
-        sql += &next("product_id =");
+        sql += &next("product_id =").0;
     }
-    if f.before_id.is_some() {
-        sql += &next("id <");
-    }
+    let before = f.before_id.map(|_| {
+        let (cond, n) = next("id <");
+        sql += &cond;
+        n
+    });
     if f.created_from.is_some() {
-        sql += &next("created_at >=");
+        sql += &next("created_at >=").0;
     }
     if f.created_before.is_some() {
-        sql += &next("created_at <");
+        sql += &next("created_at <").0;
     }
-    sql += &format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000));
+    let limit = f.limit.clamp(1, 1000);
+    match &marks {
+        Some((_, tail)) => {
+            sql += tail;
+            if let Some(n) = before {
+                sql += &format!(" AND m.order_id < ${n}");
+            }
+            sql += &format!(" ORDER BY m.order_id DESC LIMIT {limit}");
+        }
+        None => sql += &format!(" ORDER BY id DESC LIMIT {limit}"),
+    }
     sql
 }
 
@@ -757,8 +779,9 @@ fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
 /// orders are few, sorted in memory), and otherwise the table is walked
 /// from its newest row (`+merchant_id` keeps the index out), which for
 /// `delivered`, what most orders are, finds a page at once. PostgreSQL
-/// (which lost the index in its own migration 0008) plans the same paths
-/// from its statistics.
+/// has no index naming the status since its migration 0010: a status's
+/// orders are found through `order_deadlines` or `order_marks`
+/// (`pg_status`), the rest from its statistics.
 fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
     if backend != Backend::Sqlite || f.email.is_some() {
         return "WHERE merchant_id = $1".into();
@@ -774,6 +797,9 @@ fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
 }
 
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
+    if s.backend == Backend::Postgres {
+        return super::pg_status::expire_due_orders(s, now, limit).await;
+    }
     // The sweep runs every second and mostly finds nothing (`any_due`).
     let due = "SELECT 1 FROM orders WHERE status = 'pending' AND expires_at <= $1 LIMIT 1";
     if !s.any_due(due, now).await? {
@@ -782,9 +808,8 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
     let mut tx = s.begin().await?;
     let sql = format!(
         "SELECT {} FROM orders WHERE status = 'pending' AND expires_at <= $1 \
-         ORDER BY expires_at LIMIT $2 {}",
+         ORDER BY expires_at LIMIT $2",
         rows::ORDER_COLUMNS,
-        s.backend.skip_locked()
     );
     let due: Vec<Order> = sqlx::query(&sql)
         .bind(now)
@@ -794,8 +819,22 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
         .iter()
         .map(rows::order)
         .collect::<Result<_>>()?;
+    let expired = expire_orders(s.backend, &mut tx, due, now).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// Expires the due orders read (and, on PostgreSQL, locked) in `tx`: each
+/// still pending gives back its codes and what it held, and the codes go to
+/// paid orders waiting for them first. The orders it moved.
+pub(super) async fn expire_orders(
+    backend: Backend,
+    tx: &mut Tx,
+    due: Vec<Order>,
+    now: Millis,
+) -> Result<Vec<Order>> {
     let holds: Vec<Holds> = due.iter().map(Holds::of).collect();
-    lock_holds(s.backend, &mut tx, &holds).await?;
+    lock_holds(backend, tx, &holds).await?;
     let mut expired = Vec::with_capacity(due.len());
     let mut products = Vec::new();
     for (o, held) in due.into_iter().zip(&holds) {
@@ -803,16 +842,16 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
             "UPDATE orders SET status = 'expired' WHERE id = $1 AND status = 'pending'",
         )
         .bind(o.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if moved == 0 {
             continue;
         }
-        release_cards(&mut tx, o.id).await?;
-        release_holds(&mut tx, held).await?;
+        release_cards(tx, o.id).await?;
+        release_holds(tx, held).await?;
         event(
-            &mut tx,
+            tx,
             o.id,
             &o.order_no,
             "expired",
@@ -830,9 +869,8 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
     }
     // Released codes go to buyers who already paid and wait, before anyone new.
     for product_id in products {
-        fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
+        fulfil_unfulfilled_in(backend, tx, product_id, now).await?;
     }
-    tx.commit().await?;
     Ok(expired)
 }
 
@@ -845,8 +883,9 @@ pub async fn fulfil_unfulfilled_in(
     now: Millis,
 ) -> Result<Vec<String>> {
     let sql = format!(
-        "SELECT id, order_no, quantity FROM orders WHERE product_id = $1 \
+        "SELECT id, order_no, quantity FROM orders WHERE product_id = $1 {} \
          AND status = 'paid_unfulfilled' ORDER BY id {}",
+        super::pg_status::marked(backend, OrderStatus::PaidUnfulfilled, "AND product_id = $1"),
         backend.skip_locked()
     );
     let waiting = sqlx::query(&sql)
@@ -1038,28 +1077,35 @@ pub(super) fn lifecycle(
 
 /// Orders by status, every status listed, zeros too (a gauge falls back to
 /// 0 when the last pending order is paid). Neither backend has an index of
-/// every order by status since their migrations 0008, so this counts the
-/// partial index of each status but `delivered`, and `delivered` is the rest
-/// of the table: SQLite counts a table by its pages, not its rows. One
+/// every order by status since their migrations 0008, so this counts each
+/// status but `delivered` where it is kept (SQLite: its partial index;
+/// PostgreSQL: its marks or deadlines, `pg_status`), and `delivered` is the
+/// rest of the table: SQLite counts a table by its pages, not its rows. One
 /// statement, so one snapshot: the parts add up to the total.
 pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {
     let delivered = OrderStatus::Delivered.as_str();
-    let others: Vec<&str> = OrderStatus::ALL
-        .iter()
-        .map(OrderStatus::as_str)
-        .filter(|st| *st != delivered)
+    let others: Vec<OrderStatus> = OrderStatus::ALL
+        .into_iter()
+        .filter(|st| *st != OrderStatus::Delivered)
         .collect();
     let counts: Vec<String> = others
         .iter()
-        .map(|st| format!("(SELECT COUNT(*) FROM orders WHERE status = '{st}') AS {st}"))
+        .map(|st| {
+            format!(
+                "({}) AS {}",
+                super::pg_status::count(s.backend, *st),
+                st.as_str()
+            )
+        })
         .collect();
+    let names: Vec<&str> = others.iter().map(OrderStatus::as_str).collect();
     // `MATERIALIZED`: PostgreSQL would otherwise inline each count into both
     // the output and `delivered`'s subtraction and run it twice.
     let sql = format!(
         "WITH c AS MATERIALIZED (SELECT (SELECT COUNT(*) FROM orders) AS total, {}) \
          SELECT *, total - {} AS {delivered} FROM c",
         counts.join(", "),
-        others.join(" - ")
+        names.join(" - ")
     );
     let row = sqlx::query(&sql).fetch_one(&s.read).await?;
     OrderStatus::ALL

@@ -259,6 +259,36 @@ pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
     );
     assert_references(db).await;
     assert_status_counts(db).await;
+    assert_status_books(db).await;
+}
+
+/// PostgreSQL keeps no index of orders by status (migration 0010): every
+/// pending order must be named by a deadline row, or it would never expire,
+/// and the marks must be exactly the paid_unfulfilled, expired and refunded
+/// orders, or restocks, lists and counts would miss or invent some.
+pub async fn assert_status_books(db: &Db) {
+    if db.store.backend() != Backend::Postgres {
+        return;
+    }
+    let undated: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders o WHERE o.status = 'pending' AND NOT EXISTS \
+         (SELECT 1 FROM order_deadlines d WHERE o.id = ANY(d.order_ids))",
+    )
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!(undated, 0, "pending orders without a deadline row");
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT id, status, product_id FROM orders \
+           WHERE status IN ('paid_unfulfilled', 'expired', 'refunded')) o \
+         FULL JOIN order_marks m \
+           ON m.order_id = o.id AND m.status = o.status AND m.product_id = o.product_id \
+         WHERE o.id IS NULL OR m.order_id IS NULL",
+    )
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0, "order marks that are not the orders' statuses");
 }
 
 /// The store's counts by status (`/metrics`, the dashboard) are the rows'

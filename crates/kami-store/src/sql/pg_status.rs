@@ -1,0 +1,165 @@
+//! PostgreSQL's ways to the orders of one status. Since its migration 0010 no
+//! index of `orders` names the status, so a paid order's update is HOT (its
+//! new version stays on its page and no index takes it again): every pending
+//! order is named by a row of `order_deadlines`, written with it, and every
+//! paid_unfulfilled, expired or refunded one by its row in `order_marks`,
+//! which a trigger keeps. A status's orders are read through those, by
+//! primary key, and the status is checked on the order itself. SQLite keeps
+//! its partial indexes; each function here says what it does there.
+
+use kami_core::{Millis, OrderStatus};
+use sqlx::Row;
+
+use super::orders::expire_orders;
+use super::pg_sets::{any_id, id_list};
+use super::{rows, SqlStore};
+use crate::types::*;
+use crate::{Backend, Result};
+
+/// The ids of the orders `status` may hold, as an array expression; `None`
+/// for `delivered`, which is every other order. `extra` narrows the marks
+/// (`AND product_id = $1`).
+fn candidates(status: OrderStatus, extra: &str) -> Option<String> {
+    match status {
+        OrderStatus::Pending => {
+            Some("ARRAY(SELECT unnest(order_ids) FROM order_deadlines)".to_string())
+        }
+        OrderStatus::Delivered => None,
+        st => Some(format!(
+            "ARRAY(SELECT order_id FROM order_marks WHERE status = '{}' {extra})",
+            st.as_str()
+        )),
+    }
+}
+
+/// ` AND id = ANY(<candidates>)` on PostgreSQL, to go with the statement's
+/// own `status = ..` test; nothing on SQLite, whose partial indexes serve
+/// that test.
+pub(super) fn marked(backend: Backend, status: OrderStatus, extra: &str) -> String {
+    match (backend, candidates(status, extra)) {
+        (Backend::Postgres, Some(ids)) => format!(" AND id = ANY({ids})"),
+        _ => String::new(),
+    }
+}
+
+/// `SELECT COUNT(*)` of the orders in `status` (not `delivered`).
+pub(super) fn count(backend: Backend, status: OrderStatus) -> String {
+    let st = status.as_str();
+    match (backend, status) {
+        (Backend::Postgres, OrderStatus::Pending) | (Backend::Sqlite, _) => format!(
+            "SELECT COUNT(*) FROM orders WHERE status = '{st}'{}",
+            marked(backend, status, "")
+        ),
+        // A mark is only ever of its order's status (the trigger moves it in
+        // the same statement), so the marks count alone.
+        (Backend::Postgres, _) => format!("SELECT COUNT(*) FROM order_marks WHERE status = '{st}'"),
+    }
+}
+
+/// Deadline rows a pass of the sweep reads.
+const ROWS_PER_PASS: i64 = 64;
+
+/// The expiry sweep on PostgreSQL: passes over the due rows of
+/// `order_deadlines`, oldest first, each its own transaction, until `limit`
+/// orders expired or nothing due is left to settle. A pass locks its rows
+/// (another instance's sweep skips them), expires their orders still pending
+/// (locked; one a payment holds is skipped and its row kept for the next
+/// sweep), and deletes each row none of whose orders is pending any more. A
+/// row's expiry is the latest of its orders' (they were inserted together),
+/// so a row is due only once all its orders are; the rows of paid orders are
+/// cleared the same way, and do not count against `limit`, so a drop's
+/// thousands of paid orders never hold back the expiry of one behind them.
+pub(super) async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
+    // The sweep runs every second and mostly finds nothing (`any_due`).
+    let due = "SELECT 1 FROM order_deadlines WHERE expires_at <= $1 LIMIT 1";
+    if !s.any_due(due, now).await? {
+        return Ok(Vec::new());
+    }
+    let orders = format!(
+        "SELECT {} FROM orders WHERE {} AND status = 'pending' AND expires_at <= $2 \
+         ORDER BY expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        rows::ORDER_COLUMNS,
+        any_id("id", 1)
+    );
+    let settled = format!(
+        "DELETE FROM order_deadlines d WHERE {} AND NOT EXISTS \
+         (SELECT 1 FROM orders o WHERE o.id = ANY(d.order_ids) AND o.status = 'pending')",
+        any_id("d.id", 1)
+    );
+    let mut expired = Vec::new();
+    while (expired.len() as i64) < limit {
+        let mut tx = s.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, array_to_string(order_ids, ',') AS ids FROM order_deadlines \
+             WHERE expires_at <= $1 ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(ROWS_PER_PASS)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            break;
+        }
+        let mut row_ids = Vec::with_capacity(rows.len());
+        let mut order_ids: Vec<String> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            row_ids.push(row.try_get::<i64, _>("id")?);
+            let ids: String = row.try_get("ids")?;
+            if !ids.is_empty() {
+                order_ids.push(ids);
+            }
+        }
+        let due: Vec<Order> = sqlx::query(&orders)
+            .bind(order_ids.join(","))
+            .bind(now)
+            .bind(limit - expired.len() as i64)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::order)
+            .collect::<Result<_>>()?;
+        let mut moved = expire_orders(Backend::Postgres, &mut tx, due, now).await?;
+        let cleared = sqlx::query(&settled)
+            .bind(id_list(&row_ids))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        // Due rows that neither expired an order nor could be cleared wait
+        // on a payment holding their orders: the next sweep.
+        let stuck = moved.is_empty() && cleared == 0;
+        expired.append(&mut moved);
+        if stuck {
+            break;
+        }
+    }
+    Ok(expired)
+}
+
+/// How a page of orders of one status is read on PostgreSQL: the rows of
+/// the statement `list_orders_sql` builds, under a `WHERE` that begins with
+/// `merchant_id = $1`. Marked statuses walk their marks from the newest
+/// order (`order_marks_by_status`), each order found by primary key: with a
+/// million expired orders the first page reads fifty. `None`: read the
+/// orders table as is (delivered or no status: its primary key from the
+/// newest; pending: the few orders of the deadlines).
+pub(super) fn list_from_marks(status: Option<OrderStatus>) -> Option<(String, &'static str)> {
+    match status? {
+        OrderStatus::Pending | OrderStatus::Delivered => None,
+        st => Some((
+            format!(
+                "SELECT o.* FROM order_marks m CROSS JOIN LATERAL (SELECT {} FROM orders \
+                 WHERE id = m.order_id AND merchant_id = $1",
+                rows::ORDER_COLUMNS
+            ),
+            // Closes the lateral subquery; the rest of the statement is
+            // the marks' walk.
+            match st {
+                OrderStatus::PaidUnfulfilled => ") o WHERE m.status = 'paid_unfulfilled'",
+                OrderStatus::Expired => ") o WHERE m.status = 'expired'",
+                _ => ") o WHERE m.status = 'refunded'",
+            },
+        )),
+    }
+}
