@@ -8,9 +8,11 @@ use kami_core::{now_millis, OrderStatus};
 use kami_store::*;
 use rand::Rng;
 
-/// A pool on `url` holding the schema as it was before migration `version`,
-/// from the migrations' own files.
-async fn schema_before(url: &str, version: &str) -> sqlx::AnyPool {
+/// A pool on `url` holding the schema of every migration but `version`, from
+/// the migrations' own files: a shop that has not applied it yet, and that
+/// this build's store can write to, since the migrations after it touch
+/// other tables. `SqlStore::migrate` then applies it to the rows written.
+async fn schema_without(url: &str, version: &str) -> sqlx::AnyPool {
     let tag: u64 = rand::thread_rng().gen();
     let before = std::env::temp_dir().join(format!("kami-migrations-{tag:x}"));
     std::fs::create_dir_all(&before).unwrap();
@@ -18,7 +20,7 @@ async fn schema_before(url: &str, version: &str) -> sqlx::AnyPool {
     for entry in std::fs::read_dir(source).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_string();
-        if file.as_str() < version {
+        if !file.starts_with(version) {
             std::fs::copy(&path, before.join(&file)).unwrap();
         }
     }
@@ -46,7 +48,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
     let pg = empty_postgres().await;
     let url = &pg.url;
     let store = SqlStore::connect(url, 4).await.unwrap();
-    let pool = schema_before(url, "0009").await;
+    let pool = schema_without(url, "0009").await;
 
     let product = store
         .create_product(&new_product("upgraded"))
@@ -109,7 +111,7 @@ async fn orders_stored_before_0010_keep_their_statuses() {
     let pg = empty_postgres().await;
     let url = &pg.url;
     let store = SqlStore::connect(url, 4).await.unwrap();
-    let pool = schema_before(url, "0010").await;
+    let pool = schema_without(url, "0010").await;
 
     let product = store
         .create_product(&new_product("upgraded"))
@@ -250,5 +252,73 @@ async fn orders_stored_before_0010_keep_their_statuses() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+    pool.close().await;
+}
+
+/// Migration 0011 indexes available and staged codes by stored columns
+/// computed from the status: codes imported before it, available or still
+/// staged, are counted, sold and committed after it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_stored_before_0011_are_found_after_it() {
+    let pg = empty_postgres().await;
+    let url = &pg.url;
+    let store = SqlStore::connect(url, 4).await.unwrap();
+    let pool = schema_without(url, "0011").await;
+    let product: i64 = sqlx::query_scalar(
+        "INSERT INTO products (merchant_id, name, price, currency, created_at, updated_at) \
+         VALUES (1, 'upgraded', 100, 'CNY', 0, 0) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let batch = |status: &'static str| {
+        let pool = &pool;
+        async move {
+            let id: i64 = sqlx::query_scalar(&format!(
+                "INSERT INTO card_batches (merchant_id, product_id, status, heartbeat_at, created_at) \
+                 VALUES (1, {product}, '{status}', 0, 0) RETURNING id"
+            ))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let committed = batch("committed").await;
+    let importing = batch("importing").await;
+    for (batch, status, n) in [(committed, "available", 3), (importing, "staged", 2)] {
+        sqlx::query(&format!(
+            "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+             fingerprint, status, created_at) \
+             SELECT 1, {product}, {batch}, '\\x00', '\\x00', 1, '\\x00', '{status}', 0 \
+             FROM generate_series(1, {n})"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    store.migrate().await.unwrap();
+    assert_eq!(store.stock(product).await.unwrap().available, 3);
+    assert_eq!(store.get_product(product).await.unwrap().unwrap().stock, 3);
+    let order = store
+        .create_order(&new_order(product, 3, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.stock(product).await.unwrap().available, 0);
+    assert_eq!(
+        store
+            .pay_order(&payment(&order, "T-upgraded"))
+            .await
+            .unwrap(),
+        PayOutcome::Delivered
+    );
+    assert_eq!(store.order_cards(order.id).await.unwrap().len(), 3);
+    store
+        .commit_import(importing, product, &ImportCounts::default())
+        .await
+        .unwrap();
+    assert_eq!(store.stock(product).await.unwrap().available, 2);
     pool.close().await;
 }

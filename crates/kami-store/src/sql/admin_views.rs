@@ -83,13 +83,14 @@ pub async fn void_card(s: &SqlStore, product_id: i64, card_id: i64) -> Result<bo
 }
 
 pub async fn unsold_cards(s: &SqlStore, product_id: i64) -> Result<Vec<SealedCard>> {
-    let rows = sqlx::query(
-        "SELECT id, product_id, ciphertext, nonce, key_id FROM cards \
-         WHERE product_id = $1 AND status = 'available' ORDER BY id",
-    )
-    .bind(product_id)
-    .fetch_all(&s.read)
-    .await?;
+    let sql = format!(
+        "SELECT id, product_id, ciphertext, nonce, key_id FROM cards WHERE {} ORDER BY id",
+        orders::available(s.backend, "$1")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(product_id)
+        .fetch_all(&s.read)
+        .await?;
     rows.iter().map(rows::sealed_card).collect()
 }
 

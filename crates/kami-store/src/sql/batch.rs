@@ -148,10 +148,10 @@ async fn stock_budgets(
     tx: &mut Tx,
     batch: &[NewOrder],
 ) -> Result<(HashMap<i64, i64>, HashMap<i64, i64>)> {
-    let (product, order_by) = orders::available_in_order(backend, "$1");
+    let (available, order_by) = orders::available_in_order(backend, "$1");
     let count = format!(
         "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
-         WHERE {product} AND status = 'available' {order_by} LIMIT $2) AS a"
+         WHERE {available} {order_by} LIMIT $2) AS a"
     );
     let mut wanted: HashMap<i64, i64> = HashMap::new();
     for o in batch {

@@ -89,7 +89,7 @@ pub async fn create_product(s: &SqlStore, p: &NewProduct) -> Result<Product> {
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(get_product(&s.write, id)
+    Ok(get_product(s.backend, &s.write, id)
         .await?
         .expect("the product was just inserted"))
 }
@@ -102,7 +102,7 @@ pub async fn update_product(
     let mut tx = s.begin().await?;
     let sql = format!(
         "SELECT {} FROM products p LEFT JOIN categories c ON c.id = p.category_id WHERE p.id = $1",
-        rows::PRODUCT_COLUMNS
+        rows::product_columns(s.backend)
     );
     let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
         return Ok(None);
@@ -145,14 +145,14 @@ pub async fn update_product(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    get_product(&s.write, id).await
+    get_product(s.backend, &s.write, id).await
 }
 
-pub async fn get_product(pool: &AnyPool, id: i64) -> Result<Option<Product>> {
-    get_product_with(pool, id, rows::PRODUCT_COLUMNS).await
+pub async fn get_product(backend: Backend, pool: &AnyPool, id: i64) -> Result<Option<Product>> {
+    get_product_with(pool, id, rows::product_columns(backend)).await
 }
 
-/// The product with `columns`: `rows::PRODUCT_COLUMNS` or its uncounted twin.
+/// The product with `columns`: `rows::product_columns` or its uncounted twin.
 pub async fn get_product_with(pool: &AnyPool, id: i64, columns: &str) -> Result<Option<Product>> {
     let sql = format!(
         "SELECT {columns} FROM products p LEFT JOIN categories c ON c.id = p.category_id \
@@ -167,7 +167,7 @@ pub async fn get_product_with(pool: &AnyPool, id: i64, columns: &str) -> Result<
 }
 
 pub async fn list_products(s: &SqlStore, visible_only: bool) -> Result<Vec<Product>> {
-    list_products_with(s, visible_only, rows::PRODUCT_COLUMNS).await
+    list_products_with(s, visible_only, rows::product_columns(s.backend)).await
 }
 
 /// Every product with `stock` 0: for callers that know the counts already.
@@ -230,18 +230,24 @@ pub async fn sale_terms(s: &SqlStore, id: i64) -> Result<Option<SaleTerms>> {
 /// Available codes of the product, counting no further than `cap`: the stock
 /// gate and the group commit only need to know "at least this many", and
 /// walking the partial index of a million codes per question would not do.
-pub async fn count_available<'e, E>(e: E, product_id: i64, cap: i64) -> Result<i64>
+pub async fn count_available<'e, E>(
+    backend: Backend,
+    e: E,
+    product_id: i64,
+    cap: i64,
+) -> Result<i64>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM cards WHERE product_id = $1 \
-         AND status = 'available' LIMIT $2) AS a",
-    )
-    .bind(product_id)
-    .bind(cap)
-    .fetch_one(e)
-    .await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM cards WHERE {} LIMIT $2) AS a",
+        orders::available(backend, "$1")
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(product_id)
+        .bind(cap)
+        .fetch_one(e)
+        .await?;
     Ok(n)
 }
 
@@ -266,11 +272,16 @@ pub async fn stock(s: &SqlStore, product_id: i64) -> Result<StockCounts> {
 }
 
 pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
-    let rows = sqlx::query(
-        "SELECT product_id, COUNT(*) AS n FROM cards WHERE status = 'available' GROUP BY product_id",
-    )
-    .fetch_all(&s.read)
-    .await?;
+    let sql = match s.backend {
+        Backend::Postgres => {
+            "SELECT stock_product AS product_id, COUNT(*) AS n FROM cards \
+             WHERE stock_product IS NOT NULL GROUP BY stock_product"
+        }
+        Backend::Sqlite => {
+            "SELECT product_id, COUNT(*) AS n FROM cards WHERE status = 'available' GROUP BY product_id"
+        }
+    };
+    let rows = sqlx::query(sql).fetch_all(&s.read).await?;
     rows.iter()
         .map(|r| Ok((r.try_get("product_id")?, r.try_get("n")?)))
         .collect()
@@ -381,13 +392,15 @@ pub async fn commit_import(
 ) -> Result<()> {
     let now = now_millis();
     let mut tx = s.begin().await?;
-    let added = sqlx::query(
-        "UPDATE cards SET status = 'available' WHERE batch_id = $1 AND status = 'staged'",
-    )
-    .bind(batch)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let sql = format!(
+        "UPDATE cards SET status = 'available' WHERE {}",
+        orders::staged(s.backend, "$1")
+    );
+    let added = sqlx::query(&sql)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query(
         "UPDATE card_batches SET status = 'committed', imported = $2, duplicates = $3, \
          rejected = $4, finished_at = $5 WHERE id = $1",
@@ -448,17 +461,18 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
         // deleting the rows frees them on SQLite.
         sqlx::query(
             "DELETE FROM card_fingerprints f USING cards c \
-             WHERE c.batch_id = $1 AND c.status = 'staged' \
+             WHERE c.staged_batch = $1 \
              AND f.product_id = c.product_id AND f.fingerprint = c.fingerprint",
         )
         .bind(batch)
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query("DELETE FROM cards WHERE batch_id = $1 AND status = 'staged'")
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+    let sql = format!(
+        "DELETE FROM cards WHERE {}",
+        orders::staged(s.backend, "$1")
+    );
+    sqlx::query(&sql).bind(batch).execute(&mut *tx).await?;
     sqlx::query("UPDATE card_batches SET status = 'aborted', finished_at = $2 WHERE id = $1")
         .bind(batch)
         .bind(now_millis())

@@ -117,7 +117,7 @@ impl Store for SqlStore {
         catalog::update_product(self, id, patch).await
     }
     async fn get_product(&self, id: i64) -> Result<Option<Product>> {
-        catalog::get_product(&self.read, id).await
+        catalog::get_product(self.backend, &self.read, id).await
     }
     async fn get_product_uncounted(&self, id: i64) -> Result<Option<Product>> {
         catalog::get_product_with(&self.read, id, rows::PRODUCT_COLUMNS_UNCOUNTED).await
@@ -135,7 +135,7 @@ impl Store for SqlStore {
         catalog::stock(self, product_id).await
     }
     async fn available_count(&self, product_id: i64, cap: i64) -> Result<i64> {
-        catalog::count_available(&self.read, product_id, cap).await
+        catalog::count_available(self.backend, &self.read, product_id, cap).await
     }
     async fn available_by_product(&self) -> Result<Vec<(i64, i64)>> {
         catalog::available_by_product(self).await

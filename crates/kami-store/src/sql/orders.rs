@@ -28,30 +28,49 @@ fn claim_sql(
     floor: Option<i64>,
 ) -> String {
     let floor = floor.map_or(String::new(), |f| format!("AND id >= {f} "));
-    let (product, order_by) = available_in_order(backend, product);
+    let (available, order_by) = available_in_order(backend, product);
     format!(
         "UPDATE cards SET status = 'reserved', order_id = {order}, reserved_until = {until} \
-         WHERE id IN (SELECT id FROM cards WHERE {product} AND status = 'available' \
+         WHERE id IN (SELECT id FROM cards WHERE {available} \
          {floor}{order_by} LIMIT {qty} {})",
         backend.skip_locked()
     )
 }
 
-/// The condition on the product and the `ORDER BY` of a search for a
-/// product's available codes, lowest id first. On PostgreSQL the product is
-/// matched as a range and the order names it, so that only `cards_available`
-/// (`product_id, id`, available codes only) serves the order: with fresh
-/// statistics and most codes available, the planner otherwise walked the
-/// primary key from the first code, stepping over every code sold or
-/// reserved so far, a longer walk with every order of a drop
-/// (`kami-bench flash-sale --analyze`).
+/// The condition that a code of `product` is available, as the backend's
+/// index of available codes serves it: on PostgreSQL the stored column that
+/// holds an available code's product (migration 0011, which made a sale a
+/// HOT update), on SQLite the partial index on the status.
+pub(super) fn available(backend: Backend, product: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("stock_product = {product}"),
+        Backend::Sqlite => format!("product_id = {product} AND status = 'available'"),
+    }
+}
+
+/// The condition that a code is staged in import `batch` (see `available`).
+pub(super) fn staged(backend: Backend, batch: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("staged_batch = {batch}"),
+        Backend::Sqlite => format!("batch_id = {batch} AND status = 'staged'"),
+    }
+}
+
+/// `available`, and the `ORDER BY` of a search for a product's available
+/// codes, lowest id first. On PostgreSQL the product is matched as a range
+/// and the order names it, so that only `cards_available` (the product of
+/// available codes, then the id) serves the order: with fresh statistics
+/// and most codes available, the planner otherwise walked the primary key
+/// from the first code, stepping over every code sold or reserved so far, a
+/// longer walk with every order of a drop (`kami-bench flash-sale
+/// --analyze`).
 pub(super) fn available_in_order(backend: Backend, product: &str) -> (String, &'static str) {
     match backend {
         Backend::Postgres => (
-            format!("product_id BETWEEN {product} AND {product}"),
-            "ORDER BY product_id, id",
+            format!("stock_product BETWEEN {product} AND {product}"),
+            "ORDER BY stock_product, id",
         ),
-        Backend::Sqlite => (format!("product_id = {product}"), "ORDER BY id"),
+        Backend::Sqlite => (available(backend, product), "ORDER BY id"),
     }
 }
 
@@ -189,7 +208,7 @@ async fn claim_cards_set(tx: &mut Tx, claims: &[Claim]) -> Result<Vec<i64>> {
                 WITH ORDINALITY AS o(order_id, product_id, qty, until, floor, ord)), \
          p AS (SELECT product_id, SUM(qty) AS total, MIN(floor) AS floor FROM w GROUP BY product_id), \
          k AS MATERIALIZED (SELECT p.product_id, ARRAY( \
-                 SELECT id FROM cards WHERE product_id = p.product_id AND status = 'available' \
+                 SELECT id FROM cards WHERE stock_product = p.product_id \
                  AND id >= p.floor ORDER BY id LIMIT p.total FOR UPDATE SKIP LOCKED) AS ids FROM p), \
          a AS (SELECT unnest(k.ids[w.first + 1 : w.first + w.qty]) AS id, w.order_id, w.until \
                FROM w JOIN k ON k.product_id = w.product_id) \

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::types::*;
-use crate::{Result, StoreError};
+use crate::{Backend, Result, StoreError};
 
 macro_rules! product_fields {
     () => {
@@ -18,12 +18,22 @@ macro_rules! product_fields {
     };
 }
 
-pub const PRODUCT_COLUMNS: &str = concat!(
-    product_fields!(),
-    "(SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock"
-);
+/// A product's columns with `stock`, its available codes counted through
+/// the backend's index of them (`orders::available`).
+pub fn product_columns(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => concat!(
+            product_fields!(),
+            "(SELECT COUNT(*) FROM cards k WHERE k.stock_product = p.id) AS stock"
+        ),
+        Backend::Sqlite => concat!(
+            product_fields!(),
+            "(SELECT COUNT(*) FROM cards k WHERE k.product_id = p.id AND k.status = 'available') AS stock"
+        ),
+    }
+}
 
-/// `PRODUCT_COLUMNS` with `stock` 0 instead of a count of every code.
+/// `product_columns` with `stock` 0 instead of a count of every code.
 pub const PRODUCT_COLUMNS_UNCOUNTED: &str =
     concat!(product_fields!(), "CAST(0 AS BIGINT) AS stock");
 
