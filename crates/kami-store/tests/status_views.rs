@@ -227,14 +227,7 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
         paid.push(o);
     }
     // One batch: five orders in one statement, four of them paid.
-    let batch: Vec<NewOrder> = (0..5).map(|_| new_order(product, 1, 2_000)).collect();
-    let created: Vec<Order> = db
-        .store
-        .create_orders(&batch)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().unwrap())
-        .collect();
+    let created = granted_batch(&db, product, 5, 2_000).await;
     for o in &created[1..] {
         let t = format!("T-{}", o.order_no);
         assert_eq!(
@@ -289,14 +282,7 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
 async fn postgres_pays_orders_with_hot_updates() {
     let db = open(Backend::Postgres).await;
     let product = product_with_codes(&db, 60).await;
-    let batch: Vec<NewOrder> = (0..60).map(|_| new_order(product, 1, 60_000)).collect();
-    let created: Vec<Order> = db
-        .store
-        .create_orders(&batch)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().unwrap())
-        .collect();
+    let created = granted_batch(&db, product, 60, 60_000).await;
     for shard in 0..4 {
         let payments: Vec<NewPayment> = created
             .iter()
@@ -322,6 +308,17 @@ async fn postgres_pays_orders_with_hot_updates() {
         "paid orders were indexed anew (updates, HOT)"
     );
     assert_invariants(&db, product, 60).await;
+}
+
+/// `n` orders of one code each, created as one group commit, all granted.
+async fn granted_batch(db: &Db, product: i64, n: usize, ttl_ms: i64) -> Vec<Order> {
+    let batch: Vec<NewOrder> = (0..n).map(|_| new_order(product, 1, ttl_ms)).collect();
+    db.store
+        .create_orders(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect()
 }
 
 /// `(n_tup_upd, n_tup_hot_upd)` of `table` once it reports `updates`: the
