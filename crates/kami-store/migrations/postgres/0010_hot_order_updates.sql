@@ -21,6 +21,13 @@
 -- Fill factor 70 leaves room on each page for the new versions of its
 -- orders; the page's old versions are pruned when it is next read.
 -- SQLite has no HOT updates and keeps its partial indexes.
+--
+-- The lock first: no order may be inserted or change status between the
+-- books' first filling below and their triggers taking over (an instance of
+-- the version before still serving meanwhile would otherwise leave an order
+-- without its deadline row or its mark). It holds to the end of the
+-- migration's transaction.
+LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
 
 CREATE TABLE order_deadlines (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -13,6 +13,8 @@
 -- million codes, during which the shop waits. Fill factor 80 leaves room on
 -- each page for the sold versions of the codes claimed there.
 
+-- The fill factor first, so the rewrite below leaves the room on every page.
+ALTER TABLE cards SET (fillfactor = 80);
 ALTER TABLE cards
     ADD COLUMN stock_product BIGINT
         GENERATED ALWAYS AS (CASE WHEN status = 'available' THEN product_id END) STORED,
@@ -22,4 +24,3 @@ DROP INDEX cards_available;
 DROP INDEX cards_staged;
 CREATE INDEX cards_available ON cards (stock_product, id) WHERE stock_product IS NOT NULL;
 CREATE INDEX cards_staged ON cards (staged_batch) WHERE staged_batch IS NOT NULL;
-ALTER TABLE cards SET (fillfactor = 80);

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::{orders, rows, SqlStore};
 use crate::types::*;
-use crate::{ApiKeyRow, CardRow, DaySales, Result};
+use crate::{ApiKeyRow, Backend, CardRow, DaySales, Result};
 
 // Listings and exports read from the read pool: on SQLite the write pool is
 // the one connection every order and payment commits through, and a long
@@ -17,12 +17,19 @@ pub async fn list_cards(
     limit: i64,
     before_id: Option<i64>,
 ) -> Result<Vec<CardRow>> {
-    // Staged cards belong to an import still running: not stock yet.
+    // Staged cards belong to an import still running: not stock yet. On
+    // PostgreSQL the available ones are found by their own index, which
+    // names `stock_product`, not the status (migration 0011).
     let sql = format!(
         "SELECT id, status, batch_id, order_id, created_at, sold_at FROM cards \
-         WHERE product_id = $1 AND id < $2 AND status <> 'staged' {} ORDER BY id DESC LIMIT {}",
+         WHERE product_id = $1 AND id < $2 AND status <> 'staged' {}{} ORDER BY id DESC LIMIT {}",
         if status.is_some() {
             "AND status = $3"
+        } else {
+            ""
+        },
+        if s.backend == Backend::Postgres && status == Some("available") {
+            " AND stock_product = $1"
         } else {
             ""
         },
