@@ -8,6 +8,29 @@ use kami_core::{now_millis, OrderStatus};
 use kami_store::*;
 use rand::Rng;
 
+/// A database of the test's own, a store on it, and a pool holding the
+/// schema of every migration but `version` (`schema_without`).
+async fn shop_without(version: &str) -> (PgDatabase, SqlStore, sqlx::AnyPool) {
+    let pg = empty_postgres().await;
+    let store = SqlStore::connect(&pg.url, 4).await.unwrap();
+    let pool = schema_without(&pg.url, version).await;
+    (pg, store, pool)
+}
+
+/// `n` codes of `product` in import `batch`, stored with `status` as an
+/// import leaves them (their ciphertexts are never opened here).
+async fn insert_codes(pool: &sqlx::AnyPool, product: i64, batch: i64, status: &str, n: i64) {
+    sqlx::query(&format!(
+        "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+         fingerprint, status, created_at) \
+         SELECT 1, {product}, {batch}, '\\x00', '\\x00', 1, '\\x00', '{status}', 0 \
+         FROM generate_series(1, {n})"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A pool on `url` holding the schema of every migration but `version`, from
 /// the migrations' own files: a shop that has not applied it yet, and that
 /// this build's store can write to, since the migrations after it touch
@@ -45,10 +68,7 @@ async fn schema_without(url: &str, version: &str) -> sqlx::AnyPool {
 /// code is still stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprints_imported_before_0009_still_catch_duplicates() {
-    let pg = empty_postgres().await;
-    let url = &pg.url;
-    let store = SqlStore::connect(url, 4).await.unwrap();
-    let pool = schema_without(url, "0009").await;
+    let (_pg, store, pool) = shop_without("0009").await;
 
     let product = store
         .create_product(&new_product("upgraded"))
@@ -108,10 +128,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
 /// before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_stored_before_0010_keep_their_statuses() {
-    let pg = empty_postgres().await;
-    let url = &pg.url;
-    let store = SqlStore::connect(url, 4).await.unwrap();
-    let pool = schema_without(url, "0010").await;
+    let (_pg, store, pool) = shop_without("0010").await;
 
     let product = store
         .create_product(&new_product("upgraded"))
@@ -121,12 +138,9 @@ async fn orders_stored_before_0010_keep_their_statuses() {
     // Five codes, written as an import leaves them (a committed import
     // fulfils waiting orders, which reads this build's marks).
     let batch = store.begin_import(product).await.unwrap();
-    sqlx::raw_sql(&format!(
-        "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
-         fingerprint, status, created_at) \
-         SELECT 1, {product}, {batch}, '\\x00', '\\x00', 1, '\\x00', 'available', 0 \
-         FROM generate_series(1, 5); \
-         UPDATE card_batches SET status = 'committed' WHERE id = {batch}"
+    insert_codes(&pool, product, batch, "available", 5).await;
+    sqlx::query(&format!(
+        "UPDATE card_batches SET status = 'committed' WHERE id = {batch}"
     ))
     .execute(&pool)
     .await
@@ -143,10 +157,7 @@ async fn orders_stored_before_0010_keep_their_statuses() {
     };
     let pay = |o: Order| {
         let store = &store;
-        async move {
-            let t = format!("T-{}", o.order_no);
-            store.pay_order(&payment(&o, &t)).await.unwrap()
-        }
+        async move { pay_in_full(store, &o).await }
     };
     let pending = order(1).await;
     let delivered = order(1).await;
@@ -260,10 +271,7 @@ async fn orders_stored_before_0010_keep_their_statuses() {
 /// staged, are counted, sold and committed after it as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_stored_before_0011_are_found_after_it() {
-    let pg = empty_postgres().await;
-    let url = &pg.url;
-    let store = SqlStore::connect(url, 4).await.unwrap();
-    let pool = schema_without(url, "0011").await;
+    let (_pg, store, pool) = shop_without("0011").await;
     let product: i64 = sqlx::query_scalar(
         "INSERT INTO products (merchant_id, name, price, currency, created_at, updated_at) \
          VALUES (1, 'upgraded', 100, 'CNY', 0, 0) RETURNING id",
@@ -286,17 +294,8 @@ async fn codes_stored_before_0011_are_found_after_it() {
     };
     let committed = batch("committed").await;
     let importing = batch("importing").await;
-    for (batch, status, n) in [(committed, "available", 3), (importing, "staged", 2)] {
-        sqlx::query(&format!(
-            "INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
-             fingerprint, status, created_at) \
-             SELECT 1, {product}, {batch}, '\\x00', '\\x00', 1, '\\x00', '{status}', 0 \
-             FROM generate_series(1, {n})"
-        ))
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
+    insert_codes(&pool, product, committed, "available", 3).await;
+    insert_codes(&pool, product, importing, "staged", 2).await;
 
     store.migrate().await.unwrap();
     assert_eq!(store.stock(product).await.unwrap().available, 3);
@@ -307,13 +306,7 @@ async fn codes_stored_before_0011_are_found_after_it() {
         .unwrap()
         .unwrap();
     assert_eq!(store.stock(product).await.unwrap().available, 0);
-    assert_eq!(
-        store
-            .pay_order(&payment(&order, "T-upgraded"))
-            .await
-            .unwrap(),
-        PayOutcome::Delivered
-    );
+    assert_eq!(pay_in_full(&store, &order).await, PayOutcome::Delivered);
     assert_eq!(store.order_cards(order.id).await.unwrap().len(), 3);
     store
         .commit_import(importing, product, &ImportCounts::default())

@@ -27,10 +27,7 @@ async fn every_status_is_listed_and_counted(backend: Backend) {
     };
     let pay = |o: Order| {
         let store = db.store.clone();
-        async move {
-            let t = format!("T-{}", o.order_no);
-            store.pay_order(&payment(&o, &t)).await.unwrap()
-        }
+        async move { pay_in_full(&store, &o).await }
     };
 
     // Three orders expire; one of them is paid late, after the stock is gone.
@@ -211,7 +208,6 @@ async fn a_product_reads_the_same_without_its_count(backend: Backend) {
 async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend) {
     let db = open(backend).await;
     let product = product_with_codes(&db, 200).await;
-    let mut paid = Vec::new();
     for _ in 0..150 {
         let o = db
             .store
@@ -219,27 +215,14 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
             .await
             .unwrap()
             .unwrap();
-        let t = format!("T-{}", o.order_no);
-        assert_eq!(
-            db.store.pay_order(&payment(&o, &t)).await.unwrap(),
-            PayOutcome::Delivered
-        );
-        paid.push(o);
+        assert_eq!(pay_in_full(&db.store, &o).await, PayOutcome::Delivered);
     }
     // One batch: five orders in one statement, four of them paid.
     let created = granted_batch(&db, product, 5, 2_000).await;
     for o in &created[1..] {
-        let t = format!("T-{}", o.order_no);
-        assert_eq!(
-            db.store.pay_order(&payment(o, &t)).await.unwrap(),
-            PayOutcome::Delivered
-        );
+        assert_eq!(pay_in_full(&db.store, o).await, PayOutcome::Delivered);
     }
-    if backend == Backend::Postgres {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
-            .fetch_one(&db.check)
-            .await
-            .unwrap();
+    if let Some(rows) = deadline_rows(&db).await {
         assert_eq!(rows, 151, "a row per single order and one for the batch");
     }
     assert!(db
@@ -259,11 +242,7 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
         .await
         .unwrap()
         .is_empty());
-    if backend == Backend::Postgres {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
-            .fetch_one(&db.check)
-            .await
-            .unwrap();
+    if let Some(rows) = deadline_rows(&db).await {
         assert_eq!(rows, 0, "settled deadline rows were left");
     }
     assert_eq!(count(&db, OrderStatus::Expired).await, 1);
@@ -308,6 +287,18 @@ async fn postgres_pays_orders_with_hot_updates() {
         "paid orders were indexed anew (updates, HOT)"
     );
     assert_invariants(&db, product, 60).await;
+}
+
+/// Rows of `order_deadlines` (PostgreSQL); `None` on SQLite, which has none.
+async fn deadline_rows(db: &Db) -> Option<i64> {
+    if db.store.backend() != Backend::Postgres {
+        return None;
+    }
+    let rows = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    Some(rows)
 }
 
 /// `n` orders of one code each, created as one group commit, all granted.

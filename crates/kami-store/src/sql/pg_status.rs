@@ -118,8 +118,9 @@ pub(super) async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> 
 }
 
 /// One pass of `expire_due_orders`, in its own transaction: the orders it
-/// expired, and whether it found due rows it could neither expire nor clear
-/// (every pending order among them held by a payment: the next sweep).
+/// expired, and whether the sweep should stop there: no due row left, or
+/// due rows it could neither expire nor clear (every pending order among
+/// them held by a payment: the next sweep).
 async fn sweep_pass(
     s: &SqlStore,
     now: Millis,
@@ -176,7 +177,7 @@ async fn sweep_pass(
 /// million expired orders the first page reads fifty. `None`: read the
 /// orders table as is (delivered or no status: its primary key from the
 /// newest; pending: the few orders of the deadlines).
-pub(super) fn list_from_marks(status: Option<OrderStatus>) -> Option<(String, &'static str)> {
+pub(super) fn list_from_marks(status: Option<OrderStatus>) -> Option<(String, String)> {
     match status? {
         OrderStatus::Pending | OrderStatus::Delivered => None,
         st => Some((
@@ -187,11 +188,7 @@ pub(super) fn list_from_marks(status: Option<OrderStatus>) -> Option<(String, &'
             ),
             // Closes the lateral subquery; the rest of the statement is
             // the marks' walk.
-            match st {
-                OrderStatus::PaidUnfulfilled => ") o WHERE m.status = 'paid_unfulfilled'",
-                OrderStatus::Expired => ") o WHERE m.status = 'expired'",
-                _ => ") o WHERE m.status = 'refunded'",
-            },
+            format!(") o WHERE m.status = '{}'", st.as_str()),
         )),
     }
 }

@@ -191,6 +191,12 @@ pub fn payment(order: &Order, trade_no: &str) -> NewPayment {
     }
 }
 
+/// Pays `order` in full with a trade number of its own (`T-<order_no>`).
+pub async fn pay_in_full(store: &SqlStore, order: &Order) -> PayOutcome {
+    let trade_no = format!("T-{}", order.order_no);
+    store.pay_order(&payment(order, &trade_no)).await.unwrap()
+}
+
 /// The invariants of DESIGN.md, read straight from the rows.
 pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
     let rows = sqlx::query("SELECT id, status, quantity FROM orders WHERE product_id = $1")
