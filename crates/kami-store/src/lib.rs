@@ -111,6 +111,10 @@ pub trait Store: Send + Sync + 'static {
     /// codes last; returns the delivered orders' numbers.
     async fn fulfil_unfulfilled(&self, product_id: i64, now: Millis) -> Result<Vec<String>>;
     async fn record_event(&self, ev: &NewEvent) -> Result<()>;
+    /// Records `ev` unless its order already has an event of the same kind
+    /// and detail; racing callers (a retried notification and a
+    /// reconciliation's answer) store it once. Whether it was stored.
+    async fn record_event_once(&self, ev: &NewEvent) -> Result<bool>;
     async fn order_events(&self, order_id: i64) -> Result<Vec<OrderEvent>>;
     async fn events_for_order_no(&self, order_no: &str) -> Result<Vec<OrderEvent>>;
     async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>>;

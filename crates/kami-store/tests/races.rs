@@ -394,7 +394,56 @@ async fn one_payment_attempt_per_order(backend: Backend) {
         .is_none());
 }
 
+/// A retried notification and a reconciliation's answer saying the same
+/// "not paid yet" at once: the order's timeline notes it once, and another
+/// status is noted again.
+async fn racing_notes_of_one_event_store_it_once(backend: Backend) {
+    let db = open(backend).await;
+    let (_, order) = product_with_an_order(&db, 1).await;
+    let note = |detail: &str| NewEvent {
+        order_id: Some(order.id),
+        order_no: Some(order.order_no.clone()),
+        kind: "notify_unpaid".into(),
+        detail: detail.into(),
+        at: now_millis(),
+    };
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = db.store.clone();
+            let ev = note("stripe reported status unpaid");
+            tokio::spawn(async move { store.record_event_once(&ev).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.unwrap());
+    }
+    assert_eq!(stored, 1, "the same note was stored {stored} times");
+    assert!(db
+        .store
+        .record_event_once(&note("stripe reported status expired"))
+        .await
+        .unwrap());
+    let kinds: Vec<String> = db
+        .store
+        .order_events(order.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "notify_unpaid")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stripe reported status unpaid",
+            "stripe reported status expired"
+        ]
+    );
+}
+
 both_backends!(
+    racing_notes_of_one_event_store_it_once,
     payments_race_expiry_and_new_buyers,
     racing_imports_store_each_code_once,
     aborted_import_leaves_nothing,

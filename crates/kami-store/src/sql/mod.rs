@@ -207,6 +207,12 @@ impl Store for SqlStore {
         tx.commit().await?;
         Ok(())
     }
+    async fn record_event_once(&self, ev: &NewEvent) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let stored = orders::insert_event_once(self.backend, &mut tx, ev).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
     async fn order_events(&self, order_id: i64) -> Result<Vec<OrderEvent>> {
         orders::order_events(self, Some(order_id), None).await
     }

@@ -272,6 +272,35 @@ pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
     Ok(())
 }
 
+/// `insert_event` unless the order has an event of this kind and detail.
+/// The check and the insert are one statement; on PostgreSQL two racing
+/// transactions would each miss the other's uncommitted row, so they first
+/// take a lock of the order's events, held to the end of the transaction.
+/// SQLite runs one write transaction at a time.
+pub async fn insert_event_once(backend: Backend, tx: &mut Tx, ev: &NewEvent) -> Result<bool> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('order_events:' || $1, 0))")
+            .bind(ev.order_id.unwrap_or(0).to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    let stored = sqlx::query(
+        "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM order_events \
+         WHERE order_id = $2 AND kind = $4 AND detail = $5)",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(ev.order_id)
+    .bind(ev.order_no.as_deref())
+    .bind(&ev.kind)
+    .bind(&ev.detail)
+    .bind(ev.at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(stored == 1)
+}
+
 /// The `VALUES` list of a multi-row insert: `rows` copies of `shape`, each
 /// `?` in it replaced by the next `$n` parameter.
 pub(super) fn values_rows(rows: usize, shape: &str) -> String {

@@ -101,17 +101,9 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         // stops retrying, and only note it on the timeline, once: retried
         // deliveries and repeated reconciliation answers say the same thing.
         let detail = truncate(&format!("{name} reported status {}", notice.status));
-        let seen = match state.store.order_events(order.id).await {
-            Ok(events) => events
-                .iter()
-                .any(|e| e.kind == "notify_unpaid" && e.detail == detail),
-            Err(e) => return retry_later(channel, &e.to_string()),
-        };
-        if !seen {
-            let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", detail);
-            if let Err(e) = state.store.record_event(&ev).await {
-                return retry_later(channel, &e.to_string());
-            }
+        let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", detail);
+        if let Err(e) = state.store.record_event_once(&ev).await {
+            return retry_later(channel, &e.to_string());
         }
         metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid")
             .increment(1);
