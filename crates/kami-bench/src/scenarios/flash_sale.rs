@@ -520,6 +520,10 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Duration, Vec<Phase>
         keep_order,
     )
     .await?;
+    // The drop sends no more orders than there are codes, one code each:
+    // a `sold_out` in it turned a buyer away while codes were left, which
+    // the stock gate must never do (DESIGN.md, invariant 6).
+    let turned_away = r.errors.get("409 sold_out").copied().unwrap_or(0);
     phases.push(Phase::of(
         paced("orders while stock lasts", order_rate),
         &r,
@@ -552,7 +556,12 @@ async fn sale(args: &FlashArgs, server: &Target) -> Result<(Duration, Vec<Phase>
     phases.push(ceiling(args, server, CEILING_AGAIN).await?);
 
     eprintln!("[{b}] verifying");
-    let failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
+    let mut failures = verify(server, &admin, &product, orders, salt, args.codes).await?;
+    if turned_away > 0 {
+        failures.push(format!(
+            "{turned_away} buyers of the drop were told sold_out while codes were left"
+        ));
+    }
     Ok((import, phases, failures))
 }
 

@@ -60,6 +60,9 @@ const WAIT: Duration = Duration::from_millis(1000);
 #[derive(Debug, Default)]
 pub struct Hold {
     held: Option<Held>,
+    /// The in-process gate: which reading of the count the order was
+    /// admitted on (`LocalCounts::settle`).
+    pub(super) reading: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -74,6 +77,14 @@ impl Hold {
     /// Nothing held (the gate is in process, or Redis keeps no count).
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// The in-process gate admitted the order on this reading of its count.
+    pub(super) fn on_reading(reading: u64) -> Self {
+        Self {
+            held: None,
+            reading: Some(reading),
+        }
     }
 
     fn keep(mut self) {
@@ -149,6 +160,7 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
                             key,
                             quantity: take.quantity,
                         }),
+                        reading: None,
                     }
                 } else {
                     Hold::none()
@@ -519,7 +531,7 @@ mod tests {
     }
 
     fn held(a: &Admission) -> bool {
-        matches!(a, Admission::Pass(Hold { held: Some(_) }))
+        matches!(a, Admission::Pass(Hold { held: Some(_), .. }))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -575,7 +587,7 @@ mod tests {
         // No count kept: let the database decide.
         assert!(matches!(
             f.admit(4, 1).await,
-            Admission::Pass(Hold { held: None })
+            Admission::Pass(Hold { held: None, .. })
         ));
     }
 
@@ -586,7 +598,7 @@ mod tests {
         f.set(7, 1);
         let (bad, good) = tokio::join!(f.admit(6, 1), f.admit(7, 1));
         assert!(
-            matches!(bad, Admission::Pass(Hold { held: None })),
+            matches!(bad, Admission::Pass(Hold { held: None, .. })),
             "{bad:?}"
         );
         assert!(held(&good), "{good:?}");
