@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -23,7 +24,19 @@ pub enum SubmitError {
     Stopped,
 }
 
-type Item<Req, Out> = (Req, oneshot::Sender<Out>);
+/// A request, where its outcome goes, and when it was queued.
+type Item<Req, Out> = (Req, oneshot::Sender<Out>, Instant);
+
+/// What one batch was, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStats {
+    /// Requests in it.
+    pub size: usize,
+    /// How long its oldest request waited in the queue for a writer.
+    pub waited: Duration,
+    /// How long the store took to commit it.
+    pub took: Duration,
+}
 
 pub struct GroupCommit<Req, Out> {
     queue: mpsc::Sender<Item<Req, Out>>,
@@ -56,12 +69,13 @@ pub struct WriterConfig {
 
 impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
     /// Spawns the writers. `commit(batch)` must return one outcome per
-    /// request, in order; `on_batch(size)` observes every batch (metrics).
+    /// request, in order; `on_batch` observes every batch once it is
+    /// committed (metrics).
     pub fn spawn<F, Fut, B>(cfg: WriterConfig, commit: F, on_batch: B) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Out>> + Send,
-        B: Fn(usize) + Send + Sync + 'static,
+        B: Fn(BatchStats) + Send + Sync + 'static,
     {
         let capacity = cfg.queue.max(1);
         let (queue, rx) = mpsc::channel::<Item<Req, Out>>(capacity);
@@ -102,10 +116,19 @@ impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
                         }
                         batch
                     };
-                    on_batch(batch.len());
-                    let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) =
-                        batch.into_iter().unzip();
+                    let started = Instant::now();
+                    let size = batch.len();
+                    let waited = started.saturating_duration_since(batch[0].2);
+                    let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) = batch
+                        .into_iter()
+                        .map(|(req, reply, _)| (req, reply))
+                        .unzip();
                     let outs = commit(reqs).await;
+                    on_batch(BatchStats {
+                        size,
+                        waited,
+                        took: started.elapsed(),
+                    });
                     debug_assert_eq!(outs.len(), replies.len());
                     for (reply, out) in replies.into_iter().zip(outs) {
                         // A caller that went away still had its request
@@ -130,7 +153,7 @@ impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
         // Counted before it is queued, so a writer never sees it queued but
         // not in flight.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.queue.try_send((req, tx)) {
+        if let Err(e) = self.queue.try_send((req, tx, Instant::now())) {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,

@@ -13,7 +13,7 @@ mod types;
 
 pub use admin::*;
 pub use backend::{redact_url, Backend};
-pub use group_commit::{GroupCommit, SubmitError, WriterConfig};
+pub use group_commit::{BatchStats, GroupCommit, SubmitError, WriterConfig};
 pub use sql::SqlStore;
 pub use types::*;
 

@@ -710,3 +710,42 @@ async fn even_shares_cap_each_batch_at_its_writers_share() {
         assert_eq!(w.depth(), 0);
     }
 }
+
+/// Every batch is reported once it is committed: its size, its oldest
+/// request's wait for a writer, and its commit's time (`/metrics`).
+#[tokio::test]
+async fn each_batch_reports_its_size_wait_and_commit() {
+    let stats = Arc::new(std::sync::Mutex::new(Vec::<BatchStats>::new()));
+    let seen = stats.clone();
+    let w = Arc::new(GroupCommit::spawn(
+        WriterConfig {
+            queue: 1000,
+            max_batch: 16,
+            writers: 1,
+            even_shares: false,
+        },
+        |batch: Vec<u32>| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            batch
+        },
+        move |b| seen.lock().unwrap().push(b),
+    ));
+    let tasks: Vec<_> = (0..40u32)
+        .map(|n| {
+            let w = w.clone();
+            tokio::spawn(async move { w.submit(n).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stats = stats.lock().unwrap().clone();
+    assert_eq!(stats.iter().map(|b| b.size).sum::<usize>(), 40, "{stats:?}");
+    assert!(stats.iter().all(|b| b.size <= 16), "{stats:?}");
+    let ms = std::time::Duration::from_millis(10);
+    assert!(stats.iter().all(|b| b.took >= ms), "{stats:?}");
+    // One writer, three batches at least: the last one's oldest request
+    // waited for the commits before it.
+    assert!(stats.len() >= 3, "{stats:?}");
+    assert!(stats.last().unwrap().waited >= ms, "{stats:?}");
+}

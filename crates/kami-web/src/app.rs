@@ -144,7 +144,7 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<Pay
             let s = s.clone();
             async move { s.create_orders(&batch).await }
         },
-        |n| metrics::batch_size("orders", n),
+        |b| metrics::batch("orders", b),
     );
     // PostgreSQL: a writer per shard of order ids, so one order's twins
     // meet in the same batch or queue. SQLite: one queue, two feeding tasks.
@@ -160,7 +160,7 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<Pay
                     let s = s.clone();
                     async move { s.pay_orders(&batch).await }
                 },
-                |n| metrics::batch_size("payments", n),
+                |b| metrics::batch("payments", b),
             )
         })
         .collect();

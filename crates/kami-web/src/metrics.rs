@@ -10,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use kami_store::BatchStats;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -28,6 +29,15 @@ pub fn handle() -> &'static PrometheusHandle {
                 // The writers' and the Redis gate's batches.
                 metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+            .expect("static buckets are valid")
+            .set_buckets_for_metric(
+                // A batch's commit and its oldest request's wait: a drop's
+                // are a few milliseconds, their tail what a buyer's p99 is.
+                metrics_exporter_prometheus::Matcher::Prefix("kami_writer_".into()),
+                &[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                ],
             )
             .expect("static buckets are valid")
             .build_recorder();
@@ -50,9 +60,14 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Requests per group-commit transaction.
-pub fn batch_size(writer: &'static str, n: usize) {
-    metrics::histogram!("kami_writer_batch_size", "writer" => writer).record(n as f64);
+/// A group-commit transaction: its requests, its oldest request's wait for
+/// a writer, and its commit.
+pub fn batch(writer: &'static str, b: BatchStats) {
+    metrics::histogram!("kami_writer_batch_size", "writer" => writer).record(b.size as f64);
+    metrics::histogram!("kami_writer_wait_seconds", "writer" => writer)
+        .record(b.waited.as_secs_f64());
+    metrics::histogram!("kami_writer_commit_seconds", "writer" => writer)
+        .record(b.took.as_secs_f64());
 }
 
 pub async fn track_http(req: Request, next: Next) -> Response {

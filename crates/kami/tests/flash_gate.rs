@@ -96,7 +96,16 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
     assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
     let m = kami.metrics().await;
     assert!(m.contains("kami_gate_rejections_total"), "{m}");
-    assert!(m.contains("kami_writer_batch_size"), "{m}");
+    for name in [
+        "kami_writer_batch_size",
+        "kami_writer_wait_seconds",
+        "kami_writer_commit_seconds",
+    ] {
+        assert!(
+            m.contains(&format!("{name}_count{{writer=\"orders\"}}")),
+            "{name}: {m}"
+        );
+    }
     // Paying half keeps those codes; the other half expire back into stock.
     for created in &won[..10] {
         kami.pay_ok(created).await;
