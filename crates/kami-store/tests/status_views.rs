@@ -272,20 +272,33 @@ async fn postgres_pays_orders_with_hot_updates() {
             assert_eq!(outcome.unwrap(), PayOutcome::Delivered);
         }
     }
-    // Each code: its import's commit and its claim change an indexed value
-    // (staged to available, available to reserved); its sale does not.
-    let cards = hot_counts(&db, "cards", 180).await;
-    assert_eq!(
-        cards,
-        (180, 60),
-        "sold codes were indexed anew (updates, HOT)"
-    );
-    let orders = hot_counts(&db, "orders", 60).await;
-    assert_eq!(
-        orders,
-        (60, 60),
-        "paid orders were indexed anew (updates, HOT)"
-    );
+    // No index names the status, so an update that changes nothing else
+    // indexed can be HOT (a generated column counts only if its value
+    // changes: a sale leaves `stock_product` and `staged_batch` NULL).
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x \
+         JOIN pg_class t ON t.oid = x.indrelid WHERE t.relname IN ('cards', 'orders')",
+    )
+    .fetch_all(&db.check)
+    .await
+    .unwrap();
+    assert!(indexes.len() >= 6, "{indexes:?}");
+    for def in &indexes {
+        assert!(!def.contains("status"), "an index names the status: {def}");
+    }
+    // And they were: each code's import commit and claim change an indexed
+    // value (staged to available, available to reserved), its sale does
+    // not. Whether every sale fits on its code's page depends on when
+    // PostgreSQL pruned the versions the import and the claim left there,
+    // which other tests' load beside this one moves (24–38 of 60 sales HOT
+    // in three runs of ten, all 60 in the others); with an index on the
+    // status none is.
+    let (updates, hot) = hot_counts(&db, "cards", 180).await;
+    assert_eq!(updates, 180);
+    assert!(hot > 0, "no sale was a HOT update");
+    let (updates, hot) = hot_counts(&db, "orders", 60).await;
+    assert_eq!(updates, 60);
+    assert!(hot > 0, "no payment was a HOT update");
     assert_invariants(&db, product, 60).await;
 }
 
@@ -339,3 +352,4 @@ both_backends!(
     a_status_emptied_counts_zero,
     a_product_reads_the_same_without_its_count
 );
+
