@@ -353,3 +353,62 @@ both_backends!(
     a_product_reads_the_same_without_its_count
 );
 
+/// The ids a deadline row names, and its row version (`xmin`), by the
+/// row's first order.
+async fn deadline_of(db: &Db, first: i64) -> Option<(Vec<i64>, String)> {
+    sqlx::query(
+        "SELECT array_to_string(order_ids, ',') AS ids, xmin::text AS v FROM order_deadlines \
+         WHERE $1 = ANY(order_ids)",
+    )
+    .bind(first)
+    .fetch_optional(&db.check)
+    .await
+    .unwrap()
+    .map(|row| {
+        let ids: String = row.get("ids");
+        let ids = ids.split(',').map(|id| id.parse().unwrap()).collect();
+        (ids, row.get("v"))
+    })
+}
+
+/// Every sweep tidies the deadline rows not yet due: paid orders leave
+/// them, a row with no pending order left goes, and a row whose orders are
+/// all still pending is not written. The pending count and list then look
+/// up only pending orders (after a drop of 100,000 paid orders they looked
+/// up every one of them until the rows fell due).
+#[tokio::test]
+async fn a_sweep_tidies_deadline_rows_before_they_fall_due() {
+    let db = open(Backend::Postgres).await;
+    let product = product_with_codes(&db, 20).await;
+    let part_paid = granted_batch(&db, product, 5, 60_000).await;
+    let all_paid = granted_batch(&db, product, 3, 60_000).await;
+    let unpaid = granted_batch(&db, product, 4, 60_000).await;
+    for o in part_paid[1..].iter().chain(&all_paid) {
+        assert_eq!(pay_in_full(&db.store, o).await, PayOutcome::Delivered);
+    }
+    let (ids, unpaid_version) = deadline_of(&db, unpaid[0].id).await.unwrap();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(deadline_rows(&db).await, Some(3));
+
+    // Nothing is due; the sweep expires nothing and tidies the rows.
+    assert!(db
+        .store
+        .expire_due_orders(now_millis(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let (ids, _) = deadline_of(&db, part_paid[0].id).await.unwrap();
+    assert_eq!(ids, [part_paid[0].id], "paid orders left the row");
+    assert_eq!(deadline_of(&db, all_paid[0].id).await, None);
+    assert_eq!(deadline_rows(&db).await, Some(2));
+    let (ids, version) = deadline_of(&db, unpaid[0].id).await.unwrap();
+    assert_eq!((ids.len(), &version), (4, &unpaid_version), "rewritten");
+    assert_eq!(count(&db, OrderStatus::Pending).await, 5);
+
+    // The tidied rows still expire their orders when due.
+    let later = now_millis() + 120_000;
+    let expired = db.store.expire_due_orders(later, 10).await.unwrap();
+    assert_eq!(expired.len(), 5);
+    assert_eq!(deadline_rows(&db).await, Some(0));
+    assert_invariants(&db, product, 20).await;
+}

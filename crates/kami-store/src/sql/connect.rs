@@ -74,6 +74,7 @@ impl SqlStore {
                     write: pool.clone(),
                     read: pool,
                     direct: None,
+                    tidy_from: Default::default(),
                 })
             }
         }
@@ -151,6 +152,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         write,
         read,
         direct: Some(std::sync::Arc::new(direct)),
+        tidy_from: Default::default(),
     })
 }
 
