@@ -124,11 +124,7 @@ impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
                         .map(|(req, reply, _)| (req, reply))
                         .unzip();
                     let outs = commit(reqs).await;
-                    on_batch(BatchStats {
-                        size,
-                        waited,
-                        took: started.elapsed(),
-                    });
+                    let took = started.elapsed();
                     debug_assert_eq!(outs.len(), replies.len());
                     for (reply, out) in replies.into_iter().zip(outs) {
                         // A caller that went away still had its request
@@ -136,6 +132,7 @@ impl<Req: Send + 'static, Out: Send + 'static> GroupCommit<Req, Out> {
                         let _ = reply.send(out);
                         in_flight.fetch_sub(1, Ordering::Relaxed);
                     }
+                    on_batch(BatchStats { size, waited, took });
                 }
             });
         }

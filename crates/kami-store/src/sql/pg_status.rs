@@ -136,12 +136,23 @@ const ROWS_PER_TIDY: i64 = 64;
 /// only the orders still pending. Safe at any moment: an order never becomes
 /// pending again, so a row only has to name a superset of its pending
 /// orders; one being paid right now is still `pending` here and is kept.
-/// Rows the sweep or another instance holds are skipped (`SKIP LOCKED`).
+/// The rows are read without a lock, so a pass that changes nothing writes
+/// nothing; a row is rewritten or deleted only if it still names what was
+/// read (the sweep or another instance may have changed it meanwhile).
 async fn tidy_deadlines(s: &SqlStore) -> Result<()> {
     use std::sync::atomic::Ordering;
     let from = s.tidy_from.load(Ordering::Relaxed);
     let row = sqlx::query(
-        "WITH r AS (SELECT id, order_ids FROM order_deadlines WHERE id > $1                     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED),               k AS (SELECT r.id, cardinality(r.order_ids) AS had,                            ARRAY(SELECT o.id FROM orders o WHERE o.id = ANY(r.order_ids)                                  AND o.status = 'pending' ORDER BY o.id) AS pending FROM r),               gone AS (DELETE FROM order_deadlines d USING k                        WHERE d.id = k.id AND cardinality(k.pending) = 0),               kept AS (UPDATE order_deadlines d SET order_ids = k.pending FROM k                        WHERE d.id = k.id AND cardinality(k.pending) BETWEEN 1 AND k.had - 1)          SELECT COUNT(*) AS n, MAX(id) AS last FROM r",
+        "WITH k AS MATERIALIZED ( \
+           SELECT d.id, d.order_ids, ARRAY(SELECT o.id FROM orders o \
+             WHERE o.id = ANY(d.order_ids) AND o.status = 'pending' ORDER BY o.id) AS pending \
+           FROM order_deadlines d WHERE d.id > $1 ORDER BY d.id LIMIT $2), \
+         gone AS (DELETE FROM order_deadlines d USING k \
+           WHERE d.id = k.id AND d.order_ids = k.order_ids AND cardinality(k.pending) = 0), \
+         kept AS (UPDATE order_deadlines d SET order_ids = k.pending FROM k \
+           WHERE d.id = k.id AND d.order_ids = k.order_ids \
+           AND cardinality(k.pending) BETWEEN 1 AND cardinality(k.order_ids) - 1) \
+         SELECT COUNT(*) AS n, MAX(id) AS last FROM k",
     )
     .bind(from)
     .bind(ROWS_PER_TIDY)

@@ -285,10 +285,18 @@ impl LocalCounts {
                 return;
             }
         }
+        // Another reading may have added the count since the read lock was
+        // let go: the newer of the two stays.
         self.counts
             .write()
             .expect("gate lock")
             .entry(product_id)
+            .and_modify(|c| {
+                let c = c.get_mut().expect("gate count lock");
+                if c.reading < reading {
+                    *c = Count { left: n, reading };
+                }
+            })
             .or_insert_with(|| Mutex::new(Count { left: n, reading }));
     }
 
@@ -370,6 +378,11 @@ mod tests {
     #[tokio::test]
     async fn an_older_reading_never_overwrites_a_newer_one() {
         let g = StockGate::default();
+        // A product with no count yet: the older reading lands second.
+        let (older, newer) = (g.local.reading(), g.local.reading());
+        g.local.read(2, newer, 100);
+        g.local.read(2, older, 0);
+        assert_eq!(g.count(2), Some(100));
         g.observed(1, 0).await;
         let (older, newer) = (g.local.reading(), g.local.reading());
         // A restock's re-read finishes before the periodic one that
