@@ -139,7 +139,13 @@ impl StockGate {
     /// The database just said how many are available (a new product: 0).
     pub async fn observed(&self, product_id: i64, available: i64) {
         match &self.shared {
-            Some(shared) => shared.set(product_id, available, &self.local).await,
+            Some(shared) => {
+                if let Some(reading) = shared.reading().await {
+                    shared
+                        .set(product_id, available, reading, &self.local)
+                        .await;
+                }
+            }
             None => self.local.set(product_id, available),
         }
     }

@@ -10,9 +10,15 @@
 //!   in `kami_redis_fallbacks_total{what="gate"}`;
 //! - an order the database refuses gives its codes back
 //!   (`lua/gate_give_back.lua`), and so does a request dropped half-way
-//!   (`Hold`'s `Drop`); `sold_out` sets the count to 0;
+//!   (`Hold`'s `Drop`); `sold_out` sets the count to 0 unless the count
+//!   was re-read since the order was admitted (the re-read may have seen a
+//!   restock the answer predates);
 //! - an expiry gives its codes back as a delta; an import, fulfilment or
-//!   late payment sets the count re-read from the database;
+//!   late payment sets the count re-read from the database. Readings are
+//!   numbered (`<prefix>gate:readings`) before the database is read, and
+//!   `<prefix>gate:<product id>:read` keeps the number the count was last
+//!   set from, so an older reading never overwrites a newer one
+//!   (`lua/gate_set.lua`);
 //! - every second one instance (a lease key, `<prefix>gate:resync`) re-reads
 //!   every count that is missing (a Redis restart, a new product) or below
 //!   `EXACT_BELOW`, so a count left too low (a give-back lost with a crash,
@@ -41,6 +47,7 @@ use crate::redis_conn::{fallback, Redis};
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/gate_take.lua")));
 static GIVE_BACK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/gate_give_back.lua")));
+static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/gate_set.lua")));
 
 /// How long one instance holds the re-sync lease (a little under the
 /// re-sync period, so it is free again at the next tick).
@@ -136,6 +143,11 @@ struct Answer {
     hold: Hold,
 }
 
+/// The key that keeps the number of the reading a count was last set from.
+fn reading_key(count_key: &str) -> String {
+    format!("{count_key}:read")
+}
+
 /// Runs the queued takes, a batch at a time: everything that queued while
 /// the last batch was with Redis goes in the next. The queue is unbounded
 /// but never long: each take is a request waiting for its answer, and one
@@ -150,9 +162,9 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
         metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
         let keys = batch_keys(&redis, &batch);
         let answers = take_batch(&redis, &batch, &keys).await;
-        for ((i, take), key) in batch.drain(..).enumerate().zip(keys) {
+        for ((i, take), (key, _)) in batch.drain(..).enumerate().zip(keys) {
             let answer = answers.as_ref().map(|a| {
-                let (verdict, count) = (a[2 * i], a[2 * i + 1]);
+                let (verdict, count, reading) = (a[3 * i], a[3 * i + 1], a[3 * i + 2]);
                 let hold = if verdict == 1 {
                     Hold {
                         held: Some(Held {
@@ -160,7 +172,7 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
                             key,
                             quantity: take.quantity,
                         }),
-                        reading: None,
+                        reading: Some(reading.max(0) as u64),
                     }
                 } else {
                     Hold::none()
@@ -178,35 +190,42 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
     }
 }
 
-/// Each take's key. A drop's batch is one product over and over: its key
-/// is named once and shared by the batch's takes and their holds.
-fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Arc<str>> {
-    let mut named: Option<(i64, Arc<str>)> = None;
+/// A product's count key and its reading key (`reading_key`).
+type Keys = (Arc<str>, Arc<str>);
+
+/// Each take's keys: its count's and its reading's. A drop's batch is one
+/// product over and over: its keys are named once and shared by the
+/// batch's takes and their holds.
+fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Keys> {
+    let mut named: Option<(i64, Keys)> = None;
     batch
         .iter()
         .map(|take| match &named {
-            Some((id, key)) if *id == take.product_id => key.clone(),
+            Some((id, keys)) if *id == take.product_id => keys.clone(),
             _ => {
-                let key: Arc<str> = gate_key(redis, take.product_id).into();
-                named = Some((take.product_id, key.clone()));
-                key
+                let key = gate_key(redis, take.product_id);
+                let reading: Arc<str> = reading_key(&key).into();
+                let keys = (Arc::<str>::from(key), reading);
+                named = Some((take.product_id, keys.clone()));
+                keys
             }
         })
         .collect()
 }
 
-/// One run of `gate_take.lua` for the batch: two numbers per take, or `None`.
-async fn take_batch(redis: &Redis, batch: &[Take], keys: &[Arc<str>]) -> Option<Vec<i64>> {
+/// One run of `gate_take.lua` for the batch: three numbers per take, or
+/// `None`.
+async fn take_batch(redis: &Redis, batch: &[Take], keys: &[Keys]) -> Option<Vec<i64>> {
     let mut invocation = TAKE.prepare_invoke();
-    for (take, key) in batch.iter().zip(keys) {
-        invocation.key(&**key).arg(take.quantity);
+    for (take, (count, reading)) in batch.iter().zip(keys) {
+        invocation.key(&**count).key(&**reading).arg(take.quantity);
     }
     redis
         .call("gate_take", |mut c| async move {
             invocation.invoke_async::<Vec<i64>>(&mut c).await
         })
         .await
-        .filter(|answers| answers.len() == 2 * batch.len())
+        .filter(|answers| answers.len() == 3 * batch.len())
 }
 
 fn gate_key(redis: &Redis, product_id: i64) -> String {
@@ -308,8 +327,10 @@ impl SharedGate {
         match outcome {
             Settled::Reserved => hold.keep(),
             Settled::SoldOut => {
+                // No reading is 0, as the script counts it.
+                let reading = hold.reading.unwrap_or(0);
                 hold.keep();
-                self.set(product_id, 0, mirror).await;
+                self.store(product_id, 0, reading, "same", mirror).await;
             }
             Settled::Refused => {
                 if let Some(h) = hold.held.as_ref() {
@@ -329,20 +350,54 @@ impl SharedGate {
         }
     }
 
-    pub(super) async fn set(&self, product_id: i64, available: i64, mirror: &LocalCounts) {
+    /// The number of a reading about to start; `None` when Redis is away
+    /// (and no count could be set anyway).
+    pub(super) async fn reading(&self) -> Option<u64> {
+        let key = self.redis.key("gate:readings");
+        self.redis
+            .call("gate_reading", |mut c| async move {
+                redis::cmd("INCR").arg(key).query_async::<u64>(&mut c).await
+            })
+            .await
+    }
+
+    /// A count just read from the database by `reading`.
+    pub(super) async fn set(
+        &self,
+        product_id: i64,
+        available: i64,
+        reading: u64,
+        mirror: &LocalCounts,
+    ) {
+        self.store(product_id, available, reading, "newer", mirror)
+            .await;
+    }
+
+    /// `gate_set.lua`: `mode` "newer" or "same" (see there).
+    async fn store(
+        &self,
+        product_id: i64,
+        available: i64,
+        reading: u64,
+        mode: &'static str,
+        mirror: &LocalCounts,
+    ) {
         let key = self.key(product_id);
-        let done = self
+        let read = reading_key(&key);
+        let held = self
             .redis
             .call("gate_set", |mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
+                SET.key(key)
+                    .key(read)
                     .arg(available)
-                    .query_async::<()>(&mut c)
+                    .arg(reading)
+                    .arg(mode)
+                    .invoke_async::<Option<i64>>(&mut c)
                     .await
             })
             .await;
-        if done.is_some() {
-            mirror.set(product_id, available);
+        if let Some(Some(n)) = held {
+            mirror.set(product_id, n);
         }
     }
 
@@ -365,17 +420,20 @@ impl SharedGate {
         product_id: i64,
         mirror: &LocalCounts,
     ) -> StoreResult<()> {
+        // Redis is away: nothing to correct now.
+        let Some(reading) = self.reading().await else {
+            return Ok(());
+        };
         let n = store.available_count(product_id, EXACT_BELOW).await?;
         if n < EXACT_BELOW {
-            self.set(product_id, n, mirror).await;
+            self.set(product_id, n, reading, mirror).await;
             return Ok(());
         }
         match self.get(product_id).await {
-            // Redis is away: nothing to correct now.
             None => {}
             Some(current) if current.is_none_or(|c| c < EXACT_BELOW) => {
                 let exact = store.available_count(product_id, i64::MAX).await?;
-                self.set(product_id, exact, mirror).await;
+                self.set(product_id, exact, reading, mirror).await;
             }
             Some(_) => {}
         }
@@ -422,13 +480,16 @@ impl SharedGate {
             return Ok(());
         }
         for product_id in stale {
+            let Some(reading) = self.reading().await else {
+                return Ok(());
+            };
             let n = store.available_count(product_id, EXACT_BELOW).await?;
             let n = if n < EXACT_BELOW {
                 n
             } else {
                 store.available_count(product_id, i64::MAX).await?
             };
-            self.set(product_id, n, mirror).await;
+            self.set(product_id, n, reading, mirror).await;
         }
         Ok(())
     }
@@ -532,6 +593,46 @@ mod tests {
 
     fn held(a: &Admission) -> bool {
         matches!(a, Admission::Pass(Hold { held: Some(_), .. }))
+    }
+
+    fn hold(a: Admission) -> Hold {
+        match a {
+            Admission::Pass(h) => h,
+            other => panic!("expected a pass, got {other:?}"),
+        }
+    }
+
+    /// A database `sold_out` older than a re-read (an import's, which saw
+    /// the restock) leaves the re-read's count; with no re-read since the
+    /// order was admitted, it sets the count to 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sold_out_answer_older_than_a_re_read_leaves_its_count() {
+        let f = Fixture::new();
+        f.set(8, 2);
+        let (a, b) = (hold(f.admit(8, 1).await), hold(f.admit(8, 1).await));
+        // An import commits five codes and re-reads the count; then the
+        // database's answer to an order admitted before it arrives.
+        let reading = f.gate.reading().await.unwrap();
+        f.gate.set(8, 5, reading, &f.mirror).await;
+        f.gate.settle(8, a, Settled::SoldOut, &f.mirror).await;
+        assert_eq!(f.count(8), Some(5), "the restock was hidden");
+        assert_eq!(f.mirror.get(8), Some(5));
+        b.keep();
+        let c = hold(f.admit(8, 1).await);
+        f.gate.settle(8, c, Settled::SoldOut, &f.mirror).await;
+        assert_eq!(f.count(8), Some(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_re_read_never_overwrites_a_newer_one() {
+        let f = Fixture::new();
+        let older = f.gate.reading().await.unwrap();
+        let newer = f.gate.reading().await.unwrap();
+        assert!(older < newer);
+        f.gate.set(9, 5, newer, &f.mirror).await;
+        f.gate.set(9, 0, older, &f.mirror).await;
+        assert_eq!(f.count(9), Some(5));
+        assert_eq!(f.mirror.get(9), Some(5));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
