@@ -2,8 +2,15 @@
 -- codes its expiry released), or takes them with a negative quantity (an
 -- operator voided codes) — only if a count is kept: creating one here
 -- would invent a count far below the truth. The next re-sync loads it.
--- KEYS[1] the count; ARGV[1] the quantity. Returns the new count or -1.
+-- The count then stands on a reading of its own, newer than any taken
+-- before: a re-read that began earlier, or a sold_out answer to an order
+-- admitted earlier, may not know of these codes and must not undo them
+-- (gate_set.lua).
+-- KEYS[1] the count, KEYS[2] its reading, KEYS[3] the readings' counter;
+-- ARGV[1] the quantity. Returns the new count or -1.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('INCRBY', KEYS[1], ARGV[1])
+  local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]))
+  return n
 end
 return -1
