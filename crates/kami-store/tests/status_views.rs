@@ -225,23 +225,13 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
     if let Some(rows) = deadline_rows(&db).await {
         assert_eq!(rows, 151, "a row per single order and one for the batch");
     }
-    assert!(db
-        .store
-        .expire_due_orders(now_millis(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_sweeps_nothing(&db, now_millis()).await;
 
     let later = now_millis() + 60_000;
     let expired = db.store.expire_due_orders(later, 10).await.unwrap();
     let nos: Vec<&str> = expired.iter().map(|o| o.order_no.as_str()).collect();
     assert_eq!(nos, [created[0].order_no.as_str()]);
-    assert!(db
-        .store
-        .expire_due_orders(later, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_sweeps_nothing(&db, later).await;
     if let Some(rows) = deadline_rows(&db).await {
         assert_eq!(rows, 0, "settled deadline rows were left");
     }
@@ -300,6 +290,12 @@ async fn postgres_pays_orders_with_hot_updates() {
     assert_eq!(updates, 60);
     assert!(hot > 0, "no payment was a HOT update");
     assert_invariants(&db, product, 60).await;
+}
+
+/// A sweep at `at` finds no order to expire.
+async fn assert_sweeps_nothing(db: &Db, at: i64) {
+    let expired = db.store.expire_due_orders(at, 10).await.unwrap();
+    assert!(expired.is_empty(), "expired {} orders", expired.len());
 }
 
 /// Rows of `order_deadlines` (PostgreSQL); `None` on SQLite, which has none.
@@ -391,12 +387,7 @@ async fn a_sweep_tidies_deadline_rows_before_they_fall_due() {
     assert_eq!(deadline_rows(&db).await, Some(3));
 
     // Nothing is due; the sweep expires nothing and tidies the rows.
-    assert!(db
-        .store
-        .expire_due_orders(now_millis(), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_sweeps_nothing(&db, now_millis()).await;
     let (ids, _) = deadline_of(&db, part_paid[0].id).await.unwrap();
     assert_eq!(ids, [part_paid[0].id], "paid orders left the row");
     assert_eq!(deadline_of(&db, all_paid[0].id).await, None);

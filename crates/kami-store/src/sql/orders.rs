@@ -256,17 +256,27 @@ pub(super) async fn sell_cards(tx: &mut Tx, order_id: i64, now: Millis) -> Resul
     Ok(n as i64)
 }
 
+/// `sql` with an event's row bound as `$1`–`$6` (merchant, order id, order
+/// number, kind, detail, time), the parameters of both inserts below.
+fn bind_event<'q>(
+    sql: &'q str,
+    ev: &'q NewEvent,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(DEFAULT_MERCHANT)
+        .bind(ev.order_id)
+        .bind(ev.order_no.as_deref())
+        .bind(&ev.kind)
+        .bind(&ev.detail)
+        .bind(ev.at)
+}
+
 pub async fn insert_event(tx: &mut Tx, ev: &NewEvent) -> Result<()> {
-    sqlx::query(
+    bind_event(
         "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
+        ev,
     )
-    .bind(DEFAULT_MERCHANT)
-    .bind(ev.order_id)
-    .bind(ev.order_no.as_deref())
-    .bind(&ev.kind)
-    .bind(&ev.detail)
-    .bind(ev.at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -284,17 +294,12 @@ pub async fn insert_event_once(backend: Backend, tx: &mut Tx, ev: &NewEvent) -> 
             .execute(&mut **tx)
             .await?;
     }
-    let stored = sqlx::query(
+    let stored = bind_event(
         "INSERT INTO order_events (merchant_id, order_id, order_no, kind, detail, created_at) \
          SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM order_events \
          WHERE order_id = $2 AND kind = $4 AND detail = $5)",
+        ev,
     )
-    .bind(DEFAULT_MERCHANT)
-    .bind(ev.order_id)
-    .bind(ev.order_no.as_deref())
-    .bind(&ev.kind)
-    .bind(&ev.detail)
-    .bind(ev.at)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -233,6 +233,15 @@ struct Count {
     reading: u64,
 }
 
+impl Count {
+    /// `n`, read by `reading`, unless a later reading was applied first.
+    fn read(&mut self, reading: u64, n: i64) {
+        if self.reading < reading {
+            *self = Count { left: n, reading };
+        }
+    }
+}
+
 /// Per-product counts in this process.
 #[derive(Default)]
 pub(super) struct LocalCounts {
@@ -284,10 +293,7 @@ impl LocalCounts {
         {
             let counts = self.counts.read().expect("gate lock");
             if let Some(c) = counts.get(&product_id) {
-                let mut c = c.lock().expect("gate count lock");
-                if c.reading < reading {
-                    *c = Count { left: n, reading };
-                }
+                c.lock().expect("gate count lock").read(reading, n);
                 return;
             }
         }
@@ -297,12 +303,7 @@ impl LocalCounts {
             .write()
             .expect("gate lock")
             .entry(product_id)
-            .and_modify(|c| {
-                let c = c.get_mut().expect("gate count lock");
-                if c.reading < reading {
-                    *c = Count { left: n, reading };
-                }
-            })
+            .and_modify(|c| c.get_mut().expect("gate count lock").read(reading, n))
             .or_insert_with(|| Mutex::new(Count { left: n, reading }));
     }
 
