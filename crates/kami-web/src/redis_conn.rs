@@ -44,6 +44,8 @@ impl std::fmt::Debug for RedisSettings {
 
 pub struct Redis {
     conn: ConnectionManager,
+    /// For the connections a subscription needs (`subscribe`).
+    client: redis::Client,
     prefix: String,
     /// The URL with any password replaced, for log lines.
     redacted_url: String,
@@ -71,9 +73,10 @@ impl Redis {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
             conn,
+            client,
             prefix: settings.prefix.clone(),
             redacted_url: kami_store::redact_url(&settings.url),
             healthy: AtomicBool::new(true),
@@ -84,6 +87,24 @@ impl Redis {
     /// `<prefix><name>`.
     pub fn key(&self, name: impl std::fmt::Display) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// A connection of its own subscribed to `channel`: its messages, until
+    /// the connection is lost (the stream ends).
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSubStream, RedisError> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok(pubsub.into_on_message())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to SUBSCRIBE in time",
+                )))
+            })
     }
 
     /// False while the breaker is open after a failure.

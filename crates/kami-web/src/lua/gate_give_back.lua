@@ -5,12 +5,17 @@
 -- The count then stands on a reading of its own, newer than any taken
 -- before: a re-read that began earlier, or a sold_out answer to an order
 -- admitted earlier, may not know of these codes and must not undo them
--- (gate_set.lua).
+-- (gate_set.lua). A count lifted from 0 or below is published to
+-- ARGV[2], so every instance drops its sold-out mark (gate_marks.rs).
 -- KEYS[1] the count, KEYS[2] its reading, KEYS[3] the readings' counter;
--- ARGV[1] the quantity. Returns the new count or -1.
+-- ARGV[1] the quantity, ARGV[2] the raises' channel, ARGV[3] the product.
+-- Returns the new count or -1.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local n = redis.call('INCRBY', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]))
+  if n > 0 and n - tonumber(ARGV[1]) <= 0 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
   return n
 end
 return -1

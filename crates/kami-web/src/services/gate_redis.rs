@@ -30,10 +30,12 @@
 //! is with Redis wait for the next one (`take_batches`), as the database's
 //! writers batch reservations: in a drop each order costs Redis a few
 //! lines of a script instead of a call of its own (stop 24, PERFORMANCE.md).
-//! Every order is still answered from a run that began after it arrived, so
-//! a restock through one instance is seen by the next order through any
-//! other. A second round trip only when the database refuses an order the
-//! gate let through.
+//! Every order the gate lets through is answered from a run that began
+//! after it arrived. Once a run finds a product sold out, this instance
+//! answers its orders from memory until a raise of its count is published
+//! (`gate_marks.rs`: a restock through one instance reaches every other as
+//! fast as a Redis message). A second round trip only when the database
+//! refuses an order the gate let through.
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -43,6 +45,7 @@ use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::{verdict, Admission, LocalCounts, Settled, EXACT_BELOW};
+use super::gate_marks::Marks;
 use crate::redis_conn::{fallback, Redis};
 
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/gate_take.lua")));
@@ -61,6 +64,11 @@ const MAX_BATCH: usize = 256;
 /// database ungated (fail open): two Redis calls' deadlines, so a batch
 /// that queued behind a slow one still gets its own chance.
 const WAIT: Duration = Duration::from_millis(1000);
+/// Longest a sold-out mark holds without a raise: the re-sync period, the
+/// longest a count left too low may turn buyers away anyway.
+const MARK_TTL: Duration = Duration::from_millis(1000);
+/// Pause before subscribing again after the subscription was lost.
+const RESUBSCRIBE: Duration = Duration::from_millis(500);
 
 /// Codes taken from the shared count for an order on its way to the
 /// database. Dropped without `keep` (the request was cancelled, or the
@@ -77,6 +85,7 @@ pub struct Hold {
 #[derive(Debug)]
 struct Held {
     redis: Arc<Redis>,
+    product_id: i64,
     /// Shared with the other takes of its batch for the same product.
     key: Arc<str>,
     quantity: i64,
@@ -106,15 +115,18 @@ impl Drop for Hold {
         if let Some(h) = self.held.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    give_back(&h.redis, &h.key, h.quantity).await;
+                    give_back(&h.redis, &h.key, h.product_id, h.quantity).await;
                 });
             }
         }
     }
 }
 
-async fn give_back(redis: &Redis, key: &str, quantity: i64) -> Option<i64> {
+/// `gate_give_back.lua`: the count afterwards, if one is kept. (Marks of
+/// this instance are wiped by the raise's message, as everyone's.)
+async fn give_back(redis: &Redis, key: &str, product_id: i64, quantity: i64) -> Option<i64> {
     let (read, counter) = (reading_key(key), readings_key(redis));
+    let channel = raises_channel(redis);
     let key = key.to_string();
     redis
         .call("gate_give_back", |mut c| async move {
@@ -123,11 +135,56 @@ async fn give_back(redis: &Redis, key: &str, quantity: i64) -> Option<i64> {
                 .key(read)
                 .key(counter)
                 .arg(quantity)
+                .arg(channel)
+                .arg(product_id)
                 .invoke_async::<i64>(&mut c)
                 .await
         })
         .await
         .filter(|n| *n >= 0)
+}
+
+/// Where scripts publish a product whose count they lifted above 0.
+fn raises_channel(redis: &Redis) -> String {
+    redis.key("gate:raised")
+}
+
+/// Keeps `marks` subscribed to the raises for as long as they are in use:
+/// while subscribed, marks may be made; a lost subscription drops them
+/// all and is retried.
+async fn listen(redis: Arc<Redis>, marks: std::sync::Weak<Marks>) {
+    use futures::StreamExt;
+    let channel = raises_channel(&redis);
+    loop {
+        match redis.subscribe(&channel).await {
+            Ok(mut raises) => {
+                let Some(m) = marks.upgrade() else { return };
+                m.listen(true);
+                drop(m);
+                while let Some(message) = raises.next().await {
+                    let Some(m) = marks.upgrade() else { return };
+                    match message.get_payload::<i64>() {
+                        Ok(product_id) => m.raised(product_id),
+                        // Not ours to read: assume the worst.
+                        Err(_) => m.listen(true),
+                    }
+                }
+                let Some(m) = marks.upgrade() else { return };
+                m.listen(false);
+                tracing::warn!(
+                    "lost the subscription to the stock gate's raises; answering sold-out from Redis until it is back"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("kami_redis_errors_total", "op" => "gate_subscribe").increment(1);
+                tracing::debug!(%error, "cannot subscribe to the stock gate's raises yet");
+            }
+        }
+        tokio::time::sleep(RESUBSCRIBE).await;
+        if marks.strong_count() == 0 {
+            return;
+        }
+    }
 }
 
 /// One order's check-and-take, waiting for its batch.
@@ -162,7 +219,11 @@ fn readings_key(redis: &Redis) -> String {
 /// the last batch was with Redis goes in the next. The queue is unbounded
 /// but never long: each take is a request waiting for its answer, and one
 /// that stopped waiting (`WAIT`) is left out of the next run.
-async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take>) {
+async fn take_batches(
+    redis: Arc<Redis>,
+    marks: Arc<Marks>,
+    mut queue: mpsc::UnboundedReceiver<Take>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         batch.retain(|take| !take.answer.is_closed());
@@ -171,14 +232,19 @@ async fn take_batches(redis: Arc<Redis>, mut queue: mpsc::UnboundedReceiver<Take
         }
         metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
         let keys = batch_keys(&redis, &batch);
+        let since = marks.since();
         let answers = take_batch(&redis, &batch, &keys).await;
         for ((i, take), (key, _)) in batch.drain(..).enumerate().zip(keys) {
             let answer = answers.as_ref().map(|a| {
                 let (verdict, count, reading) = (a[3 * i], a[3 * i + 1], a[3 * i + 2]);
+                if verdict == 0 && count <= 0 {
+                    marks.mark(take.product_id, since);
+                }
                 let hold = if verdict == 1 {
                     Hold {
                         held: Some(Held {
                             redis: redis.clone(),
+                            product_id: take.product_id,
                             key,
                             quantity: take.quantity,
                         }),
@@ -246,24 +312,31 @@ pub(super) struct SharedGate {
     redis: Arc<Redis>,
     /// Who holds the re-sync lease (for nobody but a human reading Redis).
     instance: String,
-    /// The queue `take_batches` serves, started by the first order (inside
-    /// the server's runtime).
+    /// The queue `take_batches` serves, started (with the subscription to
+    /// raises) by the first order or re-sync, inside the server's runtime.
     takes: OnceLock<mpsc::UnboundedSender<Take>>,
+    marks: Arc<Marks>,
 }
 
 impl SharedGate {
     pub(super) fn new(redis: Arc<Redis>) -> Self {
+        Self::with_mark_ttl(redis, MARK_TTL)
+    }
+
+    fn with_mark_ttl(redis: Arc<Redis>, ttl: Duration) -> Self {
         Self {
             redis,
             instance: kami_core::secrets::random_token("gate_"),
             takes: OnceLock::new(),
+            marks: Arc::new(Marks::new(ttl)),
         }
     }
 
     fn takes(&self) -> &mpsc::UnboundedSender<Take> {
         self.takes.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(take_batches(self.redis.clone(), rx));
+            tokio::spawn(take_batches(self.redis.clone(), self.marks.clone(), rx));
+            tokio::spawn(listen(self.redis.clone(), Arc::downgrade(&self.marks)));
             tx
         })
     }
@@ -297,12 +370,20 @@ impl SharedGate {
         self.redis.available()
     }
 
+    #[cfg(test)]
+    fn listening(&self) -> bool {
+        self.marks.listening()
+    }
+
     pub(super) async fn admit(
         &self,
         product_id: i64,
         quantity: i64,
         mirror: &LocalCounts,
     ) -> Admission {
+        if self.marks.sold_out(product_id) {
+            return Admission::SoldOut;
+        }
         match self.take(product_id, quantity).await {
             Some(Answer {
                 verdict: 1,
@@ -346,16 +427,24 @@ impl SharedGate {
                 if let Some(h) = hold.held.as_ref() {
                     let (key, quantity) = (h.key.clone(), h.quantity);
                     hold.keep();
-                    if let Some(n) = give_back(&self.redis, &key, quantity).await {
-                        mirror.set(product_id, n);
-                    }
+                    self.gave_back(product_id, quantity, &key, mirror).await;
                 }
             }
         }
     }
 
     pub(super) async fn give_back(&self, product_id: i64, quantity: i64, mirror: &LocalCounts) {
-        if let Some(n) = give_back(&self.redis, &self.key(product_id), quantity).await {
+        self.gave_back(product_id, quantity, &self.key(product_id), mirror)
+            .await;
+    }
+
+    /// Gives `quantity` codes back to the count at `key`; a lift above 0
+    /// wipes this instance's mark at once, before its own message comes.
+    async fn gave_back(&self, product_id: i64, quantity: i64, key: &str, mirror: &LocalCounts) {
+        if let Some(n) = give_back(&self.redis, key, product_id, quantity).await {
+            if n > 0 {
+                self.marks.raised(product_id);
+            }
             mirror.set(product_id, n);
         }
     }
@@ -394,6 +483,7 @@ impl SharedGate {
     ) {
         let key = self.key(product_id);
         let (read, counter) = (reading_key(&key), readings_key(&self.redis));
+        let channel = raises_channel(&self.redis);
         let held = self
             .redis
             .call("gate_set", |mut c| async move {
@@ -403,11 +493,16 @@ impl SharedGate {
                     .arg(available)
                     .arg(reading)
                     .arg(mode)
+                    .arg(channel)
+                    .arg(product_id)
                     .invoke_async::<Option<i64>>(&mut c)
                     .await
             })
             .await;
         if let Some(Some(n)) = held {
+            if n > 0 {
+                self.marks.raised(product_id);
+            }
             mirror.set(product_id, n);
         }
     }
@@ -461,6 +556,8 @@ impl SharedGate {
         mirror: &LocalCounts,
         at_start: bool,
     ) -> StoreResult<()> {
+        // Subscribes to raises before the first order needs a mark.
+        self.takes();
         if product_ids.is_empty() {
             return Ok(());
         }
@@ -542,21 +639,33 @@ mod tests {
         prefix: String,
     }
 
+    fn redis_url() -> String {
+        std::env::var("KAMI_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// A gate as an instance keeps it, on the keys under `prefix`.
+    fn instance(prefix: &str, mark_ttl: Duration) -> SharedGate {
+        let redis = Redis::open(&RedisSettings {
+            url: redis_url(),
+            prefix: prefix.to_string(),
+        })
+        .expect("Redis URL");
+        SharedGate::with_mark_ttl(Arc::new(redis), mark_ttl)
+    }
+
     impl Fixture {
         fn new() -> Self {
-            let url = std::env::var("KAMI_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            Self::with_mark_ttl(MARK_TTL)
+        }
+
+        fn with_mark_ttl(mark_ttl: Duration) -> Self {
+            let url = redis_url();
             let prefix = format!(
                 "kami_u_{}:",
                 kami_core::secrets::random_token("").to_lowercase()
             );
-            let redis = Redis::open(&RedisSettings {
-                url: url.clone(),
-                prefix: prefix.clone(),
-            })
-            .expect("Redis URL");
             Self {
-                gate: Arc::new(SharedGate::new(Arc::new(redis))),
+                gate: Arc::new(instance(&prefix, mark_ttl)),
                 mirror: Arc::new(LocalCounts::default()),
                 admin: redis::Client::open(url).expect("Redis URL"),
                 prefix,
@@ -736,13 +845,82 @@ mod tests {
         assert_eq!((f.count(1), f.count(2)), (Some(0), Some(1)));
     }
 
+    /// Waits until the gate is subscribed to raises (it subscribes with
+    /// its first re-sync or order).
+    async fn subscribed(gate: &SharedGate) {
+        gate.takes();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gate.listening() {
+            assert!(Instant::now() < deadline, "never subscribed to raises");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Admits one code of `product_id` until it passes; panics after 5 s.
+    async fn passes_soon(f: &Fixture, product_id: i64, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match f.admit(product_id, 1).await {
+                Admission::Pass(h) => return h.keep(),
+                other => assert!(Instant::now() < deadline, "{why}: still {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Once Redis found a product sold out, the instance answers from
+    /// memory — until another instance lifts the count: its script
+    /// publishes the product, and the mark goes before its TTL (an hour
+    /// here) could end it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sold_out_mark_holds_until_another_instance_raises_the_count() {
+        let f = Fixture::with_mark_ttl(Duration::from_secs(3600));
+        let other = instance(&f.prefix, MARK_TTL);
+        subscribed(&f.gate).await;
+        f.set(12, 0);
+        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
+        // A count written behind the scripts' back publishes nothing: the
+        // next answer comes from the mark, not from Redis.
+        f.set(12, 4);
+        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
+        assert_eq!(f.count(12), Some(4), "the marked answer asked Redis");
+        // Another instance's restock (a re-read from its database).
+        f.set(12, 0);
+        let reading = other.reading().await.unwrap();
+        other.set(12, 3, reading, &LocalCounts::default()).await;
+        passes_soon(&f, 12, "the restock never reached the mark").await;
+        assert_eq!(f.count(12), Some(2));
+        // Sold out again, then codes an expiry on the other instance
+        // released.
+        f.set(12, 0);
+        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
+        other.give_back(12, 1, &LocalCounts::default()).await;
+        passes_soon(&f, 12, "the give-back never reached the mark").await;
+        assert_eq!(f.count(12), Some(0));
+    }
+
+    /// This instance's own give-back wipes its mark at once, without
+    /// waiting for its message: the next order through it passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_sees_its_own_give_back_at_once() {
+        let f = Fixture::with_mark_ttl(Duration::from_secs(3600));
+        subscribed(&f.gate).await;
+        f.set(13, 0);
+        assert!(matches!(f.admit(13, 1).await, Admission::SoldOut));
+        f.gate.give_back(13, 1, &f.mirror).await;
+        assert!(held(&f.admit(13, 1).await), "the mark outlived a give-back");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restock_is_seen_by_the_next_order() {
         let f = Fixture::new();
         f.set(3, 0);
         assert!(matches!(f.admit(3, 1).await, Admission::SoldOut));
-        // Another instance restocks: no answer is reused from before it.
+        // Another instance restocks (without a message, as if Redis had
+        // been written behind the scripts' back): without a mark, no
+        // answer is reused from before it.
         f.set(3, 2);
+        f.gate.marks.raised(3);
         let a = f.admit(3, 1).await;
         assert!(held(&a));
         if let Admission::Pass(h) = a {

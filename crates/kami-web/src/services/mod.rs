@@ -6,6 +6,7 @@ pub mod cards;
 pub mod catalog;
 pub mod channels;
 pub mod gate;
+mod gate_marks;
 pub mod gate_redis;
 pub mod import;
 pub mod notify;
