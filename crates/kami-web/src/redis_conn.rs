@@ -89,13 +89,17 @@ impl Redis {
         format!("{}{name}", self.prefix)
     }
 
-    /// A connection of its own subscribed to `channel`: its messages, until
-    /// the connection is lost (the stream ends).
-    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSubStream, RedisError> {
+    /// A connection of its own subscribed to `channel`: the half that can
+    /// still send (a `PING`) and its messages, until the connection is lost
+    /// (the stream ends).
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), RedisError> {
         let connect = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;
-            Ok(pubsub.into_on_message())
+            Ok(pubsub.split())
         };
         tokio::time::timeout(CALL_TIMEOUT, connect)
             .await

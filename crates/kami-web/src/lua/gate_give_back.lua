@@ -14,7 +14,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   local n = redis.call('INCRBY', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]))
   if n > 0 and n - tonumber(ARGV[1]) <= 0 then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
+    -- pcall: a Redis user refused the channel still keeps its count (and
+    -- cannot subscribe, so no instance marks anything).
+    redis.pcall('PUBLISH', ARGV[2], ARGV[3])
   end
   return n
 end

@@ -30,6 +30,8 @@ elseif ARGV[3] == 'same' and cur == reading then
   set = true
 end
 if set and before <= 0 and tonumber(ARGV[1]) > 0 then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  -- pcall: a Redis user refused the channel still keeps its count (and
+  -- cannot subscribe, so no instance marks anything).
+  redis.pcall('PUBLISH', ARGV[4], ARGV[5])
 end
 return tonumber(redis.call('GET', KEYS[1]))

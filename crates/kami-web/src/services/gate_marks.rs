@@ -19,24 +19,28 @@
 //! remembers the number it was sent after.
 //!
 //! Without the subscription (not yet connected, or lost: Redis restarted,
-//! the network broke) no mark is used, and every mark made before is
-//! dropped, since raises may have been missed. A mark also lapses after
-//! `ttl` (the re-sync period), so even a raise lost with the subscription
-//! still up (it cannot be, short of a bug) turns buyers away for no longer
-//! than a count left too low already could (`gate.rs`). The gate only
-//! rejects; the database decides (invariant 6).
+//! the network broke, a ping went unanswered) no mark is used, and every
+//! mark made before is dropped, since raises may have been missed. A mark
+//! also lapses after `ttl` (the re-sync period), so a raise missed on a
+//! connection that died unnoticed (until its next ping) turns buyers away
+//! for no longer than a count left too low already could (`gate.rs`). The
+//! gate only rejects; the database decides (invariant 6).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 pub(super) struct Marks {
     ttl: Duration,
     /// Subscribed to raises: marks may be made and used.
     listening: AtomicBool,
-    /// Products found sold out, and until when the mark holds.
-    sold_out: RwLock<HashMap<i64, Instant>>,
+    /// Products found sold out, and until when the mark holds. Read by
+    /// every order without a lock; replaced whole (under `raises`) by the
+    /// rare mark or raise.
+    sold_out: ArcSwap<HashMap<i64, Instant>>,
     raises: Mutex<Raises>,
 }
 
@@ -56,7 +60,7 @@ impl Marks {
         Self {
             ttl,
             listening: AtomicBool::new(false),
-            sold_out: RwLock::default(),
+            sold_out: ArcSwap::default(),
             raises: Mutex::default(),
         }
     }
@@ -67,8 +71,7 @@ impl Marks {
         self.listening.load(Ordering::Acquire)
             && self
                 .sold_out
-                .read()
-                .expect("marks lock")
+                .load()
                 .get(&product_id)
                 .is_some_and(|until| Instant::now() < *until)
     }
@@ -89,13 +92,15 @@ impl Marks {
                 .by_product
                 .get(&product_id)
                 .is_some_and(|r| *r > since)
+            || self.sold_out(product_id)
         {
             return;
         }
-        self.sold_out
-            .write()
-            .expect("marks lock")
-            .insert(product_id, Instant::now() + self.ttl);
+        let now = Instant::now();
+        let mut marks = HashMap::clone(&self.sold_out.load());
+        marks.retain(|_, until| now < *until);
+        marks.insert(product_id, now + self.ttl);
+        self.sold_out.store(Arc::new(marks));
     }
 
     /// `product_id`'s count was lifted above 0 (a message from any
@@ -105,20 +110,24 @@ impl Marks {
         raises.last += 1;
         let n = raises.last;
         raises.by_product.insert(product_id, n);
-        self.sold_out
-            .write()
-            .expect("marks lock")
-            .remove(&product_id);
+        if self.sold_out.load().contains_key(&product_id) {
+            let mut marks = HashMap::clone(&self.sold_out.load());
+            marks.remove(&product_id);
+            self.sold_out.store(Arc::new(marks));
+        }
     }
 
     /// The subscription began (`true`) or was lost: either way raises may
     /// have gone unheard, so every mark goes.
     pub(super) fn listen(&self, on: bool) {
-        let mut raises = self.raises.lock().expect("marks lock");
-        raises.last += 1;
-        raises.all = raises.last;
-        self.sold_out.write().expect("marks lock").clear();
-        self.listening.store(on, Ordering::Release);
+        {
+            let mut raises = self.raises.lock().expect("marks lock");
+            raises.last += 1;
+            raises.all = raises.last;
+            self.sold_out.store(Arc::default());
+            self.listening.store(on, Ordering::Release);
+        }
+        metrics::gauge!("kami_gate_raises_subscribed").set(if on { 1.0 } else { 0.0 });
     }
 
     #[cfg(test)]
@@ -184,12 +193,18 @@ mod tests {
     }
 
     #[test]
-    fn a_mark_lapses() {
-        let m = Marks::new(Duration::from_millis(20));
+    fn a_mark_lapses_and_is_made_again() {
+        let m = Marks::new(Duration::from_millis(200));
         m.listen(true);
         m.mark(1, m.since());
         assert!(m.sold_out(1));
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(300));
         assert!(!m.sold_out(1));
+        m.mark(1, m.since());
+        assert!(m.sold_out(1), "a lapsed mark was not made again");
+        // And after a raise, by a run sent after it.
+        m.raised(1);
+        m.mark(1, m.since());
+        assert!(m.sold_out(1), "no mark after a raise");
     }
 }
