@@ -137,27 +137,34 @@ impl AppState {
     /// This instance changed a product's stock other than by an order
     /// (import, expiry, fulfilment): the gate and the product cache follow.
     pub async fn stock_changed(&self, product_id: i64) {
-        if let Err(e) = self.gate.refresh(self.store.as_ref(), product_id).await {
-            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
-        }
-        self.catalog.invalidate();
+        let refreshed = self.gate.refresh(self.store.as_ref(), product_id).await;
+        self.gate_followed(product_id, refreshed);
     }
 
     /// An expiry on this instance released `quantity` codes of a product.
     pub async fn codes_released(&self, product_id: i64, quantity: i64) {
-        if let Err(e) = self
+        let refreshed = self
             .gate
             .released(self.store.as_ref(), product_id, quantity)
-            .await
-        {
-            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
-        }
-        self.catalog.invalidate();
+            .await;
+        self.gate_followed(product_id, refreshed);
     }
 
     /// An operator here voided `quantity` available codes of a product.
     pub async fn codes_voided(&self, product_id: i64, quantity: i64) {
-        self.gate.removed(product_id, quantity).await;
+        let refreshed = self
+            .gate
+            .removed(self.store.as_ref(), product_id, quantity)
+            .await;
+        self.gate_followed(product_id, refreshed);
+    }
+
+    /// The gate followed a change of stock (or failed to: the periodic
+    /// re-sync catches up); the product cache follows too.
+    fn gate_followed(&self, product_id: i64, refreshed: kami_store::Result<()>) {
+        if let Err(e) = refreshed {
+            tracing::warn!(product_id, error = %e, "stock gate refresh failed; the periodic re-sync will catch up");
+        }
         self.catalog.invalidate();
     }
 
