@@ -499,6 +499,17 @@ async fn shared_rate_limits() {
     assert_eq!(a.counter("kami_redis_fallbacks_total", "").await, 0.0);
 }
 
+/// Waits (up to 10 s) until `/metrics` says the instance is (or is not)
+/// subscribed to the gate's raises.
+async fn raises_heard(kami: &Kami, subscribed: bool) {
+    let line = format!("kami_gate_raises_subscribed {}", u8::from(subscribed));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kami.metrics().await.lines().any(|l| l == line) {
+        assert!(Instant::now() < deadline, "never saw `{line}` in /metrics");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -587,6 +598,16 @@ impl OwnRedis {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -617,10 +638,21 @@ async fn redis_restart() {
     );
     let pid = kami.product("Redis restart", json!({})).await;
     kami.import_codes(pid, &make_codes("RESTART", 30)).await;
+    raises_heard(&kami, true).await;
+    // A Redis that stops answering but keeps its connections open (frozen
+    // here; a host gone behind a NAT looks the same): only the ping can
+    // tell the subscription is dead.
+    server.signal("STOP");
+    raises_heard(&kami, false).await;
+    server.signal("CONT");
+    raises_heard(&kami, true).await;
     let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "before").await;
     assert_eq!(won.len(), 10);
 
     server.stop();
+    // The subscription to raises is noticed lost, so no sold-out mark
+    // outlives the Redis that made it.
+    raises_heard(&kami, false).await;
     let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "during").await;
     assert_eq!(won.len(), 10, "orders failed while Redis was down");
     assert!(
@@ -651,6 +683,7 @@ async fn redis_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    raises_heard(&kami, true).await;
     let (won, sold_out) = race(std::slice::from_ref(&kami), pid, 15, "after").await;
     assert_eq!((won.len(), sold_out), (10, 5));
     assert_eq!(gate(), Some(0));
