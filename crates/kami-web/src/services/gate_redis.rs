@@ -758,6 +758,24 @@ mod tests {
             self.gate.admit(product_id, quantity, &self.mirror).await
         }
 
+        /// Redis answers `product_id` sold out, and the gate marks it: a
+        /// count then written behind the scripts' back (it publishes
+        /// nothing) is not asked for. Leaves the count at 0.
+        async fn sold_out_and_marked(&self, product_id: i64, when: &str) {
+            self.set(product_id, 0);
+            assert!(matches!(
+                self.admit(product_id, 1).await,
+                Admission::SoldOut
+            ));
+            self.set(product_id, 4);
+            assert!(matches!(
+                self.admit(product_id, 1).await,
+                Admission::SoldOut
+            ));
+            assert_eq!(self.count(product_id), Some(4), "not marked ({when})");
+            self.set(product_id, 0);
+        }
+
         /// A command on the test's own keys (`gate:…` gets its prefix).
         fn raw(&self, cmd: &str, args: &[&str]) {
             let mut c = redis::cmd(cmd);
@@ -938,27 +956,15 @@ mod tests {
         let f = Fixture::with_mark_ttl(Duration::from_secs(3600));
         let other = instance(&f.prefix, MARK_TTL);
         subscribed(&f.gate).await;
-        f.set(12, 0);
-        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
-        // A count written behind the scripts' back publishes nothing: the
-        // next answer comes from the mark, not from Redis.
-        f.set(12, 4);
-        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
-        assert_eq!(f.count(12), Some(4), "the marked answer asked Redis");
+        f.sold_out_and_marked(12, "first sale").await;
         // Another instance's restock (a re-read from its database).
-        f.set(12, 0);
         let reading = other.reading().await.unwrap();
         other.set(12, 3, reading, &LocalCounts::default()).await;
         passes_soon(&f, 12, "the restock never reached the mark").await;
         assert_eq!(f.count(12), Some(2));
-        // Sold out again (marked again: a raw count is not asked for),
-        // then codes an expiry on the other instance released.
-        f.set(12, 0);
-        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
-        f.set(12, 4);
-        assert!(matches!(f.admit(12, 1).await, Admission::SoldOut));
-        assert_eq!(f.count(12), Some(4), "not marked after the raise");
-        f.set(12, 0);
+        // Sold out again, then codes an expiry on the other instance
+        // released.
+        f.sold_out_and_marked(12, "after the raise").await;
         other.give_back(12, 1, &LocalCounts::default()).await;
         passes_soon(&f, 12, "the give-back never reached the mark").await;
         assert_eq!(f.count(12), Some(0));
@@ -971,12 +977,7 @@ mod tests {
     async fn an_instance_sees_its_own_raises_at_once() {
         let f = Fixture::deaf();
         f.gate.marks.listen(true);
-        f.set(13, 0);
-        assert!(matches!(f.admit(13, 1).await, Admission::SoldOut));
-        f.set(13, 4);
-        assert!(matches!(f.admit(13, 1).await, Admission::SoldOut));
-        assert_eq!(f.count(13), Some(4), "not marked");
-        f.set(13, 0);
+        f.sold_out_and_marked(13, "first sale").await;
         f.gate.give_back(13, 1, &f.mirror).await;
         let a = f.admit(13, 1).await;
         assert!(held(&a), "the mark outlived a give-back: {a:?}");
