@@ -169,11 +169,13 @@ impl StockGate {
     }
 
     /// `quantity` available codes left the stock outside an order (an
-    /// operator voided them): the count drops by as many, whatever its size
-    /// (a re-read leaves a big count alone), and is then re-read. A re-read
-    /// already under way may have seen the void and land before the drop,
-    /// which would count the void twice; this re-read, numbered after both,
-    /// puts any count that could reject right.
+    /// operator voided them). A drop by as many could land under a re-read
+    /// already under way that saw the void, counting it twice (too low:
+    /// buyers turned away). In process the drop is followed by a re-read
+    /// numbered after both, which puts any count that could reject right.
+    /// In Redis a give-back numbered in between could keep that re-read
+    /// out, so the count is only re-read, and dropped by the delta only
+    /// where a re-read leaves it alone (a big count, which cannot reject).
     pub async fn removed(
         &self,
         store: &dyn Store,
@@ -181,10 +183,17 @@ impl StockGate {
         quantity: i64,
     ) -> StoreResult<()> {
         match &self.shared {
-            Some(shared) => shared.give_back(product_id, -quantity, &self.local).await,
-            None => self.local.add(product_id, -quantity),
+            Some(shared) => {
+                if !shared.refresh(store, product_id, &self.local).await? {
+                    shared.give_back(product_id, -quantity, &self.local).await;
+                }
+                Ok(())
+            }
+            None => {
+                self.local.add(product_id, -quantity);
+                self.refresh(store, product_id).await
+            }
         }
-        self.refresh(store, product_id).await
     }
 
     /// Re-reads one product's count after its stock changed outside an
@@ -193,7 +202,10 @@ impl StockGate {
     /// replaces a count of ours that is small (and could wrongly reject).
     pub async fn refresh(&self, store: &dyn Store, product_id: i64) -> StoreResult<()> {
         match &self.shared {
-            Some(shared) => shared.refresh(store, product_id, &self.local).await,
+            Some(shared) => shared
+                .refresh(store, product_id, &self.local)
+                .await
+                .map(|_| ()),
             None => {
                 // Numbered before the database is read: a reading that
                 // started earlier never overwrites this one.

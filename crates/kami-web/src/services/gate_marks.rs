@@ -81,10 +81,12 @@ impl Marks {
         self.raises.lock().expect("marks lock").last
     }
 
-    /// A script run sent after raise `since` found `product_id` sold out.
-    /// Not marked if a raise arrived since (it may have come after the run)
-    /// or the subscription is not up.
-    pub(super) fn mark(&self, product_id: i64, since: u64) {
+    /// A script run sent at `sent`, after raise `since`, found `product_id`
+    /// sold out. Not marked if a raise arrived since (it may have come after
+    /// the run) or the subscription is not up. The mark's lifetime counts
+    /// from `sent`: however late the answer, it holds no longer after the
+    /// run than `ttl`.
+    pub(super) fn mark(&self, product_id: i64, since: u64, sent: Instant) {
         let raises = self.raises.lock().expect("marks lock");
         if !self.listening.load(Ordering::Acquire)
             || raises.all > since
@@ -99,7 +101,7 @@ impl Marks {
         let now = Instant::now();
         let mut marks = HashMap::clone(&self.sold_out.load());
         marks.retain(|_, until| now < *until);
-        marks.insert(product_id, now + self.ttl);
+        marks.insert(product_id, sent + self.ttl);
         self.sold_out.store(Arc::new(marks));
     }
 
@@ -150,7 +152,7 @@ mod tests {
     fn a_mark_holds_until_a_raise() {
         let m = listening();
         let since = m.since();
-        m.mark(1, since);
+        m.mark(1, since, Instant::now());
         assert!(m.sold_out(1));
         assert!(!m.sold_out(2));
         m.raised(1);
@@ -165,26 +167,26 @@ mod tests {
         let m = listening();
         let since = m.since();
         m.raised(1);
-        m.mark(1, since);
+        m.mark(1, since, Instant::now());
         assert!(!m.sold_out(1));
         // Another product's raise does not stop a mark.
         let since = m.since();
         m.raised(2);
-        m.mark(1, since);
+        m.mark(1, since, Instant::now());
         assert!(m.sold_out(1));
     }
 
     #[test]
     fn without_the_subscription_nothing_is_marked_or_used() {
         let m = Marks::new(Duration::from_secs(60));
-        m.mark(1, m.since());
+        m.mark(1, m.since(), Instant::now());
         assert!(!m.sold_out(1), "marked before the subscription");
         m.listen(true);
         // A run sent before the subscription began may have missed raises.
         let before = 0;
-        m.mark(1, before);
+        m.mark(1, before, Instant::now());
         assert!(!m.sold_out(1));
-        m.mark(1, m.since());
+        m.mark(1, m.since(), Instant::now());
         assert!(m.sold_out(1));
         m.listen(false);
         assert!(!m.sold_out(1), "a mark outlived the subscription");
@@ -192,19 +194,32 @@ mod tests {
         assert!(!m.sold_out(1), "a mark survived a new subscription");
     }
 
+    /// A late answer marks for what is left of the lifetime since its run
+    /// was sent, not a whole lifetime from its arrival.
+    #[test]
+    fn a_mark_counts_its_lifetime_from_the_run() {
+        let m = Marks::new(Duration::from_millis(200));
+        m.listen(true);
+        let since = m.since();
+        m.mark(1, since, Instant::now() - Duration::from_millis(300));
+        assert!(!m.sold_out(1), "a run older than the lifetime marked");
+        m.mark(2, since, Instant::now() - Duration::from_millis(100));
+        assert!(m.sold_out(2));
+    }
+
     #[test]
     fn a_mark_lapses_and_is_made_again() {
         let m = Marks::new(Duration::from_millis(200));
         m.listen(true);
-        m.mark(1, m.since());
+        m.mark(1, m.since(), Instant::now());
         assert!(m.sold_out(1));
         std::thread::sleep(Duration::from_millis(300));
         assert!(!m.sold_out(1));
-        m.mark(1, m.since());
+        m.mark(1, m.since(), Instant::now());
         assert!(m.sold_out(1), "a lapsed mark was not made again");
         // And after a raise, by a run sent after it.
         m.raised(1);
-        m.mark(1, m.since());
+        m.mark(1, m.since(), Instant::now());
         assert!(m.sold_out(1), "no mark after a raise");
     }
 }

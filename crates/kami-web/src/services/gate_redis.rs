@@ -37,8 +37,10 @@
 //! fast as a Redis message). A second round trip only when the database
 //! refuses an order the gate let through.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kami_store::{Result as StoreResult, Store};
 use redis::aio::{PubSubSink, PubSubStream};
@@ -204,10 +206,13 @@ impl Drop for Subscribed<'_> {
 
 /// Applies raises until the connection is lost: the stream ends, or a
 /// ping goes unanswered (an idle connection can die without a word, behind
-/// a NAT or with a host gone, and nothing else would notice).
-async fn hear(mut sink: PubSubSink, mut raises: PubSubStream, marks: &Weak<Marks>) {
+/// a NAT or with a host gone, and nothing else would notice). Messages are
+/// applied while a ping is out.
+async fn hear(sink: PubSubSink, mut raises: PubSubStream, marks: &Weak<Marks>) {
     use futures::StreamExt;
     let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pong: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
     loop {
         tokio::select! {
             message = raises.next() => {
@@ -218,9 +223,16 @@ async fn hear(mut sink: PubSubSink, mut raises: PubSubStream, marks: &Weak<Marks
                     Err(_) => m.listen(true),
                 }
             }
-            _ = ping.tick() => {
-                let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
-                if !matches!(pong, Ok(Ok(_))) || marks.strong_count() == 0 {
+            _ = ping.tick(), if pong.is_none() => {
+                let mut sink = sink.clone();
+                pong = Some(Box::pin(async move {
+                    let answer = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>());
+                    matches!(answer.await, Ok(Ok(_)))
+                }));
+            }
+            answered = async { pong.as_mut().expect("a ping is out").await }, if pong.is_some() => {
+                pong = None;
+                if !answered || marks.strong_count() == 0 {
                     return;
                 }
             }
@@ -273,14 +285,14 @@ async fn take_batches(
         }
         metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
         let keys = batch_keys(&redis, &batch);
-        let since = marks.since();
+        let (since, sent) = (marks.since(), Instant::now());
         let answers = take_batch(&redis, &batch, &keys).await;
         let mut marked = None;
         for ((i, take), (key, _)) in batch.drain(..).enumerate().zip(keys) {
             let answer = answers.as_ref().map(|a| {
                 let (verdict, count, reading) = (a[3 * i], a[3 * i + 1], a[3 * i + 2]);
                 if verdict == 0 && count <= 0 && marked != Some(take.product_id) {
-                    marks.mark(take.product_id, since);
+                    marks.mark(take.product_id, since, sent);
                     marked = Some(take.product_id);
                 }
                 let hold = if verdict == 1 {
@@ -568,31 +580,31 @@ impl SharedGate {
             .await
     }
 
-    /// `StockGate::refresh` against the shared count.
+    /// `StockGate::refresh` against the shared count: whether the count
+    /// was read anew (false: Redis is away, or a big count was left alone).
     pub(super) async fn refresh(
         &self,
         store: &dyn Store,
         product_id: i64,
         mirror: &LocalCounts,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         // Redis is away: nothing to correct now.
         let Some(reading) = self.reading().await else {
-            return Ok(());
+            return Ok(false);
         };
         let n = store.available_count(product_id, EXACT_BELOW).await?;
         if n < EXACT_BELOW {
             self.set(product_id, n, reading, mirror).await;
-            return Ok(());
+            return Ok(true);
         }
         match self.get(product_id).await {
-            None => {}
             Some(current) if current.is_none_or(|c| c < EXACT_BELOW) => {
                 let exact = store.available_count(product_id, i64::MAX).await?;
                 self.set(product_id, exact, reading, mirror).await;
+                Ok(true)
             }
-            Some(_) => {}
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// Reads every product's shared count into the display mirror and, if
