@@ -112,8 +112,9 @@ impl Marks {
         raises.last += 1;
         let n = raises.last;
         raises.by_product.insert(product_id, n);
-        if self.sold_out.load().contains_key(&product_id) {
-            let mut marks = HashMap::clone(&self.sold_out.load());
+        let current = self.sold_out.load();
+        if current.contains_key(&product_id) {
+            let mut marks = HashMap::clone(&current);
             marks.remove(&product_id);
             self.sold_out.store(Arc::new(marks));
         }

@@ -499,15 +499,21 @@ impl SharedGate {
             .await;
     }
 
-    /// Gives `quantity` codes back to the count at `key`; a lift above 0
-    /// wipes this instance's mark at once, before its own message comes.
+    /// Gives `quantity` codes back to the count at `key`.
     async fn gave_back(&self, product_id: i64, quantity: i64, key: &str, mirror: &LocalCounts) {
         if let Some(n) = give_back(&self.redis, key, product_id, quantity).await {
-            if n > 0 {
-                self.marks.raised(product_id);
-            }
-            mirror.set(product_id, n);
+            self.holds(product_id, n, mirror);
         }
+    }
+
+    /// One of this instance's scripts left the count at `n`: the display
+    /// mirror follows, and a count above 0 wipes this instance's mark at
+    /// once, before its own message comes.
+    fn holds(&self, product_id: i64, n: i64, mirror: &LocalCounts) {
+        if n > 0 {
+            self.marks.raised(product_id);
+        }
+        mirror.set(product_id, n);
     }
 
     /// The number of a reading about to start; `None` when Redis is away
@@ -561,10 +567,7 @@ impl SharedGate {
             })
             .await;
         if let Some(Some(n)) = held {
-            if n > 0 {
-                self.marks.raised(product_id);
-            }
-            mirror.set(product_id, n);
+            self.holds(product_id, n, mirror);
         }
     }
 
