@@ -1,5 +1,5 @@
 //! Migrations that move data: run against a database holding rows from
-//! before them, on PostgreSQL (the only backend with such a migration).
+//! before them.
 
 mod common;
 
@@ -314,4 +314,86 @@ async fn codes_stored_before_0011_are_found_after_it() {
         .unwrap();
     assert_eq!(store.stock(product).await.unwrap().available, 2);
     pool.close().await;
+}
+
+/// SQLite's migration 0012 drops `orders_pending_expiry` and names every
+/// pending order by a row of `order_deadlines` instead: orders stored
+/// before it, one at a time and in a batch, are counted, listed and expired
+/// after it as before. The shop before it is this build's with 0012 undone
+/// by hand (the migration only adds the table and drops the index).
+#[tokio::test]
+async fn sqlite_orders_stored_before_0012_still_expire() {
+    let db = open(Backend::Sqlite).await;
+    let product = product_with_codes(&db, 10).await;
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        pending.push(
+            db.store
+                .create_order(&new_order(product, 1, 60_000))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let batch: Vec<NewOrder> = (0..3).map(|_| new_order(product, 2, 60_000)).collect();
+    for o in db.store.create_orders(&batch).await {
+        pending.push(o.unwrap().unwrap());
+    }
+    let paid = pending.remove(1);
+    assert_eq!(pay_in_full(&db.store, &paid).await, PayOutcome::Delivered);
+    sqlx::raw_sql(
+        "DROP TABLE order_deadlines; \
+         CREATE INDEX orders_pending_expiry ON orders (expires_at) WHERE status = 'pending'; \
+         DELETE FROM _sqlx_migrations WHERE version = 12",
+    )
+    .execute(&db.check)
+    .await
+    .unwrap();
+
+    db.store.migrate().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(rows, 4, "a row per pending order");
+    let index: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders_pending_expiry'",
+    )
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!(index, 0, "the pending index is back");
+    assert_eq!(pending_count(&db).await, 4);
+    let listed: Vec<i64> = db
+        .store
+        .list_orders(&OrderFilter {
+            status: Some(OrderStatus::Pending),
+            limit: 10,
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    let mut want: Vec<i64> = pending.iter().map(|o| o.id).collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(listed, want);
+
+    let expired = db
+        .store
+        .expire_due_orders(now_millis() + 120_000, 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = expired.iter().map(|o| o.id).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, want);
+    assert_eq!(pending_count(&db).await, 0);
+    assert_invariants(&db, product, 10).await;
+}
+
+/// The store's count of pending orders (`/metrics`, the dashboard).
+async fn pending_count(db: &Db) -> i64 {
+    let counts = db.store.count_orders_by_status().await.unwrap();
+    counts.iter().find(|(s, _)| s == "pending").unwrap().1
 }

@@ -200,8 +200,8 @@ async fn a_product_reads_the_same_without_its_count(backend: Backend) {
         .is_none());
 }
 
-/// PostgreSQL's sweep reads `order_deadlines` (migration 0010): one row per
-/// statement that inserted orders. A row is cleared once none of its orders
+/// The sweep reads `order_deadlines`: one row per statement that inserted
+/// orders on PostgreSQL (migration 0010), one per order on SQLite (0012). A row is cleared once none of its orders
 /// is pending, its pending orders expire together, and a drop's rows of paid
 /// orders, due first, are cleared in the same call as the one pending order
 /// behind them: they do not count against the sweep's limit.
@@ -222,8 +222,11 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
     for o in &created[1..] {
         assert_eq!(pay_in_full(&db.store, o).await, PayOutcome::Delivered);
     }
-    if let Some(rows) = deadline_rows(&db).await {
-        assert_eq!(rows, 151, "a row per single order and one for the batch");
+    let rows = deadline_rows(&db).await;
+    match backend {
+        Backend::Postgres => assert_eq!(rows, 151, "a row per single order and one for the batch"),
+        // Tidied by the sweep below: a row per order until then.
+        Backend::Sqlite => assert_eq!(rows, 155, "a row per order"),
     }
     assert_sweeps_nothing(&db, now_millis()).await;
 
@@ -232,9 +235,11 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
     let nos: Vec<&str> = expired.iter().map(|o| o.order_no.as_str()).collect();
     assert_eq!(nos, [created[0].order_no.as_str()]);
     assert_sweeps_nothing(&db, later).await;
-    if let Some(rows) = deadline_rows(&db).await {
-        assert_eq!(rows, 0, "settled deadline rows were left");
-    }
+    assert_eq!(
+        deadline_rows(&db).await,
+        0,
+        "settled deadline rows were left"
+    );
     assert_eq!(count(&db, OrderStatus::Expired).await, 1);
     assert_eq!(count(&db, OrderStatus::Delivered).await, 154);
     assert_invariants(&db, product, 200).await;
@@ -298,16 +303,12 @@ async fn assert_sweeps_nothing(db: &Db, at: i64) {
     assert!(expired.is_empty(), "expired {} orders", expired.len());
 }
 
-/// Rows of `order_deadlines` (PostgreSQL); `None` on SQLite, which has none.
-async fn deadline_rows(db: &Db) -> Option<i64> {
-    if db.store.backend() != Backend::Postgres {
-        return None;
-    }
-    let rows = sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
+/// Rows of `order_deadlines`.
+async fn deadline_rows(db: &Db) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM order_deadlines")
         .fetch_one(&db.check)
         .await
-        .unwrap();
-    Some(rows)
+        .unwrap()
 }
 
 /// `n` orders of one code each, created as one group commit, all granted.
@@ -384,14 +385,14 @@ async fn a_sweep_tidies_deadline_rows_before_they_fall_due() {
     }
     let (ids, unpaid_version) = deadline_of(&db, unpaid[0].id).await.unwrap();
     assert_eq!(ids.len(), 4);
-    assert_eq!(deadline_rows(&db).await, Some(3));
+    assert_eq!(deadline_rows(&db).await, 3);
 
     // Nothing is due; the sweep expires nothing and tidies the rows.
     assert_sweeps_nothing(&db, now_millis()).await;
     let (ids, _) = deadline_of(&db, part_paid[0].id).await.unwrap();
     assert_eq!(ids, [part_paid[0].id], "paid orders left the row");
     assert_eq!(deadline_of(&db, all_paid[0].id).await, None);
-    assert_eq!(deadline_rows(&db).await, Some(2));
+    assert_eq!(deadline_rows(&db).await, 2);
     let (ids, version) = deadline_of(&db, unpaid[0].id).await.unwrap();
     assert_eq!((ids.len(), &version), (4, &unpaid_version), "rewritten");
     assert_eq!(count(&db, OrderStatus::Pending).await, 5);
@@ -400,6 +401,55 @@ async fn a_sweep_tidies_deadline_rows_before_they_fall_due() {
     let later = now_millis() + 120_000;
     let expired = db.store.expire_due_orders(later, 10).await.unwrap();
     assert_eq!(expired.len(), 5);
-    assert_eq!(deadline_rows(&db).await, Some(0));
+    assert_eq!(deadline_rows(&db).await, 0);
+    assert_invariants(&db, product, 20).await;
+}
+
+/// SQLite's deadline rows (migration 0012), one per order: a sweep with
+/// nothing due clears the rows of the orders paid since and keeps those of
+/// the pending ones, which still expire when due; the pending list and
+/// count read through the rows.
+#[tokio::test]
+async fn sqlite_a_sweep_tidies_deadline_rows_before_they_fall_due() {
+    let db = open(Backend::Sqlite).await;
+    let product = product_with_codes(&db, 20).await;
+    let batch = granted_batch(&db, product, 8, 60_000).await;
+    let single = db
+        .store
+        .create_order(&new_order(product, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deadline_rows(&db).await, 9, "a row per order");
+    for o in batch.iter().step_by(2) {
+        assert_eq!(pay_in_full(&db.store, o).await, PayOutcome::Delivered);
+    }
+    assert_eq!(deadline_rows(&db).await, 9, "a payment leaves the row");
+    assert_eq!(count(&db, OrderStatus::Pending).await, 5);
+
+    assert_sweeps_nothing(&db, now_millis()).await;
+    assert_eq!(deadline_rows(&db).await, 5, "paid orders' rows were kept");
+    let listed: Vec<i64> = db
+        .store
+        .list_orders(&OrderFilter {
+            status: Some(OrderStatus::Pending),
+            limit: 50,
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    let mut pending: Vec<i64> = batch.iter().skip(1).step_by(2).map(|o| o.id).collect();
+    pending.push(single.id);
+    pending.reverse();
+    assert_eq!(listed, pending, "the pending list, newest first");
+
+    let later = now_millis() + 120_000;
+    let expired = db.store.expire_due_orders(later, 10).await.unwrap();
+    assert_eq!(expired.len(), 5);
+    assert_eq!(deadline_rows(&db).await, 0);
+    assert_eq!(count(&db, OrderStatus::Pending).await, 0);
     assert_invariants(&db, product, 20).await;
 }

@@ -261,6 +261,14 @@ pub(super) async fn insert_orders(
         for row in q.fetch_all(&mut **tx).await? {
             ids.insert(row.try_get("order_no")?, row.try_get("id")?);
         }
+        // Each pending order's deadline row (SQLite's migration 0012).
+        for o in chunk {
+            sqlx::query(orders::INSERT_DEADLINE)
+                .bind(ids[o.order_no.as_str()])
+                .bind(o.expires_at)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(ids)
 }

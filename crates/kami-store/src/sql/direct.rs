@@ -438,6 +438,8 @@ fn write_orders(
             o.limit_holds(),
         ])?;
         let id = tx.last_insert_rowid();
+        tx.prepare_cached(orders::INSERT_DEADLINE)?
+            .execute(params![id, o.expires_at])?;
         // One claim statement per order, as DESIGN.md has it, checked by
         // its count. A single code is claimed by its id: a statement that
         // can change only one row needs no statement journal. More codes

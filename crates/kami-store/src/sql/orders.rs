@@ -831,8 +831,9 @@ fn list_orders_sql(backend: Backend, f: &OrderFilter) -> String {
 /// begins the statement. Without statistics its planner takes
 /// `merchant_id = ?` to `orders_by_email` and sorts every order of the shop
 /// for each page. So, unless an email narrows it: a status with a partial
-/// index of its own reads that (migration 0008; pending and unfulfilled
-/// orders are few, sorted in memory), and otherwise the table is walked
+/// index of its own reads that (migration 0008; unfulfilled orders are few,
+/// sorted in memory), pending orders are looked up from their deadline rows
+/// (migration 0012), and otherwise the table is walked
 /// from its newest row (`+merchant_id` keeps the index out), which for
 /// `delivered`, what most orders are, finds a page at once. PostgreSQL
 /// has no index naming the status since its migration 0010: a status's
@@ -843,7 +844,9 @@ fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
         return "WHERE merchant_id = $1".into();
     }
     let index = match f.status {
-        Some(OrderStatus::Pending) => "orders_pending_expiry",
+        // Its deadline rows name the candidates (`pg_status::marked`), each
+        // looked up by id; `+` keeps `orders_by_email` out.
+        Some(OrderStatus::Pending) => return "WHERE +merchant_id = $1".into(),
         Some(OrderStatus::PaidUnfulfilled) => "orders_unfulfilled",
         Some(OrderStatus::Expired) => "orders_expired",
         Some(OrderStatus::Refunded) => "orders_refunded",
@@ -852,22 +855,92 @@ fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
     format!("INDEXED BY {index} WHERE merchant_id = $1")
 }
 
+/// Each pending order's row of `order_deadlines` on SQLite (its migration
+/// 0012), inserted with the order by every statement that inserts orders
+/// (`batch::insert_orders`, `direct.rs`), in the same transaction.
+pub(super) const INSERT_DEADLINE: &str =
+    "INSERT INTO order_deadlines (order_id, expires_at) VALUES (?1, ?2)";
+
+/// Due deadline rows one pass of SQLite's sweep reads.
+const SQLITE_ROWS_PER_PASS: i64 = 256;
+
+/// Passes per sweep at most on SQLite: a drop's paid orders fall due
+/// together, and their rows are cleared 256 to a transaction, without one
+/// call holding the writer for long.
+const SQLITE_MAX_PASSES: usize = 32;
+
+/// Deadline rows each SQLite sweep looks at for orders paid since.
+const SQLITE_ROWS_PER_TIDY: i64 = 4096;
+
 pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<Vec<Order>> {
     if s.backend == Backend::Postgres {
         return super::pg_status::expire_due_orders(s, now, limit).await;
     }
+    // Tidying is housekeeping: a failure leaves rows that name orders no
+    // longer pending, which every reader checks anyway.
+    if let Err(e) = tidy_sqlite_deadlines(s).await {
+        tracing::warn!(error = %e, "tidying the order deadlines failed");
+    }
     // The sweep runs every second and mostly finds nothing (`any_due`).
-    let due = "SELECT 1 FROM orders WHERE status = 'pending' AND expires_at <= $1 LIMIT 1";
+    let due = "SELECT 1 FROM order_deadlines WHERE expires_at <= $1 LIMIT 1";
     if !s.any_due(due, now).await? {
         return Ok(Vec::new());
     }
-    let mut tx = s.begin().await?;
-    let sql = format!(
-        "SELECT {} FROM orders WHERE status = 'pending' AND expires_at <= $1 \
-         ORDER BY expires_at LIMIT $2",
+    // The next due rows; the same rows each time within a pass's
+    // transaction, since SQLite's one writer holds it.
+    let window = format!(
+        "SELECT order_id FROM order_deadlines WHERE expires_at <= $1 \
+         ORDER BY expires_at LIMIT {SQLITE_ROWS_PER_PASS}"
+    );
+    let pending = format!(
+        "SELECT {} FROM orders WHERE id IN ({window}) AND status = 'pending' \
+         ORDER BY expires_at, id LIMIT $2",
         rows::ORDER_COLUMNS,
     );
-    let due: Vec<Order> = sqlx::query(&sql)
+    let settled = format!(
+        "DELETE FROM order_deadlines WHERE order_id IN ({window}) AND NOT EXISTS \
+         (SELECT 1 FROM orders o WHERE o.id = order_deadlines.order_id AND o.status = 'pending')"
+    );
+    let mut expired = Vec::new();
+    for _ in 0..SQLITE_MAX_PASSES {
+        let left = limit - expired.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        match sqlite_sweep_pass(s, now, left, &pending, &settled).await {
+            Ok((mut moved, cleared)) => {
+                expired.append(&mut moved);
+                // A short pass: nothing due is left, or what is left stays
+                // pending past `limit` (the next sweep).
+                if cleared < SQLITE_ROWS_PER_PASS as u64 {
+                    break;
+                }
+            }
+            // The passes before this one committed: their orders are
+            // reported, so the gate is given their codes back; the next
+            // sweep retries the rest.
+            Err(e) if !expired.is_empty() => {
+                tracing::warn!(error = %e, expired = expired.len(), "an expiry sweep's pass failed");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(expired)
+}
+
+/// One pass of SQLite's sweep, in its own transaction: the orders it
+/// expired and the deadline rows it cleared (those of the pass's rows whose
+/// orders are no longer pending, these included).
+async fn sqlite_sweep_pass(
+    s: &SqlStore,
+    now: Millis,
+    limit: i64,
+    pending: &str,
+    settled: &str,
+) -> Result<(Vec<Order>, u64)> {
+    let mut tx = s.begin().await?;
+    let due: Vec<Order> = sqlx::query(pending)
         .bind(now)
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -876,8 +949,61 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
         .map(rows::order)
         .collect::<Result<_>>()?;
     let expired = expire_orders(s.backend, &mut tx, due, now).await?;
+    let cleared = sqlx::query(settled)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     tx.commit().await?;
-    Ok(expired)
+    Ok((expired, cleared))
+}
+
+/// Clears the deadline rows of orders that are no longer pending among the
+/// next `SQLITE_ROWS_PER_TIDY` rows (by order id, from where the last call
+/// stopped, round and round). Until it falls due, a paid order's row stays,
+/// and the pending list and count look each row's order up: after a drop,
+/// every order of it for fifteen minutes. The rows are read without the
+/// write lock, so a call that finds nothing to clear writes nothing. Safe at
+/// any moment: an order never becomes pending again, and the delete checks
+/// the status once more under the lock.
+async fn tidy_sqlite_deadlines(s: &SqlStore) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let from = s.tidy_from.load(Ordering::Relaxed);
+    let rows = sqlx::query(
+        "SELECT d.order_id AS id, o.status AS status FROM order_deadlines d \
+         LEFT JOIN orders o ON o.id = d.order_id \
+         WHERE d.order_id > $1 ORDER BY d.order_id LIMIT $2",
+    )
+    .bind(from)
+    .bind(SQLITE_ROWS_PER_TIDY)
+    .fetch_all(&s.read)
+    .await?;
+    let mut settled = Vec::new();
+    let mut last = 0;
+    for row in &rows {
+        last = row.try_get::<i64, _>("id")?;
+        if row.try_get::<Option<String>, _>("status")?.as_deref() != Some("pending") {
+            settled.push(last);
+        }
+    }
+    if !settled.is_empty() {
+        sqlx::query(
+            "DELETE FROM order_deadlines WHERE order_id IN (SELECT value FROM json_each($1)) \
+             AND NOT EXISTS (SELECT 1 FROM orders o \
+               WHERE o.id = order_deadlines.order_id AND o.status = 'pending')",
+        )
+        .bind(serde_json::to_string(&settled).expect("ids serialize"))
+        .execute(&s.write)
+        .await?;
+    }
+    // A short read reached the end: the next call starts over.
+    let next = if rows.len() as i64 == SQLITE_ROWS_PER_TIDY {
+        last
+    } else {
+        0
+    };
+    s.tidy_from.store(next, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Expires the due orders read (and, on PostgreSQL, locked) in `tx`: each
@@ -1296,7 +1422,11 @@ mod tests {
         let cases = [
             (None, newest),
             (Some(OrderStatus::Delivered), newest),
-            (Some(OrderStatus::Pending), ["orders_pending_expiry"; 2]),
+            // Each deadline row's order by its id, newest first.
+            (
+                Some(OrderStatus::Pending),
+                ["USING ROWID SEARCH ON TABLE order_deadlines FOR IN-OPERATOR"; 2],
+            ),
             (
                 Some(OrderStatus::PaidUnfulfilled),
                 ["orders_unfulfilled"; 2],

@@ -5,7 +5,9 @@
 //! paid_unfulfilled, expired or refunded one by its row in `order_marks`,
 //! which a trigger keeps. A status's orders are read through those, by
 //! primary key, and the status is checked on the order itself. SQLite keeps
-//! its partial indexes; each function here says what it does there.
+//! its partial indexes but for pending orders, which its own
+//! `order_deadlines` names since its migration 0012 (a row per order); each
+//! function here says what it does there.
 
 use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
@@ -33,11 +35,15 @@ fn candidates(status: OrderStatus, extra: &str) -> Option<String> {
 }
 
 /// ` AND id = ANY(<candidates>)` on PostgreSQL, to go with the statement's
-/// own `status = ..` test; nothing on SQLite, whose partial indexes serve
-/// that test.
+/// own `status = ..` test. On SQLite the pending orders' deadline rows
+/// (its migration 0012); nothing for the other statuses, whose partial
+/// indexes serve that test.
 pub(super) fn marked(backend: Backend, status: OrderStatus, extra: &str) -> String {
-    match (backend, candidates(status, extra)) {
-        (Backend::Postgres, Some(ids)) => format!(" AND id = ANY({ids})"),
+    match (backend, status, candidates(status, extra)) {
+        (Backend::Postgres, _, Some(ids)) => format!(" AND id = ANY({ids})"),
+        (Backend::Sqlite, OrderStatus::Pending, _) => {
+            " AND id IN (SELECT order_id FROM order_deadlines)".to_string()
+        }
         _ => String::new(),
     }
 }

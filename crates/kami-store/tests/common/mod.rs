@@ -268,12 +268,22 @@ pub async fn assert_invariants(db: &Db, product_id: i64, imported: i64) {
     assert_status_books(db).await;
 }
 
-/// PostgreSQL keeps no index of orders by status (migration 0010): every
-/// pending order must be named by a deadline row, or it would never expire,
-/// and the marks must be exactly the paid_unfulfilled, expired and refunded
-/// orders, or restocks, lists and counts would miss or invent some.
+/// Neither backend keeps an index of pending orders (PostgreSQL's migration
+/// 0010, SQLite's 0012): every pending order must be named by a deadline
+/// row, or it would never expire. On PostgreSQL the marks must be exactly
+/// the paid_unfulfilled, expired and refunded orders, or restocks, lists and
+/// counts would miss or invent some.
 pub async fn assert_status_books(db: &Db) {
     if db.store.backend() != Backend::Postgres {
+        let undated: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders o WHERE o.status = 'pending' AND NOT EXISTS \
+             (SELECT 1 FROM order_deadlines d WHERE d.order_id = o.id \
+              AND d.expires_at = o.expires_at)",
+        )
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+        assert_eq!(undated, 0, "pending orders without their deadline row");
         return;
     }
     let undated: i64 = sqlx::query_scalar(
