@@ -223,7 +223,23 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let quick = kami.buy(id, 1, "quick@example.com").await;
+    // The stock gate follows the expiry a moment after the database: it
+    // may answer sold_out until then (DESIGN.md, invariant 6), never later.
+    let quick = loop {
+        let (status, v) = kami
+            .order(json!({"product_id": id, "quantity": 1,
+                          "email": "quick@example.com", "channel": "sandbox"}))
+            .await;
+        if status == StatusCode::CREATED {
+            break v;
+        }
+        assert_eq!(v["error"]["code"], json!("sold_out"), "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gate never saw the released code"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     kami.pay_ok(&quick).await;
     kami.pay_ok(&slow).await;
     assert_eq!(kami.view(&slow).await["status"], json!("paid_unfulfilled"));

@@ -106,3 +106,68 @@ async fn restore_brings_back_the_backed_up_shop_and_refuses_what_would_lose_data
         .count();
     assert!(kept >= 1, "the replaced database was not kept");
 }
+
+/// A SQLite database is never migrated under another Kami process: one of
+/// an earlier version still serving would go on writing that version's way
+/// (after migration 0012, pending orders without the deadline rows that make
+/// them expire). A command with a migration to apply refuses while another
+/// process holds the database open, applies it once that one has stopped,
+/// and the shop then sells and expires as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_migration_is_applied_under_another_kami_process() {
+    use sqlx::Connection;
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Upgraded", json!({})).await;
+    kami.import_codes(pid, &make_codes("UPG", 2)).await;
+    kami.stop(Stop::Term);
+
+    // The shop as the version before 0012 left it.
+    let db = kami.data_dir().join("kami.db");
+    let url = format!("sqlite://{}", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE order_deadlines; \
+         CREATE INDEX orders_pending_expiry ON orders (expires_at) WHERE status = 'pending'; \
+         DELETE FROM _sqlx_migrations WHERE version = 12",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // An earlier version's server holds it open (its shared lock).
+    let mut lock_name = db.clone().into_os_string();
+    lock_name.push(".lock");
+    let old_server = std::fs::File::open(&lock_name).unwrap();
+    old_server.lock_shared().unwrap();
+    for args in [
+        &["migrate"][..],
+        &["api-key", "create", "--name", "upgrade"][..],
+    ] {
+        let out = kami.cli(args);
+        assert_refused(&out, &format!("kami {args:?}"), "stop it");
+    }
+    assert!(
+        !has_deadlines(&mut conn).await,
+        "migrated under another process"
+    );
+
+    drop(old_server);
+    assert_ok(&kami.cli(&["migrate"]), "kami migrate once alone");
+    assert!(has_deadlines(&mut conn).await);
+    conn.close().await.unwrap();
+    kami.start().await.expect("start after the upgrade");
+    let order = kami.buy(pid, 1, "after@example.com").await;
+    kami.pay_ok(&order).await;
+    assert_eq!(kami.codes(&order).await.len(), 1);
+}
+
+/// Whether the database has SQLite's `order_deadlines` (migration 0012).
+async fn has_deadlines(conn: &mut sqlx::SqliteConnection) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'order_deadlines'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+        == 1
+}

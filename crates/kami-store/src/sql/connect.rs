@@ -89,6 +89,27 @@ impl SqlStore {
         migrator.run(&self.write).await?;
         Ok(())
     }
+
+    /// Whether `migrate` has anything to apply: a migration of this build
+    /// not recorded as applied (all of them on a new database).
+    pub async fn migrations_pending(&self) -> Result<bool> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.write)
+                .await
+            {
+                Ok(v) => v,
+                // No such table yet: nothing was ever applied.
+                Err(_) => return Ok(true),
+            };
+        Ok(migrator
+            .iter()
+            .any(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)))
+    }
 }
 
 async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {

@@ -47,8 +47,8 @@ pub struct SqlStore {
     /// SQLite: the group commit's batches and the order lookup without
     /// sqlx's worker threads (`direct.rs`). `None` on PostgreSQL.
     direct: Option<std::sync::Arc<direct::Direct>>,
-    /// PostgreSQL: where the expiry sweep's tidying of `order_deadlines`
-    /// goes on from (`pg_status::tidy_deadlines`).
+    /// Where the expiry sweep's tidying of `order_deadlines` goes on from
+    /// (`pg_status::tidy_deadlines`, `orders::tidy_sqlite_deadlines`).
     tidy_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 

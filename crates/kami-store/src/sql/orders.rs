@@ -865,9 +865,10 @@ pub(super) const INSERT_DEADLINE: &str =
 const SQLITE_ROWS_PER_PASS: i64 = 256;
 
 /// Passes per sweep at most on SQLite: a drop's paid orders fall due
-/// together, and their rows are cleared 256 to a transaction, without one
-/// call holding the writer for long.
-const SQLITE_MAX_PASSES: usize = 32;
+/// together, and the rows the tidying has not reached yet are cleared 256 to
+/// a transaction (32,768 a sweep), each pass taking its turn with the writer
+/// thread's batches, so an unpaid order behind them expires on time.
+const SQLITE_MAX_PASSES: usize = 128;
 
 /// Deadline rows each SQLite sweep looks at for orders paid since.
 const SQLITE_ROWS_PER_TIDY: i64 = 4096;
@@ -987,14 +988,18 @@ async fn tidy_sqlite_deadlines(s: &SqlStore) -> Result<()> {
         }
     }
     if !settled.is_empty() {
+        // In a transaction of its own, to take its turn with the writer
+        // thread's batches (`SqlStore::begin`).
+        let mut tx = s.begin().await?;
         sqlx::query(
             "DELETE FROM order_deadlines WHERE order_id IN (SELECT value FROM json_each($1)) \
              AND NOT EXISTS (SELECT 1 FROM orders o \
                WHERE o.id = order_deadlines.order_id AND o.status = 'pending')",
         )
         .bind(serde_json::to_string(&settled).expect("ids serialize"))
-        .execute(&s.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
     }
     // A short read reached the end: the next call starts over.
     let next = if rows.len() as i64 == SQLITE_ROWS_PER_TIDY {
@@ -1260,8 +1265,9 @@ pub(super) fn lifecycle(
 /// Orders by status, every status listed, zeros too (a gauge falls back to
 /// 0 when the last pending order is paid). Neither backend has an index of
 /// every order by status since their migrations 0008, so this counts each
-/// status but `delivered` where it is kept (SQLite: its partial index;
-/// PostgreSQL: its marks or deadlines, `pg_status`), and `delivered` is the
+/// status but `delivered` where it is kept (SQLite: its partial indexes, and
+/// its deadline rows for pending orders; PostgreSQL: its marks or deadlines,
+/// `pg_status`), and `delivered` is the
 /// rest of the table: SQLite counts a table by its pages, not its rows. One
 /// statement, so one snapshot: the parts add up to the total.
 pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> {

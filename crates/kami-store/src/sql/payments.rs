@@ -400,9 +400,9 @@ fn bind_ids<'q>(
 /// rolled back. Only the orders it moves are locked: a locked
 /// paid_unfulfilled order would be skipped by a concurrent restock's
 /// oldest-first fulfilment. `status || ''` keeps the planner off a partial
-/// pending-orders index (SQLite's; PostgreSQL's until its migration 0010),
-/// which PostgreSQL planned as a bitmap AND with the primary key (see
-/// `pg_sets`). On PostgreSQL the update is HOT (`pg_status`).
+/// pending-orders index (PostgreSQL's until its migration 0010, SQLite's
+/// until its 0012), which PostgreSQL planned as a bitmap AND with the
+/// primary key (see `pg_sets`). On PostgreSQL the update is HOT (`pg_status`).
 ///
 /// Lock order: two instances paying overlapping orders (a gateway's retries
 /// reaching both) lock them in the order the plan visits them. The batch

@@ -3,7 +3,9 @@
 //!
 //! Every process that opens a SQLite database holds a shared lock on
 //! `<database>.lock` for its lifetime; restore takes it exclusively, so a
-//! database is never swapped under a running shop.
+//! database is never swapped under a running shop. A process that finds no
+//! other holding it starts with it exclusive, so its migrations are never
+//! applied under another process (`open_store`), and shares it after.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -31,23 +33,73 @@ fn lock_file(db: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open {}", PathBuf::from(name).display()))
 }
 
-/// Marks the SQLite database of `url` as in use by this process. Waits only
-/// while a restore runs.
-pub fn hold_shared_lock(url: &str) -> anyhow::Result<()> {
+/// How this process holds a SQLite database's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Exclusively: no other Kami process has the database open.
+    Alone,
+    /// Shared with other Kami processes.
+    Shared,
+    /// Not a SQLite database: nothing to lock.
+    NotSqlite,
+}
+
+/// Marks the SQLite database of `url` as in use by this process:
+/// exclusively if no other Kami process has it open, shared otherwise
+/// (`share_lock` lets the others in once it has migrated the database).
+/// Waits only while a restore runs, or while another process that found
+/// itself alone starts.
+pub fn hold_lock(url: &str) -> anyhow::Result<Held> {
     let Some(db) = Backend::sqlite_file(url) else {
-        return Ok(());
+        return Ok(Held::NotSqlite);
     };
     if IN_USE.get().is_some() {
-        return Ok(());
+        return Ok(Held::Shared);
     }
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let f = lock_file(&db)?;
+    let held = match f.try_lock() {
+        Ok(()) => Held::Alone,
+        Err(TryLockError::WouldBlock) => {
+            f.lock_shared()
+                .with_context(|| format!("cannot lock {}", db.display()))?;
+            Held::Shared
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", db.display()))
+        }
+    };
+    let _ = IN_USE.set(f);
+    Ok(held)
+}
+
+/// Turns this process's exclusive lock (`Held::Alone`) into a shared one,
+/// so other Kami processes can open the database beside it. The kernel may
+/// let a waiting restore in between the two (`flock` converts a lock by
+/// dropping it first), so the database is checked to be the same file
+/// after.
+pub fn share_lock(url: &str) -> anyhow::Result<()> {
+    let (Some(db), Some(f)) = (Backend::sqlite_file(url), IN_USE.get()) else {
+        return Ok(());
+    };
+    let before = file_id(&db)?;
     f.lock_shared()
         .with_context(|| format!("cannot lock {}", db.display()))?;
-    let _ = IN_USE.set(f);
+    if file_id(&db)? != before {
+        bail!(
+            "{} was restored while this process started; start it again",
+            db.display()
+        );
+    }
     Ok(())
+}
+
+fn file_id(db: &Path) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(db).with_context(|| format!("cannot read {}", db.display()))?;
+    Ok((m.dev(), m.ino()))
 }
 
 pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {

@@ -12,14 +12,26 @@ use kami_store::{SqlStore, Store};
 use crate::config::Config;
 
 /// Connects to the configured database and applies migrations, as every
-/// subcommand does before anything else.
+/// subcommand does before anything else. On SQLite only a process that has
+/// the database to itself applies them: a process of an earlier version
+/// still serving would go on writing that version's way (after SQLite's
+/// migration 0012, orders without the deadline rows that make them expire).
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
     let url = cfg.database_url()?;
-    backup::hold_shared_lock(&url)?;
+    let held = backup::hold_lock(&url)?;
     let store = SqlStore::connect(&url, cfg.db_pool_size)
         .await
         .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;
+    if held == backup::Held::Shared && store.migrations_pending().await? {
+        anyhow::bail!(
+            "another Kami process has the database open, and this version must update its \
+             schema first: stop it (an earlier version's `kami serve`?) and start this again"
+        );
+    }
     store.migrate().await.context("migrations failed")?;
+    if held == backup::Held::Alone {
+        backup::share_lock(&url)?;
+    }
     tracing::info!(backend = %store.backend(), "database ready");
     Ok(Arc::new(store))
 }
