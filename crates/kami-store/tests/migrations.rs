@@ -364,18 +364,7 @@ async fn sqlite_orders_stored_before_0012_still_expire() {
     .unwrap();
     assert_eq!(index, 0, "the pending index is back");
     assert_eq!(pending_count(&db).await, 4);
-    let listed: Vec<i64> = db
-        .store
-        .list_orders(&OrderFilter {
-            status: Some(OrderStatus::Pending),
-            limit: 10,
-            ..OrderFilter::default()
-        })
-        .await
-        .unwrap()
-        .iter()
-        .map(|o| o.id)
-        .collect();
+    let listed = pending_listed(&db).await;
     let mut want: Vec<i64> = pending.iter().map(|o| o.id).collect();
     want.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(listed, want);

@@ -429,18 +429,7 @@ async fn sqlite_a_sweep_tidies_deadline_rows_before_they_fall_due() {
 
     assert_sweeps_nothing(&db, now_millis()).await;
     assert_eq!(deadline_rows(&db).await, 5, "paid orders' rows were kept");
-    let listed: Vec<i64> = db
-        .store
-        .list_orders(&OrderFilter {
-            status: Some(OrderStatus::Pending),
-            limit: 50,
-            ..OrderFilter::default()
-        })
-        .await
-        .unwrap()
-        .iter()
-        .map(|o| o.id)
-        .collect();
+    let listed = pending_listed(&db).await;
     let mut pending: Vec<i64> = batch.iter().skip(1).step_by(2).map(|o| o.id).collect();
     pending.push(single.id);
     pending.reverse();

@@ -902,18 +902,40 @@ pub async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> Result<
         "DELETE FROM order_deadlines WHERE order_id IN ({window}) AND NOT EXISTS \
          (SELECT 1 FROM orders o WHERE o.id = order_deadlines.order_id AND o.status = 'pending')"
     );
+    sweep_passes(limit, SQLITE_MAX_PASSES, |left| {
+        let (pending, settled) = (&pending, &settled);
+        async move {
+            let (moved, cleared) = sqlite_sweep_pass(s, now, left, pending, settled).await?;
+            // A short pass: nothing due is left, or what is left stays
+            // pending past `limit` (the next sweep).
+            Ok((moved, cleared < SQLITE_ROWS_PER_PASS as u64))
+        }
+    })
+    .await
+}
+
+/// An expiry sweep's passes, each its own transaction, until `limit` orders
+/// expired, `max_passes` ran or a pass says to stop: `pass(left)` answers
+/// the orders it expired (at most `left`) and whether to stop there.
+pub(super) async fn sweep_passes<F, Fut>(
+    limit: i64,
+    max_passes: usize,
+    mut pass: F,
+) -> Result<Vec<Order>>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Order>, bool)>>,
+{
     let mut expired = Vec::new();
-    for _ in 0..SQLITE_MAX_PASSES {
+    for _ in 0..max_passes {
         let left = limit - expired.len() as i64;
         if left <= 0 {
             break;
         }
-        match sqlite_sweep_pass(s, now, left, &pending, &settled).await {
-            Ok((mut moved, cleared)) => {
+        match pass(left).await {
+            Ok((mut moved, stop)) => {
                 expired.append(&mut moved);
-                // A short pass: nothing due is left, or what is left stays
-                // pending past `limit` (the next sweep).
-                if cleared < SQLITE_ROWS_PER_PASS as u64 {
+                if stop {
                     break;
                 }
             }

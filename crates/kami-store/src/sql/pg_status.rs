@@ -103,29 +103,10 @@ pub(super) async fn expire_due_orders(s: &SqlStore, now: Millis, limit: i64) -> 
          (SELECT 1 FROM orders o WHERE o.id = ANY(d.order_ids) AND o.status = 'pending')",
         any_id("d.id", 1)
     );
-    let mut expired = Vec::new();
-    for _ in 0..MAX_PASSES {
-        if expired.len() as i64 >= limit {
-            break;
-        }
-        match sweep_pass(s, now, limit - expired.len() as i64, &orders, &settled).await {
-            Ok((mut moved, stuck)) => {
-                expired.append(&mut moved);
-                if stuck {
-                    break;
-                }
-            }
-            // The passes before this one committed: their orders are
-            // reported, so the gate is given their codes back; the next
-            // sweep retries the rest.
-            Err(e) if !expired.is_empty() => {
-                tracing::warn!(error = %e, expired = expired.len(), "an expiry sweep's pass failed");
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(expired)
+    super::orders::sweep_passes(limit, MAX_PASSES, |left| {
+        sweep_pass(s, now, left, &orders, &settled)
+    })
+    .await
 }
 
 /// Deadline rows each sweep tidies at most.

@@ -307,6 +307,17 @@ pub async fn assert_status_books(db: &Db) {
     assert_eq!(wrong, 0, "order marks that are not the orders' statuses");
 }
 
+/// The ids of the pending orders the store lists, newest first.
+pub async fn pending_listed(db: &Db) -> Vec<i64> {
+    let f = OrderFilter {
+        status: Some(kami_core::OrderStatus::Pending),
+        limit: 50,
+        ..OrderFilter::default()
+    };
+    let orders = db.store.list_orders(&f).await.unwrap();
+    orders.iter().map(|o| o.id).collect()
+}
+
 /// The store's counts by status (`/metrics`, the dashboard) are the rows'
 /// own, although SQLite counts them without an index of every order by
 /// status (migration 0008): every status listed, zeros too.
