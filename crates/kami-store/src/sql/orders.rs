@@ -844,13 +844,14 @@ fn sqlite_list_path(backend: Backend, f: &OrderFilter) -> String {
         return "WHERE merchant_id = $1".into();
     }
     let index = match f.status {
-        // Its deadline rows name the candidates (`pg_status::marked`), each
-        // looked up by id; `+` keeps `orders_by_email` out.
-        Some(OrderStatus::Pending) => return "WHERE +merchant_id = $1".into(),
         Some(OrderStatus::PaidUnfulfilled) => "orders_unfulfilled",
         Some(OrderStatus::Expired) => "orders_expired",
         Some(OrderStatus::Refunded) => "orders_refunded",
-        Some(OrderStatus::Delivered) | None => return "WHERE +merchant_id = $1".into(),
+        // Pending orders: their deadline rows name the candidates
+        // (`pg_status::marked`), each looked up by id.
+        Some(OrderStatus::Pending | OrderStatus::Delivered) | None => {
+            return "WHERE +merchant_id = $1".into()
+        }
     };
     format!("INDEXED BY {index} WHERE merchant_id = $1")
 }
