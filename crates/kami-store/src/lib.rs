@@ -96,10 +96,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>>;
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>>;
     async fn order_cards(&self, order_id: i64) -> Result<Vec<SealedCard>>;
+    /// Newest first; `before_id` continues a page after its last order.
     async fn lookup_orders(
         &self,
         email: &str,
         query_password_hash: &[u8],
+        before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Order>>;
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
@@ -133,6 +135,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
     /// Stores a response unless the key is already taken; true when stored.
     async fn put_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool>;
+    /// Fills in the response of a key taken while its request ran (stored
+    /// with `status_code` [`IDEMPOTENCY_IN_FLIGHT`]); true when it was still
+    /// waiting for one.
+    async fn settle_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool>;
+    /// Frees a key taken while its request ran, unless it was settled since.
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()>;
 
     // --- jobs --------------------------------------------------------------
     async fn enqueue_job(&self, job: &NewJob) -> Result<()>;

@@ -311,6 +311,11 @@ pub struct OrderEvent {
     pub created_at: Millis,
 }
 
+/// The `status_code` of a key whose request is still running: taken
+/// first, so that a retry arriving meanwhile is told so instead of running
+/// the request twice, and given its response when the request ends.
+pub const IDEMPOTENCY_IN_FLIGHT: i64 = 0;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     pub scope: String,

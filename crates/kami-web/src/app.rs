@@ -20,7 +20,6 @@ use kami_store::{Backend, GroupCommit, Store, WriterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::{Service, ServiceBuilder};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -40,7 +39,6 @@ use crate::state::{AppState, OrderWriter, PayWriter, Settings, Shared};
 use crate::{metrics, pay, shop, workers};
 
 const BODY_LIMIT: usize = 1024 * 1024;
-const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// `gateways` are the real payment channels built from kami.toml (kami-pay's
 /// registry) and `config_managed` the names of every `[channels.*]` section
@@ -222,10 +220,10 @@ pub fn app(
 
 /// The routes, each with its body limit and its request metrics.
 pub fn router(state: Shared) -> Router {
-    let import = Router::new()
-        .route("/api/v1/admin/products/{id}/cards", post(admin::import))
-        .layer(RequestBodyLimitLayer::new(IMPORT_BODY_LIMIT));
     let routes = Router::new()
+        // Its own limit (16 MiB), enforced by the handler once the key is
+        // checked: API.md's 401 comes before anything about the body.
+        .route("/api/v1/admin/products/{id}/cards", post(admin::import))
         .route("/api/v1/products", get(public::list_products))
         .route("/api/v1/products/{id}", get(public::get_product))
         .route("/api/v1/orders", post(public::create_order))
@@ -250,7 +248,13 @@ pub fn router(state: Shared) -> Router {
             get(api::coupons::public_quote),
         )
         .route("/api/v1/openapi.json", get(api::openapi::document))
-        .route("/pay/sandbox/notify", post(sandbox_notify))
+        .route(
+            "/pay/sandbox/notify",
+            get(sandbox_notify).post(sandbox_notify),
+        )
+        // Before `/pay/sandbox/{order_no}`, which would read "return" as
+        // an order number.
+        .route("/pay/sandbox/return", get(sandbox_return))
         .route(
             "/pay/sandbox/{order_no}",
             get(shop::sandbox_page).post(shop::sandbox_pay),
@@ -273,7 +277,6 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics::render))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     routes
-        .merge(import)
         .merge(crate::admin::router())
         .fallback(fallback)
         .route_layer(middleware::from_fn(metrics::track_http))
@@ -320,6 +323,14 @@ async fn sandbox_notify(
         query,
         headers,
         body,
+    )
+    .await
+}
+
+async fn sandbox_return(query: axum::extract::Query<pay::ReturnQuery>) -> Response {
+    pay::return_page(
+        axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
+        query,
     )
     .await
 }

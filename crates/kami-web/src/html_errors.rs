@@ -22,10 +22,67 @@ fn is_page(path: &str) -> bool {
         || matches!(path, "/healthz" | "/readyz" | "/metrics"))
 }
 
+/// Whether an error answer on a machine route must be rewritten as API.md's
+/// JSON error: the router's and the extractors' own answers (a 405, a body
+/// over the limit, a query string that does not parse) are plain text or
+/// empty. A gateway's failure reply is in its own format and is kept: on a
+/// notify route only the statuses no channel answers with are rewritten.
+fn needs_json_error(path: &str, res: &Response) -> bool {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return false;
+    }
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    !json
+        && (path.starts_with("/api/")
+            || (path.ends_with("/notify")
+                && matches!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE
+                )))
+}
+
+/// The same answer with `{"error": {"code", "message", "param"}}` as its
+/// body; its status and headers (`Allow`, `Retry-After`) unchanged.
+async fn json_error(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| {
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+        });
+    let body = serde_json::json!({"error": {
+        "code": status_code_name(parts.status),
+        "message": text,
+        "param": null,
+    }});
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
 pub async fn friendly_errors(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if !is_page(&path) {
-        return next.run(req).await;
+        let res = next.run(req).await;
+        return if needs_json_error(&path, &res) {
+            json_error(res).await
+        } else {
+            res
+        };
     }
     let headers = req.headers().clone();
     let res = next.run(req).await;

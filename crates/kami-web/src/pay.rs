@@ -26,7 +26,7 @@ pub async fn notify(
     body: Bytes,
 ) -> Response {
     let Some(ch) = state.channel(&channel) else {
-        return (StatusCode::NOT_FOUND, "unknown payment channel").into_response();
+        return crate::error::ApiError::not_found("payment channel").into_response();
     };
     let n = Notification {
         query: query.unwrap_or_default(),

@@ -97,15 +97,27 @@ impl SqlStore {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        // No table yet: nothing was ever applied. Asked first, so that any
+        // other failure to read it is reported as itself, not as "pending"
+        // (which would tell the operator to stop another process).
+        let table_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM pg_class \
+                 WHERE oid = to_regclass('_sqlx_migrations')"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(table_sql).fetch_one(&self.write).await?;
+        if tables == 0 {
+            return Ok(true);
+        }
         let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.write)
-                .await
-            {
-                Ok(v) => v,
-                // No such table yet: nothing was ever applied.
-                Err(_) => return Ok(true),
-            };
+                .await?;
         Ok(migrator
             .iter()
             .any(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)))

@@ -186,8 +186,14 @@ impl Store for SqlStore {
     async fn order_cards(&self, order_id: i64) -> Result<Vec<SealedCard>> {
         orders::order_cards(self, order_id).await
     }
-    async fn lookup_orders(&self, email: &str, qp_hash: &[u8], limit: i64) -> Result<Vec<Order>> {
-        orders::lookup_orders(self, email, qp_hash, limit).await
+    async fn lookup_orders(
+        &self,
+        email: &str,
+        qp_hash: &[u8],
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Order>> {
+        orders::lookup_orders(self, email, qp_hash, before_id, limit).await
     }
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>> {
         orders::list_orders(self, filter).await
@@ -247,6 +253,18 @@ impl Store for SqlStore {
         let stored = orders::insert_idempotency(&mut tx, rec).await?;
         tx.commit().await?;
         Ok(stored)
+    }
+    async fn settle_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let settled = orders::settle_idempotency(&mut tx, rec).await?;
+        tx.commit().await?;
+        Ok(settled)
+    }
+    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        orders::release_idempotency(&mut tx, scope, key).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn enqueue_job(&self, job: &NewJob) -> Result<()> {

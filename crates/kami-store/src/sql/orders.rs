@@ -388,6 +388,35 @@ pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<
     Ok(n == 1)
 }
 
+/// The response of a key taken while its request ran.
+pub async fn settle_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $1, response = $2, response_nonce = $3 \
+         WHERE scope = $4 AND key = $5 AND status_code = $6",
+    )
+    .bind(rec.status_code)
+    .bind(rec.response.as_slice())
+    .bind(rec.response_nonce.as_slice())
+    .bind(&rec.scope)
+    .bind(&rec.key)
+    .bind(IDEMPOTENCY_IN_FLIGHT)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Frees a key taken while its request ran (its answer is not kept).
+pub async fn release_idempotency(tx: &mut Tx, scope: &str, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status_code = $3")
+        .bind(scope)
+        .bind(key)
+        .bind(IDEMPOTENCY_IN_FLIGHT)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Takes back a key this transaction stored (a batch order it then refused).
 pub async fn delete_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<()> {
     sqlx::query(DELETE_IDEMPOTENCY)
@@ -730,17 +759,19 @@ pub async fn lookup_orders(
     s: &SqlStore,
     email: &str,
     qp_hash: &[u8],
+    before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Order>> {
     let sql = format!(
         "SELECT {} FROM orders WHERE merchant_id = $1 AND email = $2 AND query_password_hash = $3 \
-         ORDER BY id DESC LIMIT $4",
+         AND id < $4 ORDER BY id DESC LIMIT $5",
         rows::ORDER_COLUMNS
     );
     let rows = sqlx::query(&sql)
         .bind(DEFAULT_MERCHANT)
         .bind(email)
         .bind(qp_hash)
+        .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit)
         .fetch_all(&s.read)
         .await?;

@@ -1,16 +1,20 @@
 //! The admin API (`Authorization: Bearer <api key>`).
 
-use axum::body::Body;
+use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use http_body_util::Limited;
 use kami_core::pricing::{validate_tiers, WholesaleTier};
 use kami_core::{Currency, OrderStatus, StockDisplay};
 use kami_store::{NewProduct, OrderFilter, Product, ProductPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::idempotent;
+use super::public::page_limit;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, JsonBody};
 use crate::present;
@@ -27,6 +31,7 @@ pub struct ProductInput {
     pub price: Option<i64>,
     pub currency: Option<String>,
     pub description: Option<String>,
+    #[serde(deserialize_with = "double_option")]
     pub category: Option<Option<String>>,
     pub min_quantity: Option<i64>,
     pub max_quantity: Option<i64>,
@@ -161,11 +166,18 @@ async fn category_id(state: &Shared, name: &Option<String>) -> ApiResult<Option<
 
 pub async fn create_product(
     State(state): State<Shared>,
-    _key: AdminKey<need::ProductsWrite>,
+    key: AdminKey<need::ProductsWrite>,
+    headers: HeaderMap,
     body: JsonBody<ProductInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = create_product_from(&state, body.value).await?;
-    Ok((StatusCode::CREATED, Json(present::product(&p))))
+) -> Response {
+    let scope = format!("POST /api/v1/admin/products key:{}", key.id);
+    idempotent::respond(&state, &headers, scope, &body.raw, || async {
+        create_product_from(&state, body.value)
+            .await
+            .map(|p| (StatusCode::CREATED, Json(present::product(&p))))
+            .into_response()
+    })
+    .await
 }
 
 /// Validates and creates a product: the API and the admin panel's form.
@@ -310,14 +322,47 @@ pub async fn list_products(
     Ok(Json(json!({"data": data, "has_more": false})))
 }
 
+/// The largest upload of codes (API.md).
+pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 pub async fn import(
     State(state): State<Shared>,
-    _key: AdminKey<need::CardsWrite>,
+    key: AdminKey<need::CardsWrite>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
-    let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
-    product_exists(&state, id).await?;
+) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > IMPORT_BODY_LIMIT as u64) {
+        return upload_error("length limit exceeded").into_response();
+    }
+    let body = Body::new(Limited::new(body, IMPORT_BODY_LIMIT));
+    match idempotent::header_key(&headers) {
+        Ok(None) => return import_codes(&state, &id, body).await.into_response(),
+        Ok(Some(_)) => {}
+        Err(e) => return e.into_response(),
+    }
+    // With a key the upload is read whole first, to compare it with the
+    // first upload under the key; the route's limit still holds.
+    let upload = match to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return upload_error(&e.to_string()).into_response(),
+    };
+    let scope = format!("POST /api/v1/admin/products/{id}/cards key:{}", key.id);
+    idempotent::respond(&state, &headers, scope, &upload, || async {
+        import_codes(&state, &id, Body::from(upload.clone()))
+            .await
+            .into_response()
+    })
+    .await
+}
+
+async fn import_codes(state: &Shared, id: &str, body: Body) -> ApiResult<Json<Value>> {
+    let id =
+        parse_id(&Value::String(id.to_string())).ok_or_else(|| ApiError::not_found("product"))?;
+    product_exists(state, id).await?;
     // The import runs in its own task: if the client goes away mid-upload,
     // the body errors and the task still aborts the batch cleanly.
     let task_state = state.clone();
@@ -332,11 +377,17 @@ pub async fn import(
     match report {
         Ok(r) => Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?)),
         Err(ImportError::Binary(e)) => Err(ApiError::invalid(e.to_string())),
-        Err(ImportError::Body(e)) if e.contains("length limit") => {
-            Err(ApiError::payload_too_large("16 MiB"))
-        }
-        Err(ImportError::Body(e)) => Err(ApiError::bad_request(format!("upload failed: {e}"))),
+        Err(ImportError::Body(e)) => Err(upload_error(&e)),
         Err(ImportError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// An upload that could not be read: over the route's limit, or cut short.
+fn upload_error(e: &str) -> ApiError {
+    if e.contains("length limit") {
+        ApiError::payload_too_large("16 MiB")
+    } else {
+        ApiError::bad_request(format!("upload failed: {e}"))
     }
 }
 
@@ -370,7 +421,7 @@ pub struct OrdersQuery {
     status: Option<String>,
     email: Option<String>,
     product_id: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
     starting_after: Option<String>,
 }
 
@@ -386,7 +437,7 @@ pub async fn list_orders(
                 .ok_or_else(|| ApiError::invalid_param("status", "unknown status"))?,
         ),
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_limit(q.limit.as_deref(), 50, 500)? as i64;
     let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(no) => Some(

@@ -2,7 +2,8 @@
 //! that shows a buyer the discounted total before paying.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kami_core::pricing::{normalize_coupon_code, CouponKind, MAX_COUPON_CODE};
 use kami_core::{now_millis, Currency};
@@ -126,11 +127,18 @@ pub async fn create_coupon_from(state: &Shared, input: CouponInput) -> ApiResult
 
 pub async fn create(
     State(state): State<Shared>,
-    _key: AdminKey,
+    key: AdminKey,
+    headers: HeaderMap,
     body: JsonBody<CouponInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let c = create_coupon_from(&state, body.value).await?;
-    Ok((StatusCode::CREATED, Json(present::coupon(&c))))
+) -> Response {
+    let scope = format!("POST /api/v1/admin/coupons key:{}", key.id);
+    super::idempotent::respond(&state, &headers, scope, &body.raw, || async {
+        create_coupon_from(&state, body.value)
+            .await
+            .map(|c| (StatusCode::CREATED, Json(present::coupon(&c))))
+            .into_response()
+    })
+    .await
 }
 
 pub async fn list(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod coupons;
+pub mod idempotent;
 pub mod openapi;
 pub mod public;

@@ -6,16 +6,14 @@ use kami_core::secrets::{ct_eq, token_hash};
 use kami_core::Email;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use super::idempotent;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer, ClientIp, JsonBody};
 use crate::present;
 use crate::rate_limit::Class;
 use crate::services::cards::delivered_codes;
-use crate::services::orders::{
-    idem_context, parse_id, place_order, sealed_response, Idempotency, OrderRequest,
-};
+use crate::services::orders::{parse_id, place_order, sealed_response, Idempotency, OrderRequest};
 use crate::state::Shared;
 
 #[derive(Debug, Deserialize, Default)]
@@ -34,16 +32,7 @@ pub async fn list_products(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip).await?;
-    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
-        None => PRODUCTS_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=PRODUCTS_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid_param("limit", format!("limit must be 1-{PRODUCTS_PAGE}"))
-            })?,
-    };
+    let limit = page_limit(q.limit.as_deref(), PRODUCTS_PAGE, PRODUCTS_PAGE)?;
     let products = state
         .catalog
         .visible(state.store.as_ref(), &state.gate)
@@ -72,6 +61,18 @@ pub async fn list_products(
     Ok(Json(
         json!({"data": data, "has_more": rest.len() > page.len()}),
     ))
+}
+
+/// A list's `limit`: `default` when absent or empty, else 1 to `max`.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
+    match raw.map(str::trim).filter(|l| !l.is_empty()) {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid_param("limit", format!("limit must be 1-{max}"))),
+    }
 }
 
 /// The payment channels, and whether new orders may use them now (a
@@ -162,60 +163,20 @@ pub async fn create_order(
 }
 
 fn idempotency_key(headers: &HeaderMap, raw: &[u8]) -> ApiResult<Option<Idempotency>> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = v
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                "Idempotency-Key",
-                "Idempotency-Key must be 1-255 visible characters",
-            )
-        })?;
-    Ok(Some(Idempotency {
+    Ok(idempotent::header_key(headers)?.map(|key| Idempotency {
         scope: ORDERS_SCOPE,
-        key: key.to_string(),
-        request_hash: Sha256::digest(raw).to_vec(),
+        key,
+        request_hash: idempotent::request_hash(raw),
     }))
 }
 
 /// The stored response for this key, or a conflict when the key was first
 /// used with another body.
 async fn replay(state: &Shared, idem: &Idempotency) -> ApiResult<Option<Response>> {
-    let Some(rec) = state.store.get_idempotency(idem.scope, &idem.key).await? else {
-        return Ok(None);
-    };
-    if !ct_eq(&rec.request_hash, &idem.request_hash) {
-        return Err(ApiError::idempotency_conflict(
-            "this Idempotency-Key was already used with a different request body",
-        ));
+    match state.store.get_idempotency(idem.scope, &idem.key).await? {
+        Some(rec) => idempotent::replay(state, rec, &idem.request_hash),
+        None => Ok(None),
     }
-    let body = state
-        .keys
-        .open(
-            &idem_context(&rec.scope, &rec.key),
-            &kami_core::secrets::Sealed {
-                ciphertext: rec.response,
-                nonce: rec.response_nonce,
-                key_id: kami_core::secrets::CURRENT_KEY_ID,
-            },
-        )
-        .map_err(ApiError::internal)?;
-    let status = StatusCode::from_u16(rec.status_code as u16).map_err(ApiError::internal)?;
-    let mut res = (status, body).into_response();
-    res.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    res.headers_mut().insert(
-        "idempotent-replayed",
-        axum::http::HeaderValue::from_static("true"),
-    );
-    Ok(Some(res))
 }
 
 pub async fn get_order(
@@ -258,35 +219,106 @@ pub async fn authorised_order(
 pub struct LookupRequest {
     email: Option<String>,
     query_password: Option<String>,
+    /// The page (API.md's list cursors), in the body or the query string.
+    limit: Option<Value>,
+    starting_after: Option<String>,
 }
+
+/// Most orders one lookup answers; `has_more` says when there are more.
+pub const LOOKUP_PAGE: usize = 50;
+
+const LOOKUP_SCOPE: &str = "POST /api/v1/orders/lookup";
 
 pub async fn lookup_orders(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
     body: JsonBody<LookupRequest>,
-) -> ApiResult<Json<Value>> {
-    state.limits.check_ip(Class::Lookup, ip).await?;
-    let email = Email::parse(body.value.email.as_deref().unwrap_or_default())
+) -> Response {
+    if let Err(e) = state.limits.check_ip(Class::Lookup, ip).await {
+        return e.into_response();
+    }
+    idempotent::respond(&state, &headers, LOOKUP_SCOPE.into(), &body.raw, || async {
+        lookup_page(&state, &q, &body.value)
+            .await
+            .map(Json)
+            .into_response()
+    })
+    .await
+}
+
+async fn lookup_page(state: &Shared, q: &ListQuery, req: &LookupRequest) -> ApiResult<Value> {
+    let email = Email::parse(req.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
     state.limits.check_email(email.as_str()).await?;
-    let data = lookup(
-        &state,
+    let limit = match &req.limit {
+        None | Some(Value::Null) => q.limit.clone(),
+        Some(Value::String(l)) => Some(l.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let limit = page_limit(limit.as_deref(), LOOKUP_PAGE, LOOKUP_PAGE)?;
+    let after = req.starting_after.as_ref().or(q.starting_after.as_ref());
+    let (data, has_more) = lookup(
+        state,
         &email,
-        body.value.query_password.as_deref().unwrap_or_default(),
+        req.query_password.as_deref().unwrap_or_default(),
+        after.map(String::as_str),
+        limit,
     )
     .await?;
-    Ok(Json(json!({"data": data, "has_more": false})))
+    Ok(json!({"data": data, "has_more": has_more}))
 }
 
 /// Orders placed with this email and query password, newest first, with
 /// their codes when delivered. Orders placed without a password never match.
-pub async fn lookup(state: &Shared, email: &Email, password: &str) -> ApiResult<Vec<Value>> {
+/// `starting_after` is the last order number of the page before; only the
+/// buyer's own orders are cursors, so the lookup tells nothing about other
+/// order numbers. Answers the page and whether more follow.
+pub async fn lookup(
+    state: &Shared,
+    email: &Email,
+    password: &str,
+    starting_after: Option<&str>,
+    limit: usize,
+) -> ApiResult<(Vec<Value>, bool)> {
     let password = password.trim();
+    let after = starting_after.map(str::trim).filter(|s| !s.is_empty());
     if password.is_empty() {
-        return Ok(Vec::new());
+        return match after {
+            None => Ok((Vec::new(), false)),
+            Some(_) => Err(unknown_cursor()),
+        };
     }
     let hash = state.keys.query_password_hash(email.as_str(), password);
-    let orders = state.store.lookup_orders(email.as_str(), &hash, 50).await?;
+    let before_id = match after {
+        None => None,
+        Some(no) => {
+            let order = match kami_core::OrderNo::parse(no) {
+                Some(no) => state.store.get_order(no.as_str()).await?,
+                None => None,
+            };
+            // The cursor is one of these orders when the lookup starting
+            // at it finds it first.
+            let own = match order {
+                Some(o) => state
+                    .store
+                    .lookup_orders(email.as_str(), &hash, Some(o.id + 1), 1)
+                    .await?
+                    .first()
+                    .is_some_and(|first| first.id == o.id)
+                    .then_some(o.id),
+                None => None,
+            };
+            Some(own.ok_or_else(unknown_cursor)?)
+        }
+    };
+    let mut orders = state
+        .store
+        .lookup_orders(email.as_str(), &hash, before_id, limit as i64 + 1)
+        .await?;
+    let has_more = orders.len() > limit;
+    orders.truncate(limit);
     let mut out = Vec::with_capacity(orders.len());
     for o in &orders {
         let cards = if o.status.0 == kami_core::OrderStatus::Delivered {
@@ -296,5 +328,9 @@ pub async fn lookup(state: &Shared, email: &Email, password: &str) -> ApiResult<
         };
         out.push(present::order(o, cards.as_deref()));
     }
-    Ok(out)
+    Ok((out, has_more))
+}
+
+fn unknown_cursor() -> ApiError {
+    ApiError::invalid_param("starting_after", "not an order of this lookup")
 }

@@ -26,7 +26,7 @@ use minijinja::Value;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::public::{authorised_order, lookup};
+use crate::api::public::{authorised_order, lookup, LOOKUP_PAGE};
 use crate::error::ApiError;
 use crate::extract::ClientIp;
 use crate::present::money;
@@ -765,7 +765,8 @@ pub async fn lookup_submit(
         let email = kami_core::Email::parse(&form.email)
             .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
         state.limits.check_email(email.as_str()).await?;
-        lookup(&state, &email, &form.query_password).await
+        let (found, _) = lookup(&state, &email, &form.query_password, None, LOOKUP_PAGE).await?;
+        Ok::<_, ApiError>(found)
     }
     .await;
     match result {

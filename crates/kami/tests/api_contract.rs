@@ -1,0 +1,414 @@
+//! API.md's conventions on the routes beyond orders: `Idempotency-Key` on
+//! every POST of the JSON API, list cursors on the lookup, the admin order
+//! list's documented query, `null` clearing a product's category, the
+//! sandbox's return URL, and machine errors as API.md's JSON error.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+both_backends!(
+    idempotency_key_holds_on_every_post_of_the_api,
+    concurrent_retries_of_an_admin_post_create_one_product,
+    lookup_pages_with_limit_and_starting_after,
+    admin_order_list_takes_its_documented_query,
+    null_clears_a_products_category,
+    sandbox_return_shows_the_order,
+    machine_errors_are_json,
+);
+
+async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+    kami.send(
+        kami.http
+            .post(kami.url(path))
+            .bearer_auth(&kami.api_key)
+            .header("Idempotency-Key", key)
+            .json(body),
+    )
+    .await
+}
+
+async fn import_idem(kami: &Kami, pid: i64, key: &str, body: &str) -> (StatusCode, Value) {
+    kami.send(
+        kami.http
+            .post(kami.url(&format!("/api/v1/admin/products/{pid}/cards")))
+            .bearer_auth(&kami.api_key)
+            .header("Idempotency-Key", key)
+            .header("content-type", "text/plain")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+async fn product_count(kami: &Kami) -> usize {
+    let (s, v) = kami.admin_get("/api/v1/admin/products").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["data"].as_array().expect("product list").len()
+}
+
+fn conflict(v: &Value) -> bool {
+    error_code(v) == "idempotency_conflict"
+}
+
+async fn idempotency_key_holds_on_every_post_of_the_api(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let products = "/api/v1/admin/products";
+
+    // Creating a product: the retry is the first answer, one product.
+    let before = product_count(&kami).await;
+    let body = json!({"name": "Once", "price": 500, "currency": "CNY"});
+    let key = format!("p-{}", random_token(12));
+    let (s1, v1) = post_idem(&kami, products, &key, &body).await;
+    assert_eq!(s1, StatusCode::CREATED, "{v1}");
+    let (s2, v2) = post_idem(&kami, products, &key, &body).await;
+    assert_eq!((s2, &v2), (StatusCode::CREATED, &v1), "the replay");
+    assert_eq!(product_count(&kami).await, before + 1);
+    // The same key with another body is refused and creates nothing.
+    let other = json!({"name": "Other", "price": 500, "currency": "CNY"});
+    let (s3, v3) = post_idem(&kami, products, &key, &other).await;
+    assert_eq!(s3, StatusCode::CONFLICT, "{v3}");
+    assert!(conflict(&v3), "{v3}");
+    assert_eq!(product_count(&kami).await, before + 1);
+    // Another API key has keys of its own.
+    let out = kami.cli(&["api-key", "create", "--name", "second"]);
+    assert!(out.status.success(), "{out:?}");
+    let second = String::from_utf8(out.stdout).unwrap();
+    let second = second.lines().last().unwrap().trim().to_string();
+    let (s4, v4) = kami
+        .send(
+            kami.http
+                .post(kami.url(products))
+                .bearer_auth(&second)
+                .header("Idempotency-Key", &key)
+                .json(&body),
+        )
+        .await;
+    assert_eq!(s4, StatusCode::CREATED, "{v4}");
+    assert_ne!(v4["id"], v1["id"], "another key's request is its own");
+    // A refusal of the client's own making is kept too: the retry hears it.
+    let bad_key = format!("bad-{}", random_token(12));
+    let bad = json!({"name": "No price", "currency": "CNY"});
+    let (s5, v5) = post_idem(&kami, products, &bad_key, &bad).await;
+    assert_eq!(s5, StatusCode::UNPROCESSABLE_ENTITY, "{v5}");
+    let (s6, v6) = post_idem(&kami, products, &bad_key, &bad).await;
+    assert_eq!((s6, &v6), (s5, &v5));
+    // Without a key, the same body is another product.
+    let (s7, v7) = kami.admin_post(products, &body).await;
+    assert_eq!(s7, StatusCode::CREATED, "{v7}");
+    assert_ne!(v7["id"], v1["id"]);
+
+    // Importing codes: the retry imports nothing more.
+    let pid = v1["id"].as_i64().unwrap();
+    let key = format!("i-{}", random_token(12));
+    let (s, first) = import_idem(&kami, pid, &key, "IDEM-A\nIDEM-B\n").await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["imported"], json!(2), "{first}");
+    let (s, again) = import_idem(&kami, pid, &key, "IDEM-A\nIDEM-B\n").await;
+    assert_eq!((s, &again), (StatusCode::OK, &first), "the replay");
+    let (s, v) = import_idem(&kami, pid, &key, "IDEM-C\n").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(conflict(&v), "{v}");
+    assert_eq!(kami.stock3(pid).await, (2, 0, 0));
+
+    // Creating a coupon.
+    let key = format!("c-{}", random_token(12));
+    let coupon = json!({"code": "ONCE10", "kind": "percent", "value": 10});
+    let (s, c1) = post_idem(&kami, "/api/v1/admin/coupons", &key, &coupon).await;
+    assert_eq!(s, StatusCode::CREATED, "{c1}");
+    let (s, c2) = post_idem(&kami, "/api/v1/admin/coupons", &key, &coupon).await;
+    assert_eq!((s, &c2), (StatusCode::CREATED, &c1));
+
+    // Looking up orders.
+    let buyer = json!({"product_id": pid, "quantity": 1, "email": "idem@example.com",
+                       "query_password": "pw-1", "channel": "sandbox"});
+    let (s, o) = kami.order(buyer).await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    let key = format!("l-{}", random_token(12));
+    let ask = json!({"email": "idem@example.com", "query_password": "pw-1"});
+    let (s, l1) = post_idem(&kami, "/api/v1/orders/lookup", &key, &ask).await;
+    assert_eq!(s, StatusCode::OK, "{l1}");
+    assert_eq!(l1["data"][0]["order_no"], o["order_no"], "{l1}");
+    let (s, l2) = post_idem(&kami, "/api/v1/orders/lookup", &key, &ask).await;
+    assert_eq!((s, &l2), (StatusCode::OK, &l1));
+    let wrong = json!({"email": "idem@example.com", "query_password": "pw-2"});
+    let (s, v) = post_idem(&kami, "/api/v1/orders/lookup", &key, &wrong).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(conflict(&v), "{v}");
+
+    // A malformed key is refused.
+    let (s, v) = post_idem(&kami, products, "   ", &body).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}
+
+async fn concurrent_retries_of_an_admin_post_create_one_product(backend: Backend) {
+    let kami = Arc::new(spawn_kami(backend).await);
+    let before = product_count(&kami).await;
+    let key = format!("burst-{}", random_token(12));
+    let body = json!({"name": "Burst", "price": 700, "currency": "CNY"});
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (kami, key, body) = (kami.clone(), key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            post_idem(&kami, "/api/v1/admin/products", &key, &body).await
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        match s {
+            StatusCode::CREATED => {
+                ids.insert(v["id"].to_string());
+            }
+            // Still running when this retry came: told so, nothing done.
+            StatusCode::CONFLICT => assert!(conflict(&v), "{v}"),
+            _ => panic!("concurrent retry: {s} {v}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every answer names one product: {ids:?}");
+    assert_eq!(product_count(&kami).await, before + 1);
+    // Once it has ended, a retry hears its answer.
+    let (s, v) = post_idem(&kami, "/api/v1/admin/products", &key, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(ids.contains(&v["id"].to_string()));
+}
+
+async fn lookup_page(kami: &Kami, body: Value, query: &str) -> (StatusCode, Value) {
+    kami.send(
+        kami.http
+            .post(kami.url(&format!("/api/v1/orders/lookup{query}")))
+            .json(&body),
+    )
+    .await
+}
+
+fn numbers(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {v}"))
+        .iter()
+        .map(|o| o["order_no"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn lookup_pages_with_limit_and_starting_after(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Pages", json!({})).await;
+    kami.import_codes(pid, &make_codes("PAGE", 60)).await;
+    let email = format!("pages-{}@example.com", random_token(6).to_lowercase());
+    let mut placed = Vec::new();
+    for _ in 0..52 {
+        let (s, o) = kami
+            .order(json!({"product_id": pid, "quantity": 1, "email": email,
+                          "query_password": "pages", "channel": "sandbox"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{o}");
+        placed.push(o["order_no"].as_str().unwrap().to_string());
+    }
+    // Someone else's order, and one of the same buyer without the password.
+    let stranger = kami.buy(pid, 1, "stranger@example.com").await;
+    let ask = json!({"email": email, "query_password": "pages"});
+
+    // The first page is 50, newest first, and says more follow.
+    let (s, v) = lookup_page(&kami, ask.clone(), "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let first = numbers(&v);
+    assert_eq!(first.len(), 50);
+    assert_eq!(v["has_more"], json!(true), "52 orders, 50 shown");
+    let newest: Vec<String> = placed.iter().rev().cloned().collect();
+    assert_eq!(first, newest[..50]);
+    // The rest after its last.
+    let mut next = ask.clone();
+    next["starting_after"] = json!(first[49]);
+    let (s, v) = lookup_page(&kami, next, "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v), newest[50..]);
+    assert_eq!(v["has_more"], json!(false));
+
+    // Smaller pages, in the body or the query string.
+    let mut small = ask.clone();
+    small["limit"] = json!(20);
+    let (s, v) = lookup_page(&kami, small, "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v), newest[..20]);
+    assert_eq!(v["has_more"], json!(true));
+    let query = format!("?limit=2&starting_after={}", newest[49]);
+    let (s, v) = lookup_page(&kami, ask.clone(), &query).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v), newest[50..]);
+    assert_eq!(v["has_more"], json!(false));
+
+    // A cursor that is not one of these orders, and a bad limit.
+    for cursor in [
+        stranger["order_no"].as_str().unwrap(),
+        "K20990101000000NOSUCH00",
+    ] {
+        let mut bad = ask.clone();
+        bad["starting_after"] = json!(cursor);
+        let (s, v) = lookup_page(&kami, bad, "").await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{v}"
+        );
+    }
+    for limit in [json!(0), json!(51), json!("many")] {
+        let mut bad = ask.clone();
+        bad["limit"] = limit;
+        let (s, v) = lookup_page(&kami, bad, "").await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{v}"
+        );
+    }
+}
+
+async fn admin_order_list_takes_its_documented_query(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Listed", json!({})).await;
+    kami.import_codes(pid, &make_codes("LIST", 3)).await;
+    let a = kami.buy(pid, 1, "a@example.com").await;
+    let b = kami.buy(pid, 1, "b@example.com").await;
+
+    let (s, v) = kami
+        .admin_get("/api/v1/admin/orders?status=&email=&limit=&starting_after=")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v), [b["order_no"].clone(), a["order_no"].clone()]);
+    assert_eq!(v["has_more"], json!(false));
+    let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=1").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v), [b["order_no"].clone()]);
+    assert_eq!(v["has_more"], json!(true));
+    for bad in ["?limit=abc", "?limit=0", "?limit=-3"] {
+        let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{bad}: {v}"
+        );
+    }
+}
+
+async fn null_clears_a_products_category(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Filed", json!({"category": "Games"})).await;
+    let path = format!("/api/v1/admin/products/{pid}");
+    let (_, v) = kami.admin_patch(&path, &json!({"price": 880})).await;
+    assert_eq!(
+        v["category"],
+        json!("Games"),
+        "an absent field is kept: {v}"
+    );
+    let (s, v) = kami.admin_patch(&path, &json!({"category": null})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["category"].is_null(), "null clears it: {v}");
+    let (_, v) = kami
+        .send(kami.http.get(kami.url(&format!("/api/v1/products/{pid}"))))
+        .await;
+    assert!(v["category"].is_null(), "{v}");
+}
+
+async fn sandbox_return_shows_the_order(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Returned", json!({})).await;
+    kami.import_codes(pid, &make_codes("RET", 1)).await;
+    let o = kami.buy(pid, 1, "back@example.com").await;
+    let no = o["order_no"].as_str().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .get(kami.url(&format!("/pay/sandbox/return?order_no={no}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_redirection(), "{}", res.status());
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        format!("/orders/{no}")
+    );
+    // Never proof of payment.
+    assert_eq!(kami.view(&o).await["status"], json!("pending"));
+}
+
+async fn machine_errors_are_json(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Errors", json!({})).await;
+    let is_error = |s: StatusCode, v: &Value, status: StatusCode, code: &str| {
+        assert_eq!(s, status, "{v}");
+        assert_eq!(error_code(v), code, "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    };
+
+    let (s, v) = kami
+        .send(kami.http.delete(kami.url("/api/v1/products")))
+        .await;
+    is_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let (s, v) = kami
+        .send(
+            kami.http
+                .get(kami.url("/api/v1/admin/events"))
+                .bearer_auth(&kami.api_key),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}");
+    assert_eq!(error_code(&v), "invalid_request", "{v}");
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/pay/nochannel/notify"))
+                .body("x=1"),
+        )
+        .await;
+    is_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+
+    // A notification over 1 MiB.
+    let res = kami
+        .http
+        .post(kami.url("/pay/sandbox/notify"))
+        .body(vec![b'x'; 1_100_000])
+        .send()
+        .await;
+    if let Ok(res) = res {
+        let s = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        is_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    // An import over 16 MiB: the key first, then the size.
+    let huge = vec![b'x'; 17 * 1024 * 1024];
+    let path = format!("/api/v1/admin/products/{pid}/cards");
+    // The server may answer before reading the upload and close, so a
+    // failed send is a refusal too.
+    if let Ok(res) = kami
+        .http
+        .post(kami.url(&path))
+        .body(huge.clone())
+        .send()
+        .await
+    {
+        let s = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        is_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let res = kami
+        .http
+        .post(kami.url(&path))
+        .bearer_auth(&kami.api_key)
+        .body(huge)
+        .send()
+        .await;
+    if let Ok(res) = res {
+        let s = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        is_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    assert_eq!(kami.stock3(pid).await, (0, 0, 0));
+}
