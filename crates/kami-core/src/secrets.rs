@@ -80,6 +80,7 @@ pub struct Keys {
     seal: Aes256Gcm,
     fingerprint: [u8; 32],
     query_password: [u8; 32],
+    request: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -104,6 +105,7 @@ impl Keys {
             seal: Aes256Gcm::new_from_slice(&seal_key).expect("32-byte key"),
             fingerprint: master.derive("card-fingerprint"),
             query_password: master.derive("query-password"),
+            request: master.derive("idempotent-request"),
         }
     }
 
@@ -158,6 +160,14 @@ impl Keys {
             <HmacSha256 as Mac>::new_from_slice(&self.fingerprint).expect("any key length");
         mac.update(&product_id.to_be_bytes());
         mac.update(code.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// What an `Idempotency-Key` remembers of its request, to tell a retry
+    /// from another request: keyed, since a body may hold a query password.
+    pub fn request_fingerprint(&self, request: &[u8]) -> Vec<u8> {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.request).expect("any key length");
+        mac.update(request);
         mac.finalize().into_bytes().to_vec()
     }
 

@@ -197,6 +197,17 @@ pub fn signing_string(params: &BTreeMap<String, String>, skip: &[&str]) -> Strin
         .join("&")
 }
 
+/// The string of a notification's signature: every parameter but `sign` and
+/// `sign_type`, sorted, empty values included.
+fn notification_signing_string(params: &BTreeMap<String, String>) -> String {
+    params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "sign" | "sign_type"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Minor units (fen) as Alipay's decimal yuan: 990 → "9.90".
 pub fn yuan(fen: i64) -> String {
     format!("{}.{:02}", fen / 100, fen % 100)
@@ -342,8 +353,16 @@ impl Channel for Alipay {
         if params.get("sign_type").is_some_and(|t| t != "RSA2") {
             return Err(reject("sign_type is not RSA2"));
         }
+        // A notification's signed string keeps every parameter but `sign`
+        // and `sign_type`, empty ones too (Alipay's SDKs check it so); the
+        // string without the empty ones, as requests are signed, is taken
+        // as well. An empty parameter added to a genuine notification says
+        // nothing, and a value emptied changes both strings.
+        let full = notification_signing_string(&params);
         let content = signing_string(&params, &["sign", "sign_type"]);
-        if !rsa_keys::verify(&self.alipay_key, content.as_bytes(), sign) {
+        if !rsa_keys::verify(&self.alipay_key, full.as_bytes(), sign)
+            && !rsa_keys::verify(&self.alipay_key, content.as_bytes(), sign)
+        {
             return Err(reject("signature does not match the Alipay public key"));
         }
 

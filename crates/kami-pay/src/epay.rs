@@ -17,8 +17,10 @@ use crate::{
 };
 
 pub const NAME: &str = "epay";
-/// The only status that means the buyer paid.
-const PAID_STATUS: &str = "TRADE_SUCCESS";
+/// The statuses that mean the buyer paid: `TRADE_FINISHED` is a paid trade
+/// past its refund window (EPay gateways pass Alipay's status through, and
+/// epay-sdk counts both as success).
+const PAID_STATUSES: [&str; 2] = ["TRADE_SUCCESS", "TRADE_FINISHED"];
 const SIGN_FIELDS: [&str; 2] = ["sign", "sign_type"];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -259,7 +261,7 @@ impl Channel for Epay {
             trade_no: trade_no.to_string(),
             amount,
             currency: "CNY".into(),
-            paid: status == PAID_STATUS,
+            paid: PAID_STATUSES.contains(&status),
             status: status.to_string(),
             // The parameters as received; they hold the sign, never the key.
             raw: if n.query.is_empty() {
@@ -436,6 +438,14 @@ mod tests {
             ..Default::default()
         };
         assert!(ch.verify_notification(&posted, 0).unwrap().paid);
+        // A trade past its refund window is paid too.
+        let mut finished = PAID;
+        finished[6] = ("trade_status", "TRADE_FINISHED");
+        let n = Notification {
+            query: signed_query("k3y", &finished),
+            ..Default::default()
+        };
+        assert!(ch.verify_notification(&n, 0).unwrap().paid);
     }
 
     #[test]

@@ -104,6 +104,14 @@ pub trait Store: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Order>>;
+    /// The id of the order with this number if it was placed with this
+    /// email and query password (a lookup's cursor).
+    async fn buyer_order_id(
+        &self,
+        email: &str,
+        query_password_hash: &[u8],
+        order_no: &str,
+    ) -> Result<Option<i64>>;
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
     /// Records a verified payment and moves the order on, in one transaction.
     async fn pay_order(&self, p: &NewPayment) -> Result<PayOutcome>;
@@ -136,11 +144,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a response unless the key is already taken; true when stored.
     async fn put_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool>;
     /// Fills in the response of a key taken while its request ran (stored
-    /// with `status_code` [`IDEMPOTENCY_IN_FLIGHT`]); true when it was still
-    /// waiting for one.
-    async fn settle_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool>;
-    /// Frees a key taken while its request ran, unless it was settled since.
-    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()>;
+    /// with `status_code` [`IDEMPOTENCY_IN_FLIGHT`] and the taker's `owner`
+    /// token in `response_nonce`); true when this owner still held it.
+    async fn settle_idempotency(&self, rec: &IdempotencyRecord, owner: &[u8]) -> Result<bool>;
+    /// Frees a key this owner took while its request ran, unless settled.
+    async fn release_idempotency(&self, scope: &str, key: &str, owner: &[u8]) -> Result<()>;
+    /// Takes over a key left running by `seen` (a request that never
+    /// ended) for `owner`; true unless another request took it first.
+    async fn retake_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        seen: &[u8],
+        owner: &[u8],
+        now: Millis,
+    ) -> Result<bool>;
 
     // --- jobs --------------------------------------------------------------
     async fn enqueue_job(&self, job: &NewJob) -> Result<()>;

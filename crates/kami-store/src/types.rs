@@ -288,6 +288,9 @@ pub enum PayOutcome {
     PaidUnfulfilled,
     /// This payment was processed before; nothing changed.
     Duplicate,
+    /// The gateway's trade number is already recorded for another order
+    /// (it names one payment): nothing changed; the notification is refused.
+    TradeNoTaken,
     /// Another payment for an order already paid: recorded for the operator
     /// to refund; nothing else changed.
     AlreadyPaid,

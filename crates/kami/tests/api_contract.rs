@@ -21,6 +21,8 @@ both_backends!(
     null_clears_a_products_category,
     sandbox_return_shows_the_order,
     machine_errors_are_json,
+    a_trade_number_pays_one_order,
+    a_stale_idempotency_key_is_taken_over_once,
 );
 
 async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -286,7 +288,14 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(numbers(&v), [b["order_no"].clone()]);
     assert_eq!(v["has_more"], json!(true));
-    for bad in ["?limit=abc", "?limit=0", "?limit=-3"] {
+    // Out of range is the nearest page size, as it always was.
+    let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=0").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v).len(), 1);
+    let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=9999").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v).len(), 2);
+    for bad in ["?limit=abc", "?limit=1.5"] {
         let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
         assert_eq!(
             (s, error_code(&v)),
@@ -411,4 +420,168 @@ async fn machine_errors_are_json(backend: Backend) {
         is_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
     assert_eq!(kami.stock3(pid).await, (0, 0, 0));
+}
+
+async fn notify_with(kami: &Kami, created: &Value, trade_no: &str) -> (StatusCode, String) {
+    let body = Kami::paid_body(created, trade_no);
+    let sig = kami.sign(now_secs(), &body);
+    kami.notify(body, Some(sig)).await
+}
+
+async fn a_trade_number_pays_one_order(backend: Backend) {
+    let kami = Arc::new(spawn_kami(backend).await);
+    let pid = kami.product("Trade numbers", json!({})).await;
+    kami.import_codes(pid, &make_codes("TRADE", 8)).await;
+    let a = kami.buy(pid, 1, "a@example.com").await;
+    let b = kami.buy(pid, 1, "b@example.com").await;
+    let trade = format!("T-SAME-{}", random_token(8));
+    let (s, _) = notify_with(&kami, &a, &trade).await;
+    assert_eq!(s, StatusCode::OK);
+    // The same trade number for another order is not its payment: refused,
+    // recorded on that order, nothing paid.
+    let (s, body) = notify_with(&kami, &b, &trade).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(kami.view(&b).await["status"], json!("pending"));
+    let b_no = b["order_no"].as_str().unwrap();
+    let rejected: Vec<Value> = kami
+        .events(b_no)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == json!("notify_rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("trade number"),
+        "{rejected:?}"
+    );
+    // The first order's own duplicate is still a success.
+    let (s, _) = notify_with(&kami, &a, &trade).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(kami.codes(&a).await.len(), 1);
+
+    // Raced: one trade number sent for several orders at once pays one.
+    let orders: Vec<Value> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(kami.buy(pid, 1, &format!("race{i}@example.com")).await);
+        }
+        v
+    };
+    let trade = format!("T-RACE-{}", random_token(8));
+    let mut tasks = Vec::new();
+    for o in &orders {
+        let (kami, o, trade) = (kami.clone(), o.clone(), trade.clone());
+        tasks.push(tokio::spawn(async move {
+            notify_with(&kami, &o, &trade).await.0
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::BAD_REQUEST => {}
+            s => panic!("raced notification answered {s}"),
+        }
+    }
+    assert_eq!(ok, 1, "one of the raced notifications pays");
+    let mut delivered = 0;
+    for o in &orders {
+        if kami.view(o).await["status"] == json!("delivered") {
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 1);
+    assert_eq!(kami.stock3(pid).await, (1, 5, 2));
+}
+
+/// A key left running by a request that never ended (its server died) is
+/// refused as running until it is stale, then handed to one retry.
+async fn a_stale_idempotency_key_is_taken_over_once(backend: Backend) {
+    let kami = Arc::new(spawn_kami(backend).await);
+    let key = format!("stale-{}", random_token(12));
+    let body = json!({"name": "Late", "price": 300, "currency": "CNY"});
+    let before = product_count(&kami).await;
+    // As a dead server's request left it: taken, no answer, by another owner.
+    let (s, first) = post_idem(&kami, "/api/v1/admin/products", &key, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let run = |created_at: i64| leave_running(&kami, &key, created_at);
+    run(now_millis()).await;
+    let (s, v) = post_idem(&kami, "/api/v1/admin/products", &key, &body).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a running key: {v}");
+    assert!(conflict(&v), "{v}");
+    assert_eq!(product_count(&kami).await, before + 1);
+
+    // Stale: of several retries at once, one runs it again.
+    run(now_millis() - 11 * 60 * 1000).await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (kami, key, body) = (kami.clone(), key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            post_idem(&kami, "/api/v1/admin/products", &key, &body).await
+        }));
+    }
+    let mut created = HashSet::new();
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        match s {
+            StatusCode::CREATED => {
+                created.insert(v["id"].to_string());
+            }
+            StatusCode::CONFLICT => assert!(conflict(&v), "{v}"),
+            _ => panic!("retry of a stale key: {s} {v}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(product_count(&kami).await, before + 2);
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Makes a key's row look as a request that never ended left it: taken by
+/// an owner that is gone, no answer, taken at `created_at`.
+async fn leave_running(kami: &Kami, key: &str, created_at: i64) {
+    use sqlx::Connection;
+    let sql = "UPDATE idempotency_keys SET status_code = 0, response = $1, \
+               response_nonce = $2, created_at = $3 WHERE key = $4";
+    let empty: &[u8] = b"";
+    let owner: &[u8] = b"a-dead-owner";
+    let n = match kami.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&kami.database_url)
+                .await
+                .unwrap();
+            sqlx::query(sql)
+                .bind(empty)
+                .bind(owner)
+                .bind(created_at)
+                .bind(key)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&kami.database_url)
+                .await
+                .unwrap();
+            sqlx::query(sql)
+                .bind(empty)
+                .bind(owner)
+                .bind(created_at)
+                .bind(key)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
+        }
+    };
+    assert_eq!(n, 1, "the key's row");
 }

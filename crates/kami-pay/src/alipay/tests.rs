@@ -294,3 +294,37 @@ fn pasted_pem_keys_build_the_same_channel_as_key_files() {
         .to_string();
     assert!(e.contains("empty"), "{e}");
 }
+
+#[test]
+fn empty_parameters_count_in_a_notifications_signature() {
+    // Alipay's SDKs sign and check a notification's string with its empty
+    // parameters (`passback_params=`) in it.
+    let f = fixture(Some("2088000000000001"));
+    let mut n = notify(&f.alipay_private, &[]);
+    let mut p: BTreeMap<String, String> = form_urlencoded::parse(&n.body).into_owned().collect();
+    p.remove("sign");
+    p.insert("passback_params".into(), String::new());
+    let full: String = p
+        .iter()
+        .filter(|(k, _)| k.as_str() != "sign_type")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    p.insert(
+        "sign".into(),
+        rsa_keys::sign(&f.alipay_private, full.as_bytes()),
+    );
+    n.body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&p)
+        .finish()
+        .into_bytes();
+    let notice = f.channel.verify_notification(&n, 0).unwrap();
+    assert_eq!(notice.order_no, "K1234567890");
+    // A value changed after signing still fails.
+    p.insert("total_amount".into(), "0.01".into());
+    n.body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&p)
+        .finish()
+        .into_bytes();
+    assert!(f.channel.verify_notification(&n, 0).is_err());
+}

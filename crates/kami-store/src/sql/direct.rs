@@ -576,7 +576,18 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             p.received_at
         ])?;
         if inserted == 0 {
-            out.push(PayOutcome::Duplicate);
+            // A duplicate of this order's payment, or a trade number
+            // already stored for another order (refused).
+            let owner: i64 = tx
+                .prepare_cached(
+                    "SELECT order_id FROM payments WHERE channel = ?1 AND trade_no = ?2",
+                )?
+                .query_row(params![p.channel, p.trade_no], |r| r.get(0))?;
+            out.push(if owner == p.order_id {
+                PayOutcome::Duplicate
+            } else {
+                PayOutcome::TradeNoTaken
+            });
             continue;
         }
         // The order moves on only from pending; a row that is not pending

@@ -195,6 +195,14 @@ impl Store for SqlStore {
     ) -> Result<Vec<Order>> {
         orders::lookup_orders(self, email, qp_hash, before_id, limit).await
     }
+    async fn buyer_order_id(
+        &self,
+        email: &str,
+        qp_hash: &[u8],
+        order_no: &str,
+    ) -> Result<Option<i64>> {
+        orders::buyer_order_id(self, email, qp_hash, order_no).await
+    }
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>> {
         orders::list_orders(self, filter).await
     }
@@ -254,17 +262,30 @@ impl Store for SqlStore {
         tx.commit().await?;
         Ok(stored)
     }
-    async fn settle_idempotency(&self, rec: &IdempotencyRecord) -> Result<bool> {
+    async fn settle_idempotency(&self, rec: &IdempotencyRecord, owner: &[u8]) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let settled = orders::settle_idempotency(&mut tx, rec).await?;
+        let settled = orders::settle_idempotency(&mut tx, rec, owner).await?;
         tx.commit().await?;
         Ok(settled)
     }
-    async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()> {
+    async fn release_idempotency(&self, scope: &str, key: &str, owner: &[u8]) -> Result<()> {
         let mut tx = self.begin().await?;
-        orders::release_idempotency(&mut tx, scope, key).await?;
+        orders::release_idempotency(&mut tx, scope, key, owner).await?;
         tx.commit().await?;
         Ok(())
+    }
+    async fn retake_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        seen: &[u8],
+        owner: &[u8],
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let taken = orders::retake_idempotency(&mut tx, scope, key, seen, owner, now).await?;
+        tx.commit().await?;
+        Ok(taken)
     }
 
     async fn enqueue_job(&self, job: &NewJob) -> Result<()> {

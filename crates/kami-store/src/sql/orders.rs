@@ -388,11 +388,15 @@ pub async fn insert_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<
     Ok(n == 1)
 }
 
-/// The response of a key taken while its request ran.
-pub async fn settle_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<bool> {
+/// The response of a key `owner` took while its request ran.
+pub async fn settle_idempotency(
+    tx: &mut Tx,
+    rec: &IdempotencyRecord,
+    owner: &[u8],
+) -> Result<bool> {
     let n = sqlx::query(
         "UPDATE idempotency_keys SET status_code = $1, response = $2, response_nonce = $3 \
-         WHERE scope = $4 AND key = $5 AND status_code = $6",
+         WHERE scope = $4 AND key = $5 AND status_code = $6 AND response_nonce = $7",
     )
     .bind(rec.status_code)
     .bind(rec.response.as_slice())
@@ -400,21 +404,52 @@ pub async fn settle_idempotency(tx: &mut Tx, rec: &IdempotencyRecord) -> Result<
     .bind(&rec.scope)
     .bind(&rec.key)
     .bind(IDEMPOTENCY_IN_FLIGHT)
+    .bind(owner)
     .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(n == 1)
 }
 
-/// Frees a key taken while its request ran (its answer is not kept).
-pub async fn release_idempotency(tx: &mut Tx, scope: &str, key: &str) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status_code = $3")
-        .bind(scope)
-        .bind(key)
-        .bind(IDEMPOTENCY_IN_FLIGHT)
-        .execute(&mut **tx)
-        .await?;
+/// Frees a key `owner` took while its request ran (its answer is not kept).
+pub async fn release_idempotency(tx: &mut Tx, scope: &str, key: &str, owner: &[u8]) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys \
+         WHERE scope = $1 AND key = $2 AND status_code = $3 AND response_nonce = $4",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(IDEMPOTENCY_IN_FLIGHT)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Hands a key left running by `seen` to `owner`, in one statement: of two
+/// requests that found it stale, one takes it.
+pub async fn retake_idempotency(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    seen: &[u8],
+    owner: &[u8],
+    now: Millis,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE idempotency_keys SET response_nonce = $1, created_at = $2 \
+         WHERE scope = $3 AND key = $4 AND status_code = $5 AND response_nonce = $6",
+    )
+    .bind(owner)
+    .bind(now)
+    .bind(scope)
+    .bind(key)
+    .bind(IDEMPOTENCY_IN_FLIGHT)
+    .bind(seen)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// Takes back a key this transaction stored (a batch order it then refused).
@@ -753,6 +788,24 @@ pub async fn order_cards(s: &SqlStore, order_id: i64) -> Result<Vec<SealedCard>>
     .fetch_all(&s.read)
     .await?;
     rows.iter().map(rows::sealed_card).collect()
+}
+
+pub async fn buyer_order_id(
+    s: &SqlStore,
+    email: &str,
+    qp_hash: &[u8],
+    order_no: &str,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM orders WHERE order_no = $1 AND merchant_id = $2 AND email = $3 \
+         AND query_password_hash = $4",
+    )
+    .bind(order_no)
+    .bind(DEFAULT_MERCHANT)
+    .bind(email)
+    .bind(qp_hash)
+    .fetch_optional(&s.read)
+    .await?)
 }
 
 pub async fn lookup_orders(

@@ -30,11 +30,11 @@ pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
 /// rows or none (a duplicate writes nothing); an `Err` means the caller must
 /// roll the whole transaction back.
 pub async fn pay_order_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayOutcome> {
-    let inserted = insert_payments(backend, tx, std::slice::from_ref(p)).await?[0];
-    if !inserted {
-        return Ok(PayOutcome::Duplicate);
+    match insert_payments(backend, tx, std::slice::from_ref(p)).await?[0] {
+        Inserted::New => settle_in(backend, tx, p).await,
+        Inserted::Duplicate => Ok(PayOutcome::Duplicate),
+        Inserted::TakenByOther => Ok(PayOutcome::TradeNoTaken),
     }
-    settle_in(backend, tx, p).await
 }
 
 /// Moves the order on for a payment whose row was just inserted.
@@ -247,7 +247,8 @@ async fn write_payments(
     tx: &mut Tx,
     batch: &[NewPayment],
 ) -> Result<Vec<PayOutcome>> {
-    let new = insert_payments(backend, tx, batch).await?;
+    let inserted = insert_payments(backend, tx, batch).await?;
+    let new: Vec<bool> = inserted.iter().map(|i| *i == Inserted::New).collect();
     // Each order's first new payment may take the set-based path; a second
     // payment for the same order must see the first one's result.
     let mut first_of_order: HashMap<i64, usize> = HashMap::new();
@@ -281,8 +282,10 @@ async fn write_payments(
     lock_late_holds(backend, tx, &rest).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
-        out.push(if !new[i] {
+        out.push(if inserted[i] == Inserted::Duplicate {
             PayOutcome::Duplicate
+        } else if inserted[i] == Inserted::TakenByOther {
+            PayOutcome::TradeNoTaken
         } else if fast.contains(&i) {
             PayOutcome::Delivered
         } else {
@@ -292,31 +295,105 @@ async fn write_payments(
     Ok(out)
 }
 
-/// Inserts the payment rows; which of them were new (a row already stored,
-/// or an earlier twin in this batch, makes a later one a duplicate).
-async fn insert_payments(backend: Backend, tx: &mut Tx, batch: &[NewPayment]) -> Result<Vec<bool>> {
+/// What became of a payment's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inserted {
+    New,
+    /// The same order's payment was stored before (or by a twin earlier in
+    /// this batch).
+    Duplicate,
+    /// The trade number is stored for another order.
+    TakenByOther,
+}
+
+/// Inserts the payment rows and tells each entry's fate.
+async fn insert_payments(
+    backend: Backend,
+    tx: &mut Tx,
+    batch: &[NewPayment],
+) -> Result<Vec<Inserted>> {
     let rows = match backend {
         Backend::Postgres => pg_sets::insert_payments(tx, batch).await?,
         Backend::Sqlite => insert_payment_values(tx, batch).await?,
     };
-    let mut stored: HashMap<(String, String), i64> = rows
+    let written: HashMap<(String, String), i64> = rows
         .into_iter()
         .map(|(order_id, channel, trade_no)| ((channel, trade_no), order_id))
         .collect();
+    let mut unclaimed = written.clone();
     // The first entry matching a stored row is the one that wrote it.
-    Ok(batch
+    let mut fates: Vec<Option<Inserted>> = batch
         .iter()
         .map(|p| {
             let key = (p.channel.clone(), p.trade_no.clone());
-            match stored.get(&key) {
+            match unclaimed.get(&key) {
                 Some(order_id) if *order_id == p.order_id => {
-                    stored.remove(&key);
-                    true
+                    unclaimed.remove(&key);
+                    Some(Inserted::New)
                 }
-                _ => false,
+                _ => written.get(&key).map(|owner| same_order(*owner, p)),
             }
         })
+        .collect();
+    // Rows stored before this batch: whose are they? One statement for all.
+    let earlier: Vec<&NewPayment> = batch
+        .iter()
+        .zip(&fates)
+        .filter(|(_, f)| f.is_none())
+        .map(|(p, _)| p)
+        .collect();
+    if !earlier.is_empty() {
+        let owners = payment_owners(tx, &earlier).await?;
+        for (p, fate) in batch.iter().zip(fates.iter_mut()) {
+            if fate.is_none() {
+                let owner = owners.get(&(p.channel.clone(), p.trade_no.clone()));
+                // No row at all cannot follow a conflict; call it a
+                // duplicate, which changes nothing.
+                *fate = Some(owner.map_or(Inserted::Duplicate, |o| same_order(*o, p)));
+            }
+        }
+    }
+    Ok(fates
+        .into_iter()
+        .map(|f| f.expect("every fate decided"))
         .collect())
+}
+
+fn same_order(owner: i64, p: &NewPayment) -> Inserted {
+    if owner == p.order_id {
+        Inserted::Duplicate
+    } else {
+        Inserted::TakenByOther
+    }
+}
+
+/// The order each of these payments' trade numbers is stored for.
+async fn payment_owners(
+    tx: &mut Tx,
+    payments: &[&NewPayment],
+) -> Result<HashMap<(String, String), i64>> {
+    let mut owners = HashMap::with_capacity(payments.len());
+    for chunk in payments.chunks(128) {
+        let pairs = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT order_id, channel, trade_no FROM payments \
+             WHERE (channel, trade_no) IN (VALUES {pairs})"
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q.bind(&p.channel).bind(&p.trade_no);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            owners.insert(
+                (row.try_get("channel")?, row.try_get("trade_no")?),
+                row.try_get("order_id")?,
+            );
+        }
+    }
+    Ok(owners)
 }
 
 /// `insert_payments` on SQLite: multi-row `VALUES` statements; the

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::idempotent;
-use super::public::page_limit;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, JsonBody};
 use crate::present;
@@ -171,8 +170,9 @@ pub async fn create_product(
     body: JsonBody<ProductInput>,
 ) -> Response {
     let scope = format!("POST /api/v1/admin/products key:{}", key.id);
-    idempotent::respond(&state, &headers, scope, &body.raw, || async {
-        create_product_from(&state, body.value)
+    let task_state = state.clone();
+    idempotent::respond(&state, &headers, scope, &body.raw, move || async move {
+        create_product_from(&task_state, body.value)
             .await
             .map(|p| (StatusCode::CREATED, Json(present::product(&p))))
             .into_response()
@@ -351,8 +351,9 @@ pub async fn import(
         Err(e) => return upload_error(&e.to_string()).into_response(),
     };
     let scope = format!("POST /api/v1/admin/products/{id}/cards key:{}", key.id);
-    idempotent::respond(&state, &headers, scope, &upload, || async {
-        import_codes(&state, &id, Body::from(upload.clone()))
+    let (task_state, task_upload) = (state.clone(), upload.clone());
+    idempotent::respond(&state, &headers, scope, &upload, move || async move {
+        import_codes(&task_state, &id, Body::from(task_upload))
             .await
             .into_response()
     })
@@ -437,7 +438,15 @@ pub async fn list_orders(
                 .ok_or_else(|| ApiError::invalid_param("status", "unknown status"))?,
         ),
     };
-    let limit = page_limit(q.limit.as_deref(), 50, 500)? as i64;
+    // Above 500 (or below 1) a page is 500 (or 1), as before the limit was
+    // read as text; only what is not a number is refused.
+    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::invalid_param("limit", "limit must be a number"))?
+            .clamp(1, 500),
+    };
     let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(no) => Some(

@@ -132,8 +132,9 @@ pub async fn create(
     body: JsonBody<CouponInput>,
 ) -> Response {
     let scope = format!("POST /api/v1/admin/coupons key:{}", key.id);
-    super::idempotent::respond(&state, &headers, scope, &body.raw, || async {
-        create_coupon_from(&state, body.value)
+    let task_state = state.clone();
+    super::idempotent::respond(&state, &headers, scope, &body.raw, move || async move {
+        create_coupon_from(&task_state, body.value)
             .await
             .map(|c| (StatusCode::CREATED, Json(present::coupon(&c))))
             .into_response()

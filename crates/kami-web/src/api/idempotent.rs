@@ -8,9 +8,11 @@
 //! orders) go through [`respond`]: the key is taken before the request runs,
 //! so a retry that arrives while the first is still running is told so
 //! (`409 idempotency_conflict`) instead of running it a second time, and the
-//! response is stored when it ends. A server that dies between the two
-//! leaves the key taken; it is freed after [`STALE_AFTER`], and the request
-//! then runs again, which is the one case a retry can repeat.
+//! response is stored when it ends, by a task a client hanging up does not
+//! cancel. A server that dies (or a request that panics) between the two
+//! leaves the key taken; it is handed to a retry after [`STALE_AFTER`],
+//! and the request then runs again, which is the one case a retry can
+//! repeat it.
 
 use std::future::Future;
 
@@ -24,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
 use crate::services::orders::idem_context;
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 
 /// How long a key taken by a request that never ended stays taken: longer
 /// than any request runs (a 16 MiB import included).
@@ -48,19 +50,23 @@ pub fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         })
 }
 
-pub fn request_hash(body: &[u8]) -> Vec<u8> {
-    Sha256::digest(body).to_vec()
+/// What a key remembers of its request: keyed by the master key, since a
+/// body may hold a query password.
+pub fn request_hash(state: &AppState, request: &[u8]) -> Vec<u8> {
+    state.keys.request_fingerprint(request)
 }
 
-/// What a stored key says about a request with this body: its response, or
-/// a conflict when the key was first used with another body. `None` when
-/// the key's request is still running.
+/// What a stored key says about a request: its response, or a conflict when
+/// the key was first used with another request. `None` when the key's
+/// request is still running. Keys stored by releases before the keyed hash
+/// held a plain SHA-256 of the body; they still match.
 pub fn replay(
-    state: &Shared,
+    state: &AppState,
     rec: IdempotencyRecord,
-    request_hash: &[u8],
+    hash: &[u8],
+    request: &[u8],
 ) -> ApiResult<Option<Response>> {
-    if !ct_eq(&rec.request_hash, request_hash) {
+    if !ct_eq(&rec.request_hash, hash) && !ct_eq(&rec.request_hash, &Sha256::digest(request)) {
         return Err(ApiError::idempotency_conflict(
             "this Idempotency-Key was already used with a different request body",
         ));
@@ -90,66 +96,94 @@ pub fn replay(
     Ok(Some(res))
 }
 
-/// Runs `run` once per key and body within `scope` (the route and, for the
-/// admin API, the key's id, so one API key never sees another's answers),
-/// or answers with what the first run answered. Without an
+/// Runs `run` once per key and request within `scope` (the route and, for
+/// the admin API, the key's id, so one API key never sees another's
+/// answers), or answers with what the first run answered. Without an
 /// `Idempotency-Key` it just runs. Called after authentication and rate
 /// limits, so a stranger can neither take keys nor read stored answers.
+///
+/// The run and the storing of its answer go on in a task of their own: a
+/// client that hangs up mid-request does not cancel them, so its retry
+/// hears the answer instead of running the request again.
 pub async fn respond<Fut>(
     state: &Shared,
     headers: &HeaderMap,
     scope: String,
-    body: &[u8],
-    run: impl FnOnce() -> Fut,
+    request: &[u8],
+    run: impl FnOnce() -> Fut + Send + 'static,
 ) -> Response
 where
-    Fut: Future<Output = Response>,
+    Fut: Future<Output = Response> + Send + 'static,
 {
     let key = match header_key(headers) {
         Ok(Some(key)) => key,
         Ok(None) => return run().await,
         Err(e) => return e.into_response(),
     };
-    let hash = request_hash(body);
-    match take(state, &scope, &key, &hash).await {
+    let hash = request_hash(state, request);
+    let owner = kami_core::secrets::random_token("").into_bytes();
+    match take(state, &scope, &key, &hash, request, &owner).await {
         Ok(Taken::Ours) => {}
         Ok(Taken::Answered(res)) => return res,
         Err(e) => return e.into_response(),
     }
-    let res = run().await;
-    let (parts, res_body) = res.into_parts();
-    let bytes = match to_bytes(res_body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            release(state, &scope, &key).await;
-            return ApiError::internal(e).into_response();
-        }
-    };
-    if kept(parts.status) {
-        let sealed = state.keys.seal(&idem_context(&scope, &key), &bytes);
-        let rec = IdempotencyRecord {
-            scope: scope.clone(),
-            key: key.clone(),
-            request_hash: hash,
-            status_code: i64::from(parts.status.as_u16()),
-            response: sealed.ciphertext,
-            response_nonce: sealed.nonce,
-            created_at: now_millis(),
-        };
-        match state.store.settle_idempotency(&rec).await {
-            Ok(true) => {}
-            // Freed as stale meanwhile and maybe taken again: that run's
-            // answer is the one kept.
-            Ok(false) => {}
+    let state = state.clone();
+    let task = tokio::spawn(async move {
+        let res = run().await;
+        let (parts, res_body) = res.into_parts();
+        let bytes = match to_bytes(res_body, usize::MAX).await {
+            Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, scope, "could not store an idempotent response");
-                release(state, &scope, &key).await;
+                release(&state, &scope, &key, &owner).await;
+                return ApiError::internal(e).into_response();
             }
+        };
+        if kept(parts.status) {
+            settle(&state, &scope, &key, hash, &owner, parts.status, &bytes).await;
+        } else {
+            release(&state, &scope, &key, &owner).await;
         }
-    } else {
-        release(state, &scope, &key).await;
+        Response::from_parts(parts, Body::from(bytes))
+    });
+    // A panic in the request leaves the key taken (it may have done its
+    // work): retries are told it is running until it is stale.
+    task.await
+        .unwrap_or_else(|e| ApiError::internal(e).into_response())
+}
+
+/// Stores the answer. A failure to store it after the request did its work
+/// must not free the key (a retry would do the work again): it is tried
+/// again, and if the database still fails the key stays taken, so retries
+/// are refused until it is stale.
+async fn settle(
+    state: &Shared,
+    scope: &str,
+    key: &str,
+    hash: Vec<u8>,
+    owner: &[u8],
+    status: StatusCode,
+    body: &[u8],
+) {
+    let sealed = state.keys.seal(&idem_context(scope, key), body);
+    let rec = IdempotencyRecord {
+        scope: scope.to_string(),
+        key: key.to_string(),
+        request_hash: hash,
+        status_code: i64::from(status.as_u16()),
+        response: sealed.ciphertext,
+        response_nonce: sealed.nonce,
+        created_at: now_millis(),
+    };
+    for attempt in 1..=3u64 {
+        match state.store.settle_idempotency(&rec, owner).await {
+            // Stale and taken over meanwhile: that run's answer is the one.
+            Ok(_) => return,
+            Err(e) if attempt == 3 => {
+                tracing::error!(error = %e, scope, "could not store an idempotent response; the key stays taken until it is stale");
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+        }
     }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 enum Taken {
@@ -160,9 +194,21 @@ enum Taken {
     Answered(Response),
 }
 
-async fn take(state: &Shared, scope: &str, key: &str, hash: &[u8]) -> ApiResult<Taken> {
-    // Twice at most: once more after freeing a stale key, or after the key
-    // was freed between our insert and our read.
+async fn take(
+    state: &Shared,
+    scope: &str,
+    key: &str,
+    hash: &[u8],
+    request: &[u8],
+    owner: &[u8],
+) -> ApiResult<Taken> {
+    let running = || {
+        ApiError::idempotency_conflict(
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )
+    };
+    // Twice at most: once more if the key was freed between our insert and
+    // our read.
     for _ in 0..2 {
         let placeholder = IdempotencyRecord {
             scope: scope.to_string(),
@@ -170,7 +216,7 @@ async fn take(state: &Shared, scope: &str, key: &str, hash: &[u8]) -> ApiResult<
             request_hash: hash.to_vec(),
             status_code: IDEMPOTENCY_IN_FLIGHT,
             response: Vec::new(),
-            response_nonce: Vec::new(),
+            response_nonce: owner.to_vec(),
             created_at: now_millis(),
         };
         if state.store.put_idempotency(&placeholder).await? {
@@ -179,30 +225,35 @@ async fn take(state: &Shared, scope: &str, key: &str, hash: &[u8]) -> ApiResult<
         let Some(rec) = state.store.get_idempotency(scope, key).await? else {
             continue;
         };
-        let stale = now_millis() - rec.created_at > STALE_AFTER;
-        match replay(state, rec, hash)? {
-            Some(res) => return Ok(Taken::Answered(res)),
-            None if stale => state.store.release_idempotency(scope, key).await?,
-            None => {
-                return Err(ApiError::idempotency_conflict(
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
-                ))
-            }
-        }
+        let now = now_millis();
+        let stale = now - rec.created_at > STALE_AFTER;
+        let seen = rec.response_nonce.clone();
+        return match replay(state, rec, hash, request)? {
+            Some(res) => Ok(Taken::Answered(res)),
+            // One statement hands a stale key over: of two retries that
+            // found it stale, one runs.
+            None if stale => match state
+                .store
+                .retake_idempotency(scope, key, &seen, owner, now)
+                .await?
+            {
+                true => Ok(Taken::Ours),
+                false => Err(running()),
+            },
+            None => Err(running()),
+        };
     }
-    Err(ApiError::idempotency_conflict(
-        "a request with this Idempotency-Key is still being processed; retry shortly",
-    ))
+    Err(running())
 }
 
-async fn release(state: &Shared, scope: &str, key: &str) {
-    if let Err(e) = state.store.release_idempotency(scope, key).await {
+async fn release(state: &Shared, scope: &str, key: &str, owner: &[u8]) {
+    if let Err(e) = state.store.release_idempotency(scope, key, owner).await {
         tracing::warn!(error = %e, scope, "could not free an idempotency key");
     }
 }
 
 /// Answers stored for a key: successes and the client's own errors, which a
-/// retry of the same body would meet again. Not a failure on our side, a
+/// retry of the same request would meet again. Not a failure on our side, a
 /// rate limit, an authentication failure or a conflict, which a retry may
 /// get past.
 fn kept(status: StatusCode) -> bool {

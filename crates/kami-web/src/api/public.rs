@@ -1,4 +1,4 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -113,12 +113,12 @@ pub async fn create_order(
     if let Err(e) = state.limits.check_ip(Class::Orders, ip).await {
         return e.into_response();
     }
-    let idem = match idempotency_key(&headers, &body.raw) {
+    let idem = match idempotency_key(&state, &headers, &body.raw) {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
     if let Some(idem) = &idem {
-        match replay(&state, idem).await {
+        match replay(&state, idem, &body.raw).await {
             Ok(Some(res)) => return res,
             Ok(None) => {}
             Err(e) => return e.into_response(),
@@ -132,7 +132,7 @@ pub async fn create_order(
         Ok(placed) => (StatusCode::CREATED, Json(placed.body)).into_response(),
         Err(e) if e.code == "idempotency_conflict" && idem.is_some() => {
             // A concurrent twin stored its response first: answer with it.
-            match replay(&state, idem.as_ref().expect("checked")).await {
+            match replay(&state, idem.as_ref().expect("checked"), &body.raw).await {
                 Ok(Some(res)) => res,
                 _ => e.into_response(),
             }
@@ -147,7 +147,7 @@ pub async fn create_order(
                         // created the order while this one was refused, e.g.
                         // by the coupon it used up): that answer is the one.
                         Ok(false) => {
-                            if let Ok(Some(res)) = replay(&state, idem).await {
+                            if let Ok(Some(res)) = replay(&state, idem, &body.raw).await {
                                 return res;
                             }
                         }
@@ -162,19 +162,23 @@ pub async fn create_order(
     }
 }
 
-fn idempotency_key(headers: &HeaderMap, raw: &[u8]) -> ApiResult<Option<Idempotency>> {
+fn idempotency_key(
+    state: &Shared,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> ApiResult<Option<Idempotency>> {
     Ok(idempotent::header_key(headers)?.map(|key| Idempotency {
         scope: ORDERS_SCOPE,
         key,
-        request_hash: idempotent::request_hash(raw),
+        request_hash: idempotent::request_hash(state, raw),
     }))
 }
 
 /// The stored response for this key, or a conflict when the key was first
 /// used with another body.
-async fn replay(state: &Shared, idem: &Idempotency) -> ApiResult<Option<Response>> {
+async fn replay(state: &Shared, idem: &Idempotency, raw: &[u8]) -> ApiResult<Option<Response>> {
     match state.store.get_idempotency(idem.scope, &idem.key).await? {
-        Some(rec) => idempotent::replay(state, rec, &idem.request_hash),
+        Some(rec) => idempotent::replay(state, rec, &idem.request_hash, raw),
         None => Ok(None),
     }
 }
@@ -232,6 +236,7 @@ const LOOKUP_SCOPE: &str = "POST /api/v1/orders/lookup";
 pub async fn lookup_orders(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
+    RawQuery(raw_query): RawQuery,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
     body: JsonBody<LookupRequest>,
@@ -239,12 +244,23 @@ pub async fn lookup_orders(
     if let Err(e) = state.limits.check_ip(Class::Lookup, ip).await {
         return e.into_response();
     }
-    idempotent::respond(&state, &headers, LOOKUP_SCOPE.into(), &body.raw, || async {
-        lookup_page(&state, &q, &body.value)
-            .await
-            .map(Json)
-            .into_response()
-    })
+    // The page may be asked in the query string: it is part of the request.
+    let mut request = body.raw.to_vec();
+    request.extend_from_slice(b"\n?");
+    request.extend_from_slice(raw_query.unwrap_or_default().as_bytes());
+    let task_state = state.clone();
+    idempotent::respond(
+        &state,
+        &headers,
+        LOOKUP_SCOPE.into(),
+        &request,
+        move || async move {
+            lookup_page(&task_state, &q, &body.value)
+                .await
+                .map(Json)
+                .into_response()
+        },
+    )
     .await
 }
 
@@ -291,27 +307,17 @@ pub async fn lookup(
         };
     }
     let hash = state.keys.query_password_hash(email.as_str(), password);
+    // One query whether or not the order exists: the answer and its time
+    // tell nothing about other buyers' order numbers.
     let before_id = match after {
         None => None,
-        Some(no) => {
-            let order = match kami_core::OrderNo::parse(no) {
-                Some(no) => state.store.get_order(no.as_str()).await?,
-                None => None,
-            };
-            // The cursor is one of these orders when the lookup starting
-            // at it finds it first.
-            let own = match order {
-                Some(o) => state
-                    .store
-                    .lookup_orders(email.as_str(), &hash, Some(o.id + 1), 1)
-                    .await?
-                    .first()
-                    .is_some_and(|first| first.id == o.id)
-                    .then_some(o.id),
-                None => None,
-            };
-            Some(own.ok_or_else(unknown_cursor)?)
-        }
+        Some(no) => Some(
+            state
+                .store
+                .buyer_order_id(email.as_str(), &hash, no)
+                .await?
+                .ok_or_else(unknown_cursor)?,
+        ),
     };
     let mut orders = state
         .store

@@ -134,12 +134,30 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         state.stock_changed(order.product_id).await;
     }
     match outcome {
+        Ok(PayOutcome::TradeNoTaken) => {
+            // A trade number names one payment: the same one for another
+            // order is not this order's payment, and must not be answered
+            // as if it paid it.
+            let reason = format!(
+                "trade number {} is already recorded for another order",
+                notice.trade_no
+            );
+            reject(
+                state,
+                channel,
+                Some(order_no),
+                Some(order.id),
+                &truncate(&reason),
+            )
+            .await
+        }
         Ok(outcome) => {
             let verdict = match outcome {
                 PayOutcome::Delivered => "delivered",
                 PayOutcome::PaidUnfulfilled => "paid_unfulfilled",
                 PayOutcome::Duplicate => "duplicate",
                 PayOutcome::AlreadyPaid => "already_paid",
+                PayOutcome::TradeNoTaken => unreachable!("answered above"),
             };
             metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => verdict)
                 .increment(1);
