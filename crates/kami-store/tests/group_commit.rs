@@ -213,6 +213,68 @@ async fn a_retried_request_in_a_batch_is_told_to_replay_its_twin(backend: Backen
     assert_invariants(&db, pid, 2).await;
 }
 
+/// A trade number names one payment: in one batch (after the order that
+/// wrote it, its twin, another order's claim to it) and in a later batch,
+/// another order's payment under it is refused and changes nothing.
+async fn a_trade_number_stored_for_one_order_pays_no_other(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 6).await;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let o = db.store.create_order(&new_order(pid, 1, 60_000)).await;
+        orders.push(o.unwrap().unwrap());
+    }
+    let batch = vec![
+        payment(&orders[0], "same"),
+        payment(&orders[1], "same"),
+        payment(&orders[0], "same"),
+        payment(&orders[2], "own"),
+    ];
+    let out: Vec<PayOutcome> = db
+        .store
+        .pay_orders(&batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        out,
+        [
+            PayOutcome::Delivered,
+            PayOutcome::TradeNoTaken,
+            PayOutcome::Duplicate,
+            PayOutcome::Delivered
+        ]
+    );
+    // Later, alone and in a batch: the same answers.
+    let later = vec![payment(&orders[1], "same"), payment(&orders[0], "same")];
+    let out: Vec<PayOutcome> = db
+        .store
+        .pay_orders(&later)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(out, [PayOutcome::TradeNoTaken, PayOutcome::Duplicate]);
+    assert_eq!(
+        db.store
+            .pay_order(&payment(&orders[1], "own"))
+            .await
+            .unwrap(),
+        PayOutcome::TradeNoTaken
+    );
+    let o1 = db
+        .store
+        .get_order(&orders[1].order_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o1.status.0, kami_core::OrderStatus::Pending);
+    let s = db.store.stock(pid).await.unwrap();
+    assert_eq!((s.available, s.reserved, s.sold), (3, 1, 2));
+    assert_invariants(&db, pid, 6).await;
+}
+
 /// Payments in one batch: twins of a notification, and a second payment
 /// for an order the batch already delivered, each get their own outcome.
 async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
@@ -535,6 +597,7 @@ both_backends!(
     batched_rows_keep_every_field_as_written,
     batches_race_expiry_restock_and_single_writes,
     a_payment_batch_with_twins_delivers_each_order_once,
+    a_trade_number_stored_for_one_order_pays_no_other,
     a_payment_batch_sells_every_code_of_each_order,
     five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
     a_full_queue_refuses_and_loses_nothing_it_accepted,

@@ -565,6 +565,9 @@ fn give_back(
 fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec<PayOutcome>>> {
     let tx = begin(c)?;
     let mut out = Vec::with_capacity(batch.len());
+    // The rows this batch wrote, by trade number: a twin later in the batch
+    // is told apart without a statement.
+    let mut written: HashMap<(&str, &str), i64> = HashMap::with_capacity(batch.len());
     for p in batch {
         let inserted = tx.prepare_cached(&INSERT_PAYMENT)?.execute(params![
             p.order_id,
@@ -578,11 +581,14 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
         if inserted == 0 {
             // A duplicate of this order's payment, or a trade number
             // already stored for another order (refused).
-            let owner: i64 = tx
-                .prepare_cached(
-                    "SELECT order_id FROM payments WHERE channel = ?1 AND trade_no = ?2",
-                )?
-                .query_row(params![p.channel, p.trade_no], |r| r.get(0))?;
+            let owner: i64 = match written.get(&(p.channel.as_str(), p.trade_no.as_str())) {
+                Some(owner) => *owner,
+                None => tx
+                    .prepare_cached(
+                        "SELECT order_id FROM payments WHERE channel = ?1 AND trade_no = ?2",
+                    )?
+                    .query_row(params![p.channel, p.trade_no], |r| r.get(0))?,
+            };
             out.push(if owner == p.order_id {
                 PayOutcome::Duplicate
             } else {
@@ -590,6 +596,7 @@ fn write_payments(c: &mut Connection, batch: &[NewPayment]) -> Result<Option<Vec
             });
             continue;
         }
+        written.insert((&p.channel, &p.trade_no), p.order_id);
         // The order moves on only from pending; a row that is not pending
         // means a late payment, or one for a paid order. Read, then written
         // by a statement that can change one row only and has no RETURNING
