@@ -153,9 +153,21 @@ async fn concurrent_retries_of_an_admin_post_create_one_product(backend: Backend
     let before = product_count(&kami).await;
     let key = format!("burst-{}", random_token(12));
     let body = json!({"name": "Burst", "price": 700, "currency": "CNY"});
+    let ids = race_creates(&kami, &key, &body, 8).await;
+    assert_eq!(ids.len(), 1, "every answer names one product: {ids:?}");
+    assert_eq!(product_count(&kami).await, before + 1);
+    // Once it has ended, a retry hears its answer.
+    let (s, v) = post_idem(&kami, "/api/v1/admin/products", &key, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(ids.contains(&v["id"].to_string()));
+}
+
+/// `n` product creations with one key at once: the ids the 201s named
+/// (the others must be 409s: still running when they came, nothing done).
+async fn race_creates(kami: &Arc<Kami>, key: &str, body: &Value, n: usize) -> HashSet<String> {
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (kami, key, body) = (kami.clone(), key.clone(), body.clone());
+    for _ in 0..n {
+        let (kami, key, body) = (kami.clone(), key.to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
             post_idem(&kami, "/api/v1/admin/products", &key, &body).await
         }));
@@ -167,17 +179,11 @@ async fn concurrent_retries_of_an_admin_post_create_one_product(backend: Backend
             StatusCode::CREATED => {
                 ids.insert(v["id"].to_string());
             }
-            // Still running when this retry came: told so, nothing done.
             StatusCode::CONFLICT => assert!(conflict(&v), "{v}"),
             _ => panic!("concurrent retry: {s} {v}"),
         }
     }
-    assert_eq!(ids.len(), 1, "every answer names one product: {ids:?}");
-    assert_eq!(product_count(&kami).await, before + 1);
-    // Once it has ended, a retry hears its answer.
-    let (s, v) = post_idem(&kami, "/api/v1/admin/products", &key, &body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert!(ids.contains(&v["id"].to_string()));
+    ids
 }
 
 async fn lookup_page(kami: &Kami, body: Value, query: &str) -> (StatusCode, Value) {
@@ -516,24 +522,7 @@ async fn a_stale_idempotency_key_is_taken_over_once(backend: Backend) {
 
     // Stale: of several retries at once, one runs it again.
     run(now_millis() - 11 * 60 * 1000).await;
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (kami, key, body) = (kami.clone(), key.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            post_idem(&kami, "/api/v1/admin/products", &key, &body).await
-        }));
-    }
-    let mut created = HashSet::new();
-    for t in tasks {
-        let (s, v) = t.await.unwrap();
-        match s {
-            StatusCode::CREATED => {
-                created.insert(v["id"].to_string());
-            }
-            StatusCode::CONFLICT => assert!(conflict(&v), "{v}"),
-            _ => panic!("retry of a stale key: {s} {v}"),
-        }
-    }
+    let created = race_creates(&kami, &key, &body, 6).await;
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(product_count(&kami).await, before + 2);
 }
