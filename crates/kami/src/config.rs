@@ -238,7 +238,10 @@ impl Config {
             "master_key" => self.master_key = Some(v),
             "redis_url" => self.redis_url = Some(v),
             "redis_prefix" => self.redis_prefix = v,
-            "sandbox_secret" => self.sandbox_secret = Some(v),
+            // An empty variable means no sandbox, as unset does (a
+            // deployment template that leaves it blank); an empty secret
+            // in kami.toml or its file is refused by `validate`.
+            "sandbox_secret" => self.sandbox_secret = Some(v).filter(|s| !s.is_empty()),
             "public_url" => self.public_url = Some(v),
             "rate_limits" => self.rate_limits = v,
             "shop_name" => self.shop_name = v,
@@ -367,6 +370,12 @@ mod tests {
         assert_eq!(cfg.shop_name, "File");
         assert_eq!(cfg.sandbox_secret.as_deref(), Some("00123"));
         assert_eq!(cfg.public_url(), "http://127.0.0.1:9100");
+    }
+
+    #[test]
+    fn an_empty_sandbox_secret_variable_turns_the_sandbox_off() {
+        let cfg = load(&[("KAMI_SANDBOX_SECRET", "")], Flags::default()).unwrap();
+        assert_eq!(cfg.sandbox_secret, None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ both_backends!(
     machine_errors_are_json,
     a_trade_number_pays_one_order,
     a_stale_idempotency_key_is_taken_over_once,
+    a_sandbox_section_saying_disabled_turns_the_sandbox_off,
 );
 
 async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -573,4 +574,30 @@ async fn leave_running(kami: &Kami, key: &str, created_at: i64) {
         }
     };
     assert_eq!(n, 1, "the key's row");
+}
+
+/// `[channels.sandbox] enabled = false` turns the sandbox off even with its
+/// secret set, as any `[channels.X]` section would (API.md).
+async fn a_sandbox_section_saying_disabled_turns_the_sandbox_off(backend: Backend) {
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            config_toml: Some("[channels.sandbox]\nenabled = false\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (s, v) = kami.send(kami.http.get(kami.url("/api/v1/channels"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("sandbox"), "{v}");
+    let pid = kami.product("Off", json!({})).await;
+    kami.import_codes(pid, &make_codes("OFF", 1)).await;
+    let (s, v) = kami
+        .order(json!({"product_id": pid, "quantity": 1, "email": "off@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
 }

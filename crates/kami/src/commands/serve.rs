@@ -13,7 +13,10 @@ use crate::master_key;
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg.log, true);
-    if cfg.demo && cfg.sandbox_secret.is_none() {
+    if !sandbox_section_enables(&cfg)? {
+        tracing::info!("the sandbox channel is off ([channels.sandbox] enabled = false)");
+        cfg.sandbox_secret = None;
+    } else if cfg.demo && cfg.sandbox_secret.is_none() {
         cfg.sandbox_secret = Some(random_token(""));
     }
     let store = open_store(&cfg).await?;
@@ -81,6 +84,27 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `[channels.sandbox]` follows API.md's rule for every section: the channel
+/// is on unless it says `enabled = false`. Its secret is `sandbox_secret`
+/// (`KAMI_SANDBOX_SECRET`), so `enabled` is the section's only setting.
+fn sandbox_section_enables(cfg: &Config) -> anyhow::Result<bool> {
+    let Some(section) = cfg.channels.get(kami_pay::sandbox::NAME) else {
+        return Ok(true);
+    };
+    if let Some(key) = section.keys().find(|k| k.as_str() != "enabled") {
+        anyhow::bail!(
+            "[channels.sandbox] has no setting {key:?}: its only one is `enabled`; \
+             the secret is `sandbox_secret` (KAMI_SANDBOX_SECRET)"
+        );
+    }
+    match section.get("enabled") {
+        None => Ok(true),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| anyhow::anyhow!("[channels.sandbox] enabled must be true or false")),
+    }
+}
+
 /// The real payment channels of `[channels.*]`. A section that cannot be
 /// applied stops the start: a shop that silently lacks a channel it was
 /// configured with would take orders nobody can pay.
@@ -100,6 +124,9 @@ fn build_gateways(
     };
     let mut gateways = Vec::new();
     for (name, section) in &cfg.channels {
+        if name == kami_pay::sandbox::NAME {
+            continue;
+        }
         if let Some(ch) = kami_pay::build_channel(name, section, &ctx)? {
             tracing::info!(channel = %name, "payment channel enabled");
             gateways.push(ch);
