@@ -41,19 +41,20 @@ use crate::{metrics, pay, shop, workers};
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// `gateways` are the real payment channels built from kami.toml (kami-pay's
-/// registry) and `config_managed` the names of every `[channels.*]` section
-/// (built or `enabled = false`); the sandbox is added here when its secret
-/// is set. Channels saved in the admin panel are added by
+/// registry), each with whether it is enabled (`enabled = false` keeps a
+/// channel that could be built for the notifications of orders made on it),
+/// and `config_managed` the names of every `[channels.*]` section; the
+/// sandbox is added here when its secret is set. Channels saved in the admin panel are added by
 /// `services::channels::load_stored`. Fails only on a Redis URL that does
 /// not parse (Redis itself need not be up).
 pub fn build_state(
     store: Arc<dyn Store>,
     keys: Keys,
     settings: Settings,
-    gateways: Vec<Arc<dyn Channel>>,
+    gateways: Vec<(Arc<dyn Channel>, bool)>,
     mut config_managed: Vec<String>,
 ) -> Result<Shared, ::redis::RedisError> {
-    let mut channels: Vec<Arc<dyn Channel>> = gateways;
+    let mut channels: Vec<(Arc<dyn Channel>, bool)> = gateways;
     let sandbox = settings
         .sandbox_secret
         .as_deref()
@@ -65,11 +66,11 @@ pub fn build_state(
             ))
         });
     if let Some(sb) = &sandbox {
-        channels.push(sb.clone());
+        channels.push((sb.clone(), true));
         config_managed.push(kami_pay::sandbox::NAME.into());
     }
     metrics::handle();
-    let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
+    let names: Vec<&str> = channels.iter().map(|(c, _)| c.name()).collect();
     let breakers = Breakers::new(
         &names,
         settings.breaker_threshold,
@@ -79,9 +80,9 @@ pub fn build_state(
     let channels = ChannelSet {
         entries: channels
             .into_iter()
-            .map(|channel| LiveChannel {
+            .map(|(channel, enabled)| LiveChannel {
                 channel,
-                enabled: true,
+                enabled,
                 source: Source::Config,
             })
             .collect(),

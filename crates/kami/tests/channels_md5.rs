@@ -21,6 +21,7 @@ both_backends!(
     epusdt_signed_notifications_pay_once_and_forgeries_are_refused,
     stripe_signed_events_pay_once_and_forgeries_are_refused,
     epay_api_mode_asks_mapi_for_the_pay_url,
+    a_channel_turned_off_in_kami_toml_still_pays_orders_made_on_it,
     reconciliation_completes_orders_whose_notification_was_lost,
     a_failing_gateway_is_taken_off_the_shelf_until_it_recovers,
 );
@@ -377,6 +378,56 @@ async fn epay_api_mode_asks_mapi_for_the_pay_url(backend: Backend) {
     let asked = gw.recorded("epay", &no).await;
     assert_eq!(asked["params"]["type"], json!("wxpay"));
     assert_eq!(asked["params"]["money"], json!("9.90"));
+    let paid = gw.notification("epay", &no, json!({})).await;
+    assert_eq!(kami.deliver("epay", &paid).await.1, "success");
+    assert_delivered_once(&kami, &order, &codes).await;
+}
+
+/// `enabled = false` in kami.toml takes a channel off the shelf, but the
+/// orders made on it before still get paid by their notifications, as with
+/// a channel disabled in the panel: money a buyer paid is never turned away.
+async fn a_channel_turned_off_in_kami_toml_still_pays_orders_made_on_it(backend: Backend) {
+    let gw = FakeGateway::start();
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            config_toml: Some(gw.kami_toml()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pid = kami.product("Turned off", json!({})).await;
+    let codes = make_codes("TOFF", 3);
+    kami.import_codes(pid, &codes).await;
+    let order = kami.buy_on("epay", pid, 1, "before@example.com").await;
+    let no = order["order_no"].as_str().unwrap().to_string();
+    kami.start_payment(&gw, "epay", &order).await;
+
+    let off = gw
+        .kami_toml()
+        .replace("[channels.epay]\n", "[channels.epay]\nenabled = false\n");
+    assert_ne!(off, gw.kami_toml(), "the epay section");
+    std::fs::write(kami.config_path(), off).unwrap();
+    kami.restart(Stop::Term).await;
+
+    let (s, v) = kami.send(kami.http.get(kami.url("/api/v1/channels"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        !v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == json!("epay")),
+        "a channel turned off is not offered: {v}"
+    );
+    let (s, v) = kami
+        .order(json!({"product_id": pid, "quantity": 1, "email": "after@example.com", "channel": "epay"}))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
     let paid = gw.notification("epay", &no, json!({})).await;
     assert_eq!(kami.deliver("epay", &paid).await.1, "success");
     assert_delivered_once(&kami, &order, &codes).await;

@@ -111,7 +111,7 @@ fn sandbox_section_enables(cfg: &Config) -> anyhow::Result<bool> {
 fn build_gateways(
     cfg: &Config,
     public_url: &str,
-) -> anyhow::Result<Vec<Arc<dyn kami_pay::Channel>>> {
+) -> anyhow::Result<Vec<(Arc<dyn kami_pay::Channel>, bool)>> {
     let base_dir = cfg
         .config_file
         .as_deref()
@@ -129,7 +129,22 @@ fn build_gateways(
         }
         if let Some(ch) = kami_pay::build_channel(name, section, &ctx)? {
             tracing::info!(channel = %name, "payment channel enabled");
-            gateways.push(ch);
+            gateways.push((ch, true));
+            continue;
+        }
+        // `enabled = false`: not offered to new orders, but when its
+        // credentials are there it still verifies the notifications of
+        // orders made on it before, as a channel disabled in the panel
+        // does: money a buyer paid is never turned away. A section without
+        // them is simply off.
+        let mut on = section.clone();
+        on.remove("enabled");
+        match kami_pay::build_channel(name, &on, &ctx) {
+            Ok(Some(ch)) => {
+                tracing::info!(channel = %name, "payment channel disabled; its notifications are still verified");
+                gateways.push((ch, false));
+            }
+            _ => tracing::info!(channel = %name, "payment channel disabled"),
         }
     }
     Ok(gateways)
