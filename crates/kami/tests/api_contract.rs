@@ -543,36 +543,19 @@ async fn leave_running(kami: &Kami, key: &str, created_at: i64) {
                response_nonce = $2, created_at = $3 WHERE key = $4";
     let empty: &[u8] = b"";
     let owner: &[u8] = b"a-dead-owner";
-    let n = match kami.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&kami.database_url)
-                .await
-                .unwrap();
-            sqlx::query(sql)
-                .bind(empty)
-                .bind(owner)
-                .bind(created_at)
-                .bind(key)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&kami.database_url)
-                .await
-                .unwrap();
-            sqlx::query(sql)
-                .bind(empty)
-                .bind(owner)
-                .bind(created_at)
-                .bind(key)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-    };
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&kami.database_url)
+        .await
+        .unwrap();
+    let n = sqlx::query(sql)
+        .bind(empty)
+        .bind(owner)
+        .bind(created_at)
+        .bind(key)
+        .execute(&mut c)
+        .await
+        .unwrap()
+        .rows_affected();
     assert_eq!(n, 1, "the key's row");
 }
 
