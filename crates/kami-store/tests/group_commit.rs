@@ -213,6 +213,16 @@ async fn a_retried_request_in_a_batch_is_told_to_replay_its_twin(backend: Backen
     assert_invariants(&db, pid, 2).await;
 }
 
+/// One payment batch's outcomes, none of them a database error.
+async fn paid(db: &Db, batch: &[NewPayment]) -> Vec<PayOutcome> {
+    db.store
+        .pay_orders(batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
 /// A trade number names one payment: in one batch (after the order that
 /// wrote it, its twin, another order's claim to it) and in a later batch,
 /// another order's payment under it is refused and changes nothing.
@@ -230,13 +240,7 @@ async fn a_trade_number_stored_for_one_order_pays_no_other(backend: Backend) {
         payment(&orders[0], "same"),
         payment(&orders[2], "own"),
     ];
-    let out: Vec<PayOutcome> = db
-        .store
-        .pay_orders(&batch)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let out = paid(&db, &batch).await;
     assert_eq!(
         out,
         [
@@ -248,13 +252,7 @@ async fn a_trade_number_stored_for_one_order_pays_no_other(backend: Backend) {
     );
     // Later, alone and in a batch: the same answers.
     let later = vec![payment(&orders[1], "same"), payment(&orders[0], "same")];
-    let out: Vec<PayOutcome> = db
-        .store
-        .pay_orders(&later)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let out = paid(&db, &later).await;
     assert_eq!(out, [PayOutcome::TradeNoTaken, PayOutcome::Duplicate]);
     assert_eq!(
         db.store
@@ -291,13 +289,7 @@ async fn a_payment_batch_with_twins_delivers_each_order_once(backend: Backend) {
         batch.push(payment(o, &format!("t{i}")));
     }
     batch.push(payment(&orders[0], "another"));
-    let out: Vec<PayOutcome> = db
-        .store
-        .pay_orders(&batch)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let out = paid(&db, &batch).await;
     for i in 0..5 {
         assert_eq!(out[2 * i], PayOutcome::Delivered, "{out:?}");
         assert_eq!(out[2 * i + 1], PayOutcome::Duplicate, "{out:?}");

@@ -55,6 +55,15 @@ async fn product_count(kami: &Kami) -> usize {
     v["data"].as_array().expect("product list").len()
 }
 
+/// `422 invalid_request`.
+fn assert_invalid(s: StatusCode, v: &Value) {
+    assert_eq!(
+        (s, error_code(v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        "{v}"
+    );
+}
+
 fn conflict(v: &Value) -> bool {
     error_code(v) == "idempotency_conflict"
 }
@@ -260,21 +269,13 @@ async fn lookup_pages_with_limit_and_starting_after(backend: Backend) {
         let mut bad = ask.clone();
         bad["starting_after"] = json!(cursor);
         let (s, v) = lookup_page(&kami, bad, "").await;
-        assert_eq!(
-            (s, error_code(&v)),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-            "{v}"
-        );
+        assert_invalid(s, &v);
     }
     for limit in [json!(0), json!(51), json!("many")] {
         let mut bad = ask.clone();
         bad["limit"] = limit;
         let (s, v) = lookup_page(&kami, bad, "").await;
-        assert_eq!(
-            (s, error_code(&v)),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-            "{v}"
-        );
+        assert_invalid(s, &v);
     }
 }
 
@@ -304,11 +305,7 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
     assert_eq!(numbers(&v).len(), 2);
     for bad in ["?limit=abc", "?limit=1.5"] {
         let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
-        assert_eq!(
-            (s, error_code(&v)),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-            "{bad}: {v}"
-        );
+        assert_invalid(s, &v);
     }
 }
 
@@ -578,9 +575,5 @@ async fn a_sandbox_section_saying_disabled_turns_the_sandbox_off(backend: Backen
     let (s, v) = kami
         .order(json!({"product_id": pid, "quantity": 1, "email": "off@example.com", "channel": "sandbox"}))
         .await;
-    assert_eq!(
-        (s, error_code(&v)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        "{v}"
-    );
+    assert_invalid(s, &v);
 }
