@@ -147,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
     /// with `status_code` [`IDEMPOTENCY_IN_FLIGHT`] and the taker's `owner`
     /// token in `response_nonce`); true when this owner still held it.
     async fn settle_idempotency(&self, rec: &IdempotencyRecord, owner: &[u8]) -> Result<bool>;
+    /// Forgets up to `limit` keys taken before `before` (their requests can
+    /// no longer be retried as the same); how many went.
+    async fn prune_idempotency(&self, before: Millis, limit: i64) -> Result<u64>;
     /// Frees a key this owner took while its request ran, unless settled.
     async fn release_idempotency(&self, scope: &str, key: &str, owner: &[u8]) -> Result<()>;
     /// Takes over a key left running by `seen` (a request that never

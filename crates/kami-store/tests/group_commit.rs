@@ -213,6 +213,46 @@ async fn a_retried_request_in_a_batch_is_told_to_replay_its_twin(backend: Backen
     assert_invariants(&db, pid, 2).await;
 }
 
+/// Idempotency keys past their time go, a limited number per call; newer
+/// ones stay.
+async fn keys_older_than_the_cutoff_are_forgotten(backend: Backend) {
+    let db = open(backend).await;
+    let key = |k: &str, at: i64| IdempotencyRecord {
+        scope: "POST /test".into(),
+        key: k.into(),
+        request_hash: vec![1],
+        status_code: 200,
+        response: vec![2],
+        response_nonce: vec![3],
+        created_at: at,
+    };
+    for (k, at) in [
+        ("old-1", 1_000),
+        ("old-2", 2_000),
+        ("old-3", 3_000),
+        ("new", 9_000),
+    ] {
+        assert!(db.store.put_idempotency(&key(k, at)).await.unwrap());
+    }
+    assert_eq!(db.store.prune_idempotency(5_000, 2).await.unwrap(), 2);
+    assert_eq!(db.store.prune_idempotency(5_000, 2).await.unwrap(), 1);
+    assert_eq!(db.store.prune_idempotency(5_000, 2).await.unwrap(), 0);
+    for k in ["old-1", "old-2", "old-3"] {
+        assert!(db
+            .store
+            .get_idempotency("POST /test", k)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    assert!(db
+        .store
+        .get_idempotency("POST /test", "new")
+        .await
+        .unwrap()
+        .is_some());
+}
+
 /// One payment batch's outcomes, none of them a database error.
 async fn paid(db: &Db, batch: &[NewPayment]) -> Vec<PayOutcome> {
     db.store
@@ -590,6 +630,7 @@ both_backends!(
     batches_race_expiry_restock_and_single_writes,
     a_payment_batch_with_twins_delivers_each_order_once,
     a_trade_number_stored_for_one_order_pays_no_other,
+    keys_older_than_the_cutoff_are_forgotten,
     a_payment_batch_sells_every_code_of_each_order,
     five_hundred_buyers_through_the_batched_writer_keep_every_invariant,
     a_full_queue_refuses_and_loses_nothing_it_accepted,

@@ -54,6 +54,7 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
         let poll =
             Duration::from_millis((state.settings.expiry_interval_ms / 4).clamp(50, 1000) as u64);
         let mut last_prune = now_millis();
+        let mut last_key_prune = 0;
         loop {
             let worked = match state
                 .store
@@ -75,6 +76,10 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
             if now_millis() - last_prune > 60_000 {
                 state.limits.prune();
                 last_prune = now_millis();
+            }
+            if now_millis() - last_key_prune > KEY_PRUNE_EVERY_MS {
+                prune_keys(&state).await;
+                last_key_prune = now_millis();
             }
             if worked {
                 continue;
@@ -183,6 +188,33 @@ async fn run_job(state: &Shared, job: Job) {
     };
     if let Err(e) = done {
         tracing::warn!(job = job.id, error = %e, "could not record a job's outcome; its lease will run out");
+    }
+}
+
+/// How long an `Idempotency-Key` answers for its first request: a day, as
+/// payment APIs keep theirs. A retry later than that is a new request.
+pub const IDEMPOTENCY_KEY_TTL_MS: i64 = 24 * 3_600_000;
+/// How often each instance forgets older keys.
+const KEY_PRUNE_EVERY_MS: i64 = 3_600_000;
+
+/// Forgets keys past their day, a thousand per statement batch, until none
+/// are left (the lookup, which anyone may call, can take one per request).
+async fn prune_keys(state: &Shared) {
+    let before = now_millis() - IDEMPOTENCY_KEY_TTL_MS;
+    loop {
+        match state.store.prune_idempotency(before, 1000).await {
+            Ok(n) if n >= 1000 => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(keys = n, "forgot idempotency keys older than a day");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not forget old idempotency keys");
+                return;
+            }
+        }
     }
 }
 

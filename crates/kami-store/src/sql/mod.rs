@@ -268,6 +268,9 @@ impl Store for SqlStore {
         tx.commit().await?;
         Ok(settled)
     }
+    async fn prune_idempotency(&self, before: Millis, limit: i64) -> Result<u64> {
+        orders::prune_idempotency(self, before, limit).await
+    }
     async fn release_idempotency(&self, scope: &str, key: &str, owner: &[u8]) -> Result<()> {
         let mut tx = self.begin().await?;
         orders::release_idempotency(&mut tx, scope, key, owner).await?;

@@ -411,6 +411,36 @@ pub async fn settle_idempotency(
     Ok(n == 1)
 }
 
+/// Forgets keys taken before `before`. They are found on the read pool
+/// (a scan: no index orders them by age) and deleted by their primary key,
+/// so the write lock is held only for the deletes, not for the scan.
+pub async fn prune_idempotency(s: &SqlStore, before: Millis, limit: i64) -> Result<u64> {
+    let old: Vec<(String, String)> =
+        sqlx::query_as("SELECT scope, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2")
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&s.read)
+            .await?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = s.begin().await?;
+    let mut gone = 0;
+    for (scope, key) in &old {
+        gone += sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(gone)
+}
+
 /// Frees a key `owner` took while its request ran (its answer is not kept).
 pub async fn release_idempotency(tx: &mut Tx, scope: &str, key: &str, owner: &[u8]) -> Result<()> {
     sqlx::query(
