@@ -38,13 +38,19 @@ impl ChannelContext {
     }
 }
 
+/// Whether a `[channels.X]` section turns its channel on: unless it says
+/// `enabled = false`.
+pub fn section_enabled(section: &toml::Table) -> bool {
+    section.get("enabled").and_then(toml::Value::as_bool) != Some(false)
+}
+
 /// `Ok(None)` when the section says `enabled = false`.
 pub fn build_channel(
     name: &str,
     section: &toml::Table,
     ctx: &ChannelContext,
 ) -> Result<Option<Arc<dyn Channel>>, PayError> {
-    if section.get("enabled").and_then(toml::Value::as_bool) == Some(false) {
+    if !section_enabled(section) {
         return Ok(None);
     }
     let mut section = section.clone();

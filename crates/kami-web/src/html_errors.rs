@@ -61,17 +61,14 @@ async fn json_error(res: Response) -> Response {
                 .unwrap_or("error")
                 .to_lowercase()
         });
-    let body = serde_json::json!({"error": {
-        "code": status_code_name(parts.status),
-        "message": text,
-        "param": null,
-    }});
+    let err = crate::error::ApiError::new(parts.status, status_code_name(parts.status), text);
+    let body = serde_json::to_vec(&err.body()).expect("an error body serializes");
     parts.headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 pub async fn friendly_errors(State(state): State<Shared>, req: Request, next: Next) -> Response {

@@ -383,46 +383,38 @@ async fn machine_errors_are_json(backend: Backend) {
         .await;
     is_error(s, &v, StatusCode::NOT_FOUND, "not_found");
 
+    // Bodies over the limit. The server may answer before reading one and
+    // close, so a failed send is a refusal too; an answer must be this one.
+    let refused = |req: reqwest::RequestBuilder, status: StatusCode, code: &'static str| async move {
+        if let Ok(res) = req.send().await {
+            let s = res.status();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            is_error(s, &v, status, code);
+        }
+    };
     // A notification over 1 MiB.
-    let res = kami
+    let notify = kami
         .http
         .post(kami.url("/pay/sandbox/notify"))
-        .body(vec![b'x'; 1_100_000])
-        .send()
-        .await;
-    if let Ok(res) = res {
-        let s = res.status();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        is_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    }
+        .body(vec![b'x'; 1_100_000]);
+    refused(notify, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     // An import over 16 MiB: the key first, then the size.
     let huge = vec![b'x'; 17 * 1024 * 1024];
-    let path = format!("/api/v1/admin/products/{pid}/cards");
-    // The server may answer before reading the upload and close, so a
-    // failed send is a refusal too.
-    if let Ok(res) = kami
+    let import = kami
         .http
-        .post(kami.url(&path))
-        .body(huge.clone())
-        .send()
-        .await
-    {
-        let s = res.status();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        is_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
-    }
-    let res = kami
-        .http
-        .post(kami.url(&path))
-        .bearer_auth(&kami.api_key)
-        .body(huge)
-        .send()
-        .await;
-    if let Ok(res) = res {
-        let s = res.status();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        is_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    }
+        .post(kami.url(&format!("/api/v1/admin/products/{pid}/cards")));
+    refused(
+        import.try_clone().unwrap().body(huge.clone()),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    refused(
+        import.bearer_auth(&kami.api_key).body(huge),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
     assert_eq!(kami.stock3(pid).await, (0, 0, 0));
 }
 

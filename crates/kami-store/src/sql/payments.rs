@@ -2,7 +2,7 @@
 //! row's UNIQUE (channel, trade_no) makes a repeated notification a no-op,
 //! and every status change is a conditional update.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
@@ -248,12 +248,11 @@ async fn write_payments(
     batch: &[NewPayment],
 ) -> Result<Vec<PayOutcome>> {
     let inserted = insert_payments(backend, tx, batch).await?;
-    let new: Vec<bool> = inserted.iter().map(|i| *i == Inserted::New).collect();
     // Each order's first new payment may take the set-based path; a second
     // payment for the same order must see the first one's result.
     let mut first_of_order: HashMap<i64, usize> = HashMap::new();
     for (i, p) in batch.iter().enumerate() {
-        if new[i] {
+        if inserted[i] == Inserted::New {
             first_of_order.entry(p.order_id).or_insert(i);
         }
     }
@@ -276,20 +275,17 @@ async fn write_payments(
     let rest: Vec<i64> = batch
         .iter()
         .enumerate()
-        .filter(|(i, _)| new[*i] && !fast.contains(i))
+        .filter(|(i, _)| inserted[*i] == Inserted::New && !fast.contains(i))
         .map(|(_, p)| p.order_id)
         .collect();
     lock_late_holds(backend, tx, &rest).await?;
     let mut out = Vec::with_capacity(batch.len());
     for (i, p) in batch.iter().enumerate() {
-        out.push(if inserted[i] == Inserted::Duplicate {
-            PayOutcome::Duplicate
-        } else if inserted[i] == Inserted::TakenByOther {
-            PayOutcome::TradeNoTaken
-        } else if fast.contains(&i) {
-            PayOutcome::Delivered
-        } else {
-            settle_in(backend, tx, p).await?
+        out.push(match inserted[i] {
+            Inserted::Duplicate => PayOutcome::Duplicate,
+            Inserted::TakenByOther => PayOutcome::TradeNoTaken,
+            Inserted::New if fast.contains(&i) => PayOutcome::Delivered,
+            Inserted::New => settle_in(backend, tx, p).await?,
         });
     }
     Ok(out)
@@ -316,23 +312,19 @@ async fn insert_payments(
         Backend::Postgres => pg_sets::insert_payments(tx, batch).await?,
         Backend::Sqlite => insert_payment_values(tx, batch).await?,
     };
-    let written: HashMap<(String, String), i64> = rows
-        .into_iter()
-        .map(|(order_id, channel, trade_no)| ((channel, trade_no), order_id))
-        .collect();
-    let mut unclaimed = written.clone();
+    let written = by_trade(&rows);
+    let mut claimed: HashSet<(&str, &str)> = HashSet::with_capacity(rows.len());
     // The first entry matching a stored row is the one that wrote it.
     let mut fates: Vec<Option<Inserted>> = batch
         .iter()
         .map(|p| {
-            let key = (p.channel.clone(), p.trade_no.clone());
-            match unclaimed.get(&key) {
-                Some(order_id) if *order_id == p.order_id => {
-                    unclaimed.remove(&key);
-                    Some(Inserted::New)
-                }
-                _ => written.get(&key).map(|owner| same_order(*owner, p)),
-            }
+            let key = (p.channel.as_str(), p.trade_no.as_str());
+            let owner = *written.get(&key)?;
+            Some(if owner == p.order_id && claimed.insert(key) {
+                Inserted::New
+            } else {
+                same_order(owner, p)
+            })
         })
         .collect();
     // Rows stored before this batch: whose are they? One statement for all.
@@ -343,10 +335,11 @@ async fn insert_payments(
         .map(|(p, _)| p)
         .collect();
     if !earlier.is_empty() {
-        let owners = payment_owners(tx, &earlier).await?;
+        let stored = payment_owners(tx, &earlier).await?;
+        let owners = by_trade(&stored);
         for (p, fate) in batch.iter().zip(fates.iter_mut()) {
             if fate.is_none() {
-                let owner = owners.get(&(p.channel.clone(), p.trade_no.clone()));
+                let owner = owners.get(&(p.channel.as_str(), p.trade_no.as_str()));
                 // No row at all cannot follow a conflict; call it a
                 // duplicate, which changes nothing.
                 *fate = Some(owner.map_or(Inserted::Duplicate, |o| same_order(*o, p)));
@@ -359,6 +352,13 @@ async fn insert_payments(
         .collect())
 }
 
+/// Payment rows (order_id, channel, trade_no) by their trade number.
+fn by_trade(rows: &[(i64, String, String)]) -> HashMap<(&str, &str), i64> {
+    rows.iter()
+        .map(|(order_id, channel, trade_no)| ((channel.as_str(), trade_no.as_str()), *order_id))
+        .collect()
+}
+
 fn same_order(owner: i64, p: &NewPayment) -> Inserted {
     if owner == p.order_id {
         Inserted::Duplicate
@@ -367,12 +367,13 @@ fn same_order(owner: i64, p: &NewPayment) -> Inserted {
     }
 }
 
-/// The order each of these payments' trade numbers is stored for.
+/// The stored rows (order_id, channel, trade_no) of these payments' trade
+/// numbers.
 async fn payment_owners(
     tx: &mut Tx,
     payments: &[&NewPayment],
-) -> Result<HashMap<(String, String), i64>> {
-    let mut owners = HashMap::with_capacity(payments.len());
+) -> Result<Vec<(i64, String, String)>> {
+    let mut owners = Vec::with_capacity(payments.len());
     for chunk in payments.chunks(128) {
         let pairs = (0..chunk.len())
             .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
@@ -387,10 +388,11 @@ async fn payment_owners(
             q = q.bind(&p.channel).bind(&p.trade_no);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            owners.insert(
-                (row.try_get("channel")?, row.try_get("trade_no")?),
+            owners.push((
                 row.try_get("order_id")?,
-            );
+                row.try_get("channel")?,
+                row.try_get("trade_no")?,
+            ));
         }
     }
     Ok(owners)

@@ -127,24 +127,26 @@ fn build_gateways(
         if name == kami_pay::sandbox::NAME {
             continue;
         }
-        if let Some(ch) = kami_pay::build_channel(name, section, &ctx)? {
-            tracing::info!(channel = %name, "payment channel enabled");
-            gateways.push((ch, true));
-            continue;
-        }
         // `enabled = false`: not offered to new orders, but when its
         // credentials are there it still verifies the notifications of
         // orders made on it before, as a channel disabled in the panel
         // does: money a buyer paid is never turned away. A section without
         // them is simply off.
-        let mut on = section.clone();
-        on.remove("enabled");
-        match kami_pay::build_channel(name, &on, &ctx) {
+        let enabled = kami_pay::registry::section_enabled(section);
+        let mut built = section.clone();
+        built.remove("enabled");
+        match kami_pay::build_channel(name, &built, &ctx) {
+            Ok(Some(ch)) if enabled => {
+                tracing::info!(channel = %name, "payment channel enabled");
+                gateways.push((ch, true));
+            }
             Ok(Some(ch)) => {
                 tracing::info!(channel = %name, "payment channel disabled; its notifications are still verified");
                 gateways.push((ch, false));
             }
-            _ => tracing::info!(channel = %name, "payment channel disabled"),
+            Err(e) if enabled => return Err(e.into()),
+            // (`Ok(None)` does not come back: `enabled` was taken out.)
+            Ok(None) | Err(_) => tracing::info!(channel = %name, "payment channel disabled"),
         }
     }
     Ok(gateways)
