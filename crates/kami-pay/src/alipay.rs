@@ -458,21 +458,29 @@ impl Channel for Alipay {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: "success".into(),
-        }
+        success_reply()
     }
 
-    /// Alipay retries anything but the exact word `success`; the 400 only
-    /// makes rejections stand out in access logs.
-    fn failure_reply(&self, _reason: &str) -> Reply {
-        Reply {
-            status: 400,
-            content_type: "text/plain; charset=utf-8",
-            body: "fail".into(),
-        }
+    fn failure_reply(&self, reason: &str) -> Reply {
+        failure_reply(reason)
+    }
+}
+
+pub(crate) fn success_reply() -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/plain; charset=utf-8",
+        body: "success".into(),
+    }
+}
+
+/// Alipay retries anything but the exact word `success`; the 400 only
+/// makes rejections stand out in access logs.
+pub(crate) fn failure_reply(_reason: &str) -> Reply {
+    Reply {
+        status: 400,
+        content_type: "text/plain; charset=utf-8",
+        body: "fail".into(),
     }
 }
 

@@ -371,12 +371,20 @@ impl Channel for Epay {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply::text(200, "success")
+        success_reply()
     }
 
-    fn failure_reply(&self, _reason: &str) -> Reply {
-        Reply::text(400, "fail")
+    fn failure_reply(&self, reason: &str) -> Reply {
+        failure_reply(reason)
     }
+}
+
+pub(crate) fn success_reply() -> Reply {
+    Reply::text(200, "success")
+}
+
+pub(crate) fn failure_reply(_reason: &str) -> Reply {
+    Reply::text(400, "fail")
 }
 
 #[cfg(test)]

@@ -4,7 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{alipay, epay, epusdt, stripe, wechatpay, Channel, PayError};
+use async_trait::async_trait;
+
+use crate::{
+    alipay, epay, epusdt, stripe, wechatpay, Channel, Notice, Notification, PayError,
+    PaymentRequest, PaymentStart, Rejection, Reply,
+};
 
 /// The channel names API.md fixes, sandbox aside (it has its own setting).
 pub const CHANNEL_NAMES: [&str; 5] = ["epay", "alipay", "wechatpay", "stripe", "epusdt"];
@@ -42,6 +47,104 @@ impl ChannelContext {
 /// `enabled = false`.
 pub fn section_enabled(section: &toml::Table) -> bool {
     section.get("enabled").and_then(toml::Value::as_bool) != Some(false)
+}
+
+/// The fields of each channel's section that hold a key (or a key file):
+/// one given as an empty string makes the channel keyless.
+const KEY_FIELDS: [(&str, &[&str]); 5] = [
+    ("epay", &["key"]),
+    ("epusdt", &["token"]),
+    ("stripe", &["secret_key", "webhook_secret"]),
+    (
+        "alipay",
+        &[
+            "app_private_key_file",
+            "app_private_key",
+            "alipay_public_key_file",
+            "alipay_public_key",
+        ],
+    ),
+    (
+        "wechatpay",
+        &[
+            "apiv3_key",
+            "merchant_private_key_file",
+            "merchant_private_key",
+            "platform_public_key_file",
+            "platform_public_key",
+        ],
+    ),
+];
+
+/// The first key field of a `[channels.X]` section that is there but empty
+/// (blank), if any.
+pub fn empty_key_field(name: &str, section: &toml::Table) -> Option<&'static str> {
+    let (_, fields) = KEY_FIELDS.iter().find(|(n, _)| *n == name)?;
+    fields.iter().copied().find(|field| {
+        section
+            .get(*field)
+            .and_then(toml::Value::as_str)
+            .is_some_and(|v| v.trim().is_empty())
+    })
+}
+
+/// A channel configured with an empty key (DESIGN.md: "a channel with an
+/// empty key rejects everything"). It is never offered, starts no payment,
+/// and answers every notification with its gateway's failure reply: without
+/// a key nothing can be verified, so nothing is trusted.
+pub struct Keyless {
+    name: &'static str,
+    field: &'static str,
+}
+
+impl Keyless {
+    /// `None` for a name that is not one of API.md's real channels.
+    pub fn new(name: &str, field: &'static str) -> Option<Self> {
+        let name = CHANNEL_NAMES.iter().copied().find(|n| *n == name)?;
+        Some(Self { name, field })
+    }
+
+    fn reason(&self) -> String {
+        format!(
+            "[channels.{}] {} is empty: every notification is refused",
+            self.name, self.field
+        )
+    }
+}
+
+#[async_trait]
+impl Channel for Keyless {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn create_payment(&self, _req: &PaymentRequest) -> Result<PaymentStart, PayError> {
+        Err(PayError::Config(self.reason()))
+    }
+
+    fn verify_notification(&self, _n: &Notification, _now_secs: i64) -> Result<Notice, Rejection> {
+        Err(Rejection::new(None, self.reason()))
+    }
+
+    fn success_reply(&self) -> Reply {
+        match self.name {
+            "epay" => epay::success_reply(),
+            "epusdt" => epusdt::success_reply(),
+            "stripe" => stripe::success_reply(),
+            "alipay" => alipay::success_reply(),
+            _ => wechatpay::success_reply(),
+        }
+    }
+
+    fn failure_reply(&self, reason: &str) -> Reply {
+        match self.name {
+            "epay" => epay::failure_reply(reason),
+            "epusdt" => epusdt::failure_reply(reason),
+            "stripe" => stripe::failure_reply(reason),
+            "alipay" => alipay::failure_reply(reason),
+            _ => wechatpay::failure_reply(reason),
+        }
+    }
 }
 
 /// `Ok(None)` when the section says `enabled = false`.
@@ -177,5 +280,55 @@ pub fn panel_fields(channel: &str) -> &'static [PanelField] {
         }
         epusdt::NAME => const { &[field("gateway"), secret("token")] },
         _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod keyless_tests {
+    use super::*;
+
+    fn section(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_blank_key_field_makes_the_channel_keyless() {
+        assert_eq!(
+            empty_key_field("epay", &section("pid = \"1\"\nkey = \" \"")),
+            Some("key")
+        );
+        assert_eq!(
+            empty_key_field(
+                "stripe",
+                &section("secret_key = \"sk\"\nwebhook_secret = \"\"")
+            ),
+            Some("webhook_secret")
+        );
+        assert_eq!(
+            empty_key_field("alipay", &section("app_private_key_file = \"\"")),
+            Some("app_private_key_file")
+        );
+        // A key that is there, or one left out (the parser's error), is not "empty".
+        assert_eq!(
+            empty_key_field("epay", &section("pid = \"1\"\nkey = \"k\"")),
+            None
+        );
+        assert_eq!(empty_key_field("epusdt", &section("gateway = \"x\"")), None);
+        assert_eq!(empty_key_field("nope", &section("key = \"\"")), None);
+    }
+
+    #[test]
+    fn a_keyless_channel_refuses_everything_in_its_gateways_words() {
+        let epay = Keyless::new("epay", "key").unwrap();
+        let n = Notification {
+            query: "out_trade_no=K1&trade_status=TRADE_SUCCESS&sign=x".into(),
+            ..Notification::default()
+        };
+        let rejection = epay.verify_notification(&n, 0).unwrap_err();
+        assert!(rejection.reason.contains("key is empty"), "{rejection:?}");
+        assert_eq!(epay.failure_reply("x").body, "fail");
+        let stripe = Keyless::new("stripe", "webhook_secret").unwrap();
+        assert_eq!(stripe.failure_reply("x").status, 400);
+        assert!(Keyless::new("sandbox", "key").is_none());
     }
 }

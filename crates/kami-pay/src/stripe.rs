@@ -269,12 +269,20 @@ impl Channel for Stripe {
     }
 
     fn success_reply(&self) -> Reply {
-        Reply::json(200, serde_json::json!({"received": true}))
+        success_reply()
     }
 
     fn failure_reply(&self, reason: &str) -> Reply {
-        Reply::json(400, serde_json::json!({"error": {"message": reason}}))
+        failure_reply(reason)
     }
+}
+
+pub(crate) fn success_reply() -> Reply {
+    Reply::json(200, serde_json::json!({"received": true}))
+}
+
+pub(crate) fn failure_reply(reason: &str) -> Reply {
+    Reply::json(400, serde_json::json!({"error": {"message": reason}}))
 }
 
 #[cfg(test)]

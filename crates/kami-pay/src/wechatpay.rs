@@ -355,22 +355,12 @@ impl Channel for Wechatpay {
             .map_err(|e| PayError::Gateway(format!("wechatpay query: {e}")))
     }
 
-    /// WeChat Pay takes any 2xx without a body as "received".
     fn success_reply(&self) -> Reply {
-        Reply {
-            status: 204,
-            content_type: "application/json",
-            body: String::new(),
-        }
+        success_reply()
     }
 
-    /// WeChat Pay retries on 4xx/5xx and logs the `{"code":"FAIL"}` message.
     fn failure_reply(&self, reason: &str) -> Reply {
-        Reply {
-            status: 400,
-            content_type: "application/json",
-            body: serde_json::json!({"code": "FAIL", "message": reason}).to_string(),
-        }
+        failure_reply(reason)
     }
 }
 
@@ -381,6 +371,24 @@ fn truncate_bytes(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// WeChat Pay takes any 2xx without a body as "received".
+pub(crate) fn success_reply() -> Reply {
+    Reply {
+        status: 204,
+        content_type: "application/json",
+        body: String::new(),
+    }
+}
+
+/// WeChat Pay retries on 4xx/5xx and logs the `{"code":"FAIL"}` message.
+pub(crate) fn failure_reply(reason: &str) -> Reply {
+    Reply {
+        status: 400,
+        content_type: "application/json",
+        body: serde_json::json!({"code": "FAIL", "message": reason}).to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ both_backends!(
     stripe_signed_events_pay_once_and_forgeries_are_refused,
     epay_api_mode_asks_mapi_for_the_pay_url,
     a_channel_turned_off_in_kami_toml_still_pays_orders_made_on_it,
+    a_channel_with_an_empty_key_is_not_offered_and_refuses_every_notification,
     reconciliation_completes_orders_whose_notification_was_lost,
     a_failing_gateway_is_taken_off_the_shelf_until_it_recovers,
 );
@@ -517,32 +518,84 @@ async fn a_failing_gateway_is_taken_off_the_shelf_until_it_recovers(backend: Bac
     );
 }
 
-/// Fail closed: a Stripe section with an empty webhook secret stops the start.
-#[test]
-fn an_empty_stripe_webhook_secret_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kami.toml");
-    std::fs::write(
-        &config,
-        "[channels.stripe]\ngateway = \"http://127.0.0.1:9\"\nsecret_key = \"sk_test_1\"\nwebhook_secret = \"\"\n",
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(KAMI);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KAMI_")) {
-        cmd.env_remove(k);
+/// DESIGN.md: "a channel with an empty key rejects everything". The shop
+/// starts; the channel is not offered, and every notification to it, even
+/// one its gateway signed for an order made before, gets the gateway's
+/// failure reply, changes nothing and is recorded.
+async fn a_channel_with_an_empty_key_is_not_offered_and_refuses_every_notification(
+    backend: Backend,
+) {
+    let (kami, gw) = spawn_with_gateways(backend).await;
+    let pid = kami.product("Keyless", json!({})).await;
+    let codes = make_codes("KEYLESS", 3);
+    kami.import_codes(pid, &codes).await;
+    let mut orders = Vec::new();
+    for channel in ["epay", "stripe"] {
+        let order = kami.buy_on(channel, pid, 1, "before@example.com").await;
+        kami.start_payment(&gw, channel, &order).await;
+        orders.push((channel, order));
     }
-    let out = cmd
-        .arg("serve")
-        .env("KAMI_CONFIG", &config)
-        .env("KAMI_DATA_DIR", dir.path())
-        .env("KAMI_BIND", "127.0.0.1:0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run kami");
+
+    let toml = gw.kami_toml();
+    let keyless = toml
+        .lines()
+        .map(|l| {
+            if l.starts_with("key = ") {
+                "key = \"\"".to_string()
+            } else if l.starts_with("webhook_secret = ") {
+                "webhook_secret = \"  \"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(keyless, toml);
+    std::fs::write(kami.config_path(), keyless).unwrap();
+    kami.restart(Stop::Term).await;
+
+    let (s, v) = kami.send(kami.http.get(kami.url("/api/v1/channels"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names: Vec<&Value> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
+    assert!(!names.contains(&&json!("epay")), "{v}");
+    assert!(!names.contains(&&json!("stripe")), "{v}");
     assert!(
-        !out.status.success(),
-        "kami started without a webhook secret"
+        names.contains(&&json!("epusdt")),
+        "the keyed channel stays: {v}"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("webhook_secret"), "{stderr}");
+    for channel in ["epay", "stripe"] {
+        let (s, v) = kami
+            .order(json!({"product_id": pid, "quantity": 1, "email": "after@example.com", "channel": channel}))
+            .await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            "{channel}: {v}"
+        );
+    }
+    for (channel, order) in &orders {
+        let no = order["order_no"].as_str().unwrap();
+        let stock = kami.stock3(pid).await;
+        let genuine = gw.notification(channel, no, json!({})).await;
+        let (status, text) = kami.deliver(channel, &genuine).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{channel}: {text}");
+        assert_ne!(text, success_reply(channel), "{channel}");
+        assert_eq!(
+            kami.view(order).await["status"],
+            json!("pending"),
+            "{channel}"
+        );
+        assert_eq!(kami.stock3(pid).await, stock, "{channel}");
+    }
+    let metrics = kami.metrics().await;
+    for channel in ["epay", "stripe"] {
+        let line =
+            format!("kami_notifications_total{{channel=\"{channel}\",verdict=\"rejected\"}} 1");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }

@@ -107,7 +107,9 @@ fn sandbox_section_enables(cfg: &Config) -> anyhow::Result<bool> {
 
 /// The real payment channels of `[channels.*]`. A section that cannot be
 /// applied stops the start: a shop that silently lacks a channel it was
-/// configured with would take orders nobody can pay.
+/// configured with would take orders nobody can pay. A section whose key is
+/// empty is the exception DESIGN.md names: the shop starts, the channel is
+/// not offered and refuses every notification.
 fn build_gateways(
     cfg: &Config,
     public_url: &str,
@@ -135,6 +137,18 @@ fn build_gateways(
         let enabled = kami_pay::registry::section_enabled(section);
         let mut built = section.clone();
         built.remove("enabled");
+        let keyless = kami_pay::registry::empty_key_field(name, &built)
+            .and_then(|field| kami_pay::registry::Keyless::new(name, field).map(|k| (field, k)));
+        if let Some((field, channel)) = keyless {
+            // DESIGN.md: a channel with an empty key rejects everything. It
+            // is not offered, and its notify URL answers every notification
+            // with the gateway's failure reply, recorded for the operator.
+            if enabled {
+                tracing::error!(channel = %name, field, "payment channel has an empty key: not offered, every notification to it is refused");
+            }
+            gateways.push((Arc::new(channel) as Arc<dyn kami_pay::Channel>, false));
+            continue;
+        }
         match kami_pay::build_channel(name, &built, &ctx) {
             Ok(Some(ch)) if enabled => {
                 tracing::info!(channel = %name, "payment channel enabled");
