@@ -181,6 +181,7 @@ pub fn app(
     let request_id = HeaderName::from_static("x-request-id");
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
+        .map_request(crate::drain::drain_unread)
         .layer(SetRequestIdLayer::new(request_id.clone(), RequestIds::new()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let rid = req

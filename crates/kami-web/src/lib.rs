@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 mod app;
 pub mod breaker;
+mod drain;
 pub mod error;
 pub mod extract;
 mod html_errors;

@@ -569,3 +569,78 @@ async fn a_sandbox_section_saying_disabled_turns_the_sandbox_off(backend: Backen
         .await;
     assert_invalid(s, &v);
 }
+
+/// A client that writes its whole upload before it reads (Python's
+/// `urllib`, curl without `Expect`) still reads the answer to a body refused
+/// unread: the 413 of a body over its limit, the 401 of an import without a
+/// key. The server used to close with the upload unread, and such a client
+/// saw a broken pipe instead (`drain.rs`). Then the connection carries the
+/// next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_refused_unread_still_gets_its_answer() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Big uploads", json!({})).await;
+    let addr = kami.base.trim_start_matches("http://").to_string();
+    let import = format!("/api/v1/admin/products/{pid}/cards");
+    let cases = [
+        (
+            import.clone(),
+            Some(kami.api_key.clone()),
+            (16 << 20) + 1,
+            "text/plain",
+            413,
+        ),
+        (import, None, 17 << 20, "text/plain", 401),
+        (
+            "/api/v1/orders".to_string(),
+            None,
+            8 << 20,
+            "application/json",
+            413,
+        ),
+    ];
+    for (path, key, size, content_type, want) in cases {
+        let addr = addr.clone();
+        let shown = path.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let mut head = format!(
+                "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {size}\r\n"
+            );
+            if let Some(key) = key {
+                head.push_str(&format!("authorization: Bearer {key}\r\n"));
+            }
+            head.push_str("\r\n");
+            s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                s.write_all(&chunk[..n])
+                    .map_err(|e| format!("writing the body: {e}"))?;
+                left -= n;
+            }
+            let read_answer = |s: &mut std::net::TcpStream| -> Result<String, String> {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).map_err(|e| format!("reading: {e}"))?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            };
+            let first = read_answer(&mut s)?;
+            s.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+                .map_err(|e| format!("the next request: {e}"))?;
+            Ok::<_, String>((first, read_answer(&mut s)?))
+        })
+        .await
+        .unwrap();
+        let (first, next) = answers.unwrap_or_else(|e| panic!("{shown}: {e}"));
+        assert!(
+            first.starts_with(&format!("HTTP/1.1 {want} ")),
+            "{shown}: {first}"
+        );
+        assert!(first.contains("\"error\""), "{shown}: {first}");
+        assert!(next.starts_with("HTTP/1.1 200 "), "{shown}, then: {next}");
+    }
+}
