@@ -71,7 +71,19 @@ async fn json_error(res: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
-pub async fn friendly_errors(State(state): State<Shared>, req: Request, next: Next) -> Response {
+pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> Response {
+    let mut res = error_bodies(state, req, next).await;
+    // API.md: a limited request gets 429 with `Retry-After`, whatever said it.
+    if res.status() == StatusCode::TOO_MANY_REQUESTS
+        && !res.headers().contains_key(header::RETRY_AFTER)
+    {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    res
+}
+
+async fn error_bodies(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if !is_page(&path) {
         let res = next.run(req).await;

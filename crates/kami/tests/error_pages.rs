@@ -259,6 +259,14 @@ async fn rate_limited_lookup_is_friendly(backend: Backend) {
     }
     let page = last.expect("the lookup limit is reached");
     assert_friendly(&page, StatusCode::TOO_MANY_REQUESTS, "操作过于频繁");
+    // API.md: a limited request gets 429 with `Retry-After`, pages too.
+    let wait: u64 = page
+        .retry_after
+        .as_deref()
+        .expect("Retry-After on the page's 429")
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "{wait}");
 }
 
 both_backends!(

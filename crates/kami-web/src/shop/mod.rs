@@ -166,12 +166,17 @@ impl Page {
     fn error(self, state: &Shared, e: &ApiError) -> Response {
         let message = friendly(self.lang, e);
         let title = i18n::tr(self.lang, "error_title");
-        self.render(
+        let mut res = self.render(
             state,
             e.status,
             "error.html",
             json!({"status": e.status.as_u16(), "title": title, "message": message}),
-        )
+        );
+        if let Some(secs) = e.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        res
     }
 
     fn check_csrf(&self, headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {

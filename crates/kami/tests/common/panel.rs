@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use reqwest::StatusCode;
 
 use super::Kami;
@@ -48,6 +48,7 @@ pub fn create_admin(kami: &Kami, email: &str, role: &str) -> String {
 pub struct Page {
     pub status: StatusCode,
     pub location: Option<String>,
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -136,9 +137,14 @@ impl Panel {
             .headers()
             .get(LOCATION)
             .map(|l| l.to_str().unwrap().to_string());
+        let retry_after = res
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
         Page {
             status,
             location,
+            retry_after,
             body: res.text().await.unwrap_or_default(),
         }
     }
