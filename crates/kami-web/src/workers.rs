@@ -218,8 +218,10 @@ async fn prune_keys(state: &Shared) {
     }
 }
 
-/// One sweep; true when the batch was full and more may be due.
-async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
+/// One sweep: expires the orders past their deadline and releases their codes (one
+/// batch); true when there may be more. Run every second by the sweep, and
+/// by a listing by status so that it agrees with the status it shows.
+pub(crate) async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
     let expired = state
         .store
         .expire_due_orders(now_millis(), SWEEP_BATCH)

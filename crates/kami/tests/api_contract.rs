@@ -24,6 +24,7 @@ both_backends!(
     a_trade_number_pays_one_order,
     a_stale_idempotency_key_is_taken_over_once,
     a_sandbox_section_saying_disabled_turns_the_sandbox_off,
+    the_status_filter_agrees_with_the_status_shown_at_the_deadline,
 );
 
 async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -643,4 +644,51 @@ async fn an_upload_refused_unread_still_gets_its_answer() {
         assert!(first.contains("\"error\""), "{shown}: {first}");
         assert!(next.starts_with("HTTP/1.1 200 "), "{shown}, then: {next}");
     }
+}
+
+/// Right after an order's deadline the admin list's status filter and the
+/// status it shows agree: the order is listed under `expired`, not under
+/// `pending` while reading `expired` (as it was until the sweep, up to a
+/// second later).
+async fn the_status_filter_agrees_with_the_status_shown_at_the_deadline(backend: Backend) {
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            order_ttl: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pid = kami.product("Deadline", json!({})).await;
+    kami.import_codes(pid, &make_codes("DEADLINE", 3)).await;
+    let order = kami.buy(pid, 1, "deadline@example.com").await;
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let expires_at = time::OffsetDateTime::parse(
+        order["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = expires_at - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(20);
+    tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+    let listed = |status: &'static str| {
+        let kami = &kami;
+        async move {
+            let (s, v) = kami
+                .admin_get(&format!("/api/v1/admin/orders?status={status}"))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["data"].as_array().unwrap().clone()
+        }
+    };
+    let pending = listed("pending").await;
+    let expired = listed("expired").await;
+    assert!(
+        !pending.iter().any(|o| o["order_no"] == json!(no)),
+        "past its deadline, not listed as pending: {pending:?}"
+    );
+    let shown = expired
+        .iter()
+        .find(|o| o["order_no"] == json!(no))
+        .unwrap_or_else(|| panic!("listed as expired: {expired:?}"));
+    assert_eq!(shown["status"], json!("expired"));
 }

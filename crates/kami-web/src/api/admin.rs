@@ -447,6 +447,14 @@ pub async fn list_orders(
             .map_err(|_| ApiError::invalid_param("limit", "limit must be a number"))?
             .clamp(1, 500),
     };
+    if matches!(status, Some(OrderStatus::Pending | OrderStatus::Expired)) {
+        // A pending order past its deadline reads as expired everywhere;
+        // the sweep that stores it so runs every second, so the filter asks
+        // it first rather than list it under the status it no longer shows.
+        if let Err(e) = crate::workers::expire(&state).await {
+            tracing::warn!(error = %e, "expiring due orders before a listing failed");
+        }
+    }
     let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(no) => Some(
