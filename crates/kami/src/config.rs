@@ -146,12 +146,19 @@ const ENV_STRINGS: &[&str] = &[
     "log",
 ];
 
+/// The longest `order_ttl`, the admin panel's: an unpaid order holds its
+/// codes at most a week.
+const MAX_ORDER_TTL: u64 = kami_web::services::settings::MAX_ORDER_TTL_SECS as u64;
+
 impl Config {
     pub fn load(flags: &Flags) -> anyhow::Result<Self> {
         Self::load_from(flags, |k| std::env::var(k).ok())
     }
 
     pub fn load_from(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        // An empty variable is an unset one (a deployment template that
+        // leaves it blank): the default, or kami.toml's value, holds.
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         let file = flags
             .config
             .clone()
@@ -293,8 +300,25 @@ impl Config {
         if self.reconcile_interval == 0 {
             bail!("reconcile_interval must be at least 1 second");
         }
-        if self.order_ttl == 0 {
-            bail!("order_ttl must be at least 1 second");
+        if self.order_ttl == 0 || self.order_ttl > MAX_ORDER_TTL {
+            bail!(
+                "order_ttl must be 1 to {MAX_ORDER_TTL} seconds (a week), got {}",
+                self.order_ttl
+            );
+        }
+        if let Some(u) = &self.public_url {
+            let usable = url::Url::parse(u.trim()).ok().filter(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host_str().is_some_and(|h| !h.is_empty())
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+            });
+            if usable.is_none() {
+                bail!(
+                    "public_url must be an absolute http:// or https:// address without a query, \
+                     such as https://shop.example.com; got {u:?}"
+                );
+            }
         }
         if self.sandbox_secret.as_deref() == Some("") {
             bail!("sandbox_secret is empty; unset it to disable the sandbox channel");
@@ -381,6 +405,31 @@ mod tests {
     #[test]
     fn rejects_bad_values_and_unknown_keys() {
         assert!(load(&[("KAMI_ORDER_TTL", "soon")], Flags::default()).is_err());
+        assert!(load(
+            &[("KAMI_ORDER_TTL", "18446744073709551615")],
+            Flags::default()
+        )
+        .is_err());
+        assert!(load(&[("KAMI_ORDER_TTL", "604801")], Flags::default()).is_err());
+        assert!(load(&[("KAMI_ORDER_TTL", "604800")], Flags::default()).is_ok());
+        for bad in [
+            "not a url",
+            "shop.example.com",
+            "ftp://x",
+            "https://x/?a=1",
+            "http://",
+        ] {
+            assert!(
+                load(&[("KAMI_PUBLIC_URL", bad)], Flags::default()).is_err(),
+                "{bad}"
+            );
+        }
+        let cfg = load(
+            &[("KAMI_PUBLIC_URL", "https://shop.example.com/kami/")],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.public_url(), "https://shop.example.com/kami");
         assert!(load(&[("KAMI_RATE_LIMITS", "maybe")], Flags::default()).is_err());
         assert!(
             load(&[("KAMI_DATABASE_URL", "mysql://x")], Flags::default())
@@ -411,5 +460,25 @@ mod tests {
             !s.contains("pw@") && !s.contains("c2VjcmV0") && s.contains("redis://:***@h"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn an_empty_variable_is_an_unset_one() {
+        let cfg = load(
+            &[
+                ("KAMI_DATABASE_URL", ""),
+                ("KAMI_ORDER_TTL", " "),
+                ("KAMI_RATE_LIMITS", ""),
+                ("KAMI_PUBLIC_URL", ""),
+                ("KAMI_BIND", ""),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.database_url, None);
+        assert_eq!(cfg.order_ttl, 900);
+        assert_eq!(cfg.rate_limits, "on");
+        assert_eq!(cfg.public_url, None);
+        assert_eq!(cfg.bind, Config::default().bind);
     }
 }

@@ -38,9 +38,17 @@ async fn restore_brings_back_the_backed_up_shop_and_refuses_what_would_lose_data
     kami.pay_ok(&paid).await;
     let delivered = kami.codes(&paid).await;
 
+    // Into an empty file that is already there (what `mktemp` makes).
     let backup = kami.data_dir().join("shop-backup.db");
+    std::fs::write(&backup, b"").unwrap();
     let backup_arg = backup.to_str().unwrap();
     assert_ok(&kami.cli(&["backup", backup_arg]), "kami backup");
+    // Never over a file with something in it.
+    assert_refused(
+        &kami.cli(&["backup", backup_arg]),
+        "backup over a backup",
+        "not an empty file",
+    );
 
     // Changes after the backup, which a restore must undo.
     let later = kami.buy(pid, 1, "after@example.com").await;

@@ -108,8 +108,10 @@ pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if store.backend() != Backend::Sqlite {
         bail!("kami backup is for SQLite; for PostgreSQL use pg_dump (see docs/operations.md)");
     }
-    if file.exists() {
-        bail!("{} already exists", file.display());
+    // An empty file is taken (what `mktemp` makes), as SQLite's `VACUUM
+    // INTO` takes it; anything else is never overwritten.
+    if std::fs::metadata(file).is_ok_and(|m| !m.is_file() || m.len() > 0) {
+        bail!("{} already exists and is not an empty file", file.display());
     }
     store.backup_sqlite(&file.to_string_lossy()).await?;
     println!("backup written to {}", file.display());
