@@ -93,6 +93,7 @@ pub async fn get_product(
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip).await?;
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
+    state.gate.confirm_small(state.store.as_ref(), id).await;
     let p = state
         .catalog
         .product(state.store.as_ref(), &state.gate, id)

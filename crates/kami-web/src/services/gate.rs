@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kami_store::{Result as StoreResult, Store};
 
@@ -35,6 +36,14 @@ use crate::redis_conn::Redis;
 /// reject on them (no order asks for that many), and counting a big stock
 /// would cost more than it saves.
 pub const EXACT_BELOW: i64 = 10_000;
+
+/// How old a count of this process's gate may be when it turns an order
+/// away, or shows a product's own page as short: older, it is read again
+/// first. The periodic re-sync alone left `kami cards import`'s codes next
+/// to a running server unsold for up to a second; the import now returns
+/// this long after its commit, so whatever asks after it is answered from a
+/// reading that saw the codes.
+pub const CONFIRM_WITHIN: Duration = Duration::from_millis(20);
 
 /// The gate's answer before an order goes to the database.
 #[derive(Debug)]
@@ -66,14 +75,17 @@ pub struct StockGate {
     /// shared counts for display (product pages and `/metrics`).
     local: LocalCounts,
     shared: Option<SharedGate>,
+    /// Per product, when the last re-read that `confirm` waited for began;
+    /// its lock lets one re-read run at a time, the others wait for it.
+    confirmed: RwLock<HashMap<i64, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
 }
 
 impl StockGate {
     /// The gate shared through Redis.
     pub fn shared(redis: Arc<Redis>) -> Self {
         Self {
-            local: LocalCounts::default(),
             shared: Some(SharedGate::new(redis)),
+            ..Self::default()
         }
     }
 
@@ -109,6 +121,77 @@ impl StockGate {
                 Some((_, reading)) => Admission::Pass(Hold::on_reading(reading)),
                 None => Admission::Pass(Hold::none()),
             },
+        }
+    }
+
+    /// `admit`, with this process's count read again first when it would
+    /// turn the order away and is older than `CONFIRM_WITHIN`.
+    pub async fn admit_confirmed(
+        &self,
+        store: &dyn Store,
+        product_id: i64,
+        quantity: i64,
+    ) -> Admission {
+        if self.shared.is_none()
+            && self
+                .local
+                .admit(product_id)
+                .is_some_and(|(left, _)| left < quantity)
+        {
+            self.confirm(store, product_id).await;
+        }
+        self.admit(product_id, quantity).await
+    }
+
+    /// Before a product's own page shows it short: its count, if it is
+    /// small, no older than `CONFIRM_WITHIN` (lists keep the re-sync's
+    /// second). Nothing with Redis, whose counts every instance shares.
+    pub async fn confirm_small(&self, store: &dyn Store, product_id: i64) {
+        if self.shared.is_none() && self.local.get(product_id).is_some_and(|n| n < EXACT_BELOW) {
+            self.confirm(store, product_id).await;
+        }
+    }
+
+    /// Makes the product's count stand on a reading begun within
+    /// `CONFIRM_WITHIN`: waits for a re-read under way, or runs one. At most
+    /// one re-read per product runs at a time, and one per period at most
+    /// is started however many buyers ask. A failed re-read leaves the
+    /// count as it was.
+    async fn confirm(&self, store: &dyn Store, product_id: i64) {
+        let slot = {
+            let known = self
+                .confirmed
+                .read()
+                .expect("gate lock")
+                .get(&product_id)
+                .cloned();
+            match known {
+                Some(slot) => slot,
+                None => self
+                    .confirmed
+                    .write()
+                    .expect("gate lock")
+                    .entry(product_id)
+                    .or_default()
+                    .clone(),
+            }
+        };
+        let fresh = |began: &Option<Instant>| began.is_some_and(|t| t.elapsed() < CONFIRM_WITHIN);
+        if let Ok(began) = slot.try_lock() {
+            if fresh(&began) {
+                return;
+            }
+        }
+        let mut began = slot.lock().await;
+        if fresh(&began) {
+            return;
+        }
+        let now = Instant::now();
+        match self.refresh(store, product_id).await {
+            Ok(()) => *began = Some(now),
+            Err(e) => {
+                tracing::warn!(error = %e, product_id, "re-reading a count before refusing failed")
+            }
         }
     }
 

@@ -145,7 +145,11 @@ pub async fn place_order(
     // The stock gate turns buyers away without a database round trip once
     // stock is gone; it only ever rejects what the database would (gate.rs).
     // With Redis it holds the codes until the database has answered.
-    let hold = match state.gate.admit(product_id, quantity).await {
+    let hold = match state
+        .gate
+        .admit_confirmed(state.store.as_ref(), product_id, quantity)
+        .await
+    {
         Admission::Pass(hold) => hold,
         Admission::SoldOut => return Err(gate_rejected("sold_out", ApiError::sold_out())),
         Admission::Insufficient(left) => {

@@ -420,6 +420,7 @@ pub async fn quote_fragment(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
+    state.gate.confirm_small(state.store.as_ref(), id).await;
     let product = match state
         .catalog
         .product(state.store.as_ref(), &state.gate, id)

@@ -41,6 +41,12 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
     bar.finish_and_clear();
     match result {
         Ok(report) => {
+            if report.imported > 0 {
+                // A server running beside this reads a count that would turn
+                // buyers away again when it is older than this: by the time
+                // the import returns, every answer stands on the new codes.
+                tokio::time::sleep(kami_web::services::gate::CONFIRM_WITHIN).await;
+            }
             eprintln!(
                 "imported {}, duplicates {}, rejected {}",
                 report.imported, report.duplicates, report.rejected_total
