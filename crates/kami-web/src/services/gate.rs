@@ -43,7 +43,7 @@ pub const EXACT_BELOW: i64 = 10_000;
 /// to a running server unsold for up to a second; the import now returns
 /// this long after its commit, so whatever asks after it is answered from a
 /// reading that saw the codes.
-pub const CONFIRM_WITHIN: Duration = Duration::from_millis(20);
+pub const CONFIRM_WITHIN: Duration = Duration::from_millis(250);
 
 /// The gate's answer before an order goes to the database.
 #[derive(Debug)]
@@ -75,8 +75,8 @@ pub struct StockGate {
     /// shared counts for display (product pages and `/metrics`).
     local: LocalCounts,
     shared: Option<SharedGate>,
-    /// Per product, when the last re-read that `confirm` waited for began;
-    /// its lock lets one re-read run at a time, the others wait for it.
+    /// Per product, when the last re-read `confirm` ran began; its lock
+    /// lets one re-read run at a time.
     confirmed: RwLock<HashMap<i64, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
 }
 
@@ -153,10 +153,10 @@ impl StockGate {
     }
 
     /// Makes the product's count stand on a reading begun within
-    /// `CONFIRM_WITHIN`: waits for a re-read under way, or runs one. At most
-    /// one re-read per product runs at a time, and one per period at most
-    /// is started however many buyers ask. A failed re-read leaves the
-    /// count as it was.
+    /// `CONFIRM_WITHIN`, running one if none is under way. At most one
+    /// re-read per product runs at a time, and one per period at most is
+    /// started however many buyers ask; only the buyer who starts it waits.
+    /// A failed re-read leaves the count as it was.
     async fn confirm(&self, store: &dyn Store, product_id: i64) {
         let slot = {
             let known = self
@@ -176,14 +176,13 @@ impl StockGate {
                     .clone(),
             }
         };
-        let fresh = |began: &Option<Instant>| began.is_some_and(|t| t.elapsed() < CONFIRM_WITHIN);
-        if let Ok(began) = slot.try_lock() {
-            if fresh(&began) {
-                return;
-            }
-        }
-        let mut began = slot.lock().await;
-        if fresh(&began) {
+        // A re-read under way: memory answers meanwhile, so that a drop's
+        // sold-out traffic never queues behind one (PostgreSQL's count of a
+        // sold-out product takes milliseconds under load).
+        let Ok(mut began) = slot.try_lock() else {
+            return;
+        };
+        if began.is_some_and(|t| t.elapsed() < CONFIRM_WITHIN) {
             return;
         }
         let now = Instant::now();
