@@ -67,11 +67,14 @@ pub async fn list_products(
 pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
     match raw.map(str::trim).filter(|l| !l.is_empty()) {
         None => Ok(default),
+        // Out of range is brought into it, as on the admin order list: a
+        // client asking for "everything" gets the longest page and a cursor.
         Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::invalid_param("limit", format!("limit must be 1-{max}"))),
+            .parse::<i64>()
+            .map(|n| n.clamp(1, max as i64) as usize)
+            .map_err(|_| {
+                ApiError::invalid_param("limit", format!("limit must be a number, 1-{max}"))
+            }),
     }
 }
 

@@ -147,7 +147,11 @@ impl Page {
         };
         let mut res = (
             status,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // The page's language follows the request's.
+                (header::VARY, "Accept-Language"),
+            ],
             html,
         )
             .into_response();
@@ -232,11 +236,26 @@ fn accept_language(headers: &HeaderMap) -> &'static str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    // The first listed language decides; Chinese is the default.
-    match al.split(',').next().map(str::trim) {
-        Some(first) if first.starts_with("en") => "en",
-        _ => "zh",
+    // The language of highest weight (`q`, 1 when left out; the first
+    // listed among equals) that the shop speaks decides; Chinese otherwise.
+    let mut best: Option<(f32, &'static str)> = None;
+    for item in al.split(',') {
+        let mut parts = item.split(';');
+        let tag = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let lang = match tag.split('-').next().unwrap_or("") {
+            "en" => "en",
+            "zh" => "zh",
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, lang));
+        }
     }
+    best.map_or("zh", |(_, lang)| lang)
 }
 
 /// A product for the pages. Under `level` and `hidden` the count is left
@@ -829,4 +848,32 @@ pub async fn js() -> Response {
         JS,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod language_tests {
+    use super::*;
+
+    fn lang(value: &str) -> &'static str {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        accept_language(&h)
+    }
+
+    #[test]
+    fn the_weightiest_language_the_shop_speaks_decides() {
+        assert_eq!(accept_language(&HeaderMap::new()), "zh");
+        assert_eq!(lang("en"), "en");
+        assert_eq!(lang("en-US,en;q=0.9"), "en");
+        assert_eq!(lang("zh-CN,zh;q=0.9,en;q=0.8"), "zh");
+        assert_eq!(lang("en;q=0.1, zh;q=0.9"), "zh");
+        assert_eq!(lang("zh;q=0.9, en"), "en");
+        assert_eq!(lang("fr-FR,en;q=0.5"), "en");
+        assert_eq!(lang("fr-FR,de;q=0.5"), "zh");
+        assert_eq!(lang("en;q=0, zh;q=0.1"), "zh");
+        assert_eq!(lang("EN-gb"), "en");
+    }
 }
