@@ -34,6 +34,31 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database could not be reached or would not take the connection
+    /// (what `/readyz` answers 503 for): nothing is wrong with the request,
+    /// the client should come back. PostgreSQL's classes 08 (connection),
+    /// 53 (resources) and 57 (operator intervention: shutting down, not
+    /// accepting connections yet), and 55000 (a database not accepting
+    /// connections).
+    pub fn is_unreachable(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            StoreError::Database(e) => match e {
+                E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) => true,
+                E::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57")
+                        || c == "55000"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]

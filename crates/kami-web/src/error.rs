@@ -188,6 +188,10 @@ pub struct Detail<'a> {
 
 impl From<kami_store::StoreError> for ApiError {
     fn from(e: kami_store::StoreError) -> Self {
+        if e.is_unreachable() {
+            tracing::warn!(error = %e, "database unreachable");
+            return Self::unavailable("database unreachable; try again");
+        }
         Self::internal(e)
     }
 }

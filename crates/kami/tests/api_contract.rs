@@ -698,3 +698,78 @@ async fn the_status_filter_agrees_with_the_status_shown_at_the_deadline(backend:
         .unwrap_or_else(|| panic!("listed as expired: {expired:?}"));
     assert_eq!(shown["status"], json!("expired"));
 }
+
+/// With the database refusing connections, a request that needs it is `503
+/// unavailable` with `Retry-After` (as `/readyz` says), not a 500; the shop
+/// answers again once the database does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_refusing_connections_is_503_not_500() {
+    let kami = spawn_kami(Backend::Postgres).await;
+    let pid = kami.product("Unreachable", json!({})).await;
+    kami.import_codes(pid, &make_codes("UNREACH", 2)).await;
+    let order = kami.buy(pid, 1, "unreachable@example.com").await;
+    let db = kami
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let psql = |sql: String| {
+        let out = std::process::Command::new("psql")
+            .arg(pg_admin_url())
+            .args(["-q", "-c", &sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"));
+    psql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ));
+    let res = kami
+        .http
+        .get(kami.url(&format!(
+            "/api/v1/orders/{}",
+            order["order_no"].as_str().unwrap()
+        )))
+        .bearer_auth(order["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let retry_after = res.headers().get("retry-after").cloned();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    psql(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{body}"
+    );
+    assert!(retry_after.is_some(), "Retry-After on the 503");
+    // Back once the database takes connections again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, v) = kami
+            .send(
+                kami.http
+                    .get(kami.url(&format!(
+                        "/api/v1/orders/{}",
+                        order["order_no"].as_str().unwrap()
+                    )))
+                    .bearer_auth(order["access_token"].as_str().unwrap()),
+            )
+            .await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s} {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -148,7 +148,7 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("KAMI_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.to_string())
 }
 
