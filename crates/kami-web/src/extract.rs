@@ -116,6 +116,53 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
+/// Every field of the API's JSON bodies (orders, the lookup, products,
+/// coupons), so that a value of the wrong type is refused naming its field
+/// in `param`, as a value out of range is. `param` is a fixed word, never
+/// text from the request.
+const BODY_FIELDS: [&str; 29] = [
+    "product_id",
+    "quantity",
+    "email",
+    "query_password",
+    "coupon",
+    "channel",
+    "limit",
+    "starting_after",
+    "name",
+    "price",
+    "currency",
+    "description",
+    "category",
+    "min_quantity",
+    "max_quantity",
+    "per_buyer_limit",
+    "visible",
+    "sale_starts_at",
+    "sale_ends_at",
+    "low_stock_threshold",
+    "wholesale_tiers",
+    "per_ip_limit",
+    "stock_display",
+    "code",
+    "kind",
+    "value",
+    "max_uses",
+    "expires_at",
+    "disabled",
+];
+
+/// The top-level field a deserialization error happened in, if it is one
+/// of `BODY_FIELDS`.
+fn named_field(path: &serde_path_to_error::Path) -> Option<&'static str> {
+    match path.iter().next()? {
+        serde_path_to_error::Segment::Map { key } => {
+            BODY_FIELDS.iter().copied().find(|f| *f == key.as_str())
+        }
+        _ => None,
+    }
+}
+
 /// A JSON body parsed into `T`; malformed JSON or wrong types are 422
 /// `invalid_request`, an oversized body 413. The raw bytes are kept for
 /// idempotency hashing.
@@ -135,7 +182,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(e.body_text())
             }
         })?;
-        let value = serde_json::from_slice(&raw)
+        let mut de = serde_json::Deserializer::from_slice(&raw);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let message = format!("invalid JSON body: {}", e.inner());
+            match named_field(e.path()) {
+                Some(field) => ApiError::invalid_param(field, message),
+                None => ApiError::invalid(message),
+            }
+        })?;
+        de.end()
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(Self { value, raw })
     }

@@ -25,6 +25,7 @@ both_backends!(
     a_stale_idempotency_key_is_taken_over_once,
     a_sandbox_section_saying_disabled_turns_the_sandbox_off,
     the_status_filter_agrees_with_the_status_shown_at_the_deadline,
+    a_value_of_the_wrong_type_names_its_field,
 );
 
 async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -772,4 +773,50 @@ async fn a_database_refusing_connections_is_503_not_500() {
         assert!(std::time::Instant::now() < deadline, "{s} {v}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// A value of the wrong type is `422 invalid_request` naming its field in
+/// `param`, as a value out of range is (it used to be `param: null`).
+async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Typed", json!({})).await;
+    for (body, field) in [
+        (
+            json!({"product_id": pid, "quantity": "1", "email": "t@example.com", "channel": "sandbox"}),
+            "quantity",
+        ),
+        (
+            json!({"product_id": pid, "quantity": 1.5, "email": "t@example.com", "channel": "sandbox"}),
+            "quantity",
+        ),
+        (
+            json!({"product_id": pid, "quantity": 1, "email": 7, "channel": "sandbox"}),
+            "email",
+        ),
+    ] {
+        let (s, v) = kami.order(body).await;
+        assert_invalid(s, &v);
+        assert_eq!(v["error"]["param"], json!(field), "{v}");
+    }
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/api/v1/admin/products"))
+                .bearer_auth(&kami.api_key)
+                .json(&json!({"name": "Typed", "price": "1", "currency": "CNY"})),
+        )
+        .await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], json!("price"), "{v}");
+    // Not JSON at all names nothing.
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/api/v1/orders"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], Value::Null, "{v}");
 }
