@@ -304,6 +304,19 @@ async fn cli_import_prints_the_counts_and_the_codes_sell(backend: Backend) {
     ]);
     // At once, the running server shows and sells what the CLI imported
     // (its stock gate had seen zero: before, it said so for up to a second).
+    let page = kami
+        .http
+        .get(kami.url(&format!("/products/{pid}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<strong>4</strong>"),
+        "the product page shows the imported stock: {page}"
+    );
     let (s, shown) = kami
         .send(kami.http.get(kami.url(&format!("/api/v1/products/{pid}"))))
         .await;

@@ -362,6 +362,7 @@ async fn render_product(
     form: serde_json::Value,
     client: Option<IpAddr>,
 ) -> Response {
+    state.gate.confirm_small(state.store.as_ref(), id).await;
     let product = match state
         .catalog
         .product(state.store.as_ref(), &state.gate, id)
@@ -439,7 +440,6 @@ pub async fn quote_fragment(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
-    state.gate.confirm_small(state.store.as_ref(), id).await;
     let product = match state
         .catalog
         .product(state.store.as_ref(), &state.gate, id)
