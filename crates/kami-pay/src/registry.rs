@@ -49,43 +49,72 @@ pub fn section_enabled(section: &toml::Table) -> bool {
     section.get("enabled").and_then(toml::Value::as_bool) != Some(false)
 }
 
-/// The fields of each channel's section that hold a key (or a key file):
-/// one given as an empty string makes the channel keyless.
-const KEY_FIELDS: [(&str, &[&str]); 5] = [
-    ("epay", &["key"]),
-    ("epusdt", &["token"]),
-    ("stripe", &["secret_key", "webhook_secret"]),
-    (
-        "alipay",
-        &[
+/// What a channel that cannot verify anything still needs of its gateway:
+/// the fields of its section that hold a key (or a key file), and its
+/// replies.
+struct GatewayWords {
+    name: &'static str,
+    key_fields: &'static [&'static str],
+    success: fn() -> Reply,
+    failure: fn(&str) -> Reply,
+}
+
+const GATEWAY_WORDS: [GatewayWords; 5] = [
+    GatewayWords {
+        name: "epay",
+        key_fields: &["key"],
+        success: epay::success_reply,
+        failure: epay::failure_reply,
+    },
+    GatewayWords {
+        name: "epusdt",
+        key_fields: &["token"],
+        success: epusdt::success_reply,
+        failure: epusdt::failure_reply,
+    },
+    GatewayWords {
+        name: "stripe",
+        key_fields: &["secret_key", "webhook_secret"],
+        success: stripe::success_reply,
+        failure: stripe::failure_reply,
+    },
+    GatewayWords {
+        name: "alipay",
+        key_fields: &[
             "app_private_key_file",
             "app_private_key",
             "alipay_public_key_file",
             "alipay_public_key",
         ],
-    ),
-    (
-        "wechatpay",
-        &[
+        success: alipay::success_reply,
+        failure: alipay::failure_reply,
+    },
+    GatewayWords {
+        name: "wechatpay",
+        key_fields: &[
             "apiv3_key",
             "merchant_private_key_file",
             "merchant_private_key",
             "platform_public_key_file",
             "platform_public_key",
         ],
-    ),
+        success: wechatpay::success_reply,
+        failure: wechatpay::failure_reply,
+    },
 ];
 
-/// The first key field of a `[channels.X]` section that is there but empty
-/// (blank), if any.
-pub fn empty_key_field(name: &str, section: &toml::Table) -> Option<&'static str> {
-    let (_, fields) = KEY_FIELDS.iter().find(|(n, _)| *n == name)?;
-    fields.iter().copied().find(|field| {
+/// The channel a `[channels.X]` section makes when one of its key fields is
+/// there but empty (blank): `None` when every key given has a value, or
+/// `name` is not a real channel.
+pub fn keyless(name: &str, section: &toml::Table) -> Option<Keyless> {
+    let words = GATEWAY_WORDS.iter().find(|w| w.name == name)?;
+    let field = words.key_fields.iter().copied().find(|field| {
         section
             .get(*field)
             .and_then(toml::Value::as_str)
             .is_some_and(|v| v.trim().is_empty())
-    })
+    })?;
+    Some(Keyless { words, field })
 }
 
 /// A channel configured with an empty key (DESIGN.md: "a channel with an
@@ -93,21 +122,20 @@ pub fn empty_key_field(name: &str, section: &toml::Table) -> Option<&'static str
 /// and answers every notification with its gateway's failure reply: without
 /// a key nothing can be verified, so nothing is trusted.
 pub struct Keyless {
-    name: &'static str,
+    words: &'static GatewayWords,
     field: &'static str,
 }
 
 impl Keyless {
-    /// `None` for a name that is not one of API.md's real channels.
-    pub fn new(name: &str, field: &'static str) -> Option<Self> {
-        let name = CHANNEL_NAMES.iter().copied().find(|n| *n == name)?;
-        Some(Self { name, field })
+    /// The empty key field.
+    pub fn field(&self) -> &'static str {
+        self.field
     }
 
     fn reason(&self) -> String {
         format!(
             "[channels.{}] {} is empty: every notification is refused",
-            self.name, self.field
+            self.words.name, self.field
         )
     }
 }
@@ -115,7 +143,7 @@ impl Keyless {
 #[async_trait]
 impl Channel for Keyless {
     fn name(&self) -> &'static str {
-        self.name
+        self.words.name
     }
 
     async fn create_payment(&self, _req: &PaymentRequest) -> Result<PaymentStart, PayError> {
@@ -127,23 +155,11 @@ impl Channel for Keyless {
     }
 
     fn success_reply(&self) -> Reply {
-        match self.name {
-            "epay" => epay::success_reply(),
-            "epusdt" => epusdt::success_reply(),
-            "stripe" => stripe::success_reply(),
-            "alipay" => alipay::success_reply(),
-            _ => wechatpay::success_reply(),
-        }
+        (self.words.success)()
     }
 
     fn failure_reply(&self, reason: &str) -> Reply {
-        match self.name {
-            "epay" => epay::failure_reply(reason),
-            "epusdt" => epusdt::failure_reply(reason),
-            "stripe" => stripe::failure_reply(reason),
-            "alipay" => alipay::failure_reply(reason),
-            _ => wechatpay::failure_reply(reason),
-        }
+        (self.words.failure)(reason)
     }
 }
 
@@ -293,33 +309,26 @@ mod keyless_tests {
 
     #[test]
     fn a_blank_key_field_makes_the_channel_keyless() {
+        let field = |name: &str, text: &str| keyless(name, &section(text)).map(|k| k.field());
+        assert_eq!(field("epay", "pid = \"1\"\nkey = \" \""), Some("key"));
         assert_eq!(
-            empty_key_field("epay", &section("pid = \"1\"\nkey = \" \"")),
-            Some("key")
-        );
-        assert_eq!(
-            empty_key_field(
-                "stripe",
-                &section("secret_key = \"sk\"\nwebhook_secret = \"\"")
-            ),
+            field("stripe", "secret_key = \"sk\"\nwebhook_secret = \"\""),
             Some("webhook_secret")
         );
         assert_eq!(
-            empty_key_field("alipay", &section("app_private_key_file = \"\"")),
+            field("alipay", "app_private_key_file = \"\""),
             Some("app_private_key_file")
         );
         // A key that is there, or one left out (the parser's error), is not "empty".
-        assert_eq!(
-            empty_key_field("epay", &section("pid = \"1\"\nkey = \"k\"")),
-            None
-        );
-        assert_eq!(empty_key_field("epusdt", &section("gateway = \"x\"")), None);
-        assert_eq!(empty_key_field("nope", &section("key = \"\"")), None);
+        assert_eq!(field("epay", "pid = \"1\"\nkey = \"k\""), None);
+        assert_eq!(field("epusdt", "gateway = \"x\""), None);
+        assert_eq!(field("nope", "key = \"\""), None);
+        assert_eq!(field("sandbox", "key = \"\""), None);
     }
 
     #[test]
     fn a_keyless_channel_refuses_everything_in_its_gateways_words() {
-        let epay = Keyless::new("epay", "key").unwrap();
+        let epay = keyless("epay", &section("key = \"\"")).unwrap();
         let n = Notification {
             query: "out_trade_no=K1&trade_status=TRADE_SUCCESS&sign=x".into(),
             ..Notification::default()
@@ -327,8 +336,8 @@ mod keyless_tests {
         let rejection = epay.verify_notification(&n, 0).unwrap_err();
         assert!(rejection.reason.contains("key is empty"), "{rejection:?}");
         assert_eq!(epay.failure_reply("x").body, "fail");
-        let stripe = Keyless::new("stripe", "webhook_secret").unwrap();
+        let stripe = keyless("stripe", &section("webhook_secret = \"\"")).unwrap();
+        assert_eq!(stripe.name(), "stripe");
         assert_eq!(stripe.failure_reply("x").status, 400);
-        assert!(Keyless::new("sandbox", "key").is_none());
     }
 }

@@ -157,7 +157,9 @@ impl Config {
 
     pub fn load_from(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         // An empty variable is an unset one (a deployment template that
-        // leaves it blank): the default, or kami.toml's value, holds.
+        // leaves it blank): the default, or kami.toml's value, holds; so
+        // `KAMI_SANDBOX_SECRET=` means no sandbox. An empty secret in
+        // kami.toml or its file is refused by `validate`.
         let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         let file = flags
             .config
@@ -245,10 +247,7 @@ impl Config {
             "master_key" => self.master_key = Some(v),
             "redis_url" => self.redis_url = Some(v),
             "redis_prefix" => self.redis_prefix = v,
-            // An empty variable means no sandbox, as unset does (a
-            // deployment template that leaves it blank); an empty secret
-            // in kami.toml or its file is refused by `validate`.
-            "sandbox_secret" => self.sandbox_secret = Some(v).filter(|s| !s.is_empty()),
+            "sandbox_secret" => self.sandbox_secret = Some(v),
             "public_url" => self.public_url = Some(v),
             "rate_limits" => self.rate_limits = v,
             "shop_name" => self.shop_name = v,

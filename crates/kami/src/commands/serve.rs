@@ -137,14 +137,12 @@ fn build_gateways(
         let enabled = kami_pay::registry::section_enabled(section);
         let mut built = section.clone();
         built.remove("enabled");
-        let keyless = kami_pay::registry::empty_key_field(name, &built)
-            .and_then(|field| kami_pay::registry::Keyless::new(name, field).map(|k| (field, k)));
-        if let Some((field, channel)) = keyless {
+        if let Some(channel) = kami_pay::registry::keyless(name, &built) {
             // DESIGN.md: a channel with an empty key rejects everything. It
             // is not offered, and its notify URL answers every notification
             // with the gateway's failure reply, recorded for the operator.
             if enabled {
-                tracing::error!(channel = %name, field, "payment channel has an empty key: not offered, every notification to it is refused");
+                tracing::error!(channel = %name, field = channel.field(), "payment channel has an empty key: not offered, every notification to it is refused");
             }
             gateways.push((Arc::new(channel) as Arc<dyn kami_pay::Channel>, false));
             continue;
