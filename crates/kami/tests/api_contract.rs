@@ -799,11 +799,9 @@ async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
         assert_eq!(v["error"]["param"], json!(field), "{v}");
     }
     let (s, v) = kami
-        .send(
-            kami.http
-                .post(kami.url("/api/v1/admin/products"))
-                .bearer_auth(&kami.api_key)
-                .json(&json!({"name": "Typed", "price": "1", "currency": "CNY"})),
+        .admin_post(
+            "/api/v1/admin/products",
+            &json!({"name": "Typed", "price": "1", "currency": "CNY"}),
         )
         .await;
     assert_invalid(s, &v);
