@@ -116,6 +116,7 @@ pub fn build_state(
         order_writer,
         pay_writers,
         recent_orders: Default::default(),
+        expiring: Default::default(),
     }))
 }
 

@@ -102,6 +102,10 @@ pub struct AppState {
     pub pay_writers: Vec<PayWriter>,
     /// Orders created here lately, for their payment notifications.
     pub recent_orders: RecentOrders,
+    /// Held through each expiry sweep. On PostgreSQL a sweep skips the rows
+    /// another holds locked, so a listing's sweep waits here for the periodic
+    /// one rather than list an order that one is about to store as expired.
+    pub expiring: tokio::sync::Mutex<()>,
 }
 
 pub type Shared = Arc<AppState>;

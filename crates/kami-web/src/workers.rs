@@ -222,6 +222,7 @@ async fn prune_keys(state: &Shared) {
 /// batch); true when there may be more. Run every second by the sweep, and
 /// by a listing by status so that it agrees with the status it shows.
 pub(crate) async fn expire(state: &Shared) -> Result<bool, kami_store::StoreError> {
+    let _one_at_a_time = state.expiring.lock().await;
     let expired = state
         .store
         .expire_due_orders(now_millis(), SWEEP_BATCH)

@@ -140,15 +140,13 @@ pub async fn list(
     op: Operator,
     Query(q): Query<OrdersQuery>,
 ) -> PanelResult {
-    let (orders, next) = match q.search(PAGE + 1)? {
+    let (orders, next) = match q.search(PAGE)? {
         Search::Number(no) => {
             let found = state.store.get_order(&no).await?;
             (found.into_iter().collect::<Vec<_>>(), None)
         }
         Search::Filter(filter) => {
-            let mut found = state.store.list_orders(&filter).await?;
-            let more = found.len() as i64 > PAGE;
-            found.truncate(PAGE as usize);
+            let (found, more) = crate::services::orders::list_page(&state, filter, PAGE).await?;
             let next = if more {
                 found.last().map(|o| o.id)
             } else {

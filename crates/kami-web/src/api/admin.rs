@@ -447,14 +447,6 @@ pub async fn list_orders(
             .map_err(|_| ApiError::invalid_param("limit", "limit must be a number"))?
             .clamp(1, 500),
     };
-    if matches!(status, Some(OrderStatus::Pending | OrderStatus::Expired)) {
-        // A pending order past its deadline reads as expired everywhere;
-        // the sweep that stores it so runs every second, so the filter asks
-        // it first rather than list it under the status it no longer shows.
-        if let Err(e) = crate::workers::expire(&state).await {
-            tracing::warn!(error = %e, "expiring due orders before a listing failed");
-        }
-    }
     let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(no) => Some(
@@ -473,13 +465,10 @@ pub async fn list_orders(
             .map(|e| e.trim().to_lowercase())
             .filter(|e| !e.is_empty()),
         product_id: q.product_id.and_then(|p| p.parse().ok()),
-        limit: limit + 1,
         before_id,
         ..OrderFilter::default()
     };
-    let mut orders = state.store.list_orders(&filter).await?;
-    let has_more = orders.len() as i64 > limit;
-    orders.truncate(limit as usize);
+    let (orders, has_more) = crate::services::orders::list_page(&state, filter, limit).await?;
     let data: Vec<Value> = orders.iter().map(present::admin_order).collect();
     Ok(Json(json!({"data": data, "has_more": has_more})))
 }

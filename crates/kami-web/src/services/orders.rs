@@ -385,3 +385,34 @@ pub fn sealed_response(
 pub fn idem_context(scope: &str, key: &str) -> String {
     format!("idempotency:{scope}:{key}")
 }
+
+/// A page of the operator's order list, newest first, and whether more
+/// follow: the API's and the panel's. A pending order past its deadline
+/// reads as expired everywhere, and the sweep that stores it so runs every
+/// second; a listing by `pending` or `expired` runs one batch of it first,
+/// so it lists an order under the status it shows.
+pub async fn list_page(
+    state: &crate::state::Shared,
+    mut filter: kami_store::OrderFilter,
+    page: i64,
+) -> Result<(Vec<Order>, bool), kami_store::StoreError> {
+    use kami_core::OrderStatus;
+    if matches!(
+        filter.status,
+        Some(OrderStatus::Pending | OrderStatus::Expired)
+    ) {
+        if let Err(e) = crate::workers::expire(state).await {
+            tracing::warn!(error = %e, "expiring due orders before a listing failed");
+        }
+    }
+    filter.limit = page + 1;
+    let mut orders = state.store.list_orders(&filter).await?;
+    let more = orders.len() as i64 > page;
+    orders.truncate(page as usize);
+    if filter.status == Some(OrderStatus::Pending) {
+        // One that another instance's sweep holds, not yet stored as expired.
+        let now = now_millis();
+        orders.retain(|o| o.status.0.as_seen_at(o.expires_at, now) == OrderStatus::Pending);
+    }
+    Ok((orders, more))
+}
