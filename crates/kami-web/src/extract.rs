@@ -105,15 +105,14 @@ impl<S: Needs> FromRequestParts<Shared> for AdminKey<S> {
     }
 }
 
+/// The token of `Authorization: Bearer <token>`; the scheme's name is
+/// case-insensitive (RFC 9110, 11.1).
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 256)
+        .then_some(token)
 }
 
 /// Every field of the API's JSON bodies (orders, the lookup, products,

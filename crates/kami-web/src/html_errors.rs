@@ -28,21 +28,39 @@ fn is_page(path: &str) -> bool {
 /// empty. A gateway's failure reply is in its own format and is kept: on a
 /// notify route only the statuses no channel answers with are rewritten.
 fn needs_json_error(path: &str, res: &Response) -> bool {
-    let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return false;
-    }
-    let json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    !json
+    error_without_json(res)
         && (path.starts_with("/api/")
+            || matches!(path, "/healthz" | "/readyz" | "/metrics")
             || (path.ends_with("/notify")
                 && matches!(
-                    status,
+                    res.status(),
                     StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE
                 )))
+}
+
+/// An error status whose body is not API.md's JSON.
+fn error_without_json(res: &Response) -> bool {
+    let status = res.status();
+    (status.is_client_error() || status.is_server_error()) && !has_type(res, "application/json")
+}
+
+fn has_type(res: &Response, media_type: &str) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(media_type.as_bytes()))
+}
+
+/// A program asking for JSON (and not for a page) on a page route — a
+/// client probing a path or calling with the wrong method — gets the JSON
+/// error rather than an HTML page it cannot read.
+fn wants_json(headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    accept.contains("application/json") && !accept.contains("text/html")
 }
 
 /// The same answer with `{"error": {"code", "message", "param"}}` as its
@@ -86,8 +104,13 @@ pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> 
 async fn error_bodies(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if !is_page(&path) {
-        let res = next.run(req).await;
+        let mut res = next.run(req).await;
         return if needs_json_error(&path, &res) {
+            // API.md's `invalid_request` is 422; axum's extractors answer a
+            // query string or a path segment they cannot read with 400.
+            if res.status() == StatusCode::BAD_REQUEST && path.starts_with("/api/") {
+                *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            }
             json_error(res).await
         } else {
             res
@@ -96,11 +119,14 @@ async fn error_bodies(State(state): State<Shared>, req: Request, next: Next) -> 
     let headers = req.headers().clone();
     let res = next.run(req).await;
     let status = res.status();
-    let html = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
-    if html || !(status.is_client_error() || status.is_server_error()) {
+    if wants_json(&headers) {
+        return if error_without_json(&res) && !has_type(&res, "text/html") {
+            json_error(res).await
+        } else {
+            res
+        };
+    }
+    if has_type(&res, "text/html") || !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
     let mut page = if path == "/admin" || path.starts_with("/admin/") {

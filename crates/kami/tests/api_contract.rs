@@ -18,6 +18,7 @@ both_backends!(
     concurrent_retries_of_an_admin_post_create_one_product,
     lookup_pages_with_limit_and_starting_after,
     admin_order_list_takes_its_documented_query,
+    admin_product_and_coupon_lists_page_with_cursors,
     null_clears_a_products_category,
     sandbox_return_shows_the_order,
     machine_errors_are_json,
@@ -317,6 +318,53 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
     }
 }
 
+/// API.md's lists take `limit` and `starting_after`: the admin API's
+/// products and coupons too, walked here page by page to the end.
+async fn admin_product_and_coupon_lists_page_with_cursors(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    for i in 0..5 {
+        kami.product(&format!("Paged {i}"), json!({})).await;
+        let (s, v) = kami
+            .admin_post(
+                "/api/v1/admin/coupons",
+                &json!({"code": format!("PAGE{i}"), "kind": "percent", "value": 10}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    for list in ["/api/v1/admin/products", "/api/v1/admin/coupons"] {
+        let (s, all) = kami.admin_get(list).await;
+        assert_eq!(s, StatusCode::OK, "{all}");
+        assert_eq!(all["has_more"], json!(false));
+        let ids: Vec<Value> = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].clone())
+            .collect();
+        assert_eq!(ids.len(), 5, "{all}");
+        let mut walked = Vec::new();
+        let mut query = "?limit=2".to_string();
+        loop {
+            let (s, v) = kami.admin_get(&format!("{list}{query}")).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let page = v["data"].as_array().unwrap();
+            assert!(page.len() <= 2, "{v}");
+            walked.extend(page.iter().map(|x| x["id"].clone()));
+            if v["has_more"] == json!(false) {
+                break;
+            }
+            let last = page.last().unwrap()["id"].to_string();
+            query = format!("?limit=2&starting_after={}", last.trim_matches('"'));
+        }
+        assert_eq!(walked, ids, "{list}");
+        for bad in ["?limit=abc", "?starting_after=999999"] {
+            let (s, v) = kami.admin_get(&format!("{list}{bad}")).await;
+            assert_invalid(s, &v);
+        }
+    }
+}
+
 async fn null_clears_a_products_category(backend: Backend) {
     let kami = spawn_kami(backend).await;
     let pid = kami.product("Filed", json!({"category": "Games"})).await;
@@ -380,8 +428,24 @@ async fn machine_errors_are_json(backend: Backend) {
                 .bearer_auth(&kami.api_key),
         )
         .await;
-    assert!(s.is_client_error(), "{s}");
-    assert_eq!(error_code(&v), "invalid_request", "{v}");
+    is_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    // Query strings the extractor cannot read are API.md's 422 too.
+    for path in [
+        "/api/v1/products?limit=1&limit=2".to_string(),
+        format!("/api/v1/products/{pid}/quote?quantity=abc"),
+    ] {
+        let (s, v) = kami.send(kami.http.get(kami.url(&path))).await;
+        is_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    // The scheme's name is case-insensitive.
+    let (s, v) = kami
+        .send(
+            kami.http
+                .get(kami.url(&format!("/api/v1/admin/products/{pid}/stock")))
+                .header("authorization", format!("bearer {}", kami.api_key)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = kami
         .send(
             kami.http
@@ -390,6 +454,47 @@ async fn machine_errors_are_json(backend: Backend) {
         )
         .await;
     is_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // Probes and health checks are programs too: the router's own 405 on
+    // them is the JSON error, with `Allow`.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let res = kami.http.post(kami.url(path)).send().await.unwrap();
+        assert!(res.headers().contains_key("allow"), "{path}");
+        let s = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        is_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+    let (s, v) = kami.send(kami.http.get(kami.url("/api/v2/nothing"))).await;
+    is_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // A page route answers a program asking for JSON in JSON, and a
+    // browser with the error page.
+    for (accept, json) in [
+        ("application/json", true),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", false),
+    ] {
+        for (req, status, code) in [
+            (
+                kami.http.get(kami.url("/no/such/page")),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                kami.http.delete(kami.url("/lookup")),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+        ] {
+            let res = req.header("accept", accept).send().await.unwrap();
+            let s = res.status();
+            let ctype = res.headers()["content-type"].to_str().unwrap().to_string();
+            if json {
+                let v: Value = res.json().await.unwrap_or(Value::Null);
+                is_error(s, &v, status, code);
+            } else {
+                assert_eq!(s, status);
+                assert!(ctype.starts_with("text/html"), "{ctype}");
+            }
+        }
+    }
 
     // Bodies over the limit. The server may answer before reading one and
     // close, so a failed send is a refusal too; an answer must be this one.

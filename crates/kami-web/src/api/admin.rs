@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::idempotent;
+use super::public::{page_after, ListQuery};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, JsonBody};
 use crate::present;
@@ -316,11 +317,16 @@ pub async fn update_product_from(
 pub async fn list_products(
     State(state): State<Shared>,
     _key: AdminKey<need::ProductsRead>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let products = state.store.list_products(false).await?;
-    let data: Vec<Value> = products.iter().map(present::product).collect();
-    Ok(Json(json!({"data": data, "has_more": false})))
+    let (page, has_more) = page_after(&products, |p| p.id, &q, ADMIN_PAGE, "product")?;
+    let data: Vec<Value> = page.iter().map(present::product).collect();
+    Ok(Json(json!({"data": data, "has_more": has_more})))
 }
+
+/// Most products or coupons one page of the admin API lists.
+pub const ADMIN_PAGE: usize = 500;
 
 /// The largest upload of codes (API.md).
 pub const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;

@@ -11,7 +11,8 @@ use kami_store::{Coupon, NewCoupon};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::parse_time;
+use super::admin::{parse_time, ADMIN_PAGE};
+use super::public::{page_after, ListQuery};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AdminKey, ClientIp, JsonBody};
 use crate::present;
@@ -142,15 +143,15 @@ pub async fn create(
     .await
 }
 
-pub async fn list(State(state): State<Shared>, _key: AdminKey) -> ApiResult<Json<Value>> {
-    let data: Vec<Value> = state
-        .store
-        .list_coupons()
-        .await?
-        .iter()
-        .map(present::coupon)
-        .collect();
-    Ok(Json(json!({"data": data, "has_more": false})))
+pub async fn list(
+    State(state): State<Shared>,
+    _key: AdminKey,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let coupons = state.store.list_coupons().await?;
+    let (page, has_more) = page_after(&coupons, |c| c.id, &q, ADMIN_PAGE, "coupon")?;
+    let data: Vec<Value> = page.iter().map(present::coupon).collect();
+    Ok(Json(json!({"data": data, "has_more": has_more})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Paths the router serves that belong in the document: the JSON API,
-    /// the payment callbacks and the operations endpoints.
+    /// the payment callbacks, the operations endpoints and the storefront's
+    /// front page (API.md names it).
     fn routed_paths() -> BTreeSet<String> {
         let source = include_str!("../app.rs");
         source
@@ -31,7 +32,7 @@ mod tests {
                 p.starts_with("/api/")
                     || p.ends_with("/notify")
                     || p.ends_with("/return")
-                    || ["/healthz", "/readyz", "/metrics"].contains(&p.as_str())
+                    || ["/", "/healthz", "/readyz", "/metrics"].contains(&p.as_str())
             })
             // The sandbox's own routes for `/pay/{channel}/…`.
             .filter(|p| p != "/pay/sandbox/notify" && p != "/pay/sandbox/return")

@@ -32,13 +32,28 @@ pub async fn list_products(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip).await?;
-    let limit = page_limit(q.limit.as_deref(), PRODUCTS_PAGE, PRODUCTS_PAGE)?;
     let products = state
         .catalog
         .visible(state.store.as_ref(), &state.gate)
         .await?;
-    // The cursor is a product id; the page goes on after it in the listing's
-    // own order (categories, then products, as the merchant arranged them).
+    // The page goes on after the cursor in the listing's own order
+    // (categories, then products, as the merchant arranged them).
+    let (page, has_more) = page_after(&products, |p| p.id, &q, PRODUCTS_PAGE, "product")?;
+    let data: Vec<Value> = page.iter().map(present::product).collect();
+    Ok(Json(json!({"data": data, "has_more": has_more})))
+}
+
+/// One page of a list held whole in memory (products, coupons): up to
+/// `limit` items (1 to `max`, `max` by default) after the item whose id is
+/// `starting_after`, and whether more follow.
+pub fn page_after<'a, T>(
+    items: &'a [T],
+    id_of: impl Fn(&T) -> i64,
+    q: &ListQuery,
+    max: usize,
+    what: &str,
+) -> ApiResult<(&'a [T], bool)> {
+    let limit = page_limit(q.limit.as_deref(), max, max)?;
     let start = match q
         .starting_after
         .as_deref()
@@ -48,19 +63,18 @@ pub async fn list_products(
         None => 0,
         Some(after) => {
             let id = parse_id(&Value::String(after.to_string()));
-            products
+            items
                 .iter()
-                .position(|p| Some(p.id) == id)
+                .position(|it| Some(id_of(it)) == id)
                 .map(|i| i + 1)
-                .ok_or_else(|| ApiError::invalid_param("starting_after", "unknown product id"))?
+                .ok_or_else(|| {
+                    ApiError::invalid_param("starting_after", format!("unknown {what} id"))
+                })?
         }
     };
-    let rest = &products[start.min(products.len())..];
+    let rest = &items[start.min(items.len())..];
     let page = &rest[..limit.min(rest.len())];
-    let data: Vec<Value> = page.iter().map(present::product).collect();
-    Ok(Json(
-        json!({"data": data, "has_more": rest.len() > page.len()}),
-    ))
+    Ok((page, rest.len() > page.len()))
 }
 
 /// A list's `limit`: `default` when absent or empty, else 1 to `max`.
