@@ -181,6 +181,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(e.body_text())
             }
         })?;
+        // Every body of the API is an object; serde would also read a struct
+        // from an array, so `[]` would be a PATCH that changes nothing.
+        if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the JSON body must be an object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&raw);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let message = format!("invalid JSON body: {}", e.inner());

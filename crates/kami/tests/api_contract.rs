@@ -955,4 +955,18 @@ async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
         .await;
     assert_invalid(s, &v);
     assert_eq!(v["error"]["param"], Value::Null, "{v}");
+    // A body that is JSON but not an object changes nothing: serde would
+    // read `[]` as a PATCH of no field.
+    for body in ["[]", "[\"x\"]", "null", "7"] {
+        let (s, v) = kami
+            .send(
+                kami.http
+                    .patch(kami.url(&format!("/api/v1/admin/products/{pid}")))
+                    .bearer_auth(&kami.api_key)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_invalid(s, &v);
+    }
 }
