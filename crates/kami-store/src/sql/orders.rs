@@ -863,7 +863,7 @@ pub async fn lookup_orders(
 
 pub async fn list_orders(s: &SqlStore, f: &OrderFilter) -> Result<Vec<Order>> {
     let sql = list_orders_sql(s.backend, f);
-    let mut q = sqlx::query(&sql).bind(DEFAULT_MERCHANT);
+    let mut q = super::pg_status::housekeeping(sqlx::query(&sql)).bind(DEFAULT_MERCHANT);
     if let Some(e) = &f.email {
         q = q.bind(e.as_str());
     }
@@ -1432,7 +1432,9 @@ pub async fn count_orders_by_status(s: &SqlStore) -> Result<Vec<(String, i64)>> 
         counts.join(", "),
         names.join(" - ")
     );
-    let row = sqlx::query(&sql).fetch_one(&s.read).await?;
+    let row = super::pg_status::housekeeping(sqlx::query(&sql))
+        .fetch_one(&s.read)
+        .await?;
     OrderStatus::ALL
         .iter()
         .map(|st| Ok((st.as_str().to_string(), row.try_get(st.as_str())?)))

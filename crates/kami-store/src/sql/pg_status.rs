@@ -62,6 +62,24 @@ pub(super) fn count(backend: Backend, status: OrderStatus) -> String {
     }
 }
 
+/// A statement of the housekeeping (the sweep, the tidying of deadline rows,
+/// counts and lists for people), planned afresh on each run instead of
+/// prepared once per connection. PostgreSQL keeps a prepared statement's
+/// generic plan until the table is next analyzed, and autovacuum analyzes
+/// a table at most once a minute: on a new shop's first drop, plans made
+/// while `orders` was empty scan all of it for every row they look up
+/// (2.3–2.7 s per tidying, a PostgreSQL core for the whole drop;
+/// docs/PERFORMANCE.md stop 32). These run a few times a second at most,
+/// so planning each run costs nothing that shows.
+pub(super) fn housekeeping<'q, A>(
+    q: sqlx::query::Query<'q, sqlx::Any, A>,
+) -> sqlx::query::Query<'q, sqlx::Any, A>
+where
+    A: sqlx::IntoArguments<'q, sqlx::Any>,
+{
+    q.persistent(false)
+}
+
 /// Deadline rows a pass of the sweep reads.
 const ROWS_PER_PASS: i64 = 64;
 
@@ -129,7 +147,9 @@ const ROWS_PER_TIDY: i64 = 64;
 async fn tidy_deadlines(s: &SqlStore) -> Result<()> {
     use std::sync::atomic::Ordering;
     let from = s.tidy_from.load(Ordering::Relaxed);
-    let row = sqlx::query(
+    // Planned afresh each time (`housekeeping`): its prepared plan, cached
+    // from when `orders` was empty, scanned the whole table once per row.
+    let row = housekeeping(sqlx::query(
         "WITH k AS MATERIALIZED ( \
            SELECT d.id, d.order_ids, ARRAY(SELECT o.id FROM orders o \
              WHERE o.id = ANY(d.order_ids) AND o.status = 'pending' ORDER BY o.id) AS pending \
@@ -140,7 +160,7 @@ async fn tidy_deadlines(s: &SqlStore) -> Result<()> {
            WHERE d.id = k.id AND d.order_ids = k.order_ids \
            AND cardinality(k.pending) BETWEEN 1 AND cardinality(k.order_ids) - 1) \
          SELECT COUNT(*) AS n, MAX(id) AS last FROM k",
-    )
+    ))
     .bind(from)
     .bind(ROWS_PER_TIDY)
     .fetch_one(&s.write)
@@ -168,10 +188,10 @@ async fn sweep_pass(
     settled: &str,
 ) -> Result<(Vec<Order>, bool)> {
     let mut tx = s.begin().await?;
-    let rows = sqlx::query(
+    let rows = housekeeping(sqlx::query(
         "SELECT id, array_to_string(order_ids, ',') AS ids FROM order_deadlines \
          WHERE expires_at <= $1 ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
+    ))
     .bind(now)
     .bind(ROWS_PER_PASS)
     .fetch_all(&mut *tx)
@@ -189,7 +209,7 @@ async fn sweep_pass(
             order_ids.push(ids);
         }
     }
-    let due: Vec<Order> = sqlx::query(orders)
+    let due: Vec<Order> = housekeeping(sqlx::query(orders))
         .bind(order_ids.join(","))
         .bind(now)
         .bind(limit)
@@ -199,7 +219,7 @@ async fn sweep_pass(
         .map(rows::order)
         .collect::<Result<_>>()?;
     let moved = expire_orders(Backend::Postgres, &mut tx, due, now).await?;
-    let cleared = sqlx::query(settled)
+    let cleared = housekeeping(sqlx::query(settled))
         .bind(id_list(&row_ids))
         .execute(&mut *tx)
         .await?
