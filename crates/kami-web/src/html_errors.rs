@@ -5,7 +5,9 @@
 //! JSON or an empty body. This layer turns any such error response on a
 //! page route into the storefront's or the panel's error page, translated,
 //! with a way back. The JSON API, payment notifications, health checks,
-//! metrics and static files keep their own answers.
+//! metrics and static files keep their own answers, made API.md's JSON
+//! error where the router or an extractor answered; so does a page route
+//! for a program whose `Accept` asks for JSON and not HTML.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
