@@ -330,8 +330,14 @@ async fn sandbox_notify(
     .await
 }
 
-async fn sandbox_return(query: axum::extract::Query<pay::ReturnQuery>) -> Response {
+async fn sandbox_return(
+    state: State<Shared>,
+    headers: axum::http::HeaderMap,
+    query: axum::extract::Query<pay::ReturnQuery>,
+) -> Response {
     pay::return_page(
+        state,
+        headers,
         axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
         query,
     )

@@ -46,14 +46,20 @@ pub struct ReturnQuery {
 }
 
 /// Where gateways send the buyer back. It is never proof of payment: it only
-/// leads to the order page, which shows what the database says.
-pub async fn return_page(Path(_channel): Path<String>, Query(q): Query<ReturnQuery>) -> Response {
+/// leads to the order page, which shows what the database says
+/// (`shop::returned`).
+pub async fn return_page(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(_channel): Path<String>,
+    Query(q): Query<ReturnQuery>,
+) -> Response {
     match q
         .order_no
         .or(q.out_trade_no)
         .and_then(|n| kami_core::OrderNo::parse(&n))
     {
-        Some(no) => Redirect::to(&format!("/orders/{no}")).into_response(),
+        Some(no) => crate::shop::returned(&state, &headers, &no),
         None => Redirect::to("/lookup").into_response(),
     }
 }

@@ -394,8 +394,12 @@ async fn sandbox_return_shows_the_order(backend: Backend) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // A browser that holds the order (it opened the pay page) goes on to
+    // the order page.
+    let token = o["access_token"].as_str().unwrap();
     let res = http
         .get(kami.url(&format!("/pay/sandbox/return?order_no={no}")))
+        .header("cookie", format!("kt_{no}={token}"))
         .send()
         .await
         .unwrap();
@@ -404,6 +408,19 @@ async fn sandbox_return_shows_the_order(backend: Backend) {
         res.headers()["location"].to_str().unwrap(),
         format!("/orders/{no}")
     );
+    // Any other client is shown the order's number, not a 404, and
+    // nothing of its state.
+    for path in [
+        format!("/pay/sandbox/return?order_no={no}"),
+        format!("/pay/epay/return?out_trade_no={no}"),
+    ] {
+        let res = http.get(kami.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains(no), "{page}");
+        assert!(page.contains("href=\"/lookup\""), "{page}");
+        assert!(!page.contains("back@example.com"), "{page}");
+    }
     // Never proof of payment.
     assert_eq!(kami.view(&o).await["status"], json!("pending"));
 }

@@ -148,6 +148,11 @@ translations! {
     "error_internal_error" => "系统繁忙，请稍后再试。", "Something went wrong on our side. Please try again later.";
     "error_fallback_message" => "请求暂时无法完成，请稍后再试。", "We could not complete your request. Please try again later.";
     "error_go_home" => "返回首页", "Back to the shop";
+
+    // Back from a gateway, in a browser without the order's cookie
+    "returned_heading" => "已从支付页面返回", "Back from the payment page";
+    "returned_order" => "订单号", "Order";
+    "returned_note" => "付款以支付平台发来的通知为准，确认后立即发货。打开下单时的订单链接即可查看卡密，也可以凭邮箱和查询密码查询订单。", "Your payment counts once the payment service itself confirms it, and the codes are delivered at once. Open the order link you were given when ordering to see them, or look up your orders with your email and query password.";
 }
 
 /// The string for `key` in `lang` (`"en"`, otherwise Chinese); `"?"` for an unknown key,
@@ -175,6 +180,10 @@ mod tests {
         ),
         ("lookup.html", include_str!("../../templates/lookup.html")),
         ("error.html", include_str!("../../templates/error.html")),
+        (
+            "returned.html",
+            include_str!("../../templates/returned.html"),
+        ),
     ];
 
     /// Keys built at run time (`tr("status_" ~ status)` in templates, `channel_<name>` and

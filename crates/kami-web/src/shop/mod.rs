@@ -49,6 +49,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("_quote.html", include_str!("../../templates/_quote.html")),
     ("lookup.html", include_str!("../../templates/lookup.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    (
+        "returned.html",
+        include_str!("../../templates/returned.html"),
+    ),
 ];
 
 pub const CSS: &str = include_str!("../../static/kami.css");
@@ -575,6 +579,26 @@ async fn order_access(
     Ok(Access::Granted(Box::new(
         authorised_order(state, order_no, token).await?,
     )))
+}
+
+/// Where a gateway sends the buyer back (`/pay/{channel}/return`); never
+/// proof of payment. A browser holding the order's cookie goes on to the
+/// order page, which shows what the database says. Any other client (the
+/// buyer back on another device, or an order placed through the API whose
+/// pay page was never opened here) is shown the order's number and how to
+/// reach it: its state and codes are only for its token.
+pub fn returned(state: &Shared, headers: &HeaderMap, order_no: &kami_core::OrderNo) -> Response {
+    let path = format!("/orders/{order_no}");
+    if cookies::get(headers, &cookies::order_cookie(order_no.as_str())).is_some() {
+        return Redirect::to(&path).into_response();
+    }
+    let page = Page::new(state, headers, &PageQuery::default());
+    page.render(
+        state,
+        StatusCode::OK,
+        "returned.html",
+        json!({"order_no": order_no.as_str()}),
+    )
 }
 
 pub async fn order_page(
