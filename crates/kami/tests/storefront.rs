@@ -159,6 +159,36 @@ async fn forms_without_their_csrf_token_change_nothing(backend: Backend) {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // A cookie planted to match the form (over plain HTTP, or by a sibling
+    // domain): an empty or short one is not a token this server made, and
+    // a browser saying the post came from another site is refused whatever
+    // the tokens.
+    let planted = [
+        ("kami_csrf=".to_string(), "", None),
+        ("kami_csrf=abc".to_string(), "abc", None),
+        (
+            format!("kami_csrf={good}"),
+            good.as_str(),
+            Some("cross-site"),
+        ),
+    ];
+    for (cookie, token, site) in planted {
+        let form = [
+            ("csrf", token),
+            ("quantity", "1"),
+            ("email", "x@example.com"),
+            ("channel", "sandbox"),
+        ];
+        let mut req = c
+            .post(kami.url(&format!("/products/{pid}/buy")))
+            .header("cookie", cookie.as_str())
+            .form(&form);
+        if let Some(site) = site {
+            req = req.header("sec-fetch-site", site);
+        }
+        let s = req.send().await.unwrap().status();
+        assert_eq!(s, StatusCode::FORBIDDEN, "{cookie} {site:?}");
+    }
     assert_eq!(kami.stock3(pid).await, (2, 0, 0), "no order was placed");
 
     // A sold-out product says so in the page, in the buyer's language.

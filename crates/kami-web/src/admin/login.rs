@@ -8,7 +8,7 @@ use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::now_millis;
-use kami_core::secrets::{ct_eq, random_token, token_hash};
+use kami_core::secrets::{random_token, token_hash};
 use kami_store::{Admin, NewSession};
 use serde::Deserialize;
 use serde_json::json;
@@ -118,9 +118,7 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let (lang, _) = language(&headers, None, false);
-    let cookie_ok = cookies::get(&headers, LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| ct_eq(c.as_bytes(), form.csrf.as_bytes()));
-    if !cookie_ok {
+    if !cookies::form_token_ok(&headers, LOGIN_CSRF_COOKIE, &form.csrf) {
         return PanelError::Csrf.into_response();
     }
     if let Err(secs) = state.limits.check_login(ip).await {

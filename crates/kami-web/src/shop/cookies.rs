@@ -18,6 +18,22 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The double-submit check of a form: the token in `cookie` is one this
+/// server hands out (20 characters or more; an empty or short one was
+/// planted) and equals the form's, and the browser does not say the form
+/// came from another site. A token planted over plain HTTP or by a sibling
+/// domain still has to get past `Sec-Fetch-Site`, which browsers send on
+/// every request and no page can set.
+pub fn form_token_ok(headers: &HeaderMap, cookie: &str, submitted: &str) -> bool {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    !cross_site
+        && get(headers, cookie).is_some_and(|c| {
+            c.len() >= 20 && kami_core::secrets::ct_eq(c.as_bytes(), submitted.as_bytes())
+        })
+}
+
 pub fn order_cookie(order_no: &str) -> String {
     format!("kt_{order_no}")
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::now_millis;
 use kami_core::order::rfc3339;
 use kami_core::pricing::CouponRefusal;
-use kami_core::secrets::{ct_eq, random_token};
+use kami_core::secrets::random_token;
 use kami_core::stock_display::StockLevel;
 use kami_core::StockDisplay;
 use kami_pay::sandbox;
@@ -188,9 +188,9 @@ impl Page {
     }
 
     fn check_csrf(&self, headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {
-        match cookies::get(headers, cookies::CSRF) {
-            Some(c) if ct_eq(c.as_bytes(), submitted.as_bytes()) => Ok(()),
-            _ => Err(ApiError {
+        match cookies::form_token_ok(headers, cookies::CSRF, submitted) {
+            true => Ok(()),
+            false => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "form_expired",
                 message: "the form expired; reload the page and try again".into(),
