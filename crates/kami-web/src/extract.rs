@@ -174,6 +174,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A browser sends these three types to any site without asking it
+        // first (CORS's simple requests): JSON under one of them is a web
+        // page making its visitors' browsers call the API (placing orders
+        // that hold stock), never a program of ours. No type at all is
+        // taken as JSON, as curl and scripts often send it.
+        let simple = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| {
+                [
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data",
+                    "text/plain",
+                ]
+                .iter()
+                .any(|t| v.starts_with(t))
+            });
+        if simple {
+            return Err(ApiError {
+                status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "invalid_request",
+                message: "the body must be JSON, sent as Content-Type: application/json".into(),
+                param: Some("Content-Type"),
+                retry_after: None,
+            });
+        }
         let raw = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large("1 MiB")

@@ -972,6 +972,26 @@ async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
         .await;
     assert_invalid(s, &v);
     assert_eq!(v["error"]["param"], Value::Null, "{v}");
+    // JSON under a type a browser may post to any site unasked is refused:
+    // a web page would otherwise make its visitors place orders.
+    for ctype in [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let body = json!({"product_id": pid, "quantity": 1, "email": "t@example.com", "channel": "sandbox"});
+        let (s, v) = kami
+            .send(
+                kami.http
+                    .post(kami.url("/api/v1/orders"))
+                    .header("content-type", ctype)
+                    .body(body.to_string()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ctype}: {v}");
+        assert_eq!(error_code(&v), "invalid_request", "{v}");
+    }
     // A body that is JSON but not an object changes nothing: serde would
     // read `[]` as a PATCH of no field.
     for body in ["[]", "[\"x\"]", "null", "7"] {
