@@ -175,24 +175,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // A browser sends these three types to any site without asking it
-        // first (CORS's simple requests): JSON under one of them is a web
-        // page making its visitors' browsers call the API (placing orders
-        // that hold stock), never a program of ours. No type at all is
-        // taken as JSON, as curl and scripts often send it.
-        let simple = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .is_some_and(|v| {
-                [
-                    "application/x-www-form-urlencoded",
-                    "multipart/form-data",
-                    "text/plain",
-                ]
-                .iter()
-                .any(|t| v.starts_with(t))
-            });
+        // first (CORS's simple requests): JSON under one of them from a
+        // browser is a web page making its visitors call the API (placing
+        // orders that hold stock). Programs are told apart by what only
+        // browsers send, `Origin` and `Sec-Fetch-Site`; curl's `-d` (form
+        // type) and a body without a type stay JSON, as the README uses.
+        let h = req.headers();
+        let from_browser = h.contains_key(header::ORIGIN) || h.contains_key("sec-fetch-site");
+        let simple = from_browser
+            && h.get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_ascii_lowercase())
+                .is_some_and(|v| {
+                    [
+                        "application/x-www-form-urlencoded",
+                        "multipart/form-data",
+                        "text/plain",
+                    ]
+                    .iter()
+                    .any(|t| v.starts_with(t))
+                });
         if simple {
             return Err(ApiError {
                 status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -972,26 +972,44 @@ async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
         .await;
     assert_invalid(s, &v);
     assert_eq!(v["error"]["param"], Value::Null, "{v}");
-    // JSON under a type a browser may post to any site unasked is refused:
-    // a web page would otherwise make its visitors place orders.
+    // JSON under a type a browser may post to any site unasked is refused
+    // from a browser: a web page would otherwise make its visitors place
+    // orders. A program (no `Origin`, no `Sec-Fetch-Site`) is read as
+    // before: curl's `-d` sends the form type.
+    let body =
+        json!({"product_id": pid, "quantity": 1, "email": "t@example.com", "channel": "sandbox"});
     for ctype in [
         "text/plain",
         "text/plain;charset=UTF-8",
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ] {
-        let body = json!({"product_id": pid, "quantity": 1, "email": "t@example.com", "channel": "sandbox"});
-        let (s, v) = kami
-            .send(
-                kami.http
-                    .post(kami.url("/api/v1/orders"))
-                    .header("content-type", ctype)
-                    .body(body.to_string()),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ctype}: {v}");
-        assert_eq!(error_code(&v), "invalid_request", "{v}");
+        for (name, value) in [
+            ("origin", "https://elsewhere.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let (s, v) = kami
+                .send(
+                    kami.http
+                        .post(kami.url("/api/v1/orders"))
+                        .header("content-type", ctype)
+                        .header(name, value)
+                        .body(body.to_string()),
+                )
+                .await;
+            assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ctype}: {v}");
+            assert_eq!(error_code(&v), "invalid_request", "{v}");
+        }
     }
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(kami.url("/api/v1/orders"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.to_string()),
+        )
+        .await;
+    assert_eq!(error_code(&v), "sold_out", "{s} {v}");
     // A body that is JSON but not an object changes nothing: serde would
     // read `[]` as a PATCH of no field.
     for body in ["[]", "[\"x\"]", "null", "7"] {
