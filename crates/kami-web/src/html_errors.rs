@@ -91,8 +91,25 @@ async fn json_error(res: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
+/// Answers that may carry an order's codes or its access token (the order
+/// pages and the pay pages, the order API, the lookups): never stored by a
+/// browser's or a proxy's cache.
+fn is_private(path: &str) -> bool {
+    path.starts_with("/orders/")
+        || path.starts_with("/api/v1/orders")
+        || path.starts_with("/pay/")
+        || path == "/lookup"
+}
+
 pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> Response {
+    let private = is_private(req.uri().path());
     let mut res = error_bodies(state, req, next).await;
+    if private && !res.headers().contains_key(header::CACHE_CONTROL) {
+        res.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
     // API.md: a limited request gets 429 with `Retry-After`, whatever said it.
     if res.status() == StatusCode::TOO_MANY_REQUESTS
         && !res.headers().contains_key(header::RETRY_AFTER)

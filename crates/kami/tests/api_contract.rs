@@ -421,6 +421,16 @@ async fn sandbox_return_shows_the_order(backend: Backend) {
         assert!(page.contains("href=\"/lookup\""), "{page}");
         assert!(!page.contains("back@example.com"), "{page}");
     }
+    // What carries an order's codes or token is never cached.
+    for req in [
+        http.get(kami.url(&format!("/api/v1/orders/{no}")))
+            .bearer_auth(token),
+        http.get(kami.url(&format!("/orders/{no}?token={token}"))),
+        http.get(kami.url(&format!("/pay/sandbox/return?order_no={no}"))),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.headers()["cache-control"], "no-store", "{}", res.url());
+    }
     // Never proof of payment.
     assert_eq!(kami.view(&o).await["status"], json!("pending"));
 }
