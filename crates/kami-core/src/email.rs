@@ -15,6 +15,11 @@ impl Email {
         if s.is_empty() {
             return Err(EmailError("email is required"));
         }
+        // What a form decoder put in place of bytes that were not UTF-8: the
+        // address typed was something else, and no lookup would find it.
+        if s.contains('\u{FFFD}') {
+            return Err(EmailError("email is not valid text"));
+        }
         if s.len() > 254 {
             return Err(EmailError("email is too long"));
         }
@@ -78,6 +83,8 @@ mod tests {
             "a@x..com",
             "<a>@x.com",
             "a@.x.com",
+            "a\u{FFFD}\u{FFFD}@b.co",
+            "a@b\u{FFFD}.co",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }

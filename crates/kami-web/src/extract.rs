@@ -55,17 +55,32 @@ pub fn client_ip<'a>(
     if !trusted.contains(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = forwarded
+    let hops: Vec<&str> = forwarded
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|h| h.trim().parse::<IpAddr>())
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
+        .map(str::trim)
+        .collect();
+    // From the nearest hop back, past our own proxies. The first other hop
+    // is the client; if it cannot be read as an address (with or without
+    // a port), the last trusted hop is the best we know.
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) if trusted.contains(&ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, `1.2.3.4:port` or `[::1]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// An authenticated admin API key holding the scope `S` names (`admin` when
@@ -254,5 +269,17 @@ mod tests {
         );
         // A malformed header falls back to the peer.
         assert_eq!(client_ip(proxy, &trusted, &[hv("nonsense")]), proxy);
+        // An unreadable hop further back does not hide the nearest client,
+        // and a hop with a port is its address.
+        let client: IpAddr = "8.8.8.8".parse().unwrap();
+        assert_eq!(
+            client_ip(proxy, &trusted, &[hv("garbage, 8.8.8.8")]),
+            client
+        );
+        assert_eq!(client_ip(proxy, &trusted, &[hv("8.8.8.8:1234")]), client);
+        assert_eq!(
+            client_ip(proxy, &trusted, &[hv("[2001:db8::1]:443")]),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 }
