@@ -631,6 +631,13 @@ async fn a_trade_number_pays_one_order(backend: Backend) {
     }
     assert_eq!(delivered, 1);
     assert_eq!(kami.stock3(pid).await, (1, 5, 2));
+
+    // No trade number at all is malformed, not a payment.
+    for empty in ["", "   "] {
+        let (s, body) = notify_with(&kami, &b, empty).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{empty:?}: {body}");
+        assert_eq!(kami.view(&b).await["status"], json!("pending"));
+    }
 }
 
 /// A key left running by a request that never ended (its server died) is

@@ -70,6 +70,23 @@ async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend)
 
     // The button went through the real notification path.
     assert_eq!(kami.count_events(&order_no, "paid").await, 1);
+    // A second press (a double click, a page left open) on the paid order
+    // pays nothing again: no extra payment to refund.
+    let before = kami.events(&order_no).await.len();
+    let (s, _, loc) = post(
+        &c,
+        &mut jar,
+        &kami.url(&pay_path),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(loc.as_deref(), Some(format!("/orders/{order_no}").as_str()));
+    assert_eq!(
+        kami.events(&order_no).await.len(),
+        before,
+        "nothing recorded"
+    );
     let (s, html, _) = get(&c, &mut jar, &kami.url(&format!("/orders/{order_no}"))).await;
     assert_eq!(s, StatusCode::OK);
     let shown: Vec<&String> = codes.iter().filter(|c| html.contains(c.as_str())).collect();

@@ -110,6 +110,12 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         tracing::debug!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
         return Verdict::Acknowledged;
     }
+    // The trade number is what makes a payment one payment (a duplicate is
+    // the same number again); a paid notice without one is malformed.
+    if notice.trade_no.trim().is_empty() || notice.trade_no.len() > 255 {
+        let reason = "the payment's trade number is empty or longer than 255 characters";
+        return reject(state, channel, Some(order_no), Some(order.id), reason).await;
+    }
     let payment = NewPayment {
         order_id: order.id,
         channel: name.to_string(),

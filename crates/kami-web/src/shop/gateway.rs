@@ -11,16 +11,25 @@ use serde_json::json;
 
 use super::{order_access, order_view, product_name, Access, Page, PageQuery};
 use crate::error::ApiError;
+use crate::extract::ClientIp;
 use crate::services::payments::start_payment;
 use crate::state::Shared;
 
 pub async fn gateway_page(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path((channel, order_no)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state
+        .limits
+        .check_ip(crate::rate_limit::Class::Reads, ip)
+        .await
+    {
+        return page.error(&state, &e);
+    }
     let Some(ch) = state.enabled_channel(&channel) else {
         return page.error(&state, &ApiError::not_found("page"));
     };

@@ -603,11 +603,15 @@ pub fn returned(state: &Shared, headers: &HeaderMap, order_no: &kami_core::Order
 
 pub async fn order_page(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(order_no): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
+        return page.error(&state, &e);
+    }
     let order = match order_access(
         &state,
         &page,
@@ -653,9 +657,13 @@ pub async fn order_page(
 
 pub async fn codes_txt(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(order_no): Path<String>,
 ) -> Response {
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
+        return e.into_response();
+    }
     let token = cookies::get(&headers, &cookies::order_cookie(&order_no)).unwrap_or_default();
     let result = async {
         let order = authorised_order(&state, &order_no, token).await?;
@@ -691,11 +699,15 @@ pub async fn codes_txt(
 
 pub async fn sandbox_page(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(order_no): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
+        return page.error(&state, &e);
+    }
     if state.sandbox().is_none() {
         return page.error(&state, &ApiError::not_found("page"));
     }
@@ -736,12 +748,16 @@ pub struct CsrfForm {
 /// sandbox gateway would and feeds it through the real notification path.
 pub async fn sandbox_pay(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Path(order_no): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let page = Page::new(&state, &headers, &PageQuery::default());
     if let Err(e) = page.check_csrf(&headers, &form.csrf) {
+        return page.error(&state, &e);
+    }
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     let (Some(sb), Some(channel)) = (state.sandbox(), state.channel(sandbox::NAME)) else {
@@ -752,6 +768,14 @@ pub async fn sandbox_pay(
         Ok(o) => o,
         Err(e) => return page.error(&state, &e),
     };
+    // A second press (or a page left open) on an order paid or expired
+    // meanwhile pays nothing again: it would be an extra payment to refund.
+    if order.status.0.as_seen_at(order.expires_at, now_millis()) != kami_core::OrderStatus::Pending
+    {
+        let mut res = Redirect::to(&format!("/orders/{}", order.order_no)).into_response();
+        page.finish(&mut res);
+        return res;
+    }
     let body = json!({
         "order_no": order.order_no,
         "trade_no": format!("SBX{}", random_token("")),
@@ -789,10 +813,14 @@ pub struct LookupForm {
 
 pub async fn lookup_page(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
     let page = Page::new(&state, &headers, &q);
+    if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
+        return page.error(&state, &e);
+    }
     page.render(
         &state,
         StatusCode::OK,
