@@ -55,6 +55,20 @@ pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
 /// Derives the keys and makes sure they are the ones the database's codes
 /// were sealed with (fail closed: a wrong key must not seal new codes).
 pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
+    // A database set up with a key, and no key given: a new key file would
+    // read none of its codes and sit where the operator must put the real
+    // one back, so none is made.
+    let default_file = cfg.data_dir.join("master.key");
+    if cfg.master_key.is_none()
+        && cfg.master_key_file.is_none()
+        && !default_file.exists()
+        && store.get_setting("master_key_check").await?.is_some()
+    {
+        bail!(
+            "this database was set up with a master key and none was given              (no KAMI_MASTER_KEY, no key file, no {}); put the original key back there              or set KAMI_MASTER_KEY. No new key was created: it could not read the codes",
+            default_file.display()
+        );
+    }
     let keys = Keys::new(&load(cfg)?);
     let stored = store
         .init_setting("master_key_check", keys.check_value())

@@ -179,3 +179,30 @@ async fn has_deadlines(conn: &mut sqlx::SqliteConnection) -> bool {
     .unwrap()
         == 1
 }
+
+/// A shop whose key file went missing refuses to start without writing a
+/// fresh key where the original must be put back, and starts again once it is.
+#[tokio::test]
+async fn a_missing_master_key_is_not_replaced_by_a_new_one() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Keyed", json!({})).await;
+    let key = kami.data_dir().join("master.key");
+    let aside = kami.data_dir().join("master.key.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let codes = kami.data_dir().join("codes.txt");
+    std::fs::write(&codes, "KEYED-1\n").unwrap();
+    let pid_arg = pid.to_string();
+    let args = [
+        "cards",
+        "import",
+        "--product",
+        pid_arg.as_str(),
+        codes.to_str().unwrap(),
+    ];
+    let out = kami.cli(&args);
+    assert_refused(&out, "a missing key", "none was given");
+    assert!(!key.exists(), "a new key file was written");
+    std::fs::rename(&aside, &key).unwrap();
+    assert_ok(&kami.cli(&args), "import with the key back");
+    assert_eq!(kami.stock3(pid).await, (1, 0, 0));
+}
