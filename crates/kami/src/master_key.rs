@@ -65,7 +65,9 @@ pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
         && store.get_setting("master_key_check").await?.is_some()
     {
         bail!(
-            "this database was set up with a master key and none was given              (no KAMI_MASTER_KEY, no key file, no {}); put the original key back there              or set KAMI_MASTER_KEY. No new key was created: it could not read the codes",
+            "this database was set up with a master key and none was given \
+             (no KAMI_MASTER_KEY, no key file, no {}); put the original key back there \
+             or set KAMI_MASTER_KEY. No new key was created: it could not read the codes",
             default_file.display()
         );
     }
