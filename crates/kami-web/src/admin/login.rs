@@ -57,7 +57,7 @@ fn login_form(
     email: &str,
 ) -> Response {
     let mut set = Vec::new();
-    let csrf = match cookies::get(headers, LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20) {
+    let csrf = match cookies::form_token(headers, LOGIN_CSRF_COOKIE) {
         Some(t) => t.to_string(),
         None => {
             let t = random_token("");

@@ -18,20 +18,25 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The double-submit check of a form: the token in `cookie` is one this
-/// server hands out (20 characters or more; an empty or short one was
-/// planted) and equals the form's, and the browser does not say the form
-/// came from another site. A token planted over plain HTTP or by a sibling
-/// domain still has to get past `Sec-Fetch-Site`, which browsers send on
-/// every request and no page can set.
+/// The form token in `cookie` if it could be one this server hands out
+/// (`random_token`, 20 characters or more); an empty or short one was
+/// planted, and is neither reused on a page nor accepted from a form.
+pub fn form_token<'a>(headers: &'a HeaderMap, cookie: &str) -> Option<&'a str> {
+    get(headers, cookie).filter(|t| t.len() >= 20)
+}
+
+/// The double-submit check of a form: the cookie's token (`form_token`)
+/// equals the form's, and the browser does not say the form came from
+/// another site. A token planted over plain HTTP or by a sibling domain
+/// still has to get past `Sec-Fetch-Site`, which browsers send on every
+/// request and no page can set.
 pub fn form_token_ok(headers: &HeaderMap, cookie: &str, submitted: &str) -> bool {
     let cross_site = headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
     !cross_site
-        && get(headers, cookie).is_some_and(|c| {
-            c.len() >= 20 && kami_core::secrets::ct_eq(c.as_bytes(), submitted.as_bytes())
-        })
+        && form_token(headers, cookie)
+            .is_some_and(|c| kami_core::secrets::ct_eq(c.as_bytes(), submitted.as_bytes()))
 }
 
 pub fn order_cookie(order_no: &str) -> String {

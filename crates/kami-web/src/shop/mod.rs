@@ -104,7 +104,7 @@ impl Page {
                 _ => accept_language(headers),
             },
         };
-        let csrf = match cookies::get(headers, cookies::CSRF).filter(|t| t.len() >= 20) {
+        let csrf = match cookies::form_token(headers, cookies::CSRF) {
             Some(t) => t.to_string(),
             None => {
                 let t = random_token("");
