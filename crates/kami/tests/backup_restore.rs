@@ -206,3 +206,37 @@ async fn a_missing_master_key_is_not_replaced_by_a_new_one() {
     assert_ok(&kami.cli(&args), "import with the key back");
     assert_eq!(kami.stock3(pid).await, (1, 0, 0));
 }
+
+/// The database, its WAL and shared-memory files and a backup hold buyers'
+/// emails and the order history: readable by the account that runs Kami
+/// only, whatever the umask it was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_and_its_backups_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Private", json!({})).await;
+    kami.import_codes(pid, &make_codes("PRIV", 3)).await;
+    let backup = kami.data_dir().join("fresh-backup.db");
+    assert_ok(
+        &kami.cli(&["backup", backup.to_str().unwrap()]),
+        "kami backup",
+    );
+    let files: Vec<_> = files_under(kami.data_dir())
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm")
+        })
+        .collect();
+    for suffix in [".db", ".db-wal", ".db-shm"] {
+        assert!(
+            files.iter().any(|p| p.to_string_lossy().ends_with(suffix)),
+            "no {suffix} file among {files:?}"
+        );
+    }
+    assert!(files.contains(&backup), "the backup is not among {files:?}");
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+}

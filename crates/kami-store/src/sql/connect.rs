@@ -131,6 +131,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
     }
+    create_private(&path)?;
     let file = path.display();
     let with_mode = |mode: &str| match query {
         Some(q) => format!("sqlite://{file}?{q}&mode={mode}"),
@@ -187,6 +188,29 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         direct: Some(std::sync::Arc::new(direct)),
         tidy_from: Default::default(),
     })
+}
+
+/// Creates the database file readable by its owner only, if it is not there
+/// yet. SQLite gives its `-wal` and `-shm` files the database file's mode,
+/// so the order history, buyers' emails and sealed codes stay private to
+/// the account that runs Kami whatever its umask (sealed codes need the
+/// master key too; the rest is readable in the file itself). An existing
+/// file keeps the mode its operator gave it.
+fn create_private(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Corrupt(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Failed background passes in a row after which the writer is asked to

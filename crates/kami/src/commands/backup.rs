@@ -8,6 +8,7 @@
 //! applied under another process (`open_store`), and shares it after.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -113,6 +114,16 @@ pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if std::fs::metadata(file).is_ok_and(|m| !m.is_file() || m.len() > 0) {
         bail!("{} already exists and is not an empty file", file.display());
     }
+    // Made here, owner-only, for `VACUUM INTO` to fill: a backup holds
+    // what the database holds (see `connect::create_private`).
+    if !file.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .with_context(|| format!("cannot create {}", file.display()))?;
+    }
     store.backup_sqlite(&file.to_string_lossy()).await?;
     println!("backup written to {}", file.display());
     Ok(())
@@ -148,6 +159,10 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
     remove_sqlite_files(&staging)?;
     std::fs::copy(file, &staging)
         .with_context(|| format!("cannot copy {} to {}", file.display(), staging.display()))?;
+    // `copy` gave it the backup file's mode; the database keeps the one it
+    // had (owner-only for a new one).
+    let mode = std::fs::metadata(&db).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
     if let Err(e) = check_backup(&staging, &keys).await {
         remove_sqlite_files(&staging)?;
         return Err(e.context(format!("{} was not restored", file.display())));
