@@ -277,6 +277,10 @@ impl Channel for Alipay {
         matches!(self.mode, Mode::Precreate)
     }
 
+    fn collects(&self, currency: &str) -> bool {
+        crate::collects_cny(currency)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -211,6 +211,10 @@ impl Channel for Epay {
         NAME
     }
 
+    fn collects(&self, currency: &str) -> bool {
+        crate::collects_cny(currency)
+    }
+
     async fn create_payment(&self, req: &PaymentRequest) -> Result<PaymentStart, PayError> {
         let params = self.payment_params(req)?;
         match self.cfg.mode {

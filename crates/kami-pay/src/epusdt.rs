@@ -105,6 +105,10 @@ impl Channel for Epusdt {
         NAME
     }
 
+    fn collects(&self, currency: &str) -> bool {
+        crate::collects_cny(currency)
+    }
+
     async fn create_payment(&self, req: &PaymentRequest) -> Result<PaymentStart, PayError> {
         let amount = shortest_yuan(req)?;
         let pairs = [

@@ -173,6 +173,12 @@ pub enum PayError {
     Config(String),
 }
 
+/// `Channel::collects` of the gateways that take yuan only (EPay,
+/// Alipay, WeChat Pay Native, epusdt).
+pub fn collects_cny(currency: &str) -> bool {
+    currency.eq_ignore_ascii_case("CNY")
+}
+
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
     /// The name used in `POST /api/v1/orders` and `/pay/{channel}/…`.
@@ -187,9 +193,6 @@ pub trait Channel: Send + Sync + 'static {
     async fn query_payment(&self, _order: &PaymentRequest) -> Result<Option<Notice>, PayError> {
         Ok(None)
     }
-    /// True when `create_payment`'s URL is meant to be scanned by the buyer's
-    /// phone (WeChat Pay Native, Alipay precreate), not opened: the pay page
-    /// then shows it as a QR code instead of redirecting to it.
     /// One real, signed round trip to the gateway that proves it accepts
     /// this channel's credentials (the admin panel's "Test" button): asks
     /// about `CHECK_ORDER_NO`, which cannot exist. `Ok(false)` when the
@@ -197,8 +200,20 @@ pub trait Channel: Send + Sync + 'static {
     async fn check_credentials(&self) -> Result<bool, PayError> {
         Ok(false)
     }
+    /// True when `create_payment`'s URL is meant to be scanned by the buyer's
+    /// phone (WeChat Pay Native, Alipay precreate), not opened: the pay page
+    /// then shows it as a QR code instead of redirecting to it.
     fn scan_to_pay(&self) -> bool {
         false
+    }
+    /// Whether this channel can take a payment in `currency` (an ISO code).
+    /// Asked before an order is placed on it and before its payment is
+    /// started: a price the gateway cannot collect is the buyer's choice
+    /// to change (422), not a failure of the gateway, which would count
+    /// against the channel's breaker and so let any buyer switch the
+    /// channel off for everyone.
+    fn collects(&self, _currency: &str) -> bool {
+        true
     }
     fn success_reply(&self) -> Reply;
     fn failure_reply(&self, reason: &str) -> Reply;

@@ -191,12 +191,27 @@ impl Channel for Stripe {
                 raw,
             });
         }
+        if session_order_no(session).is_none() {
+            // A session Kami did not create (a Payment Link, another app on
+            // the same account): genuine, so acknowledged, or Stripe would
+            // retry it for days and may turn off the endpoint that also
+            // carries Kami's payments; it pays nothing here.
+            return Ok(Notice {
+                order_no: String::new(),
+                trade_no: event_id.to_string(),
+                amount: 0,
+                currency: String::new(),
+                paid: false,
+                status: format!("{status} for a session without a Kami order"),
+                raw,
+            });
+        }
         let paid = match kind {
             "checkout.session.completed" => session["payment_status"] == "paid",
             k => PAID_EVENTS.contains(&k),
         };
         session_notice(session, paid, status, raw)
-            .ok_or_else(|| reject("checkout session without order, id, amount or currency"))
+            .ok_or_else(|| reject("checkout session without id, amount or currency"))
     }
 
     /// The session Kami created (its id is the attempt's reference).
@@ -385,5 +400,34 @@ mod tests {
             .unwrap();
         assert!(!notice.paid);
         assert!(notice.order_no.is_empty());
+    }
+
+    /// A paid session from a Payment Link (no `client_reference_id`, no
+    /// `metadata.order_no`) is acknowledged and pays nothing; a session
+    /// naming an order but missing its amount is still refused.
+    #[test]
+    fn sessions_kami_did_not_create_belong_to_no_order() {
+        let ch = stripe("whsec_1");
+        let body = serde_json::json!({"id": "evt_3", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_link", "amount_total": 500, "currency": "usd",
+            "payment_status": "paid", "metadata": {}}}})
+        .to_string();
+        let notice = ch
+            .verify_notification(&signed("whsec_1", 5, &body), 5)
+            .unwrap();
+        assert!(!notice.paid, "{notice:?}");
+        assert!(notice.order_no.is_empty());
+        assert!(
+            notice.status.contains("without a Kami order"),
+            "{}",
+            notice.status
+        );
+        let body = serde_json::json!({"id": "evt_4", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_x", "client_reference_id": "K1",
+            "currency": "cny", "payment_status": "paid"}}})
+        .to_string();
+        assert!(ch
+            .verify_notification(&signed("whsec_1", 5, &body), 5)
+            .is_err());
     }
 }

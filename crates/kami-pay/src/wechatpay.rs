@@ -251,6 +251,10 @@ impl Channel for Wechatpay {
         true
     }
 
+    fn collects(&self, currency: &str) -> bool {
+        crate::collects_cny(currency)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

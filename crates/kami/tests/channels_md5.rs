@@ -607,3 +607,58 @@ async fn a_channel_with_an_empty_key_is_not_offered_and_refuses_every_notificati
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
+
+/// A gateway that takes yuan only (EPay, epusdt) is not offered for a
+/// product priced in dollars, and an order on it is refused as the buyer's
+/// to change (422, reserving nothing). It used to be placed, then fail at
+/// the pay page as a gateway failure: three such orders opened the
+/// channel's breaker, so any buyer could switch EPay off for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_currency_the_gateway_cannot_take_is_refused_without_tripping_its_breaker() {
+    let (kami, gw) = spawn_with_gateways(Backend::Sqlite).await;
+    let usd = kami
+        .product("Dollars", json!({"price": 500, "currency": "USD"}))
+        .await;
+    kami.import_codes(usd, &make_codes("USD", 5)).await;
+    for channel in ["epay", "epusdt", "epay", "epay", "epay"] {
+        let (status, v) = kami
+            .order(json!({"product_id": usd, "quantity": 1, "email": "d@example.com", "channel": channel}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{channel}: {v}");
+        assert_eq!(v["error"]["code"], json!("invalid_request"), "{v}");
+        assert_eq!(v["error"]["param"], json!("channel"), "{v}");
+    }
+    assert_eq!(kami.stock3(usd).await, (5, 0, 0), "nothing was reserved");
+    let html = kami
+        .http
+        .get(kami.url(&format!("/products/{usd}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !html.contains("value=\"epay\"") && !html.contains("value=\"epusdt\""),
+        "yuan-only channels offered for a dollar price"
+    );
+    assert!(html.contains("value=\"stripe\""), "Stripe takes dollars");
+
+    // EPay is still on for yuan, and sells.
+    let (_, channels) = kami.send(kami.http.get(kami.url("/api/v1/channels"))).await;
+    assert!(
+        channels["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == json!("epay") && c["available"] == json!(true)),
+        "{channels}"
+    );
+    let cny = kami.product("Yuan", json!({})).await;
+    kami.import_codes(cny, &make_codes("CNY", 1)).await;
+    let order = kami.buy_on("epay", cny, 1, "y@example.com").await;
+    kami.start_payment(&gw, "epay", &order).await;
+    let stripe = kami.buy_on("stripe", usd, 1, "s@example.com").await;
+    kami.start_payment(&gw, "stripe", &stripe).await;
+    assert_eq!(kami.stock3(usd).await, (4, 1, 0));
+}

@@ -73,6 +73,14 @@ pub fn parse_id(v: &Value) -> Option<i64> {
     .filter(|id| *id > 0)
 }
 
+/// An order priced in a currency its channel's gateway cannot take.
+pub fn cannot_collect(channel: &str, currency: &str) -> ApiError {
+    ApiError::invalid_param(
+        "channel",
+        format!("channel {channel} cannot collect {currency}; choose another channel"),
+    )
+}
+
 pub fn pay_url(state: &AppState, channel: &str, order_no: &str, token: &str) -> String {
     format!(
         "{}/pay/{channel}/{order_no}?token={token}",
@@ -95,7 +103,7 @@ pub async fn place_order(
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
     let channel = req.channel.as_deref().unwrap_or_default();
-    if state.enabled_channel(channel).is_none() {
+    let Some(gateway) = state.enabled_channel(channel) else {
         return Err(ApiError::invalid_param(
             "channel",
             format!(
@@ -103,6 +111,9 @@ pub async fn place_order(
                 state.channel_names().join(", ")
             ),
         ));
+    };
+    if !gateway.collects(&product.currency) {
+        return Err(cannot_collect(channel, &product.currency));
     }
     if !state.breakers.allows(channel) {
         return Err(crate::services::payments::channel_unavailable(channel));

@@ -49,6 +49,14 @@ pub async fn start_payment(
         return Ok(attempt.pay_url);
     }
     let name = channel.name();
+    // Orders placed before their channel said what it collects: refused
+    // here without asking the gateway, and without a mark on its breaker.
+    if !channel.collects(&order.currency) {
+        return Err(crate::services::orders::cannot_collect(
+            name,
+            &order.currency,
+        ));
+    }
     if !state.breakers.allows(name) {
         return Err(channel_unavailable(name));
     }
