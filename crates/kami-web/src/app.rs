@@ -316,12 +316,14 @@ impl MakeRequestId for RequestIds {
 
 async fn sandbox_notify(
     state: State<Shared>,
+    client: crate::extract::ClientIp,
     query: axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     pay::notify(
         state,
+        client,
         axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
         query,
         headers,

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use kami_pay::{Notification, Reply};
 use serde::Deserialize;
 
+use crate::extract::ClientIp;
 use crate::services::notify::handle_notification;
 use crate::state::Shared;
 
@@ -17,9 +18,11 @@ pub fn reply(r: Reply) -> Response {
 }
 
 /// Never rate-limited (API.md): gateways send bursts during a drop, and a
-/// signature check is cheaper than counting.
+/// signature check is cheaper than counting. The client's address bounds
+/// how many forged ones are written down (`handle_notification`).
 pub async fn notify(
     State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
     Path(channel): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -36,7 +39,7 @@ pub async fn notify(
             .collect(),
         body: body.to_vec(),
     };
-    reply(handle_notification(&state, ch.as_ref(), n).await)
+    reply(handle_notification(&state, ch.as_ref(), n, Some(ip)).await)
 }
 
 #[derive(Deserialize)]

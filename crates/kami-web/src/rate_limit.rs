@@ -61,6 +61,15 @@ pub const DEFAULTS: [(Class, u32, u32); 5] = [
 ];
 /// Lookups per email: a burst of 5, then one a minute.
 const LOOKUP_PER_EMAIL: (Duration, u32) = (Duration::from_secs(60), 5);
+/// Payment notifications that fail verification, recorded per IP: a burst
+/// of 100, then ten a second. Past it they are still refused and counted,
+/// not written to the database: notify endpoints are never rate-limited
+/// (API.md), and a stranger posting forged notifications must not be able
+/// to fill the database or an order's timeline at wire speed. A gateway
+/// misconfigured enough to fail every signature shows within its first
+/// hundred. Not switched off by `KAMI_RATE_LIMITS=off`, which is about
+/// answers, not records.
+const UNVERIFIED_NOTIFICATIONS_RECORDED: (Duration, u32) = (Duration::from_millis(100), 100);
 /// Admin sign-ins per IP: ten attempts, then one every six seconds, enough
 /// for a person with a typo and far too few for password guessing.
 const LOGIN_PER_IP: (Duration, u32) = (Duration::from_secs(6), 10);
@@ -74,6 +83,7 @@ pub struct RateLimits {
     coupon: DefaultKeyedRateLimiter<IpAddr>,
     lookup_email: DefaultKeyedRateLimiter<String>,
     logins: DefaultKeyedRateLimiter<IpAddr>,
+    unverified_notifications: DefaultKeyedRateLimiter<IpAddr>,
     shared: Option<SharedLimits>,
 }
 
@@ -137,6 +147,7 @@ impl RateLimits {
             coupon: keyed(bucket(Class::Coupon)),
             lookup_email: keyed(LOOKUP_PER_EMAIL),
             logins: keyed(LOGIN_PER_IP),
+            unverified_notifications: keyed(UNVERIFIED_NOTIFICATIONS_RECORDED),
             shared: None,
         }
     }
@@ -224,8 +235,18 @@ impl RateLimits {
         .map_err(retry_after)
     }
 
+    /// Whether one more payment notification from `ip` that failed
+    /// verification is recorded (`UNVERIFIED_NOTIFICATIONS_RECORDED`). This
+    /// process's own buckets only: a record is a write here.
+    pub fn record_unverified_notification(&self, ip: IpAddr) -> bool {
+        self.unverified_notifications
+            .check_key(&client_key(ip))
+            .is_ok()
+    }
+
     /// Forgets idle buckets so the key maps do not grow without bound.
     pub fn prune(&self) {
+        self.unverified_notifications.retain_recent();
         self.orders.retain_recent();
         self.lookup.retain_recent();
         self.reads.retain_recent();

@@ -61,7 +61,8 @@
       encodeURIComponent(quantity ? quantity.value : "") + "&coupon=" +
       encodeURIComponent(coupon ? coupon.value : "");
     fetch(url, { credentials: "same-origin" }).then(function (r) {
-      return r.ok ? r.text() : null;
+      // 429 still carries the box, saying the coupon could not be checked.
+      return r.ok || r.status === 429 ? r.text() : null;
     }).then(function (html) {
       if (html !== null && mine === seq) box.innerHTML = html;
     }).catch(function () {});

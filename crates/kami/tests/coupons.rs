@@ -285,6 +285,34 @@ async fn coupons_price_orders_and_are_refused_clearly(backend: Backend) {
         limited,
         "30 unknown coupons from one address were not limited"
     );
+    // The storefront's price box guesses codes too: past the limit it
+    // answers 429 with Retry-After (still showing the price without the
+    // coupon), not a 200 a script would read as "not valid".
+    let mut throttled = None;
+    for i in 0..60 {
+        let res = limited_kami
+            .http
+            .get(limited_kami.url(&format!("/products/{pid}/quote?quantity=1&coupon=PAGE{i}")))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(res);
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = throttled.expect("60 coupon guesses through the price box were not limited");
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "{:?}",
+        res.headers()
+    );
+    let frag = res.text().await.unwrap();
+    assert!(
+        frag.contains("¥9.90"),
+        "the price box is still shown: {frag}"
+    );
 }
 
 async fn wholesale_tiers_and_per_ip_limits_apply_to_orders(backend: Backend) {

@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 both_backends!(rejected_notifications_change_nothing_and_are_recorded);
+both_backends!(a_flood_of_forgeries_is_refused_without_filling_the_timeline);
 on_every_rail!(acknowledged_payment_survives_sigkill);
 
 async fn rejected_notifications_change_nothing_and_are_recorded(backend: Backend) {
@@ -281,4 +282,61 @@ async fn acknowledged_payment_survives_sigkill(backend: Backend, channel: &'stat
     assert_eq!(delivered.len(), 12);
     assert_distinct_from(&delivered, &codes);
     assert_eq!(kami.stock3(pid).await, (18, 0, 12));
+}
+
+/// Forged notifications are refused however many come, but a stranger
+/// posting them cannot fill the database: past a burst of 100 per client
+/// address (then ten a second) they are counted in
+/// `kami_notifications_unrecorded_total`, not written to the order's
+/// timeline. The genuine notification after the flood still pays.
+async fn a_flood_of_forgeries_is_refused_without_filling_the_timeline(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Flood", json!({})).await;
+    kami.import_codes(pid, &make_codes("FLOOD", 2)).await;
+    let order = kami.buy(pid, 1, "flooded@example.com").await;
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let good = json!({"order_no": no, "trade_no": format!("T-{}", random_token(10)),
+                      "amount": order["amount"], "currency": "CNY", "status": "paid"})
+    .to_string()
+    .into_bytes();
+    let forged = format!("t={},v1={}", now_secs(), "0".repeat(64));
+
+    const SENT: usize = 400;
+    let started = std::time::Instant::now();
+    let replies = futures::future::join_all(
+        (0..SENT).map(|_| kami.notify(good.clone(), Some(forged.clone()))),
+    )
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for (status, text) in &replies {
+        assert_eq!(*status, StatusCode::BAD_REQUEST, "a forgery: {text}");
+    }
+    let recorded = kami.count_events(&no, "notify_rejected").await;
+    let allowed = 100 + (10.0 * elapsed).ceil() as usize + 1;
+    assert!(
+        (100..=allowed).contains(&recorded),
+        "{recorded} of {SENT} forgeries recorded in {elapsed:.2} s (at most {allowed})"
+    );
+    let unrecorded = metric_sum(&kami.metrics().await, "kami_notifications_unrecorded_total");
+    assert_eq!(
+        unrecorded as usize,
+        SENT - recorded,
+        "the forgeries not recorded are counted"
+    );
+    assert_eq!(kami.view(&order).await["status"], json!("pending"));
+    assert_eq!(kami.stock3(pid).await, (1, 1, 0));
+
+    let (status, text) = kami
+        .notify(good.clone(), Some(kami.sign(now_secs(), &good)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "genuine notification: {text}");
+    assert_eq!(kami.view(&order).await["status"], json!("delivered"));
+}
+
+/// The sum of a counter's series in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

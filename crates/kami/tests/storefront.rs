@@ -15,6 +15,68 @@ both_backends!(
     forms_without_their_csrf_token_change_nothing,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_https_the_form_cookie_is_bound_to_the_host() {
+    let kami = spawn_kami_with(
+        Backend::Sqlite,
+        Options {
+            env: vec![("KAMI_PUBLIC_URL".into(), "https://shop.example".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let c = no_redirects();
+    let pid = kami.product("Host-bound", json!({})).await;
+    kami.import_codes(pid, &make_codes("HOST", 2)).await;
+
+    let res = c
+        .get(kami.url(&format!("/products/{pid}")))
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let csrf_cookie = set
+        .iter()
+        .find(|c| c.starts_with("__Host-kami_csrf="))
+        .unwrap_or_else(|| panic!("no __Host- form cookie among {set:?}"));
+    // What browsers require of the prefix: Secure, Path=/ and no Domain.
+    assert!(csrf_cookie.contains("; Secure"), "{csrf_cookie}");
+    assert!(csrf_cookie.contains("; Path=/;"), "{csrf_cookie}");
+    assert!(
+        !csrf_cookie.to_ascii_lowercase().contains("domain="),
+        "{csrf_cookie}"
+    );
+    let token = csrf_of(&res.text().await.unwrap());
+
+    let buy = |cookie: String| {
+        c.post(kami.url(&format!("/products/{pid}/buy")))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf", token.as_str()),
+                ("quantity", "1"),
+                ("email", "host@example.com"),
+                ("channel", "sandbox"),
+            ])
+            .send()
+    };
+    // The plain name is what a sibling subdomain or a plain-HTTP page can
+    // plant; over HTTPS it is not the form's cookie.
+    let s = buy(format!("kami_csrf={token}")).await.unwrap().status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(kami.stock3(pid).await, (2, 0, 0), "no order was placed");
+    let s = buy(format!("__Host-kami_csrf={token}"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(kami.stock3(pid).await, (1, 1, 0));
+}
+
 async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend) {
     let kami = spawn_kami(backend).await;
     let c = no_redirects();

@@ -4,6 +4,9 @@
 //! Reconciliation feeds what a gateway answers to a query through the same
 //! checks (`apply_notice`), so a lost notification and a found one end alike.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use kami_core::{now_millis, OrderStatus};
 use kami_pay::{Channel, Notice, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
@@ -27,16 +30,54 @@ pub enum Verdict {
     Unavailable,
 }
 
+/// Verifies and applies one notification that `client` sent (`None`: this
+/// server itself, the sandbox's pay button).
 pub async fn handle_notification(
     state: &AppState,
     channel: &dyn Channel,
     n: Notification,
+    client: Option<IpAddr>,
 ) -> Reply {
     let verdict = match channel.verify_notification(&n, now_millis() / 1000) {
         Ok(notice) => apply_notice(state, channel, notice).await,
+        Err(rej) if client.is_some_and(|ip| !state.limits.record_unverified_notification(ip)) => {
+            unrecorded(channel, client, &rej.reason)
+        }
         Err(rej) => reject(state, channel, rej.order_no, None, &rej.reason).await,
     };
     reply_for(channel, &verdict)
+}
+
+/// Unix seconds of the last warning that rejections went unrecorded.
+static UNRECORDED_WARNED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// A notification that failed verification from a client past its
+/// recording budget (`RateLimits::record_unverified_notification`): refused
+/// like any other and counted, but not written to the database, and logged
+/// once every ten seconds at most (the log is a record too).
+fn unrecorded(channel: &dyn Channel, client: Option<IpAddr>, reason: &str) -> Verdict {
+    let name = channel.name();
+    metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected")
+        .increment(1);
+    metrics::counter!("kami_notifications_unrecorded_total", "channel" => name).increment(1);
+    let now = now_millis() / 1000;
+    let last = UNRECORDED_WARNED_AT.load(Ordering::Relaxed);
+    if now - last >= 10
+        && UNRECORDED_WARNED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            channel = name,
+            client = ?client,
+            reason,
+            "payment notifications failing verification arrive faster than they are recorded; \
+             the rest are refused and counted in kami_notifications_unrecorded_total"
+        );
+    } else {
+        tracing::debug!(channel = name, client = ?client, reason, "payment notification rejected, not recorded");
+    }
+    Verdict::Rejected(reason.to_string())
 }
 
 /// The gateway's answer for a verdict.

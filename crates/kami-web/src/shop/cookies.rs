@@ -5,7 +5,19 @@
 use axum::http::{header, HeaderMap};
 
 pub const LANG: &str = "kami_lang";
-pub const CSRF: &str = "kami_csrf";
+
+/// The storefront's CSRF cookie. Over HTTPS it carries the `__Host-`
+/// prefix, which browsers accept only from this very host over HTTPS with
+/// `Path=/`: a sibling subdomain or a man in the middle of some plain-HTTP
+/// page cannot plant one to match a form of theirs. Over plain HTTP (a shop
+/// on localhost) browsers refuse the prefix, so the plain name is used.
+pub fn csrf(secure: bool) -> &'static str {
+    if secure {
+        "__Host-kami_csrf"
+    } else {
+        "kami_csrf"
+    }
+}
 
 pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -62,7 +74,7 @@ mod tests {
             header::COOKIE,
             "a=1; kami_csrf=tok; kt_K1=xyz".parse().unwrap(),
         );
-        assert_eq!(get(&h, CSRF), Some("tok"));
+        assert_eq!(get(&h, csrf(false)), Some("tok"));
         assert_eq!(get(&h, &order_cookie("K1")), Some("xyz"));
         assert_eq!(get(&h, "missing"), None);
     }

@@ -104,11 +104,17 @@ impl Page {
                 _ => accept_language(headers),
             },
         };
-        let csrf = match cookies::form_token(headers, cookies::CSRF) {
+        let csrf = match cookies::form_token(headers, cookies::csrf(secure)) {
             Some(t) => t.to_string(),
             None => {
                 let t = random_token("");
-                set_cookies.push(cookies::set(cookies::CSRF, &t, 86400, "Strict", secure));
+                set_cookies.push(cookies::set(
+                    cookies::csrf(secure),
+                    &t,
+                    86400,
+                    "Strict",
+                    secure,
+                ));
                 t
             }
         };
@@ -188,7 +194,7 @@ impl Page {
     }
 
     fn check_csrf(&self, headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {
-        match cookies::form_token_ok(headers, cookies::CSRF, submitted) {
+        match cookies::form_token_ok(headers, cookies::csrf(self.secure), submitted) {
             true => Ok(()),
             false => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
@@ -376,31 +382,55 @@ async fn render_product(
         Ok(_) => return page.error(state, &ApiError::not_found("product")),
         Err(e) => return page.error(state, &e.into()),
     };
-    let quote = quote_view(state, &page, &product, &form, client).await;
+    let (quote, throttled) = quote_view(state, &page, &product, &form, client).await;
     // A channel whose breaker is open is not offered; the others are.
     let channels: Vec<_> = state
         .offered_channels()
         .into_iter()
+        .filter(|n| {
+            state
+                .channel(n)
+                .is_some_and(|c| c.collects(&product.currency))
+        })
         .map(|n| json!({"name": n, "label": i18n::tr(page.lang, &format!("channel_{n}"))}))
         .collect();
-    page.render(
+    let status = if throttled.is_some() && status.is_success() {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        status
+    };
+    let res = page.render(
         state,
         status,
         "product.html",
         json!({"product": product_view(&product, now_millis(), state.shop().stock_display),
                "channels": channels, "error": error, "form": form, "quote": quote}),
-    )
+    );
+    with_retry_after(res, throttled.as_ref())
+}
+
+/// A page answered 429 because its coupon guess was throttled carries the
+/// refusal's `Retry-After`, as the API's 429 does.
+fn with_retry_after(mut res: Response, throttled: Option<&ApiError>) -> Response {
+    if let Some(secs) = throttled.and_then(|e| e.retry_after) {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    res
 }
 
 /// The price box under the order form: subtotal, coupon discount and total
-/// for the form's quantity and coupon, or why the coupon does not apply.
+/// for the form's quantity and coupon, or why the coupon does not apply;
+/// and the refusal when the coupon was not even looked at because this
+/// client guessed too many (the page then answers 429: the box alone is no
+/// signal to a script).
 async fn quote_view(
     state: &Shared,
     page: &Page,
     product: &Product,
     form: &serde_json::Value,
     client: Option<IpAddr>,
-) -> serde_json::Value {
+) -> (serde_json::Value, Option<ApiError>) {
     let quantity = form["quantity"]
         .as_str()
         .and_then(|q| q.trim().parse::<i64>().ok())
@@ -414,21 +444,24 @@ async fn quote_view(
         // Show the price without the coupon, and why it was refused.
         Err(e) if e.param == Some("coupon") || e.code == "rate_limited" => {
             match quote(state, &terms, quantity, None, None, now).await {
-                Ok(q) => (q, Some(friendly(page.lang, &e))),
-                Err(_) => return serde_json::Value::Null,
+                Ok(q) => (q, Some(e)),
+                Err(_) => return (serde_json::Value::Null, None),
             }
         }
-        Err(_) => return serde_json::Value::Null,
+        Err(_) => return (serde_json::Value::Null, None),
     };
-    json!({
+    let message = refusal.as_ref().map(|e| friendly(page.lang, e));
+    let throttled = refusal.filter(|e| e.code == "rate_limited");
+    let view = json!({
         "quantity": q.quantity,
         "unit_price": money(q.unit_price, &q.currency),
         "subtotal": money(q.subtotal, &q.currency),
         "discount": (q.discount > 0).then(|| money(q.discount, &q.currency)),
         "total": money(q.amount, &q.currency),
         "coupon": q.coupon.as_ref().map(|c| c.code.clone()),
-        "coupon_error": refusal,
-    })
+        "coupon_error": message,
+    });
+    (view, throttled)
 }
 
 /// `GET /products/{id}/quote?quantity=&coupon=`: the price box alone, for
@@ -455,13 +488,13 @@ pub async fn quote_fragment(
     };
     let form =
         json!({"quantity": q.quantity.unwrap_or_default(), "coupon": q.coupon.unwrap_or_default()});
-    let quote = quote_view(&state, &page, &product, &form, Some(ip)).await;
-    page.render(
-        &state,
-        StatusCode::OK,
-        "_quote.html",
-        json!({"quote": quote}),
-    )
+    let (quote, throttled) = quote_view(&state, &page, &product, &form, Some(ip)).await;
+    let status = match throttled {
+        Some(_) => StatusCode::TOO_MANY_REQUESTS,
+        None => StatusCode::OK,
+    };
+    let res = page.render(&state, status, "_quote.html", json!({"quote": quote}));
+    with_retry_after(res, throttled.as_ref())
 }
 
 pub async fn product(
@@ -792,7 +825,7 @@ pub async fn sandbox_pay(
         )],
         body: body.into_bytes(),
     };
-    let reply = handle_notification(&state, channel.as_ref(), n).await;
+    let reply = handle_notification(&state, channel.as_ref(), n, None).await;
     if reply.status != 200 {
         return page.error(
             &state,
