@@ -30,6 +30,11 @@ async fn buyers_racing_over_two_instances_get_exactly_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_orders_in_flight_do_not_turn_other_buyers_away() {
+    failed_orders_hold_nothing().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limits_hold_across_two_instances() {
     shared_rate_limits().await
 }
@@ -108,6 +113,28 @@ impl Prefix {
         redis::Client::open(redis_url().as_str())
             .and_then(|c| c.get_connection())
             .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()))
+    }
+
+    /// Waits until no order of `pid` is in flight as far as the shared
+    /// gate knows (the database has answered them all and the instances
+    /// have told Redis): until then it lets buyers it is short for through
+    /// to the database, whose codes an order in flight may give back.
+    async fn settled(&self, pid: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let held: Option<i64> = redis::cmd("GET")
+                .arg(format!("{}gate:{pid}:held", self.0))
+                .query(&mut self.conn())
+                .unwrap();
+            if held.is_none() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{held:?} codes of {pid} still in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The shared gate's count of a product, if Redis keeps one.
@@ -254,6 +281,10 @@ async fn gate_in_redis_agrees_with_the_database_through_expiries_restocks_and_a_
     let (won, sold_out) = race(&one, pid, 40, "a").await;
     assert_eq!((won.len(), sold_out), (20, 20));
     assert_eq!(prefix.gate(pid), Some(0));
+    // Once the drop's orders are answered the gate alone turns buyers away.
+    prefix.settled(pid).await;
+    let (status, v) = order_on(&kami, pid, "late@example.com").await;
+    assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
     let rejected = kami.counter("kami_gate_rejections_total", "sold_out").await;
     assert!(rejected >= 1.0, "the gate turned nobody away");
     // Paying half keeps those codes; the other half expire back into stock.
@@ -320,7 +351,9 @@ async fn two_instances_share_the_gate() {
     assert_eq!((won.len(), sold_out), (10, 2));
 
     // B never asked the database about this product: only the shared gate
-    // can answer its very first buyer without it.
+    // can answer its very first buyer without it (once A's orders are
+    // answered, which A tells Redis within milliseconds).
+    prefix.settled(pid).await;
     let before = b.counter("kami_gate_rejections_total", "sold_out").await;
     let (status, v) = order_on(&b, pid, "late@example.com").await;
     assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
@@ -414,6 +447,97 @@ async fn nothing_oversold_across_instances() {
     }
     assert_eq!(delivered.len(), 7);
     assert_distinct_from(&delivered, &codes);
+}
+
+/// Orders the database refuses while they are in flight hold the shared
+/// count only until it answers, and turn nobody away meanwhile (invariant
+/// 6: the gate refuses only what the database would). Two bursts over two
+/// instances: a scalper's 150 orders against a limit of one per buyer,
+/// mixed with 20 other buyers; and 20 buyers whose clients send each order
+/// twice at once under one `Idempotency-Key`. Every buyer gets a code while
+/// codes are left; the gate in Redis used to count every request in
+/// flight as sold, so most of them were told `sold_out` (and a retry with
+/// the same key replayed that answer for good).
+async fn failed_orders_hold_nothing() {
+    let prefix = Prefix::new();
+    let (a, b) = pair(&prefix, 900, &[]).await;
+    let limited = a
+        .product("One each", json!({"per_buyer_limit": 1, "max_quantity": 1}))
+        .await;
+    a.import_codes(limited, &make_codes("ONE", 30)).await;
+    let mut tasks = Vec::new();
+    for i in 0..170 {
+        let k = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let email = if i % 17 == 5 {
+            format!("buyer{i}@example.com")
+        } else {
+            "scalper@example.com".to_string()
+        };
+        tasks.push(tokio::spawn(async move {
+            let answer = order_on(&k, limited, &email).await;
+            (email, answer)
+        }));
+    }
+    let (mut buyers, mut scalper) = (0, 0);
+    for t in tasks {
+        let (email, (status, v)) = t.await.unwrap();
+        match (email.starts_with("buyer"), status) {
+            (true, StatusCode::CREATED) => buyers += 1,
+            (true, _) => panic!("{email} was refused with codes left: {status} {v}"),
+            (false, StatusCode::CREATED) => scalper += 1,
+            (false, _) => assert_eq!(error_code(&v), "limit_exceeded", "{v}"),
+        }
+    }
+    assert_eq!((buyers, scalper), (10, 1));
+    assert_eq!(a.stock3(limited).await, (19, 11, 0));
+
+    let doubled = a.product("Retried", json!({})).await;
+    a.import_codes(doubled, &make_codes("TWICE", 25)).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let k = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = format!("retry-{prefix}-{}", i / 2, prefix = prefix.0);
+        let body = json!({"product_id": doubled, "quantity": 1,
+                          "email": format!("twice{}@example.com", i / 2), "channel": "sandbox"});
+        tasks.push(tokio::spawn(async move {
+            let req = k
+                .http
+                .post(k.url("/api/v1/orders"))
+                .header("idempotency-key", key.clone())
+                .json(&body);
+            (key, k.send(req).await)
+        }));
+    }
+    let mut orders = std::collections::HashMap::new();
+    for t in tasks {
+        let (key, (status, v)) = t.await.unwrap();
+        // The twin still in flight may be told so (409, retry); never sold out.
+        if status == StatusCode::CREATED {
+            let no = v["order_no"].as_str().unwrap().to_string();
+            let first = orders.entry(key.clone()).or_insert_with(|| no.clone());
+            assert_eq!(*first, no, "{key} made two orders");
+        } else {
+            assert_eq!(
+                error_code(&v),
+                "idempotency_conflict",
+                "{key}: {status} {v}"
+            );
+        }
+    }
+    for i in 0..20 {
+        let key = format!("retry-{prefix}-{i}", prefix = prefix.0);
+        if !orders.contains_key(&key) {
+            let req = a
+                .http
+                .post(a.url("/api/v1/orders"))
+                .header("idempotency-key", key.clone())
+                .json(&json!({"product_id": doubled, "quantity": 1,
+                              "email": format!("twice{i}@example.com"), "channel": "sandbox"}));
+            let (status, v) = a.send(req).await;
+            assert_eq!(status, StatusCode::CREATED, "{key} retried: {v}");
+        }
+    }
+    assert_eq!(a.stock3(doubled).await, (5, 20, 0));
 }
 
 async fn lookup(kami: &Kami, email: &str, xff: Option<String>) -> StatusCode {

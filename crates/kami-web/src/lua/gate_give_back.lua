@@ -7,9 +7,16 @@
 -- admitted earlier, may not know of these codes and must not undo them
 -- (gate_set.lua). A count lifted from 0 or below is published to
 -- ARGV[2], so every instance drops its sold-out mark (gate_marks.rs).
--- KEYS[1] the count, KEYS[2] its reading, KEYS[3] the readings' counter;
+-- KEYS[1] the count, KEYS[2] its reading, KEYS[3] the readings' counter,
+-- KEYS[4] (for an order's codes only) the codes its product's orders in
+-- flight hold, which these no longer are (gate_take.lua);
 -- ARGV[1] the quantity, ARGV[2] the raises' channel, ARGV[3] the product.
 -- Returns the new count or -1.
+if KEYS[4] then
+  if redis.call('DECRBY', KEYS[4], ARGV[1]) <= 0 then
+    redis.call('DEL', KEYS[4])
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local n = redis.call('INCRBY', KEYS[1], ARGV[1])
   redis.call('SET', KEYS[2], redis.call('INCR', KEYS[3]))

@@ -1,13 +1,24 @@
 //! The stock gate in Redis, shared by every instance (`KAMI_REDIS_URL`).
 //!
 //! Key `<prefix>gate:<product id>` holds the count of available codes minus
-//! the codes of orders on their way to the database. A Lua script
+//! the codes of orders on their way to the database, and
+//! `<prefix>gate:<product id>:held` those orders' codes. A Lua script
 //! (`lua/gate_take.lua`) checks and takes the codes atomically, so N
 //! instances turn buyers away once the drop is gone without asking the
 //! database. The database still decides every order (invariant 6):
 //!
 //! - no key, or no answer from Redis: the order passes (fail open), counted
 //!   in `kami_redis_fallbacks_total{what="gate"}`;
+//! - an order the count is short for, but not with the codes in flight
+//!   counted back in, passes without taking any: orders in flight may yet
+//!   be refused (a per-buyer limit, an `Idempotency-Key` sent twice at
+//!   once) and their codes come back, so only the database can say. The
+//!   gate refuses only when the count and everything in flight together
+//!   fall short. Before this, one buyer's refused burst, or a client's
+//!   doubled retries, turned everyone else away as sold out while most of
+//!   the codes were unsold. An answered order's codes leave the held count
+//!   with the next batch's script (`Settlements`); an order refused gives
+//!   them back at once;
 //! - an order the database refuses gives its codes back
 //!   (`lua/gate_give_back.lua`), and so does a request dropped half-way
 //!   (`Hold`'s `Drop`); `sold_out` sets the count to 0 unless the count
@@ -96,6 +107,8 @@ struct Held {
     product_id: i64,
     /// Shared with the other takes of its batch for the same product.
     key: Arc<str>,
+    /// The product's codes in flight (`held_key`), which these are part of.
+    held_key: Arc<str>,
     quantity: i64,
 }
 
@@ -123,7 +136,14 @@ impl Drop for Hold {
         if let Some(h) = self.held.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    give_back(&h.redis, &h.key, h.product_id, h.quantity).await;
+                    give_back(
+                        &h.redis,
+                        &h.key,
+                        Some(&h.held_key),
+                        h.product_id,
+                        h.quantity,
+                    )
+                    .await;
                 });
             }
         }
@@ -131,17 +151,27 @@ impl Drop for Hold {
 }
 
 /// `gate_give_back.lua`: the count afterwards, if one is kept. (Marks of
-/// this instance are wiped by the raise's message, as everyone's.)
-async fn give_back(redis: &Redis, key: &str, product_id: i64, quantity: i64) -> Option<i64> {
+/// this instance are wiped by the raise's message, as everyone's.) `held`:
+/// the codes were an order's, in flight until now.
+async fn give_back(
+    redis: &Redis,
+    key: &str,
+    held: Option<&str>,
+    product_id: i64,
+    quantity: i64,
+) -> Option<i64> {
     let (read, counter) = (reading_key(key), readings_key(redis));
     let channel = raises_channel(redis);
     let key = key.to_string();
+    let held = held.map(str::to_string);
     redis
         .call("gate_give_back", |mut c| async move {
-            GIVE_BACK
-                .key(key)
-                .key(read)
-                .key(counter)
+            let mut script = GIVE_BACK.key(key);
+            script.key(read).key(counter);
+            if let Some(held) = held {
+                script.key(held);
+            }
+            script
                 .arg(quantity)
                 .arg(channel)
                 .arg(product_id)
@@ -263,6 +293,55 @@ fn reading_key(count_key: &str) -> String {
     format!("{count_key}:read")
 }
 
+/// The key that keeps how many of a product's codes orders in flight hold
+/// (taken by `gate_take.lua`, not yet answered by the database).
+fn held_key(count_key: &str) -> String {
+    format!("{count_key}:held")
+}
+
+/// Codes of orders the database has answered (reserved, or refused as
+/// sold out) since the last batch, per product's held key: no longer in
+/// flight. Applied at the start of the next batch's script, before its
+/// takes are checked, or by a run of their own `SETTLE_WITHIN` after they
+/// came if no take comes first (another instance's buyers must not wait
+/// for this one's next order); a run that failed puts them back.
+#[derive(Default)]
+struct Settlements {
+    pending: std::sync::Mutex<std::collections::HashMap<Arc<str>, i64>>,
+    landed: tokio::sync::Notify,
+}
+
+impl Settlements {
+    fn add(&self, held_key: Arc<str>, quantity: i64) {
+        *self
+            .pending
+            .lock()
+            .expect("settlements lock")
+            .entry(held_key)
+            .or_default() += quantity;
+        self.landed.notify_one();
+    }
+
+    fn take(&self) -> Vec<(Arc<str>, i64)> {
+        self.pending
+            .lock()
+            .expect("settlements lock")
+            .drain()
+            .collect()
+    }
+
+    fn put_back(&self, settled: Vec<(Arc<str>, i64)>) {
+        let mut pending = self.pending.lock().expect("settlements lock");
+        for (key, quantity) in settled {
+            *pending.entry(key).or_default() += quantity;
+        }
+    }
+}
+
+/// Longest answered orders' codes wait for a batch of takes to carry them
+/// out of the held count before a run carries them alone.
+const SETTLE_WITHIN: Duration = Duration::from_millis(5);
+
 /// The counter readings are numbered by.
 fn readings_key(redis: &Redis) -> String {
     redis.key("gate:readings")
@@ -275,20 +354,39 @@ fn readings_key(redis: &Redis) -> String {
 async fn take_batches(
     redis: Arc<Redis>,
     marks: Arc<Marks>,
+    settlements: Arc<Settlements>,
     mut queue: mpsc::UnboundedReceiver<Take>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            biased;
+            n = queue.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
+            () = settlements.landed.notified() => {
+                // Orders were answered and no take is waiting: a moment
+                // for takes to carry their codes, or a run of their own.
+                tokio::select! {
+                    n = queue.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
+                    () = tokio::time::sleep(SETTLE_WITHIN) => {}
+                }
+            }
+        }
         batch.retain(|take| !take.answer.is_closed());
-        if batch.is_empty() {
+        let settled = settlements.take();
+        if batch.is_empty() && settled.is_empty() {
             continue;
         }
-        metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
+        if !batch.is_empty() {
+            metrics::histogram!("kami_gate_batch_size").record(batch.len() as f64);
+        }
         let keys = batch_keys(&redis, &batch);
         let (since, sent) = (marks.since(), Instant::now());
-        let answers = take_batch(&redis, &batch, &keys).await;
+        let answers = take_batch(&redis, &settled, &batch, &keys).await;
+        if answers.is_none() {
+            settlements.put_back(settled);
+        }
         let mut marked = None;
-        for ((i, take), (key, _)) in batch.drain(..).enumerate().zip(keys) {
+        for ((i, take), (key, _, held_key)) in batch.drain(..).enumerate().zip(keys) {
             let answer = answers.as_ref().map(|a| {
                 let (verdict, count, reading) = (a[3 * i], a[3 * i + 1], a[3 * i + 2]);
                 if verdict == 0 && count <= 0 && marked != Some(take.product_id) {
@@ -301,6 +399,7 @@ async fn take_batches(
                             redis: redis.clone(),
                             product_id: take.product_id,
                             key,
+                            held_key,
                             quantity: take.quantity,
                         }),
                         reading: Some(reading.max(0) as u64),
@@ -321,12 +420,13 @@ async fn take_batches(
     }
 }
 
-/// A product's count key and its reading key (`reading_key`).
-type Keys = (Arc<str>, Arc<str>);
+/// A product's count key, its reading key (`reading_key`) and its held
+/// key (`held_key`).
+type Keys = (Arc<str>, Arc<str>, Arc<str>);
 
-/// Each take's keys: its count's and its reading's. A drop's batch is one
-/// product over and over: its keys are named once and shared by the
-/// batch's takes and their holds.
+/// Each take's keys: its count's, its reading's and its held codes'. A
+/// drop's batch is one product over and over: its keys are named once and
+/// shared by the batch's takes and their holds.
 fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Keys> {
     let mut named: Option<(i64, Keys)> = None;
     batch
@@ -336,7 +436,8 @@ fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Keys> {
             _ => {
                 let key = gate_key(redis, take.product_id);
                 let reading: Arc<str> = reading_key(&key).into();
-                let keys = (Arc::<str>::from(key), reading);
+                let held: Arc<str> = held_key(&key).into();
+                let keys = (Arc::<str>::from(key), reading, held);
                 named = Some((take.product_id, keys.clone()));
                 keys
             }
@@ -344,12 +445,25 @@ fn batch_keys(redis: &Redis, batch: &[Take]) -> Vec<Keys> {
         .collect()
 }
 
-/// One run of `gate_take.lua` for the batch: three numbers per take, or
-/// `None`.
-async fn take_batch(redis: &Redis, batch: &[Take], keys: &[Keys]) -> Option<Vec<i64>> {
+/// One run of `gate_take.lua` for the batch, after the settlements: three
+/// numbers per take, or `None`.
+async fn take_batch(
+    redis: &Redis,
+    settled: &[(Arc<str>, i64)],
+    batch: &[Take],
+    keys: &[Keys],
+) -> Option<Vec<i64>> {
     let mut invocation = TAKE.prepare_invoke();
-    for (take, (count, reading)) in batch.iter().zip(keys) {
-        invocation.key(&**count).key(&**reading).arg(take.quantity);
+    invocation.arg(settled.len());
+    for (held, quantity) in settled {
+        invocation.key(&**held).arg(*quantity);
+    }
+    for (take, (count, reading, held)) in batch.iter().zip(keys) {
+        invocation
+            .key(&**count)
+            .key(&**reading)
+            .key(&**held)
+            .arg(take.quantity);
     }
     redis
         .call("gate_take", |mut c| async move {
@@ -371,6 +485,8 @@ pub(super) struct SharedGate {
     /// raises) by the first order or re-sync, inside the server's runtime.
     takes: OnceLock<mpsc::UnboundedSender<Take>>,
     marks: Arc<Marks>,
+    /// Codes of this instance's orders answered since the last batch.
+    settlements: Arc<Settlements>,
     /// Whether to subscribe to raises (always, but in a test of what an
     /// instance does without hearing them).
     hears_raises: bool,
@@ -387,6 +503,7 @@ impl SharedGate {
             instance: kami_core::secrets::random_token("gate_"),
             takes: OnceLock::new(),
             marks: Arc::new(Marks::new(ttl)),
+            settlements: Arc::default(),
             hears_raises: true,
         }
     }
@@ -394,7 +511,12 @@ impl SharedGate {
     fn takes(&self) -> &mpsc::UnboundedSender<Take> {
         self.takes.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(take_batches(self.redis.clone(), self.marks.clone(), rx));
+            tokio::spawn(take_batches(
+                self.redis.clone(),
+                self.marks.clone(),
+                self.settlements.clone(),
+                rx,
+            ));
             if self.hears_raises {
                 tokio::spawn(listen(self.redis.clone(), Arc::downgrade(&self.marks)));
             }
@@ -460,6 +582,14 @@ impl SharedGate {
                 mirror.set(product_id, count);
                 verdict(count)
             }
+            // Short only by codes orders in flight hold: theirs may come
+            // back, so the database decides.
+            Some(Answer {
+                verdict: 2, count, ..
+            }) => {
+                mirror.set(product_id, count);
+                Admission::Pass(Hold::none())
+            }
             // No count kept yet: the next re-sync loads it.
             Some(_) => Admission::Pass(Hold::none()),
             None => {
@@ -477,21 +607,35 @@ impl SharedGate {
         mirror: &LocalCounts,
     ) {
         match outcome {
-            Settled::Reserved => hold.keep(),
+            Settled::Reserved => self.landed(hold),
             Settled::SoldOut => {
                 // No reading is 0, as the script counts it.
                 let reading = hold.reading.unwrap_or(0);
-                hold.keep();
+                self.landed(hold);
                 self.store(product_id, 0, reading, "same", mirror).await;
             }
             Settled::Refused => {
                 if let Some(h) = hold.held.as_ref() {
-                    let (key, quantity) = (h.key.clone(), h.quantity);
+                    let (key, held, quantity) = (h.key.clone(), h.held_key.clone(), h.quantity);
                     hold.keep();
-                    self.gave_back(product_id, quantity, &key, mirror).await;
+                    if let Some(n) =
+                        give_back(&self.redis, &key, Some(&held), product_id, quantity).await
+                    {
+                        self.holds(product_id, n, mirror);
+                    }
                 }
             }
         }
+    }
+
+    /// The database answered the order of `hold` without giving its codes
+    /// back to the count (they are reserved, or there were none): they are
+    /// no longer in flight as of the next batch.
+    fn landed(&self, hold: Hold) {
+        if let Some(h) = hold.held.as_ref() {
+            self.settlements.add(h.held_key.clone(), h.quantity);
+        }
+        hold.keep();
     }
 
     pub(super) async fn give_back(&self, product_id: i64, quantity: i64, mirror: &LocalCounts) {
@@ -499,9 +643,9 @@ impl SharedGate {
             .await;
     }
 
-    /// Gives `quantity` codes back to the count at `key`.
+    /// Gives `quantity` codes back to the count at `key` (not an order's).
     async fn gave_back(&self, product_id: i64, quantity: i64, key: &str, mirror: &LocalCounts) {
-        if let Some(n) = give_back(&self.redis, key, product_id, quantity).await {
+        if let Some(n) = give_back(&self.redis, key, None, product_id, quantity).await {
             self.holds(product_id, n, mirror);
         }
     }
@@ -921,22 +1065,66 @@ mod tests {
             let (pid, a) = t.await.unwrap();
             match &a {
                 a if held(a) => passed[(pid - 1) as usize] += 1,
-                Admission::SoldOut => {}
-                Admission::Insufficient(left) => assert_eq!((pid, *left), (2, 1)),
-                other => panic!("{other:?}"),
+                // Short, but with orders in flight that may yet give codes
+                // back: the database decides. (Refusals can only come once
+                // the held orders are answered.)
+                Admission::Pass(Hold { held: None, .. }) => {}
+                other => panic!("refused with every take still in flight: {other:?}"),
             }
-            answers.push(a);
+            answers.push((pid, a));
         }
         // 50 of one code; 7 codes in twos make three orders and one left.
         assert_eq!(passed, [50, 3]);
-        for a in answers {
+        for (pid, a) in answers {
             if let Admission::Pass(h) = a {
-                h.keep();
+                f.gate.settle(pid, h, Settled::Reserved, &f.mirror).await;
             }
         }
         // (The display mirror may end on any answer: requests set it as
         // they are scheduled, and the re-sync puts it right each second.)
         assert_eq!((f.count(1), f.count(2)), (Some(0), Some(1)));
+        // Every take answered: now the gate is certain.
+        assert!(matches!(f.admit(1, 1).await, Admission::SoldOut));
+        assert!(matches!(f.admit(2, 2).await, Admission::Insufficient(1)));
+    }
+
+    /// Orders in flight that the database then refuses (a per-buyer
+    /// limit, the twin of an `Idempotency-Key`) do not turn other buyers
+    /// away meanwhile: an order the count is short for only by codes in
+    /// flight passes to the database; once every take is answered the gate
+    /// refuses on its own again, and the held count is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_in_flight_that_fail_do_not_turn_others_away() {
+        let f = Fixture::new();
+        f.set(20, 2);
+        let (a, b) = (f.admit(20, 1).await, f.admit(20, 1).await);
+        assert!(held(&a) && held(&b), "{a:?} {b:?}");
+        let c = f.admit(20, 1).await;
+        assert!(
+            matches!(c, Admission::Pass(Hold { held: None, .. })),
+            "turned away while two orders were in flight: {c:?}"
+        );
+        // Two more than the count and everything in flight: refused.
+        assert!(matches!(f.admit(20, 3).await, Admission::Insufficient(2)));
+        // The database refuses `a` (the buyer's limit): its code is back.
+        f.gate
+            .settle(20, hold(a), Settled::Refused, &f.mirror)
+            .await;
+        let d = f.admit(20, 1).await;
+        assert!(held(&d), "{d:?}");
+        f.gate
+            .settle(20, hold(b), Settled::Reserved, &f.mirror)
+            .await;
+        f.gate
+            .settle(20, hold(d), Settled::Reserved, &f.mirror)
+            .await;
+        assert!(matches!(f.admit(20, 1).await, Admission::SoldOut));
+        assert_eq!(f.count(20), Some(0));
+        let held_left: Option<i64> = redis::cmd("GET")
+            .arg(format!("{}gate:20:held", f.prefix))
+            .query(&mut f.conn())
+            .unwrap();
+        assert_eq!(held_left, None, "codes left in flight");
     }
 
     /// Waits until the gate is subscribed to raises (it subscribes with
@@ -955,7 +1143,12 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match f.admit(product_id, 1).await {
-                Admission::Pass(h) => return h.keep(),
+                Admission::Pass(h) => {
+                    return f
+                        .gate
+                        .settle(product_id, h, Settled::Reserved, &f.mirror)
+                        .await
+                }
                 other => assert!(Instant::now() < deadline, "{why}: still {other:?}"),
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -996,7 +1189,9 @@ mod tests {
         f.gate.give_back(13, 1, &f.mirror).await;
         let a = f.admit(13, 1).await;
         assert!(held(&a), "the mark outlived a give-back: {a:?}");
-        hold(a).keep();
+        f.gate
+            .settle(13, hold(a), Settled::Reserved, &f.mirror)
+            .await;
         // Sold out and marked again; then a re-read finds a restock.
         assert!(matches!(f.admit(13, 1).await, Admission::SoldOut));
         let reading = f.gate.reading().await.unwrap();
