@@ -105,6 +105,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
     }
 
+    /// The key's first request is still running: the same code, with a
+    /// `Retry-After`, so a client can tell "retry, you will get its answer"
+    /// from a key reused with another body (which no retry mends).
+    pub fn idempotency_in_progress(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::idempotency_conflict(message)
+        }
+    }
+
     pub fn rate_limited(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),

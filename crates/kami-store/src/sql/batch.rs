@@ -87,16 +87,29 @@ async fn write_orders(
     let holds: Vec<Holds> = batch.iter().map(Holds::wanted).collect();
     orders::lock_holds(s.backend, tx, &holds).await?;
     let (mut budget, floors) = stock_budgets(s.backend, tx, batch).await?;
+    // The keys are claimed before any order is decided, as on the single
+    // path: a retried request whose twin is granted must hear "replay that
+    // order", never a refusal of its own (invariant 4). They are claimed in
+    // one order, by scope and key, in every batch: two PostgreSQL batches
+    // each holding the other's twin would otherwise wait on each other's
+    // uncommitted insert until the deadlock detector failed one (1 s, then
+    // the whole batch replayed order by order; an audit met it with
+    // clients sending every order twice at once).
+    let mut keyed: Vec<(&IdempotencyRecord, usize)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.idempotency.as_ref().map(|rec| (rec, i)))
+        .collect();
+    keyed.sort_by(|(a, i), (b, j)| (&a.scope, &a.key, i).cmp(&(&b.scope, &b.key, j)));
+    let mut taken = vec![false; batch.len()];
+    for (rec, i) in keyed {
+        taken[i] = !insert_idempotency(tx, rec).await?;
+    }
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
-    for o in batch {
-        // The key is claimed before the order is decided, as on the single
-        // path: a retried request whose twin is granted must hear "replay
-        // that order", never a refusal of its own (invariant 4).
-        if let Some(rec) = &o.idempotency {
-            if !insert_idempotency(tx, rec).await? {
-                verdicts.push(Some(CreateOrderError::IdempotencyKeyTaken));
-                continue;
-            }
+    for (o, taken) in batch.iter().zip(taken) {
+        if taken {
+            verdicts.push(Some(CreateOrderError::IdempotencyKeyTaken));
+            continue;
         }
         let verdict = decide(tx, o, &mut budget).await?;
         if let (Some(_), Some(rec)) = (&verdict, &o.idempotency) {

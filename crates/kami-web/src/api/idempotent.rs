@@ -203,7 +203,7 @@ async fn take(
     owner: &[u8],
 ) -> ApiResult<Taken> {
     let running = || {
-        ApiError::idempotency_conflict(
+        ApiError::idempotency_in_progress(
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )
     };

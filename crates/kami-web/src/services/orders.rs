@@ -256,7 +256,7 @@ pub async fn place_order(
         Err(CreateOrderError::InsufficientStock { available }) => Err(ApiError::insufficient_stock(available)),
         Err(CreateOrderError::LimitExceeded) => Err(limit_refusal(&product, quantity)),
         Err(CreateOrderError::CouponUsedUp) => Err(ApiError::invalid_param("coupon", CouponRefusal::UsedUp.to_string())),
-        Err(CreateOrderError::IdempotencyKeyTaken) => Err(ApiError::idempotency_conflict(
+        Err(CreateOrderError::IdempotencyKeyTaken) => Err(ApiError::idempotency_in_progress(
             "a request with this Idempotency-Key was processed concurrently; retry to get its response",
         )),
     }
