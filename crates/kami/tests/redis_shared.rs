@@ -34,6 +34,45 @@ async fn refused_orders_in_flight_do_not_turn_other_buyers_away() {
     failed_orders_hold_nothing().await
 }
 
+/// `kami cards import` beside a running server, with the gate in Redis:
+/// the codes sell the moment the command returns. The command used to
+/// leave the shared count to the servers' re-sync, up to a second later:
+/// the first buyers of a restocked drop were told `sold_out`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codes_the_cli_imports_sell_at_once_through_the_shared_gate() {
+    let prefix = Prefix::new();
+    let kami = spawn_kami_with(
+        Backend::Sqlite,
+        Options {
+            env: with_redis(&redis_url(), &prefix, &[]),
+            ..Options::default()
+        },
+    )
+    .await;
+    for round in 0..3 {
+        let pid = kami.product(&format!("Restocked {round}"), json!({})).await;
+        let (status, v) = order_on(&kami, pid, "early@example.com").await;
+        assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
+        let file = kami.data_dir().join(format!("restock-{round}.txt"));
+        std::fs::write(&file, format!("CLI-{round}-A\nCLI-{round}-B\n")).unwrap();
+        let out = kami.cli(&[
+            "cards",
+            "import",
+            "--product",
+            &pid.to_string(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(prefix.gate(pid), Some(2), "round {round}: the shared count");
+        let (status, v) = order_on(&kami, pid, "first@example.com").await;
+        assert_eq!(status, StatusCode::CREATED, "round {round}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limits_hold_across_two_instances() {
     shared_rate_limits().await

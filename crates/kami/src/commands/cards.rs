@@ -42,6 +42,7 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
     match result {
         Ok(report) => {
             if report.imported > 0 {
+                share_the_count(&cfg, store.as_ref(), product_id).await;
                 // A server running beside this reads a count that would turn
                 // buyers away again when it is older than this: by the time
                 // the import returns, every answer stands on the new codes.
@@ -56,5 +57,29 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
         }
         Err(ImportError::Binary(e)) => bail!("{e}; nothing was imported"),
         Err(e) => Err(e).context("import failed; nothing was imported"),
+    }
+}
+
+/// With the stock gate in Redis, sets the product's shared count from the
+/// database, as an import through the API does: the servers sell the new
+/// codes the moment this returns (the count's raise is published to them),
+/// not at their next re-sync up to a second later, which at the start of a
+/// timed drop turned its first buyers away. Redis not answering only
+/// leaves that to the re-sync.
+async fn share_the_count(cfg: &Config, store: &dyn Store, product_id: i64) {
+    let Some(url) = &cfg.redis_url else { return };
+    let settings = kami_web::redis_conn::RedisSettings {
+        url: url.clone(),
+        prefix: cfg.redis_prefix.clone(),
+    };
+    let gate = match kami_web::redis_conn::Redis::open(&settings) {
+        Ok(redis) => kami_web::services::gate::StockGate::shared(std::sync::Arc::new(redis)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open Redis; the servers see the new codes at their next re-sync");
+            return;
+        }
+    };
+    if let Err(e) = gate.refresh(store, product_id).await {
+        tracing::warn!(error = %e, "cannot re-read the stock for the shared gate; the servers see the new codes at their next re-sync");
     }
 }
