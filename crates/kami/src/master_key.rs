@@ -76,11 +76,34 @@ pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
         .init_setting("master_key_check", keys.check_value())
         .await?;
     if stored != keys.check_value() {
-        bail!(
-            "the master key does not match the one this database was set up with; \
-             start with the original key (KAMI_MASTER_KEY or {}/master.key)",
-            cfg.data_dir.display()
-        );
+        return Err(not_this_databases(cfg));
     }
     Ok(keys)
+}
+
+fn not_this_databases(cfg: &Config) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the master key does not match the one this database was set up with; \
+         start with the original key (KAMI_MASTER_KEY or {}/master.key)",
+        cfg.data_dir.display()
+    )
+}
+
+/// For the commands that read no codes (`migrate`, `api-key create`,
+/// `admin create`, `backup`): a key that is given must still be readable
+/// and this database's, so that a mistyped `KAMI_MASTER_KEY` or key file
+/// shows when the operator sets up, not at the shop's first start. No key
+/// given: nothing to check, and none is made.
+pub async fn check_given(cfg: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    if cfg.master_key.is_none()
+        && cfg.master_key_file.is_none()
+        && !cfg.data_dir.join("master.key").exists()
+    {
+        return Ok(());
+    }
+    let keys = Keys::new(&load(cfg)?);
+    match store.get_setting("master_key_check").await? {
+        Some(stored) if stored != keys.check_value() => Err(not_this_databases(cfg)),
+        _ => Ok(()),
+    }
 }

@@ -240,3 +240,41 @@ async fn the_database_and_its_backups_are_private_to_their_owner() {
         assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
     }
 }
+
+/// The commands that read no codes still refuse a master key that is given
+/// and wrong (not base64, too short, a file that is not there, another
+/// database's key), so a mistyped key shows while the operator sets up,
+/// not at the shop's first start. They used to exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_command_refuses_a_wrong_master_key() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    kami.stop(Stop::Term);
+    let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let short = base64::engine::general_purpose::STANDARD.encode([9u8; 16]);
+    let backup = kami.data_dir().join("keyed-backup.db");
+    let backup = backup.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["migrate"],
+        &["api-key", "create", "--name", "typo"],
+        &["admin", "create", "--email", "typo@example.com"],
+        &["backup", backup],
+    ];
+    let wrong = [
+        ("KAMI_MASTER_KEY", "not base64!!", "invalid"),
+        ("KAMI_MASTER_KEY", short.as_str(), "invalid"),
+        ("KAMI_MASTER_KEY", other.as_str(), "does not match"),
+        (
+            "KAMI_MASTER_KEY_FILE",
+            "/nonexistent/master.key",
+            "cannot read",
+        ),
+    ];
+    for args in commands {
+        for (var, value, needle) in &wrong {
+            let out = kami.command().env(var, value).args(args).output().unwrap();
+            assert_refused(&out, &format!("{args:?} with {var}={value}"), needle);
+        }
+        // The right key (the data directory's) is taken.
+        assert_ok(&kami.cli(args), &format!("{args:?}"));
+    }
+}

@@ -7,6 +7,7 @@ use crate::config::Config;
 pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
     init_logging("warn", false);
     let store = open_store(&cfg).await?;
+    crate::master_key::check_given(&cfg, store.as_ref()).await?;
     println!("migrations applied ({})", store.backend());
     Ok(())
 }
@@ -21,6 +22,7 @@ pub async fn create_api_key(cfg: Config, name: &str, scopes: &[String]) -> anyho
     }
     .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
     let store = open_store(&cfg).await?;
+    crate::master_key::check_given(&cfg, store.as_ref()).await?;
     let (id, key) = kami_web::services::admins::create_api_key(store.as_ref(), name, &scopes)
         .await
         .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -34,6 +36,7 @@ pub async fn create_admin(cfg: Config, email: &str, role: &str) -> anyhow::Resul
     init_logging("warn", false);
     let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("--role must be owner or staff"))?;
     let store = open_store(&cfg).await?;
+    crate::master_key::check_given(&cfg, store.as_ref()).await?;
     let (id, password) =
         kami_web::services::admins::create_admin(store.as_ref(), email, role).await?;
     eprintln!(

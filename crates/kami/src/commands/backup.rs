@@ -109,6 +109,7 @@ pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if store.backend() != Backend::Sqlite {
         bail!("kami backup is for SQLite; for PostgreSQL use pg_dump (see docs/operations.md)");
     }
+    crate::master_key::check_given(&cfg, store.as_ref()).await?;
     // An empty file is taken (what `mktemp` makes), as SQLite's `VACUUM
     // INTO` takes it; anything else is never overwritten.
     if std::fs::metadata(file).is_ok_and(|m| !m.is_file() || m.len() > 0) {
