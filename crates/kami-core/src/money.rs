@@ -4,37 +4,43 @@ use std::fmt;
 /// minor unit (fen for CNY, cents for USD); this type only knows how many
 /// decimals that unit has, for display and for gateways that want decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Currency([u8; 3]);
+pub struct Currency(iso_currency::Currency);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("currency must be a three-letter ISO 4217 code")]
-pub struct CurrencyError;
+pub enum CurrencyError {
+    #[error("currency must be a three-letter ISO 4217 code")]
+    Shape,
+    /// Three letters, but no currency in ISO 4217's list (`XYZ`, `BTC`), or
+    /// one of its units that is no money (`XXX`, `XAU`, `XTS`).
+    #[error("currency {0} is not an ISO 4217 currency; use a code such as CNY or USD")]
+    Unknown(String),
+}
 
 impl Currency {
     pub fn parse(raw: &str) -> Result<Self, CurrencyError> {
-        let b = raw.trim().as_bytes();
-        if b.len() != 3 || !b.iter().all(u8::is_ascii_alphabetic) {
-            return Err(CurrencyError);
+        let raw = raw.trim();
+        if raw.len() != 3 || !raw.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(CurrencyError::Shape);
         }
-        Ok(Self([
-            b[0].to_ascii_uppercase(),
-            b[1].to_ascii_uppercase(),
-            b[2].to_ascii_uppercase(),
-        ]))
+        let code = raw.to_ascii_uppercase();
+        // Special units (precious metals, SDRs, the testing and "no
+        // currency" codes) have no minor unit to count a price in.
+        // Superseded currencies stay: ISO lists a successor as soon as one
+        // is announced, while shops still price in the old one.
+        match iso_currency::Currency::from_code(&code) {
+            Some(c) if !c.is_special() && c.exponent().is_some() => Ok(Self(c)),
+            _ => Err(CurrencyError::Unknown(code)),
+        }
     }
 
-    pub fn as_str(&self) -> &str {
-        // Only ASCII letters are ever stored.
-        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    pub fn as_str(&self) -> &'static str {
+        self.0.code()
     }
 
     /// Decimal places of the minor unit (ISO 4217 exponent).
     pub fn exponent(&self) -> u32 {
-        match self.as_str() {
-            "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" => 0,
-            "BHD" | "KWD" | "OMR" | "JOD" | "TND" => 3,
-            _ => 2,
-        }
+        // `parse` admits only currencies that have a minor unit.
+        self.0.exponent().map_or(0, u32::from)
     }
 
     /// `990` CNY → `"9.90"`: the decimal form some gateways and pages use.
@@ -97,7 +103,7 @@ impl Currency {
         }
     }
 
-    /// `990` CNY → `"¥9.90"`, `1234` XYZ → `"12.34 XYZ"`.
+    /// `990` CNY → `"¥9.90"`, `1234` CHF → `"12.34 CHF"`.
     pub fn display(&self, minor: i64) -> String {
         match self.symbol() {
             "" => format!("{} {}", self.format_decimal(minor), self.as_str()),
@@ -137,6 +143,28 @@ mod tests {
         assert_eq!(Currency::parse("cny").unwrap().as_str(), "CNY");
         assert!(Currency::parse("CN").is_err());
         assert!(Currency::parse("C1Y").is_err());
+        assert_eq!(Currency::parse(" usd ").unwrap().as_str(), "USD");
+    }
+
+    #[test]
+    fn refuses_codes_iso_4217_does_not_list() {
+        for raw in ["XYZ", "ZZZ", "BTC", "abc"] {
+            let err = Currency::parse(raw).unwrap_err();
+            assert_eq!(err, CurrencyError::Unknown(raw.to_ascii_uppercase()));
+            assert!(err.to_string().contains(&raw.to_ascii_uppercase()), "{err}");
+        }
+        // ISO 4217 codes for things that are not money a buyer pays in.
+        for raw in ["XXX", "XTS", "XAU", "XDR"] {
+            assert!(Currency::parse(raw).is_err(), "{raw}");
+        }
+        assert_eq!(Currency::parse("CN"), Err(CurrencyError::Shape));
+    }
+
+    #[test]
+    fn minor_units_follow_iso_4217() {
+        for (code, exp) in [("CNY", 2), ("USD", 2), ("JPY", 0), ("KWD", 3), ("CLF", 4)] {
+            assert_eq!(Currency::parse(code).unwrap().exponent(), exp, "{code}");
+        }
     }
 
     #[test]
@@ -171,6 +199,6 @@ mod tests {
         assert_eq!(cny.format_decimal(5), "0.05");
         assert_eq!(cny.display(1000), "¥10.00");
         assert_eq!(Currency::parse("JPY").unwrap().format_decimal(500), "500");
-        assert_eq!(Currency::parse("XYZ").unwrap().display(1234), "12.34 XYZ");
+        assert_eq!(Currency::parse("CHF").unwrap().display(1234), "12.34 CHF");
     }
 }

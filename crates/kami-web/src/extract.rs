@@ -168,6 +168,21 @@ const BODY_FIELDS: [&str; 29] = [
 
 /// The top-level field a deserialization error happened in, if it is one
 /// of `BODY_FIELDS`.
+/// A body that did not read as `T`: 422, naming the field where it can.
+fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let message = format!("invalid JSON body: {}", e.inner());
+    match named_field(e.path()) {
+        Some(field) => ApiError::invalid_param(field, message),
+        None => ApiError::invalid(message),
+    }
+}
+
+/// Reads a body already parsed as JSON (and perhaps amended) as `T`, with
+/// the errors `JsonBody` gives.
+pub fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(body_error)
+}
+
 fn named_field(path: &serde_path_to_error::Path) -> Option<&'static str> {
     match path.iter().next()? {
         serde_path_to_error::Segment::Map { key } => {
@@ -232,13 +247,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             return Err(ApiError::invalid("the JSON body must be an object"));
         }
         let mut de = serde_json::Deserializer::from_slice(&raw);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let message = format!("invalid JSON body: {}", e.inner());
-            match named_field(e.path()) {
-                Some(field) => ApiError::invalid_param(field, message),
-                None => ApiError::invalid(message),
-            }
-        })?;
+        let value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
         de.end()
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(Self { value, raw })

@@ -11,6 +11,10 @@ both_backends!(
     admin_api_authenticates_first_and_validates_products,
     orders_are_validated_and_limited_per_buyer,
     the_product_list_pages_with_limit_and_starting_after,
+    products_take_only_iso_4217_currencies,
+    quantity_errors_name_the_field_the_client_sent,
+    patch_refuses_null_for_fields_that_cannot_be_empty,
+    card_import_takes_text_and_refuses_json_and_multipart,
 );
 
 /// API.md's list convention on `GET /api/v1/products`: `limit` and a
@@ -529,4 +533,324 @@ async fn orders_are_validated_and_limited_per_buyer(backend: Backend) {
     // Another buyer is unaffected.
     kami.buy(limited, 2, "other@example.com").await;
     assert_eq!(kami.stock3(limited).await, (16, 4, 0));
+}
+
+/// 422 `invalid_request` naming `param`.
+#[track_caller]
+fn assert_refused(s: StatusCode, v: &Value, param: &str, what: &str) {
+    assert_eq!(
+        (s, error_code(v), v["error"]["param"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Some(param)
+        ),
+        "{what}: {v}"
+    );
+}
+
+/// API.md: "an ISO currency". Three letters are not enough (`XYZ`, `BTC`),
+/// nor are ISO's codes for what is no money (`XXX`); lower case is read as
+/// the code it spells.
+async fn products_take_only_iso_4217_currencies(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let id = kami.product("Priced", json!({})).await;
+    let path = format!("/api/v1/admin/products/{id}");
+    for code in ["XYZ", "ZZZ", "BTC", "XXX", "xyz"] {
+        let body = json!({"name": "x", "price": 1, "currency": code});
+        let (s, v) = kami.admin_post("/api/v1/admin/products", &body).await;
+        assert_refused(s, &v, "currency", code);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&code.to_ascii_uppercase()),
+            "the message names the code: {v}"
+        );
+        let (s, v) = kami.admin_patch(&path, &json!({"currency": code})).await;
+        assert_refused(s, &v, "currency", code);
+    }
+    let (s, v) = kami.admin_get("/api/v1/admin/products").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let products = v["data"].as_array().unwrap();
+    assert_eq!(products.len(), 1, "nothing was created: {v}");
+    assert_eq!(
+        products[0]["currency"],
+        json!("CNY"),
+        "nothing changed: {v}"
+    );
+
+    let usd = kami
+        .create_product(json!({"name": "Dollars", "price": 100, "currency": "usd"}))
+        .await;
+    let (_, v) = kami.admin_get("/api/v1/admin/products").await;
+    let created = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == json!(usd))
+        .cloned();
+    assert_eq!(created.unwrap_or_default()["currency"], json!("USD"), "{v}");
+    let (s, v) = kami.admin_patch(&path, &json!({"currency": "jpy"})).await;
+    assert_eq!((s, &v["currency"]), (StatusCode::OK, &json!("JPY")), "{v}");
+}
+
+/// A quantity error names the field the client got wrong: the one it sent,
+/// or the minimum when it sent both and they contradict each other.
+async fn quantity_errors_name_the_field_the_client_sent(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let with = |extra: Value| {
+        let mut body = json!({"name": "Q", "price": 100, "currency": "CNY"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (extra, param) in [
+        (json!({"min_quantity": 0}), "min_quantity"),
+        // Above the default maximum of 10.
+        (json!({"min_quantity": 20}), "min_quantity"),
+        // Below the default minimum of 1.
+        (json!({"max_quantity": 0}), "max_quantity"),
+        (json!({"max_quantity": 20_000}), "max_quantity"),
+        (
+            json!({"min_quantity": 5, "max_quantity": 2}),
+            "min_quantity",
+        ),
+    ] {
+        let (s, v) = kami
+            .admin_post("/api/v1/admin/products", &with(extra.clone()))
+            .await;
+        assert_refused(s, &v, param, &extra.to_string());
+    }
+    let id = kami.product("Bounded", json!({"min_quantity": 3})).await;
+    let path = format!("/api/v1/admin/products/{id}");
+    for (patch, param) in [
+        (json!({"min_quantity": 11}), "min_quantity"),
+        (json!({"min_quantity": 0}), "min_quantity"),
+        (json!({"max_quantity": 2}), "max_quantity"),
+        (json!({"max_quantity": 10_001}), "max_quantity"),
+        (
+            json!({"min_quantity": 8, "max_quantity": 4}),
+            "min_quantity",
+        ),
+    ] {
+        let (s, v) = kami.admin_patch(&path, &patch).await;
+        assert_refused(s, &v, param, &patch.to_string());
+    }
+}
+
+/// `null` clears what a product may lack (category, limits, sale window,
+/// low-stock threshold, stock display) and is refused, naming the field,
+/// for the rest: a PATCH that meant to change something must not answer
+/// 200 having changed nothing.
+async fn patch_refuses_null_for_fields_that_cannot_be_empty(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let id = kami
+        .product(
+            "Full",
+            json!({"description": "all set", "category": "Games", "per_buyer_limit": 3,
+                   "per_ip_limit": 4, "low_stock_threshold": 5, "stock_display": "level",
+                   "sale_starts_at": "2020-01-01T00:00:00Z",
+                   "sale_ends_at": "2999-01-01T00:00:00Z",
+                   "wholesale_tiers": [{"min_quantity": 5, "price": 900}]}),
+        )
+        .await;
+    let path = format!("/api/v1/admin/products/{id}");
+    let (s, before) = kami.admin_patch(&path, &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{before}");
+    for field in [
+        "name",
+        "price",
+        "currency",
+        "description",
+        "min_quantity",
+        "max_quantity",
+        "visible",
+        "wholesale_tiers",
+    ] {
+        let mut body = json!({"price": 500});
+        body[field] = Value::Null;
+        let (s, v) = kami.admin_patch(&path, &body).await;
+        assert_refused(s, &v, field, field);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("{field} cannot be null")), "{v}");
+    }
+    let (_, after) = kami.admin_patch(&path, &json!({})).await;
+    assert_eq!(after, before, "refused patches changed nothing");
+
+    let (s, v) = kami
+        .admin_patch(
+            &path,
+            &json!({"category": null, "per_buyer_limit": null, "per_ip_limit": null,
+                    "low_stock_threshold": null, "stock_display": null,
+                    "sale_starts_at": null, "sale_ends_at": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for field in [
+        "category",
+        "per_buyer_limit",
+        "per_ip_limit",
+        "stock_display",
+        "sale_starts_at",
+        "sale_ends_at",
+    ] {
+        assert_eq!(v[field], Value::Null, "{field} cleared: {v}");
+    }
+    assert_eq!(v["low_stock_threshold"], json!(0), "no threshold: {v}");
+    for field in [
+        "name",
+        "price",
+        "currency",
+        "description",
+        "wholesale_tiers",
+    ] {
+        assert_eq!(v[field], before[field], "absent {field} stays: {v}");
+    }
+
+    // A new product takes null as the default of a field that has one (a
+    // client writing every field it knows); the required ones still need
+    // a value.
+    let (s, v) = kami
+        .admin_post(
+            "/api/v1/admin/products",
+            &json!({"name": "Nulls", "price": 100, "currency": "CNY", "description": null,
+                    "category": null, "min_quantity": null, "max_quantity": null,
+                    "per_buyer_limit": null, "visible": null, "wholesale_tiers": null,
+                    "low_stock_threshold": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (&v["min_quantity"], &v["max_quantity"], &v["visible"]),
+        (&json!(1), &json!(10), &json!(true)),
+        "{v}"
+    );
+    let (s, v) = kami
+        .admin_post(
+            "/api/v1/admin/products",
+            &json!({"name": "No price", "price": null, "currency": "CNY"}),
+        )
+        .await;
+    assert_refused(s, &v, "price", "price");
+}
+
+/// API.md: the upload is text, one code per line. A JSON or multipart body
+/// read that way would import its own syntax as codes, so it is refused
+/// (415, after authentication); what curl and scripts send for a text file
+/// is taken.
+async fn card_import_takes_text_and_refuses_json_and_multipart(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let id = kami.product("Typed", json!({})).await;
+    let url = kami.url(&format!("/api/v1/admin/products/{id}/cards"));
+    let post = |content_type: Option<&str>, body: &str| {
+        let req = kami
+            .http
+            .post(&url)
+            .bearer_auth(&kami.api_key)
+            .body(body.to_string());
+        match content_type {
+            Some(t) => req.header("content-type", t),
+            None => req,
+        }
+    };
+
+    let (s, v) = kami
+        .send(
+            kami.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(r#"{"codes":["J0"]}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "authentication first: {v}"
+    );
+    let refused = [
+        ("application/json", r#"{"codes":["J1"]}"#),
+        ("Application/JSON; charset=utf-8", r#"{"codes":["J2"]}"#),
+        (
+            "multipart/form-data; boundary=XB",
+            "--XB\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nM1\r\n--XB--\r\n",
+        ),
+        (
+            "multipart/mixed; boundary=XB",
+            "--XB\r\n\r\nM2\r\n--XB--\r\n",
+        ),
+    ];
+    for (content_type, body) in refused {
+        for idempotent in [false, true] {
+            let mut req = post(Some(content_type), body);
+            if idempotent {
+                req = req.header("idempotency-key", format!("typed-{content_type}"));
+            }
+            let (s, v) = kami.send(req).await;
+            assert_eq!(
+                (s, error_code(&v)),
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
+                "{content_type}: {v}"
+            );
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("text/plain") && message.contains("one code per line"),
+                "{v}"
+            );
+        }
+    }
+    assert_eq!(
+        kami.stock(id).await["available"],
+        json!(0),
+        "nothing imported"
+    );
+
+    let taken = [
+        (Some("text/plain"), "T1"),
+        (Some("text/plain; charset=gbk"), "T2"),
+        (Some("text/csv"), "C1"),
+        (Some("application/octet-stream"), "O1"),
+        // What `curl --data-binary @codes.txt` sends unless told otherwise.
+        (Some("application/x-www-form-urlencoded"), "F1"),
+        (None, "N1"),
+    ];
+    for (content_type, code) in taken {
+        let (s, v) = kami.send(post(content_type, &format!("{code}\n"))).await;
+        assert_eq!(s, StatusCode::OK, "{content_type:?}: {v}");
+        assert_eq!(v["imported"], json!(1), "{content_type:?}: {v}");
+    }
+    assert_eq!(kami.stock(id).await["available"], json!(taken.len()));
+}
+
+/// The published document lists the errors these admin endpoints answer
+/// with, and the cap on an import report's rejected lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_openapi_document_lists_the_admin_errors() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let (s, doc) = kami
+        .send(kami.http.get(kami.url("/api/v1/openapi.json")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    let responses = |path: &str, method: &str| doc["paths"][path][method]["responses"].clone();
+    let orders = responses("/api/v1/admin/orders", "get");
+    assert!(
+        orders["422"].is_object(),
+        "bad status, limit or cursor: {orders}"
+    );
+    let import = responses("/api/v1/admin/products/{id}/cards", "post");
+    for status in ["415", "422"] {
+        assert!(
+            import[status].is_object(),
+            "import answers {status}: {import}"
+        );
+    }
+    let report = &doc["components"]["schemas"]["ImportReport"];
+    assert_eq!(
+        report["properties"]["rejected"]["maxItems"],
+        json!(1000),
+        "{report}"
+    );
+    assert!(
+        report["properties"]["rejected_total"].is_object(),
+        "{report}"
+    );
 }

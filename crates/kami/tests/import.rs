@@ -17,6 +17,63 @@ both_backends!(
     cli_import_prints_the_counts_and_the_codes_sell,
 );
 
+/// A server killed half-way through an upload leaves that import's codes
+/// staged, never sellable; started again with the database to itself, it
+/// lets them go at once, so the operator's re-upload imports every code
+/// instead of counting the staged ones as duplicates and leaving them out
+/// until the reaper's wait was over (ten minutes, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_cut_off_by_a_crash_can_be_uploaded_again_at_once() {
+    cut_off_import(true).await
+}
+
+/// The same when the client goes away half-way: the import aborts itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_whose_client_went_away_can_be_uploaded_again_at_once() {
+    cut_off_import(false).await
+}
+
+async fn cut_off_import(crash: bool) {
+    use tokio::io::AsyncWriteExt;
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Cut off", json!({})).await;
+    let codes = make_codes("CUT", 30_000);
+    let file = codes.join("\n") + "\n";
+
+    // Headers for the whole file, then two thirds of it, then nothing.
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", kami.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/admin/products/{pid}/cards HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        kami.api_key,
+        file.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&file.as_bytes()[..file.len() * 2 / 3])
+        .await
+        .unwrap();
+    conn.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    if crash {
+        kami.restart(Stop::Kill).await;
+        drop(conn);
+    } else {
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(kami.stock3(pid).await.0, 0, "a cut-off import sold nothing");
+
+    let report = kami.import(pid, codes.join("\n")).await;
+    assert_eq!(
+        (report["imported"].as_i64(), report["duplicates"].as_i64()),
+        (Some(30_000), Some(0)),
+        "{report}"
+    );
+    assert_eq!(kami.stock3(pid).await.0, 30_000);
+}
+
 fn rejected_lines(report: &Value) -> Vec<i64> {
     report["rejected"]
         .as_array()

@@ -16,7 +16,7 @@ use crate::api::admin::{create_product_from, update_product_from, ProductInput};
 use crate::present::money;
 use crate::state::Shared;
 
-pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP", "USDT"];
+pub const CURRENCIES: &[&str] = &["CNY", "USD", "EUR", "HKD", "JPY", "GBP"];
 /// The product form's choices; `inherit` follows the shop's settings.
 const STOCK_DISPLAYS: &[&str] = &["inherit", "exact", "level", "hidden"];
 

@@ -23,27 +23,38 @@ use crate::services::import::{import_into_shop, ImportError};
 use crate::services::orders::parse_id;
 use crate::state::Shared;
 
-/// Product fields as the admin API takes them; `null` clears a nullable one.
+/// Product fields as the admin API takes them; `null` clears a nullable one
+/// and is refused for the others.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct ProductInput {
+    #[serde(deserialize_with = "not_null::name")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "not_null::price")]
     pub price: Option<i64>,
+    #[serde(deserialize_with = "not_null::currency")]
     pub currency: Option<String>,
+    #[serde(deserialize_with = "not_null::description")]
     pub description: Option<String>,
     #[serde(deserialize_with = "double_option")]
     pub category: Option<Option<String>>,
+    #[serde(deserialize_with = "not_null::min_quantity")]
     pub min_quantity: Option<i64>,
+    #[serde(deserialize_with = "not_null::max_quantity")]
     pub max_quantity: Option<i64>,
     #[serde(deserialize_with = "double_option")]
     pub per_buyer_limit: Option<Option<i64>>,
+    #[serde(deserialize_with = "not_null::visible")]
     pub visible: Option<bool>,
     #[serde(deserialize_with = "double_option")]
     pub sale_starts_at: Option<Option<String>>,
     #[serde(deserialize_with = "double_option")]
     pub sale_ends_at: Option<Option<String>>,
+    #[serde(deserialize_with = "null_as_no_threshold")]
     pub low_stock_threshold: Option<i64>,
-    /// `[{"min_quantity": 10, "price": 900}, …]` (extension to API.md).
+    /// `[{"min_quantity": 10, "price": 900}, …]` (extension to API.md); `[]`
+    /// removes them.
+    #[serde(deserialize_with = "not_null::wholesale_tiers")]
     pub wholesale_tiers: Option<Vec<WholesaleTier>>,
     /// Most codes one client address may hold (extension to API.md).
     #[serde(deserialize_with = "double_option")]
@@ -51,6 +62,64 @@ pub struct ProductInput {
     /// `exact`, `level`, `hidden`, or `null` / `inherit` for the shop's default.
     #[serde(deserialize_with = "double_option")]
     pub stock_display: Option<Option<String>>,
+}
+
+/// Fields a new product defaults when they are absent or `null`.
+const DEFAULTED_FIELDS: [&str; 6] = [
+    "description",
+    "min_quantity",
+    "max_quantity",
+    "visible",
+    "wholesale_tiers",
+    "low_stock_threshold",
+];
+
+impl ProductInput {
+    /// The request names `max_quantity` and not `min_quantity`.
+    fn sent_max_only(&self) -> bool {
+        self.min_quantity.is_none() && self.max_quantity.is_some()
+    }
+}
+
+/// `deserialize_with` functions for the fields that have no "nothing"
+/// value: without them serde reads `"price": null` as an absent field, and
+/// a PATCH that meant to change something answered 200 and changed nothing.
+/// The error names the field; `JsonBody` puts it in `param`.
+mod not_null {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    macro_rules! refuse_null {
+        ($($field:ident),* $(,)?) => {$(
+            pub fn $field<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+            where
+                T: Deserialize<'de>,
+                D: Deserializer<'de>,
+            {
+                Option::<T>::deserialize(d)?.map(Some).ok_or_else(|| {
+                    D::Error::custom(concat!(stringify!($field), " cannot be null"))
+                })
+            }
+        )*};
+    }
+
+    refuse_null!(
+        name,
+        price,
+        currency,
+        description,
+        min_quantity,
+        max_quantity,
+        visible,
+        wholesale_tiers,
+    );
+}
+
+/// `null` is no low-stock threshold, which a product stores as 0.
+fn null_as_no_threshold<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<i64>::deserialize(d).map(|t| Some(t.unwrap_or(0)))
 }
 
 fn parse_stock_display(v: &Option<String>) -> ApiResult<Option<StockDisplay>> {
@@ -127,10 +196,26 @@ fn check_ip_limit(limit: Option<i64>) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_quantities(min: i64, max: i64, limit: Option<i64>) -> ApiResult<()> {
-    if min < 1 || max < min || max > 10_000 {
+/// `sent_max_only`: the request named `max_quantity` and not
+/// `min_quantity`, so a minimum above the maximum is the maximum's fault;
+/// otherwise it is the minimum's (or both's, and naming one is enough).
+fn check_quantities(min: i64, max: i64, limit: Option<i64>, sent_max_only: bool) -> ApiResult<()> {
+    let wrong = if min < 1 {
+        Some("min_quantity")
+    } else if max > 10_000 {
+        Some("max_quantity")
+    } else if max < min {
+        Some(if sent_max_only {
+            "max_quantity"
+        } else {
+            "min_quantity"
+        })
+    } else {
+        None
+    };
+    if let Some(param) = wrong {
         return Err(ApiError::invalid_param(
-            "max_quantity",
+            param,
             "need 1 <= min_quantity <= max_quantity <= 10000",
         ));
     }
@@ -168,12 +253,21 @@ pub async fn create_product(
     State(state): State<Shared>,
     key: AdminKey<need::ProductsWrite>,
     headers: HeaderMap,
-    body: JsonBody<ProductInput>,
+    body: JsonBody<serde_json::Map<String, Value>>,
 ) -> Response {
+    // A new product's `null` is the default of a field that has one (a
+    // client that writes every field it knows, unset ones as null); only
+    // a PATCH refuses it, where it would change nothing.
+    let mut fields = body.value;
+    fields.retain(|k, v| !(v.is_null() && DEFAULTED_FIELDS.contains(&k.as_str())));
+    let input: ProductInput = match crate::extract::from_json(Value::Object(fields)) {
+        Ok(input) => input,
+        Err(e) => return e.into_response(),
+    };
     let scope = format!("POST /api/v1/admin/products key:{}", key.id);
     let task_state = state.clone();
     idempotent::respond(&state, &headers, scope, &body.raw, move || async move {
-        create_product_from(&task_state, body.value)
+        create_product_from(&task_state, input)
             .await
             .map(|p| (StatusCode::CREATED, Json(present::product(&p))))
             .into_response()
@@ -203,7 +297,12 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
     let min_quantity = input.min_quantity.unwrap_or(1);
     let max_quantity = input.max_quantity.unwrap_or(10);
     let per_buyer_limit = input.per_buyer_limit.flatten();
-    check_quantities(min_quantity, max_quantity, per_buyer_limit)?;
+    check_quantities(
+        min_quantity,
+        max_quantity,
+        per_buyer_limit,
+        input.sent_max_only(),
+    )?;
     let wholesale_tiers = input.wholesale_tiers.unwrap_or_default();
     check_tiers(price, &wholesale_tiers)?;
     let per_ip_limit = input.per_ip_limit.flatten();
@@ -260,7 +359,7 @@ pub async fn update_product_from(
     let min = input.min_quantity.unwrap_or(cur.min_quantity);
     let max = input.max_quantity.unwrap_or(cur.max_quantity);
     let limit = input.per_buyer_limit.unwrap_or(cur.per_buyer_limit);
-    check_quantities(min, max, limit)?;
+    check_quantities(min, max, limit, input.sent_max_only())?;
     check_tiers(
         input.price.unwrap_or(cur.price),
         input
@@ -338,6 +437,9 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(e) = check_upload_type(&headers) {
+        return e.into_response();
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -387,6 +489,32 @@ async fn import_codes(state: &Shared, id: &str, body: Body) -> ApiResult<Json<Va
         Err(ImportError::Body(e)) => Err(upload_error(&e)),
         Err(ImportError::Store(e)) => Err(e.into()),
     }
+}
+
+/// Codes come as text, one a line (API.md). Read that way, a JSON or
+/// multipart body imports its own syntax (`{"codes":["J1"]}`, boundary
+/// lines) as codes, so those types are refused. The form type is not: it is
+/// what `curl --data-binary @codes.txt` sends unless told otherwise.
+fn check_upload_type(headers: &HeaderMap) -> ApiResult<()> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if essence == "application/json"
+        || essence.ends_with("+json")
+        || essence.starts_with("multipart/")
+    {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ..ApiError::invalid_param(
+                "Content-Type",
+                "send the codes as Content-Type: text/plain, one code per line",
+            )
+        });
+    }
+    Ok(())
 }
 
 /// An upload that could not be read: over the route's limit, or cut short.

@@ -30,6 +30,14 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
     }
     store.migrate().await.context("migrations failed")?;
     if held == backup::Held::Alone {
+        // No other process has the database open, so an import still
+        // marked running was cut off (a crash, a kill): its staged codes
+        // are let go now, not after the reaper's wait, in which a
+        // re-import would count them as duplicates and leave them out.
+        let reaped = store.reap_stale_imports(i64::MAX).await?;
+        if reaped > 0 {
+            tracing::warn!(batches = reaped, "aborted card imports a stopped process left running; nothing from them was sellable");
+        }
         backup::share_lock(&url)?;
     }
     tracing::info!(backend = %store.backend(), "database ready");
