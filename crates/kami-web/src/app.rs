@@ -183,6 +183,7 @@ pub fn app(
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .map_request(crate::drain::drain_unread)
+        .map_request(drop_unfit_request_id)
         .layer(SetRequestIdLayer::new(request_id.clone(), RequestIds::new()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let rid = req
@@ -284,6 +285,23 @@ pub fn router(state: Shared) -> Router {
         .fallback(fallback)
         .route_layer(middleware::from_fn(metrics::track_http))
         .with_state(state)
+}
+
+/// Longest `x-request-id` a client may choose; a longer one, or one with
+/// spaces or bytes outside printable ASCII, is replaced by one of ours.
+const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+/// A client's `x-request-id` is echoed on the answer and written into every
+/// log line of the request: kept only if it is short and plain, so a
+/// stranger cannot make each line of the log carry kilobytes of theirs.
+fn drop_unfit_request_id(mut req: Request) -> Request {
+    let unfit = req.headers().get("x-request-id").is_some_and(|v| {
+        v.len() > MAX_CLIENT_REQUEST_ID || !v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
+    });
+    if unfit {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// `x-request-id` for a request that comes without one: a random prefix

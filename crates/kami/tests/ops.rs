@@ -191,6 +191,25 @@ async fn health_metrics_and_request_ids(backend: Backend) {
         assert!(!id.is_empty(), "{what}: empty x-request-id");
         assert!(ids.insert(id.clone()), "{what}: request id {id} reused");
     }
+    // A client's own id is kept if it is short and plain; a long one (which
+    // every log line of the request would carry) is replaced.
+    let echo = |sent: String| {
+        let req = kami
+            .http
+            .get(kami.url("/healthz"))
+            .header("x-request-id", sent);
+        async move {
+            let res = req.send().await.unwrap();
+            res.headers()["x-request-id"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(echo("trace-42.a:b".into()).await, "trace-42.a:b");
+    let long = "x".repeat(5000);
+    let answered = echo(long.clone()).await;
+    assert!(
+        answered != long && answered.len() <= 128 && !answered.is_empty(),
+        "a 5,000-byte request id was echoed"
+    );
 }
 
 async fn storefront_lists_products_with_names_escaped(backend: Backend) {
