@@ -13,7 +13,8 @@
 -- ARGV[1] the quantity, ARGV[2] the raises' channel, ARGV[3] the product.
 -- Returns the new count or -1.
 if KEYS[4] then
-  if redis.call('DECRBY', KEYS[4], ARGV[1]) <= 0 then
+  local h = redis.pcall('DECRBY', KEYS[4], ARGV[1])
+  if type(h) == 'number' and h <= 0 then
     redis.call('DEL', KEYS[4])
   end
 end

@@ -23,10 +23,13 @@
 -- reading is the count's reading when taken (0 otherwise).
 -- A held count expires 5 s after its last take: the holds of an instance
 -- that died are forgotten then, not kept as codes that may come back.
+-- Held counts are touched with pcall: one that is not a number (written
+-- behind the scripts' back) must not fail the batch's orders, and counts
+-- as nothing in flight.
 local n = tonumber(ARGV[1])
 for i = 1, n do
-  local h = redis.call('DECRBY', KEYS[i], ARGV[1 + i])
-  if h <= 0 then
+  local h = redis.pcall('DECRBY', KEYS[i], ARGV[1 + i])
+  if type(h) == 'number' and h <= 0 then
     redis.call('DEL', KEYS[i])
   end
 end
@@ -43,11 +46,12 @@ for i = 1, #ARGV - 1 - n do
   elseif left >= want then
     out[#out + 1] = 1
     out[#out + 1] = redis.call('DECRBY', key, want)
-    redis.call('INCRBY', held_key, want)
-    redis.call('PEXPIRE', held_key, 5000)
+    redis.pcall('INCRBY', held_key, want)
+    redis.pcall('PEXPIRE', held_key, 5000)
     reading = tonumber(redis.call('GET', KEYS[n + 3 * i - 1])) or 0
   else
-    local held = tonumber(redis.call('GET', held_key)) or 0
+    local got = redis.pcall('GET', held_key)
+    local held = type(got) == 'string' and tonumber(got) or 0
     if held < 0 then
       held = 0
     end
