@@ -179,32 +179,28 @@ impl Channel for Stripe {
         // event it was and a redelivered one is recognised.
         let status = format!("{kind} (event {event_id})");
         let session = &event["data"]["object"];
+        // Genuine, but about no order of Kami's: acknowledged (or Stripe
+        // would retry it for days and may turn off the endpoint that also
+        // carries Kami's payments), and it pays nothing.
+        let no_order = |status: String| Notice {
+            order_no: String::new(),
+            trade_no: event_id.to_string(),
+            amount: 0,
+            currency: String::new(),
+            paid: false,
+            status,
+            raw: raw.clone(),
+        };
         if !kind.starts_with("checkout.session.") {
-            // Not about a Checkout Session: acknowledged, belongs to no order.
-            return Ok(Notice {
-                order_no: String::new(),
-                trade_no: event_id.to_string(),
-                amount: 0,
-                currency: String::new(),
-                paid: false,
-                status,
-                raw,
-            });
+            // Not about a Checkout Session.
+            return Ok(no_order(status));
         }
         if session_order_no(session).is_none() {
             // A session Kami did not create (a Payment Link, another app on
-            // the same account): genuine, so acknowledged, or Stripe would
-            // retry it for days and may turn off the endpoint that also
-            // carries Kami's payments; it pays nothing here.
-            return Ok(Notice {
-                order_no: String::new(),
-                trade_no: event_id.to_string(),
-                amount: 0,
-                currency: String::new(),
-                paid: false,
-                status: format!("{status} for a session without a Kami order"),
-                raw,
-            });
+            // the same account).
+            return Ok(no_order(format!(
+                "{status} for a session without a Kami order"
+            )));
         }
         let paid = match kind {
             "checkout.session.completed" => session["payment_status"] == "paid",
