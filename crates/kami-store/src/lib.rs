@@ -152,6 +152,14 @@ pub trait Store: Send + Sync + 'static {
     async fn record_event_once(&self, ev: &NewEvent) -> Result<bool>;
     async fn order_events(&self, order_id: i64) -> Result<Vec<OrderEvent>>;
     async fn events_for_order_no(&self, order_no: &str) -> Result<Vec<OrderEvent>>;
+    /// Events that name no order (a rejected notification whose body named
+    /// none, a genuine gateway event about no order), newest first, with
+    /// ids below `before`.
+    async fn events_without_order(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<OrderEvent>>;
     async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>>;
 
     // --- payment attempts (reconciliation) ---------------------------------

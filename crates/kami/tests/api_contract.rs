@@ -451,7 +451,7 @@ async fn machine_errors_are_json(backend: Backend) {
     let (s, v) = kami
         .send(
             kami.http
-                .get(kami.url("/api/v1/admin/events"))
+                .get(kami.url("/api/v1/admin/events?starting_after=abc"))
                 .bearer_auth(&kami.api_key),
         )
         .await;

@@ -122,6 +122,29 @@ async fn rejected_notifications_change_nothing_and_are_recorded(backend: Backend
     );
     assert_eq!(kami.view(&order).await["status"], json!("pending"));
     assert_eq!(kami.stock3(pid).await, stock);
+    // Both name no order: the operator finds them among the events of no
+    // order, newest first, a page at a time.
+    let (status, page) = kami.admin_get("/api/v1/admin/events?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["has_more"], json!(true), "{page}");
+    let newest = &page["data"][0];
+    assert_eq!(
+        (&newest["kind"], &newest["order_no"]),
+        (&json!("notify_rejected"), &Value::Null),
+        "{page}"
+    );
+    let (_, next) = kami
+        .admin_get(&format!(
+            "/api/v1/admin/events?limit=5&starting_after={}",
+            newest["id"]
+        ))
+        .await;
+    let older = next["data"].as_array().unwrap();
+    assert!(
+        older.len() == 1 && older[0]["id"].as_i64() < newest["id"].as_i64(),
+        "{next}"
+    );
+    assert_eq!(next["has_more"], json!(false), "{next}");
 
     // An order that does not exist: refused and recorded under the claimed number.
     let ghost = format!("K20990101000000{}", random_token(8).to_uppercase());

@@ -236,6 +236,13 @@ impl Store for SqlStore {
     async fn events_for_order_no(&self, order_no: &str) -> Result<Vec<OrderEvent>> {
         orders::order_events(self, None, Some(order_no)).await
     }
+    async fn events_without_order(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<OrderEvent>> {
+        orders::events_without_order(self, before, limit).await
+    }
     async fn count_orders_by_status(&self) -> Result<Vec<(String, i64)>> {
         orders::count_orders_by_status(self).await
     }

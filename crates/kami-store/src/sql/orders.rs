@@ -1252,6 +1252,24 @@ pub async fn fulfil_unfulfilled_in(
 /// An order's timeline: its stored events, and the entries its own row
 /// records (`lifecycle`). By number, also the rejected notifications that
 /// named it when no such order existed.
+/// `Store::events_without_order`. An operator's occasional page: the
+/// primary key walked backwards, no index of its own.
+pub async fn events_without_order(
+    s: &SqlStore,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<OrderEvent>> {
+    let rows = sqlx::query(
+        "SELECT id, order_no, kind, detail, created_at FROM order_events \
+         WHERE order_no IS NULL AND order_id IS NULL AND id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(&s.read)
+    .await?;
+    rows.iter().map(rows::event).collect()
+}
+
 pub async fn order_events(
     s: &SqlStore,
     order_id: Option<i64>,

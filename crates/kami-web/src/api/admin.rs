@@ -635,18 +635,48 @@ pub async fn get_order(
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
-    order_no: String,
+    order_no: Option<String>,
+    limit: Option<String>,
+    starting_after: Option<String>,
 }
 
 /// Events by order number, including rejected notifications that named an
-/// order that does not exist.
+/// order that does not exist. Without `order_no`: the events that name no
+/// order at all (a notification refused before any order number could be
+/// read from it, a gateway's event about no order), newest first, a page
+/// at a time (`limit`, `starting_after` an event's `id`).
 pub async fn events(
     State(state): State<Shared>,
     _key: AdminKey<need::OrdersRead>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let events = state.store.events_for_order_no(&q.order_no).await?;
-    Ok(Json(
-        json!({"data": events_json(&events), "has_more": false}),
-    ))
+    if let Some(order_no) = q.order_no.as_deref().filter(|n| !n.trim().is_empty()) {
+        let events = state.store.events_for_order_no(order_no).await?;
+        return Ok(Json(
+            json!({"data": events_json(&events), "has_more": false}),
+        ));
+    }
+    let limit = crate::api::public::page_limit(q.limit.as_deref(), 100, ADMIN_PAGE)?;
+    let before = match q.starting_after.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(after) => Some(after.parse::<i64>().map_err(|_| {
+            ApiError::invalid_param("starting_after", "starting_after must be an event id")
+        })?),
+    };
+    let mut events = state
+        .store
+        .events_without_order(before, limit as i64 + 1)
+        .await?;
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    // Stored events only, so each has its row's id: the page's cursor.
+    let data: Vec<Value> = events_json(&events)
+        .into_iter()
+        .zip(&events)
+        .map(|(mut v, e)| {
+            v["id"] = json!(e.id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({"data": data, "has_more": has_more})))
 }
