@@ -44,6 +44,22 @@
   });
 })();
 
+/* A form is sent once: its button is disabled as it goes (a second press
+   on a slow network made a second order, or hit the buyer's own limit).
+   A page restored by the back button is loaded again, so the button works
+   and the page shows what the server says now (a pay page after paying). */
+(function () {
+  document.addEventListener("submit", function (e) {
+    var buttons = e.target.querySelectorAll("button[type=submit], button:not([type])");
+    setTimeout(function () {
+      Array.prototype.forEach.call(buttons, function (b) { b.disabled = true; });
+    }, 0);
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) window.location.reload();
+  });
+})();
+
 /* The price box follows the quantity and the coupon: the server renders it
    (in the page's language, escaped), the script only swaps it in. Without
    the script the box shows the price for the quantity the page loaded with,

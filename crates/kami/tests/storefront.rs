@@ -195,6 +195,51 @@ async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend)
     ];
     let (_, html, _) = post(&c, &mut stranger, &kami.url("/lookup"), &form).await;
     assert!(!html.contains(&order_no), "a wrong password finds nothing");
+
+    // The order page shows the order's own link, which opens it in any
+    // browser (an order placed without a query password has no other way
+    // back once this browser's cookie is gone).
+    let (_, html, _) = get(&c, &mut jar, &kami.url(&format!("/orders/{order_no}"))).await;
+    let html = html.replace("&#x2f;", "/");
+    let start = html
+        .find(&format!("/orders/{order_no}?token="))
+        .expect("the order page shows its link");
+    let link = &html[start..];
+    let link = &link[..link.find('<').unwrap()];
+    let mut elsewhere = Jar::default();
+    let (s, _, loc) = get(&c, &mut elsewhere, &kami.url(link)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{link}");
+    let (s, html, _) = get(&c, &mut elsewhere, &kami.url(&loc.unwrap())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        codes.iter().filter(|c| html.contains(c.as_str())).count(),
+        2,
+        "the link opens the order with its codes"
+    );
+
+    // An error answered to the buy form switches language to the product
+    // page, not to the form's POST-only route.
+    let (_, html, _) = get(&c, &mut jar, &kami.url(&format!("/products/{pid}?lang=en"))).await;
+    let csrf3 = csrf_of(&html);
+    let form = [
+        ("csrf", csrf3.as_str()),
+        ("quantity", "1"),
+        ("email", "not-an-email"),
+        ("channel", "sandbox"),
+    ];
+    let (s, html, _) = post(
+        &c,
+        &mut jar,
+        &kami.url(&format!("/products/{pid}/buy")),
+        &form,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.replace("&#x2f;", "/")
+            .contains(&format!("href=\"/products/{pid}?lang=zh\"")),
+        "the language link of an error page"
+    );
 }
 
 async fn forms_without_their_csrf_token_change_nothing(backend: Backend) {

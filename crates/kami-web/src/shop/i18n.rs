@@ -70,7 +70,7 @@ translations! {
     "email_hint" => "用于查询订单，请仔细核对。", "Used to find your order later. Please double-check it.";
     "query_password" => "查询密码", "Query password";
     "optional" => "（可选）", "(optional)";
-    "query_password_hint" => "设置后，可凭邮箱和此密码在“订单查询”中随时找回订单和卡密。", "Set one to look up your orders and codes later with your email and this password.";
+    "query_password_hint" => "设置后，可凭邮箱和此密码在“订单查询”中随时找回订单和卡密。不设置时，只能在本浏览器或用订单页上的订单链接查看。", "Set one to look up your orders and codes later with your email and this password. Without one, the order opens only in this browser or from the order link its page shows.";
     "payment_method" => "支付方式", "Payment method";
     "no_channels" => "暂无可用的支付方式，请稍后再试。", "No payment method is available right now. Please try again later.";
     "buy_now" => "立即购买", "Buy now";
@@ -94,6 +94,8 @@ translations! {
     "pending_refresh" => "已付款？刷新页面", "Paid already? Refresh";
     "your_codes" => "您的卡密", "Your codes";
     "codes_keep_safe" => "请妥善保存卡密，不要分享给他人。", "Keep your codes safe and do not share them.";
+    "order_link_heading" => "订单链接", "Your order link";
+    "order_link_hint" => "保存此链接：在任何浏览器或设备上打开它都能查看本订单和卡密。请勿分享给他人。", "Keep this link: it opens this order and its codes in any browser or on any device. Do not share it.";
     "copy" => "复制", "Copy";
     "copied" => "已复制", "Copied";
     "copy_all" => "复制全部", "Copy all";

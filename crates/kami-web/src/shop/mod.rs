@@ -139,6 +139,12 @@ impl Page {
         ctx["shop_name"] = json!(shop.shop_name);
         ctx["sandbox"] = json!(state.enabled_channel(sandbox::NAME).is_some());
         ctx["csrf"] = json!(self.csrf);
+        // The language links go to `lang_path` (this page's own path when
+        // empty); a page answered to a POST names the page to go back to,
+        // which the route of its form is not.
+        if ctx.get("lang_path").is_none() {
+            ctx["lang_path"] = json!("");
+        }
         ctx["notice"] = json!(shop.notice);
         let ctx = minijinja::context! {
             tr => Value::from_function(move |key: &str| i18n::tr(lang, key)),
@@ -404,7 +410,8 @@ async fn render_product(
         status,
         "product.html",
         json!({"product": product_view(&product, now_millis(), state.shop().stock_display),
-               "channels": channels, "error": error, "form": form, "quote": quote}),
+               "channels": channels, "error": error, "form": form, "quote": quote,
+               "lang_path": format!("/products/{id}")}),
     );
     with_retry_after(res, throttled.as_ref())
 }
@@ -674,6 +681,15 @@ pub async fn order_page(
     };
     let pending = status == kami_core::OrderStatus::Pending;
     let name = product_name(&state, order.product_id).await;
+    // The order's own link, token included: the buyer's way back from any
+    // browser or device (the cookie stays in this one, and an order placed
+    // without a query password cannot be looked up). Shown only to a
+    // browser already holding the token; the page is never cached.
+    let token = cookies::get(&headers, &cookies::order_cookie(&order.order_no)).unwrap_or_default();
+    let private_link = format!(
+        "{}/orders/{}?token={}",
+        state.settings.public_url, order.order_no, token
+    );
     page.render(
         &state,
         StatusCode::OK,
@@ -684,6 +700,7 @@ pub async fn order_page(
             "delivered": delivered,
             "pay_url": pending.then(|| format!("/pay/{}/{}", order.channel, order.order_no)),
             "cards": cards,
+            "private_link": private_link,
         }),
     )
 }
