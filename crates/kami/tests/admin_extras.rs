@@ -446,6 +446,30 @@ async fn recovery_codes_sign_in_once(backend: Backend) {
     p.login(email, &password).await;
     let (secret, codes) = enable_totp(&p).await;
     assert_eq!(codes.len(), 10);
+    // With TOTP on, the session alone cannot put a key of its own in its
+    // place (which would void the phone and the recovery codes).
+    let page = p.get("/admin/security").await;
+    let other = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let swapped = p
+        .post(
+            "/admin/security/totp",
+            &[
+                ("csrf", &page.csrf()),
+                ("secret", other),
+                ("code", &totp_now(other)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        swapped.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        swapped.body
+    );
+    assert!(
+        recovery_codes(&swapped.body).is_empty(),
+        "no new recovery codes"
+    );
     let again = p.get("/admin/security").await.body;
     assert!(recovery_codes(&again).is_empty(), "shown only once");
     assert!(again.contains("id=\"recovery-left\">10<"));

@@ -221,6 +221,15 @@ async fn the_database_and_its_backups_are_private_to_their_owner() {
         &kami.cli(&["backup", backup.to_str().unwrap()]),
         "kami backup",
     );
+    // Into an empty file someone made readable by all: the backup is a
+    // file of its own, owner-only, not that file filled.
+    let planted = kami.data_dir().join("planted-backup.db");
+    std::fs::write(&planted, b"").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_ok(
+        &kami.cli(&["backup", planted.to_str().unwrap()]),
+        "kami backup into a planted file",
+    );
     let files: Vec<_> = files_under(kami.data_dir())
         .into_iter()
         .filter(|p| {
@@ -235,6 +244,10 @@ async fn the_database_and_its_backups_are_private_to_their_owner() {
         );
     }
     assert!(files.contains(&backup), "the backup is not among {files:?}");
+    assert!(
+        files.contains(&planted),
+        "the second backup is not among {files:?}"
+    );
     for f in &files {
         let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());

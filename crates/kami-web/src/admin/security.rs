@@ -100,6 +100,20 @@ pub async fn enable(
     Form(form): Form<EnableForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
+    // Already on: a new key would void the phone's and the recovery codes
+    // with no current code, which turning it off and new recovery codes
+    // both ask for; a hijacked session could lock the operator out.
+    let me = state
+        .store
+        .admin_by_id(op.session.admin_id)
+        .await?
+        .ok_or(PanelError::NotFound)?;
+    if me.totp.is_some() {
+        return Err(PanelError::Invalid(
+            "two-factor sign-in is already on; turn it off first (that asks for a current code)"
+                .into(),
+        ));
+    }
     let secret = totp::secret_from_base32(&form.secret)
         .ok_or_else(|| PanelError::Invalid("the key is malformed".into()))?;
     if !totp::check(&secret, &form.code, unix_now()) {

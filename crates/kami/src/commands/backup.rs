@@ -115,17 +115,23 @@ pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if std::fs::metadata(file).is_ok_and(|m| !m.is_file() || m.len() > 0) {
         bail!("{} already exists and is not an empty file", file.display());
     }
-    // Made here, owner-only, for `VACUUM INTO` to fill: a backup holds
-    // what the database holds (see `connect::create_private`).
-    if !file.exists() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(file)
-            .with_context(|| format!("cannot create {}", file.display()))?;
+    // Written to a file of our own, owner-only, then renamed over the
+    // target: a backup holds what the database holds, and an empty file
+    // someone else made there (another account, mode 0666) would keep its
+    // owner and mode if `VACUUM INTO` filled it.
+    let staging = with_suffix(file, &format!(".partial-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    if let Err(e) = store.backup_sqlite(&staging.to_string_lossy()).await {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e.into());
     }
-    store.backup_sqlite(&file.to_string_lossy()).await?;
+    std::fs::rename(&staging, file)
+        .with_context(|| format!("cannot move the backup to {}", file.display()))?;
     println!("backup written to {}", file.display());
     Ok(())
 }
