@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::auth::{open_totp, totp_context, Operator};
 use super::page::{PanelError, PanelResult};
+use crate::extract::ClientIp;
 use crate::state::Shared;
 
 fn unix_now() -> u64 {
@@ -146,8 +147,21 @@ pub struct DisableForm {
     code: String,
 }
 
-/// Whether `code` is a current TOTP code of the signed-in operator.
-async fn current_code_ok(state: &Shared, op: &Operator, code: &str) -> PanelResult<bool> {
+/// Whether `code` is a current TOTP code of the signed-in operator. Each
+/// try draws on the client's sign-in attempts (ten, then one every six
+/// seconds): a session alone must not be able to guess its way to turning
+/// TOTP off at the admin API's rate.
+async fn current_code_ok(
+    state: &Shared,
+    op: &Operator,
+    ip: std::net::IpAddr,
+    code: &str,
+) -> PanelResult<bool> {
+    state
+        .limits
+        .check_login(ip)
+        .await
+        .map_err(PanelError::RateLimited)?;
     let me = state
         .store
         .admin_by_id(op.session.admin_id)
@@ -164,10 +178,11 @@ async fn current_code_ok(state: &Shared, op: &Operator, code: &str) -> PanelResu
 pub async fn disable(
     State(state): State<Shared>,
     op: Operator,
+    ClientIp(ip): ClientIp,
     Form(form): Form<DisableForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
-    if !current_code_ok(&state, &op, &form.code).await? {
+    if !current_code_ok(&state, &op, ip, &form.code).await? {
         return enabled_page(&state, &op, StatusCode::UNPROCESSABLE_ENTITY, None, true).await;
     }
     let id = op.session.admin_id;
@@ -186,10 +201,11 @@ pub async fn disable(
 pub async fn regenerate_recovery_codes(
     State(state): State<Shared>,
     op: Operator,
+    ClientIp(ip): ClientIp,
     Form(form): Form<DisableForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
-    if !current_code_ok(&state, &op, &form.code).await? {
+    if !current_code_ok(&state, &op, ip, &form.code).await? {
         return enabled_page(&state, &op, StatusCode::UNPROCESSABLE_ENTITY, None, true).await;
     }
     let codes = issue_recovery_codes(&state, &op).await?;
