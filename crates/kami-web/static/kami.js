@@ -5,7 +5,7 @@
     button.hidden = false;
     button.addEventListener("click", function () {
       var scope = button.closest(button.getAttribute("data-copy") === "all" ? ".codes" : ".code-row");
-      var text = Array.prototype.map.call(scope.querySelectorAll(".code"), function (el) {
+      var text = Array.prototype.map.call(scope.querySelectorAll(".code, .code-link"), function (el) {
         return el.textContent;
       }).join("\n");
       navigator.clipboard.writeText(text).then(function () {
