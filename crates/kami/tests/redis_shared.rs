@@ -393,8 +393,11 @@ async fn two_instances_share_the_gate() {
 
     // B never asked the database about this product: only the shared gate
     // can answer its very first buyer without it (once A's orders are
-    // answered, which A tells Redis within milliseconds).
+    // answered, which A tells Redis within milliseconds, and the count
+    // agrees: a buyer let through while codes were in flight, then
+    // granted, leaves it high until the next re-sync, a second at most).
     prefix.settled(pid).await;
+    wait_agree(&[&a, &b], &prefix, pid, 0).await;
     let before = b.counter("kami_gate_rejections_total", "sold_out").await;
     let (status, v) = order_on(&b, pid, "late@example.com").await;
     assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
