@@ -98,15 +98,25 @@ async fn storefront_form_errors_are_friendly(backend: Backend) {
         StatusCode::CONFLICT,
         "停止销售",
     );
+    // The fields a buyer types are named wholly in Chinese, without the
+    // API's English rule.
+    let bad_email = buy(&b, one, "1", "not an email").await;
     assert_friendly(
-        &buy(&b, one, "1", "not an email").await,
+        &bad_email,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "提交的信息有误",
+        "请填写有效的邮箱地址",
     );
+    assert!(!bad_email.body.contains("(email"), "{}", bad_email.body);
+    let bad_quantity = buy(&b, one, "0", "a@example.com").await;
     assert_friendly(
-        &buy(&b, one, "0", "a@example.com").await,
+        &bad_quantity,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "提交的信息有误",
+        "每单可购 1 至 10 件",
+    );
+    assert!(
+        !bad_quantity.body.contains("(quantity"),
+        "{}",
+        bad_quantity.body
     );
     // A product that does not exist, or went away while the form was open.
     assert_friendly(

@@ -236,6 +236,10 @@ async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend)
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
+        html.contains("Please enter a valid email address") && !html.contains("(email"),
+        "the field is named in the page's language, without the API's rule"
+    );
+    assert!(
         html.replace("&#x2f;", "/")
             .contains(&format!("href=\"/products/{pid}?lang=zh\"")),
         "the language link of an error page"

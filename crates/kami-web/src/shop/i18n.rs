@@ -132,6 +132,9 @@ translations! {
 
     // Error page, and error messages as `error_<code>` (codes from the API error shape)
     "error_title" => "出错了", "Something went wrong";
+    "invalid_email" => "请填写有效的邮箱地址，卡密和订单查询都要用到它。", "Please enter a valid email address: your codes and order lookup depend on it.";
+    "invalid_query_password" => "查询密码过长，请换一个短一些的。", "The query password is too long. Please choose a shorter one.";
+    "invalid_quantity" => "每单可购 {min} 至 {max} 件，请调整购买数量。", "Each order takes {min} to {max}. Please change the quantity.";
     "error_invalid_request" => "提交的信息有误，请检查后重试。", "Some of the information you entered is not valid. Please check it and try again.";
     "error_not_found" => "您要找的页面或订单不存在。", "We could not find that page or order.";
     "error_unauthorized" => "页面已过期，请刷新后重试。", "This page has expired. Please reload it and try again.";

@@ -231,6 +231,28 @@ pub fn error_page(state: &Shared, headers: &HeaderMap, status: StatusCode) -> Re
 /// The buyer-facing text for an API error, in the page's language; for
 /// invalid input the specific detail follows, since it says what to fix.
 fn friendly(lang: &str, e: &ApiError) -> String {
+    // The fields a buyer types, said wholly in the page's language: the
+    // API's English rule used to be appended to a Chinese sentence.
+    if e.code == "invalid_request" {
+        match e.param {
+            Some(field @ ("email" | "query_password")) => {
+                return i18n::tr(lang, &format!("invalid_{field}")).to_string()
+            }
+            Some("quantity") => {
+                let bounds: Vec<&str> = e
+                    .message
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let [min, max] = bounds[..] {
+                    return i18n::tr(lang, "invalid_quantity")
+                        .replace("{min}", min)
+                        .replace("{max}", max);
+                }
+            }
+            _ => {}
+        }
+    }
     if e.param == Some("coupon") {
         if let Some(r) = CouponRefusal::ALL
             .iter()
