@@ -75,11 +75,7 @@ async fn issue_recovery_codes(state: &Shared, op: &Operator) -> PanelResult<Vec<
 }
 
 pub async fn show(State(state): State<Shared>, op: Operator) -> PanelResult {
-    let me = state
-        .store
-        .admin_by_id(op.session.admin_id)
-        .await?
-        .ok_or(PanelError::NotFound)?;
+    let me = signed_in(&state, &op).await?;
     if me.totp.is_some() {
         return enabled_page(&state, &op, StatusCode::OK, None, false).await;
     }
@@ -104,11 +100,7 @@ pub async fn enable(
     // Already on: a new key would void the phone's and the recovery codes
     // with no current code, which turning it off and new recovery codes
     // both ask for; a hijacked session could lock the operator out.
-    let me = state
-        .store
-        .admin_by_id(op.session.admin_id)
-        .await?
-        .ok_or(PanelError::NotFound)?;
+    let me = signed_in(&state, &op).await?;
     if me.totp.is_some() {
         return Err(PanelError::Invalid(
             "two-factor sign-in is already on; turn it off first (that asks for a current code)"
@@ -147,6 +139,15 @@ pub struct DisableForm {
     code: String,
 }
 
+/// The signed-in operator's account.
+async fn signed_in(state: &Shared, op: &Operator) -> PanelResult<kami_store::Admin> {
+    state
+        .store
+        .admin_by_id(op.session.admin_id)
+        .await?
+        .ok_or(PanelError::NotFound)
+}
+
 /// Whether `code` is a current TOTP code of the signed-in operator. Each
 /// try draws on the client's sign-in attempts (ten, then one every six
 /// seconds): a session alone must not be able to guess its way to turning
@@ -162,11 +163,7 @@ async fn current_code_ok(
         .check_login(ip)
         .await
         .map_err(PanelError::RateLimited)?;
-    let me = state
-        .store
-        .admin_by_id(op.session.admin_id)
-        .await?
-        .ok_or(PanelError::NotFound)?;
+    let me = signed_in(state, op).await?;
     Ok(me
         .totp
         .as_ref()

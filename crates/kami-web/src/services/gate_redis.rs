@@ -615,11 +615,8 @@ impl SharedGate {
                 if let Some(h) = hold.held.as_ref() {
                     let (key, held, quantity) = (h.key.clone(), h.held_key.clone(), h.quantity);
                     hold.keep();
-                    if let Some(n) =
-                        give_back(&self.redis, &key, Some(&held), product_id, quantity).await
-                    {
-                        self.holds(product_id, n, mirror);
-                    }
+                    self.gave_back(product_id, quantity, &key, Some(&held), mirror)
+                        .await;
                 }
             }
         }
@@ -636,13 +633,21 @@ impl SharedGate {
     }
 
     pub(super) async fn give_back(&self, product_id: i64, quantity: i64, mirror: &LocalCounts) {
-        self.gave_back(product_id, quantity, &self.key(product_id), mirror)
+        self.gave_back(product_id, quantity, &self.key(product_id), None, mirror)
             .await;
     }
 
-    /// Gives `quantity` codes back to the count at `key` (not an order's).
-    async fn gave_back(&self, product_id: i64, quantity: i64, key: &str, mirror: &LocalCounts) {
-        if let Some(n) = give_back(&self.redis, key, None, product_id, quantity).await {
+    /// Gives `quantity` codes back to the count at `key`; `held`: an
+    /// order's, in flight until now (`give_back`).
+    async fn gave_back(
+        &self,
+        product_id: i64,
+        quantity: i64,
+        key: &str,
+        held: Option<&str>,
+        mirror: &LocalCounts,
+    ) {
+        if let Some(n) = give_back(&self.redis, key, held, product_id, quantity).await {
             self.holds(product_id, n, mirror);
         }
     }
@@ -910,6 +915,14 @@ mod tests {
                 .unwrap()
         }
 
+        /// The product's codes in flight, if Redis keeps a count of them.
+        fn held(&self, product_id: i64) -> Option<i64> {
+            redis::cmd("GET")
+                .arg(format!("{}gate:{product_id}:held", self.prefix))
+                .query(&mut self.conn())
+                .unwrap()
+        }
+
         async fn admit(&self, product_id: i64, quantity: i64) -> Admission {
             self.gate.admit(product_id, quantity, &self.mirror).await
         }
@@ -1105,10 +1118,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(1);
         for pid in [21, 22] {
             loop {
-                let held_left: Option<i64> = redis::cmd("GET")
-                    .arg(format!("{}gate:{pid}:held", f.prefix))
-                    .query(&mut f.conn())
-                    .unwrap();
+                let held_left = f.held(pid);
                 if held_left.is_none() {
                     break;
                 }
@@ -1165,11 +1175,7 @@ mod tests {
             .await;
         assert!(matches!(f.admit(20, 1).await, Admission::SoldOut));
         assert_eq!(f.count(20), Some(0));
-        let held_left: Option<i64> = redis::cmd("GET")
-            .arg(format!("{}gate:20:held", f.prefix))
-            .query(&mut f.conn())
-            .unwrap();
-        assert_eq!(held_left, None, "codes left in flight");
+        assert_eq!(f.held(20), None, "codes left in flight");
     }
 
     /// Waits until the gate is subscribed to raises (it subscribes with

@@ -186,17 +186,13 @@ impl Page {
     fn error(self, state: &Shared, e: &ApiError) -> Response {
         let message = friendly(self.lang, e);
         let title = i18n::tr(self.lang, "error_title");
-        let mut res = self.render(
+        let res = self.render(
             state,
             e.status,
             "error.html",
             json!({"status": e.status.as_u16(), "title": title, "message": message}),
         );
-        if let Some(secs) = e.retry_after {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        res
+        with_retry_after(res, Some(e))
     }
 
     fn check_csrf(&self, headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {
@@ -228,8 +224,9 @@ pub fn error_page(state: &Shared, headers: &HeaderMap, status: StatusCode) -> Re
     )
 }
 
-/// The buyer-facing text for an API error, in the page's language; for
-/// invalid input the specific detail follows, since it says what to fix.
+/// The buyer-facing text for an API error, in the page's language. The
+/// fields a buyer types are named in it; for other invalid input the API's
+/// detail follows, since it says what to fix.
 fn friendly(lang: &str, e: &ApiError) -> String {
     // The fields a buyer types, said wholly in the page's language: the
     // API's English rule used to be appended to a Chinese sentence.
@@ -438,8 +435,9 @@ async fn render_product(
     with_retry_after(res, throttled.as_ref())
 }
 
-/// A page answered 429 because its coupon guess was throttled carries the
-/// refusal's `Retry-After`, as the API's 429 does.
+/// A page answering a refusal that says when to retry (a 429: the error
+/// page, a throttled coupon guess) carries its `Retry-After`, as the API's
+/// does.
 fn with_retry_after(mut res: Response, throttled: Option<&ApiError>) -> Response {
     if let Some(secs) = throttled.and_then(|e| e.retry_after) {
         res.headers_mut()
