@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Router, ServiceExt};
+use axum::Router;
 use kami_core::secrets::Keys;
 use kami_pay::sandbox::Sandbox;
 use kami_pay::Channel;
@@ -407,12 +406,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = workers::spawn(state.clone(), stop_rx.clone());
     let gate_sync = workers::spawn_gate_sync(state.clone(), stop_rx);
-    axum::serve(
-        listener,
-        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app(state)),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    crate::listen::serve(listener, app(state), shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = gate_sync.await;

@@ -147,6 +147,15 @@ impl ApiError {
         )
     }
 
+    /// A body trickled in slower than the server waits for (`listen.rs`).
+    pub fn body_too_slow() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            crate::listen::BodyTooSlow.to_string(),
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }

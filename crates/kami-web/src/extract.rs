@@ -237,6 +237,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let raw = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large("1 MiB")
+            } else if crate::listen::too_slow(&e) {
+                ApiError::body_too_slow()
             } else {
                 ApiError::bad_request(e.body_text())
             }

@@ -10,6 +10,7 @@ mod drain;
 pub mod error;
 pub mod extract;
 mod html_errors;
+pub mod listen;
 pub mod metrics;
 pub mod pay;
 pub mod present;

@@ -521,6 +521,8 @@ fn check_upload_type(headers: &HeaderMap) -> ApiResult<()> {
 fn upload_error(e: &str) -> ApiError {
     if e.contains("length limit") {
         ApiError::payload_too_large("16 MiB")
+    } else if e == crate::listen::BodyTooSlow.to_string() {
+        ApiError::body_too_slow()
     } else {
         ApiError::bad_request(format!("upload failed: {e}"))
     }
