@@ -59,6 +59,28 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// SQLite could not take the write now but may in a moment: the lock
+    /// stayed held past `busy_timeout` (a long import from the CLI beside
+    /// the server), or the disk is full or failing. Nothing is wrong with the
+    /// request and nothing was written: 503 with `Retry-After`, not 500.
+    pub fn is_transient(&self) -> bool {
+        // SQLite's primary result codes: BUSY 5, LOCKED 6, IOERR 10, FULL 13.
+        const TRANSIENT: [i32; 4] = [5, 6, 10, 13];
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .and_then(sqlx::error::DatabaseError::code)
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| TRANSIENT.contains(&(c & 0xff))),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                TRANSIENT.contains(&(e.extended_code & 0xff))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]

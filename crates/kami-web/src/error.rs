@@ -211,6 +211,10 @@ impl From<kami_store::StoreError> for ApiError {
             tracing::warn!(error = %e, "database unreachable");
             return Self::unavailable("database unreachable; try again");
         }
+        if e.is_transient() {
+            tracing::warn!(error = %e, "database busy or out of space");
+            return Self::unavailable("database busy; try again");
+        }
         Self::internal(e)
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 
 use super::wal_prefetch::WalPrefetch;
 use super::SqlStore;
@@ -146,6 +146,23 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
                 conn.execute(super::direct::BACKSTOP_PRAGMA.as_str())
                     .await?;
                 Ok(())
+            })
+        })
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // sqlx counts a transaction that SQLite ended by itself as
+                // still open: a COMMIT refused for a full disk or an I/O
+                // error rolls back, the ROLLBACK sqlx sends on drop then
+                // fails, the count never comes down, and every later BEGIN
+                // on this, the one write connection, is refused ("begin_with
+                // at non-zero transaction depth") until it is replaced. So
+                // let a dropped transaction's queued ROLLBACK run, and close
+                // the connection if it still counts one open; the pool opens
+                // a new one.
+                if conn.is_in_transaction() {
+                    conn.ping().await?;
+                }
+                Ok(!conn.is_in_transaction())
             })
         })
         .connect(&with_mode("rwc"))
