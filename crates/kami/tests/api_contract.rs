@@ -305,6 +305,20 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(numbers(&v), [b["order_no"].clone()]);
     assert_eq!(v["has_more"], json!(true));
+    // The next page after the last item, named by its `id` (API.md: ids go
+    // back unchanged) or by its order number.
+    let id = &v["data"][0]["id"];
+    assert!(id.is_i64(), "{v}");
+    for cursor in [id.to_string(), b["order_no"].as_str().unwrap().to_string()] {
+        let (s, v) = kami
+            .admin_get(&format!(
+                "/api/v1/admin/orders?limit=1&starting_after={cursor}"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{cursor}: {v}");
+        assert_eq!(numbers(&v), [a["order_no"].clone()], "after {cursor}");
+        assert_eq!(v["has_more"], json!(false));
+    }
     // Out of range is the nearest page size, as it always was.
     let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=0").await;
     assert_eq!(s, StatusCode::OK, "{v}");

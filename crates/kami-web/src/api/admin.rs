@@ -583,8 +583,21 @@ pub async fn list_orders(
             .map_err(|_| ApiError::invalid_param("limit", "limit must be a number"))?
             .clamp(1, 500),
     };
-    let before_id = match q.starting_after.as_deref().filter(|s| !s.is_empty()) {
+    // The cursor is an item's `id` (API.md: ids go back unchanged) or its
+    // `order_no`, which the OpenAPI document named first; an order number
+    // starts with a letter, so the two never meet.
+    let before_id = match q
+        .starting_after
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
+        Some(id) if id.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(id.parse::<i64>().map_err(|_| {
+                ApiError::invalid_param("starting_after", "starting_after is out of range")
+            })?)
+        }
         Some(no) => Some(
             state
                 .store
