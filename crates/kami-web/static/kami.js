@@ -94,3 +94,14 @@
   }
   if (quantity) quantity.addEventListener("change", refresh);
 })();
+
+/* An order opened by its link (?token=): the server has put the token in
+   this browser's cookie, so it leaves the address bar, the history and
+   whatever a shared screen shows. */
+(function () {
+  if (!window.URL || !window.history || !history.replaceState) return;
+  var url = new URL(location.href);
+  if (!url.searchParams.has("token")) return;
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+})();

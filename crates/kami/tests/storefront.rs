@@ -120,6 +120,19 @@ async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend)
         html.contains(&format!("action=\"/pay/sandbox/{order_no}\"")),
         "pay button posts back"
     );
+    // API.md's "Pay (sandbox)" button is named so in every language: here
+    // on an API order's `pay_url`, to a client that asks for no language
+    // (the page is Chinese).
+    let api_order = kami.buy(pid, 1, "api@example.com").await;
+    let pay_url = api_order["payment"]["pay_url"].as_str().unwrap();
+    let plain = kami.http.get(pay_url).send().await.unwrap();
+    let plain = plain.text().await.unwrap();
+    assert!(plain.contains("支付"), "the page is in Chinese: {plain}");
+    let button = plain
+        .split("<button")
+        .find(|b| b.contains("type=\"submit\""))
+        .unwrap_or_else(|| panic!("no submit button: {plain}"));
+    assert!(button.contains("Pay (sandbox)"), "{button}");
     let (s, _, loc) = post(
         &c,
         &mut jar,
@@ -207,14 +220,25 @@ async fn buyer_pays_with_the_sandbox_button_and_sees_the_codes(backend: Backend)
     let link = &html[start..];
     let link = &link[..link.find('<').unwrap()];
     let mut elsewhere = Jar::default();
-    let (s, _, loc) = get(&c, &mut elsewhere, &kami.url(link)).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{link}");
-    let (s, html, _) = get(&c, &mut elsewhere, &kami.url(&loc.unwrap())).await;
-    assert_eq!(s, StatusCode::OK);
+    let (s, html, _) = get(&c, &mut elsewhere, &kami.url(link)).await;
+    assert_eq!(s, StatusCode::OK, "{link}");
     assert_eq!(
         codes.iter().filter(|c| html.contains(c.as_str())).count(),
         2,
         "the link opens the order with its codes"
+    );
+    // And leaves the token in that browser's cookie: the address without
+    // it opens the order there too.
+    let (s, html, _) = get(
+        &c,
+        &mut elsewhere,
+        &kami.url(&format!("/orders/{order_no}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        codes.iter().filter(|c| html.contains(c.as_str())).count(),
+        2
     );
 
     // An error answered to the buy form switches language to the product

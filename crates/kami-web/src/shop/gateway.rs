@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::{now_millis, OrderStatus};
 use serde_json::json;
 
-use super::{order_access, order_view, product_name, Access, Page, PageQuery};
+use super::{order_access, order_view, product_name, Page, PageQuery};
 use crate::error::ApiError;
 use crate::extract::ClientIp;
 use crate::services::payments::start_payment;
@@ -33,36 +33,32 @@ pub async fn gateway_page(
     let Some(ch) = state.enabled_channel(&channel) else {
         return page.error(&state, &ApiError::not_found("page"));
     };
-    let path = format!("/pay/{channel}/{order_no}");
-    let order = match order_access(&state, &page, &headers, &order_no, &q, &path).await {
-        Ok(Access::Granted(o)) => o,
-        Ok(Access::Redirect(mut res)) => {
-            page.finish(&mut res);
-            return res;
-        }
+    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+        Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
+    let order = &access.order;
     // Another channel's order, or one no longer awaiting payment: the order
     // page says what there is to say.
     let pending = order.status.0.as_seen_at(order.expires_at, now_millis()) == OrderStatus::Pending;
     if order.channel != channel || !pending {
         let mut res = Redirect::to(&format!("/orders/{order_no}")).into_response();
         page.finish(&mut res);
-        return res;
+        return access.keep(res);
     }
     let subject = format!(
         "{} × {}",
         product_name(&state, order.product_id).await,
         order.quantity
     );
-    let url = match start_payment(&state, ch.as_ref(), &order, &subject).await {
+    let url = match start_payment(&state, ch.as_ref(), order, &subject).await {
         Ok(url) => url,
         Err(e) => return page.error(&state, &e),
     };
     if !ch.scan_to_pay() {
         let mut res = Redirect::to(&url).into_response();
         page.finish(&mut res);
-        return res;
+        return access.keep(res);
     }
     let Some(qr) = crate::qr::svg_data_uri(&url, 240) else {
         return page.error(
@@ -71,10 +67,11 @@ pub async fn gateway_page(
         );
     };
     let name = product_name(&state, order.product_id).await;
-    page.render(
+    let res = page.render(
         &state,
         StatusCode::OK,
         "pay_qr.html",
-        json!({"order": order_view(&order, &name), "channel": channel, "qr": qr}),
-    )
+        json!({"order": order_view(order, &name), "channel": channel, "qr": qr}),
+    );
+    access.keep(res)
 }

@@ -107,7 +107,9 @@ translations! {
     // Sandbox payment page
     "sandbox_pay_heading" => "模拟支付", "Simulated payment";
     "sandbox_pay_explain" => "这是沙盒模式下的模拟支付，不会产生任何真实扣款。点击下方按钮即视为支付成功。", "This is a simulated payment in sandbox mode: no real money moves. Pressing the button below marks the order as paid.";
-    "sandbox_pay_button" => "支付（沙盒）", "Pay (sandbox)";
+    // API.md names the button "Pay (sandbox)": the words stay on it in
+    // every language, for buyers and for scripts that press it.
+    "sandbox_pay_button" => "支付 · Pay (sandbox)", "Pay (sandbox)";
     "sandbox_not_pending" => "该订单当前无需支付。", "This order does not need a payment right now.";
     "view_order" => "查看订单", "View order";
     "qr_pay_heading" => "扫码支付", "Scan to pay";

@@ -604,12 +604,26 @@ pub async fn buy(
     }
 }
 
-/// The order a page is about, authorised by `?token=` (which is moved into
-/// a cookie and dropped from the URL) or by the order's cookie.
-enum Access {
-    Granted(Box<Order>),
-    /// Token taken from the URL: set the cookie and come back without it.
-    Redirect(Response),
+/// The order a page is about, authorised by `?token=` or by the order's
+/// cookie. A token in the URL is also put in the cookie, for the page's own
+/// forms and links; the page is shown at once rather than by a redirect to
+/// the URL without it, so a client that keeps no cookies (curl, a script
+/// checking an API order's `pay_url`) sees the page too. `kami.js` takes
+/// the token out of the address bar.
+struct Access {
+    order: Box<Order>,
+    token: String,
+    set_cookie: Option<HeaderValue>,
+}
+
+impl Access {
+    /// `res` with the order's cookie, when the token came in the URL.
+    fn keep(&self, mut res: Response) -> Response {
+        if let Some(cookie) = &self.set_cookie {
+            res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+        }
+        res
+    }
 }
 
 async fn order_access(
@@ -618,10 +632,9 @@ async fn order_access(
     headers: &HeaderMap,
     order_no: &str,
     q: &PageQuery,
-    path: &str,
 ) -> Result<Access, ApiError> {
     if let Some(token) = q.token.as_deref() {
-        authorised_order(state, order_no, token).await?;
+        let order = authorised_order(state, order_no, token).await?;
         let cookie = cookies::set(
             &cookies::order_cookie(order_no),
             token,
@@ -629,16 +642,18 @@ async fn order_access(
             "Lax",
             page.secure,
         );
-        let mut res = Redirect::to(path).into_response();
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
-        return Ok(Access::Redirect(res));
+        return Ok(Access {
+            order: Box::new(order),
+            token: token.to_string(),
+            set_cookie: HeaderValue::from_str(&cookie).ok(),
+        });
     }
     let token = cookies::get(headers, &cookies::order_cookie(order_no)).unwrap_or_default();
-    Ok(Access::Granted(Box::new(
-        authorised_order(state, order_no, token).await?,
-    )))
+    Ok(Access {
+        order: Box::new(authorised_order(state, order_no, token).await?),
+        token: token.to_string(),
+        set_cookie: None,
+    })
 }
 
 /// Where a gateway sends the buyer back (`/pay/{channel}/return`); never
@@ -672,23 +687,11 @@ pub async fn order_page(
     if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
-    let order = match order_access(
-        &state,
-        &page,
-        &headers,
-        &order_no,
-        &q,
-        &format!("/orders/{order_no}"),
-    )
-    .await
-    {
-        Ok(Access::Granted(o)) => o,
-        Ok(Access::Redirect(mut res)) => {
-            page.finish(&mut res);
-            return res;
-        }
+    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+        Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
+    let order = &access.order;
     let status = order.status.0.as_seen_at(order.expires_at, now_millis());
     let delivered = status == kami_core::OrderStatus::Delivered;
     let cards = if delivered {
@@ -705,24 +708,24 @@ pub async fn order_page(
     // browser or device (the cookie stays in this one, and an order placed
     // without a query password cannot be looked up). Shown only to a
     // browser already holding the token; the page is never cached.
-    let token = cookies::get(&headers, &cookies::order_cookie(&order.order_no)).unwrap_or_default();
     let private_link = format!(
         "{}/orders/{}?token={}",
-        state.settings.public_url, order.order_no, token
+        state.settings.public_url, order.order_no, access.token
     );
-    page.render(
+    let res = page.render(
         &state,
         StatusCode::OK,
         "order.html",
         json!({
-            "order": order_view(&order, &name),
+            "order": order_view(order, &name),
             "pending": pending,
             "delivered": delivered,
             "pay_url": pending.then(|| format!("/pay/{}/{}", order.channel, order.order_no)),
             "cards": cards,
             "private_link": private_link,
         }),
-    )
+    );
+    access.keep(res)
 }
 
 pub async fn codes_txt(
@@ -781,32 +784,21 @@ pub async fn sandbox_page(
     if state.sandbox().is_none() {
         return page.error(&state, &ApiError::not_found("page"));
     }
-    let order = match order_access(
-        &state,
-        &page,
-        &headers,
-        &order_no,
-        &q,
-        &format!("/pay/sandbox/{order_no}"),
-    )
-    .await
-    {
-        Ok(Access::Granted(o)) => o,
-        Ok(Access::Redirect(mut res)) => {
-            page.finish(&mut res);
-            return res;
-        }
+    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+        Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
+    let order = &access.order;
     let pending = order.status.0.as_seen_at(order.expires_at, now_millis())
         == kami_core::OrderStatus::Pending;
     let name = product_name(&state, order.product_id).await;
-    page.render(
+    let res = page.render(
         &state,
         StatusCode::OK,
         "pay_sandbox.html",
-        json!({"order": order_view(&order, &name), "pending": pending}),
-    )
+        json!({"order": order_view(order, &name), "pending": pending}),
+    );
+    access.keep(res)
 }
 
 #[derive(Deserialize)]
