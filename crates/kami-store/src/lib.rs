@@ -83,6 +83,23 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What keeps an import alive in the eyes of a reaper, until dropped: the
+/// lock of its batch (an advisory lock held by a connection of its own on
+/// PostgreSQL, a file lock on SQLite), which also ends with its process.
+pub struct ImportLease(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl ImportLease {
+    pub(crate) fn new(held: impl std::any::Any + Send) -> Self {
+        Self(Box::new(held))
+    }
+}
+
+impl std::fmt::Debug for ImportLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImportLease")
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -119,7 +136,9 @@ pub trait Store: Send + Sync + 'static {
     async fn available_by_product(&self) -> Result<Vec<(i64, i64)>>;
 
     // --- import ------------------------------------------------------------
-    async fn begin_import(&self, product_id: i64) -> Result<i64>;
+    /// A new import batch for the product, and the lease that keeps it
+    /// alive: hold it until the import is committed or aborted.
+    async fn begin_import(&self, product_id: i64) -> Result<(i64, ImportLease)>;
     /// Stages cards under the batch; returns how many were new (the rest were
     /// duplicates of codes in this upload or ever imported for the product).
     async fn stage_cards(&self, batch: i64, product_id: i64, cards: &[NewCard]) -> Result<u64>;
@@ -128,7 +147,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_import(&self, batch: i64, product_id: i64, report: &ImportCounts)
         -> Result<()>;
     async fn abort_import(&self, batch: i64) -> Result<()>;
-    /// Aborts imports whose importer stopped beating before `stale_before`.
+    /// Marks the import of `batch` alive now (a beat, for batches whose
+    /// lock cannot be asked).
+    async fn touch_import(&self, batch: i64) -> Result<()>;
+    /// Aborts imports whose importer is gone: those whose lock no process
+    /// holds, and on SQLite a batch without a lock file (an older build's)
+    /// whose last beat is before `stale_before`.
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64>;
 
     // --- orders ------------------------------------------------------------

@@ -75,7 +75,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
         .await
         .unwrap()
         .id;
-    let batch = store.begin_import(product).await.unwrap();
+    let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
     let old: Vec<[u8; 32]> = (0..3).map(|_| rand::thread_rng().gen()).collect();
     for fp in &old {
         sqlx::query(&format!(
@@ -108,7 +108,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
     let new: [u8; 32] = rand::thread_rng().gen();
     let mut cards: Vec<NewCard> = old.iter().map(|fp| card(fp)).collect();
     cards.push(card(&new));
-    let batch = store.begin_import(product).await.unwrap();
+    let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
     let staged = store.stage_cards(batch, product, &cards).await.unwrap();
     assert_eq!(
         staged, 1,
@@ -137,7 +137,7 @@ async fn orders_stored_before_0010_keep_their_statuses() {
         .id;
     // Five codes, written as an import leaves them (a committed import
     // fulfils waiting orders, which reads this build's marks).
-    let batch = store.begin_import(product).await.unwrap();
+    let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
     insert_codes(&pool, product, batch, "available", 5).await;
     sqlx::query(&format!(
         "UPDATE card_batches SET status = 'committed' WHERE id = {batch}"

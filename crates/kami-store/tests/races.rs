@@ -100,7 +100,7 @@ async fn racing_imports_store_each_code_once(backend: Backend) {
     for _ in 0..4 {
         let (store, shared) = (db.store.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
-            let batch = store.begin_import(product).await.unwrap();
+            let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
             let cards: Vec<NewCard> = shared.iter().map(|fp| card(fp)).collect();
             let n = store.stage_cards(batch, product, &cards).await.unwrap();
             store
@@ -133,7 +133,7 @@ async fn racing_imports_store_each_code_once(backend: Backend) {
 async fn aborted_import_leaves_nothing(backend: Backend) {
     let db = open(backend).await;
     let product = product_with_codes(&db, 5).await;
-    let batch = db.store.begin_import(product).await.unwrap();
+    let (batch, _batch_lease) = db.store.begin_import(product).await.unwrap();
     let fp: [u8; 32] = rand::thread_rng().gen();
     let code = card(&fp);
     db.store
@@ -146,7 +146,7 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
         "staged codes are not sellable"
     );
     db.store.abort_import(batch).await.unwrap();
-    let again = db.store.begin_import(product).await.unwrap();
+    let (again, _again_lease) = db.store.begin_import(product).await.unwrap();
     assert_eq!(
         db.store.stage_cards(again, product, &[code]).await.unwrap(),
         1
@@ -177,7 +177,7 @@ async fn duplicates_within_an_import_are_stored_once(backend: Backend) {
     cards.insert(10, card(&fresh[3])); // twice in the first chunk
     cards.push(card(&fresh[5])); // again in the second chunk
     cards.push(card(&earlier)); // reserved by the order above
-    let batch = db.store.begin_import(product).await.unwrap();
+    let (batch, _batch_lease) = db.store.begin_import(product).await.unwrap();
     let staged = db.store.stage_cards(batch, product, &cards).await.unwrap();
     assert_eq!(staged, 1500, "a duplicate was staged or a code was lost");
     db.store

@@ -10,6 +10,7 @@ use kami_core::now_millis;
 use kami_store::{Job, NewJob};
 use tokio::sync::watch;
 
+use crate::services::import::STALE_IMPORT_MS;
 use crate::state::Shared;
 
 pub const EXPIRE_ORDERS: &str = "expire_orders";
@@ -22,12 +23,6 @@ const LEASE_MS: i64 = 30_000;
 /// shared lock table (64 per connection by default), so a sweep stays well
 /// under a few hundred.
 const SWEEP_BATCH: i64 = 100;
-/// An import that has not staged anything for this long is abandoned (a
-/// process died under it; one whose client went away aborts itself). Its
-/// staged codes count as duplicates until then, so a re-import after a
-/// crash would leave them out: short, but far above the seconds a slow
-/// upload takes to stage its next 2,000 codes.
-const STALE_IMPORT_MS: i64 = 2 * 60_000;
 
 pub async fn ensure_periodic_jobs(state: &Shared) -> Result<(), kami_store::StoreError> {
     for kind in [EXPIRE_ORDERS, REAP_IMPORTS, RECONCILE_PAYMENTS] {

@@ -126,7 +126,7 @@ async fn trickling_clients_are_cut_off_and_buyers_are_served_meanwhile() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    conn.write_all(body[10..].as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[10..]).await.unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");

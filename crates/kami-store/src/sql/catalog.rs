@@ -5,7 +5,7 @@ use sqlx::Row;
 use super::{orders, rows, SqlStore};
 use crate::types::*;
 use crate::Backend;
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// Rows per multi-row INSERT when staging imported cards: large enough to
 /// amortise a statement, small enough for SQLite's parameter limit.
@@ -291,20 +291,51 @@ pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
         .collect()
 }
 
-pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<i64> {
-    let now = now_millis();
-    let mut tx = s.begin().await?;
-    let id = sqlx::query_scalar(
+/// Begins an import of codes into the product: its batch, and the lease
+/// that says it is alive until dropped (`crate::ImportLease`). The lease's
+/// lock is taken in the transaction that makes the batch, so no reaper ever
+/// sees the batch without it.
+pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<(i64, crate::ImportLease)> {
+    const INSERT: &str =
         "INSERT INTO card_batches (merchant_id, product_id, status, heartbeat_at, created_at) \
-         VALUES ($1, $2, 'importing', $3, $3) RETURNING id",
-    )
-    .bind(DEFAULT_MERCHANT)
-    .bind(product_id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(id)
+         VALUES ($1, $2, 'importing', $3, $3) RETURNING id";
+    let now = now_millis();
+    match s.backend {
+        Backend::Postgres => {
+            // A connection of the import's own, out of the pool: dropped
+            // with the lease, it is closed and its session lock ends, where
+            // handed back to the pool it would go on holding it.
+            let mut conn = s.write.acquire().await?.detach();
+            let mut tx = sqlx::Connection::begin(&mut conn).await?;
+            let id: i64 = sqlx::query_scalar(INSERT)
+                .bind(DEFAULT_MERCHANT)
+                .bind(product_id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(&format!("SELECT pg_advisory_lock({IMPORT_LOCK})"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((id, crate::ImportLease::new(conn)))
+        }
+        Backend::Sqlite => {
+            let mut tx = s.begin().await?;
+            let id: i64 = sqlx::query_scalar(INSERT)
+                .bind(DEFAULT_MERCHANT)
+                .bind(product_id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            let held = match s.direct.as_ref() {
+                Some(d) => Some(super::import_locks::hold(d.path(), id)?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok((id, crate::ImportLease::new(held)))
+        }
+    }
 }
 
 pub async fn stage_cards(
@@ -396,6 +427,26 @@ pub async fn commit_import(
 ) -> Result<()> {
     let now = now_millis();
     let mut tx = s.begin().await?;
+    // The batch's row first, as `abort_import` takes it: a reaper that took
+    // this import for dead and an importer finishing it meet there, and
+    // only one of them goes on.
+    let claimed = sqlx::query(
+        "UPDATE card_batches SET status = 'committed', imported = $2, duplicates = $3, \
+         rejected = $4, finished_at = $5 WHERE id = $1 AND status = 'importing'",
+    )
+    .bind(batch)
+    .bind(report.imported as i64)
+    .bind(report.duplicates as i64)
+    .bind(report.rejected as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "import batch {batch} was aborted before it could commit"
+        )));
+    }
     let sql = format!(
         "UPDATE cards SET status = 'available' WHERE {}",
         orders::staged(s.backend, "$1")
@@ -405,17 +456,6 @@ pub async fn commit_import(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    sqlx::query(
-        "UPDATE card_batches SET status = 'committed', imported = $2, duplicates = $3, \
-         rejected = $4, finished_at = $5 WHERE id = $1",
-    )
-    .bind(batch)
-    .bind(report.imported as i64)
-    .bind(report.duplicates as i64)
-    .bind(report.rejected as i64)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     // Paid buyers who waited for this restock are served first, in the same
     // transaction that makes the codes sellable.
     orders::fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
@@ -460,6 +500,19 @@ async fn analyze_after_import(s: &SqlStore, added: u64) {
 
 pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     let mut tx = s.begin().await?;
+    let claimed = sqlx::query(
+        "UPDATE card_batches SET status = 'aborted', finished_at = $2 \
+         WHERE id = $1 AND status = 'importing'",
+    )
+    .bind(batch)
+    .bind(now_millis())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        // Committed (or aborted) meanwhile: its codes are what they are.
+        return Ok(());
+    }
     if s.backend == Backend::Postgres {
         // Frees the staged codes' fingerprints for a later import, as
         // deleting the rows frees them on SQLite.
@@ -477,7 +530,15 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
         orders::staged(s.backend, "$1")
     );
     sqlx::query(&sql).bind(batch).execute(&mut *tx).await?;
-    sqlx::query("UPDATE card_batches SET status = 'aborted', finished_at = $2 WHERE id = $1")
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The importer of `batch` is alive (`import_cards` beats every few
+/// seconds, upload or not).
+pub async fn touch_import(s: &SqlStore, batch: i64) -> Result<()> {
+    let mut tx = s.begin().await?;
+    sqlx::query("UPDATE card_batches SET heartbeat_at = $2 WHERE id = $1 AND status = 'importing'")
         .bind(batch)
         .bind(now_millis())
         .execute(&mut *tx)
@@ -486,17 +547,51 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     Ok(())
 }
 
+/// The lock a running import holds on PostgreSQL, by batch id. Advisory
+/// locks are the cluster's, so the key names the database too: two shops on
+/// one server each have a batch 1.
+const IMPORT_LOCK: &str = "hashtextextended('card_import:' || current_database() || ':' || $1, 0)";
+
 pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u64> {
-    let stale: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM card_batches WHERE status = 'importing' AND heartbeat_at < $1",
-    )
-    .bind(stale_before)
-    .fetch_all(&s.write)
-    .await?;
-    for id in &stale {
-        abort_import(s, *id).await?;
+    // A batch's lock is taken in the transaction that makes it, so every
+    // batch a reaper sees has its lock to ask.
+    let rows = sqlx::query("SELECT id, heartbeat_at FROM card_batches WHERE status = 'importing'")
+        .fetch_all(&s.write)
+        .await?;
+    // `Millis::MAX`: the caller has the database to itself, so every
+    // import still running is dead.
+    let alone = stale_before == Millis::MAX;
+    let mut reaped = 0;
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        if let Some(database) = s.direct.as_ref().map(|d| d.path()) {
+            // The lock file tells at once; without one (an older build's
+            // batch), the beat.
+            let stale = row.try_get::<i64, _>("heartbeat_at")? < stale_before;
+            if !(alone || super::import_locks::is_dead(database, id).unwrap_or(stale)) {
+                continue;
+            }
+            abort_import(s, id).await?;
+            super::import_locks::forget(database, id);
+            reaped += 1;
+            continue;
+        }
+        if s.backend == Backend::Postgres {
+            let mut tx = s.write.begin().await?;
+            let free: bool =
+                sqlx::query_scalar(&format!("SELECT pg_try_advisory_xact_lock({IMPORT_LOCK})"))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            if !free {
+                continue;
+            }
+        }
+        abort_import(s, id).await?;
+        reaped += 1;
     }
-    Ok(stale.len() as u64)
+    Ok(reaped)
 }
 
 fn tiers_json(tiers: &[kami_core::pricing::WholesaleTier]) -> String {

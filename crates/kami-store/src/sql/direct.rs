@@ -188,6 +188,11 @@ fn closed() -> StoreError {
 }
 
 impl Direct {
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens the write connection and starts its thread.
     /// `wal_frames` is the WAL's length as the background checkpoint last saw it.
     pub(crate) fn open(path: &Path, wal_frames: Arc<AtomicI64>) -> Result<Direct> {

@@ -14,6 +14,7 @@ mod channel_configs;
 mod connect;
 mod coupons;
 mod direct;
+mod import_locks;
 mod jobs;
 mod keys;
 mod orders;
@@ -144,7 +145,7 @@ impl Store for SqlStore {
         catalog::available_by_product(self).await
     }
 
-    async fn begin_import(&self, product_id: i64) -> Result<i64> {
+    async fn begin_import(&self, product_id: i64) -> Result<(i64, crate::ImportLease)> {
         catalog::begin_import(self, product_id).await
     }
     async fn stage_cards(&self, batch: i64, product_id: i64, cards: &[NewCard]) -> Result<u64> {
@@ -160,6 +161,9 @@ impl Store for SqlStore {
     }
     async fn abort_import(&self, batch: i64) -> Result<()> {
         catalog::abort_import(self, batch).await
+    }
+    async fn touch_import(&self, batch: i64) -> Result<()> {
+        catalog::touch_import(self, batch).await
     }
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64> {
         catalog::reap_stale_imports(self, stale_before).await

@@ -129,7 +129,7 @@ pub async fn product_with_an_order(db: &Db, codes: usize) -> (i64, Order) {
 }
 
 pub async fn restock(db: &Db, product_id: i64, codes: usize) {
-    let batch = db.store.begin_import(product_id).await.unwrap();
+    let (batch, _batch_lease) = db.store.begin_import(product_id).await.unwrap();
     let cards: Vec<NewCard> = (0..codes)
         .map(|_| {
             let fp: [u8; 32] = rand::thread_rng().gen();

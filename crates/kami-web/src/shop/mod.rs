@@ -695,7 +695,7 @@ pub async fn order_page(
     let status = order.status.0.as_seen_at(order.expires_at, now_millis());
     let delivered = status == kami_core::OrderStatus::Delivered;
     let cards = if delivered {
-        match delivered_codes(state.store.as_ref(), &state.keys, &order).await {
+        match delivered_codes(state.store.as_ref(), &state.keys, order).await {
             Ok(c) => c,
             Err(e) => return page.error(&state, &e),
         }
