@@ -370,26 +370,12 @@ impl Kami {
             .build()
             .unwrap();
         let pay_url = created["payment"]["pay_url"].as_str().expect("pay_url");
-        let first = no_redirects.get(pay_url).send().await.expect("pay page");
-        assert!(
-            first.status().is_redirection(),
-            "the token is moved into a cookie: {}",
-            first.status()
-        );
-        let cookies: Vec<String> = first
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
-            .collect();
-        let location = first.headers()["location"].to_str().unwrap().to_string();
-        let res = no_redirects
-            .get(self.url(&location))
-            .header("cookie", cookies.join("; "))
-            .send()
-            .await
-            .expect("pay page with cookie");
+        let res = no_redirects.get(pay_url).send().await.expect("pay page");
         if res.status().is_redirection() {
+            assert!(
+                res.headers().contains_key("set-cookie"),
+                "the token is kept in a cookie for the order's pages"
+            );
             return Ok(res.headers()["location"].to_str().unwrap().to_string());
         }
         let status = res.status();
