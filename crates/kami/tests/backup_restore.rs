@@ -291,3 +291,38 @@ async fn every_command_refuses_a_wrong_master_key() {
         assert_ok(&kami.cli(args), &format!("{args:?}"));
     }
 }
+
+/// API.md: every subcommand works on a fresh data directory. A backup of
+/// one, where no code was ever sealed and so no master key made, restores
+/// there; it used to be refused for want of the key that sealed it.
+#[tokio::test]
+async fn a_backup_of_a_fresh_data_directory_restores_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(KAMI);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KAMI_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("KAMI_DATA_DIR", dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let backup = dir.path().join("fresh.db");
+    assert_ok(&run(&["backup", backup.to_str().unwrap()]), "kami backup");
+    assert!(!dir.path().join("master.key").exists(), "backup made a key");
+    assert_ok(&run(&["restore", backup.to_str().unwrap()]), "kami restore");
+    // A backup that holds sealed codes still wants its key.
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Sealed", json!({})).await;
+    kami.import_codes(pid, &make_codes("SEAL", 2)).await;
+    let sealed = kami.data_dir().join("sealed.db");
+    assert_ok(
+        &kami.cli(&["backup", sealed.to_str().unwrap()]),
+        "kami backup",
+    );
+    let out = run(&["restore", sealed.to_str().unwrap()]);
+    assert_refused(&out, "a sealed backup without its key", "no master key");
+}

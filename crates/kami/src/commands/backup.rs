@@ -170,7 +170,7 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
     // had (owner-only for a new one).
     let mode = std::fs::metadata(&db).map_or(0o600, |m| m.permissions().mode() & 0o777);
     std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
-    if let Err(e) = check_backup(&staging, &keys).await {
+    if let Err(e) = check_backup(&staging, keys.as_ref(), &cfg).await {
         remove_sqlite_files(&staging)?;
         return Err(e.context(format!("{} was not restored", file.display())));
     }
@@ -193,19 +193,17 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
 }
 
 /// Restoring must not create a master key: codes sealed under the old one
-/// would become unreadable. The key has to be the one in use already.
-fn existing_keys(cfg: &Config) -> anyhow::Result<Keys> {
+/// would become unreadable. The key has to be the one in use already;
+/// `None` when there is none (fine only for a backup that sealed nothing).
+fn existing_keys(cfg: &Config) -> anyhow::Result<Option<Keys>> {
     let default_file = cfg.data_dir.join("master.key");
     if cfg.master_key.is_none() && cfg.master_key_file.is_none() && !default_file.exists() {
-        bail!(
-            "no master key: put the master.key that sealed this backup at {} (or set KAMI_MASTER_KEY) and run restore again",
-            default_file.display()
-        );
+        return Ok(None);
     }
-    Ok(Keys::new(&master_key::load(cfg)?))
+    Ok(Some(Keys::new(&master_key::load(cfg)?)))
 }
 
-async fn check_backup(path: &Path, keys: &Keys) -> anyhow::Result<()> {
+async fn check_backup(path: &Path, keys: Option<&Keys>, cfg: &Config) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", path.display());
     let store = SqlStore::connect(&url, 1)
         .await
@@ -220,11 +218,19 @@ async fn check_backup(path: &Path, keys: &Keys) -> anyhow::Result<()> {
         }
         // An older backup is brought up to this version's schema.
         store.migrate().await.context("migrations failed")?;
-        match store.get_setting("master_key_check").await? {
-            Some(check) if check != keys.check_value() => bail!(
+        // A backup of a shop that never sealed a code (`kami backup` on a
+        // fresh data directory) has no key to match, and needs none.
+        match (store.get_setting("master_key_check").await?, keys) {
+            (None, _) => Ok(()),
+            (Some(_), None) => bail!(
+                "no master key: put the master.key that sealed this backup at {} \
+                 (or set KAMI_MASTER_KEY) and run restore again",
+                cfg.data_dir.join("master.key").display()
+            ),
+            (Some(check), Some(keys)) if check != keys.check_value() => bail!(
                 "the backup's codes were sealed with another master key; restore with that key"
             ),
-            _ => Ok(()),
+            (Some(_), Some(_)) => Ok(()),
         }
     }
     .await;
