@@ -105,3 +105,19 @@
   url.searchParams.delete("token");
   history.replaceState(null, "", url.pathname + url.search + url.hash);
 })();
+
+/* Times in the reader's own time zone: the page says UTC, to the second;
+   the UTC text stays as the element's title. */
+(function () {
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), function (el) {
+    var t = new Date(el.getAttribute("datetime"));
+    if (isNaN(t.getTime())) return;
+    var offset = -t.getTimezoneOffset();
+    var zone = "UTC" + (offset < 0 ? "-" : "+") + pad(Math.floor(Math.abs(offset) / 60)) +
+      (Math.abs(offset) % 60 ? ":" + pad(Math.abs(offset) % 60) : "");
+    el.title = el.textContent;
+    el.textContent = t.getFullYear() + "-" + pad(t.getMonth() + 1) + "-" + pad(t.getDate()) + " " +
+      pad(t.getHours()) + ":" + pad(t.getMinutes()) + ":" + pad(t.getSeconds()) + " (" + zone + ")";
+  });
+})();

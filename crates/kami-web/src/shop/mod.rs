@@ -65,7 +65,21 @@ pub fn templates() -> minijinja::Environment<'static> {
         env.add_template(name, src)
             .expect("templates are checked by the test suite");
     }
+    env.add_filter("when", when);
     env
+}
+
+/// An RFC 3339 time as a page shows it: `2026-12-03 15:31:57 UTC`, to the
+/// second (the API's milliseconds are for programs). `kami.js` then shows
+/// it in the browser's own time zone, keeping this as the title.
+fn when(rfc3339: &str) -> String {
+    let (date, time) = rfc3339.split_once('T').unwrap_or((rfc3339, ""));
+    let time = time.trim_end_matches('Z');
+    let time = time.split('.').next().unwrap_or(time);
+    if time.is_empty() {
+        return date.to_string();
+    }
+    format!("{date} {time} UTC")
 }
 
 /// What every page needs: language, CSRF token, and cookies to set.
