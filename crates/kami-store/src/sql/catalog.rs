@@ -296,10 +296,6 @@ pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
 /// lock is taken in the transaction that makes the batch, so no reaper ever
 /// sees the batch without it.
 pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<(i64, crate::ImportLease)> {
-    const INSERT: &str =
-        "INSERT INTO card_batches (merchant_id, product_id, status, heartbeat_at, created_at) \
-         VALUES ($1, $2, 'importing', $3, $3) RETURNING id";
-    let now = now_millis();
     match s.backend {
         Backend::Postgres => {
             // A connection of the import's own, out of the pool: dropped
@@ -307,12 +303,7 @@ pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<(i64, crate::
             // handed back to the pool it would go on holding it.
             let mut conn = s.write.acquire().await?.detach();
             let mut tx = sqlx::Connection::begin(&mut conn).await?;
-            let id: i64 = sqlx::query_scalar(INSERT)
-                .bind(DEFAULT_MERCHANT)
-                .bind(product_id)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
+            let id = insert_batch(&mut tx, product_id).await?;
             sqlx::query(&format!("SELECT pg_advisory_lock({IMPORT_LOCK})"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -322,12 +313,7 @@ pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<(i64, crate::
         }
         Backend::Sqlite => {
             let mut tx = s.begin().await?;
-            let id: i64 = sqlx::query_scalar(INSERT)
-                .bind(DEFAULT_MERCHANT)
-                .bind(product_id)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
+            let id = insert_batch(&mut tx, product_id).await?;
             let held = match s.direct.as_ref() {
                 Some(d) => Some(super::import_locks::hold(d.path(), id)?),
                 None => None,
@@ -336,6 +322,20 @@ pub async fn begin_import(s: &SqlStore, product_id: i64) -> Result<(i64, crate::
             Ok((id, crate::ImportLease::new(held)))
         }
     }
+}
+
+/// The row of a new import batch, `importing`; its id.
+async fn insert_batch(conn: &mut sqlx::AnyConnection, product_id: i64) -> Result<i64> {
+    let now = now_millis();
+    Ok(sqlx::query_scalar(
+        "INSERT INTO card_batches (merchant_id, product_id, status, heartbeat_at, created_at) \
+         VALUES ($1, $2, 'importing', $3, $3) RETURNING id",
+    )
+    .bind(DEFAULT_MERCHANT)
+    .bind(product_id)
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
 }
 
 pub async fn stage_cards(
