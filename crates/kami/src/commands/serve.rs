@@ -48,10 +48,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 prefix: cfg.redis_prefix.clone(),
             }),
     };
-    if let Some(url) = &cfg.redis_url {
-        tracing::info!(redis = %kami_store::redact_url(url), prefix = %cfg.redis_prefix,
-            "stock gate and rate limits shared through Redis");
-    }
     let public_url = settings.public_url.clone();
     let gateways = build_gateways(&cfg, &public_url)?;
     let config_managed = cfg.channels.keys().cloned().collect();
@@ -63,6 +59,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         config_managed,
     )
     .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+    // Said once the URL is known good: an invalid one used to log this line
+    // and then stop the server.
+    if let Some(url) = &cfg.redis_url {
+        tracing::info!(redis = %kami_store::redact_url(url), prefix = %cfg.redis_prefix,
+            "stock gate and rate limits shared through Redis");
+    }
     // What the admin panel saved wins over kami.toml's shop settings; for
     // channels kami.toml wins (services/channels.rs).
     kami_web::services::settings::load(&state).await?;
