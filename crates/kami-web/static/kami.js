@@ -121,3 +121,18 @@
       pad(t.getHours()) + ":" + pad(t.getMinutes()) + ":" + pad(t.getSeconds()) + " (" + zone + ")";
   });
 })();
+
+/* The language links keep the page's other query parameters (a shared
+   coupon link, a quantity): the server writes them as `?lang=…` alone.
+   Links to another path (an error page's, to its product page) stay. */
+(function () {
+  if (!window.URL) return;
+  Array.prototype.forEach.call(document.querySelectorAll(".lang-switch a[hreflang]"), function (a) {
+    var target = new URL(a.getAttribute("href"), location.href);
+    if (target.pathname !== location.pathname) return;
+    var here = new URL(location.href);
+    here.searchParams.delete("token");
+    here.searchParams.set("lang", target.searchParams.get("lang"));
+    a.setAttribute("href", here.pathname + here.search);
+  });
+})();

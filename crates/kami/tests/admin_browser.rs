@@ -412,6 +412,26 @@ async fn operator_journey_in_a_real_browser() {
     };
     assert!(product_page.contains(XSS_NAME) && product_page.contains("window.__xss=2"));
 
+    // kami.js: an order opened by its link leaves the token in the cookie,
+    // not the address bar; times show in the reader's zone, UTC as the
+    // title; the language links keep the page's other parameters.
+    b.goto(&kami.url(&format!("/orders/{no}?token={token}")))
+        .await;
+    assert_eq!(b.js("return location.search").await, json!(""));
+    let when = b
+        .js("var t = document.querySelector('time'); return [t.textContent, t.title]")
+        .await;
+    assert!(
+        when[0].as_str().unwrap().contains("(UTC") && when[1].as_str().unwrap().ends_with(" UTC"),
+        "{when}"
+    );
+    b.goto(&kami.url(&format!("/products/{id}?quantity=2")))
+        .await;
+    let href = b
+        .js("return document.querySelector('.lang-switch a[hreflang=en]').getAttribute('href')")
+        .await;
+    assert_eq!(href, json!(format!("/products/{id}?quantity=2&lang=en")));
+
     // A form whose CSRF token was removed is refused.
     b.goto(&kami.url("/admin/products/new")).await;
     b.js("document.querySelector('input[name=csrf]').remove()")
