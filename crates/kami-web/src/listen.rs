@@ -13,8 +13,9 @@
 //!   request, so one that sends nothing is closed too, and for a kept-alive
 //!   connection that is also how long it may sit idle between requests;
 //! - a body must arrive at `BODY_MIN_RATE` bytes a second on average, after a
-//!   first `BODY_GRACE`: a trickled body is cut off with 408, and an honest
-//!   16 MiB import over any real link is not.
+//!   first `BODY_GRACE`, counted from when the handler first reads it: a
+//!   trickled body is cut off with 408, and an honest 16 MiB import over any
+//!   real link is not.
 //!
 //! Everything else is as `axum::serve` did it: `ConnectInfo<SocketAddr>` for
 //! the extractors, and a graceful shutdown that lets answers in progress
@@ -100,7 +101,7 @@ fn paced(body: Incoming) -> Body {
     }
     Body::new(Paced {
         inner: body,
-        started: Instant::now(),
+        started: None,
         received: 0,
         timer: None,
     })
@@ -108,15 +109,18 @@ fn paced(body: Incoming) -> Body {
 
 struct Paced {
     inner: Incoming,
-    started: Instant,
+    /// When the handler first asked for the body: a handler that reads it
+    /// only after a slow step of its own (a database call) must not find its
+    /// client's time already spent.
+    started: Option<Instant>,
     received: u64,
     // Made the first time the body has to wait: most bodies never do.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Paced {
-    fn deadline(&self) -> Instant {
-        self.started + BODY_GRACE + Duration::from_secs(self.received / BODY_MIN_RATE)
+    fn deadline(&self, started: Instant) -> Instant {
+        started + BODY_GRACE + Duration::from_secs(self.received / BODY_MIN_RATE)
     }
 }
 
@@ -151,6 +155,7 @@ impl http_body::Body for Paced {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         // `Incoming` is `Unpin`, and so is everything else here.
         let this = self.get_mut();
+        let started = *this.started.get_or_insert_with(Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -161,7 +166,7 @@ impl http_body::Body for Paced {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = this.deadline();
+                let deadline = this.deadline(started);
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
