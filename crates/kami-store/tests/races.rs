@@ -158,6 +158,38 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
     assert_eq!(db.store.stock(product).await.unwrap().available, 6);
 }
 
+/// An import taken for dead while it was in fact still staging (its lock
+/// lost): its commit is refused, and the abort that follows takes what it
+/// staged after the reaper's abort too, so a later import of those codes
+/// is not told they are duplicates.
+async fn an_import_aborted_under_its_importer_leaves_nothing_behind(backend: Backend) {
+    let db = open(backend).await;
+    let product = product_with_codes(&db, 0).await;
+    let (batch, _batch_lease) = db.store.begin_import(product).await.unwrap();
+    let fp: [u8; 32] = rand::thread_rng().gen();
+    db.store.abort_import(batch).await.unwrap();
+    db.store
+        .stage_cards(batch, product, &[card(&fp)])
+        .await
+        .unwrap();
+    assert!(db
+        .store
+        .commit_import(batch, product, &ImportCounts::default())
+        .await
+        .is_err());
+    db.store.abort_import(batch).await.unwrap();
+    assert_eq!(db.store.stock(product).await.unwrap().available, 0);
+    let (again, _again_lease) = db.store.begin_import(product).await.unwrap();
+    assert_eq!(
+        db.store
+            .stage_cards(again, product, &[card(&fp)])
+            .await
+            .unwrap(),
+        1,
+        "the orphaned code counted as a duplicate"
+    );
+}
+
 /// One import holding the same code twice in a statement's chunk, twice
 /// across chunks, and a code sold earlier: each new code is stored once, and
 /// on PostgreSQL every stored code has its fingerprint (migration 0009).
@@ -447,6 +479,7 @@ both_backends!(
     payments_race_expiry_and_new_buyers,
     racing_imports_store_each_code_once,
     aborted_import_leaves_nothing,
+    an_import_aborted_under_its_importer_leaves_nothing_behind,
     duplicates_within_an_import_are_stored_once,
     job_claims_are_exclusive,
     one_payment_attempt_per_order,

@@ -514,8 +514,18 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     .await?
     .rows_affected();
     if claimed == 0 {
-        // Committed (or aborted) meanwhile: its codes are what they are.
-        return Ok(());
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM card_batches WHERE id = $1")
+                .bind(batch)
+                .fetch_optional(&mut *tx)
+                .await?;
+        // Committed meanwhile: its codes are what they are. Aborted
+        // already: its importer may have staged more since (it learns at
+        // its commit), and those go too, or they would count as
+        // duplicates for ever.
+        if status.as_deref() != Some("aborted") {
+            return Ok(());
+        }
     }
     if s.backend == Backend::Postgres {
         // Frees the staged codes' fingerprints for a later import, as

@@ -212,7 +212,15 @@ where
                 duplicates: imp.report.duplicates,
                 rejected: imp.report.rejected_total,
             };
-            store.commit_import(batch, product_id, &counts).await?;
+            if let Err(e) = store.commit_import(batch, product_id, &counts).await {
+                // Taken for dead by a reaper meanwhile (its lock lost), or the
+                // database failed: nothing of it is sellable, and what it
+                // staged goes.
+                if let Err(abort) = store.abort_import(batch).await {
+                    tracing::error!(batch, error = %abort, "could not clean up an aborted import");
+                }
+                return Err(e.into());
+            }
             tracing::info!(
                 product_id,
                 batch,
