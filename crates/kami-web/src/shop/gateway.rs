@@ -22,7 +22,7 @@ pub async fn gateway_page(
     Path((channel, order_no)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let page = Page::new(&state, &headers, &q);
+    let mut page = Page::new(&state, &headers, &q);
     if let Err(e) = state
         .limits
         .check_ip(crate::rate_limit::Class::Reads, ip)
@@ -33,32 +33,31 @@ pub async fn gateway_page(
     let Some(ch) = state.enabled_channel(&channel) else {
         return page.error(&state, &ApiError::not_found("page"));
     };
-    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+    let (order, _token) = match order_access(&state, &mut page, &headers, &order_no, &q).await {
         Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
-    let order = &access.order;
     // Another channel's order, or one no longer awaiting payment: the order
     // page says what there is to say.
     let pending = order.status.0.as_seen_at(order.expires_at, now_millis()) == OrderStatus::Pending;
     if order.channel != channel || !pending {
         let mut res = Redirect::to(&format!("/orders/{order_no}")).into_response();
         page.finish(&mut res);
-        return access.keep(res);
+        return res;
     }
     let subject = format!(
         "{} × {}",
         product_name(&state, order.product_id).await,
         order.quantity
     );
-    let url = match start_payment(&state, ch.as_ref(), order, &subject).await {
+    let url = match start_payment(&state, ch.as_ref(), &order, &subject).await {
         Ok(url) => url,
         Err(e) => return page.error(&state, &e),
     };
     if !ch.scan_to_pay() {
         let mut res = Redirect::to(&url).into_response();
         page.finish(&mut res);
-        return access.keep(res);
+        return res;
     }
     let Some(qr) = crate::qr::svg_data_uri(&url, 240) else {
         return page.error(
@@ -67,11 +66,10 @@ pub async fn gateway_page(
         );
     };
     let name = product_name(&state, order.product_id).await;
-    let res = page.render(
+    page.render(
         &state,
         StatusCode::OK,
         "pay_qr.html",
-        json!({"order": order_view(order, &name), "channel": channel, "qr": qr}),
-    );
-    access.keep(res)
+        json!({"order": order_view(&order, &name), "channel": channel, "qr": qr}),
+    )
 }

@@ -619,55 +619,37 @@ pub async fn buy(
 }
 
 /// The order a page is about, authorised by `?token=` or by the order's
-/// cookie. A token in the URL is also put in the cookie, for the page's own
-/// forms and links; the page is shown at once rather than by a redirect to
-/// the URL without it, so a client that keeps no cookies (curl, a script
-/// checking an API order's `pay_url`) sees the page too. `kami.js` takes
-/// the token out of the address bar.
-struct Access {
-    order: Box<Order>,
-    token: String,
-    set_cookie: Option<HeaderValue>,
-}
-
-impl Access {
-    /// `res` with the order's cookie, when the token came in the URL.
-    fn keep(&self, mut res: Response) -> Response {
-        if let Some(cookie) = &self.set_cookie {
-            res.headers_mut().append(header::SET_COOKIE, cookie.clone());
-        }
-        res
-    }
-}
-
+/// cookie, and the token. A token in the URL is also put in the cookie
+/// (among the page's cookies to set), for the page's own forms and links;
+/// the page is shown at once rather than by a redirect to the URL without
+/// it, so a client that keeps no cookies (curl, a script checking an API
+/// order's `pay_url`) sees the page too. `kami.js` takes the token out of
+/// the address bar.
 async fn order_access(
     state: &Shared,
-    page: &Page,
+    page: &mut Page,
     headers: &HeaderMap,
     order_no: &str,
     q: &PageQuery,
-) -> Result<Access, ApiError> {
-    if let Some(token) = q.token.as_deref() {
-        let order = authorised_order(state, order_no, token).await?;
-        let cookie = cookies::set(
+) -> Result<(Order, String), ApiError> {
+    let (token, from_url) = match q.token.as_deref() {
+        Some(token) => (token, true),
+        None => (
+            cookies::get(headers, &cookies::order_cookie(order_no)).unwrap_or_default(),
+            false,
+        ),
+    };
+    let order = authorised_order(state, order_no, token).await?;
+    if from_url {
+        page.set_cookies.push(cookies::set(
             &cookies::order_cookie(order_no),
             token,
             30 * 86400,
             "Lax",
             page.secure,
-        );
-        return Ok(Access {
-            order: Box::new(order),
-            token: token.to_string(),
-            set_cookie: HeaderValue::from_str(&cookie).ok(),
-        });
+        ));
     }
-    let token = cookies::get(headers, &cookies::order_cookie(order_no)).unwrap_or_default();
-    Ok(Access {
-        order: Box::new(authorised_order(state, order_no, token).await?),
-        token: token.to_string(),
-        set_cookie: None,
-    })
+    Ok((order, token.to_string()))
 }
 
 /// Where a gateway sends the buyer back (`/pay/{channel}/return`); never
@@ -697,19 +679,18 @@ pub async fn order_page(
     Path(order_no): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let page = Page::new(&state, &headers, &q);
+    let mut page = Page::new(&state, &headers, &q);
     if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
-    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+    let (order, token) = match order_access(&state, &mut page, &headers, &order_no, &q).await {
         Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
-    let order = &access.order;
     let status = order.status.0.as_seen_at(order.expires_at, now_millis());
     let delivered = status == kami_core::OrderStatus::Delivered;
     let cards = if delivered {
-        match delivered_codes(state.store.as_ref(), &state.keys, order).await {
+        match delivered_codes(state.store.as_ref(), &state.keys, &order).await {
             Ok(c) => c,
             Err(e) => return page.error(&state, &e),
         }
@@ -724,22 +705,21 @@ pub async fn order_page(
     // browser already holding the token; the page is never cached.
     let private_link = format!(
         "{}/orders/{}?token={}",
-        state.settings.public_url, order.order_no, access.token
+        state.settings.public_url, order.order_no, token
     );
-    let res = page.render(
+    page.render(
         &state,
         StatusCode::OK,
         "order.html",
         json!({
-            "order": order_view(order, &name),
+            "order": order_view(&order, &name),
             "pending": pending,
             "delivered": delivered,
             "pay_url": pending.then(|| format!("/pay/{}/{}", order.channel, order.order_no)),
             "cards": cards,
             "private_link": private_link,
         }),
-    );
-    access.keep(res)
+    )
 }
 
 pub async fn codes_txt(
@@ -791,28 +771,26 @@ pub async fn sandbox_page(
     Path(order_no): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let page = Page::new(&state, &headers, &q);
+    let mut page = Page::new(&state, &headers, &q);
     if let Err(e) = state.limits.check_ip(Class::Reads, ip).await {
         return page.error(&state, &e);
     }
     if state.sandbox().is_none() {
         return page.error(&state, &ApiError::not_found("page"));
     }
-    let access = match order_access(&state, &page, &headers, &order_no, &q).await {
+    let (order, _token) = match order_access(&state, &mut page, &headers, &order_no, &q).await {
         Ok(a) => a,
         Err(e) => return page.error(&state, &e),
     };
-    let order = &access.order;
     let pending = order.status.0.as_seen_at(order.expires_at, now_millis())
         == kami_core::OrderStatus::Pending;
     let name = product_name(&state, order.product_id).await;
-    let res = page.render(
+    page.render(
         &state,
         StatusCode::OK,
         "pay_sandbox.html",
-        json!({"order": order_view(order, &name), "pending": pending}),
-    );
-    access.keep(res)
+        json!({"order": order_view(&order, &name), "pending": pending}),
+    )
 }
 
 #[derive(Deserialize)]
