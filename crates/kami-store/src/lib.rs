@@ -57,9 +57,7 @@ impl StoreError {
             _ => false,
         }
     }
-}
 
-impl StoreError {
     /// SQLite could not take the write now but may in a moment: the lock
     /// stayed held past `busy_timeout` (a long import from the CLI beside
     /// the server), or the disk is full or failing. Nothing is wrong with the
@@ -91,12 +89,6 @@ pub struct ImportLease(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
 impl ImportLease {
     pub(crate) fn new(held: impl std::any::Any + Send) -> Self {
         Self(Box::new(held))
-    }
-}
-
-impl std::fmt::Debug for ImportLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ImportLease")
     }
 }
 
@@ -147,9 +139,6 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_import(&self, batch: i64, product_id: i64, report: &ImportCounts)
         -> Result<()>;
     async fn abort_import(&self, batch: i64) -> Result<()>;
-    /// Marks the import of `batch` alive now (a beat, for batches whose
-    /// lock cannot be asked).
-    async fn touch_import(&self, batch: i64) -> Result<()>;
     /// Aborts imports whose importer is gone: those whose lock no process
     /// holds, and on SQLite a batch without a lock file (an older build's)
     /// whose last beat is before `stale_before`.

@@ -548,19 +548,6 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     Ok(())
 }
 
-/// The importer of `batch` is alive (`import_cards` beats every few
-/// seconds, upload or not).
-pub async fn touch_import(s: &SqlStore, batch: i64) -> Result<()> {
-    let mut tx = s.begin().await?;
-    sqlx::query("UPDATE card_batches SET heartbeat_at = $2 WHERE id = $1 AND status = 'importing'")
-        .bind(batch)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// The lock a running import holds on PostgreSQL, by batch id. Advisory
 /// locks are the cluster's, so the key names the database too: two shops on
 /// one server each have a batch 1.
@@ -578,31 +565,32 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
     let mut reaped = 0;
     for row in rows {
         let id: i64 = row.try_get("id")?;
-        if let Some(database) = s.direct.as_ref().map(|d| d.path()) {
-            // The lock file tells at once; without one (an older build's
-            // batch), the beat.
-            let stale = row.try_get::<i64, _>("heartbeat_at")? < stale_before;
-            if !(alone || super::import_locks::is_dead(database, id).unwrap_or(stale)) {
-                continue;
+        let dead = match s.direct.as_ref().map(|d| d.path()) {
+            // SQLite: the lock file tells at once; without one (an older
+            // build's batch), the beat.
+            Some(database) => {
+                let stale = row.try_get::<i64, _>("heartbeat_at")? < stale_before;
+                alone || super::import_locks::is_dead(database, id).unwrap_or(stale)
             }
-            abort_import(s, id).await?;
-            super::import_locks::forget(database, id);
-            reaped += 1;
+            // PostgreSQL: whether any session holds the import's lock.
+            None => {
+                let mut tx = s.write.begin().await?;
+                let free: bool =
+                    sqlx::query_scalar(&format!("SELECT pg_try_advisory_xact_lock({IMPORT_LOCK})"))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                free
+            }
+        };
+        if !dead {
             continue;
         }
-        if s.backend == Backend::Postgres {
-            let mut tx = s.write.begin().await?;
-            let free: bool =
-                sqlx::query_scalar(&format!("SELECT pg_try_advisory_xact_lock({IMPORT_LOCK})"))
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            tx.commit().await?;
-            if !free {
-                continue;
-            }
-        }
         abort_import(s, id).await?;
+        if let Some(d) = s.direct.as_ref() {
+            super::import_locks::forget(d.path(), id);
+        }
         reaped += 1;
     }
     Ok(reaped)

@@ -1,7 +1,8 @@
 //! Which SQLite imports are alive, told by file locks.
 //!
 //! A running import (of the server, or of `kami cards import` beside it)
-//! holds an exclusive `flock` on `<database>-import-<batch>.lock` until it
+//! holds an exclusive lock (`File::try_lock`, flock on Linux, as `kami
+//! backup`'s database lock) on `<database>-import-<batch>.lock` until it
 //! ends. The kernel lets the lock go when the process dies, however it dies,
 //! so a reaper that can take it knows at once that the import was cut off,
 //! and its staged codes stop counting as duplicates in the operator's
@@ -13,8 +14,6 @@
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{flock, FlockOperation};
 
 use crate::{Result, StoreError};
 
@@ -46,7 +45,7 @@ pub fn hold(database: &Path, batch: i64) -> Result<Held> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
-    flock(&file, FlockOperation::NonBlockingLockExclusive)
+    file.try_lock()
         .map_err(|e| StoreError::Corrupt(format!("cannot lock {}: {e}", path.display())))?;
     Ok(Held { path, _file: file })
 }
@@ -56,10 +55,7 @@ pub fn hold(database: &Path, batch: i64) -> Result<Held> {
 pub fn is_dead(database: &Path, batch: i64) -> Option<bool> {
     let path = lock_path(database, batch);
     let file = File::open(&path).ok()?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Some(true),
-        Err(_) => Some(false),
-    }
+    Some(file.try_lock().is_ok())
 }
 
 /// Removes a dead import's lock file.

@@ -162,9 +162,6 @@ impl Store for SqlStore {
     async fn abort_import(&self, batch: i64) -> Result<()> {
         catalog::abort_import(self, batch).await
     }
-    async fn touch_import(&self, batch: i64) -> Result<()> {
-        catalog::touch_import(self, batch).await
-    }
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64> {
         catalog::reap_stale_imports(self, stale_before).await
     }

@@ -19,16 +19,13 @@ use crate::state::AppState;
 const BATCH: usize = 2000;
 /// Rejected lines listed in the report; the total is always counted.
 const MAX_LISTED_REJECTIONS: usize = 1000;
-/// How often a running import says it is alive, whether or not its upload
-/// is moving.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 /// An import cut off by a crash is known at once by its lock (a file lock
 /// on SQLite, an advisory lock on PostgreSQL: `Store::begin_import`), and
 /// aborted by the next import, which reaps before it begins, or by the
 /// `reap_imports` job within a minute: its staged codes, never sellable,
-/// would count as duplicates in a re-upload until then. A batch without a
-/// lock to ask (begun by an older build) is taken for dead once its last
-/// beat is this old: seven missed beats.
+/// would count as duplicates in a re-upload until then. On SQLite a batch
+/// without a lock file to ask (begun by an older build, which beat as it
+/// staged) is taken for dead once its last beat is this old.
 pub const STALE_IMPORT_MS: i64 = 15_000;
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,8 +140,8 @@ pub async fn import_cards<S, E>(
     store: &dyn Store,
     keys: &Keys,
     product_id: i64,
-    chunks: S,
-    progress: impl FnMut(u64),
+    mut chunks: S,
+    mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, ImportError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -157,39 +154,8 @@ where
     if reaped > 0 {
         tracing::warn!(batches = reaped, "aborted abandoned card imports");
     }
+    // Held to the end of the import, commit or abort.
     let (batch, _lease) = store.begin_import(product_id).await?;
-    tokio::select! {
-        out = import_batch(store, keys, product_id, batch, chunks, progress) => out,
-        never = heartbeat(store, batch) => match never {},
-    }
-}
-
-/// Beats for `batch` until dropped, through the commit: the rule for a
-/// batch whose lock cannot be asked.
-async fn heartbeat(store: &dyn Store, batch: i64) -> std::convert::Infallible {
-    let mut every = tokio::time::interval(HEARTBEAT);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await;
-    loop {
-        every.tick().await;
-        if let Err(e) = store.touch_import(batch).await {
-            tracing::warn!(batch, error = %e, "could not mark a card import alive");
-        }
-    }
-}
-
-async fn import_batch<S, E>(
-    store: &dyn Store,
-    keys: &Keys,
-    product_id: i64,
-    batch: i64,
-    mut chunks: S,
-    mut progress: impl FnMut(u64),
-) -> Result<ImportReport, ImportError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
     let mut imp = Importer {
         store,
         keys,
