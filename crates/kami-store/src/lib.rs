@@ -134,14 +134,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stages cards under the batch; returns how many were new (the rest were
     /// duplicates of codes in this upload or ever imported for the product).
     async fn stage_cards(&self, batch: i64, product_id: i64, cards: &[NewCard]) -> Result<u64>;
-    /// Makes the staged cards sellable in one statement and queues the
-    /// fulfilment of `paid_unfulfilled` orders of the product.
+    /// Claims the batch for its commit, then makes its staged cards
+    /// sellable (on SQLite a chunk per transaction, so orders commit between
+    /// them), fulfilling `paid_unfulfilled` orders of the product, oldest
+    /// first, in the transaction that makes each chunk sellable. A claimed
+    /// batch whose importer dies is finished by `reap_stale_imports`.
     async fn commit_import(&self, batch: i64, product_id: i64, report: &ImportCounts)
         -> Result<()>;
     async fn abort_import(&self, batch: i64) -> Result<()>;
-    /// Aborts imports whose importer is gone: those whose lock no process
-    /// holds, and on SQLite a batch without a lock file (an older build's)
-    /// whose last beat is before `stale_before`.
+    /// Ends imports whose importer is gone (those whose lock no process
+    /// holds, and on SQLite a batch without a lock file, an older build's,
+    /// whose last beat is before `stale_before`): aborts those still
+    /// staging, and finishes those already claimed for their commit.
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64>;
 
     // --- orders ------------------------------------------------------------

@@ -18,6 +18,7 @@ both_backends!(
     an_import_cut_off_by_a_crash_can_be_uploaded_again_at_once,
     an_import_whose_client_went_away_can_be_uploaded_again_at_once,
     a_cli_import_killed_beside_the_server_can_be_uploaded_again_at_once,
+    a_cli_import_killed_in_its_commit_is_finished_not_thrown_away,
 );
 
 /// A server killed half-way through an upload leaves that import's codes
@@ -82,6 +83,103 @@ async fn a_cli_import_killed_beside_the_server_can_be_uploaded_again_at_once(bac
         "{report}"
     );
     assert_eq!(kami.stock3(pid).await.0, 5_000);
+}
+
+/// `kami cards import` killed after it claimed its batch for the commit,
+/// while it makes the codes sellable (on SQLite a chunk per transaction, so
+/// that orders commit between them): the batch is whole, so the next import
+/// finishes it rather than throwing away what is left, and not one code is
+/// lost or counted twice.
+async fn a_cli_import_killed_in_its_commit_is_finished_not_thrown_away(backend: Backend) {
+    use sqlx::Connection;
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("CLI killed committing", json!({})).await;
+    let codes = make_codes("FLIP", 200_000);
+    let file = kami.data_dir().join("big.txt");
+    std::fs::write(&file, codes.join("\n")).unwrap();
+    sqlx::any::install_default_drivers();
+    let mut db = match backend {
+        Backend::Sqlite => sqlx::AnyConnection::connect(&format!("{}?mode=ro", kami.database_url)),
+        Backend::Postgres => sqlx::AnyConnection::connect(&kami.database_url),
+    }
+    .await
+    .unwrap();
+    let mut cli = kami
+        .command()
+        .args(["cards", "import", "--product", &pid.to_string()])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            cli.try_wait().unwrap().is_none(),
+            "the CLI committed 200,000 codes before it could be killed in its commit"
+        );
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM card_batches WHERE product_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pid)
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+        if status.as_deref() == Some("committing") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI never began its commit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    if backend == Backend::Postgres {
+        // The killed CLI's session ends when PostgreSQL notices, once its
+        // statement is done; until then its import's lock is held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            if held == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed CLI's lock stayed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    // The next import ends the dead one before it begins.
+    let more = make_codes("MORE", 10);
+    let report = kami.import(pid, more.join("\n")).await;
+    assert_eq!(report["imported"].as_i64(), Some(10), "{report}");
+    assert_eq!(kami.stock3(pid).await.0, 200_010);
+    assert_eq!(staged(&kami).await, 0);
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM card_batches WHERE product_id = $1 ORDER BY id LIMIT 1",
+    )
+    .bind(pid)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(status, "committed");
+    // Every code of the killed import is in stock once: a re-upload adds none.
+    let report = kami.import(pid, codes[..20_000].join("\n")).await;
+    assert_eq!(
+        (report["imported"].as_i64(), report["duplicates"].as_i64()),
+        (Some(0), Some(20_000)),
+        "{report}"
+    );
 }
 
 /// Codes staged by imports still running (or cut off), read from the

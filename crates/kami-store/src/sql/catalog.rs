@@ -423,27 +423,32 @@ fn stage_sql_postgres(batch: i64, product_id: i64, now: Millis, rows: usize) -> 
     )
 }
 
+/// Makes an import's codes sellable. The batch is first claimed
+/// (`importing` → `committing`), then its codes are flipped to `available`
+/// a chunk per transaction, and the batch is marked `committed` last. In one
+/// statement the flip held SQLite's only write lock for as long as it took
+/// (2.3 s for 150,000 codes: every order of a shop beside the import waited
+/// that long, docs/PERFORMANCE.md, stop 34); in chunks, orders commit between
+/// them. A claimed batch is never aborted: an importer that dies mid-flip
+/// leaves it `committing`, and the reaper finishes it (`finish_commit`).
 pub async fn commit_import(
     s: &SqlStore,
     batch: i64,
     product_id: i64,
     report: &ImportCounts,
 ) -> Result<()> {
-    let now = now_millis();
-    let mut tx = s.begin().await?;
     // The batch's row first, as `abort_import` takes it: a reaper that took
     // this import for dead and an importer finishing it meet there, and
     // only one of them goes on.
     let claimed = sqlx::query(
-        "UPDATE card_batches SET status = 'committed', imported = $2, duplicates = $3, \
-         rejected = $4, finished_at = $5 WHERE id = $1 AND status = 'importing'",
+        "UPDATE card_batches SET status = 'committing', imported = $2, duplicates = $3, \
+         rejected = $4 WHERE id = $1 AND status = 'importing'",
     )
     .bind(batch)
     .bind(report.imported as i64)
     .bind(report.duplicates as i64)
     .bind(report.rejected as i64)
-    .bind(now)
-    .execute(&mut *tx)
+    .execute(&s.write)
     .await?
     .rows_affected();
     if claimed == 0 {
@@ -451,23 +456,81 @@ pub async fn commit_import(
             "import batch {batch} was aborted before it could commit"
         )));
     }
-    let sql = format!(
-        "UPDATE cards SET status = 'available' WHERE {}",
-        orders::staged(s.backend, "$1")
-    );
-    let added = sqlx::query(&sql)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    // Paid buyers who waited for this restock are served first, in the same
-    // transaction that makes the codes sellable.
-    orders::fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
-    tx.commit().await?;
+    let added = finish_commit(s, batch, product_id).await?;
     if s.backend == Backend::Postgres {
         analyze_after_import(s, added).await;
     }
     Ok(())
+}
+
+/// Codes flipped to `available` per transaction when an import commits:
+/// on SQLite about 75 ms of the write lock on a slow day.
+const FLIP_CHUNK_SQLITE: i64 = 5_000;
+/// PostgreSQL flips a batch in one statement: the rows are staged, no
+/// buyer's, so no order waits for them, and a chunked `id IN (…)` could be
+/// planned as a scan of every code.
+const FLIP_CHUNK_POSTGRES: i64 = i64::MAX;
+/// Between two chunks on SQLite, the write lock is left free this long, so
+/// that a shop in another process (`kami cards import` beside `kami serve`)
+/// gets it: its busy handler polls, and would rarely catch a gap of
+/// microseconds.
+const FLIP_GAP_SQLITE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Flips a claimed (`committing`) batch's codes to `available`, a chunk per
+/// transaction, each serving paid buyers who waited for a restock in the
+/// same transaction that makes its codes sellable (oldest first, before any
+/// new buyer can take them); then marks the batch `committed`. Returns how
+/// many codes it made sellable. Idempotent: the reaper calls it for a batch
+/// whose importer died mid-flip.
+async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64> {
+    let (chunk, gap) = match s.backend {
+        Backend::Sqlite => (FLIP_CHUNK_SQLITE, Some(FLIP_GAP_SQLITE)),
+        Backend::Postgres => (FLIP_CHUNK_POSTGRES, None),
+    };
+    let staged = orders::staged(s.backend, "$1");
+    let flip = match s.backend {
+        // SQLite writes one transaction at a time, so a chunk picked is
+        // flipped before anything else changes it; the outer test costs
+        // nothing and keeps the statement right on its own.
+        Backend::Sqlite => format!(
+            "UPDATE cards SET status = 'available' \
+             WHERE id IN (SELECT id FROM cards WHERE {staged} LIMIT {chunk}) AND {staged}"
+        ),
+        // Two finishers of one batch (an importer whose lock's connection
+        // dropped, and a reaper) both run this; the second waits on the
+        // first's rows and re-checks them, staged no more.
+        Backend::Postgres => format!("UPDATE cards SET status = 'available' WHERE {staged}"),
+    };
+    let mut added = 0;
+    loop {
+        let mut tx = s.begin().await?;
+        let flipped = sqlx::query(&flip)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        added += flipped;
+        let now = now_millis();
+        if flipped > 0 {
+            orders::fulfil_unfulfilled_in(s.backend, &mut tx, product_id, now).await?;
+        }
+        if flipped < chunk as u64 {
+            sqlx::query(
+                "UPDATE card_batches SET status = 'committed', finished_at = $2 \
+                 WHERE id = $1 AND status = 'committing'",
+            )
+            .bind(batch)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(added);
+        }
+        tx.commit().await?;
+        if let Some(gap) = gap {
+            tokio::time::sleep(gap).await;
+        }
+    }
 }
 
 /// Refreshes PostgreSQL's statistics of `cards` after an import that added a
@@ -556,9 +619,12 @@ const IMPORT_LOCK: &str = "hashtextextended('card_import:' || current_database()
 pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u64> {
     // A batch's lock is taken in the transaction that makes it, so every
     // batch a reaper sees has its lock to ask.
-    let rows = sqlx::query("SELECT id, heartbeat_at FROM card_batches WHERE status = 'importing'")
-        .fetch_all(&s.write)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, product_id, status, heartbeat_at FROM card_batches \
+         WHERE status IN ('importing', 'committing')",
+    )
+    .fetch_all(&s.write)
+    .await?;
     // `Millis::MAX`: the caller has the database to itself, so every
     // import still running is dead.
     let alone = stale_before == Millis::MAX;
@@ -587,7 +653,13 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
         if !dead {
             continue;
         }
-        abort_import(s, id).await?;
+        // A batch claimed for its commit is whole: the rest of its codes
+        // are made sellable, not thrown away.
+        if row.try_get::<String, _>("status")? == "committing" {
+            finish_commit(s, id, row.try_get("product_id")?).await?;
+        } else {
+            abort_import(s, id).await?;
+        }
         if let Some(d) = s.direct.as_ref() {
             super::import_locks::forget(d.path(), id);
         }

@@ -1,7 +1,8 @@
 //! Streaming card import, shared by the admin API and `kami cards import`.
 //!
 //! Bytes flow through the core's line parser in chunks; codes are sealed and
-//! staged in bounded batches, and made sellable in one statement at the end.
+//! staged in bounded batches, and made sellable at the end (on SQLite in
+//! chunks, orders committing between them: `Store::commit_import`).
 //! Whatever stops an import half-way (a binary file, a broken connection, a
 //! database error) aborts the batch, so nothing half-imported is ever sold.
 
@@ -180,8 +181,10 @@ where
             };
             if let Err(e) = store.commit_import(batch, product_id, &counts).await {
                 // Taken for dead by a reaper meanwhile (its lock lost), or the
-                // database failed: nothing of it is sellable, and what it
-                // staged goes.
+                // database failed. Not claimed yet: nothing of it is sellable,
+                // and what it staged goes. Claimed, and failed mid-flip: the
+                // abort leaves it, and the next import or the `reap_imports`
+                // job makes the rest of it sellable once the lease is gone.
                 if let Err(abort) = store.abort_import(batch).await {
                     tracing::error!(batch, error = %abort, "could not clean up an aborted import");
                 }
