@@ -90,6 +90,96 @@ async fn payments_race_expiry_and_new_buyers(backend: Backend) {
     );
 }
 
+/// Restocks of a product racing each other and late payments that park
+/// their orders for want of stock: when the dust settles, a code is never
+/// left on sale while a paid buyer waits for one, and waiting buyers are
+/// served oldest first. Each restock serves the waiting orders in the
+/// transaction that makes its codes sellable, and a late payment claims
+/// what is in stock when it parks its order; on PostgreSQL two restocks
+/// (or a restock and a parking) side by side each saw only what had
+/// committed, and the first one's locks hid the waiting orders from the
+/// second (`FOR UPDATE SKIP LOCKED`): found by an audit, one code of six
+/// racing one-code imports stranded beside seven waiting buyers.
+async fn restocks_and_late_payments_racing_leave_no_code_beside_a_waiting_buyer(backend: Backend) {
+    for round in 0..6 {
+        let db = open(backend).await;
+        let product = product_with_codes(&db, 24).await;
+        // 24 orders due at once, expired: their codes go back to stock.
+        let mut late = Vec::new();
+        for _ in 0..24 {
+            late.push(
+                db.store
+                    .create_order(&new_order(product, 1, -1))
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            db.store
+                .expire_due_orders(now_millis(), 100)
+                .await
+                .unwrap()
+                .len(),
+            24
+        );
+        // The stock sells out to other buyers.
+        for _ in 0..24 {
+            let o = db
+                .store
+                .create_order(&new_order(product, 1, 60_000))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(pay_in_full(&db.store, &o).await, PayOutcome::Delivered);
+        }
+        // Half the late payments park their orders before the race, the
+        // other half race eight one-code restocks.
+        let (parked, racing) = late.split_at(12);
+        for o in parked {
+            assert_eq!(pay_in_full(&db.store, o).await, PayOutcome::PaidUnfulfilled);
+        }
+        let mut tasks = Vec::new();
+        for o in racing.iter().cloned() {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let trade_no = format!("T-{}", o.order_no);
+                store.pay_order(&payment(&o, &trade_no)).await.unwrap();
+            }));
+        }
+        for _ in 0..8 {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                restock_store(&store, product, 1).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_invariants(&db, product, 32).await;
+        let available = db.store.stock(product).await.unwrap().available;
+        let waiting: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE product_id = $1 AND status = 'paid_unfulfilled' ORDER BY id",
+        )
+        .bind(product)
+        .fetch_all(&db.check)
+        .await
+        .unwrap();
+        assert_eq!(
+            (available, waiting.len()),
+            (0, 16),
+            "round {round}: eight restocked codes, 24 paid buyers waiting for them"
+        );
+        // Oldest first among the parked ones: the twelve parked before the
+        // race were older than the racing ones and waited longer.
+        let served_parked = parked.iter().filter(|o| !waiting.contains(&o.id)).count();
+        assert_eq!(
+            served_parked, 8,
+            "round {round}: restocks skipped the oldest waiting buyers"
+        );
+    }
+}
+
 /// Importers racing each other with overlapping codes: each code is stored
 /// once, and the duplicates are counted, never sold twice.
 async fn racing_imports_store_each_code_once(backend: Backend) {
@@ -475,6 +565,7 @@ async fn racing_notes_of_one_event_store_it_once(backend: Backend) {
 }
 
 both_backends!(
+    restocks_and_late_payments_racing_leave_no_code_beside_a_waiting_buyer,
     racing_notes_of_one_event_store_it_once,
     payments_race_expiry_and_new_buyers,
     racing_imports_store_each_code_once,

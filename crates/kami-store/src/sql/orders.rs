@@ -1191,26 +1191,55 @@ pub(super) async fn expire_orders(
             ..o
         });
     }
-    // Released codes go to buyers who already paid and wait, before anyone new.
+    // Released codes go to buyers who already paid and wait, before anyone
+    // new; the products' restock locks in one order in every sweep.
+    products.sort_unstable();
     for product_id in products {
         fulfil_unfulfilled_in(backend, tx, product_id, now).await?;
     }
     Ok(expired)
 }
 
+/// Takes, until the end of `tx`, the product's restock lock (PostgreSQL;
+/// SQLite's one writer already runs these one at a time). Every transaction
+/// that hands returned or new stock to waiting buyers (`fulfil_unfulfilled_in`)
+/// and every late payment that parks its order for want of stock
+/// (`payments::settle_in`) takes it before it looks, so each sees what the
+/// one before it committed. Without it, two restocks side by side each
+/// missed the other's codes and waiting orders (the first one's row locks
+/// hid them from the second), and a restock and a parking each missed the
+/// other: a code stayed on sale while a paid buyer waited for one, until a
+/// new buyer took it (an audit: one code of six racing one-code imports,
+/// beside seven waiting buyers).
+pub(super) async fn lock_restocks(backend: Backend, tx: &mut Tx, product_id: i64) -> Result<()> {
+    if backend == Backend::Postgres {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(\
+             hashtextextended('restock:' || current_database() || ':' || $1, 0))",
+        )
+        .bind(product_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Delivers waiting paid orders of a product strictly oldest first: it stops
-/// at the first order the remaining stock cannot cover in full.
+/// at the first order the remaining stock cannot cover in full. The waiting
+/// orders are locked without skipping any: under the restock lock only a
+/// payment's repeat can hold one, and briefly.
 pub async fn fulfil_unfulfilled_in(
     backend: Backend,
     tx: &mut Tx,
     product_id: i64,
     now: Millis,
 ) -> Result<Vec<String>> {
+    lock_restocks(backend, tx, product_id).await?;
     let sql = format!(
         "SELECT id, order_no, quantity FROM orders WHERE product_id = $1 {} \
          AND status = 'paid_unfulfilled' ORDER BY id {}",
         super::pg_status::marked(backend, OrderStatus::PaidUnfulfilled, "AND product_id = $1"),
-        backend.skip_locked()
+        backend.for_update()
     );
     let waiting = sqlx::query(&sql)
         .bind(product_id)

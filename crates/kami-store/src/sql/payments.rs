@@ -73,6 +73,8 @@ async fn settle_in(backend: Backend, tx: &mut Tx, p: &NewPayment) -> Result<PayO
             let holds = Holds::of(&order);
             lock_holds(backend, tx, [&holds]).await?;
             restore_holds(tx, &holds).await?;
+            // Parking the order must not cross a restock (`lock_restocks`).
+            super::orders::lock_restocks(backend, tx, product_id).await?;
             let claimed = claim_cards(backend, tx, p.order_id, product_id, quantity, None).await?;
             if claimed == quantity {
                 sell_cards(tx, p.order_id, now).await?;

@@ -129,20 +129,21 @@ pub async fn product_with_an_order(db: &Db, codes: usize) -> (i64, Order) {
 }
 
 pub async fn restock(db: &Db, product_id: i64, codes: usize) {
-    let (batch, _batch_lease) = db.store.begin_import(product_id).await.unwrap();
+    restock_store(&db.store, product_id, codes).await
+}
+
+/// `restock` through the store alone, for a task of its own.
+pub async fn restock_store(store: &SqlStore, product_id: i64, codes: usize) {
+    let (batch, _batch_lease) = store.begin_import(product_id).await.unwrap();
     let cards: Vec<NewCard> = (0..codes)
         .map(|_| {
             let fp: [u8; 32] = rand::thread_rng().gen();
             card(&fp)
         })
         .collect();
-    let n = db
-        .store
-        .stage_cards(batch, product_id, &cards)
-        .await
-        .unwrap();
+    let n = store.stage_cards(batch, product_id, &cards).await.unwrap();
     assert_eq!(n as usize, codes);
-    db.store
+    store
         .commit_import(
             batch,
             product_id,
