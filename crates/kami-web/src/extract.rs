@@ -192,6 +192,18 @@ fn named_field(path: &serde_path_to_error::Path) -> Option<&'static str> {
     }
 }
 
+/// `application/json` or `application/…+json`, parameters aside.
+fn is_json_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// A JSON body parsed into `T`; malformed JSON or wrong types are 422
 /// `invalid_request`, an oversized body 413. The raw bytes are kept for
 /// idempotency hashing.
@@ -204,27 +216,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // A browser sends these three types to any site without asking it
-        // first (CORS's simple requests): JSON under one of them from a
-        // browser is a web page making its visitors call the API (placing
-        // orders that hold stock). Programs are told apart by what only
-        // browsers send, `Origin` and `Sec-Fetch-Site`; curl's `-d` (form
-        // type) and a body without a type stay JSON, as the README uses.
+        // A browser sends a body to any site without asking it first (CORS's
+        // simple requests) when its type is a form's or text/plain, or when
+        // it has no type at all (`fetch` of a Blob in `no-cors` mode,
+        // `navigator.sendBeacon`): JSON so sent from a browser is a web page
+        // making its visitors call the API (placing orders that hold stock).
+        // A browser must say `application/json`, which it sends cross-site
+        // only after a preflight Kami never answers. Programs are told apart
+        // by what only browsers send, `Origin` and `Sec-Fetch-Site`; curl's
+        // `-d` (form type) and a body without a type stay JSON, as the
+        // README uses.
         let h = req.headers();
         let from_browser = h.contains_key(header::ORIGIN) || h.contains_key("sec-fetch-site");
         let simple = from_browser
-            && h.get(header::CONTENT_TYPE)
+            && !h
+                .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_ascii_lowercase())
-                .is_some_and(|v| {
-                    [
-                        "application/x-www-form-urlencoded",
-                        "multipart/form-data",
-                        "text/plain",
-                    ]
-                    .iter()
-                    .any(|t| v.starts_with(t))
-                });
+                .is_some_and(is_json_type);
         if simple {
             return Err(ApiError {
                 status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
