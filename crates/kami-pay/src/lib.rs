@@ -217,4 +217,15 @@ pub trait Channel: Send + Sync + 'static {
     }
     fn success_reply(&self) -> Reply;
     fn failure_reply(&self, reason: &str) -> Reply;
+    /// The answer when Kami cannot take a notification now (`code`:
+    /// `overloaded` when it shed it, `unavailable` when its database
+    /// failed): 503, so that the gateway retries, in the gateway's own
+    /// failure format.
+    fn busy_reply(&self, code: &'static str, message: &str) -> Reply {
+        let _ = code;
+        Reply {
+            status: 503,
+            ..self.failure_reply(message)
+        }
+    }
 }

@@ -112,6 +112,14 @@ impl Channel for Sandbox {
             serde_json::json!({"error": {"code": "invalid_notification", "message": reason, "param": null}}),
         )
     }
+
+    /// Kami's own error body, with Kami's code for what happened.
+    fn busy_reply(&self, code: &'static str, message: &str) -> Reply {
+        Reply::json(
+            503,
+            serde_json::json!({"error": {"code": code, "message": message, "param": null}}),
+        )
+    }
 }
 
 #[cfg(test)]

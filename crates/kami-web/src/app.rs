@@ -166,6 +166,24 @@ fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<Pay
     (orders, payments)
 }
 
+/// tower-http's own line for a 5xx answer. A 503 is Kami turning work away
+/// on purpose (load shedding, a database busy or gone), already logged and
+/// counted where it was decided: at `debug` here, or a storm's shedding
+/// would write an error per request. Anything else stays an error.
+fn log_server_error(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    match class {
+        Status(code) if code == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::debug!(classification = %class, ?latency, "response refused for now")
+        }
+        _ => tracing::error!(classification = %class, ?latency, "response failed"),
+    }
+}
+
 /// The application as one service: the routes inside the layers every
 /// answer passes through (request id, trace span, security headers, error
 /// pages). The layers wrap the router once, outside it. Added with
@@ -192,7 +210,7 @@ pub fn app(
                 .unwrap_or("-");
             // The query string is left out: order pages carry access tokens.
             tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path(), order_no = tracing::field::Empty)
-        }))
+        }).on_failure(log_server_error))
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,

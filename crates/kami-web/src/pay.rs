@@ -12,9 +12,16 @@ use crate::extract::ClientIp;
 use crate::services::notify::handle_notification;
 use crate::state::Shared;
 
+/// A gateway's answer; a 503 (Kami could not take the notification now)
+/// says when to retry, as every 503 of Kami's does.
 pub fn reply(r: Reply) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response()
+    let mut res = (status, [(header::CONTENT_TYPE, r.content_type)], r.body).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+    }
+    res
 }
 
 /// Never rate-limited (API.md): gateways send bursts during a drop, and a

@@ -197,6 +197,73 @@ async fn a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted(backend: 
         kami.stock3(pid).await,
         (1000 - listed as i64, listed as i64, 0)
     );
+
+    // Payment notifications shed the same way: 503 `overloaded` with
+    // `Retry-After` (they were answered `invalid_notification`, with no
+    // `Retry-After`, and logged as errors), and the gateway's retry of the
+    // same payment delivers the order once.
+    let notify = |created: Value| {
+        let k = kami.clone();
+        async move {
+            let body = Kami::paid_body(
+                &created,
+                &format!("T-{}", created["order_no"].as_str().unwrap()),
+            );
+            let res = k
+                .http
+                .post(k.url("/pay/sandbox/notify"))
+                .header("content-type", "application/json")
+                .header("Kami-Signature", k.sign(now_secs(), &body))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = res.headers().get("retry-after").cloned();
+            (
+                res.status(),
+                retry_after,
+                res.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let mut tasks = Vec::new();
+    for created in accepted.iter().cycle().take(accepted.len() * 3) {
+        tasks.push(tokio::spawn(notify(created.clone())));
+    }
+    let mut shed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::OK, _, v) => assert_eq!(v, json!({"received": true})),
+            (StatusCode::SERVICE_UNAVAILABLE, retry, v) => {
+                assert_eq!(error_code(&v), "overloaded", "{v}");
+                assert_eq!(retry.as_ref().map(|h| h.to_str().unwrap()), Some("1"));
+                shed += 1;
+            }
+            (s, _, v) => panic!("unexpected answer to a notification {s}: {v}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "a queue of one must shed some of {} racing notifications",
+        accepted.len() * 3
+    );
+    // The gateway retries each until it is taken.
+    for created in &accepted {
+        loop {
+            match notify(created.clone()).await {
+                (StatusCode::OK, _, _) => break,
+                (StatusCode::SERVICE_UNAVAILABLE, _, _) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                (s, _, v) => panic!("unexpected answer to a notification {s}: {v}"),
+            }
+        }
+        assert_eq!(kami.codes(created).await.len(), 1);
+    }
+    assert_eq!(
+        kami.stock3(pid).await,
+        (1000 - listed as i64, 0, listed as i64)
+    );
 }
 
 async fn order_rate_limit_holds_per_ip(backend: Backend) {

@@ -26,8 +26,9 @@ pub enum Verdict {
     Acknowledged,
     /// Refused and recorded with this reason; nothing else changed.
     Rejected(String),
-    /// Our side failed (database down): the gateway must retry.
-    Unavailable,
+    /// Our side could not take it now: the gateway must retry. `shed`: the
+    /// payment writer's queue was full (load shedding), not a failure.
+    Unavailable { shed: bool },
 }
 
 /// Verifies and applies one notification that `client` sent (`None`: this
@@ -85,10 +86,12 @@ pub fn reply_for(channel: &dyn Channel, verdict: &Verdict) -> Reply {
     match verdict {
         Verdict::Paid(_) | Verdict::Acknowledged => channel.success_reply(),
         Verdict::Rejected(reason) => channel.failure_reply(reason),
-        Verdict::Unavailable => Reply {
-            status: 503,
-            ..channel.failure_reply("temporarily unavailable; retry")
-        },
+        Verdict::Unavailable { shed: true } => {
+            channel.busy_reply("overloaded", "too many payments at this moment; retry")
+        }
+        Verdict::Unavailable { shed: false } => {
+            channel.busy_reply("unavailable", "temporarily unavailable; retry")
+        }
     }
 }
 
@@ -106,7 +109,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             format!("{name} reported {}", notice.status),
         );
         if let Err(e) = state.store.record_event(&ev).await {
-            return retry_later(channel, &e.to_string());
+            return retry_later(channel, None, &e.to_string());
         }
         metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "ignored")
             .increment(1);
@@ -119,7 +122,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             Ok(None) => {
                 return reject(state, channel, Some(notice.order_no), None, "unknown order").await
             }
-            Err(e) => return retry_later(channel, &e.to_string()),
+            Err(e) => return retry_later(channel, Some(&notice.order_no), &e.to_string()),
         },
     };
     let order_no = order.order_no.clone();
@@ -144,7 +147,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         let detail = truncate(&format!("{name} reported status {}", notice.status));
         let ev = event(Some(order.id), Some(&order_no), "notify_unpaid", detail);
         if let Err(e) = state.store.record_event_once(&ev).await {
-            return retry_later(channel, &e.to_string());
+            return retry_later(channel, Some(&order_no), &e.to_string());
         }
         metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "unpaid")
             .increment(1);
@@ -171,8 +174,11 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         Err(e) => {
             metrics::counter!("kami_shed_total", "writer" => "payments").increment(1);
             // The gateway retries a 503: a payment is never dropped, only
-            // answered later (invariant 3).
-            return retry_later(channel, &e.to_string());
+            // answered later (invariant 3). Shedding is the server working
+            // as meant under a storm, counted above: a warning, not an error
+            // per request.
+            tracing::warn!(order_no = %order_no, channel = name, error = %e, "payment notification shed; the gateway will retry");
+            return Verdict::Unavailable { shed: true };
         }
     };
     if order.status == OrderStatus::Expired {
@@ -220,7 +226,7 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             tracing::debug!(order_no = %order_no, channel = name, trade_no = %notice.trade_no, outcome = verdict, "payment notification processed");
             Verdict::Paid(outcome)
         }
-        Err(e) => retry_later(channel, &e.to_string()),
+        Err(e) => retry_later(channel, Some(&order_no), &e.to_string()),
     }
 }
 
@@ -296,13 +302,14 @@ async fn reject(
 }
 
 /// A failure on our side (database down): the gateway must retry later.
-fn retry_later(channel: &dyn Channel, err: &str) -> Verdict {
+fn retry_later(channel: &dyn Channel, order_no: Option<&str>, err: &str) -> Verdict {
     tracing::error!(
+        order_no,
         channel = channel.name(),
         error = err,
         "notification not processed; the gateway will retry"
     );
-    Verdict::Unavailable
+    Verdict::Unavailable { shed: false }
 }
 
 #[cfg(test)]

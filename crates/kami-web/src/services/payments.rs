@@ -171,6 +171,6 @@ async fn check(state: &AppState, a: &PaymentAttempt) -> Result<Answer, String> {
         }
         Verdict::Acknowledged => Ok(Answer::NotYet),
         Verdict::Rejected(_) => Ok(Answer::Refused),
-        Verdict::Unavailable => Err("database unavailable".into()),
+        Verdict::Unavailable { .. } => Err("database unavailable or busy".into()),
     }
 }
