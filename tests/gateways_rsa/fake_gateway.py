@@ -17,7 +17,8 @@ with the gateway's own error and noted in GET /__test__/log. Answers are
 signed like the real gateways sign them. Test controls (JSON in, JSON out):
 
 - POST /__test__/alipay/notify    {"params": {...}, "key": "alipay"|"wrong"}
-- POST /__test__/wechatpay/notify {"transaction": {...}, "key", "timestamp", "signature", "serial"}
+- POST /__test__/wechatpay/notify {"transaction": {...}, "key", "timestamp", "signature", "serial",
+                                   "event_type"} (a REFUND.* event_type: "transaction" is the refund)
 - POST /__test__/alipay/trade     {"out_trade_no", "trade_status", "trade_no"}
 - POST /__test__/wechatpay/trade  {"out_trade_no", "trade_state", "transaction_id"}
 - POST /__test__/corrupt          {"gateway": "alipay"|"wechatpay"}: break the next answer's signature
@@ -269,7 +270,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/__test__/alipay/notify":
             return self.send_json(st.alipay.notification(req["params"], key=req.get("key", "alipay")))
         if path == "/__test__/wechatpay/notify":
-            args = {k: req[k] for k in ("key", "timestamp", "signature", "serial") if req.get(k) is not None}
+            args = {k: req[k] for k in ("key", "timestamp", "signature", "serial", "event_type")
+                    if req.get(k) is not None}
             return self.send_json(st.wechat.callback(req["transaction"], **args))
         if path == "/__test__/alipay/trade":
             with st.lock:

@@ -102,7 +102,8 @@ class WechatSigner:
 
     def callback(self, transaction, event_type="TRANSACTION.SUCCESS", **header_args):
         nonce = base64.b32encode(os.urandom(10)).decode()[:12]
-        aad = "transaction"
+        # WeChat Pay names the resource's type in its associated data.
+        aad = "refund" if event_type.startswith("REFUND.") else "transaction"
         ciphertext = AESGCM(self.cfg["apiv3_key"].encode()).encrypt(
             nonce.encode(), json.dumps(transaction, ensure_ascii=False).encode(), aad.encode()
         )
@@ -114,7 +115,7 @@ class WechatSigner:
                 "event_type": event_type,
                 "summary": "支付成功",
                 "resource": {
-                    "original_type": "transaction",
+                    "original_type": aad,
                     "algorithm": "AEAD_AES_256_GCM",
                     "ciphertext": base64.b64encode(ciphertext).decode(),
                     "associated_data": aad,

@@ -244,6 +244,12 @@ impl Channel for Epay {
         if !md5_matches(&self.sign(&params), received) {
             return Err(reject("signature does not match"));
         }
+        // The signature leaves `sign_type` out, so it is checked on its own:
+        // a notification that says it is signed some other way (EPay v2's
+        // RSA) is not this rule's to accept. Absent, it is MD5.
+        if let Some(kind) = get(&params, "sign_type").filter(|k| !k.eq_ignore_ascii_case("MD5")) {
+            return Err(reject(&format!("sign_type {kind:?} is not MD5")));
+        }
         if get(&params, "pid") != Some(self.cfg.pid.as_str()) {
             return Err(reject(&format!(
                 "pid {:?} is not this shop's merchant id",

@@ -77,6 +77,27 @@ struct Amount {
     currency: String,
 }
 
+/// A refund's resource (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
+/// `REFUND.CLOSED`): no appid, no trade state, and an amount without a
+/// currency.
+#[derive(Debug, Deserialize)]
+struct Refund {
+    mchid: String,
+    out_trade_no: String,
+    #[serde(default)]
+    refund_id: String,
+    refund_status: String,
+    amount: RefundAmount,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundAmount {
+    /// The order's total, in fen.
+    total: i64,
+    /// What was refunded, in fen.
+    refund: i64,
+}
+
 #[derive(Debug, Deserialize)]
 struct Envelope {
     #[serde(default)]
@@ -200,10 +221,42 @@ impl Wechatpay {
     /// The order number a callback claims, read only to file a rejection
     /// under it: it sits inside the encrypted resource.
     fn claimed_order_no(&self, body: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Named {
+            out_trade_no: String,
+        }
         let env: Envelope = serde_json::from_slice(body).ok()?;
         let plain = crypto::decrypt(&self.apiv3_key, &env.resource).ok()?;
-        let tx: Transaction = serde_json::from_str(&plain).ok()?;
-        Some(tx.out_trade_no).filter(|o| !o.is_empty() && o.len() <= 64)
+        let named: Named = serde_json::from_str(&plain).ok()?;
+        Some(named.out_trade_no).filter(|o| !o.is_empty() && o.len() <= 64)
+    }
+
+    /// A refund of this merchant's is no payment: a notice that changes
+    /// nothing but the order's timeline, acknowledged so that WeChat Pay
+    /// stops retrying (API.md). It was refused as a malformed transaction,
+    /// and retried by the gateway for a day (a payment audit).
+    fn refund_notice(&self, refund: Refund, raw: String) -> Result<Notice, String> {
+        if refund.mchid != self.mchid {
+            return Err(format!(
+                "mchid {} is not this shop's ({})",
+                refund.mchid, self.mchid
+            ));
+        }
+        if refund.out_trade_no.is_empty() {
+            return Err("missing out_trade_no".into());
+        }
+        Ok(Notice {
+            order_no: refund.out_trade_no,
+            trade_no: refund.refund_id,
+            amount: refund.amount.total,
+            currency: String::new(),
+            paid: false,
+            status: format!(
+                "refund {} of {} fen",
+                refund.refund_status, refund.amount.refund
+            ),
+            raw,
+        })
     }
 
     /// Checks the transaction is this merchant's and turns it into a notice.
@@ -303,17 +356,24 @@ impl Channel for Wechatpay {
             .map_err(|e| reject(format!("malformed callback body: {e}")))?;
         let plain =
             crypto::decrypt(&self.apiv3_key, &env.resource).map_err(|e| reject(e.to_string()))?;
+        // Kept for audit: the callback's ids and the decrypted resource;
+        // the APIv3 key and ciphertext are not.
+        let raw = |key: &str| {
+            serde_json::json!({
+                "id": env.id,
+                "event_type": env.event_type,
+                key: serde_json::from_str::<serde_json::Value>(&plain).unwrap_or_default(),
+            })
+            .to_string()
+        };
+        if env.event_type.starts_with("REFUND.") {
+            let refund: Refund = serde_json::from_str(&plain)
+                .map_err(|e| reject(format!("malformed refund: {e}")))?;
+            return self.refund_notice(refund, raw("refund")).map_err(reject);
+        }
         let tx: Transaction = serde_json::from_str(&plain)
             .map_err(|e| reject(format!("malformed transaction: {e}")))?;
-        // Kept for audit: the callback's ids and the decrypted transaction;
-        // the APIv3 key and ciphertext are not.
-        let raw = serde_json::json!({
-            "id": env.id,
-            "event_type": env.event_type,
-            "transaction": serde_json::from_str::<serde_json::Value>(&plain).unwrap_or_default(),
-        })
-        .to_string();
-        self.notice(tx, raw).map_err(reject)
+        self.notice(tx, raw("transaction")).map_err(reject)
     }
 
     /// A signed trade query for an order that cannot exist: the gateway

@@ -136,6 +136,13 @@ async fn epay_signed_notifications_pay_once_and_forgeries_are_refused(backend: B
             "signature does not match",
         ),
         (
+            // MD5 signed, naming RSA: a gateway that signs another way is
+            // not checked by the MD5 rule (it was accepted).
+            "sign_type RSA",
+            sign(json!({"sign_type": "RSA"})).await,
+            "sign_type",
+        ),
+        (
             "order of another channel",
             sign(json!({"override": {"out_trade_no": sandbox_order["order_no"]}})).await,
             "created for channel sandbox",

@@ -480,6 +480,46 @@ async fn wechatpay_forged_stale_probe_and_unpaid_callbacks_change_nothing(backen
     assert_eq!(kami.count_events(&no, "notify_unpaid").await, 1);
     assert_eq!(kami.stock3(pid).await, (2, 1, 0));
 
+    // A refund's callback (its resource has no appid, trade state or
+    // currency) is acknowledged, so WeChat Pay stops retrying, and noted on
+    // the order's timeline; it pays nothing. It was refused as a malformed
+    // transaction (a payment audit).
+    let refund = json!({
+        "mchid": gw.config["wechatpay"]["mchid"],
+        "out_trade_no": order["order_no"],
+        "transaction_id": "4200000000000000000000000001",
+        "out_refund_no": "R1",
+        "refund_id": "50000000000000000000000000001",
+        "refund_status": "SUCCESS",
+        "success_time": "2026-01-01T08:00:00+08:00",
+        "user_received_account": "支付用户零钱",
+        "amount": {"total": amount, "refund": amount, "payer_total": amount, "payer_refund": amount},
+    });
+    let (headers, body, library) =
+        wechat_callback(&gw, refund.clone(), json!({"event_type": "REFUND.SUCCESS"})).await;
+    assert_eq!(library, json!(true), "wechatpayv3's verdict");
+    assert_eq!(
+        post_wechat(&kami, &headers, body).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(kami.count_events(&no, "notify_unpaid").await, 2);
+    assert_eq!(kami.stock3(pid).await, (2, 1, 0));
+    // Another merchant's refund is refused.
+    let mut theirs = refund;
+    theirs["mchid"] = json!("1900000000");
+    let (headers, body, _) =
+        wechat_callback(&gw, theirs, json!({"event_type": "REFUND.SUCCESS"})).await;
+    let reply = post_wechat(&kami, &headers, body).await;
+    assert_rejected(
+        &kami,
+        &no,
+        "another merchant's refund",
+        "mchid",
+        reply,
+        "FAIL",
+    )
+    .await;
+
     let (headers, body, _) = wechat_callback(&gw, good, json!({})).await;
     assert_eq!(
         post_wechat(&kami, &headers, body).await.0,

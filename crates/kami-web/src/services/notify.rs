@@ -133,13 +133,6 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
         );
         return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
     }
-    if notice.amount != order.amount || notice.currency != order.currency {
-        let reason = format!(
-            "amount mismatch: notified {} {}, order is {} {}",
-            notice.amount, notice.currency, order.amount, order.currency
-        );
-        return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
-    }
     if !notice.paid {
         // Genuine but not a completed payment: acknowledge so the gateway
         // stops retrying, and only note it on the timeline, once: retried
@@ -153,6 +146,15 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
             .increment(1);
         tracing::debug!(order_no = %order_no, channel = name, status = %notice.status, "unpaid notification acknowledged");
         return Verdict::Acknowledged;
+    }
+    // The amount is a payment's: a notice that pays nothing changes nothing
+    // whatever it says (a refund carries no currency).
+    if notice.amount != order.amount || notice.currency != order.currency {
+        let reason = format!(
+            "amount mismatch: notified {} {}, order is {} {}",
+            notice.amount, notice.currency, order.amount, order.currency
+        );
+        return reject(state, channel, Some(order_no), Some(order.id), &reason).await;
     }
     // The trade number is what makes a payment one payment (a duplicate is
     // the same number again); a paid notice without one is malformed.
