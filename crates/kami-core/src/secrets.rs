@@ -81,6 +81,7 @@ pub struct Keys {
     fingerprint: [u8; 32],
     query_password: [u8; 32],
     request: [u8; 32],
+    device: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -106,6 +107,7 @@ impl Keys {
             fingerprint: master.derive("card-fingerprint"),
             query_password: master.derive("query-password"),
             request: master.derive("idempotent-request"),
+            device: master.derive("admin-device"),
         }
     }
 
@@ -169,6 +171,16 @@ impl Keys {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.request).expect("any key length");
         mac.update(request);
         mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The mark of a browser an operator has signed in from: a keyed HMAC
+    /// of the operator and their password hash, so a new password makes
+    /// every old mark worthless. Hex, for a cookie.
+    pub fn admin_device_mark(&self, admin_id: i64, password_hash: &str) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.device).expect("any key length");
+        mac.update(&admin_id.to_be_bytes());
+        mac.update(password_hash.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Buyers' query passwords: a keyed HMAC rather than Argon2, since Argon2

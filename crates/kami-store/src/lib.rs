@@ -289,6 +289,9 @@ pub trait Store: Send + Sync + 'static {
         lock_ms: i64,
     ) -> Result<()>;
     async fn record_login_success(&self, admin_id: i64) -> Result<()>;
+    /// Sets a new password for the admin of `email`, unlocks the account and
+    /// ends its sessions; the admin's id, `None` when there is no such admin.
+    async fn reset_admin_password(&self, email: &str, password_hash: &str) -> Result<Option<i64>>;
     /// Records a TOTP time step as used; false when it (or a later one) was
     /// used already, so each code signs in at most once.
     async fn use_totp_step(&self, admin_id: i64, step: i64) -> Result<bool>;

@@ -77,6 +77,12 @@ enum AdminCommand {
         #[arg(long, default_value = "owner", value_parser = ["owner", "staff"])]
         role: String,
     },
+    /// Give an operator a new generated password (printed once, alone on
+    /// the last line of stdout), unlock the account and end its sessions.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +125,9 @@ fn main() -> std::process::ExitCode {
             Command::Admin {
                 command: AdminCommand::Create { email, role },
             } => commands::admin::create_admin(cfg, &email, &role).await,
+            Command::Admin {
+                command: AdminCommand::ResetPassword { email },
+            } => commands::admin::reset_admin_password(cfg, &email).await,
             Command::Cards {
                 command: CardsCommand::Import { product, file },
             } => commands::cards::import(cfg, product, &file).await,

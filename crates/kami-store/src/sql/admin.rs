@@ -109,6 +109,32 @@ pub async fn record_login_failure(
     Ok(())
 }
 
+/// A new password for the admin of `email`: the lock and the failure count
+/// go, and so do the admin's sessions. The admin's id, if there is one.
+pub async fn reset_admin_password(
+    s: &SqlStore,
+    email: &str,
+    password_hash: &str,
+) -> Result<Option<i64>> {
+    let mut tx = s.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE admins SET password_hash = $2, failed_attempts = 0, locked_until = NULL \
+         WHERE email = $1 RETURNING id",
+    )
+    .bind(email)
+    .bind(password_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = id {
+        sqlx::query("UPDATE sessions SET revoked = 1 WHERE admin_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
 pub async fn record_login_success(s: &SqlStore, admin_id: i64) -> Result<()> {
     exec(
         s,

@@ -375,6 +375,9 @@ impl Store for SqlStore {
     ) -> Result<()> {
         admin::record_login_failure(self, admin_id, now, max_attempts, lock_ms).await
     }
+    async fn reset_admin_password(&self, email: &str, password_hash: &str) -> Result<Option<i64>> {
+        admin::reset_admin_password(self, email, password_hash).await
+    }
     async fn record_login_success(&self, admin_id: i64) -> Result<()> {
         admin::record_login_success(self, admin_id).await
     }

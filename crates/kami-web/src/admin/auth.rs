@@ -22,6 +22,11 @@ use crate::shop::cookies;
 use crate::state::Shared;
 
 pub const SESSION_COOKIE: &str = "kami_admin";
+/// The mark of a browser an operator signed in from (`Keys::admin_device_mark`):
+/// an account locked by failed logins still lets it in (`login::check_login`).
+pub const DEVICE_COOKIE: &str = "kami_device";
+/// A year: how long a browser stays known without signing in again.
+pub const DEVICE_MS: i64 = 365 * 24 * 3600 * 1000;
 /// Double-submit token of the login form, which has no session yet.
 pub(super) const LOGIN_CSRF_COOKIE: &str = "kami_admin_login";
 pub(super) const SESSION_MS: i64 = 12 * 3600 * 1000;

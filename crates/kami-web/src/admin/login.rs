@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{
-    admin_cookie, audit, language, open_totp, secure, CsrfForm, Operator, LOCK_MS,
-    LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
+    admin_cookie, audit, language, open_totp, secure, CsrfForm, Operator, DEVICE_COOKIE, DEVICE_MS,
+    LOCK_MS, LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
 };
 use super::page::{self, PanelError, PanelResult};
 use crate::extract::ClientIp;
@@ -127,7 +127,7 @@ pub async fn login(
     // Bounded: whatever is typed here is kept in the audit log.
     let email: String = form.email.trim().to_lowercase().chars().take(254).collect();
     let result = match state.store.admin_by_email(&email).await {
-        Ok(a) => check_login(&state, a, &form).await,
+        Ok(a) => check_login(&state, a, &form, &headers).await,
         Err(e) => return PanelError::from(e).into_response(),
     };
     match result {
@@ -199,10 +199,18 @@ async fn spend_recovery_code(state: &Shared, admin_id: i64, typed: &str) -> Opti
 
 /// Every path verifies one Argon2 hash (a dummy one for unknown emails), so
 /// the answer takes as long whether or not the account exists.
+///
+/// Five failures lock the account for a quarter of an hour, except from a
+/// browser the operator has signed in from before (its `DEVICE_COOKIE`):
+/// with only the lock, anyone who knew the owner's email could keep them
+/// out for ever at the login rate limit's pace (a security audit did), and
+/// Kami's generated passwords are long past guessing at that pace anyway.
+/// Failures from such a browser do not count towards the lock either.
 async fn check_login(
     state: &Shared,
     admin: Option<Admin>,
     form: &LoginForm,
+    headers: &HeaderMap,
 ) -> Result<(Admin, SecondFactor), (Option<i64>, Refusal)> {
     let Some(admin) = admin else {
         verify_dummy_off_thread(form.password.clone()).await;
@@ -213,7 +221,11 @@ async fn check_login(
     if admin.disabled {
         return Err((Some(admin.id), Refusal::Disabled));
     }
-    if admin.locked_until.is_some_and(|t| t > now) {
+    let known_device = cookies::get(headers, DEVICE_COOKIE).is_some_and(|mark| {
+        let expected = state.keys.admin_device_mark(admin.id, &admin.password_hash);
+        kami_core::secrets::ct_eq(mark.as_bytes(), expected.as_bytes())
+    });
+    if admin.locked_until.is_some_and(|t| t > now) && !known_device {
         return Err((Some(admin.id), Refusal::Locked));
     }
     // The TOTP field takes either a 6-digit code or a recovery code; their
@@ -244,12 +256,14 @@ async fn check_login(
     if let (true, Some(second)) = (password_ok, second) {
         return Ok((admin, second));
     }
-    let fail = state
-        .store
-        .record_login_failure(admin.id, now, MAX_ATTEMPTS, LOCK_MS)
-        .await;
-    if let Err(e) = fail {
-        tracing::error!(error = %e, "could not count a failed login");
+    if !known_device {
+        let fail = state
+            .store
+            .record_login_failure(admin.id, now, MAX_ATTEMPTS, LOCK_MS)
+            .await;
+        if let Err(e) = fail {
+            tracing::error!(error = %e, "could not count a failed login");
+        }
     }
     let why = if password_ok && recovery {
         Refusal::WrongRecoveryCode
@@ -293,6 +307,12 @@ async fn start_session(
         &[
             admin_cookie(state, SESSION_COOKIE, &token, SESSION_MS / 1000),
             admin_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+            admin_cookie(
+                state,
+                DEVICE_COOKIE,
+                &state.keys.admin_device_mark(admin.id, &admin.password_hash),
+                DEVICE_MS / 1000,
+            ),
         ],
     );
     Ok(res)

@@ -13,6 +13,8 @@ pub enum AdminError {
     Email(#[from] kami_core::email::EmailError),
     #[error("an admin with this email already exists")]
     EmailTaken,
+    #[error("no admin has this email")]
+    NoSuchAdmin,
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error("password hashing was interrupted")]
@@ -65,6 +67,22 @@ pub async fn create_admin(
         })
         .await?
         .ok_or(AdminError::EmailTaken)?;
+    Ok((id, password))
+}
+
+/// A new generated password for the admin of `email`, who is unlocked and
+/// signed out everywhere; the admin's id and the password, shown once.
+pub async fn reset_admin_password(
+    store: &dyn Store,
+    email: &str,
+) -> Result<(i64, String), AdminError> {
+    let email = Email::parse(email)?;
+    let password = random_token("");
+    let password_hash = hash_off_thread(password.clone()).await?;
+    let id = store
+        .reset_admin_password(email.as_str(), &password_hash)
+        .await?
+        .ok_or(AdminError::NoSuchAdmin)?;
     Ok((id, password))
 }
 

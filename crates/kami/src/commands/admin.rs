@@ -48,3 +48,22 @@ pub async fn create_admin(cfg: Config, email: &str, role: &str) -> anyhow::Resul
     println!("{password}");
     Ok(())
 }
+
+/// The way back in for an operator who lost their password, or whose
+/// account someone keeps locking: a new generated password, the lock gone,
+/// every session of theirs ended.
+pub async fn reset_admin_password(cfg: Config, email: &str) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let store = open_store(&cfg).await?;
+    crate::master_key::check_given(&cfg, store.as_ref()).await?;
+    let (id, password) =
+        kami_web::services::admins::reset_admin_password(store.as_ref(), email).await?;
+    eprintln!(
+        "Admin {id} ({}) has a new password, is unlocked and signed out everywhere. \
+         Log in at {}/admin/login with this password; it is shown once:",
+        email.trim().to_lowercase(),
+        cfg.public_url()
+    );
+    println!("{password}");
+    Ok(())
+}
