@@ -829,6 +829,31 @@ async fn redis_restart() {
     raises_heard(&kami, false).await;
     let (won, _) = race(std::slice::from_ref(&kami), pid, 10, "during").await;
     assert_eq!(won.len(), 10, "orders failed while Redis was down");
+    // The stock shown follows the database while Redis is away. It came
+    // from a mirror of the shared counts that stopped moving with Redis:
+    // 20 (the count when Redis went) for as long as it was away.
+    let shown = || async {
+        let v: Value = kami
+            .http
+            .get(kami.url(&format!("/api/v1/products/{pid}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["stock"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shown().await != json!(10) {
+        assert!(Instant::now() < deadline, "the stock shown never became 10");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And stays so, between the breaker's openings too.
+    for _ in 0..30 {
+        assert_eq!(shown().await, json!(10), "the stock shown went back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         kami.counter("kami_redis_fallbacks_total", "what=\"gate\"")
             .await

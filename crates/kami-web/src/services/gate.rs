@@ -212,7 +212,7 @@ impl StockGate {
     /// The gate's count, if it has one (for display: it may lag by a second
     /// what other instances sold).
     pub fn count(&self, product_id: i64) -> Option<i64> {
-        if self.shared.as_ref().is_some_and(|s| !s.available()) {
+        if self.shared.as_ref().is_some_and(|s| !s.mirror_fresh()) {
             return None;
         }
         self.local.get(product_id)

@@ -50,6 +50,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -484,7 +485,18 @@ pub(super) struct SharedGate {
     /// Whether to subscribe to raises (always, but in a test of what an
     /// instance does without hearing them).
     hears_raises: bool,
+    /// Unix millis of the last re-sync that read the shared counts into the
+    /// display mirror (`resync`, every second).
+    mirrored_at: AtomicI64,
 }
+
+/// How old the display mirror may be before the shop shows the database's
+/// counts instead: a few re-syncs that did not run (a re-sync that finds
+/// Redis away marks the mirror stale at once). While Redis is away the mirror
+/// stops moving, and it showed every instance's buyers the stock of the
+/// moment Redis went, sold codes included, for as long as it was away (a
+/// multi-instance audit).
+const MIRROR_FRESH_MS: i64 = 5_000;
 
 impl SharedGate {
     pub(super) fn new(redis: Arc<Redis>) -> Self {
@@ -499,7 +511,16 @@ impl SharedGate {
             marks: Arc::new(Marks::new(ttl)),
             settlements: Arc::default(),
             hears_raises: true,
+            mirrored_at: AtomicI64::new(0),
         }
+    }
+
+    /// Whether the display mirror follows the shared counts: Redis answers,
+    /// and a re-sync read them lately.
+    pub(super) fn mirror_fresh(&self) -> bool {
+        self.redis.available()
+            && kami_core::now_millis() - self.mirrored_at.load(AtomicOrdering::Relaxed)
+                < MIRROR_FRESH_MS
     }
 
     fn takes(&self) -> &mpsc::UnboundedSender<Take> {
@@ -541,10 +562,6 @@ impl SharedGate {
 
     fn key(&self, product_id: i64) -> String {
         gate_key(&self.redis, product_id)
-    }
-
-    pub(super) fn available(&self) -> bool {
-        self.redis.available()
     }
 
     #[cfg(test)]
@@ -782,8 +799,12 @@ impl SharedGate {
             })
             .await
         else {
+            // Redis is away: the mirror stops following it from now.
+            self.mirrored_at.store(0, AtomicOrdering::Relaxed);
             return Ok(());
         };
+        self.mirrored_at
+            .store(kami_core::now_millis(), AtomicOrdering::Relaxed);
         let mut stale = Vec::new();
         for (id, count) in product_ids.iter().zip(counts) {
             match count {
