@@ -345,6 +345,7 @@ pub async fn stage_cards(
     cards: &[NewCard],
 ) -> Result<u64> {
     let now = now_millis();
+    let started = std::time::Instant::now();
     let mut tx = s.begin().await?;
     let mut inserted = 0;
     for chunk in cards.chunks(STAGE_CHUNK) {
@@ -368,6 +369,7 @@ pub async fn stage_cards(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    s.yield_write_lock(started.elapsed()).await;
     Ok(inserted)
 }
 
@@ -470,11 +472,6 @@ const FLIP_CHUNK_SQLITE: i64 = 5_000;
 /// buyer's, so no order waits for them, and a chunked `id IN (…)` could be
 /// planned as a scan of every code.
 const FLIP_CHUNK_POSTGRES: i64 = i64::MAX;
-/// Between two chunks on SQLite, the write lock is left free this long, so
-/// that a shop in another process (`kami cards import` beside `kami serve`)
-/// gets it: its busy handler polls, and would rarely catch a gap of
-/// microseconds.
-const FLIP_GAP_SQLITE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Flips a claimed (`committing`) batch's codes to `available`, a chunk per
 /// transaction, each serving paid buyers who waited for a restock in the
@@ -483,9 +480,9 @@ const FLIP_GAP_SQLITE: std::time::Duration = std::time::Duration::from_millis(20
 /// many codes it made sellable. Idempotent: the reaper calls it for a batch
 /// whose importer died mid-flip.
 async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64> {
-    let (chunk, gap) = match s.backend {
-        Backend::Sqlite => (FLIP_CHUNK_SQLITE, Some(FLIP_GAP_SQLITE)),
-        Backend::Postgres => (FLIP_CHUNK_POSTGRES, None),
+    let chunk = match s.backend {
+        Backend::Sqlite => FLIP_CHUNK_SQLITE,
+        Backend::Postgres => FLIP_CHUNK_POSTGRES,
     };
     let staged = orders::staged(s.backend, "$1");
     let flip = match s.backend {
@@ -503,6 +500,7 @@ async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64>
     };
     let mut added = 0;
     loop {
+        let started = std::time::Instant::now();
         let mut tx = s.begin().await?;
         let flipped = sqlx::query(&flip)
             .bind(batch)
@@ -527,9 +525,8 @@ async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64>
             return Ok(added);
         }
         tx.commit().await?;
-        if let Some(gap) = gap {
-            tokio::time::sleep(gap).await;
-        }
+        // A shop in another process gets the lock between two chunks.
+        s.yield_write_lock(started.elapsed()).await;
     }
 }
 

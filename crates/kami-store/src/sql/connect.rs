@@ -75,6 +75,7 @@ impl SqlStore {
                     read: pool,
                     direct: None,
                     tidy_from: Default::default(),
+                    beside_others: Default::default(),
                 })
             }
         }
@@ -204,6 +205,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         read,
         direct: Some(std::sync::Arc::new(direct)),
         tidy_from: Default::default(),
+        beside_others: Default::default(),
     })
 }
 

@@ -51,6 +51,9 @@ pub struct SqlStore {
     /// Where the expiry sweep's tidying of `order_deadlines` goes on from
     /// (`pg_status::tidy_deadlines`, `orders::tidy_sqlite_deadlines`).
     tidy_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// SQLite: another process (a shop serving) writes to this database too
+    /// (`yield_write_lock`).
+    beside_others: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -62,6 +65,32 @@ impl std::fmt::Debug for SqlStore {
 }
 
 impl SqlStore {
+    /// Says that another process writes to this SQLite database too: `kami
+    /// cards import` beside `kami serve`. Its long runs of write
+    /// transactions (an import's staging and flip) then leave the lock free
+    /// between them (`yield_write_lock`).
+    pub fn share_writes_with_other_processes(&self) {
+        self.beside_others
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// After one of a long run of write transactions that took `took`: on
+    /// SQLite beside another process, leaves the write lock free as long
+    /// (10 ms at least). The other process waits for the lock in SQLite's
+    /// busy handler, which sleeps up to 100 ms between tries; a process
+    /// that takes the lock again at once starved it (orders beside a
+    /// 150,000-code `kami cards import` waited 1.5 s, docs/PERFORMANCE.md,
+    /// stop 35). Within one process the writer's turns are fair already.
+    pub(crate) async fn yield_write_lock(&self, took: std::time::Duration) {
+        if self.backend == Backend::Sqlite
+            && self
+                .beside_others
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::time::sleep(took.max(std::time::Duration::from_millis(10))).await;
+        }
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         // SQLite: wait for a turn with the writer thread's batches, so this
         // connection is not starved of the write lock (`direct.rs`). The

@@ -29,6 +29,11 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
         );
     }
     store.migrate().await.context("migrations failed")?;
+    if held == backup::Held::Shared {
+        // A shop is serving from this database: an import here leaves it
+        // the write lock between its transactions.
+        store.share_writes_with_other_processes();
+    }
     if held == backup::Held::Alone {
         // No other process has the database open, so an import still
         // marked running was cut off (a crash, a kill): its staged codes
