@@ -145,6 +145,16 @@ impl AppState {
         self.gate_followed(product_id, refreshed);
     }
 
+    /// This instance imported codes into a product: the gate counts them
+    /// all, exactly (`StockGate::refresh_exact`).
+    pub async fn stock_imported(&self, product_id: i64) {
+        let refreshed = self
+            .gate
+            .refresh_exact(self.store.as_ref(), product_id)
+            .await;
+        self.gate_followed(product_id, refreshed);
+    }
+
     /// An expiry on this instance released `quantity` codes of a product.
     pub async fn codes_released(&self, product_id: i64, quantity: i64) {
         let refreshed = self

@@ -88,6 +88,42 @@ async fn a_redis_restart_is_survived_and_the_gate_reloads() {
     redis_restart().await
 }
 
+/// `flash_gate.rs`'s `an_import_into_a_big_stock_is_counted_whole` with the
+/// gate in Redis: the shared count was re-read only while under 10,000, the
+/// same way, on every path (the admin API's import and `kami cards import`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_into_a_big_stock_is_counted_whole_in_redis() {
+    let prefix = Prefix::new();
+    let kami = spawn_kami_with(
+        Backend::Sqlite,
+        Options {
+            env: with_redis(&redis_url(), &prefix, &[]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let pid = kami.product("Big shared stock", json!({})).await;
+    kami.import_codes(pid, &make_codes("RBIG1", 12_000)).await;
+    kami.import_codes(pid, &make_codes("RBIG2", 12_000)).await;
+    assert_eq!(kami.shown_stock(pid).await, json!(24_000));
+    let file = kami.data_dir().join("more.txt");
+    std::fs::write(&file, make_codes("RBIG3", 12_000).join("\n")).unwrap();
+    let out = kami.cli(&[
+        "cards",
+        "import",
+        "--product",
+        &pid.to_string(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(prefix.gate(pid), Some(36_000));
+    assert_eq!(kami.stock3(pid).await, (36_000, 0, 0));
+}
+
 /// Two instances on one PostgreSQL database, no Redis: B never counted the
 /// product A creates and stocks, so B's catalog (which reads the product
 /// list without counting codes when its gate knows every product) must
@@ -832,18 +868,7 @@ async fn redis_restart() {
     // The stock shown follows the database while Redis is away. It came
     // from a mirror of the shared counts that stopped moving with Redis:
     // 20 (the count when Redis went) for as long as it was away.
-    let shown = || async {
-        let v: Value = kami
-            .http
-            .get(kami.url(&format!("/api/v1/products/{pid}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["stock"].clone()
-    };
+    let shown = || kami.shown_stock(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while shown().await != json!(10) {
         assert!(Instant::now() < deadline, "the stock shown never became 10");

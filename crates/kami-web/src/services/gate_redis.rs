@@ -746,6 +746,20 @@ impl SharedGate {
             .await
     }
 
+    /// `StockGate::refresh_exact` against the shared count.
+    pub(super) async fn refresh_exact(
+        &self,
+        store: &dyn Store,
+        product_id: i64,
+        mirror: &LocalCounts,
+    ) -> StoreResult<()> {
+        if let Some(reading) = self.reading().await {
+            let exact = store.available_count(product_id, i64::MAX).await?;
+            self.set(product_id, exact, reading, mirror).await;
+        }
+        Ok(())
+    }
+
     /// `StockGate::refresh` against the shared count: whether the count
     /// was read anew (false: Redis is away, or a big count was left alone).
     pub(super) async fn refresh(

@@ -131,7 +131,7 @@ where
         |_| {},
     )
     .await;
-    state.stock_changed(product_id).await;
+    state.stock_imported(product_id).await;
     report
 }
 

@@ -79,7 +79,7 @@ async fn share_the_count(cfg: &Config, store: &dyn Store, product_id: i64) {
             return;
         }
     };
-    if let Err(e) = gate.refresh(store, product_id).await {
+    if let Err(e) = gate.refresh_exact(store, product_id).await {
         tracing::warn!(error = %e, "cannot re-read the stock for the shared gate; the servers see the new codes at their next re-sync");
     }
 }

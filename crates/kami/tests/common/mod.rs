@@ -570,6 +570,20 @@ impl Kami {
         assert_eq!(v["imported"], json!(codes.len()), "import report: {v}");
     }
 
+    /// The `stock` the public API shows for a product (the gate's count).
+    pub async fn shown_stock(&self, product_id: i64) -> Value {
+        let v: Value = self
+            .http
+            .get(self.url(&format!("/api/v1/products/{product_id}")))
+            .send()
+            .await
+            .expect("product request")
+            .json()
+            .await
+            .expect("product JSON");
+        v["stock"].clone()
+    }
+
     /// `{"available", "reserved", "sold"}`
     pub async fn stock(&self, product_id: i64) -> Value {
         let (status, v) = self
