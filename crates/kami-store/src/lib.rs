@@ -146,7 +146,7 @@ pub trait Store: Send + Sync + 'static {
     /// holds, and on SQLite a batch without a lock file, an older build's,
     /// whose last beat is before `stale_before`): aborts those still
     /// staging, and finishes those already claimed for their commit.
-    async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64>;
+    async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped>;
 
     // --- orders ------------------------------------------------------------
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;

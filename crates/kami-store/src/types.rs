@@ -149,6 +149,17 @@ pub struct ImportCounts {
     pub rejected: u64,
 }
 
+/// What `Store::reap_stale_imports` ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Imports cut off while staging: nothing of them was sellable, and
+    /// their staged codes are gone.
+    pub aborted: u64,
+    /// The products of imports cut off while their codes were being made
+    /// sellable, whose rest is now sellable too: their stock changed.
+    pub finished: Vec<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewOrder {
     pub order_no: String,

@@ -147,6 +147,16 @@ async fn restocks_and_late_payments_racing_leave_no_code_beside_a_waiting_buyer(
                 store.pay_order(&payment(&o, &trade_no)).await.unwrap();
             }));
         }
+        // Extra payments (other trade numbers) for parked orders, in the
+        // same writers' batches: each locks its waiting order's row, which
+        // a restock's fulfilment waits for.
+        for o in parked.iter().take(4).cloned() {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let trade_no = format!("X-{}", o.order_no);
+                store.pay_order(&payment(&o, &trade_no)).await.unwrap();
+            }));
+        }
         for _ in 0..8 {
             let store = db.store.clone();
             tasks.push(tokio::spawn(async move {

@@ -141,16 +141,16 @@ async fn run_job(state: &Shared, job: Job) {
                 now + state.settings.expiry_interval_ms
             })
         }),
-        REAP_IMPORTS => state
-            .store
-            .reap_stale_imports(now - STALE_IMPORT_MS)
-            .await
-            .map(|n| {
-                if n > 0 {
-                    tracing::warn!(batches = n, "aborted abandoned card imports");
+        REAP_IMPORTS => match state.store.reap_stale_imports(now - STALE_IMPORT_MS).await {
+            Ok(reaped) => {
+                crate::services::import::log_reaped(&reaped);
+                for product_id in reaped.finished {
+                    state.stock_imported(product_id).await;
                 }
-                Some(now + 60_000)
-            }),
+                Ok(Some(now + 60_000))
+            }
+            Err(e) => Err(e),
+        },
         RECONCILE_PAYMENTS => crate::services::payments::reconcile(state)
             .await
             .map(|paid| {

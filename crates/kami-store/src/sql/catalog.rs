@@ -470,8 +470,8 @@ pub async fn commit_import(
 const FLIP_CHUNK_SQLITE: i64 = 5_000;
 /// PostgreSQL flips a batch in one statement: the rows are staged, no
 /// buyer's, so no order waits for them, and a chunked `id IN (…)` could be
-/// planned as a scan of every code.
-const FLIP_CHUNK_POSTGRES: i64 = i64::MAX;
+/// planned as a scan of every code. (SQLite too, when buyers wait.)
+const FLIP_WHOLE: i64 = i64::MAX;
 
 /// Flips a claimed (`committing`) batch's codes to `available`, a chunk per
 /// transaction, each serving paid buyers who waited for a restock in the
@@ -481,8 +481,13 @@ const FLIP_CHUNK_POSTGRES: i64 = i64::MAX;
 /// whose importer died mid-flip.
 async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64> {
     let chunk = match s.backend {
-        Backend::Sqlite => FLIP_CHUNK_SQLITE,
-        Backend::Postgres => FLIP_CHUNK_POSTGRES,
+        // Paid buyers waiting for this product: one statement, as on
+        // PostgreSQL. In chunks, what one chunk left over after serving
+        // them could go to a new buyer before the next chunk served the
+        // rest (a review of stop 35's chunks); buyers wait only after a
+        // product sold out, so this is rare and short.
+        Backend::Sqlite if !waiting_buyers(s, product_id).await? => FLIP_CHUNK_SQLITE,
+        _ => FLIP_WHOLE,
     };
     let staged = orders::staged(s.backend, "$1");
     let flip = match s.backend {
@@ -528,6 +533,19 @@ async fn finish_commit(s: &SqlStore, batch: i64, product_id: i64) -> Result<u64>
         // A shop in another process gets the lock between two chunks.
         s.yield_write_lock(started.elapsed()).await;
     }
+}
+
+/// Whether paid orders of the product wait for codes (SQLite's
+/// `orders_unfulfilled` index).
+async fn waiting_buyers(s: &SqlStore, product_id: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM orders \
+         WHERE product_id = $1 AND status = 'paid_unfulfilled' LIMIT 1)",
+    )
+    .bind(product_id)
+    .fetch_one(&s.read)
+    .await?
+        > 0)
 }
 
 /// Refreshes PostgreSQL's statistics of `cards` after an import that added a
@@ -613,7 +631,7 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
 /// one server each have a batch 1.
 const IMPORT_LOCK: &str = "hashtextextended('card_import:' || current_database() || ':' || $1, 0)";
 
-pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u64> {
+pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<Reaped> {
     // A batch's lock is taken in the transaction that makes it, so every
     // batch a reaper sees has its lock to ask.
     let rows = sqlx::query(
@@ -625,7 +643,7 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
     // `Millis::MAX`: the caller has the database to itself, so every
     // import still running is dead.
     let alone = stale_before == Millis::MAX;
-    let mut reaped = 0;
+    let mut reaped = Reaped::default();
     for row in rows {
         let id: i64 = row.try_get("id")?;
         let dead = match s.direct.as_ref().map(|d| d.path()) {
@@ -653,14 +671,21 @@ pub async fn reap_stale_imports(s: &SqlStore, stale_before: Millis) -> Result<u6
         // A batch claimed for its commit is whole: the rest of its codes
         // are made sellable, not thrown away.
         if row.try_get::<String, _>("status")? == "committing" {
-            finish_commit(s, id, row.try_get("product_id")?).await?;
+            let product_id: i64 = row.try_get("product_id")?;
+            let added = finish_commit(s, id, product_id).await?;
+            if s.backend == Backend::Postgres {
+                analyze_after_import(s, added).await;
+            }
+            if !reaped.finished.contains(&product_id) {
+                reaped.finished.push(product_id);
+            }
         } else {
             abort_import(s, id).await?;
+            reaped.aborted += 1;
         }
         if let Some(d) = s.direct.as_ref() {
             super::import_locks::forget(d.path(), id);
         }
-        reaped += 1;
     }
     Ok(reaped)
 }

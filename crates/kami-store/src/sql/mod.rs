@@ -191,7 +191,7 @@ impl Store for SqlStore {
     async fn abort_import(&self, batch: i64) -> Result<()> {
         catalog::abort_import(self, batch).await
     }
-    async fn reap_stale_imports(&self, stale_before: Millis) -> Result<u64> {
+    async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped> {
         catalog::reap_stale_imports(self, stale_before).await
     }
 

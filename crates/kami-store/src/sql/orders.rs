@@ -1157,10 +1157,18 @@ pub(super) async fn expire_orders(
     due: Vec<Order>,
     now: Millis,
 ) -> Result<Vec<Order>> {
+    // Restock locks before hold rows, in product order, as every
+    // transaction takes them (`lock_restocks`).
+    let mut products: Vec<i64> = due.iter().map(|o| o.product_id).collect();
+    products.sort_unstable();
+    products.dedup();
+    for &product_id in &products {
+        lock_restocks(backend, tx, product_id).await?;
+    }
     let holds: Vec<Holds> = due.iter().map(Holds::of).collect();
     lock_holds(backend, tx, &holds).await?;
     let mut expired = Vec::with_capacity(due.len());
-    let mut products = Vec::new();
+    let mut released = Vec::new();
     for (o, held) in due.into_iter().zip(&holds) {
         let moved = sqlx::query(
             "UPDATE orders SET status = 'expired' WHERE id = $1 AND status = 'pending'",
@@ -1183,8 +1191,8 @@ pub(super) async fn expire_orders(
             now,
         )
         .await?;
-        if !products.contains(&o.product_id) {
-            products.push(o.product_id);
+        if !released.contains(&o.product_id) {
+            released.push(o.product_id);
         }
         expired.push(Order {
             status: OrderStatusField(OrderStatus::Expired),
@@ -1192,16 +1200,19 @@ pub(super) async fn expire_orders(
         });
     }
     // Released codes go to buyers who already paid and wait, before anyone
-    // new; the products' restock locks in one order in every sweep.
-    products.sort_unstable();
-    for product_id in products {
+    // new (their restock locks are held since the start).
+    for product_id in released {
         fulfil_unfulfilled_in(backend, tx, product_id, now).await?;
     }
     Ok(expired)
 }
 
 /// Takes, until the end of `tx`, the product's restock lock (PostgreSQL;
-/// SQLite's one writer already runs these one at a time). Every transaction
+/// SQLite's one writer already runs these one at a time). Taken again in
+/// the same transaction it is held already. Lock order, in every
+/// transaction that takes one: restock locks first, in product order,
+/// then order and hold rows (`payments::lock_late_holds`, `expire_orders`;
+/// an import's flip locks only its own staged codes before). Every transaction
 /// that hands returned or new stock to waiting buyers (`fulfil_unfulfilled_in`)
 /// and every late payment that parks its order for want of stock
 /// (`payments::settle_in`) takes it before it looks, so each sees what the
@@ -1226,8 +1237,10 @@ pub(super) async fn lock_restocks(backend: Backend, tx: &mut Tx, product_id: i64
 
 /// Delivers waiting paid orders of a product strictly oldest first: it stops
 /// at the first order the remaining stock cannot cover in full. The waiting
-/// orders are locked without skipping any: under the restock lock only a
-/// payment's repeat can hold one, and briefly.
+/// orders are locked without skipping any: another transaction holds one
+/// only while it records an extra payment for it, and such a transaction
+/// took this product's restock lock before that row (`lock_late_holds`), so
+/// it is not waiting for this one.
 pub async fn fulfil_unfulfilled_in(
     backend: Backend,
     tx: &mut Tx,

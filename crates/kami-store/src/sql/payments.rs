@@ -540,6 +540,24 @@ async fn lock_late_holds(backend: Backend, tx: &mut Tx, order_ids: &[i64]) -> Re
     if backend != Backend::Postgres || order_ids.is_empty() {
         return Ok(());
     }
+    // The products' restock locks first, in product order, before any of
+    // these orders' rows (`orders::lock_restocks`: restock locks come before
+    // order and hold rows in every transaction). Taken one by one in
+    // `settle_in`, a batch held a waiting order's row (an extra payment)
+    // while it waited for a restock lock whose holder waited for that row,
+    // or took two products' locks in the other order than a sweep (a
+    // review of stop 35's lock). Only late and extra payments come here.
+    let products = format!(
+        "SELECT DISTINCT product_id FROM orders WHERE {} ORDER BY product_id",
+        ids_in(backend, "id", 1, order_ids.len())
+    );
+    let products = bind_ids(backend, sqlx::query(&products), order_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in products {
+        let product_id: i64 = row.try_get("product_id")?;
+        super::orders::lock_restocks(backend, tx, product_id).await?;
+    }
     let sql = format!(
         "SELECT {} FROM orders WHERE {} ORDER BY id {}",
         super::rows::ORDER_COLUMNS,

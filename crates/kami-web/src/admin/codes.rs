@@ -135,9 +135,19 @@ pub async fn import(
     } else {
         ("file", file)
     };
-    let chunks =
-        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))]);
-    let report = match import_into_shop(&state, id, chunks).await {
+    // In a task of its own, as the API's: a browser that goes away while
+    // the codes are being made sellable (seconds, for a big file on SQLite)
+    // drops the request, not the import half-way.
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let chunks =
+            futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))]);
+        import_into_shop(&task_state, id, chunks).await
+    });
+    let imported = task
+        .await
+        .map_err(|e| PanelError::from(kami_store::StoreError::Corrupt(e.to_string())))?;
+    let report = match imported {
         Ok(r) => r,
         Err(ImportError::Binary(e)) => return Err(PanelError::Invalid(e.to_string())),
         Err(ImportError::Body(e)) => return Err(PanelError::Invalid(e)),

@@ -1324,7 +1324,7 @@ mod tests {
             h.keep();
         }
         assert_eq!(f.count(7), Some(0));
-        assert!(f.gate.available(), "one bad count opened the breaker");
+        assert!(f.gate.redis.available(), "one bad count opened the breaker");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,24 @@ pub struct ImportReport {
     pub rejected: Vec<RejectedLine>,
     /// All rejected lines, when more than the listed ones.
     pub rejected_total: u64,
+    /// Products of earlier imports cut off while their codes were made
+    /// sellable, which this one finished before it began (their stock
+    /// changed too).
+    #[serde(skip)]
+    pub finished_elsewhere: Vec<i64>,
+}
+
+/// Says what a reaper ended, for the operator.
+pub fn log_reaped(reaped: &kami_store::Reaped) {
+    if reaped.aborted > 0 {
+        tracing::warn!(
+            batches = reaped.aborted,
+            "aborted card imports cut off while staging; nothing from them was sellable"
+        );
+    }
+    if !reaped.finished.is_empty() {
+        tracing::warn!(products = ?reaped.finished, "finished card imports cut off while their codes were being made sellable");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +150,11 @@ where
     )
     .await;
     state.stock_imported(product_id).await;
+    if let Ok(r) = &report {
+        for &other in r.finished_elsewhere.iter().filter(|&&p| p != product_id) {
+            state.stock_imported(other).await;
+        }
+    }
     report
 }
 
@@ -152,11 +175,10 @@ where
     let reaped = store
         .reap_stale_imports(kami_core::now_millis() - STALE_IMPORT_MS)
         .await?;
-    if reaped > 0 {
-        tracing::warn!(batches = reaped, "aborted abandoned card imports");
-    }
+    log_reaped(&reaped);
     // Held to the end of the import, commit or abort.
     let (batch, _lease) = store.begin_import(product_id).await?;
+    let finished_elsewhere = reaped.finished;
     let mut imp = Importer {
         store,
         keys,
@@ -168,6 +190,7 @@ where
             duplicates: 0,
             rejected: Vec::new(),
             rejected_total: 0,
+            finished_elsewhere,
         },
         staged: 0,
     };

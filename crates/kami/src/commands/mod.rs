@@ -40,9 +40,7 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
         // are let go now, not after the reaper's wait, in which a
         // re-import would count them as duplicates and leave them out.
         let reaped = store.reap_stale_imports(i64::MAX).await?;
-        if reaped > 0 {
-            tracing::warn!(batches = reaped, "aborted card imports a stopped process left running; nothing from them was sellable");
-        }
+        kami_web::services::import::log_reaped(&reaped);
         backup::share_lock(&url)?;
     }
     tracing::info!(backend = %store.backend(), "database ready");
