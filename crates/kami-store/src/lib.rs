@@ -141,7 +141,10 @@ pub trait Store: Send + Sync + 'static {
     /// batch whose importer dies is finished by `reap_stale_imports`.
     async fn commit_import(&self, batch: i64, product_id: i64, report: &ImportCounts)
         -> Result<()>;
-    async fn abort_import(&self, batch: i64) -> Result<()>;
+    /// Aborts an import still staging: its staged codes go. True when the
+    /// batch is (now) aborted; false when it was claimed for its commit
+    /// (`commit_import`), whose codes are sellable or about to be.
+    async fn abort_import(&self, batch: i64) -> Result<bool>;
     /// Ends imports whose importer is gone (those whose lock no process
     /// holds, and on SQLite a batch without a lock file, an older build's,
     /// whose last beat is before `stale_before`): aborts those still

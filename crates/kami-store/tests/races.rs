@@ -258,6 +258,59 @@ async fn aborted_import_leaves_nothing(backend: Backend) {
     assert_eq!(db.store.stock(product).await.unwrap().available, 6);
 }
 
+/// An import cut off after it claimed its batch for the commit (a part of
+/// its codes may be on sale) is whole: an abort leaves it and says so, and
+/// the reaper makes the rest sellable and names its product, whose stock
+/// the gate must then re-read.
+async fn a_claimed_import_is_finished_not_aborted(backend: Backend) {
+    let db = open(backend).await;
+    let product = product_with_codes(&db, 0).await;
+    let (batch, lease) = db.store.begin_import(product).await.unwrap();
+    let cards: Vec<NewCard> = (0..7)
+        .map(|_| card(&rand::thread_rng().gen::<[u8; 32]>()))
+        .collect();
+    db.store.stage_cards(batch, product, &cards).await.unwrap();
+    // The claim `commit_import` makes first, and then nothing: the
+    // importer died before its first chunk.
+    sqlx::query("UPDATE card_batches SET status = 'committing' WHERE id = $1")
+        .bind(batch)
+        .execute(&db.check)
+        .await
+        .unwrap();
+    assert!(
+        !db.store.abort_import(batch).await.unwrap(),
+        "a claimed batch was aborted"
+    );
+    assert_eq!(db.store.stock(product).await.unwrap().available, 0);
+    drop(lease);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reaped = loop {
+        let reaped = db.store.reap_stale_imports(now_millis() + 1).await.unwrap();
+        if !reaped.finished.is_empty() {
+            break reaped;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead import was never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        reaped,
+        Reaped {
+            aborted: 0,
+            finished: vec![product]
+        }
+    );
+    assert_eq!(db.store.stock(product).await.unwrap().available, 7);
+    assert_invariants(&db, product, 7).await;
+    // Finished once: the next reaper finds nothing.
+    assert_eq!(
+        db.store.reap_stale_imports(now_millis() + 1).await.unwrap(),
+        Reaped::default()
+    );
+}
+
 /// An import taken for dead while it was in fact still staging (its lock
 /// lost): its commit is refused, and the abort that follows takes what it
 /// staged after the reaper's abort too, so a later import of those codes
@@ -576,6 +629,7 @@ async fn racing_notes_of_one_event_store_it_once(backend: Backend) {
 
 both_backends!(
     restocks_and_late_payments_racing_leave_no_code_beside_a_waiting_buyer,
+    a_claimed_import_is_finished_not_aborted,
     racing_notes_of_one_event_store_it_once,
     payments_race_expiry_and_new_buyers,
     racing_imports_store_each_code_once,

@@ -580,7 +580,7 @@ async fn analyze_after_import(s: &SqlStore, added: u64) {
     }
 }
 
-pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
+pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<bool> {
     let mut tx = s.begin().await?;
     let claimed = sqlx::query(
         "UPDATE card_batches SET status = 'aborted', finished_at = $2 \
@@ -602,7 +602,7 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
         // its commit), and those go too, or they would count as
         // duplicates for ever.
         if status.as_deref() != Some("aborted") {
-            return Ok(());
+            return Ok(false);
         }
     }
     if s.backend == Backend::Postgres {
@@ -623,7 +623,7 @@ pub async fn abort_import(s: &SqlStore, batch: i64) -> Result<()> {
     );
     sqlx::query(&sql).bind(batch).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The lock a running import holds on PostgreSQL, by batch id. Advisory

@@ -188,7 +188,7 @@ impl Store for SqlStore {
     ) -> Result<()> {
         catalog::commit_import(self, batch, product_id, report).await
     }
-    async fn abort_import(&self, batch: i64) -> Result<()> {
+    async fn abort_import(&self, batch: i64) -> Result<bool> {
         catalog::abort_import(self, batch).await
     }
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped> {

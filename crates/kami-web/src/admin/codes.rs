@@ -152,6 +152,7 @@ pub async fn import(
         Err(ImportError::Binary(e)) => return Err(PanelError::Invalid(e.to_string())),
         Err(ImportError::Body(e)) => return Err(PanelError::Invalid(e)),
         Err(ImportError::Store(e)) => return Err(e.into()),
+        Err(e @ ImportError::Interrupted(_)) => return Err(PanelError::Invalid(e.to_string())),
     };
     let detail = format!(
         "{source}: imported {}, duplicates {}, rejected {}",

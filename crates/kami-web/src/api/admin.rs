@@ -488,6 +488,15 @@ async fn import_codes(state: &Shared, id: &str, body: Body) -> ApiResult<Json<Va
         Err(ImportError::Binary(e)) => Err(ApiError::invalid(e.to_string())),
         Err(ImportError::Body(e)) => Err(upload_error(&e)),
         Err(ImportError::Store(e)) => Err(e.into()),
+        // Not to be retried: a 500 that says what became of the codes.
+        Err(e @ ImportError::Interrupted(_)) => {
+            tracing::error!(error = %e, "card import interrupted");
+            Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            ))
+        }
     }
 }
 

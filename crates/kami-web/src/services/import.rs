@@ -70,6 +70,15 @@ pub enum ImportError {
     Body(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The batch was claimed for its commit, and making its codes sellable
+    /// was cut off: some are on sale, and the next import or the reaper
+    /// (within a minute) makes the rest so. Uploading it again would only
+    /// count duplicates.
+    #[error(
+        "the import was cut off while its codes were being made sellable; the rest of them \
+         become sellable at the next import or within a minute: do not upload it again"
+    )]
+    Interrupted(StoreError),
 }
 
 struct Importer<'a> {
@@ -208,8 +217,15 @@ where
                 // and what it staged goes. Claimed, and failed mid-flip: the
                 // abort leaves it, and the next import or the `reap_imports`
                 // job makes the rest of it sellable once the lease is gone.
-                if let Err(abort) = store.abort_import(batch).await {
-                    tracing::error!(batch, error = %abort, "could not clean up an aborted import");
+                match store.abort_import(batch).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(product_id, batch, error = %e, "card import cut off while its codes were being made sellable; the reaper finishes it");
+                        return Err(ImportError::Interrupted(e));
+                    }
+                    Err(abort) => {
+                        tracing::error!(batch, error = %abort, "could not clean up an aborted import")
+                    }
                 }
                 return Err(e.into());
             }

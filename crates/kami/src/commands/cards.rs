@@ -56,6 +56,7 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
             Ok(())
         }
         Err(ImportError::Binary(e)) => bail!("{e}; nothing was imported"),
+        Err(e @ ImportError::Interrupted(_)) => bail!("{e}"),
         Err(e) => Err(e).context("import failed; nothing was imported"),
     }
 }
