@@ -75,7 +75,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
         .await
         .unwrap()
         .id;
-    let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
+    let (batch, first_lease) = store.begin_import(product).await.unwrap();
     let old: Vec<[u8; 32]> = (0..3).map(|_| rand::thread_rng().gen()).collect();
     for fp in &old {
         sqlx::query(&format!(
@@ -108,6 +108,7 @@ async fn fingerprints_imported_before_0009_still_catch_duplicates() {
     let new: [u8; 32] = rand::thread_rng().gen();
     let mut cards: Vec<NewCard> = old.iter().map(|fp| card(fp)).collect();
     cards.push(card(&new));
+    drop(first_lease); // one import into a product at a time
     let (batch, _batch_lease) = store.begin_import(product).await.unwrap();
     let staged = store.stage_cards(batch, product, &cards).await.unwrap();
     assert_eq!(

@@ -50,6 +50,30 @@ pub fn hold(database: &Path, batch: i64) -> Result<Held> {
     Ok(Held { path, _file: file })
 }
 
+/// Waits for, and takes, the lock of imports into `product_id`: one import
+/// into a product at a time. The file stays (one per product ever
+/// imported into): removing a lock file others may wait on would let two
+/// processes each hold a lock, one on the removed file.
+pub async fn hold_product(database: &Path, product_id: i64) -> Result<File> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(format!("-import-product-{product_id}.lock"));
+    let path = PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| StoreError::Corrupt(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("waiting for an import lock failed: {e}")))?
+}
+
 /// Whether `batch`'s import is known dead: its lock file is there and no
 /// process holds it. `None` when there is no file to tell.
 pub fn is_dead(database: &Path, batch: i64) -> Option<bool> {

@@ -180,13 +180,15 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    // The codes of an import a crash cut off would be taken for duplicates.
+    // Held to the end of the import, commit or abort; waits for another
+    // import into the product to end.
+    let (batch, _lease) = store.begin_import(product_id).await?;
+    // The codes of an import a crash cut off (the one waited for, perhaps)
+    // would be taken for duplicates.
     let reaped = store
         .reap_stale_imports(kami_core::now_millis() - STALE_IMPORT_MS)
         .await?;
     log_reaped(&reaped);
-    // Held to the end of the import, commit or abort.
-    let (batch, _lease) = store.begin_import(product_id).await?;
     let finished_elsewhere = reaped.finished;
     let mut imp = Importer {
         store,
