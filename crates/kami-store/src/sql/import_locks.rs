@@ -35,18 +35,29 @@ impl Drop for Held {
     }
 }
 
-/// Takes the lock of `batch`'s import.
-pub fn hold(database: &Path, batch: i64) -> Result<Held> {
-    let path = lock_path(database, batch);
+/// Opens (creating it, owner-only) the lock file at `path` and locks it:
+/// `wait`, until no other process holds it; else at once or not at all.
+fn lock_file(path: &Path, wait: bool) -> Result<File> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
-    file.try_lock()
-        .map_err(|e| StoreError::Corrupt(format!("cannot lock {}: {e}", path.display())))?;
+    let locked = if wait {
+        file.lock()
+    } else {
+        file.try_lock().map_err(std::io::Error::from)
+    };
+    locked.map_err(|e| StoreError::Corrupt(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(file)
+}
+
+/// Takes the lock of `batch`'s import.
+pub fn hold(database: &Path, batch: i64) -> Result<Held> {
+    let path = lock_path(database, batch);
+    let file = lock_file(&path, false)?;
     Ok(Held { path, _file: file })
 }
 
@@ -58,20 +69,9 @@ pub async fn hold_product(database: &Path, product_id: i64) -> Result<File> {
     let mut name = database.as_os_str().to_owned();
     name.push(format!("-import-product-{product_id}.lock"));
     let path = PathBuf::from(name);
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
-        file.lock()
-            .map_err(|e| StoreError::Corrupt(format!("cannot lock {}: {e}", path.display())))?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt(format!("waiting for an import lock failed: {e}")))?
+    tokio::task::spawn_blocking(move || lock_file(&path, true))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("waiting for an import lock failed: {e}")))?
 }
 
 /// Whether `batch`'s import is known dead: its lock file is there and no
