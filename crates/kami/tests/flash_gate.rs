@@ -149,6 +149,19 @@ async fn an_import_into_a_big_stock_is_counted_whole(backend: Backend) {
     assert_eq!(kami.stock3(pid).await, (24_000, 0, 0));
 }
 
+/// A request's status, `Retry-After` and JSON body.
+async fn answer(
+    req: reqwest::RequestBuilder,
+) -> (StatusCode, Option<reqwest::header::HeaderValue>, Value) {
+    let res = req.send().await.unwrap();
+    let retry_after = res.headers().get("retry-after").cloned();
+    (
+        res.status(),
+        retry_after,
+        res.json::<Value>().await.unwrap(),
+    )
+}
+
 async fn a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted(backend: Backend) {
     let kami = Arc::new(
         spawn_kami_with(
@@ -166,20 +179,13 @@ async fn a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted(backend: 
     for i in 0..400 {
         let k = kami.clone();
         tasks.push(tokio::spawn(async move {
-            let res = k
-                .http
-                .post(k.url("/api/v1/orders"))
-                .json(&json!({"product_id": pid, "quantity": 1,
-                              "email": format!("s{i}@example.com"), "channel": "sandbox"}))
-                .send()
-                .await
-                .unwrap();
-            let retry_after = res.headers().get("retry-after").cloned();
-            (
-                res.status(),
-                retry_after,
-                res.json::<Value>().await.unwrap(),
+            answer(
+                k.http
+                    .post(k.url("/api/v1/orders"))
+                    .json(&json!({"product_id": pid, "quantity": 1,
+                                  "email": format!("s{i}@example.com"), "channel": "sandbox"})),
             )
+            .await
         }));
     }
     let (mut accepted, mut shed) = (Vec::new(), 0);
@@ -227,21 +233,14 @@ async fn a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted(backend: 
                 &created,
                 &format!("T-{}", created["order_no"].as_str().unwrap()),
             );
-            let res = k
-                .http
-                .post(k.url("/pay/sandbox/notify"))
-                .header("content-type", "application/json")
-                .header("Kami-Signature", k.sign(now_secs(), &body))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let retry_after = res.headers().get("retry-after").cloned();
-            (
-                res.status(),
-                retry_after,
-                res.json::<Value>().await.unwrap(),
+            answer(
+                k.http
+                    .post(k.url("/pay/sandbox/notify"))
+                    .header("content-type", "application/json")
+                    .header("Kami-Signature", k.sign(now_secs(), &body))
+                    .body(body),
             )
+            .await
         }
     };
     let mut tasks = Vec::new();

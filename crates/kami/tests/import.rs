@@ -47,14 +47,7 @@ async fn a_cli_import_killed_beside_the_server_can_be_uploaded_again_at_once(bac
     let codes = make_codes("KILL", 200_000);
     let file = kami.data_dir().join("big.txt");
     std::fs::write(&file, codes.join("\n")).unwrap();
-    let mut cli = kami
-        .command()
-        .args(["cards", "import", "--product", &pid.to_string()])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = kami.spawn_cli_import(pid, &file);
     // Until the CLI has staged some of them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -104,14 +97,7 @@ async fn a_cli_import_killed_in_its_commit_is_finished_not_thrown_away(backend: 
     }
     .await
     .unwrap();
-    let mut cli = kami
-        .command()
-        .args(["cards", "import", "--product", &pid.to_string()])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = kami.spawn_cli_import(pid, &file);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         assert!(
@@ -524,13 +510,7 @@ async fn cli_import_prints_the_counts_and_the_codes_sell(backend: Backend) {
     bytes.extend_from_slice(b"\xff\xfe\xfd\n");
     std::fs::write(&file, &bytes).unwrap();
 
-    let out = kami.cli(&[
-        "cards",
-        "import",
-        "--product",
-        &pid.to_string(),
-        file.to_str().unwrap(),
-    ]);
+    let out = kami.cli_import(pid, &file);
     // At once, the running server shows and sells what the CLI imported
     // (its stock gate had seen zero: before, it said so for up to a second).
     let page = kami

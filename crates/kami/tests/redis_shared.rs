@@ -41,27 +41,14 @@ async fn refused_orders_in_flight_do_not_turn_other_buyers_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn codes_the_cli_imports_sell_at_once_through_the_shared_gate() {
     let prefix = Prefix::new();
-    let kami = spawn_kami_with(
-        Backend::Sqlite,
-        Options {
-            env: with_redis(&redis_url(), &prefix, &[]),
-            ..Options::default()
-        },
-    )
-    .await;
+    let kami = sqlite_with_redis(&prefix).await;
     for round in 0..3 {
         let pid = kami.product(&format!("Restocked {round}"), json!({})).await;
         let (status, v) = order_on(&kami, pid, "early@example.com").await;
         assert_eq!((status, error_code(&v)), (StatusCode::CONFLICT, "sold_out"));
         let file = kami.data_dir().join(format!("restock-{round}.txt"));
         std::fs::write(&file, format!("CLI-{round}-A\nCLI-{round}-B\n")).unwrap();
-        let out = kami.cli(&[
-            "cards",
-            "import",
-            "--product",
-            &pid.to_string(),
-            file.to_str().unwrap(),
-        ]);
+        let out = kami.cli_import(pid, &file);
         assert!(
             out.status.success(),
             "{}",
@@ -94,27 +81,14 @@ async fn a_redis_restart_is_survived_and_the_gate_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_import_into_a_big_stock_is_counted_whole_in_redis() {
     let prefix = Prefix::new();
-    let kami = spawn_kami_with(
-        Backend::Sqlite,
-        Options {
-            env: with_redis(&redis_url(), &prefix, &[]),
-            ..Options::default()
-        },
-    )
-    .await;
+    let kami = sqlite_with_redis(&prefix).await;
     let pid = kami.product("Big shared stock", json!({})).await;
     kami.import_codes(pid, &make_codes("RBIG1", 12_000)).await;
     kami.import_codes(pid, &make_codes("RBIG2", 12_000)).await;
     assert_eq!(kami.shown_stock(pid).await, json!(24_000));
     let file = kami.data_dir().join("more.txt");
     std::fs::write(&file, make_codes("RBIG3", 12_000).join("\n")).unwrap();
-    let out = kami.cli(&[
-        "cards",
-        "import",
-        "--product",
-        &pid.to_string(),
-        file.to_str().unwrap(),
-    ]);
+    let out = kami.cli_import(pid, &file);
     assert!(
         out.status.success(),
         "{}",
@@ -244,6 +218,18 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// A SQLite shop with the gate in the test Redis, under `prefix`.
+async fn sqlite_with_redis(prefix: &Prefix) -> Kami {
+    spawn_kami_with(
+        Backend::Sqlite,
+        Options {
+            env: with_redis(&redis_url(), prefix, &[]),
+            ..Options::default()
+        },
+    )
+    .await
 }
 
 fn with_redis(url: &str, prefix: &Prefix, more: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -332,6 +332,30 @@ impl Kami {
     }
 
     /// Runs a CLI subcommand to completion; its output is also appended to the logs.
+    /// `kami cards import --product ID FILE`, run to its end (`cli`).
+    pub fn cli_import(&self, product_id: i64, file: &std::path::Path) -> std::process::Output {
+        let product = product_id.to_string();
+        self.cli(&[
+            "cards",
+            "import",
+            "--product",
+            &product,
+            file.to_str().unwrap(),
+        ])
+    }
+
+    /// `kami cards import --product ID FILE` started in the background, its
+    /// output discarded (to be killed part-way).
+    pub fn spawn_cli_import(&self, product_id: i64, file: &std::path::Path) -> std::process::Child {
+        self.command()
+            .args(["cards", "import", "--product", &product_id.to_string()])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kami cards import")
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let out = self
             .command()
