@@ -150,6 +150,10 @@ pub trait Store: Send + Sync + 'static {
     /// whose last beat is before `stale_before`): aborts those still
     /// staging, and finishes those already claimed for their commit.
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped>;
+    /// Products an import is making sellable now (`committing`), or made
+    /// sellable at or after `since` (its `finished_at`): the stock gate
+    /// re-reads their counts exactly, whichever process imported.
+    async fn products_restocked_since(&self, since: Millis) -> Result<Vec<i64>>;
 
     // --- orders ------------------------------------------------------------
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;

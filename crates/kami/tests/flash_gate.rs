@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 both_backends!(
     gate_and_database_agree_after_expiries_restocks_and_a_restart,
     an_import_into_a_big_stock_is_counted_whole,
+    a_cli_import_into_a_big_stock_is_counted_whole,
     a_full_writer_queue_sheds_with_503_and_loses_nothing_accepted,
     order_rate_limit_holds_per_ip,
     forwarded_for_is_believed_only_from_trusted_proxies,
@@ -147,6 +148,21 @@ async fn an_import_into_a_big_stock_is_counted_whole(backend: Backend) {
     kami.import_codes(pid, &make_codes("BIG2", 12_000)).await;
     assert_eq!(kami.shown_stock(pid).await, json!(24_000));
     assert_eq!(kami.stock3(pid).await, (24_000, 0, 0));
+}
+
+/// `kami cards import` in its own process, beside a shop without Redis: the
+/// shop's gate learns of it from the import's batch, however big the count
+/// it already had (it re-read only small counts, and kept showing 12,000).
+async fn a_cli_import_into_a_big_stock_is_counted_whole(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Big stock, CLI", json!({})).await;
+    kami.import_codes(pid, &make_codes("BIGA", 12_000)).await;
+    assert_eq!(kami.shown_stock(pid).await, json!(12_000));
+    let file = kami.data_dir().join("more.txt");
+    std::fs::write(&file, make_codes("BIGC", 12_000).join("\n")).unwrap();
+    let out = kami.cli_import(pid, &file);
+    assert!(out.status.success(), "{out:?}");
+    wait_agree(&kami, pid, 24_000).await;
 }
 
 /// A request's status, `Retry-After` and JSON body.

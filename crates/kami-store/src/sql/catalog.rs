@@ -291,6 +291,19 @@ pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
         .collect()
 }
 
+/// Products whose import batch is being flipped to `available`, or was
+/// finished at or after `since`. `card_batches` holds a row per import, so
+/// the scan is small.
+pub async fn products_restocked_since(s: &SqlStore, since: Millis) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT DISTINCT product_id FROM card_batches \
+         WHERE status = 'committing' OR (status = 'committed' AND finished_at >= $1)",
+    )
+    .bind(since)
+    .fetch_all(&s.read)
+    .await?)
+}
+
 /// Begins an import of codes into the product: its batch, and the lease
 /// that says it is alive until dropped (`crate::ImportLease`). The lease's
 /// lock is taken in the transaction that makes the batch, so no reaper ever

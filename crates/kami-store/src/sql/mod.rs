@@ -194,6 +194,9 @@ impl Store for SqlStore {
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped> {
         catalog::reap_stale_imports(self, stale_before).await
     }
+    async fn products_restocked_since(&self, since: Millis) -> Result<Vec<i64>> {
+        catalog::products_restocked_since(self, since).await
+    }
 
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
         orders::create_order(self, o).await

@@ -49,6 +49,13 @@ pub async fn verify_dummy_off_thread(password: String) {
     .await;
 }
 
+/// A new random password, to be shown once, and its Argon2id hash.
+async fn generated_password() -> Result<(String, String), AdminError> {
+    let password = random_token("");
+    let password_hash = hash_off_thread(password.clone()).await?;
+    Ok((password, password_hash))
+}
+
 /// Creates an operator with a generated password, returned once for the
 /// caller to show; only its hash is stored.
 pub async fn create_admin(
@@ -57,8 +64,7 @@ pub async fn create_admin(
     role: Role,
 ) -> Result<(i64, String), AdminError> {
     let email = Email::parse(email)?;
-    let password = random_token("");
-    let password_hash = hash_off_thread(password.clone()).await?;
+    let (password, password_hash) = generated_password().await?;
     let id = store
         .create_admin(&NewAdmin {
             email: email.as_str().to_string(),
@@ -77,8 +83,7 @@ pub async fn reset_admin_password(
     email: &str,
 ) -> Result<(i64, String), AdminError> {
     let email = Email::parse(email)?;
-    let password = random_token("");
-    let password_hash = hash_off_thread(password.clone()).await?;
+    let (password, password_hash) = generated_password().await?;
     let id = store
         .reset_admin_password(email.as_str(), &password_hash)
         .await?

@@ -23,7 +23,7 @@
 //! one benchmark run on SQLite, docs/PERFORMANCE.md stop 26).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,14 @@ pub struct StockGate {
     /// Per product, when the last re-read `confirm` ran began; its lock
     /// lets one re-read run at a time.
     confirmed: RwLock<HashMap<i64, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// When the last look for finished imports began (`reread_restocked`).
+    restocks_seen: AtomicI64,
 }
+
+/// How far back each look for finished imports reaches past the last one:
+/// a batch's `finished_at` is stamped before its transaction commits, and
+/// by another process's clock.
+const RESTOCK_LOOKBACK_MS: i64 = 5_000;
 
 impl StockGate {
     /// The gate shared through Redis.
@@ -97,6 +104,8 @@ impl StockGate {
     /// database it was read from). In Redis, counts other instances keep are
     /// left alone unless they could reject.
     pub async fn load(&self, store: &dyn Store) -> StoreResult<()> {
+        self.restocks_seen
+            .store(kami_core::now_millis(), Ordering::Relaxed);
         match &self.shared {
             Some(shared) => {
                 let products = store.list_products(false).await?;
@@ -295,11 +304,12 @@ impl StockGate {
                 let n = store.available_count(product_id, EXACT_BELOW).await?;
                 if n < EXACT_BELOW {
                     self.local.read(product_id, reading, n);
+                    Ok(())
                 } else if self.local.get(product_id).is_none_or(|c| c < EXACT_BELOW) {
-                    let exact = store.available_count(product_id, i64::MAX).await?;
-                    self.local.read(product_id, reading, exact);
+                    self.refresh_exact(store, product_id).await
+                } else {
+                    Ok(())
                 }
-                Ok(())
             }
         }
     }
@@ -330,12 +340,32 @@ impl StockGate {
     /// `product_ids` are the shop's products (Redis: the counts to check;
     /// in process, the gate knows its own).
     pub async fn resync(&self, store: &dyn Store, product_ids: &[i64]) -> StoreResult<()> {
+        self.reread_restocked(store).await?;
         if let Some(shared) = &self.shared {
             return shared.resync(store, product_ids, &self.local, false).await;
         }
         for product_id in self.local.below(EXACT_BELOW) {
             self.refresh(store, product_id).await?;
         }
+        Ok(())
+    }
+}
+
+impl StockGate {
+    /// Re-reads exactly the count of every product an import is making
+    /// sellable, or made sellable since the last look, whichever process
+    /// imported: `kami cards import` beside a shop without Redis, or another
+    /// instance. `resync` alone re-reads only small counts, so a big count
+    /// it read in the middle of an import's chunked flip (a part of the
+    /// codes) stayed: the shop showed too few codes, and its gate ran out
+    /// before the stock did.
+    async fn reread_restocked(&self, store: &dyn Store) -> StoreResult<()> {
+        let started = kami_core::now_millis();
+        let since = self.restocks_seen.load(Ordering::Relaxed) - RESTOCK_LOOKBACK_MS;
+        for product_id in store.products_restocked_since(since).await? {
+            self.refresh_exact(store, product_id).await?;
+        }
+        self.restocks_seen.store(started, Ordering::Relaxed);
         Ok(())
     }
 }
