@@ -29,19 +29,28 @@ impl Email {
         if local.is_empty() || local.len() > 64 {
             return Err(EmailError("email has an invalid local part"));
         }
-        let domain_ok = domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains("..")
-            && domain
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+        // Labels of letters, digits and inner hyphens, at least two of
+        // them, and a top level that is not a number (`x@1.2.3.4` names an
+        // address, not a mail domain).
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+            && !labels[labels.len() - 1].chars().all(|c| c.is_ascii_digit());
         if !domain_ok {
             return Err(EmailError("email has an invalid domain"));
         }
-        let local_ok = local
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace() && !"<>()[]\\,;:\"@".contains(c));
+        let local_ok = !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && local
+                .chars()
+                .all(|c| !c.is_control() && !c.is_whitespace() && !"<>()[]\\,;:\"@".contains(c));
         if !local_ok {
             return Err(EmailError("email has an invalid local part"));
         }
@@ -85,7 +94,24 @@ mod tests {
             "a@.x.com",
             "a\u{FFFD}\u{FFFD}@b.co",
             "a@b\u{FFFD}.co",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a@-ex.com",
+            "x@example-.com",
+            "x@1.2.3.4",
         ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        for good in [
+            "a.b+tag@mail.example.com",
+            "x@ex-ample.co",
+            "a@b2.io",
+            "名字@例子.中国",
+        ] {
+            assert!(Email::parse(good).is_ok(), "{good:?} was refused");
+        }
+        for bad in [""] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

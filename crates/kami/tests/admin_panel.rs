@@ -239,6 +239,21 @@ async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
         .await;
     assert_eq!(imported.status, StatusCode::OK);
     assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
+    // A paste and a file at once: refused whole, not one of them dropped.
+    let csrf_a = a.csrf().await;
+    let both = a
+        .post_multipart(
+            &format!("/admin/products/{id}/codes/import"),
+            &[
+                ("csrf", None, csrf_a.as_bytes()),
+                ("codes", None, b"PASTED-1"),
+                ("file", Some("more.txt"), b"FILED-1\nFILED-2"),
+            ],
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(both.body.contains("not both"), "{}", both.body);
+    assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
     // Logout and login forms too.
     assert_eq!(
         a.post("/admin/logout", &[]).await.status,

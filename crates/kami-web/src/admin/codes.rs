@@ -130,6 +130,13 @@ pub async fn import(
     if !csrf_ok {
         return Err(PanelError::Csrf);
     }
+    // Both filled: one of them would be dropped without a word, and the
+    // operator would take the stock for loaded.
+    if !file.is_empty() && pasted.iter().any(|b| !b.is_ascii_whitespace()) {
+        return Err(PanelError::Invalid(
+            "choose a file or paste codes, not both: nothing was imported".into(),
+        ));
+    }
     let (source, body) = if file.is_empty() {
         ("paste", pasted)
     } else {

@@ -187,7 +187,7 @@ async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
         .create_product(&NewProduct {
             category_id: category,
             name: "【演示】Demo 游戏点卡 Game card".into(),
-            description: "这是演示商品：付款使用沙盒通道，卡密为演示数据。\nDemo product: paid through the sandbox channel; the codes are demo data.".into(),
+            description: "这是演示商品：付款使用沙盒通道，卡密为演示数据。结账时可试用优惠券 DEMO10（九折）。\nDemo product: paid through the sandbox channel; the codes are demo data. Try the coupon DEMO10 (10% off) at the checkout.".into(),
             price: 990,
             currency: "CNY".into(),
             min_quantity: 1,
@@ -237,7 +237,8 @@ async fn seed_demo(state: &kami_web::Shared) -> anyhow::Result<()> {
     tracing::info!(
         product_id = product.id,
         imported = report.imported,
-        "demo product seeded"
+        coupon = "DEMO10",
+        "demo product seeded; the coupon DEMO10 takes 10% off"
     );
     Ok(())
 }
