@@ -197,6 +197,15 @@ pub fn app(
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
 {
     let request_id = HeaderName::from_static("x-request-id");
+    // A shop whose public address is https sits behind a TLS proxy:
+    // browsers are told to use nothing else for a year. (Over plain http
+    // the header means nothing, and would pin a test shop to https.)
+    let hsts = state.settings.public_url.starts_with("https://").then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    });
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .map_request(crate::drain::drain_unread)
@@ -232,6 +241,7 @@ pub fn app(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .option_layer(hsts)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::html_errors::friendly_errors,

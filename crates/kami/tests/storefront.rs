@@ -40,6 +40,13 @@ async fn over_https_the_form_cookie_is_bound_to_the_host() {
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
+    // Served over https (behind a proxy), browsers are told to keep to it.
+    assert_eq!(
+        res.headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000")
+    );
     let csrf_cookie = set
         .iter()
         .find(|c| c.starts_with("__Host-kami_csrf="))
