@@ -274,10 +274,14 @@ impl ProductForm {
     fn to_input(&self) -> Result<ProductInput, String> {
         let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
         let price = currency.parse_decimal(self.price.trim()).ok_or_else(|| {
-            format!(
-                "price must be a number with at most {} decimals",
-                currency.exponent()
-            )
+            if self.price.trim().starts_with('-') {
+                "price cannot be negative".to_string()
+            } else {
+                format!(
+                    "price must be a number with at most {} decimals",
+                    currency.exponent()
+                )
+            }
         })?;
         let category = Some(self.category.trim().to_string()).filter(|c| !c.is_empty());
         Ok(ProductInput {
