@@ -200,7 +200,7 @@ pub fn app(
     // A shop whose public address is https sits behind a TLS proxy:
     // browsers are told to use nothing else for a year. (Over plain http
     // the header means nothing, and would pin a test shop to https.)
-    let hsts = state.settings.public_url.starts_with("https://").then(|| {
+    let hsts = state.settings.served_over_https().then(|| {
         SetResponseHeaderLayer::if_not_present(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),

@@ -56,6 +56,14 @@ pub struct Settings {
     pub redis: Option<crate::redis_conn::RedisSettings>,
 }
 
+impl Settings {
+    /// Whether buyers reach the shop over https (behind a TLS proxy):
+    /// cookies are then `Secure`, and browsers are told to keep to https.
+    pub fn served_over_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

@@ -85,7 +85,7 @@ pub(super) fn admin_cookie(state: &Shared, name: &str, value: &str, max_age_secs
 }
 
 pub(super) fn secure(state: &Shared) -> bool {
-    state.settings.public_url.starts_with("https://")
+    state.settings.served_over_https()
 }
 
 /// A signed-in operator, from a live server-side session.

@@ -349,9 +349,7 @@ impl StockGate {
         }
         Ok(())
     }
-}
 
-impl StockGate {
     /// Re-reads exactly the count of every product an import is making
     /// sellable, or made sellable since the last look, whichever process
     /// imported: `kami cards import` beside a shop without Redis, or another

@@ -101,7 +101,7 @@ pub struct PageQuery {
 
 impl Page {
     fn new(state: &Shared, headers: &HeaderMap, q: &PageQuery) -> Self {
-        let secure = state.settings.public_url.starts_with("https://");
+        let secure = state.settings.served_over_https();
         let mut set_cookies = Vec::new();
         let lang = match q.lang.as_deref() {
             Some(l @ ("en" | "zh")) => {

@@ -331,7 +331,6 @@ impl Kami {
         cmd
     }
 
-    /// Runs a CLI subcommand to completion; its output is also appended to the logs.
     /// `kami cards import --product ID FILE`, run to its end (`cli`).
     pub fn cli_import(&self, product_id: i64, file: &std::path::Path) -> std::process::Output {
         let product = product_id.to_string();
@@ -356,6 +355,7 @@ impl Kami {
             .expect("run kami cards import")
     }
 
+    /// Runs a CLI subcommand to completion; its output is also appended to the logs.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let out = self
             .command()
