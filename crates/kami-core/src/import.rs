@@ -4,7 +4,8 @@
 //! body stream and the CLI's file reader share it, and a 1,000,000-line file
 //! never has to be in memory at once: it holds at most one line.
 //!
-//! Accepted: UTF-8 with or without BOM, LF or CRLF, and GBK/GB18030 (common in
+//! Accepted: UTF-8 with or without BOM, LF, CRLF or a bare CR (what "CSV
+//! (Macintosh)" exports from spreadsheets still end lines with), and GBK/GB18030 (common in
 //! exports from Chinese shops), decided per line so a file mixing both still
 //! imports. Blank lines are skipped; surrounding whitespace is trimmed.
 
@@ -49,6 +50,9 @@ pub struct CardFileParser {
     line: Vec<u8>,
     line_no: u64,
     overlong: bool,
+    /// The last line ended with a CR: an LF right after it (perhaps at the
+    /// start of the next chunk) is the same line break, not a blank line.
+    after_cr: bool,
 }
 
 impl CardFileParser {
@@ -66,10 +70,24 @@ impl CardFileParser {
             return Err(BinaryFile);
         }
         let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            rest = rest.strip_prefix(b"\n").unwrap_or(rest);
+        }
+        // Neither byte occurs inside a GBK or GB18030 character, so splitting
+        // the raw bytes before decoding is safe for both encodings.
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.push_bytes(&rest[..pos]);
             self.end_line(out);
+            let cr = rest[pos] == b'\r';
             rest = &rest[pos + 1..];
+            if cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
         }
         self.push_bytes(rest);
         Ok(())
@@ -178,6 +196,25 @@ mod tests {
         let out = parse_chunks(&[b"\xEF\xBB\xBF  AAA-1 \r\n\r\n\tBBB-2\r\nCCC-3"]).unwrap();
         assert_eq!(codes(&out), ["AAA-1", "BBB-2", "CCC-3"]);
         assert!(matches!(out[2], ParsedLine::Code { line: 4, .. }));
+    }
+
+    #[test]
+    fn a_bare_cr_ends_a_line_and_crlf_is_one_break() {
+        let out =
+            parse_chunks(&[b"AAA-1\rBBB-2\r\rCCC-3\r\nDDD-4\r", b"\nEEE-5\r", b"FFF-6"]).unwrap();
+        assert_eq!(
+            codes(&out),
+            ["AAA-1", "BBB-2", "CCC-3", "DDD-4", "EEE-5", "FFF-6"]
+        );
+        let lines: Vec<u64> = out
+            .iter()
+            .map(|l| match l {
+                ParsedLine::Code { line, .. } | ParsedLine::Rejected { line, .. } => *line,
+            })
+            .collect();
+        // The blank line between BBB-2 and CCC-3 is counted; a CRLF split
+        // across two chunks is one break, not a blank line.
+        assert_eq!(lines, [1, 2, 4, 5, 6, 7]);
     }
 
     #[test]
