@@ -369,7 +369,7 @@ async fn sandbox_notify(
     pay::notify(
         state,
         client,
-        axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
+        Ok(axum::extract::Path(kami_pay::sandbox::NAME.to_string())),
         query,
         headers,
         body,

@@ -2,6 +2,7 @@
 //! and `/pay/{channel}/return`, which only shows the order.
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,12 +31,14 @@ pub fn reply(r: Reply) -> Response {
 pub async fn notify(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
-    Path(channel): Path<String>,
+    channel: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(ch) = state.channel(&channel) else {
+    // A name that is not even UTF-8 (`/pay/%FF/notify`) names no channel:
+    // the same JSON 404 as an unknown one, not axum's plain-text 400.
+    let Some(ch) = channel.ok().and_then(|Path(c)| state.channel(&c)) else {
         return crate::error::ApiError::not_found("payment channel").into_response();
     };
     let n = Notification {
