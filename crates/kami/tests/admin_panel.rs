@@ -493,7 +493,109 @@ async fn login_attempts_are_rate_limited_per_ip() {
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
 }
 
+/// A panel link opened without a session (a bookmark, a link in a chat, a
+/// session that ran out) comes back to its page after the login; a `next`
+/// pointing anywhere but the panel is ignored, so the login cannot be used
+/// to send an operator off the shop.
+async fn a_deep_link_is_restored_after_login(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let (email, password) = owner(&kami).await;
+    let p = Panel::new(&kami);
+    let away = p.get("/admin/orders?status=pending").await;
+    assert_eq!(away.status, StatusCode::SEE_OTHER);
+    let login_url = away.location.expect("a redirect to the login");
+    assert_eq!(
+        login_url,
+        "/admin/login?next=%2Fadmin%2Forders%3Fstatus%3Dpending"
+    );
+    let form = p.get(&login_url).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("name=\"next\""), "{}", form.body);
+    // A wrong password shows the form again, still carrying the page.
+    let csrf = form.csrf();
+    let wrong = p
+        .post(
+            "/admin/login",
+            &[
+                ("csrf", &csrf),
+                ("email", &email),
+                ("password", "wrong"),
+                ("next", "/admin/orders?status=pending"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("name=\"next\""), "{}", wrong.body);
+    let ok = p
+        .post(
+            "/admin/login",
+            &[
+                ("csrf", &csrf),
+                ("email", &email),
+                ("password", &password),
+                ("next", "/admin/orders?status=pending"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location.as_deref(), Some("/admin/orders?status=pending"));
+    assert_eq!(
+        p.get("/admin/orders?status=pending").await.status,
+        StatusCode::OK
+    );
+
+    // Anything but a panel page is ignored: the login goes to the dashboard.
+    for next in [
+        "//evil.example/admin",
+        "https://evil.example/admin",
+        "/admin\\@evil.example",
+        "/adminx",
+        "/admin/login",
+        "/admin/logout",
+        "/admin/orders?x=\u{4e2d}",
+        "",
+    ] {
+        let q = Panel::new(&kami);
+        let csrf = q.get("/admin/login").await.csrf();
+        let page = q
+            .post(
+                "/admin/login",
+                &[
+                    ("csrf", &csrf),
+                    ("email", &email),
+                    ("password", &password),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "{next:?}: {}",
+            page.body
+        );
+        assert_eq!(page.location.as_deref(), Some("/admin"), "{next:?}");
+        // Nor is it carried into the form.
+        let shown = q
+            .get(&format!(
+                "/admin/login?next={}",
+                next.replace('/', "%2F")
+                    .replace('?', "%3F")
+                    .replace('&', "%26")
+            ))
+            .await;
+        assert!(!shown.body.contains("name=\"next\""), "{next:?}");
+    }
+    // A form posted after the session ended goes to the login plainly: its
+    // page is not a GET to come back to.
+    let gone = Panel::new(&kami);
+    let refused = gone.post("/admin/products", &[("csrf", "x")]).await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert_eq!(refused.location.as_deref(), Some("/admin/login"));
+}
+
 both_backends!(
+    a_deep_link_is_restored_after_login,
     lockout_after_repeated_failures,
     a_known_browser_gets_past_a_lock_and_the_cli_resets_a_password,
     logout_and_revocation_end_sessions,

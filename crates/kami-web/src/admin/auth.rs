@@ -75,6 +75,32 @@ pub fn language(
     }
 }
 
+/// Where a page the operator was sent away from (a deep link, a bookmark,
+/// an expired session) is remembered: the login form carries it and a
+/// successful login goes back there. Only panel pages qualify, so the login
+/// can never be made to redirect off the shop (`safe_next`).
+pub(super) fn login_redirect(back_to: Option<&str>) -> Response {
+    match back_to.and_then(safe_next).filter(|p| *p != "/admin") {
+        Some(path) => Redirect::to(&format!(
+            "/admin/login?next={}",
+            form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+        ))
+        .into_response(),
+        None => Redirect::to("/admin/login").into_response(),
+    }
+}
+
+/// `next` when it is a panel page of this shop: `/admin` or under it, in
+/// visible ASCII (a `Location` header takes nothing else), not the login or
+/// logout, and of a sane length. Anything else — another host, `//evil`, a
+/// backslash some browsers read as a slash — is ignored.
+pub(super) fn safe_next(next: &str) -> Option<&str> {
+    let panel = next == "/admin" || next.starts_with("/admin/") || next.starts_with("/admin?");
+    let clean = next.len() <= 2048 && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let door = next.starts_with("/admin/login") || next.starts_with("/admin/logout");
+    (panel && clean && !door).then_some(next)
+}
+
 /// A panel cookie. Path=/admin: the storefront never sees it. Strict: no
 /// cross-site request ever carries it, which is CSRF defence in depth.
 pub(super) fn admin_cookie(state: &Shared, name: &str, value: &str, max_age_secs: i64) -> String {
@@ -109,7 +135,10 @@ impl FromRequestParts<Shared> for Operator {
             .await
             .map_err(|e| PanelError::from(e).into_response())?;
         let (lang, lang_cookie) = language(&parts.headers, parts.uri.query(), secure(state));
-        let to_login = || Redirect::to("/admin/login").into_response();
+        let back_to = (parts.method == axum::http::Method::GET)
+            .then(|| parts.uri.path_and_query().map(|pq| pq.as_str()))
+            .flatten();
+        let to_login = || login_redirect(back_to);
         let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 64)
         else {
             return Err(to_login());

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{
-    admin_cookie, audit, language, open_totp, secure, CsrfForm, Operator, DEVICE_COOKIE, DEVICE_MS,
-    LOCK_MS, LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
+    admin_cookie, audit, language, open_totp, safe_next, secure, CsrfForm, Operator, DEVICE_COOKIE,
+    DEVICE_MS, LOCK_MS, LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
 };
 use super::page::{self, PanelError, PanelResult};
 use crate::extract::ClientIp;
@@ -27,6 +27,9 @@ use crate::state::Shared;
 pub struct LoginQuery {
     #[serde(default)]
     lang: Option<String>,
+    /// The panel page to go back to after signing in (`auth::login_redirect`).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 pub async fn login_page(
@@ -36,6 +39,7 @@ pub async fn login_page(
 ) -> Response {
     let query = q.lang.as_deref().map(|l| format!("lang={l}"));
     let (lang, lang_cookie) = language(&headers, query.as_deref(), secure(&state));
+    let next = q.next.as_deref().and_then(safe_next).unwrap_or_default();
     login_form(
         &state,
         lang,
@@ -44,6 +48,7 @@ pub async fn login_page(
         StatusCode::OK,
         None,
         "",
+        next,
     )
 }
 
@@ -55,6 +60,7 @@ fn login_form(
     status: StatusCode,
     error: Option<&str>,
     email: &str,
+    next: &str,
 ) -> Response {
     let mut set = Vec::new();
     let csrf = match cookies::form_token(headers, LOGIN_CSRF_COOKIE) {
@@ -70,7 +76,7 @@ fn login_form(
         lang,
         status,
         "admin/login.html",
-        json!({"csrf": csrf, "error": error, "email": email}),
+        json!({"csrf": csrf, "error": error, "email": email, "next": next}),
     );
     page::add_cookies(&mut res, &set);
     res
@@ -85,6 +91,8 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     totp: String,
+    #[serde(default)]
+    next: String,
 }
 
 /// Why a login failed, for the audit log only: the person at the form sees
@@ -147,7 +155,8 @@ pub async fn login(
                     return e.into_response();
                 }
             }
-            match start_session(&state, &admin, ip, &headers).await {
+            let next = safe_next(&form.next).unwrap_or("/admin");
+            match start_session(&state, &admin, ip, &headers, next).await {
                 Ok(res) => res,
                 Err(e) => e.into_response(),
             }
@@ -167,6 +176,7 @@ pub async fn login(
                 StatusCode::UNAUTHORIZED,
                 Some(message),
                 &email,
+                safe_next(&form.next).unwrap_or_default(),
             )
         }
     }
@@ -280,6 +290,7 @@ async fn start_session(
     admin: &Admin,
     ip: IpAddr,
     headers: &HeaderMap,
+    next: &str,
 ) -> PanelResult<Response> {
     state.store.record_login_success(admin.id).await?;
     let token = random_token("");
@@ -301,7 +312,7 @@ async fn start_session(
         })
         .await?;
     audit(state, Some(admin.id), ip, "login", &admin.email, "").await?;
-    let mut res = Redirect::to("/admin").into_response();
+    let mut res = Redirect::to(next).into_response();
     page::add_cookies(
         &mut res,
         &[
