@@ -399,14 +399,26 @@ impl Channel for Alipay {
                 field("total_amount")
             ))
         })?;
-        let status = field("trade_status").to_string();
+        let trade_status = field("trade_status");
+        // A refund is told with the trade's own status: a partial one keeps
+        // TRADE_SUCCESS, so without this it read as the payment again and
+        // went unrecorded (a payment audit). `refund_fee` (the total
+        // refunded so far, in yuan) and `gmt_refund` come only with refunds.
+        let refund_fee = field("refund_fee");
+        let refunded =
+            parse_yuan(refund_fee).is_some_and(|fen| fen > 0) || !field("gmt_refund").is_empty();
+        let status = if refunded {
+            format!("{trade_status}: refunded {refund_fee} yuan in total")
+        } else {
+            trade_status.to_string()
+        };
         Ok(Notice {
             order_no,
             trade_no: trade_no.to_string(),
             amount,
             // Alipay settles in CNY; total_amount is always yuan.
             currency: "CNY".into(),
-            paid: matches!(status.as_str(), "TRADE_SUCCESS" | "TRADE_FINISHED"),
+            paid: !refunded && matches!(trade_status, "TRADE_SUCCESS" | "TRADE_FINISHED"),
             status,
             // The form holds no secret (the signature is public proof), so it
             // is kept whole for audit.

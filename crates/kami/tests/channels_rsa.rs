@@ -137,6 +137,39 @@ async fn alipay_genuine_notification_delivers_once_despite_concurrent_duplicates
     assert_eq!(post_alipay(&kami, body).await.1, "success");
     assert_eq!(kami.view(&order).await["cards"], json!(delivered));
     assert_eq!(kami.stock3(pid).await, (2, 0, 1));
+
+    // A partial refund keeps TRADE_SUCCESS and adds refund_fee and
+    // gmt_refund: acknowledged and noted on the timeline once, the order
+    // still delivered with its code. It read as the payment again and went
+    // unrecorded (a payment audit).
+    let mut refund = alipay_params(&gw, &order, &trade_no);
+    refund["refund_fee"] = json!("1.00");
+    refund["gmt_refund"] = json!("2026-01-02 08:00:00.000");
+    refund["out_biz_no"] = json!("R1");
+    let (body, genuine) = alipay_notification(&gw, refund, "alipay").await;
+    assert!(genuine, "python-alipay-sdk's verdict on the refund");
+    for _ in 0..2 {
+        assert_eq!(
+            post_alipay(&kami, body.clone()).await,
+            (StatusCode::OK, "success".to_string())
+        );
+    }
+    let noted: Vec<Value> = kami
+        .events(&no)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == json!("notify_unpaid"))
+        .collect();
+    assert_eq!(noted.len(), 1, "{noted:?}");
+    assert!(
+        noted[0].to_string().contains("refunded 1.00 yuan"),
+        "{noted:?}"
+    );
+    let view = kami.view(&order).await;
+    assert_eq!(view["status"], json!("delivered"));
+    assert_eq!(view["cards"], json!(delivered));
+    assert_eq!(kami.stock3(pid).await, (2, 0, 1));
+    assert_eq!(kami.count_events(&no, "delivered").await, 1);
 }
 
 async fn alipay_forged_foreign_and_unpaid_notifications_change_nothing(backend: Backend) {

@@ -134,6 +134,33 @@ fn a_genuine_notification_is_verified_and_parsed() {
     let notice = f.channel.verify_notification(&waiting, 0).unwrap();
     assert!(!notice.paid);
     assert_eq!(notice.status, "WAIT_BUYER_PAY");
+
+    // A partial refund keeps TRADE_SUCCESS: it is noted, never a payment.
+    for extra in [
+        &[
+            ("refund_fee", "3.00"),
+            ("gmt_refund", "2026-01-02 08:00:00.000"),
+        ][..],
+        &[("refund_fee", "3.00")][..],
+        &[("gmt_refund", "2026-01-02 08:00:00.000")][..],
+    ] {
+        let refund = notify(&f.alipay_private, extra);
+        let notice = f.channel.verify_notification(&refund, 0).unwrap();
+        assert!(!notice.paid, "{extra:?}");
+        assert!(
+            notice.status.starts_with("TRADE_SUCCESS: refunded"),
+            "{}",
+            notice.status
+        );
+    }
+    // An empty or zero refund_fee is no refund.
+    for fee in ["", "0.00"] {
+        let n = notify(&f.alipay_private, &[("refund_fee", fee)]);
+        assert!(
+            f.channel.verify_notification(&n, 0).unwrap().paid,
+            "{fee:?}"
+        );
+    }
 }
 
 #[test]
