@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use kami_core::limits::ip_limit_key;
+use kami_core::limits::{email_limit_key, ip_limit_key};
 use kami_core::OrderStatus;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
@@ -520,7 +520,7 @@ fn decide(
         .map(|(limit, ip)| (limit, ip_limit_key(ip)));
     let holds = o
         .per_buyer_limit
-        .map(|l| ("buyer_purchases", "email", o.email.clone(), l))
+        .map(|l| ("buyer_purchases", "email", email_limit_key(&o.email), l))
         .into_iter()
         .chain(ip.map(|(l, key)| ("buyer_ip_purchases", "ip", key, l)));
     for (table, column, key, limit) in holds {

@@ -2,7 +2,7 @@
 //! write transaction, and every status change is a conditional update, so two
 //! racing processes can never both move the same order or card.
 
-use kami_core::limits::ip_limit_key;
+use kami_core::limits::{email_limit_key, ip_limit_key};
 use kami_core::{Millis, OrderStatus};
 use sqlx::{Any, Row, Transaction};
 
@@ -583,10 +583,11 @@ pub(super) async fn take_holds(tx: &mut Tx, o: &NewOrder) -> Result<Option<Creat
         coupon_id: None,
     };
     if let Some(limit) = o.per_buyer_limit {
-        if !add_held(tx, "buyer_purchases", "email", o, &o.email, limit).await? {
+        let key = email_limit_key(&o.email);
+        if !add_held(tx, "buyer_purchases", "email", o, &key, limit).await? {
             return Ok(Some(CreateOrderError::LimitExceeded));
         }
-        undo.email = Some(o.email.clone());
+        undo.email = Some(key);
     }
     if let Some((limit, key)) = &ip {
         if !add_held(tx, "buyer_ip_purchases", "ip", o, key, *limit).await? {
@@ -635,6 +636,7 @@ async fn add_held(
 /// What an order holds besides its codes (see `take_holds`).
 pub(super) struct Holds {
     pub product_id: i64,
+    /// The `email_limit_key` of the buyer's address.
     pub email: Option<String>,
     /// The `ip_limit_key` of the buyer's address.
     pub ip: Option<String>,
@@ -647,7 +649,7 @@ impl Holds {
     pub fn wanted(o: &NewOrder) -> Self {
         Holds {
             product_id: o.product_id,
-            email: o.per_buyer_limit.map(|_| o.email.clone()),
+            email: o.per_buyer_limit.map(|_| email_limit_key(&o.email)),
             ip: o
                 .per_ip_limit
                 .zip(o.buyer_ip.as_deref())
@@ -675,7 +677,7 @@ impl Holds {
         let held = |flag: i64| order.limit_holds & flag != 0;
         Holds {
             product_id: order.product_id,
-            email: held(LIMIT_HOLD_EMAIL).then(|| order.email.clone()),
+            email: held(LIMIT_HOLD_EMAIL).then(|| email_limit_key(&order.email)),
             ip: order
                 .buyer_ip
                 .as_deref()
