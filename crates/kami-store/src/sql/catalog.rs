@@ -378,19 +378,42 @@ pub async fn stage_cards(
     let mut tx = s.begin().await?;
     let mut inserted = 0;
     for chunk in cards.chunks(STAGE_CHUNK) {
-        let sql = match s.backend {
-            Backend::Sqlite => stage_sql_sqlite(batch, product_id, now, chunk.len()),
-            Backend::Postgres => stage_sql_postgres(batch, product_id, now, chunk.len()),
-        };
-        let mut q = sqlx::query(&sql).persistent(false);
-        for c in chunk {
-            q = q
-                .bind(c.ciphertext.as_slice())
-                .bind(c.nonce.as_slice())
-                .bind(c.key_id)
-                .bind(c.fingerprint.as_slice());
+        inserted += match s.backend {
+            Backend::Sqlite => {
+                let sql = stage_sql_sqlite(batch, product_id, now, chunk.len());
+                let mut q = sqlx::query(&sql).persistent(false);
+                for c in chunk {
+                    q = q
+                        .bind(c.ciphertext.as_slice())
+                        .bind(c.nonce.as_slice())
+                        .bind(c.key_id)
+                        .bind(c.fingerprint.as_slice());
+                }
+                q.execute(&mut *tx).await?
+            }
+            // One text parameter per column (sqlx's `Any` driver binds no
+            // arrays): one statement text whatever the chunk, prepared once
+            // per connection. A `VALUES` list of 4,000 parameters was
+            // parsed and planned anew for every chunk.
+            Backend::Postgres => {
+                let column = |field: fn(&NewCard) -> &[u8]| {
+                    super::pg_sets::hex_list(chunk.iter().map(field))
+                };
+                let key_ids: Vec<i64> = chunk.iter().map(|c| c.key_id).collect();
+                sqlx::query(STAGE_SQL_POSTGRES)
+                    .bind(column(|c| &c.ciphertext))
+                    .bind(column(|c| &c.nonce))
+                    .bind(super::pg_sets::id_list(&key_ids))
+                    .bind(column(|c| &c.fingerprint))
+                    .bind(product_id)
+                    .bind(DEFAULT_MERCHANT)
+                    .bind(batch)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+            }
         }
-        inserted += q.execute(&mut *tx).await?.rows_affected();
+        .rows_affected();
     }
     sqlx::query("UPDATE card_batches SET heartbeat_at = $2 WHERE id = $1")
         .bind(batch)
@@ -437,22 +460,22 @@ fn stage_sql_sqlite(batch: i64, product_id: i64, now: Millis, rows: usize) -> St
 /// statement. A fingerprint twice in the chunk is inserted once and returned
 /// once, so `DISTINCT ON` stages one of its rows; a concurrent import of the
 /// same code waits on the fingerprint's row lock and then finds it taken.
-fn stage_sql_postgres(batch: i64, product_id: i64, now: Millis, rows: usize) -> String {
-    let values = stage_rows(rows, |[c, n, k, f]| {
-        format!("(${c}::bytea, ${n}::bytea, ${k}::bigint, ${f}::bytea)")
-    });
-    format!(
-        "WITH input (ciphertext, nonce, key_id, fingerprint) AS (VALUES {values}), \
-         fresh AS (INSERT INTO card_fingerprints (product_id, fingerprint) \
-             SELECT {product_id}, fingerprint FROM input \
-             ON CONFLICT (product_id, fingerprint) DO NOTHING RETURNING fingerprint) \
-         INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
-             fingerprint, status, created_at) \
-         SELECT DISTINCT ON (i.fingerprint) {DEFAULT_MERCHANT}, {product_id}, {batch}, \
-             i.ciphertext, i.nonce, i.key_id, i.fingerprint, 'staged', {now} \
-         FROM input i JOIN fresh f ON f.fingerprint = i.fingerprint"
-    )
-}
+/// `$1`–`$4` are the chunk's columns as comma-separated lists (`hex_list`,
+/// `id_list`), zipped back into rows by `unnest`; then the product,
+/// merchant, batch and time.
+const STAGE_SQL_POSTGRES: &str = "WITH input AS (\
+         SELECT decode(c, 'hex') AS ciphertext, decode(n, 'hex') AS nonce, \
+             k::bigint AS key_id, decode(f, 'hex') AS fingerprint \
+         FROM unnest(string_to_array($1, ','), string_to_array($2, ','), \
+             string_to_array($3, ','), string_to_array($4, ',')) AS t (c, n, k, f)), \
+     fresh AS (INSERT INTO card_fingerprints (product_id, fingerprint) \
+         SELECT $5, fingerprint FROM input \
+         ON CONFLICT (product_id, fingerprint) DO NOTHING RETURNING fingerprint) \
+     INSERT INTO cards (merchant_id, product_id, batch_id, ciphertext, nonce, key_id, \
+         fingerprint, status, created_at) \
+     SELECT DISTINCT ON (i.fingerprint) $6, $5, $7, \
+         i.ciphertext, i.nonce, i.key_id, i.fingerprint, 'staged', $8 \
+     FROM input i JOIN fresh f ON f.fingerprint = i.fingerprint";
 
 /// Makes an import's codes sellable. The batch is first claimed
 /// (`importing` → `committing`), then its codes are flipped to `available`

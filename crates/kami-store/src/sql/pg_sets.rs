@@ -38,6 +38,19 @@ pub(super) fn id_list(ids: &[i64]) -> String {
     s
 }
 
+/// Byte strings as one text parameter, each in hex and comma-separated,
+/// for `decode(x, 'hex')` over `string_to_array($n, ',')`.
+pub(super) fn hex_list<'a>(items: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut s = String::new();
+    for (i, bytes) in items.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&hex(bytes));
+    }
+    s
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
