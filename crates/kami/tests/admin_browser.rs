@@ -252,6 +252,12 @@ impl Browser {
                     scroll.as_i64().unwrap() <= 375,
                     "{url} overflows 375 px: scrollWidth {scroll}"
                 );
+                // Tables keep readable columns and scroll in their frame
+                // rather than squeezing each cell to a few characters.
+                let narrow = self
+                    .js("return [...document.querySelectorAll('.table-wrap .table')].map(t => t.offsetWidth).filter(w => w < 560)")
+                    .await;
+                assert_eq!(narrow, json!([]), "squeezed tables on {url} at 375 px");
             }
             let errors = self.console_errors().await;
             assert!(
