@@ -252,7 +252,12 @@ async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
         )
         .await;
     assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(both.body.contains("not both"), "{}", both.body);
+    // The error page says it in both languages.
+    assert!(
+        both.body.contains("二者只能选一个") && both.body.contains("not both"),
+        "{}",
+        both.body
+    );
     assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
     // Logout and login forms too.
     assert_eq!(
