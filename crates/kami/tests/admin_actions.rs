@@ -29,7 +29,7 @@ async fn listed_stock(panel: &Panel, id: i64) -> String {
 both_backends!(
     every_action_is_audited,
     unfulfilled_orders_raise_an_alert_and_can_be_refunded,
-    form_errors_speak_the_operators_language,
+    form_errors_and_the_timeline_speak_the_operators_language,
 );
 
 async fn every_action_is_audited(backend: Backend) {
@@ -158,7 +158,7 @@ async fn every_action_is_audited(backend: Backend) {
     let no = order["order_no"].as_str().unwrap();
     let detail = a.get(&format!("/admin/orders/{no}")).await.body;
     assert!(
-        detail.contains("event-kind\">created") && detail.contains("event-kind\">delivered"),
+        detail.contains("event-kind\">下单") && detail.contains("event-kind\">已发货"),
         "{detail}"
     );
     assert_eq!(
@@ -281,6 +281,10 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     );
     let detail = a.get(&format!("/admin/orders/{no}")).await.body;
     assert!(
+        detail.contains("event-kind\">已支付，等待补货</strong> <span class=\"key-name\">paid_unfulfilled</span>"),
+        "{detail}"
+    );
+    assert!(
         !detail.contains("/fulfil\""),
         "no fulfil button without stock"
     );
@@ -322,9 +326,10 @@ async fn product_with_tiers(p: &Panel, tiers: &str) -> common::panel::Page {
     .await
 }
 
-/// What the panel's own code says (form errors) is in the operator's
-/// language, with the values the operator typed kept as typed, and escaped.
-async fn form_errors_speak_the_operators_language(backend: Backend) {
+/// What the panel's own code says (form errors, the order timeline, the
+/// audit log's actions) is in the operator's language, with the values the
+/// operator typed kept as typed, and escaped.
+async fn form_errors_and_the_timeline_speak_the_operators_language(backend: Backend) {
     let kami = spawn_kami(backend).await;
     let zh = signed_in_owner(&kami).await;
 
@@ -455,4 +460,46 @@ async fn form_errors_speak_the_operators_language(backend: Backend) {
         quantity.body
     );
     zh.get("/admin?lang=zh").await;
+
+    // The order timeline: labels in the operator's language, the stored
+    // kind beside them; the stored detail as it was written.
+    let id = kami.product("Timeline", json!({})).await;
+    kami.import_codes(id, &common::make_codes("TL", 1)).await;
+    let order = kami.buy(id, 1, "buyer@example.com").await;
+    kami.pay_ok(&order).await;
+    let no = order["order_no"].as_str().unwrap();
+    let page = zh.get(&format!("/admin/orders/{no}")).await.body;
+    for (label, kind) in [
+        ("下单", "created"),
+        ("支付成功", "paid"),
+        ("已发货", "delivered"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                "event-kind\">{label}</strong> <span class=\"key-name\">{kind}</span>"
+            )),
+            "{kind}: {page}"
+        );
+    }
+    let page = en.get(&format!("/admin/orders/{no}")).await.body;
+    for label in ["Order placed", "Paid", "Delivered"] {
+        assert!(
+            page.contains(&format!("event-kind\">{label}</strong>")),
+            "{label}: {page}"
+        );
+    }
+    assert!(!page.contains("event-kind\">下单"));
+
+    // The audit log: the action's label beside its stored name; the
+    // detail (a product's name) exactly as stored.
+    let audit = zh.get("/admin/audit").await.body;
+    assert!(
+        audit.contains("登录 <span class=\"key-name\">login</span>"),
+        "{audit}"
+    );
+    let audit = en.get("/admin/audit").await.body;
+    assert!(
+        audit.contains("Signed in <span class=\"key-name\">login</span>"),
+        "{audit}"
+    );
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Owner};
+use super::i18n;
 use super::msg::{self, Msg};
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::scopes::{Scope, ScopeError, Scopes};
@@ -172,8 +173,11 @@ pub async fn audit_log(
     let rows: Vec<Value> = entries
         .iter()
         .map(|e| {
-            json!({"at": time(e.at), "admin": e.admin_email, "action": e.action, "target": e.target,
-                   "detail": e.detail, "ip": e.ip})
+            // The action's label beside its stored name; the detail is data
+            // (a product's name, an email) and shown as it was written.
+            json!({"at": time(e.at), "admin": e.admin_email, "action": e.action,
+                   "action_label": i18n::name_label(op.lang, "audit_", &e.action),
+                   "target": e.target, "detail": e.detail, "ip": e.ip})
         })
         .collect();
     let next = if more {

@@ -320,6 +320,54 @@ translations! {
     "channel_field_secret_key" => "密钥（Secret key）", "Secret key";
     "channel_field_webhook_secret" => "Webhook 签名密钥", "Webhook signing secret";
     "channel_field_token" => "API 令牌", "API token";
+
+    // Order timeline, as `event_<kind>` (the stored kind is shown beside it)
+    "event_created" => "下单", "Order placed";
+    "event_payment_started" => "发起支付", "Payment started";
+    "event_paid" => "支付成功", "Paid";
+    "event_delivered" => "已发货", "Delivered";
+    "event_expired" => "超时关闭", "Expired";
+    "event_paid_unfulfilled" => "已支付，等待补货", "Paid, waiting for stock";
+    "event_payment_for_paid_order" => "订单已支付后又收到付款", "Payment for an order already paid";
+    "event_refunded" => "标记为已退款", "Marked refunded";
+    "event_notify_ignored" => "支付通知已忽略", "Notification ignored";
+    "event_notify_unpaid" => "支付通知：尚未付款", "Notification: not paid";
+    "event_notify_rejected" => "支付通知被拒绝", "Notification rejected";
+
+    // Audit log actions, as `audit_<action>` (the stored action is shown beside it)
+    "audit_login" => "登录", "Signed in";
+    "audit_logout" => "退出登录", "Signed out";
+    "audit_login_failed" => "登录失败", "Sign-in refused";
+    "audit_recovery_code_used" => "使用恢复码登录", "Recovery code used";
+    "audit_product_created" => "新建商品", "Product created";
+    "audit_product_updated" => "修改商品", "Product updated";
+    "audit_product_moved" => "调整商品顺序", "Product moved";
+    "audit_category_moved" => "调整分类顺序", "Category moved";
+    "audit_codes_imported" => "导入卡密", "Codes imported";
+    "audit_code_revealed" => "查看卡密", "Code revealed";
+    "audit_code_voided" => "作废卡密", "Code voided";
+    "audit_codes_exported" => "导出未售卡密", "Unsold codes exported";
+    "audit_coupon_created" => "创建优惠券", "Coupon created";
+    "audit_coupon_disabled" => "停用优惠券", "Coupon disabled";
+    "audit_coupon_enabled" => "启用优惠券", "Coupon enabled";
+    "audit_order_fulfilled" => "手动发货", "Order fulfilled";
+    "audit_order_refunded" => "标记订单已退款", "Order marked refunded";
+    "audit_orders_exported" => "导出订单", "Orders exported";
+    "audit_staff_created" => "添加员工", "Staff added";
+    "audit_staff_disabled" => "停用员工", "Staff disabled";
+    "audit_session_revoked" => "注销会话", "Session revoked";
+    "audit_api_key_created" => "创建 API 密钥", "API key created";
+    "audit_api_key_revoked" => "注销 API 密钥", "API key revoked";
+    "audit_totp_enabled" => "开启两步验证", "Two-step verification on";
+    "audit_totp_disabled" => "关闭两步验证", "Two-step verification off";
+    "audit_recovery_codes_regenerated" => "重新生成恢复码", "Recovery codes regenerated";
+    "audit_settings_updated" => "修改店铺设置", "Settings changed";
+    "audit_channel_saved" => "保存支付通道", "Channel saved";
+    "audit_channel_save_refused" => "支付通道保存被拒", "Channel save refused";
+    "audit_channel_enabled" => "启用支付通道", "Channel enabled";
+    "audit_channel_disabled" => "停用支付通道", "Channel disabled";
+    "audit_channel_toggle_refused" => "支付通道启停被拒", "Channel switch refused";
+    "audit_channel_tested" => "测试支付通道", "Channel tested";
 }
 
 /// The string for `key` in `lang`; the storefront's table answers keys the
@@ -329,6 +377,16 @@ pub fn tr(lang: &str, key: &str) -> &'static str {
         Some((_, en)) if lang == "en" => en,
         Some((zh, _)) => zh,
         None => crate::shop::i18n::tr(lang, key),
+    }
+}
+
+/// The label of a machine name (`event_paid`, `audit_login`), or the name
+/// itself when the table has none (a kind a newer build writes).
+pub fn name_label(lang: &str, prefix: &str, name: &str) -> String {
+    let key = format!("{prefix}{name}");
+    match lookup(&key) {
+        Some(_) => tr(lang, &key).to_string(),
+        None => name.to_string(),
     }
 }
 
@@ -381,6 +439,73 @@ mod tests {
         );
         for key in built {
             assert_ne!(tr("en", &key), "?", "missing {key}");
+        }
+    }
+
+    /// Every event kind the store writes or derives, and every action the
+    /// panel audits, has a label; one without would show its raw name.
+    #[test]
+    fn events_and_audit_actions_have_labels() {
+        let kinds = [
+            "created",
+            "payment_started",
+            "paid",
+            "delivered",
+            "expired",
+            "paid_unfulfilled",
+            "payment_for_paid_order",
+            "refunded",
+            "notify_ignored",
+            "notify_unpaid",
+            "notify_rejected",
+        ];
+        for kind in kinds {
+            assert!(lookup(&format!("event_{kind}")).is_some(), "{kind}");
+        }
+        assert_eq!(name_label("zh", "event_", "paid"), "支付成功");
+        assert_eq!(name_label("en", "event_", "paid"), "Paid");
+        assert_eq!(
+            name_label("zh", "event_", "from_the_future"),
+            "from_the_future"
+        );
+        // Every action the panel writes (grep `audit(` in this directory).
+        let actions = [
+            "login",
+            "logout",
+            "login_failed",
+            "recovery_code_used",
+            "product_created",
+            "product_updated",
+            "product_moved",
+            "category_moved",
+            "codes_imported",
+            "code_revealed",
+            "code_voided",
+            "codes_exported",
+            "coupon_created",
+            "coupon_disabled",
+            "coupon_enabled",
+            "order_fulfilled",
+            "order_refunded",
+            "orders_exported",
+            "staff_created",
+            "staff_disabled",
+            "session_revoked",
+            "api_key_created",
+            "api_key_revoked",
+            "totp_enabled",
+            "totp_disabled",
+            "recovery_codes_regenerated",
+            "settings_updated",
+            "channel_saved",
+            "channel_save_refused",
+            "channel_enabled",
+            "channel_disabled",
+            "channel_toggle_refused",
+            "channel_tested",
+        ];
+        for action in actions {
+            assert!(lookup(&format!("audit_{action}")).is_some(), "{action}");
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Operator};
+use super::i18n;
 use super::msg::Msg;
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::present::money;
@@ -191,7 +192,10 @@ pub async fn detail(
     let stock = product.as_ref().map_or(0, |p| p.stock);
     let events: Vec<Value> = events
         .iter()
-        .map(|e| json!({"kind": e.kind, "detail": e.detail, "at": time(e.created_at)}))
+        .map(|e| {
+            json!({"kind": e.kind, "label": i18n::name_label(op.lang, "event_", &e.kind),
+                   "detail": e.detail, "at": time(e.created_at)})
+        })
         .collect();
     let names = product.iter().map(|p| (p.id, p.name.clone())).collect();
     Ok(op.render(
