@@ -29,6 +29,7 @@ async fn listed_stock(panel: &Panel, id: i64) -> String {
 both_backends!(
     every_action_is_audited,
     unfulfilled_orders_raise_an_alert_and_can_be_refunded,
+    form_errors_and_the_timeline_speak_the_operators_language,
 );
 
 async fn every_action_is_audited(backend: Backend) {
@@ -157,7 +158,7 @@ async fn every_action_is_audited(backend: Backend) {
     let no = order["order_no"].as_str().unwrap();
     let detail = a.get(&format!("/admin/orders/{no}")).await.body;
     assert!(
-        detail.contains("event-kind\">created") && detail.contains("event-kind\">delivered"),
+        detail.contains("event-kind\">下单") && detail.contains("event-kind\">已发货"),
         "{detail}"
     );
     assert_eq!(
@@ -267,7 +268,22 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
         )
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The error page says it in both languages, Chinese first.
+    assert!(
+        refused
+            .body
+            .contains("只有已支付、等待补货的订单才能发货。")
+            && refused
+                .body
+                .contains("Only a paid order waiting for stock can be fulfilled."),
+        "{}",
+        refused.body
+    );
     let detail = a.get(&format!("/admin/orders/{no}")).await.body;
+    assert!(
+        detail.contains("event-kind\">已支付，等待补货</strong> <span class=\"key-name\">paid_unfulfilled</span>"),
+        "{detail}"
+    );
     assert!(
         !detail.contains("/fulfil\""),
         "no fulfil button without stock"
@@ -289,5 +305,201 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     assert!(
         !a.get("/admin").await.body.contains("等待补货发货"),
         "the alert is gone"
+    );
+}
+
+/// The product form with `tiers` typed into the wholesale tiers box.
+async fn product_with_tiers(p: &Panel, tiers: &str) -> common::panel::Page {
+    let csrf = p.csrf().await;
+    p.post(
+        "/admin/products",
+        &[
+            ("csrf", &csrf),
+            ("name", "Tiered"),
+            ("price", "10.00"),
+            ("currency", "CNY"),
+            ("min_quantity", "1"),
+            ("max_quantity", "50"),
+            ("wholesale_tiers", tiers),
+        ],
+    )
+    .await
+}
+
+/// What the panel's own code says (form errors, the order timeline, the
+/// audit log's actions) is in the operator's language, with the values the
+/// operator typed kept as typed, and escaped.
+async fn form_errors_and_the_timeline_speak_the_operators_language(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let zh = signed_in_owner(&kami).await;
+
+    // A bad wholesale tier line: its number in the box and its text stay.
+    let tiers = "5 = 9.00\n\n10 - 8.50\n";
+    let refused = product_with_tiers(&zh, tiers).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("批发价第 3 行“10 - 8.50”格式不对，请写成 数量 = 单价"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("write it as"), "{}", refused.body);
+    // What was typed goes back into the form.
+    assert!(
+        refused.body.contains(">5 = 9.00\n\n10 - 8.50\n</textarea>"),
+        "{}",
+        refused.body
+    );
+    // The line is data: escaped, never markup.
+    let markup = product_with_tiers(&zh, "<b>5</b> = 9.00").await;
+    assert!(
+        markup.body.contains("批发价第 1 行“&lt;b&gt;5&lt;"),
+        "{}",
+        markup.body
+    );
+    assert!(!markup.body.contains("<b>5</b>"), "{}", markup.body);
+    // A tier the API's rules refuse, in Chinese too.
+    let rising = product_with_tiers(&zh, "5 = 9.00\n10 = 9.50").await;
+    assert!(
+        rising.body.contains("批发价的单价须大于 0"),
+        "{}",
+        rising.body
+    );
+
+    // The form's other checks, and the API's behind them.
+    let csrf = zh.csrf().await;
+    for (field, value, said) in [
+        ("min_quantity", "abc", "“每单最少”必须是整数。"),
+        ("max_quantity", "0", "1 ≤ 每单最少 ≤ 每单最多 ≤ 10000"),
+        ("currency", "XYZ", "XYZ 不是 ISO 4217 币种"),
+        ("price", "-1", "价格不能为负数。"),
+    ] {
+        let mut form = vec![
+            ("csrf", csrf.as_str()),
+            ("name", "Checked"),
+            ("price", "10.00"),
+            ("currency", "CNY"),
+            ("min_quantity", "1"),
+            ("max_quantity", "10"),
+        ];
+        form.retain(|(f, _)| *f != field);
+        form.push((field, value));
+        let page = zh.post("/admin/products", &form).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert!(page.body.contains(said), "{field}: {}", page.body);
+    }
+
+    // Coupons, settings and staff forms.
+    let coupon = zh
+        .post(
+            "/admin/coupons",
+            &[
+                ("csrf", &csrf),
+                ("code", "HALF"),
+                ("kind", "percent"),
+                ("value", "150"),
+            ],
+        )
+        .await;
+    assert_eq!(coupon.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        coupon.body.contains("按比例优惠须在 1 至 100 之间。"),
+        "{}",
+        coupon.body
+    );
+    let settings = zh
+        .post(
+            "/admin/settings",
+            &[
+                ("csrf", &csrf),
+                ("shop_name", "Kami"),
+                ("notice", ""),
+                ("order_ttl", "0"),
+                ("stock_display", "exact"),
+            ],
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        settings
+            .body
+            .contains("订单有效期须为 1 至 604800 之间的整数秒。"),
+        "{}",
+        settings.body
+    );
+    let staff = zh
+        .post("/admin/staff", &[("csrf", &csrf), ("email", "no-at-sign")])
+        .await;
+    assert!(staff.body.contains("邮箱必须包含 @。"), "{}", staff.body);
+
+    // The same in English: the browser's language, or `?lang=en`.
+    let password = create_admin(&kami, "second@example.com", "owner");
+    let en = Panel::new(&kami);
+    en.set_accept_language("en-US,en;q=0.9");
+    en.login("second@example.com", &password).await;
+    let refused = product_with_tiers(&en, tiers).await;
+    assert!(
+        refused
+            .body
+            .contains("Wholesale tier line 3 (“10 - 8.50”): write it as quantity = price"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("批发价第"), "{}", refused.body);
+    assert_eq!(
+        zh.get("/admin/products/new?lang=en").await.status,
+        StatusCode::OK
+    );
+    let quantity = product_with_tiers(&zh, "five = 9.00").await;
+    assert!(
+        quantity.body.contains(
+            "Wholesale tier line 1 (“five = 9.00”): the quantity must be a whole number."
+        ),
+        "{}",
+        quantity.body
+    );
+    zh.get("/admin?lang=zh").await;
+
+    // The order timeline: labels in the operator's language, the stored
+    // kind beside them; the stored detail as it was written.
+    let id = kami.product("Timeline", json!({})).await;
+    kami.import_codes(id, &common::make_codes("TL", 1)).await;
+    let order = kami.buy(id, 1, "buyer@example.com").await;
+    kami.pay_ok(&order).await;
+    let no = order["order_no"].as_str().unwrap();
+    let page = zh.get(&format!("/admin/orders/{no}")).await.body;
+    for (label, kind) in [
+        ("下单", "created"),
+        ("支付成功", "paid"),
+        ("已发货", "delivered"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                "event-kind\">{label}</strong> <span class=\"key-name\">{kind}</span>"
+            )),
+            "{kind}: {page}"
+        );
+    }
+    let page = en.get(&format!("/admin/orders/{no}")).await.body;
+    for label in ["Order placed", "Paid", "Delivered"] {
+        assert!(
+            page.contains(&format!("event-kind\">{label}</strong>")),
+            "{label}: {page}"
+        );
+    }
+    assert!(!page.contains("event-kind\">下单"));
+
+    // The audit log: the action's label beside its stored name; the
+    // detail (a product's name) exactly as stored.
+    let audit = zh.get("/admin/audit").await.body;
+    assert!(
+        audit.contains("登录 <span class=\"key-name\">login</span>"),
+        "{audit}"
+    );
+    let audit = en.get("/admin/audit").await.body;
+    assert!(
+        audit.contains("Signed in <span class=\"key-name\">login</span>"),
+        "{audit}"
     );
 }

@@ -252,7 +252,12 @@ async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
         )
         .await;
     assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(both.body.contains("not both"), "{}", both.body);
+    // The error page says it in both languages.
+    assert!(
+        both.body.contains("二者只能选一个") && both.body.contains("not both"),
+        "{}",
+        both.body
+    );
     assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
     // Logout and login forms too.
     assert_eq!(
@@ -594,7 +599,72 @@ async fn a_deep_link_is_restored_after_login(backend: Backend) {
     assert_eq!(refused.location.as_deref(), Some("/admin/login"));
 }
 
+/// Until the operator picks a language, the panel speaks the browser's
+/// (`Accept-Language`), Chinese when it asks for neither; `?lang=` and the
+/// cookie it leaves win over the browser.
+async fn the_panel_speaks_the_browser_language_until_one_is_picked(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let (email, password) = owner(&kami).await;
+    const LOGIN_EN: &str = "Sign in to the admin panel";
+    const LOGIN_ZH: &str = "登录管理后台";
+    let english = |body: &str| body.contains("<html lang=\"en\">");
+    let chinese = |body: &str| body.contains("<html lang=\"zh-CN\">");
+
+    let en = Panel::new(&kami);
+    en.set_accept_language("en-US,en;q=0.9");
+    let login = en.get("/admin/login").await.body;
+    assert!(english(&login) && login.contains(LOGIN_EN), "{login}");
+    assert!(!login.contains(LOGIN_ZH), "{login}");
+    for (asked, who) in [
+        (Some("zh-CN"), "zh-CN"),
+        (Some("fr-FR,de;q=0.5"), "fr"),
+        (None, "none"),
+    ] {
+        let p = Panel::new(&kami);
+        if let Some(a) = asked {
+            p.set_accept_language(a);
+        }
+        let login = p.get("/admin/login").await.body;
+        assert!(
+            chinese(&login) && login.contains(LOGIN_ZH),
+            "{who}: {login}"
+        );
+        assert!(!login.contains(LOGIN_EN), "{who}");
+    }
+
+    // Behind the login too, and the refusal of a wrong password.
+    let wrong = en.try_login(&email, "wrong", "").await;
+    assert!(
+        wrong.body.contains("Wrong email, password or code"),
+        "{}",
+        wrong.body
+    );
+    en.login(&email, &password).await;
+    let dashboard = en.get("/admin").await.body;
+    assert!(
+        english(&dashboard) && dashboard.contains(">Dashboard<"),
+        "{dashboard}"
+    );
+    // `?lang=zh` wins over the browser, and is remembered.
+    assert!(chinese(&en.get("/admin?lang=zh").await.body));
+    let products = en.get("/admin/products").await.body;
+    assert!(
+        chinese(&products) && products.contains("新建商品"),
+        "{products}"
+    );
+
+    // A Chinese browser whose operator chose English keeps English.
+    let zh = Panel::new(&kami);
+    zh.set_accept_language("zh-CN,zh;q=0.9");
+    zh.set_cookie("kami_lang", "en");
+    let login = zh.get("/admin/login").await.body;
+    assert!(english(&login) && login.contains(LOGIN_EN), "{login}");
+    zh.login(&email, &password).await;
+    assert!(english(&zh.get("/admin/products").await.body));
+}
+
 both_backends!(
+    the_panel_speaks_the_browser_language_until_one_is_picked,
     a_deep_link_is_restored_after_login,
     lockout_after_repeated_failures,
     a_known_browser_gets_past_a_lock_and_the_cli_resets_a_password,

@@ -123,7 +123,14 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
     assert_eq!(offered(&kami).await, ["sandbox"]);
     let page = p.get("/admin/channels").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("managed by kami.toml") || page.body.contains("由 kami.toml 管理"));
+    assert!(page.body.contains("由 kami.toml 管理"), "{}", page.body);
+    // Each field by its label, with its kami.toml key beside it.
+    assert!(
+        page.body
+            .contains("商户 ID <span class=\"key-name\">pid</span>"),
+        "{}",
+        page.body
+    );
 
     // Refused builds change nothing: an empty key, a bad PEM.
     let mut empty_key = epay_fields(&gw);
@@ -135,8 +142,9 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
         "{}",
         refused.body
     );
+    // The gateway library's words, in the panel's sentence.
     assert!(
-        refused.body.contains("non-empty pid and key"),
+        refused.body.contains("配置有误：") && refused.body.contains("non-empty pid and key"),
         "{}",
         refused.body
     );
@@ -156,7 +164,11 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
     )
     .await;
     assert_eq!(bad_pem.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(bad_pem.body.contains("not a PEM"), "{}", bad_pem.body);
+    assert!(
+        bad_pem.body.contains("配置有误：") && bad_pem.body.contains("not a PEM"),
+        "{}",
+        bad_pem.body
+    );
     assert_eq!(offered(&kami).await, ["sandbox"]);
 
     // EPay and Stripe through the panel, pointed at the fake gateway.
@@ -179,14 +191,8 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
     live.sort();
     assert_eq!(live, ["epay", "sandbox", "stripe"]);
 
-    assert_eq!(
-        test_channel(&p, "epay").await,
-        "reachable, credentials accepted"
-    );
-    assert_eq!(
-        test_channel(&p, "stripe").await,
-        "reachable, credentials accepted"
-    );
+    assert_eq!(test_channel(&p, "epay").await, "连接成功，凭据有效。");
+    assert_eq!(test_channel(&p, "stripe").await, "连接成功，凭据有效。");
 
     let product = kami.product("Panel channel item", json!({})).await;
     kami.import_codes(product, &make_codes("PCH", 6)).await;
@@ -217,7 +223,7 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
     );
     let failed = test_channel(&p, "epay").await;
     assert!(
-        failed.starts_with("refused:") && failed.contains("KEY"),
+        failed.starts_with("被拒绝：") && failed.contains("KEY"),
         "{failed}"
     );
     let unreachable = save_channel(
@@ -232,17 +238,21 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
     )
     .await;
     assert_eq!(unreachable.status, StatusCode::SEE_OTHER);
-    assert!(test_channel(&p, "stripe").await.starts_with("unreachable:"));
+    assert!(test_channel(&p, "stripe").await.starts_with("无法连接："));
     assert_eq!(
         save_channel(&p, "epay", &as_refs(&epay_fields(&gw)), true)
             .await
             .status,
         StatusCode::SEE_OTHER
     );
+    assert_eq!(test_channel(&p, "epay").await, "连接成功，凭据有效。");
+    // In English for an operator who reads English.
+    p.get("/admin/channels?lang=en").await;
     assert_eq!(
         test_channel(&p, "epay").await,
-        "reachable, credentials accepted"
+        "Reachable, credentials accepted."
     );
+    p.get("/admin/channels?lang=zh").await;
 
     // Secrets: never in the page, the audit log, the logs or the stored bytes.
     let secrets = [
@@ -251,7 +261,7 @@ async fn channels_configured_in_the_panel_take_real_payments(backend: Backend) {
         &gw.stripe_webhook_secret,
     ];
     let page = p.get("/admin/channels").await.body;
-    assert!(page.contains("set — leave blank to keep") || page.contains("已设置 — 留空则保持不变"));
+    assert!(page.contains("已设置 — 留空则保持不变"), "{page}");
     assert!(page.contains(&gw.epay_pid), "non-secret fields are shown");
     let audit = p.get("/admin/audit").await.body;
     for word in ["channel_saved", "channel_tested", "channel_save_refused"] {

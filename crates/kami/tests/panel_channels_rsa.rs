@@ -69,7 +69,7 @@ async fn alipay_with_pasted_pem_keys_passes_the_test_button(backend: Backend) {
 
     let saved = save(private_pem.clone()).await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
-    assert_eq!(test().await, "reachable, credentials accepted");
+    assert_eq!(test().await, "连接成功，凭据有效。");
 
     // Another (valid) private key: Alipay refuses the signature.
     let other = std::fs::read_to_string(key_dir.path().join("merchant_private.pem")).unwrap();
@@ -77,7 +77,7 @@ async fn alipay_with_pasted_pem_keys_passes_the_test_button(backend: Backend) {
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     let failed = test().await;
     assert!(
-        failed.starts_with("refused:") && failed.contains("invalid-signature"),
+        failed.starts_with("被拒绝：") && failed.contains("invalid-signature"),
         "{failed}"
     );
 

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Owner};
+use super::i18n;
+use super::msg::{self, Msg};
 use super::page::{time, time_opt, PanelError, PanelResult};
-use crate::scopes::{Scope, Scopes};
+use crate::scopes::{Scope, ScopeError, Scopes};
 use crate::services::admins::{create_admin, create_api_key, AdminError};
 use crate::state::Shared;
 
@@ -18,8 +20,9 @@ async fn staff_page(
     state: &Shared,
     op: &super::auth::Operator,
     created: Option<Value>,
-    error: Option<String>,
+    error: Option<Msg>,
 ) -> PanelResult {
+    let error = error.map(|m| m.text(op.lang));
     let now = now_millis();
     let admins: Vec<Value> = state
         .store
@@ -69,8 +72,9 @@ pub async fn create_staff(
             let created = json!({"email": form.email.trim().to_lowercase(), "password": password});
             staff_page(&state, &op, Some(created), None).await
         }
-        Err(e @ (AdminError::Email(_) | AdminError::EmailTaken)) => {
-            staff_page(&state, &op, None, Some(e.to_string())).await
+        Err(AdminError::Email(e)) => staff_page(&state, &op, None, Some(msg::email(&e))).await,
+        Err(AdminError::EmailTaken) => {
+            staff_page(&state, &op, None, Some(Msg::new("err_email_taken"))).await
         }
         Err(e) => {
             tracing::error!(error = %e, "could not create a staff account");
@@ -87,9 +91,7 @@ pub async fn disable_staff(
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
     if id == op.session.admin_id {
-        return Err(PanelError::Invalid(
-            "you cannot disable your own account".into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_disable_self")));
     }
     let target = state
         .store
@@ -171,8 +173,11 @@ pub async fn audit_log(
     let rows: Vec<Value> = entries
         .iter()
         .map(|e| {
-            json!({"at": time(e.at), "admin": e.admin_email, "action": e.action, "target": e.target,
-                   "detail": e.detail, "ip": e.ip})
+            // The action's label beside its stored name; the detail is data
+            // (a product's name, an email) and shown as it was written.
+            json!({"at": time(e.at), "admin": e.admin_email, "action": e.action,
+                   "action_label": i18n::name_label(op.lang, "audit_", &e.action),
+                   "target": e.target, "detail": e.detail, "ip": e.ip})
         })
         .collect();
     let next = if more {
@@ -240,10 +245,15 @@ pub async fn create_key(
     } else {
         Scopes::parse(ticked)
     }
-    .map_err(|e| PanelError::Invalid(e.to_string()))?;
+    .map_err(|e| {
+        PanelError::Invalid(match e {
+            ScopeError::Unknown(s) => Msg::new("err_scope_unknown").with("scope", s),
+            ScopeError::Empty => Msg::new("err_scope_empty"),
+        })
+    })?;
     let (id, key) = match create_api_key(state.store.as_ref(), name, &scopes).await {
         Ok(created) => created,
-        Err(e @ AdminError::KeyName) => return Err(PanelError::Invalid(e.to_string())),
+        Err(AdminError::KeyName) => return Err(PanelError::Invalid(Msg::new("err_key_name"))),
         Err(e) => {
             tracing::error!(error = %e, "could not create an API key");
             return Err(PanelError::Internal);

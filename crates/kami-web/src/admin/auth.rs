@@ -53,7 +53,8 @@ impl AdminState {
 }
 
 /// The panel's language: `?lang=` (remembered in the storefront's cookie),
-/// else that cookie, else Chinese.
+/// else that cookie, else the browser's `Accept-Language` (as the
+/// storefront reads it), else Chinese.
 pub fn language(
     headers: &HeaderMap,
     query: Option<&str>,
@@ -70,7 +71,8 @@ pub fn language(
         ),
         _ => match cookies::get(headers, cookies::LANG) {
             Some("en") => ("en", None),
-            _ => ("zh", None),
+            Some("zh") => ("zh", None),
+            _ => (crate::shop::accept_language(headers), None),
         },
     }
 }
@@ -302,5 +304,27 @@ mod tests {
             .contains("Secure"));
         h.insert(header::COOKIE, "kami_lang=en".parse().unwrap());
         assert_eq!(language(&h, None, false), ("en", None));
+    }
+
+    #[test]
+    fn the_browser_language_counts_only_without_a_choice() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_LANGUAGE, "en-US,en;q=0.9".parse().unwrap());
+        assert_eq!(language(&h, None, false), ("en", None));
+        // `?lang=` and the remembered choice win over the browser.
+        assert_eq!(language(&h, Some("lang=zh"), false).0, "zh");
+        h.insert(header::COOKIE, "kami_lang=zh".parse().unwrap());
+        assert_eq!(language(&h, None, false), ("zh", None));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_LANGUAGE,
+            "zh-CN,zh;q=0.9,en;q=0.8".parse().unwrap(),
+        );
+        assert_eq!(language(&h, None, false).0, "zh");
+        h.insert(header::COOKIE, "kami_lang=en".parse().unwrap());
+        assert_eq!(language(&h, None, false).0, "en");
+        h.insert(header::ACCEPT_LANGUAGE, "fr-FR".parse().unwrap());
+        h.remove(header::COOKIE);
+        assert_eq!(language(&h, None, false).0, "zh");
     }
 }

@@ -12,16 +12,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Operator, Owner};
+use super::msg::Msg;
 use super::page::{PanelError, PanelResult};
 use super::products::SavedQuery;
-use crate::services::channels::{self, ChannelError, Fields, Source};
+use crate::services::channels::{self, ChannelError, Fields, Source, Tested};
 use crate::state::Shared;
 
-/// A message for one channel's card, after a save, test or refusal.
+/// A message for one channel's card, after a save, test or refusal; none
+/// reads "Saved." on the page.
 struct Note {
     channel: String,
     ok: bool,
-    message: String,
+    message: Option<Msg>,
 }
 
 async fn page(
@@ -71,7 +73,8 @@ async fn page(
                    "enabled": live.is_some_and(|l| l.enabled),
                    "stored_enabled": saved.is_none_or(|(_, e)| *e),
                    "fields": fields,
-                   "note": note.map(|n| json!({"ok": n.ok, "message": n.message}))})
+                   "note": note.map(|n| json!({"ok": n.ok,
+                                               "message": n.message.as_ref().map(|m| m.text(op.lang))}))})
         })
         .collect();
     Ok(op.render_status(
@@ -94,11 +97,10 @@ pub async fn list(
     Owner(op): Owner,
     Query(q): Query<SavedQuery>,
 ) -> PanelResult {
-    // An empty message on a success note reads "Saved." on the page.
     let note = q.ok.map(|name| Note {
         channel: name,
         ok: true,
-        message: String::new(),
+        message: None,
     });
     page(&state, &op, StatusCode::OK, note).await
 }
@@ -132,12 +134,19 @@ async fn refused(
     action: &str,
     e: ChannelError,
 ) -> PanelResult {
-    let message = match e {
-        ChannelError::Invalid(m) => m,
-        ChannelError::Sealed(_) => e.to_string(),
-        ChannelError::Store(e) => return Err(e.into()),
+    let shown = match &e {
+        ChannelError::Store(_) => {
+            tracing::error!(error = %e, "could not read or write a payment channel");
+            return Err(PanelError::Internal);
+        }
+        ChannelError::EmptySecret => Msg::new("err_channel_secret_empty"),
+        ChannelError::Disabled(c) => Msg::new("err_channel_disabled").label("channel", label(c)),
+        ChannelError::Config(m) => Msg::new("err_channel_config").with("detail", m),
+        ChannelError::Managed(c) => Msg::new("err_channel_managed").label("channel", label(c)),
+        ChannelError::Sealed(c) => Msg::new("err_channel_sealed").label("channel", label(c)),
     };
-    op.audit(state, action, &format!("channel:{name}"), &message)
+    // The log keeps the English, as every audit detail.
+    op.audit(state, action, &format!("channel:{name}"), &e.to_string())
         .await?;
     page(
         state,
@@ -146,10 +155,15 @@ async fn refused(
         Some(Note {
             channel: name.into(),
             ok: false,
-            message,
+            message: Some(shown),
         }),
     )
     .await
+}
+
+/// The table key of a channel's name ("易支付").
+fn label(channel: &str) -> String {
+    format!("channel_{channel}")
 }
 
 #[derive(Deserialize, Default)]
@@ -179,9 +193,9 @@ pub async fn set_enabled(
                 .await?;
             Ok(Redirect::to(&format!("/admin/channels?ok={name}#channel-{name}")).into_response())
         }
-        Ok(false) => Err(PanelError::Invalid(format!(
-            "{name} has no stored credentials yet"
-        ))),
+        Ok(false) => Err(PanelError::Invalid(
+            Msg::new("err_channel_no_credentials").label("channel", label(name)),
+        )),
         Err(e) => refused(&state, &op, name, "channel_toggle_refused", e).await,
     }
 }
@@ -195,17 +209,26 @@ pub async fn test(
 ) -> PanelResult<Response> {
     op.check_csrf(&form.csrf)?;
     let name = known(&name)?;
-    let (ok, message) = match channels::test(&state, name).await {
-        Ok(m) => (true, m),
-        Err(m) => (false, m),
-    };
+    let tested = channels::test(&state, name).await;
+    let ok = tested.ok();
     op.audit(
         &state,
         "channel_tested",
         &format!("channel:{name}"),
-        &format!("{}: {message}", if ok { "ok" } else { "failed" }),
+        &format!("{}: {tested}", if ok { "ok" } else { "failed" }),
     )
     .await?;
+    let message = match tested {
+        Tested::Accepted => Msg::new("channel_test_accepted"),
+        Tested::BuiltIn => Msg::new("channel_test_built_in"),
+        Tested::NotConfigured(c) => {
+            Msg::new("channel_test_not_configured").label("channel", label(&c))
+        }
+        Tested::CannotCheck(c) => Msg::new("channel_test_cannot_check").label("channel", label(&c)),
+        Tested::Unreachable(m) => Msg::new("channel_test_unreachable").with("detail", m),
+        Tested::Refused(m) => Msg::new("channel_test_refused").with("detail", m),
+        Tested::Failed(m) => Msg::new("channel_test_failed").with("detail", m),
+    };
     page(
         &state,
         &op,
@@ -213,7 +236,7 @@ pub async fn test(
         Some(Note {
             channel: name.into(),
             ok,
-            message,
+            message: Some(message),
         }),
     )
     .await

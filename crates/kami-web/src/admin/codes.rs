@@ -5,11 +5,13 @@
 use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use kami_core::import::RejectReason;
 use kami_store::Product;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Operator, Owner};
+use super::msg::Msg;
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::services::cards::open_card;
 use crate::services::import::{import_into_shop, ImportError, ImportReport};
@@ -75,9 +77,31 @@ async fn page(
             "status": status,
             "statuses": STATUSES,
             "next": if has_more { cards.last().map(|c| c.id) } else { None },
-            "report": report,
+            "report": report.map(|r| report_view(op.lang, r)),
         }),
     ))
+}
+
+/// The import report as the page shows it: each rejected line's reason in
+/// the operator's language (the API's report keeps the English).
+fn report_view(lang: &str, r: &ImportReport) -> Value {
+    let rejected: Vec<Value> = r
+        .rejected
+        .iter()
+        .map(|l| {
+            let key = [
+                (RejectReason::TooLong, "reject_too_long"),
+                (RejectReason::InvalidEncoding, "reject_invalid_encoding"),
+                (RejectReason::ControlCharacters, "reject_control_characters"),
+            ]
+            .into_iter()
+            .find(|(why, _)| why.as_str() == l.reason);
+            let reason = key.map_or(l.reason, |(_, key)| super::i18n::tr(lang, key));
+            json!({"line": l.line, "reason": reason})
+        })
+        .collect();
+    json!({"imported": r.imported, "duplicates": r.duplicates,
+           "rejected_total": r.rejected_total, "rejected": rejected})
 }
 
 pub async fn list(
@@ -106,7 +130,7 @@ pub async fn import(
         .ok_or(PanelError::NotFound)?;
     let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => PanelError::TooLarge,
-        _ => PanelError::Invalid(e.body_text()),
+        _ => PanelError::Invalid(Msg::new("err_upload_read").with("detail", e.body_text())),
     };
     let mut csrf_ok = false;
     let mut pasted = Vec::new();
@@ -133,9 +157,7 @@ pub async fn import(
     // Both filled: one of them would be dropped without a word, and the
     // operator would take the stock for loaded.
     if !file.is_empty() && pasted.iter().any(|b| !b.is_ascii_whitespace()) {
-        return Err(PanelError::Invalid(
-            "choose a file or paste codes, not both: nothing was imported".into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_import_both")));
     }
     let (source, body) = if file.is_empty() {
         ("paste", pasted)
@@ -156,10 +178,18 @@ pub async fn import(
         .map_err(|e| PanelError::from(kami_store::StoreError::Corrupt(e.to_string())))?;
     let report = match imported {
         Ok(r) => r,
-        Err(ImportError::Binary(e)) => return Err(PanelError::Invalid(e.to_string())),
-        Err(ImportError::Body(e)) => return Err(PanelError::Invalid(e)),
+        Err(ImportError::Binary(_)) => {
+            return Err(PanelError::Invalid(Msg::new("err_import_binary")))
+        }
+        Err(ImportError::Body(e)) => {
+            return Err(PanelError::Invalid(
+                Msg::new("err_upload_read").with("detail", e),
+            ))
+        }
         Err(ImportError::Store(e)) => return Err(e.into()),
-        Err(e @ ImportError::Interrupted(_)) => return Err(PanelError::Invalid(e.to_string())),
+        Err(ImportError::Interrupted(_)) => {
+            return Err(PanelError::Invalid(Msg::new("err_import_interrupted")))
+        }
     };
     let detail = format!(
         "{source}: imported {}, duplicates {}, rejected {}",
@@ -210,9 +240,7 @@ pub async fn void(
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
     if !state.store.void_card(id, card).await? {
-        return Err(PanelError::Invalid(
-            "only an available code can be voided".into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_void_state")));
     }
     state.codes_voided(id, 1).await;
     op.audit(

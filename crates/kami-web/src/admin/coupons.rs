@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Operator};
+use super::msg::{self, Msg};
 use super::page::{PanelError, PanelResult};
 use crate::api::coupons::{create_coupon_from, CouponInput};
 use crate::present::money;
@@ -21,9 +22,10 @@ async fn page(
     state: &Shared,
     op: &Operator,
     status: StatusCode,
-    error: Option<String>,
+    error: Option<Msg>,
     sticky: Value,
 ) -> PanelResult {
+    let error = error.map(|m| m.text(op.lang));
     let products = state.store.list_products_uncounted().await?;
     let names: std::collections::HashMap<i64, String> =
         products.iter().map(|p| (p.id, p.name.clone())).collect();
@@ -84,26 +86,26 @@ pub struct CouponForm {
 }
 
 impl CouponForm {
-    fn to_input(&self) -> Result<CouponInput, String> {
+    fn to_input(&self) -> Result<CouponInput, Msg> {
         let kind = self.kind.trim();
         let value = match kind {
             "fixed" => {
-                let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
+                let currency = Currency::parse(&self.currency).map_err(|e| msg::currency(&e))?;
                 currency
                     .parse_decimal(self.value.trim())
-                    .ok_or_else(|| "value is not a valid amount".to_string())?
+                    .ok_or_else(|| Msg::new("err_coupon_value_amount"))?
             }
             _ => self
                 .value
                 .trim()
                 .parse()
-                .map_err(|_| "value must be a whole percent".to_string())?,
+                .map_err(|_| Msg::new("err_coupon_value_percent"))?,
         };
         let max_uses = match self.max_uses.trim() {
             "" => None,
             m => Some(
                 m.parse()
-                    .map_err(|_| "max_uses must be a whole number".to_string())?,
+                    .map_err(|_| msg::whole_number("coupon_max_uses"))?,
             ),
         };
         let product_id = match self.product_id.trim() {

@@ -117,6 +117,7 @@ translations! {
     "sale_window" => "销售时间（UTC，可留空）", "Sale window (UTC, optional)";
     "sale_starts" => "开始", "Starts";
     "sale_ends" => "结束", "Ends";
+    "sale_ends_at" => "停售时间", "Sale ends at";
     "low_stock_threshold" => "低库存提醒阈值", "Low-stock alert below";
     "save" => "保存", "Save";
     "codes" => "卡密", "Codes";
@@ -221,6 +222,152 @@ translations! {
     // Errors
     "error_forbidden" => "只有店主可以访问此页面。", "Only the shop owner can open this page.";
     "error_csrf" => "表单已过期或并非来自本后台，请刷新后重试。", "The form expired or did not come from this panel. Reload and try again.";
+
+    // Form errors (msg.rs): `{name}` placeholders take the values, which are
+    // shown as typed.
+    "err_whole_number" => "“{field}”必须是整数。", "{field} must be a whole number.";
+    "err_date" => "“{field}”必须是日期，例如 2026-11-29。", "{field} must be a date like 2026-11-29.";
+    "err_time_format" => "“{field}”不是有效的时间。", "{field} is not a valid time.";
+    "err_move_dir" => "移动方向只能是上移或下移。", "The direction must be up or down.";
+    "err_tier_line_shape" => "批发价第 {n} 行“{line}”格式不对，请写成 数量 = 单价，例如 10 = 8.50。", "Wholesale tier line {n} (“{line}”): write it as quantity = price, e.g. 10 = 8.50.";
+    "err_tier_line_quantity" => "批发价第 {n} 行“{line}”：数量必须是整数。", "Wholesale tier line {n} (“{line}”): the quantity must be a whole number.";
+    "err_tier_line_price" => "批发价第 {n} 行“{line}”：单价不是有效的金额。", "Wholesale tier line {n} (“{line}”): the price is not a valid amount.";
+    "err_tiers_shape" => "批发价最多设置 {max} 档。", "At most {max} wholesale tiers.";
+    "err_tiers_order" => "批发价的数量须从 2 起，并逐档递增。", "Wholesale tier quantities must be at least 2 and rise from tier to tier.";
+    "err_tiers_price" => "批发价的单价须大于 0，低于商品价格，并逐档递减。", "Each wholesale tier's price must be above zero, below the product's price and below the previous tier's.";
+    "err_price_negative" => "价格不能为负数。", "The price cannot be negative.";
+    "err_price_decimals" => "价格必须是数字，最多 {decimals} 位小数。", "The price must be a number with at most {decimals} decimals.";
+    "err_price_range" => "价格必须大于 0，且不超过 10000000000 个最小货币单位（如分）。", "The price must be above zero and at most 10000000000 minor units (cents).";
+    "err_currency_shape" => "币种须为三个字母的 ISO 4217 代码，例如 CNY。", "The currency must be a three-letter ISO 4217 code, such as CNY.";
+    "err_currency_unknown" => "{code} 不是 ISO 4217 币种，请使用 CNY、USD 等代码。", "{code} is not an ISO 4217 currency; use a code such as CNY or USD.";
+    "err_name_length" => "商品名称须为 1 至 200 个字符。", "The name must be 1 to 200 characters.";
+    "err_quantities" => "每单数量须满足：1 ≤ 每单最少 ≤ 每单最多 ≤ 10000。", "Per-order quantities must satisfy 1 ≤ min ≤ max ≤ 10000.";
+    "err_per_buyer_limit" => "每位买家限购须至少为 1，留空表示不限。", "The per-buyer limit must be at least 1, or empty for no limit.";
+    "err_per_ip_limit" => "每个 IP 限购须至少为 1，留空表示不限。", "The per-IP limit must be at least 1, or empty for no limit.";
+    "err_description_length" => "商品说明不能超过 64 KiB。", "The description must be at most 64 KiB.";
+    "err_category_length" => "分类名称最多 100 个字符。", "The category must be at most 100 characters.";
+    "err_stock_display" => "库存显示方式无效。", "The stock display must be exact, level, hidden or the shop default.";
+    "err_coupon_value_amount" => "优惠金额不是有效的金额。", "The value is not a valid amount.";
+    "err_coupon_value_percent" => "优惠比例必须是整数。", "The value must be a whole percent.";
+    "err_coupon_code" => "优惠码须为 1 至 {max} 个字母、数字、- 或 _。", "The code must be 1 to {max} letters, digits, - or _.";
+    "err_coupon_kind" => "请选择优惠类型：按比例或固定金额。", "The kind must be percent or fixed.";
+    "err_coupon_no_product" => "所选商品不存在。", "No such product.";
+    "err_coupon_percent_range" => "按比例优惠须在 1 至 100 之间。", "A percent coupon takes 1 to 100 percent off.";
+    "err_coupon_fixed_range" => "固定金额优惠必须大于 0，且不超过上限。", "A fixed coupon must take a positive amount off, within range.";
+    "err_coupon_needs_currency" => "固定金额优惠需要选择币种。", "A fixed coupon needs a currency.";
+    "err_coupon_currency_differs" => "优惠券的币种与商品的币种不一致。", "The coupon's currency differs from the product's.";
+    "err_coupon_max_uses" => "使用次数上限须至少为 1，留空表示不限。", "The usage cap must be at least 1, or empty for no cap.";
+    "err_coupon_code_taken" => "已存在相同的优惠码。", "A coupon with this code already exists.";
+    "err_shop_name_length" => "店铺名称须为 1 至 {max} 个字符。", "The shop name must be 1 to {max} characters.";
+    "err_notice_length" => "公告横幅最多 {max} 个字符。", "The notice must be at most {max} characters.";
+    "err_order_ttl" => "订单有效期须为 1 至 {max} 之间的整数秒。", "The order TTL must be whole seconds from 1 to {max}.";
+    "err_shop_stock_display" => "默认库存显示方式无效。", "The stock display must be exact, level or hidden.";
+    "err_email_required" => "请填写邮箱。", "The email is required.";
+    "err_email_text" => "邮箱包含无法识别的字符。", "The email is not valid text.";
+    "err_email_long" => "邮箱过长。", "The email is too long.";
+    "err_email_at" => "邮箱必须包含 @。", "The email must contain @.";
+    "err_email_local" => "邮箱 @ 前面的部分无效。", "The part of the email before @ is not valid.";
+    "err_email_domain" => "邮箱的域名无效。", "The email's domain is not valid.";
+    "err_email_taken" => "该邮箱已有账户。", "An account with this email already exists.";
+    "err_disable_self" => "不能停用自己的账户。", "You cannot disable your own account.";
+    "err_key_name" => "密钥名称须为 1 至 100 个字符。", "The name must be 1 to 100 characters.";
+    "err_scope_unknown" => "未知的权限范围“{scope}”。", "Unknown scope “{scope}”.";
+    "err_scope_empty" => "请至少选择一个权限范围。", "Choose at least one scope.";
+    "err_totp_already_on" => "两步验证已经开启；如需更换，请先关闭（关闭时需要输入当前的动态验证码）。", "Two-step verification is already on; turn it off first (that asks for a current code).";
+    "err_totp_key_malformed" => "密钥格式不正确。", "The key is malformed.";
+    "err_fulfil_state" => "只有已支付、等待补货的订单才能发货。", "Only a paid order waiting for stock can be fulfilled.";
+    "err_refund_state" => "只有已支付的订单才能标记为已退款。", "Only a paid order can be marked refunded.";
+    "err_void_state" => "只有可售的卡密才能作废。", "Only an available code can be voided.";
+    "err_import_both" => "请上传文件或粘贴卡密，二者只能选一个：本次没有导入任何卡密。", "Choose a file or paste codes, not both: nothing was imported.";
+    "err_import_binary" => "文件看起来是二进制文件（含有 NUL 字节），请另存为 UTF-8 或 GBK 文本，每行一个卡密。", "The file looks binary (it contains NUL bytes); save it as UTF-8 or GBK text, one code per line.";
+    "err_import_interrupted" => "导入在卡密上架时被中断；其余卡密会在下次导入时或一分钟内上架，请不要重新上传。", "The import was cut off while its codes were being made sellable; the rest become sellable at the next import or within a minute: do not upload it again.";
+    "err_upload_read" => "读取上传内容失败：{detail}", "Reading the upload failed: {detail}";
+    "reject_too_long" => "行过长（卡密最多 1024 个字符）", "line is too long (a code has at most 1024 characters)";
+    "reject_invalid_encoding" => "该行既不是 UTF-8 也不是 GBK/GB18030 编码", "line is neither UTF-8 nor GBK/GB18030";
+    "reject_control_characters" => "该行含有控制字符", "line contains control characters";
+
+    // Payment channel refusals and the Test button (`{channel}` is its name)
+    "err_channel_secret_empty" => "密钥不能为空。", "The secret cannot be empty.";
+    "err_channel_disabled" => "{channel}未启用。", "{channel} is disabled.";
+    "err_channel_config" => "配置有误：{detail}", "The settings are not valid: {detail}";
+    "err_channel_managed" => "{channel}由 kami.toml 管理，请在那里修改。", "{channel} is managed by kami.toml; change it there.";
+    "err_channel_sealed" => "{channel}已保存的凭据无法用当前主密钥解密。", "The stored credentials of {channel} do not open with this master key.";
+    "err_channel_no_credentials" => "{channel}还没有保存凭据。", "{channel} has no stored credentials yet.";
+    "channel_test_accepted" => "连接成功，凭据有效。", "Reachable, credentials accepted.";
+    "channel_test_built_in" => "内置通道，无需连接；其密钥用于签名支付按钮发出的通知。", "Built in: nothing to reach; its secret signs the pay button's notifications.";
+    "channel_test_not_configured" => "{channel}尚未配置。", "{channel} is not configured.";
+    "channel_test_cannot_check" => "{channel}没有无需付款即可校验凭据的接口，凭据会在第一笔真实支付时校验。", "{channel} has no call that can check credentials without a payment; the first real one checks them.";
+    "channel_test_unreachable" => "无法连接：{detail}", "Unreachable: {detail}";
+    "channel_test_refused" => "被拒绝：{detail}", "Refused: {detail}";
+    "channel_test_failed" => "测试失败：{detail}", "The test failed: {detail}";
+
+    // Payment channel fields, as `channel_field_<config key>`
+    "channel_field_secret" => "签名密钥", "Signing secret";
+    "channel_field_gateway" => "网关地址", "Gateway URL";
+    "channel_field_pid" => "商户 ID", "Merchant ID";
+    "channel_field_key" => "商户密钥", "Merchant key";
+    "channel_field_app_id" => "应用 ID", "App ID";
+    "channel_field_seller_id" => "卖家 ID", "Seller ID";
+    "channel_field_app_private_key" => "应用私钥", "App private key";
+    "channel_field_alipay_public_key" => "支付宝公钥", "Alipay public key";
+    "channel_field_mchid" => "商户号", "Merchant ID";
+    "channel_field_appid" => "应用 ID", "App ID";
+    "channel_field_apiv3_key" => "APIv3 密钥", "APIv3 key";
+    "channel_field_merchant_serial" => "商户证书序列号", "Merchant certificate serial";
+    "channel_field_merchant_private_key" => "商户私钥", "Merchant private key";
+    "channel_field_platform_serial" => "平台证书序列号", "Platform certificate serial";
+    "channel_field_platform_public_key" => "平台公钥", "Platform public key";
+    "channel_field_secret_key" => "密钥（Secret key）", "Secret key";
+    "channel_field_webhook_secret" => "Webhook 签名密钥", "Webhook signing secret";
+    "channel_field_token" => "API 令牌", "API token";
+
+    // Order timeline, as `event_<kind>` (the stored kind is shown beside it)
+    "event_created" => "下单", "Order placed";
+    "event_payment_started" => "发起支付", "Payment started";
+    "event_paid" => "支付成功", "Paid";
+    "event_delivered" => "已发货", "Delivered";
+    "event_expired" => "超时关闭", "Expired";
+    "event_paid_unfulfilled" => "已支付，等待补货", "Paid, waiting for stock";
+    "event_payment_for_paid_order" => "订单已支付后又收到付款", "Payment for an order already paid";
+    "event_refunded" => "标记为已退款", "Marked refunded";
+    "event_notify_ignored" => "支付通知已忽略", "Notification ignored";
+    "event_notify_unpaid" => "支付通知：尚未付款", "Notification: not paid";
+    "event_notify_rejected" => "支付通知被拒绝", "Notification rejected";
+
+    // Audit log actions, as `audit_<action>` (the stored action is shown beside it)
+    "audit_login" => "登录", "Signed in";
+    "audit_logout" => "退出登录", "Signed out";
+    "audit_login_failed" => "登录失败", "Sign-in refused";
+    "audit_recovery_code_used" => "使用恢复码登录", "Recovery code used";
+    "audit_product_created" => "新建商品", "Product created";
+    "audit_product_updated" => "修改商品", "Product updated";
+    "audit_product_moved" => "调整商品顺序", "Product moved";
+    "audit_category_moved" => "调整分类顺序", "Category moved";
+    "audit_codes_imported" => "导入卡密", "Codes imported";
+    "audit_code_revealed" => "查看卡密", "Code revealed";
+    "audit_code_voided" => "作废卡密", "Code voided";
+    "audit_codes_exported" => "导出未售卡密", "Unsold codes exported";
+    "audit_coupon_created" => "创建优惠券", "Coupon created";
+    "audit_coupon_disabled" => "停用优惠券", "Coupon disabled";
+    "audit_coupon_enabled" => "启用优惠券", "Coupon enabled";
+    "audit_order_fulfilled" => "手动发货", "Order fulfilled";
+    "audit_order_refunded" => "标记订单已退款", "Order marked refunded";
+    "audit_orders_exported" => "导出订单", "Orders exported";
+    "audit_staff_created" => "添加员工", "Staff added";
+    "audit_staff_disabled" => "停用员工", "Staff disabled";
+    "audit_session_revoked" => "注销会话", "Session revoked";
+    "audit_api_key_created" => "创建 API 密钥", "API key created";
+    "audit_api_key_revoked" => "注销 API 密钥", "API key revoked";
+    "audit_totp_enabled" => "开启两步验证", "Two-step verification on";
+    "audit_totp_disabled" => "关闭两步验证", "Two-step verification off";
+    "audit_recovery_codes_regenerated" => "重新生成恢复码", "Recovery codes regenerated";
+    "audit_settings_updated" => "修改店铺设置", "Settings changed";
+    "audit_channel_saved" => "保存支付通道", "Channel saved";
+    "audit_channel_save_refused" => "支付通道保存被拒", "Channel save refused";
+    "audit_channel_enabled" => "启用支付通道", "Channel enabled";
+    "audit_channel_disabled" => "停用支付通道", "Channel disabled";
+    "audit_channel_toggle_refused" => "支付通道启停被拒", "Channel switch refused";
+    "audit_channel_tested" => "测试支付通道", "Channel tested";
 }
 
 /// The string for `key` in `lang`; the storefront's table answers keys the
@@ -230,6 +377,16 @@ pub fn tr(lang: &str, key: &str) -> &'static str {
         Some((_, en)) if lang == "en" => en,
         Some((zh, _)) => zh,
         None => crate::shop::i18n::tr(lang, key),
+    }
+}
+
+/// The label of a machine name (`event_paid`, `audit_login`), or the name
+/// itself when the table has none (a kind a newer build writes).
+pub fn name_label(lang: &str, prefix: &str, name: &str) -> String {
+    let key = format!("{prefix}{name}");
+    match lookup(&key) {
+        Some(_) => tr(lang, &key).to_string(),
+        None => name.to_string(),
     }
 }
 
@@ -273,9 +430,82 @@ mod tests {
         .chain(["available", "reserved", "sold", "void"].map(|s| format!("card_status_{s}")))
         .chain(kami_core::OrderStatus::ALL.map(|s| format!("status_{}", s.as_str())))
         .chain(["today", "last_7_days", "last_30_days"].map(String::from))
-        .chain(crate::scopes::Scope::ALL.map(|s| format!("scope_{s}")));
+        .chain(crate::scopes::Scope::ALL.map(|s| format!("scope_{s}")))
+        .chain(
+            kami_pay::registry::PANEL_CHANNELS
+                .iter()
+                .flat_map(|c| kami_pay::registry::panel_fields(c))
+                .map(|f| format!("channel_field_{}", f.name)),
+        );
         for key in built {
             assert_ne!(tr("en", &key), "?", "missing {key}");
+        }
+    }
+
+    /// Every event kind the store writes or derives, and every action the
+    /// panel audits, has a label; one without would show its raw name.
+    #[test]
+    fn events_and_audit_actions_have_labels() {
+        let kinds = [
+            "created",
+            "payment_started",
+            "paid",
+            "delivered",
+            "expired",
+            "paid_unfulfilled",
+            "payment_for_paid_order",
+            "refunded",
+            "notify_ignored",
+            "notify_unpaid",
+            "notify_rejected",
+        ];
+        for kind in kinds {
+            assert!(lookup(&format!("event_{kind}")).is_some(), "{kind}");
+        }
+        assert_eq!(name_label("zh", "event_", "paid"), "支付成功");
+        assert_eq!(name_label("en", "event_", "paid"), "Paid");
+        assert_eq!(
+            name_label("zh", "event_", "from_the_future"),
+            "from_the_future"
+        );
+        // Every action the panel writes (grep `audit(` in this directory).
+        let actions = [
+            "login",
+            "logout",
+            "login_failed",
+            "recovery_code_used",
+            "product_created",
+            "product_updated",
+            "product_moved",
+            "category_moved",
+            "codes_imported",
+            "code_revealed",
+            "code_voided",
+            "codes_exported",
+            "coupon_created",
+            "coupon_disabled",
+            "coupon_enabled",
+            "order_fulfilled",
+            "order_refunded",
+            "orders_exported",
+            "staff_created",
+            "staff_disabled",
+            "session_revoked",
+            "api_key_created",
+            "api_key_revoked",
+            "totp_enabled",
+            "totp_disabled",
+            "recovery_codes_regenerated",
+            "settings_updated",
+            "channel_saved",
+            "channel_save_refused",
+            "channel_enabled",
+            "channel_disabled",
+            "channel_toggle_refused",
+            "channel_tested",
+        ];
+        for action in actions {
+            assert!(lookup(&format!("audit_{action}")).is_some(), "{action}");
         }
     }
 

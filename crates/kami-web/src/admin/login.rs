@@ -42,26 +42,34 @@ pub async fn login_page(
     let next = q.next.as_deref().and_then(safe_next).unwrap_or_default();
     login_form(
         &state,
-        lang,
-        lang_cookie,
+        (lang, lang_cookie),
         &headers,
         StatusCode::OK,
-        None,
-        "",
-        next,
+        Shown {
+            error: None,
+            email: "",
+            next,
+        },
     )
 }
 
+/// What the login form shows again: the refusal, the email typed, and the
+/// page to go back to after signing in.
+struct Shown<'a> {
+    error: Option<&'a str>,
+    email: &'a str,
+    next: &'a str,
+}
+
+/// The second argument is the language and the cookie that remembers a new choice.
 fn login_form(
     state: &Shared,
-    lang: &'static str,
-    lang_cookie: Option<String>,
+    (lang, lang_cookie): (&'static str, Option<String>),
     headers: &HeaderMap,
     status: StatusCode,
-    error: Option<&str>,
-    email: &str,
-    next: &str,
+    shown: Shown<'_>,
 ) -> Response {
+    let Shown { error, email, next } = shown;
     let mut set = Vec::new();
     let csrf = match cookies::form_token(headers, LOGIN_CSRF_COOKIE) {
         Some(t) => t.to_string(),
@@ -170,13 +178,14 @@ pub async fn login(
             let message = super::i18n::tr(lang, "login_failed");
             login_form(
                 &state,
-                lang,
-                None,
+                (lang, None),
                 &headers,
                 StatusCode::UNAUTHORIZED,
-                Some(message),
-                &email,
-                safe_next(&form.next).unwrap_or_default(),
+                Shown {
+                    error: Some(message),
+                    email: &email,
+                    next: safe_next(&form.next).unwrap_or_default(),
+                },
             )
         }
     }

@@ -13,6 +13,7 @@ mod dashboard;
 mod export;
 mod i18n;
 mod login;
+mod msg;
 mod orders;
 mod page;
 mod products;

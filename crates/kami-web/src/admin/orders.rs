@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{CsrfForm, Operator};
+use super::i18n;
+use super::msg::Msg;
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::present::money;
 use crate::state::Shared;
@@ -61,13 +63,13 @@ pub enum Search {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `YYYY-MM-DD` → midnight UTC in milliseconds.
-fn day_start(field: &str, s: &str) -> PanelResult<Option<i64>> {
+/// `YYYY-MM-DD` → midnight UTC in milliseconds; `label` names the field.
+fn day_start(label: &'static str, s: &str) -> PanelResult<Option<i64>> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = || PanelError::Invalid(format!("{field} must be a date like 2026-11-29"));
+    let bad = || PanelError::Invalid(Msg::new("err_date").label("field", label));
     let mut parts = s.splitn(3, '-').map(str::parse::<i32>);
     let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
@@ -96,13 +98,13 @@ impl OrdersQuery {
         if !text.is_empty() && !text.contains('@') {
             return Ok(Search::Number(text.to_uppercase()));
         }
-        let to = day_start("to", self.to.as_deref().unwrap_or(""))?;
+        let to = day_start("date_to", self.to.as_deref().unwrap_or(""))?;
         Ok(Search::Filter(OrderFilter {
             status: self.status(),
             email: Some(text.to_lowercase()).filter(|e| !e.is_empty()),
             limit,
             before_id: self.before,
-            created_from: day_start("from", self.from.as_deref().unwrap_or(""))?,
+            created_from: day_start("date_from", self.from.as_deref().unwrap_or(""))?,
             created_before: to.map(|t| t + DAY_MS),
             ..OrderFilter::default()
         }))
@@ -190,7 +192,10 @@ pub async fn detail(
     let stock = product.as_ref().map_or(0, |p| p.stock);
     let events: Vec<Value> = events
         .iter()
-        .map(|e| json!({"kind": e.kind, "detail": e.detail, "at": time(e.created_at)}))
+        .map(|e| {
+            json!({"kind": e.kind, "label": i18n::name_label(op.lang, "event_", &e.kind),
+                   "detail": e.detail, "at": time(e.created_at)})
+        })
         .collect();
     let names = product.iter().map(|p| (p.id, p.name.clone())).collect();
     Ok(op.render(
@@ -221,9 +226,7 @@ pub async fn fulfil(
     op.check_csrf(&form.csrf)?;
     let o = order(&state, &no).await?;
     if o.status.0 != OrderStatus::PaidUnfulfilled {
-        return Err(PanelError::Invalid(
-            "only a paid order waiting for stock can be fulfilled".into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_fulfil_state")));
     }
     // The store's restock path: waiting orders are served oldest first, so
     // a manual fulfil never jumps a buyer who paid earlier.
@@ -259,9 +262,7 @@ pub async fn refund(
         .refund_order(o.id, now_millis(), &detail)
         .await?
     {
-        return Err(PanelError::Invalid(
-            "only a paid order can be marked refunded".into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_refund_state")));
     }
     op.audit(&state, "order_refunded", &o.order_no, o.status.0.as_str())
         .await?;

@@ -10,6 +10,7 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::i18n;
+use super::msg::{self, Msg};
 use crate::error::ApiError;
 
 pub(super) const TEMPLATES: &[(&str, &str)] = &[
@@ -108,8 +109,9 @@ pub enum PanelError {
     Csrf,
     #[error("not found")]
     NotFound,
-    #[error("{0}")]
-    Invalid(String),
+    /// What the operator should fix, in words of the string table.
+    #[error("{}", .0.text("en"))]
+    Invalid(Msg),
     #[error("too many attempts; wait {0} s")]
     RateLimited(u64),
     #[error("the upload is larger than 16 MiB")]
@@ -132,7 +134,7 @@ impl From<ApiError> for PanelError {
         match e.status {
             StatusCode::NOT_FOUND => Self::NotFound,
             StatusCode::TOO_MANY_REQUESTS => Self::RateLimited(e.retry_after.unwrap_or(1)),
-            s if s.is_client_error() => Self::Invalid(e.message),
+            s if s.is_client_error() => Self::Invalid(msg::api(&e)),
             _ => Self::Internal,
         }
     }
@@ -167,16 +169,22 @@ impl IntoResponse for PanelError {
             Self::Internal => "error_internal_error",
             Self::MethodNotAllowed => "error_method_not_allowed",
         };
-        let detail = match &self {
-            Self::Invalid(m) if !m.is_empty() => Some(m.clone()),
-            _ => None,
+        // The detail in both languages too; once when it is data that
+        // reads the same in both.
+        let (detail_zh, detail_en) = match &self {
+            Self::Invalid(m) => {
+                let (zh, en) = (m.text("zh"), m.text("en"));
+                let en = (en != zh).then_some(en);
+                (Some(zh).filter(|d| !d.is_empty()), en)
+            }
+            _ => (None, None),
         };
         let mut res = render(
             "zh",
             status,
             "admin/error.html",
             json!({"status": status.as_u16(), "zh": i18n::tr("zh", key),
-                   "en": i18n::tr("en", key), "detail": detail}),
+                   "en": i18n::tr("en", key), "detail": detail_zh, "detail_en": detail_en}),
         );
         if let Self::RateLimited(secs) = self {
             res.headers_mut()
@@ -197,7 +205,7 @@ pub fn error_page(status: StatusCode) -> Response {
         StatusCode::FORBIDDEN => PanelError::Forbidden,
         StatusCode::TOO_MANY_REQUESTS => PanelError::RateLimited(1),
         StatusCode::METHOD_NOT_ALLOWED => PanelError::MethodNotAllowed,
-        s if s.is_client_error() => PanelError::Invalid(String::new()),
+        s if s.is_client_error() => PanelError::Invalid(Msg::Raw(String::new())),
         _ => PanelError::Internal,
     };
     let mut res = error.into_response();

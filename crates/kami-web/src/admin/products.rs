@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Operator;
+use super::msg::{self, Msg};
 use super::page::{PanelError, PanelResult};
 use crate::api::admin::{create_product_from, update_product_from, ProductInput};
 use crate::present::money;
@@ -65,7 +66,7 @@ impl MoveForm {
         match self.dir.as_str() {
             "up" => Ok(true),
             "down" => Ok(false),
-            _ => Err(PanelError::Invalid("dir must be up or down".into())),
+            _ => Err(PanelError::Invalid(Msg::new("err_move_dir"))),
         }
     }
 }
@@ -146,9 +147,10 @@ fn form_page(
     status: StatusCode,
     id: Option<i64>,
     f: Value,
-    error: Option<String>,
+    error: Option<Msg>,
     saved: bool,
 ) -> Response {
+    let error = error.map(|m| m.text(op.lang));
     op.render_status(
         status,
         "admin/product_form.html",
@@ -189,21 +191,24 @@ fn tiers_text(p: &Product) -> String {
 }
 
 /// Parses the tiers textarea (`10 = 8.50` per line, blank lines skipped).
-fn parse_tiers_text(currency: Currency, text: &str) -> Result<Vec<WholesaleTier>, String> {
+/// A refusal names the line by its number in the textarea and its text.
+fn parse_tiers_text(currency: Currency, text: &str) -> Result<Vec<WholesaleTier>, Msg> {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|line| {
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, line)| {
+            let bad = |key| Msg::new(key).with("n", i + 1).with("line", line);
             let (q, p) = line
                 .split_once('=')
-                .ok_or_else(|| format!("wholesale tier {line:?}: write it as quantity = price"))?;
+                .ok_or_else(|| bad("err_tier_line_shape"))?;
             let min_quantity = q
                 .trim()
                 .parse()
-                .map_err(|_| format!("wholesale tier {line:?}: quantity must be a whole number"))?;
+                .map_err(|_| bad("err_tier_line_quantity"))?;
             let price = currency
                 .parse_decimal(p.trim())
-                .ok_or_else(|| format!("wholesale tier {line:?}: price is not a valid amount"))?;
+                .ok_or_else(|| bad("err_tier_line_price"))?;
             Ok(WholesaleTier {
                 min_quantity,
                 price,
@@ -250,14 +255,13 @@ pub struct ProductForm {
     stock_display: String,
 }
 
-fn int(field: &str, s: &str) -> Result<Option<i64>, String> {
+/// A whole number typed into the field labelled `label`, or none.
+fn int(label: &'static str, s: &str) -> Result<Option<i64>, Msg> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("{field} must be a whole number"))
+    s.parse().map(Some).map_err(|_| msg::whole_number(label))
 }
 
 /// `2026-12-01T10:00` → RFC 3339 in UTC, the API's time format.
@@ -271,16 +275,13 @@ fn utc(s: &str) -> Option<String> {
 }
 
 impl ProductForm {
-    fn to_input(&self) -> Result<ProductInput, String> {
-        let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
+    fn to_input(&self) -> Result<ProductInput, Msg> {
+        let currency = Currency::parse(&self.currency).map_err(|e| msg::currency(&e))?;
         let price = currency.parse_decimal(self.price.trim()).ok_or_else(|| {
             if self.price.trim().starts_with('-') {
-                "price cannot be negative".to_string()
+                Msg::new("err_price_negative")
             } else {
-                format!(
-                    "price must be a number with at most {} decimals",
-                    currency.exponent()
-                )
+                Msg::new("err_price_decimals").with("decimals", currency.exponent())
             }
         })?;
         let category = Some(self.category.trim().to_string()).filter(|c| !c.is_empty());

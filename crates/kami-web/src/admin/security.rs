@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{open_totp, totp_context, Operator};
+use super::msg::Msg;
 use super::page::{PanelError, PanelResult};
 use crate::extract::ClientIp;
 use crate::state::Shared;
@@ -102,13 +103,10 @@ pub async fn enable(
     // both ask for; a hijacked session could lock the operator out.
     let me = signed_in(&state, &op).await?;
     if me.totp.is_some() {
-        return Err(PanelError::Invalid(
-            "two-factor sign-in is already on; turn it off first (that asks for a current code)"
-                .into(),
-        ));
+        return Err(PanelError::Invalid(Msg::new("err_totp_already_on")));
     }
     let secret = totp::secret_from_base32(&form.secret)
-        .ok_or_else(|| PanelError::Invalid("the key is malformed".into()))?;
+        .ok_or_else(|| PanelError::Invalid(Msg::new("err_totp_key_malformed")))?;
     if !totp::check(&secret, &form.code, unix_now()) {
         return setup(&state, &op, &secret, StatusCode::UNPROCESSABLE_ENTITY, true);
     }

@@ -9,18 +9,20 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Operator, Owner};
+use super::msg::Msg;
 use super::page::PanelResult;
 use super::products::SavedQuery;
-use crate::services::settings::{self, ShopSettings};
+use crate::services::settings::{self, SettingsError, ShopSettings};
 use crate::state::Shared;
 
 fn page(
     op: &Operator,
     status: StatusCode,
     f: serde_json::Value,
-    error: Option<String>,
+    error: Option<Msg>,
     saved: bool,
 ) -> axum::response::Response {
+    let error = error.map(|m| m.text(op.lang));
     let displays: Vec<&str> = StockDisplay::ALL.iter().map(|d| d.as_str()).collect();
     op.render_status(
         status,
@@ -66,7 +68,19 @@ pub async fn save(
         &form.stock_display,
     ) {
         Ok(s) => s,
-        Err(m) => {
+        Err(e) => {
+            let m = match e {
+                SettingsError::ShopName => {
+                    Msg::new("err_shop_name_length").with("max", settings::MAX_NAME_CHARS)
+                }
+                SettingsError::Notice => {
+                    Msg::new("err_notice_length").with("max", settings::MAX_NOTICE_CHARS)
+                }
+                SettingsError::OrderTtl => {
+                    Msg::new("err_order_ttl").with("max", settings::MAX_ORDER_TTL_SECS)
+                }
+                SettingsError::StockDisplay => Msg::new("err_shop_stock_display"),
+            };
             let mut sticky = serde_json::to_value(&form).unwrap_or_default();
             sticky["csrf"] = json!(null);
             return Ok(page(

@@ -93,11 +93,22 @@ pub fn seal_context(name: &str) -> String {
     format!("channel:{name}")
 }
 
+/// Refusals are shown on the form (in the operator's language: the panel
+/// maps each variant); the English here is for the audit log and logs.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    /// What the operator should fix; shown on the form.
+    #[error("secret is empty")]
+    EmptySecret,
+    /// The named channel's configuration builds no channel.
+    #[error("{0} is disabled")]
+    Disabled(String),
+    /// The gateway library's own words on what is wrong (a missing key,
+    /// a bad PEM): what the operator should fix.
     #[error("{0}")]
-    Invalid(String),
+    Config(String),
+    /// The named channel is set in kami.toml, which wins.
+    #[error("{0} is managed by kami.toml; change it there")]
+    Managed(String),
     #[error("the stored credentials of {0} do not open with this master key")]
     Sealed(String),
     #[error(transparent)]
@@ -114,7 +125,7 @@ pub fn build(name: &str, fields: &Fields, ctx: &ChannelContext) -> Result<Built,
     if name == sandbox::NAME {
         let secret = fields.get("secret").map(|s| s.trim()).unwrap_or_default();
         if secret.is_empty() {
-            return Err(ChannelError::Invalid("secret is empty".into()));
+            return Err(ChannelError::EmptySecret);
         }
         let sb = Arc::new(Sandbox::new(
             secret,
@@ -132,9 +143,9 @@ pub fn build(name: &str, fields: &Fields, ctx: &ChannelContext) -> Result<Built,
     }
     match kami_pay::build_channel(name, &section, ctx) {
         Ok(Some(ch)) => Ok((ch, None)),
-        Ok(None) => Err(ChannelError::Invalid(format!("{name} is disabled"))),
-        Err(PayError::Config(m)) => Err(ChannelError::Invalid(m)),
-        Err(e) => Err(ChannelError::Invalid(e.to_string())),
+        Ok(None) => Err(ChannelError::Disabled(name.into())),
+        Err(PayError::Config(m)) => Err(ChannelError::Config(m)),
+        Err(e) => Err(ChannelError::Config(e.to_string())),
     }
 }
 
@@ -230,9 +241,7 @@ pub async fn save(
     enabled: bool,
 ) -> Result<Vec<&'static str>, ChannelError> {
     if state.channels.load().is_config_managed(name) {
-        return Err(ChannelError::Invalid(format!(
-            "{name} is managed by kami.toml; change it there"
-        )));
+        return Err(ChannelError::Managed(name.into()));
     }
     let previous = stored_fields(state, name).await?.map(|(f, _)| f);
     let mut fields = Fields::new();
@@ -275,9 +284,7 @@ pub async fn set_enabled(
     enabled: bool,
 ) -> Result<bool, ChannelError> {
     if state.channels.load().is_config_managed(name) {
-        return Err(ChannelError::Invalid(format!(
-            "{name} is managed by kami.toml; change it there"
-        )));
+        return Err(ChannelError::Managed(name.into()));
     }
     let Some((fields, _)) = stored_fields(state, name).await? else {
         return Ok(false);
@@ -285,25 +292,45 @@ pub async fn set_enabled(
     save(state, name, &fields, enabled).await.map(|_| true)
 }
 
+/// What the "Test" button found. The English is for the audit log; the
+/// panel shows each in the operator's language.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tested {
+    #[error("reachable, credentials accepted")]
+    Accepted,
+    #[error("built in: nothing to reach; its secret signs the pay button's notifications")]
+    BuiltIn,
+    #[error("{0} is not configured")]
+    NotConfigured(String),
+    #[error("{0} has no call that can check credentials without a payment; they are checked by the first real one")]
+    CannotCheck(String),
+    /// The gateway's or the network's words, kept as they are.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Tested {
+    pub fn ok(&self) -> bool {
+        matches!(self, Self::Accepted | Self::BuiltIn)
+    }
+}
+
 /// The "Test" button: builds the channel from its current configuration
 /// and makes one signed round trip to its gateway.
-pub async fn test(state: &AppState, name: &str) -> Result<String, String> {
-    let channel = state
-        .channels
-        .load()
-        .get(name)
-        .map(|e| e.channel.clone())
-        .ok_or_else(|| format!("{name} is not configured"))?;
+pub async fn test(state: &AppState, name: &str) -> Tested {
+    let Some(channel) = state.channels.load().get(name).map(|e| e.channel.clone()) else {
+        return Tested::NotConfigured(name.into());
+    };
     match channel.check_credentials().await {
-        Ok(true) => Ok("reachable, credentials accepted".into()),
-        Ok(false) if name == sandbox::NAME => {
-            Ok("built in: nothing to reach; its secret signs the pay button's notifications".into())
-        }
-        Ok(false) => Err(format!(
-            "{name} has no call that can check credentials without a payment; they are checked by the first real one"
-        )),
-        Err(PayError::Unreachable(m)) => Err(format!("unreachable: {m}")),
-        Err(PayError::Gateway(m)) => Err(format!("refused: {m}")),
-        Err(e) => Err(e.to_string()),
+        Ok(true) => Tested::Accepted,
+        Ok(false) if name == sandbox::NAME => Tested::BuiltIn,
+        Ok(false) => Tested::CannotCheck(name.into()),
+        Err(PayError::Unreachable(m)) => Tested::Unreachable(m),
+        Err(PayError::Gateway(m)) => Tested::Refused(m),
+        Err(e) => Tested::Failed(e.to_string()),
     }
 }

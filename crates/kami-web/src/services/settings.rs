@@ -18,8 +18,22 @@ const STOCK_DISPLAY: &str = "stock_display";
 
 /// The longest order TTL the panel accepts: a week.
 pub const MAX_ORDER_TTL_SECS: i64 = 7 * 86400;
-const MAX_NAME_CHARS: usize = 100;
-const MAX_NOTICE_CHARS: usize = 2000;
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_NOTICE_CHARS: usize = 2000;
+
+/// A value typed into the settings form that cannot be saved; the panel
+/// says which in the operator's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("shop_name must be 1 to {MAX_NAME_CHARS} characters")]
+    ShopName,
+    #[error("notice must be at most {MAX_NOTICE_CHARS} characters")]
+    Notice,
+    #[error("order_ttl must be whole seconds from 1 to {MAX_ORDER_TTL_SECS}")]
+    OrderTtl,
+    #[error("stock_display must be exact, level or hidden")]
+    StockDisplay,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShopSettings {
@@ -41,35 +55,29 @@ impl ShopSettings {
         }
     }
 
-    /// Checks values typed into the panel; the message names the field.
+    /// Checks values typed into the panel; the error names the field.
     pub fn parse(
         shop_name: &str,
         notice: &str,
         order_ttl: &str,
         stock_display: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingsError> {
         let shop_name = shop_name.trim();
         if shop_name.is_empty() || shop_name.chars().count() > MAX_NAME_CHARS {
-            return Err(format!(
-                "shop_name must be 1 to {MAX_NAME_CHARS} characters"
-            ));
+            return Err(SettingsError::ShopName);
         }
         let notice = notice.trim();
         if notice.chars().count() > MAX_NOTICE_CHARS {
-            return Err(format!(
-                "notice must be at most {MAX_NOTICE_CHARS} characters"
-            ));
+            return Err(SettingsError::Notice);
         }
         let order_ttl_secs = order_ttl
             .trim()
             .parse::<i64>()
             .ok()
             .filter(|t| (1..=MAX_ORDER_TTL_SECS).contains(t))
-            .ok_or_else(|| {
-                format!("order_ttl must be whole seconds from 1 to {MAX_ORDER_TTL_SECS}")
-            })?;
-        let stock_display = StockDisplay::parse(stock_display)
-            .ok_or("stock_display must be exact, level or hidden")?;
+            .ok_or(SettingsError::OrderTtl)?;
+        let stock_display =
+            StockDisplay::parse(stock_display).ok_or(SettingsError::StockDisplay)?;
         Ok(Self {
             shop_name: shop_name.to_string(),
             notice: Some(notice.to_string()).filter(|n| !n.is_empty()),

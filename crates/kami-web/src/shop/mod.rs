@@ -279,7 +279,9 @@ fn friendly(lang: &str, e: &ApiError) -> String {
     }
 }
 
-fn accept_language(headers: &HeaderMap) -> &'static str {
+/// The language a browser asks for (`Accept-Language`), among the two the
+/// shop speaks; Chinese when it asks for neither. The admin panel uses it too.
+pub(crate) fn accept_language(headers: &HeaderMap) -> &'static str {
     let al = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use reqwest::StatusCode;
 
 use super::Kami;
@@ -76,6 +76,8 @@ pub struct Panel {
     base: String,
     http: reqwest::Client,
     cookies: Mutex<BTreeMap<String, String>>,
+    /// The browser's `Accept-Language`, sent with every request when set.
+    accept_language: Mutex<Option<String>>,
 }
 
 impl Panel {
@@ -93,7 +95,13 @@ impl Panel {
                 .build()
                 .unwrap(),
             cookies: Mutex::new(BTreeMap::new()),
+            accept_language: Mutex::new(None),
         }
+    }
+
+    /// Makes this browser ask for `value` in `Accept-Language` from now on.
+    pub fn set_accept_language(&self, value: &str) {
+        *self.accept_language.lock().unwrap() = Some(value.into());
     }
 
     pub fn set_cookie(&self, name: &str, value: &str) {
@@ -116,11 +124,11 @@ impl Panel {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Page {
-        let res = req
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .expect("panel request");
+        let mut req = req.header(COOKIE, self.cookie_header());
+        if let Some(al) = self.accept_language.lock().unwrap().clone() {
+            req = req.header(ACCEPT_LANGUAGE, al);
+        }
+        let res = req.send().await.expect("panel request");
         for v in res.headers().get_all(SET_COOKIE) {
             let v = v.to_str().unwrap();
             let pair = v.split(';').next().unwrap();
