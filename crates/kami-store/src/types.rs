@@ -234,6 +234,10 @@ pub struct Order {
 pub const LIMIT_HOLD_EMAIL: i64 = 1;
 /// `Order::limit_holds`: counted against the per-IP limit.
 pub const LIMIT_HOLD_IP: i64 = 2;
+/// `Order::limit_holds`: the per-email hold is keyed by the mailbox
+/// (`kami_core::limits::email_limit_key`). Orders placed before that key
+/// held under the address as stored, and give back to that row.
+pub const LIMIT_HOLD_MAILBOX: i64 = 4;
 
 impl NewOrder {
     /// The order alone asks for more than a per-email or per-IP limit allows.
@@ -246,7 +250,7 @@ impl NewOrder {
     pub fn limit_holds(&self) -> i64 {
         let mut holds = 0;
         if self.per_buyer_limit.is_some() {
-            holds |= LIMIT_HOLD_EMAIL;
+            holds |= LIMIT_HOLD_EMAIL | LIMIT_HOLD_MAILBOX;
         }
         if self.per_ip_limit.is_some() && self.buyer_ip.is_some() {
             holds |= LIMIT_HOLD_IP;

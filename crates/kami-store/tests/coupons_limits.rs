@@ -418,7 +418,101 @@ async fn assert_each_written_at_once(
     }
 }
 
+/// A per-email hold is keyed by the mailbox (`a+tag@x` is `a@x`); an order
+/// placed before that key, its hold stored under the address as written,
+/// gives back to that row when it expires, not to the mailbox's.
+async fn a_hold_from_before_mailbox_keys_is_given_back_where_it_was_taken(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 10).await;
+    let order = |email: &str, ttl| {
+        let mut o = new_order(pid, 1, ttl);
+        o.email = email.into();
+        o.per_buyer_limit = Some(2);
+        o
+    };
+    let rows = |email: &'static str| {
+        let db = &db;
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM buyer_purchases \
+                 WHERE product_id = $1 AND email = $2",
+            )
+            .bind(pid)
+            .bind(email)
+            .fetch_one(&db.check)
+            .await
+            .unwrap()
+        }
+    };
+    // Two spellings of one mailbox share one limit.
+    let old = db
+        .store
+        .create_order(&order("a+1@x.test", 50))
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .create_order(&order("a@x.test", 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        db.store
+            .create_order(&order("a+2@x.test", 60_000))
+            .await
+            .unwrap(),
+        Err(CreateOrderError::LimitExceeded)
+    ));
+    assert_eq!(rows("a@x.test").await, 2);
+    // Make the first order one placed before mailbox keys: its hold under
+    // the address as written, and no mailbox flag.
+    sqlx::query("UPDATE orders SET limit_holds = $1 WHERE order_no = $2")
+        .bind(LIMIT_HOLD_EMAIL)
+        .bind(&old.order_no)
+        .execute(&db.check)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE buyer_purchases SET quantity = quantity - 1 WHERE product_id = $1 AND email = 'a@x.test'",
+    )
+    .bind(pid)
+    .execute(&db.check)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO buyer_purchases (product_id, email, quantity) VALUES ($1, 'a+1@x.test', 1)",
+    )
+    .bind(pid)
+    .execute(&db.check)
+    .await
+    .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    let expired = db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(rows("a+1@x.test").await, 0, "given back where it was taken");
+    assert_eq!(
+        rows("a@x.test").await,
+        1,
+        "the mailbox keeps the newer order's hold"
+    );
+    // The mailbox still has one more to take, and no more.
+    db.store
+        .create_order(&order("A+3@x.test", 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        db.store
+            .create_order(&order("a@x.test", 60_000))
+            .await
+            .unwrap(),
+        Err(CreateOrderError::LimitExceeded)
+    ));
+}
+
 both_backends!(
+    a_hold_from_before_mailbox_keys_is_given_back_where_it_was_taken,
     expiry_releases_only_the_limits_an_order_counted_against,
     a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers,
     expiry_gives_holds_back_and_a_late_payment_takes_them_again,

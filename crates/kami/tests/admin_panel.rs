@@ -516,6 +516,13 @@ async fn a_deep_link_is_restored_after_login(backend: Backend) {
     let form = p.get(&login_url).await;
     assert_eq!(form.status, StatusCode::OK);
     assert!(form.body.contains("name=\"next\""), "{}", form.body);
+    // Switching the language keeps the page to go back to.
+    assert!(
+        form.body
+            .contains("?lang=en&amp;next=%2Fadmin%2Forders%3Fstatus%3Dpending"),
+        "{}",
+        form.body
+    );
     // A wrong password shows the form again, still carrying the page.
     let csrf = form.csrf();
     let wrong = p
@@ -558,6 +565,13 @@ async fn a_deep_link_is_restored_after_login(backend: Backend) {
         "/admin/login",
         "/admin/logout",
         "/admin/orders?x=\u{4e2d}",
+        // Browsers resolve dot segments, encoded or not: these are not
+        // panel pages, nor is a download.
+        "/admin/../api/v1/products",
+        "/admin/%2e%2e/%2e%2e/x",
+        "/admin/./login",
+        "/admin//evil.example/x",
+        "/admin/orders/export.csv",
         "",
     ] {
         let q = Panel::new(&kami);

@@ -677,7 +677,13 @@ impl Holds {
         let held = |flag: i64| order.limit_holds & flag != 0;
         Holds {
             product_id: order.product_id,
-            email: held(LIMIT_HOLD_EMAIL).then(|| email_limit_key(&order.email)),
+            email: held(LIMIT_HOLD_EMAIL).then(|| {
+                if held(LIMIT_HOLD_MAILBOX) {
+                    email_limit_key(&order.email)
+                } else {
+                    order.email.clone()
+                }
+            }),
             ip: order
                 .buyer_ip
                 .as_deref()

@@ -94,13 +94,22 @@ pub(super) fn login_redirect(back_to: Option<&str>) -> Response {
 
 /// `next` when it is a panel page of this shop: `/admin` or under it, in
 /// visible ASCII (a `Location` header takes nothing else), not the login or
-/// logout, and of a sane length. Anything else — another host, `//evil`, a
-/// backslash some browsers read as a slash — is ignored.
+/// logout, and of a sane length. Its path has no empty segment, no dot and
+/// no `%`: browsers resolve `/admin/../x` and `/admin/%2e%2e/x` to `/x`, and
+/// a dotted last segment is a download (`export.csv`), which would leave the
+/// operator looking at the login form. Anything else — another host,
+/// `//evil`, a backslash some browsers read as a slash — is ignored.
 pub(super) fn safe_next(next: &str) -> Option<&str> {
-    let panel = next == "/admin" || next.starts_with("/admin/") || next.starts_with("/admin?");
+    let path = next.split_once(['?', '#']).map_or(next, |(p, _)| p);
+    let mut segments = path.split('/');
+    let panel = segments.next() == Some("") && segments.next() == Some("admin");
+    let rest: Vec<&str> = segments.collect();
+    let plain = rest
+        .iter()
+        .all(|seg| !seg.is_empty() && !seg.contains(['.', '%']));
+    let door = matches!(rest.first(), Some(&"login" | &"logout"));
     let clean = next.len() <= 2048 && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
-    let door = next.starts_with("/admin/login") || next.starts_with("/admin/logout");
-    (panel && clean && !door).then_some(next)
+    (panel && plain && !door && clean).then_some(next)
 }
 
 /// A panel cookie. Path=/admin: the storefront never sees it. Strict: no

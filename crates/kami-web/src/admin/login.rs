@@ -84,7 +84,13 @@ fn login_form(
         lang,
         status,
         "admin/login.html",
-        json!({"csrf": csrf, "error": error, "email": email, "next": next}),
+        json!({
+            "csrf": csrf,
+            "error": error,
+            "email": email,
+            "next": next,
+            "next_query": form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>(),
+        }),
     );
     page::add_cookies(&mut res, &set);
     res
