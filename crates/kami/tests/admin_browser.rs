@@ -92,7 +92,11 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({"binary": "/usr/bin/chromium",
                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                            "--disable-dev-shm-usage", "--window-size=1280,900", "--lang=zh-CN"]}),
+                            "--disable-dev-shm-usage", "--window-size=1280,900", "--lang=zh-CN"],
+                   // A Chinese operator's browser: headless Chromium asks for
+                   // English whatever `--lang` says, and the panel follows
+                   // `Accept-Language`.
+                   "prefs": {"intl.accept_languages": "zh-CN,zh"}}),
         );
         caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
