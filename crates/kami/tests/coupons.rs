@@ -545,7 +545,7 @@ async fn staff_manage_coupons_and_tiers_in_the_panel(backend: Backend) {
     let again = panel.post("/admin/coupons", &good).await;
     assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        again.body.contains("a coupon with this code exists"),
+        again.body.contains("已存在相同的优惠码"),
         "{}",
         again.body
     );
