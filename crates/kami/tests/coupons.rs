@@ -544,11 +544,7 @@ async fn staff_manage_coupons_and_tiers_in_the_panel(backend: Backend) {
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
     let again = panel.post("/admin/coupons", &good).await;
     assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        again.body.contains("已存在相同的优惠码"),
-        "{}",
-        again.body
-    );
+    assert!(again.body.contains("已存在相同的优惠码"), "{}", again.body);
 
     let (_, list) = kami.admin_get("/api/v1/admin/coupons").await;
     let c = &list["data"][0];
