@@ -89,15 +89,12 @@ fn report_view(lang: &str, r: &ImportReport) -> Value {
         .rejected
         .iter()
         .map(|l| {
-            let key = [
-                (RejectReason::TooLong, "reject_too_long"),
-                (RejectReason::InvalidEncoding, "reject_invalid_encoding"),
-                (RejectReason::ControlCharacters, "reject_control_characters"),
-            ]
-            .into_iter()
-            .find(|(why, _)| why.as_str() == l.reason);
-            let reason = key.map_or(l.reason, |(_, key)| super::i18n::tr(lang, key));
-            json!({"line": l.line, "reason": reason})
+            let key = match l.reason {
+                RejectReason::TooLong => "reject_too_long",
+                RejectReason::InvalidEncoding => "reject_invalid_encoding",
+                RejectReason::ControlCharacters => "reject_control_characters",
+            };
+            json!({"line": l.line, "reason": super::i18n::tr(lang, key)})
         })
         .collect();
     json!({"imported": r.imported, "duplicates": r.duplicates,

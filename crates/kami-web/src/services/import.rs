@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use kami_core::import::{BinaryFile, CardFileParser, ParsedLine};
+use kami_core::import::{BinaryFile, CardFileParser, ParsedLine, RejectReason};
 use kami_core::secrets::Keys;
 use kami_store::{ImportCounts, NewCard, Store, StoreError};
 use serde::Serialize;
@@ -32,7 +32,14 @@ pub const STALE_IMPORT_MS: i64 = 15_000;
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectedLine {
     pub line: u64,
-    pub reason: &'static str,
+    /// Written as its English sentence (API.md's report); the panel
+    /// translates the variant.
+    #[serde(serialize_with = "reason_text")]
+    pub reason: RejectReason,
+}
+
+fn reason_text<S: serde::Serializer>(reason: &RejectReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(reason.as_str())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,10 +115,7 @@ impl Importer<'_> {
                 ParsedLine::Rejected { line, reason } => {
                     self.report.rejected_total += 1;
                     if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
-                        self.report.rejected.push(RejectedLine {
-                            line,
-                            reason: reason.as_str(),
-                        });
+                        self.report.rejected.push(RejectedLine { line, reason });
                     }
                 }
             }
