@@ -46,19 +46,23 @@ pub(super) fn hex_list<'a>(items: impl Iterator<Item = &'a [u8]>) -> String {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&hex(bytes));
+        push_hex(&mut s, bytes);
     }
     s
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(DIGITS[usize::from(b >> 4)] as char);
         s.push(DIGITS[usize::from(b & 15)] as char);
     }
-    s
 }
 
 /// A batch's rows as the JSON array `json_to_recordset` reads: written
