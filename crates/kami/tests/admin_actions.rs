@@ -77,12 +77,32 @@ async fn every_action_is_audited(backend: Backend) {
             ],
         )
         .await;
-    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    // The report is shown by the GET the import redirects to, so that a
+    // refresh does not post the codes again; its URL is signed for this
+    // operator.
+    assert_eq!(report.status, StatusCode::SEE_OTHER, "{}", report.body);
+    let shown = report.location.expect("the codes page");
+    assert!(
+        shown.starts_with(&format!("/admin/products/{id}/codes?report=3.0.0&sig=")),
+        "{shown}"
+    );
+    let report = a.get(&shown).await;
     assert!(
         report.body.contains("id=\"report-imported\">3<"),
         "{}",
         report.body
     );
+    let forged = shown.replace("report=3.0.0", "report=300.0.0");
+    let forged = a.get(&forged).await;
+    assert_eq!(forged.status, StatusCode::OK);
+    assert!(!forged.body.contains("report-imported"), "{}", forged.body);
+    // Another operator's session is not shown it.
+    let other = Panel::new(&kami);
+    let other_password = create_admin(&kami, "second@example.com", "owner");
+    other.login("second@example.com", &other_password).await;
+    let elsewhere = other.get(&shown).await;
+    assert_eq!(elsewhere.status, StatusCode::OK);
+    assert!(!elsewhere.body.contains("report-imported"));
     let list = a.get(&format!("/admin/products/{id}/codes")).await.body;
     for c in &secret_codes {
         assert!(!list.contains(c.as_str()), "codes are masked by default");

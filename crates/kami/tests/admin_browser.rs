@@ -374,6 +374,13 @@ async fn operator_journey_in_a_real_browser() {
     let duplicates = b.text_of("report-duplicates").await;
     assert_eq!((imported.as_str(), duplicates.as_str()), ("5", "1"));
     assert_eq!(kami.stock3(id).await, (5, 0, 0));
+    // The report is on a page of its own: a refresh shows it again and
+    // posts nothing a second time.
+    let after = b.client.current_url().await.unwrap();
+    assert_eq!(after.path(), format!("/admin/products/{id}/codes"));
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.text_of("report-imported").await, "5");
+    assert_eq!(kami.stock3(id).await, (5, 0, 0));
 
     // A buyer with a hostile email orders through the API and pays.
     let order = kami.buy(id, 2, XSS_EMAIL).await;

@@ -237,7 +237,7 @@ async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
             ],
         )
         .await;
-    assert_eq!(imported.status, StatusCode::OK);
+    assert_eq!(imported.status, StatusCode::SEE_OTHER);
     assert_eq!(kami.stock3(id).await, (12_000, 0, 0));
     // A paste and a file at once: refused whole, not one of them dropped.
     let csrf_a = a.csrf().await;
@@ -513,6 +513,10 @@ async fn a_deep_link_is_restored_after_login(backend: Backend) {
         login_url,
         "/admin/login?next=%2Fadmin%2Forders%3Fstatus%3Dpending"
     );
+    // A HEAD (a link checker, a browser's prefetch) is sent the same way.
+    let head = p.head("/admin/orders?status=pending").await;
+    assert_eq!(head.status, StatusCode::SEE_OTHER);
+    assert_eq!(head.location.as_deref(), Some(login_url.as_str()));
     let form = p.get(&login_url).await;
     assert_eq!(form.status, StatusCode::OK);
     assert!(form.body.contains("name=\"next\""), "{}", form.body);

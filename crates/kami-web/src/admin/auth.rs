@@ -146,9 +146,12 @@ impl FromRequestParts<Shared> for Operator {
             .await
             .map_err(|e| PanelError::from(e).into_response())?;
         let (lang, lang_cookie) = language(&parts.headers, parts.uri.query(), secure(state));
-        let back_to = (parts.method == axum::http::Method::GET)
-            .then(|| parts.uri.path_and_query().map(|pq| pq.as_str()))
-            .flatten();
+        let back_to = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        )
+        .then(|| parts.uri.path_and_query().map(|pq| pq.as_str()))
+        .flatten();
         let to_login = || login_redirect(back_to);
         let Some(token) = cookies::get(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 64)
         else {

@@ -6,6 +6,7 @@ use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kami_core::import::RejectReason;
+use kami_core::secrets::ct_eq;
 use kami_store::Product;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,11 +15,14 @@ use super::auth::{CsrfForm, Operator, Owner};
 use super::msg::Msg;
 use super::page::{time, time_opt, PanelError, PanelResult};
 use crate::services::cards::open_card;
-use crate::services::import::{import_into_shop, ImportError, ImportReport};
+use crate::services::import::{import_into_shop, ImportError, ImportReport, RejectedLine};
 use crate::state::Shared;
 
 const PAGE: i64 = 50;
 const STATUSES: &[&str] = &["available", "reserved", "sold", "void"];
+
+/// Most rejected lines an import's report carries to the page after it.
+const REPORT_LINES: usize = 100;
 
 #[derive(Deserialize, Default)]
 pub struct CodesQuery {
@@ -26,6 +30,11 @@ pub struct CodesQuery {
     status: Option<String>,
     #[serde(default)]
     before: Option<i64>,
+    /// The report of the import that redirected here, and its signature.
+    #[serde(default)]
+    report: Option<String>,
+    #[serde(default)]
+    sig: Option<String>,
 }
 
 /// The product without its stock: the page counts its codes by status.
@@ -97,8 +106,9 @@ fn report_view(lang: &str, r: &ImportReport) -> Value {
             json!({"line": l.line, "reason": super::i18n::tr(lang, key)})
         })
         .collect();
+    let unlisted = r.rejected_total.saturating_sub(rejected.len() as u64);
     json!({"imported": r.imported, "duplicates": r.duplicates,
-           "rejected_total": r.rejected_total, "rejected": rejected})
+           "rejected_total": r.rejected_total, "rejected": rejected, "unlisted": unlisted})
 }
 
 pub async fn list(
@@ -107,7 +117,83 @@ pub async fn list(
     Path(id): Path<i64>,
     Query(q): Query<CodesQuery>,
 ) -> PanelResult {
-    page(&state, &op, id, &q, None, None).await
+    let report = match (&q.report, &q.sig) {
+        (Some(report), Some(sig)) => opened_report(&state, &op, id, report, sig),
+        _ => None,
+    };
+    page(&state, &op, id, &q, report.as_ref(), None).await
+}
+
+/// An import's report written into the URL the import redirects to, so the
+/// page after it is a GET: a refresh shows the report again instead of
+/// posting the codes a second time. `imported.duplicates.rejected_total`,
+/// then `.` and each listed rejected line's number and reason letter.
+fn report_param(r: &ImportReport) -> String {
+    let mut out = format!("{}.{}.{}", r.imported, r.duplicates, r.rejected_total);
+    for l in r.rejected.iter().take(REPORT_LINES) {
+        let reason = match l.reason {
+            RejectReason::TooLong => 't',
+            RejectReason::InvalidEncoding => 'e',
+            RejectReason::ControlCharacters => 'c',
+        };
+        out.push_str(&format!(".{}{reason}", l.line));
+    }
+    out
+}
+
+/// The signature of a report for one operator's session and one product:
+/// a link cannot show anyone a report the shop did not write for them.
+fn report_sig(state: &Shared, op: &Operator, product_id: i64, report: &str) -> String {
+    let signed = format!(
+        "panel-import-report\0{}\0{product_id}\0{report}",
+        op.session.csrf
+    );
+    hex::encode(&state.keys.request_fingerprint(signed.as_bytes())[..16])
+}
+
+/// The report of a redirect's URL, when its signature holds; nothing
+/// otherwise (the page is then shown without one).
+fn opened_report(
+    state: &Shared,
+    op: &Operator,
+    product_id: i64,
+    report: &str,
+    sig: &str,
+) -> Option<ImportReport> {
+    let expected = report_sig(state, op, product_id, report);
+    if !ct_eq(expected.as_bytes(), sig.as_bytes()) {
+        return None;
+    }
+    parse_report(report)
+}
+
+/// The inverse of `report_param`.
+fn parse_report(report: &str) -> Option<ImportReport> {
+    let mut parts = report.split('.');
+    let mut count = || parts.next()?.parse::<u64>().ok();
+    let (imported, duplicates, rejected_total) = (count()?, count()?, count()?);
+    let rejected = parts
+        .map(|p| {
+            let (line, reason) = p.split_at(p.len().checked_sub(1)?);
+            let reason = match reason {
+                "t" => RejectReason::TooLong,
+                "e" => RejectReason::InvalidEncoding,
+                "c" => RejectReason::ControlCharacters,
+                _ => return None,
+            };
+            Some(RejectedLine {
+                line: line.parse().ok()?,
+                reason,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ImportReport {
+        imported,
+        duplicates,
+        rejected,
+        rejected_total,
+        finished_elsewhere: Vec::new(),
+    })
 }
 
 /// Multipart so that a file can be uploaded; the CSRF field comes first in
@@ -194,7 +280,12 @@ pub async fn import(
     );
     op.audit(&state, "codes_imported", &format!("product:{id}"), &detail)
         .await?;
-    page(&state, &op, id, &CodesQuery::default(), Some(&report), None).await
+    let param = report_param(&report);
+    let sig = report_sig(&state, &op, id, &param);
+    Ok(Redirect::to(&format!(
+        "/admin/products/{id}/codes?report={param}&sig={sig}"
+    ))
+    .into_response())
 }
 
 pub async fn reveal(
@@ -286,4 +377,79 @@ pub async fn export(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_survives_its_url() {
+        let report = ImportReport {
+            imported: 12,
+            duplicates: 3,
+            rejected: vec![
+                RejectedLine {
+                    line: 4,
+                    reason: RejectReason::TooLong,
+                },
+                RejectedLine {
+                    line: 17,
+                    reason: RejectReason::InvalidEncoding,
+                },
+                RejectedLine {
+                    line: 18,
+                    reason: RejectReason::ControlCharacters,
+                },
+            ],
+            rejected_total: 5,
+            finished_elsewhere: vec![9],
+        };
+        let param = report_param(&report);
+        assert_eq!(param, "12.3.5.4t.17e.18c");
+        let back = parse_report(&param).expect("parses");
+        assert_eq!(
+            (back.imported, back.duplicates, back.rejected_total),
+            (12, 3, 5)
+        );
+        let lines: Vec<_> = back.rejected.iter().map(|l| (l.line, l.reason)).collect();
+        assert_eq!(
+            lines,
+            [
+                (4, RejectReason::TooLong),
+                (17, RejectReason::InvalidEncoding),
+                (18, RejectReason::ControlCharacters)
+            ]
+        );
+        for bad in [
+            "",
+            "1.2",
+            "1.2.x",
+            "1.2.3.4",
+            "1.2.3.t",
+            "1.2.3.4q",
+            "1.2.3.-4t",
+        ] {
+            assert!(parse_report(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_first_lines_travel() {
+        let report = ImportReport {
+            imported: 0,
+            duplicates: 0,
+            rejected: (1..=1000)
+                .map(|line| RejectedLine {
+                    line,
+                    reason: RejectReason::TooLong,
+                })
+                .collect(),
+            rejected_total: 5000,
+            finished_elsewhere: Vec::new(),
+        };
+        let back = parse_report(&report_param(&report)).unwrap();
+        assert_eq!(back.rejected.len(), REPORT_LINES);
+        assert_eq!(back.rejected_total, 5000);
+    }
 }

@@ -143,6 +143,7 @@ translations! {
     "duplicates" => "重复", "Duplicates";
     "rejected" => "被拒绝的行", "Rejected lines";
     "line" => "行", "Line";
+    "rejected_unlisted" => "未列出的其余被拒绝行", "Further rejected lines not listed";
     "reason" => "原因", "Reason";
     "code_masked" => "已隐藏", "hidden";
     "reveal" => "显示", "Reveal";

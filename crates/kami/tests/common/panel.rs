@@ -179,6 +179,11 @@ impl Panel {
             .await
     }
 
+    pub async fn head(&self, path: &str) -> Page {
+        self.send(self.http.head(format!("{}{path}", self.base)))
+            .await
+    }
+
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         self.send(self.http.post(format!("{}{path}", self.base)).form(form))
             .await
