@@ -74,6 +74,31 @@ async fn the_product_list_pages_with_limit_and_starting_after(backend: Backend) 
         assert_eq!(s, StatusCode::OK, "{q}: {v}");
         assert_eq!(v["data"].as_array().unwrap().len(), len, "{q}: {v}");
     }
+    // A cursor at a product hidden since its page was read goes on from
+    // where that product stood.
+    for hidden in [made[0], made[2]] {
+        let (s, v) = kami
+            .admin_patch(
+                &format!("/api/v1/admin/products/{hidden}"),
+                &json!({"visible": false}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    for (cursor, rest) in [
+        (made[0], vec![made[1], made[3]]),
+        (made[2], vec![made[3], made[4]]),
+    ] {
+        let (s, v) = get(format!("?limit=2&starting_after={cursor}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let ids: Vec<i64> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, rest, "after hidden {cursor}: {v}");
+    }
 }
 
 async fn admin_api_authenticates_first_and_validates_products(backend: Backend) {
@@ -423,11 +448,40 @@ async fn orders_are_validated_and_limited_per_buyer(backend: Backend) {
         "no invalid order reserved anything"
     );
 
-    let (s, v) = kami.order(with("product_id", json!(999_999))).await;
+    // An id no product has, however it is spelled, is not found; only an
+    // id of the wrong type, or none, is a malformed request.
+    for unknown in [
+        json!(999_999),
+        json!("abc"),
+        json!(0),
+        json!(-1),
+        json!(""),
+        json!(1.5),
+    ] {
+        let (s, v) = kami.order(with("product_id", unknown.clone())).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{unknown}: {v}"
+        );
+    }
+    for malformed in [json!(null), json!(true), json!([1]), json!({"id": 1})] {
+        let (s, v) = kami.order(with("product_id", malformed.clone())).await;
+        assert_eq!(
+            (s, error_code(&v), v["error"]["param"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                Some("product_id")
+            ),
+            "{malformed}: {v}"
+        );
+    }
+    let (s, v) = kami.order(with("product_id", json!(pid.to_string()))).await;
     assert_eq!(
-        (s, error_code(&v)),
-        (StatusCode::NOT_FOUND, "not_found"),
-        "{v}"
+        s,
+        StatusCode::CREATED,
+        "the id as a string names the product: {v}"
     );
 
     // Too large a body.

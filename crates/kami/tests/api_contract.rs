@@ -326,6 +326,22 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
     let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=9999").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(numbers(&v).len(), 2);
+    // However far: a number too long for 64 bits is out of range too.
+    let huge = "9".repeat(40);
+    for (limit, len) in [(huge.clone(), 2), (format!("-{huge}"), 1)] {
+        let (s, v) = kami
+            .admin_get(&format!("/api/v1/admin/orders?limit={limit}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(numbers(&v).len(), len, "{limit}");
+        let (s, v) = kami
+            .send(
+                kami.http
+                    .get(kami.url(&format!("/api/v1/products?limit={limit}"))),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
     for bad in ["?limit=abc", "?limit=1.5"] {
         let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
         assert_invalid(s, &v);

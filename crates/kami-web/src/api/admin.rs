@@ -585,13 +585,7 @@ pub async fn list_orders(
     };
     // Above 500 (or below 1) a page is 500 (or 1), as before the limit was
     // read as text; only what is not a number is refused.
-    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
-        None => 50,
-        Some(l) => l
-            .parse::<i64>()
-            .map_err(|_| ApiError::invalid_param("limit", "limit must be a number"))?
-            .clamp(1, 500),
-    };
+    let limit = crate::api::public::page_limit(q.limit.as_deref(), 50, 500)? as i64;
     // The cursor is an item's `id` (API.md: ids go back unchanged) or its
     // `order_no`, which the OpenAPI document named first; an order number
     // starts with a letter, so the two never meet.

@@ -29,13 +29,27 @@ const PRODUCTS_PAGE: usize = 100;
 pub async fn list_products(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
-    Query(q): Query<ListQuery>,
+    Query(mut q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     state.limits.check_ip(Class::Reads, ip).await?;
-    let products = state
+    let all = state
         .catalog
-        .visible(state.store.as_ref(), &state.gate)
+        .products(state.store.as_ref(), &state.gate)
         .await?;
+    // A cursor naming a product hidden since the page before goes on from
+    // where that product stood: after the last visible one before it.
+    let cursor = q
+        .starting_after
+        .as_deref()
+        .and_then(|c| parse_id(&Value::String(c.to_string())));
+    if let Some(at) = all.iter().position(|p| Some(p.id) == cursor && !p.visible) {
+        q.starting_after = all[..at]
+            .iter()
+            .rev()
+            .find(|p| p.visible)
+            .map(|p| p.id.to_string());
+    }
+    let products: Vec<_> = all.into_iter().filter(|p| p.visible).collect();
     // The page goes on after the cursor in the listing's own order
     // (categories, then products, as the merchant arranged them).
     let (page, has_more) = page_after(&products, |p| p.id, &q, PRODUCTS_PAGE, "product")?;
@@ -83,12 +97,21 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> ApiResult<us
         None => Ok(default),
         // Out of range is brought into it, as on the admin order list: a
         // client asking for "everything" gets the longest page and a cursor.
-        Some(l) => l
-            .parse::<i64>()
-            .map(|n| n.clamp(1, max as i64) as usize)
-            .map_err(|_| {
-                ApiError::invalid_param("limit", format!("limit must be a number, 1-{max}"))
-            }),
+        Some(l) => {
+            let digits = l.strip_prefix(['-', '+']).unwrap_or(l);
+            match l.parse::<i64>() {
+                Ok(n) => Ok(n.clamp(1, max as i64) as usize),
+                // Too long for an i64, but a whole number all the same: as
+                // far out of range as any, and brought into it likewise.
+                Err(_) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(if l.starts_with('-') { 1 } else { max })
+                }
+                Err(_) => Err(ApiError::invalid_param(
+                    "limit",
+                    format!("limit must be a whole number (pages hold 1-{max})"),
+                )),
+            }
+        }
     }
 }
 

@@ -94,8 +94,20 @@ pub async fn place_order(
     buyer_ip: Option<String>,
     idem: Option<&Idempotency>,
 ) -> Result<Placed, ApiError> {
-    let product_id = parse_id(&req.product_id)
-        .ok_or_else(|| ApiError::invalid_param("product_id", "product_id must be a product id"))?;
+    // An id the server never gave out (a string that is no number, zero, a
+    // negative) names no product: 404, as for a number no product has.
+    // Only a missing id or one of another type is a malformed request.
+    let product_id = match &req.product_id {
+        Value::Number(_) | Value::String(_) => {
+            parse_id(&req.product_id).ok_or_else(|| ApiError::not_found("product"))?
+        }
+        _ => {
+            return Err(ApiError::invalid_param(
+                "product_id",
+                "product_id must be a product id",
+            ))
+        }
+    };
     let product = state
         .catalog
         .sale_terms(state.store.as_ref(), &state.gate, product_id)
