@@ -18,7 +18,7 @@ pub use sql::SqlStore;
 pub use types::*;
 
 use async_trait::async_trait;
-use kami_core::Millis;
+use kami_core::{Millis, OrderStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -328,8 +328,17 @@ pub trait Store: Send + Sync + 'static {
     /// The available codes of a product, sealed, oldest first.
     async fn unsold_cards(&self, product_id: i64) -> Result<Vec<SealedCard>>;
     /// Marks a paid order refunded (from `paid_unfulfilled` or `delivered`)
-    /// and records it on its timeline; false when the order is in no such state.
-    async fn refund_order(&self, order_id: i64, now: Millis, detail: &str) -> Result<bool>;
+    /// and records it on its timeline, only while it is still in `seen`, the
+    /// state the operator decided on; false otherwise. An order refunded
+    /// before it was delivered gives back what it held of the per-buyer
+    /// limits and its coupon: it never happened for the buyer.
+    async fn refund_order(
+        &self,
+        order_id: i64,
+        seen: OrderStatus,
+        now: Millis,
+        detail: &str,
+    ) -> Result<bool>;
     /// Orders created and paid per day since `since` (days of `day_ms`).
     async fn sales_by_day(&self, since: Millis, day_ms: i64) -> Result<Vec<DaySales>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>>;

@@ -374,6 +374,62 @@ async fn late_payments_in_one_batch_do_not_deadlock_with_orders(backend: Backend
     assert_invariants(&db, pid, 200).await;
 }
 
+/// Lone late payments (each its own transaction, as at low load or in a
+/// failed batch's replay) racing expiry sweeps, every order on one coupon.
+/// A sweep takes the product's restock lock, then its orders' rows and
+/// holds; a late payment that took its order's row and the coupon's hold
+/// before the restock lock waited for the sweep while the sweep waited for
+/// it, and PostgreSQL failed one of them (a review of the lock order).
+async fn lone_late_payments_racing_expiry_sweeps_do_not_deadlock(backend: Backend) {
+    const ROUNDS: usize = 6;
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 400).await;
+    let c = coupon(&db, "SWEPT", None).await;
+    for round in 0..ROUNDS {
+        let mut late = Vec::new();
+        for i in 0..12 {
+            let o = limited_order(pid, &format!("a{round}-{i}@x.test"), Some(c.id), 20);
+            late.push(db.store.create_order(&o).await.unwrap().unwrap());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+        // Due, not yet swept: the sweeps below take them with the coupon.
+        for i in 0..12 {
+            let o = limited_order(pid, &format!("b{round}-{i}@x.test"), Some(c.id), 20);
+            db.store.create_order(&o).await.unwrap().unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        let mut tasks = Vec::new();
+        for o in late {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let paid = store
+                    .pay_order(&payment(&o, &format!("lone-{}", o.id)))
+                    .await
+                    .expect("no database error");
+                assert_eq!(paid, PayOutcome::Delivered);
+            }));
+        }
+        for _ in 0..3 {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .expire_due_orders(now_millis(), 4)
+                    .await
+                    .expect("no database error");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+    }
+    // Each round's twelve late payments took their coupon use back; the
+    // swept orders gave theirs up.
+    assert_eq!(used(&db, "SWEPT").await, (ROUNDS * 12) as i64);
+    assert_invariants(&db, pid, 400).await;
+}
+
 /// Runs the batches at once, each as one group-commit store call, and
 /// expects every order granted; the batches, for `assert_each_written_at_once`.
 async fn race_batches(db: &Db, batches: Vec<Vec<NewOrder>>) -> Vec<Vec<NewOrder>> {
@@ -519,4 +575,5 @@ both_backends!(
     a_per_ip_limit_holds_across_emails_and_refusals_take_nothing,
     batches_naming_the_same_buyers_in_opposite_orders_do_not_deadlock,
     late_payments_in_one_batch_do_not_deadlock_with_orders,
+    lone_late_payments_racing_expiry_sweeps_do_not_deadlock,
 );

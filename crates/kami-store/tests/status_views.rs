@@ -53,7 +53,7 @@ async fn every_status_is_listed_and_counted(backend: Backend) {
     }
     assert!(db
         .store
-        .refund_order(refunded.id, now_millis(), "test")
+        .refund_order(refunded.id, OrderStatus::Delivered, now_millis(), "test")
         .await
         .unwrap());
     assert_eq!(pay(late.clone()).await, PayOutcome::PaidUnfulfilled);

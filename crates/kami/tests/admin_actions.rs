@@ -182,9 +182,12 @@ async fn every_action_is_audited(backend: Backend) {
         "{detail}"
     );
     assert_eq!(
-        a.post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
-            .await
-            .status,
+        a.post(
+            &format!("/admin/orders/{no}/refund"),
+            &[("csrf", &csrf), ("status", "delivered")]
+        )
+        .await
+        .status,
         StatusCode::SEE_OTHER
     );
     assert_eq!(kami.view(&order).await["status"], json!("refunded"));
@@ -231,7 +234,10 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     .await;
     let a = signed_in_owner(&kami).await;
     let id = kami
-        .product("Scarce", json!({"low_stock_threshold": 3}))
+        .product(
+            "Scarce",
+            json!({"low_stock_threshold": 3, "per_buyer_limit": 1}),
+        )
         .await;
     kami.import_codes(id, &common::make_codes("SCARCE", 1))
         .await;
@@ -308,14 +314,40 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
         !detail.contains("/fulfil\""),
         "no fulfil button without stock"
     );
+    // The refund form carries the state the operator saw: an order that
+    // changed since (here one delivered, refunded as if still waiting) is
+    // refused with what it is now, and left as it is.
+    let stale = a
+        .post(
+            &format!("/admin/orders/{quick_no}/refund"),
+            &[("csrf", &csrf), ("status", "paid_unfulfilled")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(stale.body.contains("现为：已发货"), "{}", stale.body);
+    assert_eq!(kami.view(&quick).await["status"], json!("delivered"));
     let refund = a
-        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/orders/{no}/refund"),
+            &[("csrf", &csrf), ("status", "paid_unfulfilled")],
+        )
         .await;
     assert_eq!(refund.status, StatusCode::SEE_OTHER);
     assert_eq!(kami.view(&slow).await["status"], json!("refunded"));
     assert_eq!(kami.count_events(no, "refunded").await, 1);
+    // Refunded before delivery, the order no longer counts against the
+    // buyer's one allowed purchase (its late payment had taken it back).
+    kami.import_codes(id, &common::make_codes("AGAIN", 2)).await;
+    let (s, v) = kami
+        .order(json!({"product_id": id, "quantity": 1,
+                      "email": "slow@example.com", "channel": "sandbox"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let again = a
-        .post(&format!("/admin/orders/{no}/refund"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/orders/{no}/refund"),
+            &[("csrf", &csrf), ("status", "paid_unfulfilled")],
+        )
         .await;
     assert_eq!(
         again.status,

@@ -1,6 +1,6 @@
 //! The operator's views and actions on stock, orders, sales and API keys.
 
-use kami_core::Millis;
+use kami_core::{Millis, OrderStatus};
 use sqlx::Row;
 
 use super::{orders, rows, SqlStore};
@@ -101,23 +101,56 @@ pub async fn unsold_cards(s: &SqlStore, product_id: i64) -> Result<Vec<SealedCar
     rows.iter().map(rows::sealed_card).collect()
 }
 
-pub async fn refund_order(s: &SqlStore, order_id: i64, now: Millis, detail: &str) -> Result<bool> {
+pub async fn refund_order(
+    s: &SqlStore,
+    order_id: i64,
+    seen: OrderStatus,
+    now: Millis,
+    detail: &str,
+) -> Result<bool> {
+    if !matches!(seen, OrderStatus::PaidUnfulfilled | OrderStatus::Delivered) {
+        return Ok(false);
+    }
     let mut tx = s.begin().await?;
-    let order_no: Option<String> = sqlx::query_scalar(
-        "UPDATE orders SET status = 'refunded' WHERE id = $1 \
-         AND status IN ('paid_unfulfilled', 'delivered') RETURNING order_no",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(order_no) = order_no else {
+    if s.backend == Backend::Postgres {
+        // The restock lock before the order's row and the holds, the order
+        // every transaction keeps (`orders::lock_restocks`): a restock
+        // delivering this very order locks the product first, then the row.
+        let product_id: Option<i64> =
+            sqlx::query_scalar("SELECT product_id FROM orders WHERE id = $1")
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(product_id) = product_id else {
+            return Ok(false);
+        };
+        orders::lock_restocks(s.backend, &mut tx, product_id).await?;
+    }
+    // Only from the state the operator saw: a waiting order delivered by a
+    // restock meanwhile must not be refunded as if it never got its codes.
+    let sql = format!(
+        "UPDATE orders SET status = 'refunded' WHERE id = $1 AND status = $2 RETURNING {}",
+        rows::ORDER_COLUMNS
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(seen.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
         return Ok(false);
     };
+    let order = rows::order(&row)?;
+    if seen == OrderStatus::PaidUnfulfilled {
+        let holds = orders::Holds::of(&order);
+        orders::lock_holds(s.backend, &mut tx, [&holds]).await?;
+        orders::release_holds(&mut tx, &holds).await?;
+    }
     orders::insert_event(
         &mut tx,
         &NewEvent {
             order_id: Some(order_id),
-            order_no: Some(order_no),
+            order_no: Some(order.order_no),
             kind: "refunded".into(),
             detail: detail.into(),
             at: now,

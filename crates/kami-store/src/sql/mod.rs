@@ -26,7 +26,7 @@ mod rows;
 mod wal_prefetch;
 
 use async_trait::async_trait;
-use kami_core::Millis;
+use kami_core::{Millis, OrderStatus};
 use sqlx::AnyPool;
 use sqlx::{Any, Transaction};
 
@@ -461,8 +461,14 @@ impl Store for SqlStore {
     async fn unsold_cards(&self, product_id: i64) -> Result<Vec<SealedCard>> {
         admin_views::unsold_cards(self, product_id).await
     }
-    async fn refund_order(&self, order_id: i64, now: Millis, detail: &str) -> Result<bool> {
-        admin_views::refund_order(self, order_id, now, detail).await
+    async fn refund_order(
+        &self,
+        order_id: i64,
+        seen: OrderStatus,
+        now: Millis,
+        detail: &str,
+    ) -> Result<bool> {
+        admin_views::refund_order(self, order_id, seen, now, detail).await
     }
     async fn sales_by_day(&self, since: Millis, day_ms: i64) -> Result<Vec<DaySales>> {
         admin_views::sales_by_day(self, since, day_ms).await

@@ -278,6 +278,7 @@ translations! {
     "err_totp_key_malformed" => "密钥格式不正确。", "The key is malformed.";
     "err_fulfil_state" => "只有已支付、等待补货的订单才能发货。", "Only a paid order waiting for stock can be fulfilled.";
     "err_refund_state" => "只有已支付的订单才能标记为已退款。", "Only a paid order can be marked refunded.";
+    "err_refund_changed" => "页面打开后订单已变化（现为：{status}），请查看后再决定是否退款。", "The order changed after this page was shown (it is now: {status}); look at it again before refunding.";
     "err_void_state" => "只有可售的卡密才能作废。", "Only an available code can be voided.";
     "err_import_both" => "请上传文件或粘贴卡密，二者只能选一个：本次没有导入任何卡密。", "Choose a file or paste codes, not both: nothing was imported.";
     "err_import_binary" => "文件看起来是二进制文件（含有 NUL 字节），请另存为 UTF-8 或 GBK 文本，每行一个卡密。", "The file looks binary (it contains NUL bytes); save it as UTF-8 or GBK text, one code per line.";

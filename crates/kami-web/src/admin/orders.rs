@@ -248,23 +248,41 @@ pub async fn fulfil(
     Ok(Redirect::to(&format!("/admin/orders/{no}")).into_response())
 }
 
+/// The refund form: the status the operator saw the order in.
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf: String,
+    #[serde(default)]
+    status: String,
+}
+
 pub async fn refund(
     State(state): State<Shared>,
     op: Operator,
     Path(no): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<RefundForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
     let o = order(&state, &no).await?;
+    let Some(seen) = OrderStatus::parse(&form.status) else {
+        return Err(PanelError::Invalid(Msg::new("err_refund_state")));
+    };
     let detail = format!("marked refunded by {}", op.session.email);
     if !state
         .store
-        .refund_order(o.id, now_millis(), &detail)
+        .refund_order(o.id, seen, now_millis(), &detail)
         .await?
     {
-        return Err(PanelError::Invalid(Msg::new("err_refund_state")));
+        // Changed since the page was shown (a restock delivered it, another
+        // operator refunded it): say so rather than act on what it was.
+        let now = order(&state, &no).await?.status.0;
+        return Err(PanelError::Invalid(if now != seen {
+            Msg::new("err_refund_changed").label("status", format!("status_{}", now.as_str()))
+        } else {
+            Msg::new("err_refund_state")
+        }));
     }
-    op.audit(&state, "order_refunded", &o.order_no, o.status.0.as_str())
+    op.audit(&state, "order_refunded", &o.order_no, seen.as_str())
         .await?;
     Ok(Redirect::to(&format!("/admin/orders/{no}")).into_response())
 }
