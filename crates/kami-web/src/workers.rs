@@ -176,11 +176,8 @@ async fn run_job(state: &Shared, job: Job) {
         Ok(Some(next)) => state.store.reschedule_job(job.id, next).await,
         Ok(None) => state.store.finish_job(job.id).await,
         Err(e) => {
-            // Exponential backoff, capped at an hour; dead after max_attempts.
-            let backoff = 1000i64
-                .saturating_mul(1 << job.attempts.clamp(0, 12))
-                .min(3_600_000);
-            let retry = (job.attempts < job.max_attempts).then_some(now + backoff);
+            let retry = (job.attempts < job.max_attempts)
+                .then_some(now + retry_delay(&job.kind, job.attempts));
             tracing::warn!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed");
             state.store.fail_job(job.id, &e.to_string(), retry).await
         }
@@ -188,6 +185,18 @@ async fn run_job(state: &Shared, job: Job) {
     if let Err(e) = done {
         tracing::warn!(job = job.id, error = %e, "could not record a job's outcome; its lease will run out");
     }
+}
+
+/// How long a failed job waits before its next run: doubling from a second
+/// with each failure in a row. These jobs are the shop's periodic work, so
+/// the wait is capped short: the sweep comes back within 5 s (API.md: an
+/// expired order's codes are on sale again within 5 s), the others within a
+/// minute. Capped at an hour, a run of failures (a database restart, a
+/// deadlock) once stopped the sweep for many minutes after its cause had
+/// gone (a review).
+fn retry_delay(kind: &str, attempts: i64) -> i64 {
+    let cap = if kind == EXPIRE_ORDERS { 5_000 } else { 60_000 };
+    1000i64.saturating_mul(1 << attempts.clamp(0, 12)).min(cap)
 }
 
 /// How long an `Idempotency-Key` answers for its first request: a day, as
@@ -241,4 +250,20 @@ pub(crate) async fn expire(state: &Shared) -> Result<bool, kami_store::StoreErro
             .increment(expired.len() as u64);
     }
     Ok(expired.len() as i64 == SWEEP_BATCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_periodic_work_comes_back_soon() {
+        assert_eq!(retry_delay(EXPIRE_ORDERS, 0), 1_000);
+        assert_eq!(retry_delay(EXPIRE_ORDERS, 2), 4_000);
+        assert_eq!(retry_delay(EXPIRE_ORDERS, 3), 5_000);
+        assert_eq!(retry_delay(EXPIRE_ORDERS, 40), 5_000);
+        assert_eq!(retry_delay(RECONCILE_PAYMENTS, 5), 32_000);
+        assert_eq!(retry_delay(RECONCILE_PAYMENTS, 40), 60_000);
+        assert_eq!(retry_delay(REAP_IMPORTS, i64::MAX), 60_000);
+    }
 }

@@ -631,9 +631,15 @@ impl SharedGate {
             Settled::Refused => {
                 if let Some(h) = hold.held.as_ref() {
                     let (key, held, quantity) = (h.key.clone(), h.held_key.clone(), h.quantity);
-                    hold.keep();
+                    // Disarmed only once given back: a request dropped during
+                    // the script (its buyer went away) leaves the codes to
+                    // the hold's drop, which gives them back, at worst twice.
+                    // A count too high only lets buyers through to the
+                    // database until the next re-sync; given back never, it
+                    // turned them away.
                     self.gave_back(product_id, quantity, &key, Some(&held), mirror)
                         .await;
+                    hold.keep();
                 }
             }
         }
