@@ -94,6 +94,12 @@ async fn restore_brings_back_the_backed_up_shop_and_refuses_what_would_lose_data
     let out = kami.cli(&["restore", backup_arg]);
     assert_ok(&out, "kami restore");
     assert!(String::from_utf8_lossy(&out.stdout).contains("previous database is kept"));
+    // Nothing of the check's copy is left beside the database.
+    let strays: Vec<_> = files_under(kami.data_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".restoring"))
+        .collect();
+    assert!(strays.is_empty(), "left behind: {strays:?}");
     kami.start().await.expect("start after restore");
 
     assert_eq!(kami.stock3(pid).await, (2, 0, 1));

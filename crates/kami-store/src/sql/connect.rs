@@ -74,6 +74,7 @@ impl SqlStore {
                     write: pool.clone(),
                     read: pool,
                     direct: None,
+                    checkpointer: None,
                     tidy_from: Default::default(),
                     beside_others: Default::default(),
                 })
@@ -193,7 +194,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         .connect_lazy(&with_mode("rw"))?;
     let wal_frames = Arc::new(AtomicI64::new(0));
     tokio::spawn(checkpoint_loop(
-        checkpointer,
+        checkpointer.clone(),
         write.clone(),
         wal_frames.clone(),
         path.clone(),
@@ -204,6 +205,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         write,
         read,
         direct: Some(std::sync::Arc::new(direct)),
+        checkpointer: Some(checkpointer),
         tidy_from: Default::default(),
         beside_others: Default::default(),
     })

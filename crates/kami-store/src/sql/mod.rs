@@ -48,6 +48,9 @@ pub struct SqlStore {
     /// SQLite: the group commit's batches and the order lookup without
     /// sqlx's worker threads (`direct.rs`). `None` on PostgreSQL.
     direct: Option<std::sync::Arc<direct::Direct>>,
+    /// SQLite: the background checkpoint's connection (`connect.rs`),
+    /// closed with the others so that the last close removes the WAL.
+    checkpointer: Option<AnyPool>,
     /// Where the expiry sweep's tidying of `order_deadlines` goes on from
     /// (`pg_status::tidy_deadlines`, `orders::tidy_sqlite_deadlines`).
     tidy_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -117,6 +120,9 @@ impl SqlStore {
         }
         self.write.close().await;
         self.read.close().await;
+        if let Some(c) = &self.checkpointer {
+            c.close().await;
+        }
     }
 }
 

@@ -185,6 +185,18 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::rename(&staging, &db)?;
+    // The check's connections are closed, and the last close folds the WAL
+    // into the file and removes it. Should one be left, it goes with the
+    // file it belongs to (it may hold the check's migrations); the shared
+    // memory index is rebuilt by the next open.
+    let staged_wal = with_suffix(&staging, "-wal");
+    if staged_wal.exists() {
+        std::fs::rename(&staged_wal, with_suffix(&db, "-wal"))?;
+    }
+    let staged_shm = with_suffix(&staging, "-shm");
+    if staged_shm.exists() {
+        std::fs::remove_file(&staged_shm)?;
+    }
     println!("restored {} into {}", file.display(), db.display());
     if kept.exists() {
         println!("the previous database is kept at {}", kept.display());
