@@ -326,6 +326,16 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(stale.body.contains("现为：已发货"), "{}", stale.body);
     assert_eq!(kami.view(&quick).await["status"], json!("delivered"));
+    // A form from before the status was sent asks for a second look too.
+    let unsent = a
+        .post(
+            &format!("/admin/orders/{quick_no}/refund"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(unsent.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(unsent.body.contains("现为：已发货"), "{}", unsent.body);
+    assert_eq!(kami.view(&quick).await["status"], json!("delivered"));
     let refund = a
         .post(
             &format!("/admin/orders/{no}/refund"),

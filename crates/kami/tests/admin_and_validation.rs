@@ -483,6 +483,8 @@ async fn orders_are_validated_and_limited_per_buyer(backend: Backend) {
         StatusCode::CREATED,
         "the id as a string names the product: {v}"
     );
+    let (s, v) = kami.order(with("product_id", json!(pid as f64))).await;
+    assert_eq!(s, StatusCode::CREATED, "a whole float names it too: {v}");
 
     // Too large a body.
     let big = json!({"product_id": pid, "quantity": 1, "email": "valid@example.com", "channel": "sandbox",

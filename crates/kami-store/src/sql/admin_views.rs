@@ -122,6 +122,7 @@ pub async fn refund_order(
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(product_id) = product_id else {
+            tx.rollback().await?;
             return Ok(false);
         };
         orders::lock_restocks(s.backend, &mut tx, product_id).await?;
@@ -138,6 +139,8 @@ pub async fn refund_order(
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else {
+        // Rolled back at once: on PostgreSQL it holds the restock lock.
+        tx.rollback().await?;
         return Ok(false);
     };
     let order = rows::order(&row)?;

@@ -19,19 +19,18 @@ use crate::{Backend, Result};
 /// repeated notification a no-op; the order moves on with conditional
 /// updates in the same transaction.
 pub async fn pay_order(s: &SqlStore, p: &NewPayment) -> Result<PayOutcome> {
+    if s.backend == Backend::Postgres {
+        // PostgreSQL runs the batch for the one payment (its statements and
+        // its planner settings, `NO_SCANS`, whose plans the connection
+        // caches): a late payment then takes its product's restock lock
+        // before its order's row and the holds (`lock_late_holds`), the
+        // order every other transaction keeps. `settle_in` alone locks the
+        // row first and the restock lock last, and deadlocked with expiry
+        // sweeps over a shared coupon (a review of the locks; a race test).
+        return Ok(try_pay_orders(s, std::slice::from_ref(p)).await?.remove(0));
+    }
     let mut tx = s.begin().await?;
-    let outcome = match s.backend {
-        // PostgreSQL runs the batch's statements for the one payment: a late
-        // payment then takes its product's restock lock before its order's
-        // row and the holds (`lock_late_holds`), the order every other
-        // transaction keeps. `settle_in` alone locks the row first and the
-        // restock lock last, and could deadlock with an expiry sweep or a
-        // batch restoring the same coupon's hold (a review of the locks).
-        Backend::Postgres => write_payments(s.backend, &mut tx, std::slice::from_ref(p))
-            .await?
-            .remove(0),
-        Backend::Sqlite => pay_order_in(s.backend, &mut tx, p).await?,
-    };
+    let outcome = pay_order_in(s.backend, &mut tx, p).await?;
     tx.commit().await?;
     Ok(outcome)
 }

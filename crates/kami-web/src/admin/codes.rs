@@ -174,13 +174,13 @@ fn parse_report(report: &str) -> Option<ImportReport> {
     let (imported, duplicates, rejected_total) = (count()?, count()?, count()?);
     let rejected = parts
         .map(|p| {
-            let (line, reason) = p.split_at(p.len().checked_sub(1)?);
-            let reason = match reason {
-                "t" => RejectReason::TooLong,
-                "e" => RejectReason::InvalidEncoding,
-                "c" => RejectReason::ControlCharacters,
+            let reason = match p.chars().last()? {
+                't' => RejectReason::TooLong,
+                'e' => RejectReason::InvalidEncoding,
+                'c' => RejectReason::ControlCharacters,
                 _ => return None,
             };
+            let line = &p[..p.len() - 1];
             Some(RejectedLine {
                 line: line.parse().ok()?,
                 reason,
@@ -429,6 +429,7 @@ mod tests {
             "1.2.3.t",
             "1.2.3.4q",
             "1.2.3.-4t",
+            "1.2.3.4é",
         ] {
             assert!(parse_report(bad).is_none(), "{bad}");
         }

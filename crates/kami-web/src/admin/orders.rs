@@ -248,6 +248,11 @@ pub async fn fulfil(
     Ok(Redirect::to(&format!("/admin/orders/{no}")).into_response())
 }
 
+/// "The order changed since the page was shown; it is now `now`."
+fn changed(now: OrderStatus) -> Msg {
+    Msg::new("err_refund_changed").label("status", format!("status_{}", now.as_str()))
+}
+
 /// The refund form: the status the operator saw the order in.
 #[derive(Deserialize)]
 pub struct RefundForm {
@@ -265,7 +270,8 @@ pub async fn refund(
     op.check_csrf(&form.csrf)?;
     let o = order(&state, &no).await?;
     let Some(seen) = OrderStatus::parse(&form.status) else {
-        return Err(PanelError::Invalid(Msg::new("err_refund_state")));
+        // A form from before the status was sent: look again first.
+        return Err(PanelError::Invalid(changed(o.status.0)));
     };
     let detail = format!("marked refunded by {}", op.session.email);
     if !state
@@ -277,7 +283,7 @@ pub async fn refund(
         // operator refunded it): say so rather than act on what it was.
         let now = order(&state, &no).await?.status.0;
         return Err(PanelError::Invalid(if now != seen {
-            Msg::new("err_refund_changed").label("status", format!("status_{}", now.as_str()))
+            changed(now)
         } else {
             Msg::new("err_refund_state")
         }));

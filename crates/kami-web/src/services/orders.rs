@@ -66,7 +66,13 @@ struct CreatedPayment {
 
 pub fn parse_id(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        // `1.0` is the id 1 to a client that writes every number as a
+        // float (JavaScript's never, some serialisers' always).
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
