@@ -82,6 +82,7 @@ pub struct Keys {
     query_password: [u8; 32],
     request: [u8; 32],
     device: [u8; 32],
+    panel_report: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -108,6 +109,7 @@ impl Keys {
             query_password: master.derive("query-password"),
             request: master.derive("idempotent-request"),
             device: master.derive("admin-device"),
+            panel_report: master.derive("panel-report"),
         }
     }
 
@@ -183,6 +185,18 @@ impl Keys {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// The signature of a panel page's report carried in its URL (an
+    /// import's, `admin/codes.rs`), for one session's secret: a key of its
+    /// own, so no other keyed hash can be passed off as one.
+    pub fn panel_report_sig(&self, session_secret: &str, report: &str) -> Vec<u8> {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.panel_report).expect("any key length");
+        mac.update(session_secret.as_bytes());
+        mac.update(&[0]);
+        mac.update(report.as_bytes());
+        mac.finalize().into_bytes()[..16].to_vec()
+    }
+
     /// Buyers' query passwords: a keyed HMAC rather than Argon2, since Argon2
     /// at flash-sale rates is unaffordable; without the key the hashes are
     /// useless offline, and lookups are rate-limited online.
@@ -251,6 +265,22 @@ mod tests {
         assert_eq!(k.card_fingerprint(1, "A"), k.card_fingerprint(1, "A"));
         assert_ne!(k.card_fingerprint(1, "A"), k.card_fingerprint(2, "A"));
         assert_ne!(k.card_fingerprint(1, "A"), keys().card_fingerprint(1, "A"));
+    }
+
+    #[test]
+    fn panel_report_signatures_are_keyed_per_session_and_their_own() {
+        let k = keys();
+        let sig = k.panel_report_sig("session-a", "import:1:3.0.0");
+        assert_eq!(sig.len(), 16);
+        assert_eq!(sig, k.panel_report_sig("session-a", "import:1:3.0.0"));
+        assert_ne!(sig, k.panel_report_sig("session-b", "import:1:3.0.0"));
+        assert_ne!(sig, k.panel_report_sig("session-a", "import:1:3.0.1"));
+        assert_ne!(sig, keys().panel_report_sig("session-a", "import:1:3.0.0"));
+        // Not the idempotency hash of the same bytes.
+        assert_ne!(
+            sig,
+            k.request_fingerprint(b"session-a\0import:1:3.0.0")[..16].to_vec()
+        );
     }
 
     #[test]

@@ -144,11 +144,8 @@ fn report_param(r: &ImportReport) -> String {
 /// The signature of a report for one operator's session and one product:
 /// a link cannot show anyone a report the shop did not write for them.
 fn report_sig(state: &Shared, op: &Operator, product_id: i64, report: &str) -> String {
-    let signed = format!(
-        "panel-import-report\0{}\0{product_id}\0{report}",
-        op.session.csrf
-    );
-    hex::encode(&state.keys.request_fingerprint(signed.as_bytes())[..16])
+    let signed = format!("import:{product_id}:{report}");
+    hex::encode(state.keys.panel_report_sig(&op.session.csrf, &signed))
 }
 
 /// The report of a redirect's URL, when its signature holds; nothing
