@@ -51,9 +51,9 @@ async fn the_product_list_pages_with_limit_and_starting_after(backend: Backend) 
         };
         let (s, page) = get(q).await;
         assert_eq!(s, StatusCode::OK, "{page}");
-        let data = page["data"].as_array().unwrap();
-        assert!(data.len() <= 2);
-        seen.extend(data.iter().map(|p| p["id"].as_i64().unwrap()));
+        let ids = ids_of(&page);
+        assert!(ids.len() <= 2);
+        seen.extend(ids);
         cursor = seen.last().copied();
         if page["has_more"] == json!(false) {
             break;
@@ -91,13 +91,7 @@ async fn the_product_list_pages_with_limit_and_starting_after(backend: Backend) 
     ] {
         let (s, v) = get(format!("?limit=2&starting_after={cursor}")).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let ids: Vec<i64> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_i64().unwrap())
-            .collect();
-        assert_eq!(ids, rest, "after hidden {cursor}: {v}");
+        assert_eq!(ids_of(&v), rest, "after hidden {cursor}: {v}");
     }
 }
 

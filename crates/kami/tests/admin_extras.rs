@@ -261,13 +261,7 @@ async fn reorder_reflects_on_the_storefront(backend: Backend) {
     );
     // The JSON API lists in the same order.
     let (_, v) = kami.send(kami.http.get(kami.url("/api/v1/products"))).await;
-    let ids: Vec<i64> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, [d, c, b, a]);
+    assert_eq!(common::ids_of(&v), [d, c, b, a]);
 
     // CSRF, bad direction, unknown product.
     let no_csrf = p

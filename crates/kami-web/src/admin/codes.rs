@@ -131,14 +131,18 @@ pub async fn list(
 fn report_param(r: &ImportReport) -> String {
     let mut out = format!("{}.{}.{}", r.imported, r.duplicates, r.rejected_total);
     for l in r.rejected.iter().take(REPORT_LINES) {
-        let reason = match l.reason {
-            RejectReason::TooLong => 't',
-            RejectReason::InvalidEncoding => 'e',
-            RejectReason::ControlCharacters => 'c',
-        };
-        out.push_str(&format!(".{}{reason}", l.line));
+        out.push_str(&format!(".{}{}", l.line, reason_letter(l.reason)));
     }
     out
+}
+
+/// A rejected line's reason in the report's URL.
+fn reason_letter(reason: RejectReason) -> char {
+    match reason {
+        RejectReason::TooLong => 't',
+        RejectReason::InvalidEncoding => 'e',
+        RejectReason::ControlCharacters => 'c',
+    }
 }
 
 /// The signature of a report for one operator's session and one product:
@@ -171,12 +175,14 @@ fn parse_report(report: &str) -> Option<ImportReport> {
     let (imported, duplicates, rejected_total) = (count()?, count()?, count()?);
     let rejected = parts
         .map(|p| {
-            let reason = match p.chars().last()? {
-                't' => RejectReason::TooLong,
-                'e' => RejectReason::InvalidEncoding,
-                'c' => RejectReason::ControlCharacters,
-                _ => return None,
-            };
+            let letter = p.chars().last()?;
+            let reason = [
+                RejectReason::TooLong,
+                RejectReason::InvalidEncoding,
+                RejectReason::ControlCharacters,
+            ]
+            .into_iter()
+            .find(|r| reason_letter(*r) == letter)?;
             let line = &p[..p.len() - 1];
             Some(RejectedLine {
                 line: line.parse().ok()?,

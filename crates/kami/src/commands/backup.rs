@@ -193,10 +193,7 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if staged_wal.exists() {
         std::fs::rename(&staged_wal, with_suffix(&db, "-wal"))?;
     }
-    let staged_shm = with_suffix(&staging, "-shm");
-    if staged_shm.exists() {
-        std::fs::remove_file(&staged_shm)?;
-    }
+    remove_sqlite_files(&staging)?;
     println!("restored {} into {}", file.display(), db.display());
     if kept.exists() {
         println!("the previous database is kept at {}", kept.display());

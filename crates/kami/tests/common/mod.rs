@@ -810,6 +810,20 @@ pub fn cards_of(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The `id`s of a list's `data` (`{"data": [...], "has_more": …}`), in order.
+pub fn ids_of(list: &Value) -> Vec<i64> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data in {list}"))
+        .iter()
+        .map(|item| {
+            item["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no id in {item}"))
+        })
+        .collect()
+}
+
 /// `count` distinct codes with a recognisable prefix.
 pub fn make_codes(prefix: &str, count: usize) -> Vec<String> {
     let run = random_token(8);
