@@ -567,7 +567,106 @@ async fn a_hold_from_before_mailbox_keys_is_given_back_where_it_was_taken(backen
     ));
 }
 
+/// A batch of one (a quiet moment of a drop; on SQLite the writer thread
+/// takes it too) answers as the single-order path does: limits and coupon
+/// before stock, and a refusal leaves nothing taken: no hold, no coupon
+/// use, no idempotency key, no code.
+async fn a_lone_order_in_the_batch_path_answers_as_a_single_order_does(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 1).await;
+    let c = coupon(&db, "LONE", Some(1)).await;
+    let limited = |email: &str, q: i64| {
+        let mut o = new_order(pid, q, 60_000);
+        o.email = email.into();
+        o.per_buyer_limit = Some(1);
+        o.per_ip_limit = Some(3);
+        o.buyer_ip = Some("198.51.100.7".into());
+        o
+    };
+    let lone = |o: &NewOrder| {
+        let store = db.store.clone();
+        let o = o.clone();
+        async move {
+            let mut out = store.create_orders(std::slice::from_ref(&o)).await;
+            assert_eq!(out.len(), 1);
+            out.remove(0).unwrap().map(|o| o.order_no)
+        }
+    };
+    // Granted alone: its code, its holds and its coupon use are taken.
+    let mut first = limited("a@x.test", 1);
+    first.coupon_id = Some(c.id);
+    assert_eq!(lone(&first).await.as_ref(), Ok(&first.order_no));
+    assert_eq!(used(&db, "LONE").await, 1);
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 1);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 1);
+
+    // Sold out now; each refusal names the limit or the coupon first.
+    let again = limited("a@x.test", 1);
+    assert_eq!(
+        lone(&again).await,
+        Err(CreateOrderError::LimitExceeded),
+        "the buyer's limit before the stock"
+    );
+    assert_eq!(
+        lone(&limited("b@x.test", 2)).await,
+        Err(CreateOrderError::LimitExceeded),
+        "a quantity over the limit before the stock"
+    );
+    let mut coupon_gone = limited("c@x.test", 1);
+    coupon_gone.coupon_id = Some(c.id);
+    assert_eq!(
+        lone(&coupon_gone).await,
+        Err(CreateOrderError::CouponUsedUp),
+        "the coupon before the stock"
+    );
+    let mut keyed = limited("d@x.test", 1);
+    keyed.idempotency = Some(IdempotencyRecord {
+        scope: "orders".into(),
+        key: "lone-key".into(),
+        request_hash: b"h".to_vec(),
+        status_code: 201,
+        response: b"{}".to_vec(),
+        response_nonce: vec![0; 12],
+        created_at: now_millis(),
+    });
+    assert_eq!(lone(&keyed).await, Err(CreateOrderError::SoldOut));
+    // The single-order path agrees, order for order.
+    assert_eq!(
+        db.store
+            .create_order(&again)
+            .await
+            .unwrap()
+            .map(|o| o.order_no),
+        Err(CreateOrderError::LimitExceeded)
+    );
+    assert_eq!(
+        db.store
+            .create_order(&coupon_gone)
+            .await
+            .unwrap()
+            .map(|o| o.order_no),
+        Err(CreateOrderError::CouponUsedUp)
+    );
+
+    // The refusals took nothing: the holds are the first order's, and the
+    // refused key is free for a retry.
+    assert_eq!(used(&db, "LONE").await, 1);
+    assert_eq!(held(&db, "buyer_purchases", pid).await, 1);
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 1);
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys WHERE key = $1")
+        .bind("lone-key")
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0);
+    restock(&db, pid, 1).await;
+    assert_eq!(lone(&keyed).await.as_ref(), Ok(&keyed.order_no));
+    assert_eq!(held(&db, "buyer_ip_purchases", pid).await, 2);
+    assert_invariants(&db, pid, 2).await;
+}
+
 both_backends!(
+    a_lone_order_in_the_batch_path_answers_as_a_single_order_does,
     a_hold_from_before_mailbox_keys_is_given_back_where_it_was_taken,
     expiry_releases_only_the_limits_an_order_counted_against,
     a_coupon_capped_at_ten_is_used_ten_times_by_a_hundred_racing_buyers,

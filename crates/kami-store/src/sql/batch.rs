@@ -28,9 +28,14 @@ use crate::{Backend, Result};
 type OrderOutcome = Result<Result<Order, CreateOrderError>>;
 
 pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome> {
-    // A lone order takes the single-order path, whose answers come in its
-    // own order (limits and coupon before stock).
-    if let (Some(direct), true) = (&s.direct, batch.len() > 1) {
+    // SQLite: every batch goes to the writer thread, a lone order too (it
+    // answers it as the single-order path does: limits and coupon before
+    // stock). Sent down the sqlx connection instead, a lone order held the
+    // write lock across that connection's thread hops, and the writer
+    // thread's next batch waited it out in SQLite's busy handler, whose
+    // sleeps grow to 25 ms: 71 sleeps of up to 40 ms in 3 s of a drop
+    // (`perf sched`, docs/PERFORMANCE.md, stop 39).
+    if let Some(direct) = &s.direct {
         match direct.create_orders(batch.to_vec()).await {
             Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
             Ok(None) => {}

@@ -110,8 +110,48 @@ const RESTART_PATIENCE: Duration = Duration::from_millis(20);
 /// reader (a backup, a big listing) every try costs the writer
 /// `RESTART_PATIENCE`.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
-/// The writers' busy timeout (`WRITER_PRAGMAS`).
+/// The writers' busy timeout (`WRITER_PRAGMAS`, `wait_for_lock`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer thread sleeps between two tries at a lock.
+const BUSY_POLL: Duration = Duration::from_micros(250);
+
+thread_local! {
+    /// When the writer thread's current wait for a lock began.
+    static BUSY_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The writer thread's busy handler: tries again every `BUSY_POLL` until
+/// `patience` has passed since the first refusal. SQLite's own handler
+/// (`busy_timeout`) sleeps 1, 2, 5, 10, 15, 20, then 25 ms between tries,
+/// so a lock held 9 ms by another connection kept the writer, and every
+/// buyer queued behind it, waiting 18 ms. A try is a lock call on the
+/// shared memory, microseconds: polling costs little, and only while the
+/// lock is held elsewhere (`kami cards import` beside the shop, the expiry
+/// sweep's transaction, the restart waiting for readers).
+fn busy_wait(tries: i32, patience: Duration) -> bool {
+    let now = Instant::now();
+    let since = BUSY_SINCE.with(|since| {
+        if tries == 0 || since.get().is_none() {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= patience {
+        return false;
+    }
+    std::thread::sleep(BUSY_POLL);
+    true
+}
+
+/// The writer's busy handler for its transactions (`BUSY_TIMEOUT`).
+fn wait_for_lock(tries: i32) -> bool {
+    busy_wait(tries, BUSY_TIMEOUT)
+}
+
+/// The writer's busy handler while it restarts the WAL (`RESTART_PATIENCE`).
+fn wait_for_restart(tries: i32) -> bool {
+    busy_wait(tries, RESTART_PATIENCE)
+}
 
 /// Finishes the background checkpoint so the WAL starts over: the
 /// background task's passive checkpoints copy most of the WAL while commits
@@ -127,11 +167,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`RESTART_BACKOFF`). Whether the WAL was restarted.
 fn restart_wal(conn: &Connection) -> bool {
     let restart = || -> rusqlite::Result<(i64, i64)> {
-        conn.busy_timeout(RESTART_PATIENCE)?;
+        conn.busy_handler(Some(wait_for_restart))?;
         let answer = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         });
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_handler(Some(wait_for_lock))?;
         answer
     };
     match restart() {
@@ -203,6 +243,7 @@ impl Direct {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.execute_batch(WRITER_PRAGMAS)?;
+        conn.busy_handler(Some(wait_for_lock))?;
         conn.execute_batch(&BACKSTOP_PRAGMA)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -398,6 +439,10 @@ fn write_orders(
         budget.insert(product_id, ids.len() as i64);
         free.insert(product_id, ids);
     }
+    // A lone order is answered as `orders::create_order` answers it: its
+    // limits and coupon before its stock, and a refusal rolls back the
+    // whole transaction (nothing else is in it).
+    let lone = batch.len() == 1;
     let mut verdicts: Vec<Option<CreateOrderError>> = Vec::with_capacity(batch.len());
     for o in batch {
         // As in batch.rs: the key is claimed before the order is decided.
@@ -407,7 +452,11 @@ fn write_orders(
                 continue;
             }
         }
-        let verdict = decide(&tx, o, &mut budget)?;
+        let verdict = decide(&tx, o, &mut budget, lone)?;
+        if let (true, Some(refused)) = (lone, verdict) {
+            drop(tx);
+            return Ok(Some(vec![Err(refused)]));
+        }
         if let (Some(_), Some(rec)) = (&verdict, &o.idempotency) {
             tx.prepare_cached(orders::DELETE_IDEMPOTENCY)?
                 .execute(params![rec.scope, rec.key])?;
@@ -503,15 +552,40 @@ fn insert_idempotency(tx: &Transaction<'_>, rec: &IdempotencyRecord) -> Result<b
 }
 
 /// `batch.rs`'s `decide` with `orders.rs`'s `take_holds`: `None` grants.
+/// `holds_first` (a lone order): the limits and the coupon are decided
+/// before the stock, as `orders::create_order` decides them; a refusal of
+/// the stock then leaves holds taken, for the caller's rollback to undo.
 fn decide(
     tx: &Transaction<'_>,
     o: &NewOrder,
     budget: &mut HashMap<i64, i64>,
+    holds_first: bool,
 ) -> Result<Option<CreateOrderError>> {
+    if holds_first {
+        if o.above_a_limit() {
+            return Ok(Some(CreateOrderError::LimitExceeded));
+        }
+        if let Some(refused) = take_holds(tx, o)? {
+            return Ok(Some(refused));
+        }
+    }
     let left = match super::batch::budget_verdict(o, budget) {
         Ok(left) => left,
         Err(refused) => return Ok(Some(refused)),
     };
+    if !holds_first {
+        if let Some(refused) = take_holds(tx, o)? {
+            return Ok(Some(refused));
+        }
+    }
+    budget.insert(o.product_id, left - o.quantity);
+    Ok(None)
+}
+
+/// `orders.rs`'s `take_holds`: the order's quantity against its per-buyer
+/// and per-IP limits, then one use of its coupon; a refusal gives back
+/// what it took.
+fn take_holds(tx: &Transaction<'_>, o: &NewOrder) -> Result<Option<CreateOrderError>> {
     // What this order has taken so far, given back if a later hold refuses.
     let mut taken: Vec<(&str, &str, String)> = Vec::new();
     let ip = o
@@ -542,7 +616,6 @@ fn decide(
             return Ok(Some(CreateOrderError::CouponUsedUp));
         }
     }
-    budget.insert(o.product_id, left - o.quantity);
     Ok(None)
 }
 
