@@ -46,13 +46,19 @@ impl FromRequestParts<Shared> for ClientIp {
 }
 
 /// Walks `X-Forwarded-For` from the nearest hop back while the hop is a
-/// trusted proxy; the first address that is not is the client.
+/// trusted proxy; the first address that is not is the client. Addresses
+/// are compared in their canonical form: on a dual-stack listener (`[::]`)
+/// a proxy at 127.0.0.1 connects as `::ffff:127.0.0.1`, which compared as
+/// written matched no trusted proxy, so every buyer behind it shared the
+/// proxy's rate limits (a security review).
 pub fn client_ip<'a>(
     peer: IpAddr,
     trusted: &[IpAddr],
     forwarded: impl IntoIterator<Item = &'a header::HeaderValue>,
 ) -> IpAddr {
-    if !trusted.contains(&peer) {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    if !is_trusted(peer) {
         return peer;
     }
     let hops: Vec<&str> = forwarded
@@ -66,8 +72,8 @@ pub fn client_ip<'a>(
     // a port), the last trusted hop is the best we know.
     let mut client = peer;
     for hop in hops.into_iter().rev() {
-        match parse_hop(hop) {
-            Some(ip) if trusted.contains(&ip) => client = ip,
+        match parse_hop(hop).map(|ip| ip.to_canonical()) {
+            Some(ip) if is_trusted(ip) => client = ip,
             Some(ip) => return ip,
             None => return client,
         }
@@ -299,6 +305,29 @@ mod tests {
         assert_eq!(
             client_ip(proxy, &trusted, &[hv("[2001:db8::1]:443")]),
             "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_address() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let xff = [hv("203.0.113.9")];
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        // A proxy reaching a dual-stack listener is still the trusted one.
+        assert_eq!(client_ip(mapped, &[proxy], &xff), client);
+        // A trusted proxy written mapped matches the plain address too.
+        assert_eq!(client_ip(proxy, &[mapped], &xff), client);
+        // A stranger is counted by its plain address, and so is a mapped
+        // hop behind the proxy.
+        let stranger: IpAddr = "::ffff:198.51.100.4".parse().unwrap();
+        assert_eq!(
+            client_ip(stranger, &[proxy], &xff),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, &[proxy], &[hv("::ffff:203.0.113.9")]),
+            client
         );
     }
 }
