@@ -74,9 +74,13 @@ impl ConnectionCap {
             metrics::counter!("kami_connections_refused_total", "reason" => "per_address")
                 .increment(1);
             if self.warning.due() {
-                tracing::warn!(client = %key, cap = self.max,
-                    "connections refused with 429: an address holds as many open connections as it may \
-                     (connections_per_address); counted in kami_connections_refused_total");
+                tracing::warn!(
+                    client = %key,
+                    cap = self.max,
+                    "connections refused with 429: an address holds as many open connections \
+                     as it may (connections_per_address); counted in \
+                     kami_connections_refused_total"
+                );
             }
             return Admission::Refused;
         }
@@ -96,7 +100,11 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.cap.open.lock().expect("never poisoned: no panics inside");
+        let mut open = self
+            .cap
+            .open
+            .lock()
+            .expect("never poisoned: no panics inside");
         if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

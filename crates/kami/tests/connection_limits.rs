@@ -38,7 +38,10 @@ async fn read_answer(conn: &mut TcpStream) -> (String, String) {
         }
         match tokio::time::timeout_at(until.into(), conn.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
-                panic!("closed without a whole answer: {}", String::from_utf8_lossy(&got))
+                panic!(
+                    "closed without a whole answer: {}",
+                    String::from_utf8_lossy(&got)
+                )
             }
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Err(_) => panic!("no answer in 30 s: {}", String::from_utf8_lossy(&got)),
@@ -237,7 +240,10 @@ async fn an_address_over_its_connection_cap_is_refused_until_one_closes() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error_code(&v), "rate_limited", "{v}");
     assert_eq!(v["error"]["param"], Value::Null, "{v}");
-    assert!(closed(&mut fifth).await, "the refused connection stayed open");
+    assert!(
+        closed(&mut fifth).await,
+        "the refused connection stayed open"
+    );
 
     // The four still work, and once one closes a new one is taken.
     for conn in &mut open {

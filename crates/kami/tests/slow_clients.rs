@@ -225,5 +225,9 @@ async fn a_body_that_stops_after_a_burst_is_cut_off() {
         "cut off after {after:?}, before its silence was long"
     );
     let (available, reserved, _) = kami.stock3(pid).await;
-    assert_eq!((available, reserved), (1, 0), "the stalled order held a code");
+    assert_eq!(
+        (available, reserved),
+        (1, 0),
+        "the stalled order held a code"
+    );
 }
