@@ -26,8 +26,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, admin, public};
+use crate::body_budget::{BodyBudget, RefuseOverBudgetLayer};
 use crate::breaker::Breakers;
 use crate::error::ApiError;
+use crate::peer_cap::ConnectionCap;
 use crate::rate_limit::RateLimits;
 use crate::redis_conn::Redis;
 use crate::services::catalog::Catalog;
@@ -99,6 +101,7 @@ pub fn build_state(
         ),
         None => (RateLimits::new(settings.rate_limits), StockGate::default()),
     };
+    let body_budget_bytes = settings.body_budget;
     Ok(Arc::new(AppState {
         store,
         keys,
@@ -116,6 +119,7 @@ pub fn build_state(
         pay_writers,
         recent_orders: Default::default(),
         expiring: Default::default(),
+        body_budget: Arc::new(BodyBudget::new(body_budget_bytes)),
     }))
 }
 
@@ -246,6 +250,7 @@ pub fn app(
             state.clone(),
             crate::html_errors::friendly_errors,
         ))
+        .layer(RefuseOverBudgetLayer)
         .service(router(state))
 }
 
@@ -336,26 +341,30 @@ fn drop_unfit_request_id(mut req: Request) -> Request {
 /// the kernel for 16 random bytes per request (a `getrandom` system call, 6%
 /// of an HTTP worker's samples in a drop); an id need only be unique in the
 /// logs, not unguessable.
+/// Also the ids of the answers the accept loop writes itself (`listen.rs`).
 #[derive(Clone)]
-struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: u32,
     next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RequestIds {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             prefix: rand::random(),
             next: Arc::default(),
         }
     }
+
+    pub(crate) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:08x}-{n:012x}", self.prefix)
+    }
 }
 
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{:08x}-{n:012x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        HeaderValue::from_str(&self.next()).ok().map(RequestId::new)
     }
 }
 
@@ -434,7 +443,17 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = workers::spawn(state.clone(), stop_rx.clone());
     let gate_sync = workers::spawn_gate_sync(state.clone(), stop_rx);
-    crate::listen::serve(listener, app(state), shutdown).await;
+    let guards = crate::listen::Guards {
+        body_budget: state.body_budget.clone(),
+        per_address: (state.settings.rate_limits && state.settings.connections_per_address > 0)
+            .then(|| {
+                ConnectionCap::new(
+                    state.settings.connections_per_address,
+                    state.settings.trusted_proxies.clone(),
+                )
+            }),
+    };
+    crate::listen::serve(listener, app(state), guards, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = gate_sync.await;

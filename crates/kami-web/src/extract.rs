@@ -253,6 +253,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::payload_too_large("1 MiB")
             } else if crate::listen::too_slow(&e) {
                 ApiError::body_too_slow()
+            } else if crate::listen::over_budget(&e) {
+                crate::body_budget::BodyOverBudget::answer()
             } else {
                 ApiError::bad_request(e.body_text())
             }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 mod app;
+pub mod body_budget;
 pub mod breaker;
 mod drain;
 pub mod error;
@@ -13,8 +14,10 @@ mod html_errors;
 pub mod listen;
 pub mod metrics;
 pub mod pay;
+pub mod peer_cap;
 pub mod present;
 mod qr;
+mod rarely;
 pub mod rate_limit;
 mod rate_limit_redis;
 pub mod redis_conn;

@@ -191,6 +191,8 @@ pub async fn render(State(state): State<Shared>) -> Response {
         .set(state.order_writer.depth() as f64);
     metrics::gauge!("kami_writer_queue_depth", "writer" => "payments")
         .set(state.pay_writers.iter().map(|w| w.depth()).sum::<usize>() as f64);
+    metrics::gauge!("kami_body_budget_held_bytes").set(state.body_budget.held() as f64);
+    metrics::gauge!("kami_body_budget_bytes").set(state.body_budget.limit() as f64);
     if let Ok(counts) = state.store.count_orders_by_status().await {
         for (status, n) in counts {
             metrics::gauge!("kami_orders_by_status", "status" => status).set(n as f64);

@@ -54,6 +54,12 @@ pub struct Settings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Shares the stock gate and rate limits between instances when set.
     pub redis: Option<crate::redis_conn::RedisSettings>,
+    /// Bytes the request bodies still arriving may hold together
+    /// (`body_budget.rs`).
+    pub body_budget: u64,
+    /// Connections one client address may hold open; 0 for no cap. Not
+    /// applied when `rate_limits` is off (`peer_cap.rs`).
+    pub connections_per_address: u32,
 }
 
 impl Settings {
@@ -81,6 +87,8 @@ impl Default for Settings {
             writer_batch: 256,
             trusted_proxies: Vec::new(),
             redis: None,
+            body_budget: crate::body_budget::DEFAULT_BODY_BUDGET,
+            connections_per_address: crate::peer_cap::DEFAULT_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct AppState {
     /// another holds locked, so a listing's sweep waits here for the periodic
     /// one rather than list an order that one is about to store as expired.
     pub expiring: tokio::sync::Mutex<()>,
+    /// The bytes request bodies still arriving hold (`listen.rs`).
+    pub body_budget: Arc<crate::body_budget::BodyBudget>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -43,6 +43,12 @@ pub struct Config {
     pub writer_queue: usize,
     /// Orders (or payments) per group-commit transaction at most.
     pub writer_batch: usize,
+    /// Bytes the request bodies still arriving may hold together; a body
+    /// past it gets 503.
+    pub body_budget: u64,
+    /// Open connections per client address (IPv6 by /64); 0 for no cap.
+    /// Not applied with `rate_limits = "off"`, nor to trusted proxies.
+    pub connections_per_address: u32,
     pub demo: bool,
     /// Whole seconds between reconciliation runs, and the first wait of
     /// each unpaid order's backoff (`reconcile_interval` in kami.toml).
@@ -80,6 +86,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             writer_queue: 4096,
             writer_batch: 256,
+            body_budget: kami_web::body_budget::DEFAULT_BODY_BUDGET,
+            connections_per_address: kami_web::peer_cap::DEFAULT_CONNECTIONS_PER_ADDRESS,
             demo: false,
             reconcile_interval: 60,
             channel_cooldown: 30,
@@ -222,6 +230,18 @@ impl Config {
                 .trim()
                 .parse()
                 .context("KAMI_WRITER_BATCH must be a number")?;
+        }
+        if let Some(v) = env("KAMI_BODY_BUDGET") {
+            cfg.body_budget = v
+                .trim()
+                .parse()
+                .context("KAMI_BODY_BUDGET must be a number of bytes")?;
+        }
+        if let Some(v) = env("KAMI_CONNECTIONS_PER_ADDRESS") {
+            cfg.connections_per_address = v
+                .trim()
+                .parse()
+                .context("KAMI_CONNECTIONS_PER_ADDRESS must be a number")?;
         }
         if let Some(v) = env("KAMI_DEMO") {
             cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");

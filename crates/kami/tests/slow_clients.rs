@@ -185,3 +185,49 @@ async fn trickling_clients_are_cut_off_and_buyers_are_served_meanwhile() {
     let res = kami.http.get(kami.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// A body that comes mostly at once and then stops: under the average rate
+/// alone its first 900 KB bought half an hour of silence, with the memory
+/// held all along. Cut after `BODY_IDLE` (20 s) of nothing, with the 408 a
+/// trickled body gets, and the order it carried holds no code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_after_a_burst_is_cut_off() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.product("Burst", json!({})).await;
+    kami.import(pid, "B-1\n").await;
+
+    let body = json!({"product_id": pid, "quantity": 1, "email": "burst@example.com",
+                      "channel": "sandbox"})
+    .to_string();
+    let declared = 1_000_000;
+    let burst = 900_000;
+    let mut first = format!(
+        "POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {declared}\r\n\r\n{body}"
+    )
+    .into_bytes();
+    first.resize(first.len() + burst - body.len(), b' ');
+    let mut conn = connect(&kami).await;
+    let started = Instant::now();
+    conn.write_all(&first).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(90), conn.read_to_end(&mut answer)).await;
+    let after = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "a body silent after its burst was still held after 90 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(
+        after >= Duration::from_secs(15),
+        "cut off after {after:?}, before its silence was long"
+    );
+    let (available, reserved, _) = kami.stock3(pid).await;
+    assert_eq!(
+        (available, reserved),
+        (1, 0),
+        "the stalled order held a code"
+    );
+}

@@ -532,6 +532,8 @@ fn upload_error(e: &str) -> ApiError {
         ApiError::payload_too_large("16 MiB")
     } else if e == crate::listen::BodyTooSlow.to_string() {
         ApiError::body_too_slow()
+    } else if e == crate::body_budget::BodyOverBudget.to_string() {
+        crate::body_budget::BodyOverBudget::answer()
     } else {
         ApiError::bad_request(format!("upload failed: {e}"))
     }

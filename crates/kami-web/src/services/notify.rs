@@ -5,12 +5,12 @@
 //! checks (`apply_notice`), so a lost notification and a found one end alike.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use kami_core::{now_millis, OrderStatus};
 use kami_pay::{Channel, Notice, Notification, Reply};
 use kami_store::{NewEvent, NewPayment, PayOutcome};
 
+use crate::rarely::Rarely;
 use crate::services::recent::PayFacts;
 use crate::state::AppState;
 
@@ -49,8 +49,8 @@ pub async fn handle_notification(
     reply_for(channel, &verdict)
 }
 
-/// Unix seconds of the last warning that rejections went unrecorded.
-static UNRECORDED_WARNED_AT: AtomicI64 = AtomicI64::new(0);
+/// The warning that rejections went unrecorded.
+static UNRECORDED_WARNING: Rarely = Rarely::new();
 
 /// A notification that failed verification from a client past its
 /// recording budget (`RateLimits::record_unverified_notification`): refused
@@ -61,13 +61,7 @@ fn unrecorded(channel: &dyn Channel, client: Option<IpAddr>, reason: &str) -> Ve
     metrics::counter!("kami_notifications_total", "channel" => name, "verdict" => "rejected")
         .increment(1);
     metrics::counter!("kami_notifications_unrecorded_total", "channel" => name).increment(1);
-    let now = now_millis() / 1000;
-    let last = UNRECORDED_WARNED_AT.load(Ordering::Relaxed);
-    if now - last >= 10
-        && UNRECORDED_WARNED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if UNRECORDED_WARNING.due() {
         tracing::warn!(
             channel = name,
             client = ?client,

@@ -40,6 +40,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         writer_queue: cfg.writer_queue.max(1),
         writer_batch: cfg.writer_batch.max(1),
         trusted_proxies: cfg.trusted_proxy_ips()?,
+        body_budget: cfg.body_budget,
+        connections_per_address: cfg.connections_per_address,
         redis: cfg
             .redis_url
             .as_ref()
