@@ -17,6 +17,7 @@ pub mod present;
 mod qr;
 pub mod rate_limit;
 mod rate_limit_redis;
+mod readiness;
 pub mod redis_conn;
 pub mod scopes;
 pub mod services;

@@ -114,6 +114,8 @@ pub struct AppState {
     /// another holds locked, so a listing's sweep waits here for the periodic
     /// one rather than list an order that one is about to store as expired.
     pub expiring: tokio::sync::Mutex<()>,
+    /// The database's last answer to `/readyz`, shared for a second.
+    pub readiness: crate::readiness::Readiness,
 }
 
 pub type Shared = Arc<AppState>;

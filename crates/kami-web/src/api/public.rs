@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::idempotent;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{bearer, ClientIp, JsonBody};
+use crate::extract::{bearer, ClientIp, JsonBody, ReadLimited};
 use crate::present;
 use crate::rate_limit::Class;
 use crate::services::cards::delivered_codes;
@@ -119,7 +119,7 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> ApiResult<us
 
 /// The payment channels, and whether new orders may use them now (a
 /// channel whose gateway keeps failing is held back by its breaker).
-pub async fn list_channels(State(state): State<Shared>) -> Json<Value> {
+pub async fn list_channels(State(state): State<Shared>, _: ReadLimited) -> Json<Value> {
     let data: Vec<Value> = state
         .channel_names()
         .into_iter()
