@@ -30,8 +30,10 @@ fn totp(secret: &[u8]) -> Result<TOTP, TotpError> {
 
 /// The time step (30 s) whose code the user typed at `unix_secs`, allowing
 /// one step of clock drift either way; `None` when the code is wrong. The
-/// caller refuses a step already used (RFC 6238 section 5.2), so a code seen
-/// over a shoulder cannot log in a second time.
+/// caller spends the step wherever it accepts the code (`Store::use_totp_step`)
+/// and refuses one already spent (RFC 6238 section 5.2), so a code seen over
+/// a shoulder cannot be used a second time. There is deliberately no
+/// yes-or-no check: every acceptance must spend a step.
 pub fn matching_step(secret: &[u8], code: &str, unix_secs: u64) -> Option<u64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     let totp = totp(secret).ok()?;
@@ -47,11 +49,6 @@ pub fn matching_step(secret: &[u8], code: &str, unix_secs: u64) -> Option<u64> {
         }
     }
     found
-}
-
-/// Checks a code typed by the user at `unix_secs`.
-pub fn check(secret: &[u8], code: &str, unix_secs: u64) -> bool {
-    matching_step(secret, code, unix_secs).is_some()
 }
 
 /// The current code (tests and tools).
@@ -102,10 +99,14 @@ mod tests {
         // RFC 6238 appendix B, SHA1, T = 59 s: 94287082 (8 digits) ends in 287082.
         let secret = b"12345678901234567890";
         assert_eq!(code_at(secret, 59).unwrap(), "287082");
-        assert!(check(secret, "287 082", 59));
-        assert!(check(secret, "287082", 59 + 30), "one step of skew");
-        assert!(!check(secret, "287082", 59 + 120));
-        assert!(!check(secret, "", 59));
+        assert_eq!(matching_step(secret, "287 082", 59), Some(1));
+        assert_eq!(
+            matching_step(secret, "287082", 59 + 30),
+            Some(1),
+            "one step of skew"
+        );
+        assert_eq!(matching_step(secret, "287082", 59 + 120), None);
+        assert_eq!(matching_step(secret, "", 59), None);
         assert_eq!(matching_step(secret, "287082", 59), Some(1));
         assert_eq!(matching_step(secret, "287082", 89), Some(1));
     }

@@ -120,6 +120,7 @@ pub fn build_state(
         recent_orders: Default::default(),
         expiring: Default::default(),
         body_budget: Arc::new(BodyBudget::new(body_budget_bytes)),
+        readiness: Default::default(),
     }))
 }
 
@@ -309,7 +310,7 @@ pub fn router(state: Shared) -> Router {
         .route("/static/kami.css", get(shop::css))
         .route("/static/kami.js", get(shop::js))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(crate::readiness::readyz))
         .route("/metrics", get(metrics::render))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     routes
@@ -388,11 +389,13 @@ async fn sandbox_notify(
 
 async fn sandbox_return(
     state: State<Shared>,
+    limited: crate::extract::ReadLimited,
     headers: axum::http::HeaderMap,
     query: axum::extract::Query<pay::ReturnQuery>,
 ) -> Response {
     pay::return_page(
         state,
+        limited,
         headers,
         axum::extract::Path(kami_pay::sandbox::NAME.to_string()),
         query,
@@ -410,22 +413,6 @@ async fn healthz() -> Response {
         axum::Json(serde_json::json!({"status": "ok"})),
     )
         .into_response()
-}
-
-async fn readyz(State(state): State<Shared>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(
-                serde_json::json!({"status": "ready", "database": state.store.backend().as_str()}),
-            ),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::unavailable("database unreachable").into_response()
-        }
-    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight

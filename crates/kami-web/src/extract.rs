@@ -45,6 +45,28 @@ impl FromRequestParts<Shared> for ClientIp {
     }
 }
 
+/// A request that draws on the client's general per-IP limit (`Class::Reads`,
+/// API.md: limits apply to loopback clients too) before its handler runs:
+/// for routes that need nothing else of the client's address (the channel
+/// list, the OpenAPI document, the pay return page, the sign-in page).
+/// Refused with `429 rate_limited` and `Retry-After`; a page route's answer
+/// becomes the error page, `Retry-After` kept (`html_errors`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimited;
+
+impl FromRequestParts<Shared> for ReadLimited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        state.limits.check_ip(Class::Reads, ip).await?;
+        Ok(Self)
+    }
+}
+
 /// Walks `X-Forwarded-For` from the nearest hop back while the hop is a
 /// trusted proxy; the first address that is not is the client. Addresses
 /// are compared in their canonical form: on a dual-stack listener (`[::]`)

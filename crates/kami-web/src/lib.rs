@@ -20,6 +20,7 @@ mod qr;
 mod rarely;
 pub mod rate_limit;
 mod rate_limit_redis;
+mod readiness;
 pub mod redis_conn;
 pub mod scopes;
 pub mod services;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use kami_pay::{Notification, Reply};
 use serde::Deserialize;
 
-use crate::extract::ClientIp;
+use crate::extract::{ClientIp, ReadLimited};
 use crate::services::notify::handle_notification;
 use crate::state::Shared;
 
@@ -63,6 +63,7 @@ pub struct ReturnQuery {
 /// (`shop::returned`).
 pub async fn return_page(
     State(state): State<Shared>,
+    _: ReadLimited,
     headers: HeaderMap,
     Path(_channel): Path<String>,
     Query(q): Query<ReturnQuery>,

@@ -111,8 +111,9 @@ fn bucket(class: Class) -> (Duration, u32) {
 
 /// The bucket a client draws from: an IPv6 client by its /64 (one
 /// subscriber's network; counting single addresses would give a client
-/// 2^64 buckets), anything else by its address.
-pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+/// 2^64 buckets), anything else by its address. Also the client a public
+/// endpoint's idempotency key is bound to (`api::idempotent::bound_to_client`).
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
             let s = v6.segments();

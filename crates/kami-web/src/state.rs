@@ -124,6 +124,8 @@ pub struct AppState {
     pub expiring: tokio::sync::Mutex<()>,
     /// The bytes request bodies still arriving hold (`listen.rs`).
     pub body_budget: Arc<crate::body_budget::BodyBudget>,
+    /// The database's last answer to `/readyz`, shared for a second.
+    pub readiness: crate::readiness::Readiness,
 }
 
 pub type Shared = Arc<AppState>;

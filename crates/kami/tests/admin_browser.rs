@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::panel::{create_admin, totp_now};
+use common::panel::{create_admin, totp_next, totp_now};
 use common::{make_codes, spawn_kami, Backend, Kami};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -336,7 +336,7 @@ async fn operator_journey_in_a_real_browser() {
         &kami,
         "owner@example.com",
         &password,
-        Some(&totp_now(&secret)),
+        Some(&totp_next(&secret)),
     )
     .await;
 

@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::panel::{attr_after, create_admin, totp_now, Panel};
+use common::panel::{attr_after, create_admin, totp_next, totp_now, Panel};
 use common::{spawn_kami, Backend, Kami};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -508,7 +508,7 @@ async fn recovery_codes_sign_in_once(backend: Backend) {
     let fresh = c
         .post(
             "/admin/security/recovery-codes",
-            &[("csrf", &csrf), ("code", &totp_now(&secret))],
+            &[("csrf", &csrf), ("code", &totp_next(&secret))],
         )
         .await;
     assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
@@ -543,11 +543,69 @@ async fn recovery_codes_sign_in_once(backend: Backend) {
     }
 }
 
+/// Every accepted TOTP code spends its time step, wherever it is accepted
+/// (RFC 6238 5.2): the code that signed in cannot then issue new recovery
+/// codes or turn TOTP off, and the code that turned TOTP on cannot sign in.
+async fn a_totp_code_is_accepted_once_wherever_it_is_typed(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let email = "once@example.com";
+    let password = create_admin(&kami, email, "owner");
+    let a = Panel::new(&kami);
+    a.login(email, &password).await;
+    let page = a.get("/admin/security").await;
+    let secret =
+        common::panel::text_after(&page.body, "<code class=\"code\" id=\"totp-secret\">").unwrap();
+    let enabling = totp_now(&secret);
+    let on = a
+        .post(
+            "/admin/security/totp",
+            &[
+                ("csrf", &page.csrf()),
+                ("secret", &secret),
+                ("code", &enabling),
+            ],
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{}", on.body);
+    let b = Panel::new(&kami);
+    let page = b.try_login(email, &password, &enabling).await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNAUTHORIZED,
+        "the enabling code signed in"
+    );
+
+    let code = totp_next(&secret);
+    let page = b.try_login(email, &password, &code).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    for path in [
+        "/admin/security/recovery-codes",
+        "/admin/security/totp/disable",
+    ] {
+        let csrf = b.csrf().await;
+        let reused = b.post(path, &[("csrf", &csrf), ("code", &code)]).await;
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path} took the code that signed in: {}",
+            reused.body
+        );
+        assert!(recovery_codes(&reused.body).is_empty(), "{path}");
+    }
+    let page = b.get("/admin/security").await.body;
+    assert!(
+        page.contains("/admin/security/totp/disable"),
+        "TOTP is still on"
+    );
+    assert!(page.contains("id=\"recovery-left\">10<"), "the codes stand");
+}
+
 both_backends!(
     api_key_scopes_are_enforced,
     reorder_reflects_on_the_storefront,
     orders_csv_respects_filters_and_defuses_formulas,
     recovery_codes_sign_in_once,
+    a_totp_code_is_accepted_once_wherever_it_is_typed,
 );
 
 /// More orders than one page of the stream (500): every one comes out once.

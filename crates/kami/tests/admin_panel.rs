@@ -412,7 +412,13 @@ async fn totp_login_needs_the_current_code(backend: Backend) {
         b.try_login(&email, &password, "123456").await.status,
         StatusCode::UNAUTHORIZED
     );
-    let code = common::panel::totp_now(&secret);
+    // The code that turned TOTP on was spent doing it.
+    let enabling = code;
+    assert_eq!(
+        b.try_login(&email, &password, &enabling).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let code = common::panel::totp_next(&secret);
     let ok = b.try_login(&email, &password, &code).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     // RFC 6238 5.2: a code that signed in once does not sign in again.

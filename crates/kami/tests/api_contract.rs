@@ -1093,3 +1093,108 @@ async fn a_value_of_the_wrong_type_names_its_field(backend: Backend) {
         assert_invalid(s, &v);
     }
 }
+
+/// Sends `count` GETs of `path` as the client at `client`, 50 at a time;
+/// the statuses in the order sent, and whether every 429 had `Retry-After`.
+async fn hammer(
+    kami: &Kami,
+    http: &reqwest::Client,
+    client: &str,
+    path: &str,
+    count: usize,
+) -> (Vec<StatusCode>, bool) {
+    let mut statuses = Vec::with_capacity(count);
+    let mut retry_after = true;
+    for chunk in (0..count).collect::<Vec<_>>().chunks(50) {
+        let sent = chunk.iter().map(|_| {
+            http.get(kami.url(path))
+                .header("x-forwarded-for", client)
+                .send()
+        });
+        for res in futures::future::join_all(sent).await {
+            let res = res.unwrap();
+            if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                retry_after &= res.headers().contains_key("retry-after");
+            }
+            statuses.push(res.status());
+        }
+    }
+    (statuses, retry_after)
+}
+
+/// Public routes that had no limit at all (an audit sent 450 of each, all
+/// answered) draw on the general per-IP limit (400 at once, then 100/s):
+/// past it, 429 with `Retry-After`. `/readyz` is never refused (monitoring
+/// polls it); it shares one database answer a second instead.
+/// `KAMI_RATE_LIMITS=off` lifts the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlimited_public_routes_draw_on_the_read_limit() {
+    for limits in ["on", "off"] {
+        let kami = spawn_kami_with(
+            Backend::Sqlite,
+            Options {
+                env: vec![
+                    ("KAMI_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
+                    ("KAMI_RATE_LIMITS".into(), limits.into()),
+                ],
+                ..Options::default()
+            },
+        )
+        .await;
+        let pid = kami.product("Limited", json!({})).await;
+        kami.import_codes(pid, &make_codes("LIM", 1)).await;
+        let order = kami.buy(pid, 1, "limited@example.com").await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let return_page = format!(
+            "/pay/sandbox/return?order_no={}",
+            order["order_no"].as_str().unwrap()
+        );
+        let epay_return = format!(
+            "/pay/epay/return?out_trade_no={}",
+            order["order_no"].as_str().unwrap()
+        );
+        let paths = [
+            "/api/v1/channels",
+            "/api/v1/openapi.json",
+            "/admin/login",
+            return_page.as_str(),
+            epay_return.as_str(),
+        ];
+        for (i, path) in paths.iter().enumerate() {
+            // A client of its own per route: each starts with a full bucket.
+            let client = format!("198.51.100.{i}");
+            let (statuses, retry_after) = hammer(&kami, &http, &client, path, 1000).await;
+            let first_refused = statuses
+                .iter()
+                .position(|s| *s == StatusCode::TOO_MANY_REQUESTS);
+            let served = first_refused.unwrap_or(statuses.len());
+            assert!(
+                statuses[..served].iter().all(|s| s.is_success()),
+                "{limits} {path}: {:?}",
+                statuses[..served].iter().collect::<HashSet<_>>()
+            );
+            if limits == "on" {
+                assert!(
+                    first_refused.is_some(),
+                    "{path}: 1000 answered, none limited"
+                );
+                assert!(
+                    served >= 400,
+                    "{path}: limited after {served}, within the burst"
+                );
+                assert!(retry_after, "{path}: a 429 without Retry-After");
+            } else {
+                assert_eq!(served, 1000, "{path} was limited with limits off");
+            }
+        }
+        let (statuses, _) = hammer(&kami, &http, "198.51.100.99", "/readyz", 700).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "{limits} /readyz: {:?}",
+            statuses.iter().collect::<HashSet<_>>()
+        );
+    }
+}

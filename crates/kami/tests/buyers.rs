@@ -14,6 +14,7 @@ both_backends!(
     every_order_sent_twice_at_once_is_made_once_without_a_deadlock,
     orders_are_hidden_without_their_access_token,
     lookup_returns_only_orders_placed_with_that_email_and_password,
+    an_idempotency_key_replays_only_to_the_client_that_made_it,
 );
 
 async fn idempotency_key_replays_the_same_order_and_refuses_another_body(backend: Backend) {
@@ -274,4 +275,163 @@ async fn every_order_sent_twice_at_once_is_made_once_without_a_deadlock(backend:
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A server behind a proxy on 127.0.0.1, so each test request names its
+/// client in `X-Forwarded-For`; rate limits as `limits` says.
+async fn behind_a_proxy(backend: Backend, limits: &str) -> Kami {
+    spawn_kami_with(
+        backend,
+        Options {
+            env: vec![
+                ("KAMI_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
+                ("KAMI_RATE_LIMITS".into(), limits.into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// POSTs `body` to `path` as the client at `client`, with an Idempotency-Key.
+async fn post_as(
+    kami: &Kami,
+    client: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    kami.send(
+        kami.http
+            .post(kami.url(path))
+            .header("x-forwarded-for", client)
+            .header("idempotency-key", key)
+            .json(body),
+    )
+    .await
+}
+
+/// Public endpoints have no API key to scope their idempotency keys by: an
+/// answer is bound to the client that got it. Another client sending the
+/// same key and body (an audit did) hears a conflict, never the first
+/// order's access token or a lookup's codes; the first client (an IPv6
+/// client by its /64, as the rate limiter sees it) still hears its replay.
+async fn an_idempotency_key_replays_only_to_the_client_that_made_it(backend: Backend) {
+    let kami = behind_a_proxy(backend, "off").await;
+    let pid = kami.product("Bound", json!({})).await;
+    kami.import_codes(pid, &make_codes("BOUND", 5)).await;
+    let body = json!({"product_id": pid, "quantity": 1, "email": "bound@example.com",
+                      "query_password": "sesame", "channel": "sandbox"});
+    let key = format!("bound-{}", random_token(16));
+    let (victim, other) = ("2001:db8:1:2::1", "203.0.113.9");
+    let (s, first) = post_as(&kami, victim, "/api/v1/orders", &key, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let token = first["access_token"].as_str().unwrap().to_string();
+
+    let (s, stolen) = post_as(&kami, other, "/api/v1/orders", &key, &body).await;
+    assert_eq!(
+        (s, error_code(&stolen)),
+        (StatusCode::CONFLICT, "idempotency_conflict"),
+        "{stolen}"
+    );
+    assert!(!stolen.to_string().contains(&token), "{stolen}");
+    assert!(!stolen
+        .to_string()
+        .contains(first["order_no"].as_str().unwrap()));
+
+    let (s, again) = post_as(&kami, "2001:db8:1:2::99", "/api/v1/orders", &key, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "the same /64 replays: {again}");
+    assert_eq!(again, first);
+    assert_eq!(kami.stock3(pid).await, (4, 1, 0), "one order");
+
+    // A lookup's answer holds codes: bound the same way.
+    kami.pay_ok(&first).await;
+    let codes = kami.codes(&first).await;
+    let lookup = json!({"email": "bound@example.com", "query_password": "sesame"});
+    let key = format!("bound-lookup-{}", random_token(16));
+    let (s, found) = post_as(&kami, victim, "/api/v1/orders/lookup", &key, &lookup).await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(cards_of(&found["data"][0]), codes);
+    let (s, stolen) = post_as(&kami, other, "/api/v1/orders/lookup", &key, &lookup).await;
+    assert_eq!(
+        (s, error_code(&stolen)),
+        (StatusCode::CONFLICT, "idempotency_conflict"),
+        "{stolen}"
+    );
+    assert!(codes
+        .iter()
+        .all(|c| !stolen.to_string().contains(c.as_str())));
+    let (s, again) = post_as(&kami, victim, "/api/v1/orders/lookup", &key, &lookup).await;
+    assert_eq!(
+        (s, &again),
+        (StatusCode::OK, &found),
+        "the same client replays"
+    );
+}
+
+/// A lookup's limits come before its Idempotency-Key: guesses at the query
+/// password sent with the victim's key from many addresses stop at the
+/// per-email limit (5) like any others. They used to be answered by the
+/// stored key first (409 for each wrong password, the codes for the right
+/// one), past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_lookup_key_is_no_oracle_past_the_per_email_limit() {
+    let kami = behind_a_proxy(Backend::Sqlite, "on").await;
+    let pid = kami.product("Oracle", json!({})).await;
+    kami.import_codes(pid, &make_codes("ORACLE", 2)).await;
+    let email = "oracle@example.com";
+    let created = kami
+        .order(json!({"product_id": pid, "quantity": 1, "email": email,
+                      "query_password": "right", "channel": "sandbox"}))
+        .await
+        .1;
+    kami.pay_ok(&created).await;
+    let codes = kami.codes(&created).await;
+    let key = format!("oracle-{}", random_token(16));
+    let (s, v) = post_as(
+        &kami,
+        "10.0.0.1",
+        "/api/v1/orders/lookup",
+        &key,
+        &json!({"email": email, "query_password": "right"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        // The right password last.
+        let guess = if i == 14 {
+            "right".to_string()
+        } else {
+            format!("guess{i}")
+        };
+        let res = kami
+            .http
+            .post(kami.url("/api/v1/orders/lookup"))
+            .header("x-forwarded-for", format!("10.1.0.{i}"))
+            .header("idempotency-key", key.as_str())
+            .json(&json!({"email": email, "query_password": guess}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        let text = res.text().await.unwrap();
+        assert!(
+            codes.iter().all(|c| !text.contains(c.as_str())),
+            "guess {i} read the codes: {text}"
+        );
+        statuses.push(status);
+    }
+    assert!(!statuses.contains(&StatusCode::OK), "{statuses:?}");
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    // The victim's lookup took one of the email's five.
+    assert_eq!(limited, 11, "{statuses:?}");
+    assert_eq!(statuses[14], StatusCode::TOO_MANY_REQUESTS);
 }

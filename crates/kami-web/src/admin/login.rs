@@ -18,7 +18,7 @@ use super::auth::{
     DEVICE_MS, LOCK_MS, LOGIN_CSRF_COOKIE, MAX_ATTEMPTS, SESSION_COOKIE, SESSION_MS,
 };
 use super::page::{self, PanelError, PanelResult};
-use crate::extract::ClientIp;
+use crate::extract::{ClientIp, ReadLimited};
 use crate::services::admins::{verify_dummy_off_thread, verify_off_thread};
 use crate::shop::cookies;
 use crate::state::Shared;
@@ -34,6 +34,7 @@ pub struct LoginQuery {
 
 pub async fn login_page(
     State(state): State<Shared>,
+    _: ReadLimited,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {

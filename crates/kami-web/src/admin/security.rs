@@ -107,9 +107,16 @@ pub async fn enable(
     }
     let secret = totp::secret_from_base32(&form.secret)
         .ok_or_else(|| PanelError::Invalid(Msg::new("err_totp_key_malformed")))?;
-    if !totp::check(&secret, &form.code, unix_now()) {
+    let Some(step) = totp::matching_step(&secret, &form.code, unix_now()) else {
         return setup(&state, &op, &secret, StatusCode::UNPROCESSABLE_ENTITY, true);
-    }
+    };
+    // The code that turns TOTP on is spent before the key is stored, so it
+    // can never sign in. (Refused only when a later step was spent with an
+    // old key: this code is spent then too.)
+    state
+        .store
+        .use_totp_step(op.session.admin_id, step as i64)
+        .await?;
     let sealed = state.keys.seal(&totp_context(op.session.admin_id), &secret);
     state
         .store
@@ -146,10 +153,12 @@ async fn signed_in(state: &Shared, op: &Operator) -> PanelResult<kami_store::Adm
         .ok_or(PanelError::NotFound)
 }
 
-/// Whether `code` is a current TOTP code of the signed-in operator. Each
-/// try draws on the client's sign-in attempts (ten, then one every six
-/// seconds): a session alone must not be able to guess its way to turning
-/// TOTP off at the admin API's rate.
+/// Whether `code` is a current TOTP code of the signed-in operator, not
+/// used before; accepting it spends its time step, as signing in does, so
+/// a code seen over a shoulder (or the one that just signed in) cannot turn
+/// TOTP off or issue recovery codes. Each try draws on the client's sign-in
+/// attempts (ten, then one every six seconds): a session alone must not be
+/// able to guess its way to turning TOTP off at the admin API's rate.
 async fn current_code_ok(
     state: &Shared,
     op: &Operator,
@@ -162,11 +171,15 @@ async fn current_code_ok(
         .await
         .map_err(PanelError::RateLimited)?;
     let me = signed_in(state, op).await?;
-    Ok(me
+    let step = me
         .totp
         .as_ref()
         .and_then(|s| open_totp(state, me.id, s))
-        .is_some_and(|secret| totp::check(&secret, code, unix_now())))
+        .and_then(|secret| totp::matching_step(&secret, code, unix_now()));
+    match step {
+        Some(step) => Ok(state.store.use_totp_step(me.id, step as i64).await?),
+        None => Ok(false),
+    }
 }
 
 /// Needs a current code: a hijacked session alone cannot turn TOTP off.

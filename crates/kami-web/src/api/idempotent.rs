@@ -13,8 +13,15 @@
 //! leaves the key taken; it is handed to a retry after [`STALE_AFTER`],
 //! and the request then runs again, which is the one case a retry can
 //! repeat it.
+//!
+//! The admin API's answers are scoped by API key. The public endpoints
+//! (orders, lookups) have no key to scope by: their request is bound to the
+//! client that sent it ([`bound_to_client`]), so the same key and body from
+//! another address is `idempotency_conflict` and never hears the first
+//! client's answer (an order's access token, a lookup's codes).
 
 use std::future::Future;
+use std::net::IpAddr;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -48,6 +55,19 @@ pub fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
                 "Idempotency-Key must be 1-255 visible characters",
             )
         })
+}
+
+/// A public endpoint's request as its idempotency key remembers it: the
+/// body (and whatever else the handler counts as the request) followed by
+/// the client's address as the rate limiter sees it (after trusted proxies,
+/// an IPv6 client by its /64), so only that client can replay the answer.
+pub fn bound_to_client(request: &[u8], ip: IpAddr) -> Vec<u8> {
+    let client = crate::rate_limit::client_key(ip).to_string();
+    let mut bound = Vec::with_capacity(request.len() + client.len() + 9);
+    bound.extend_from_slice(request);
+    bound.extend_from_slice(b"\nclient=");
+    bound.extend_from_slice(client.as_bytes());
+    bound
 }
 
 /// What a key remembers of its request: keyed by the master key, since a

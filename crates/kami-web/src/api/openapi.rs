@@ -6,9 +6,11 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::extract::ReadLimited;
+
 pub const DOCUMENT: &str = include_str!("../../api/openapi.json");
 
-pub async fn document() -> impl IntoResponse {
+pub async fn document(_: ReadLimited) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
 }
 

@@ -1,3 +1,5 @@
+use std::net::IpAddr;
+
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::idempotent;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{bearer, ClientIp, JsonBody};
+use crate::extract::{bearer, ClientIp, JsonBody, ReadLimited};
 use crate::present;
 use crate::rate_limit::Class;
 use crate::services::cards::delivered_codes;
@@ -117,7 +119,7 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> ApiResult<us
 
 /// The payment channels, and whether new orders may use them now (a
 /// channel whose gateway keeps failing is held back by its breaker).
-pub async fn list_channels(State(state): State<Shared>) -> Json<Value> {
+pub async fn list_channels(State(state): State<Shared>, _: ReadLimited) -> Json<Value> {
     let data: Vec<Value> = state
         .channel_names()
         .into_iter()
@@ -154,12 +156,15 @@ pub async fn create_order(
     if let Err(e) = state.limits.check_ip(Class::Orders, ip).await {
         return e.into_response();
     }
-    let idem = match idempotency_key(&state, &headers, &body.raw) {
+    // Bound to this client: another's same key and body is a conflict, never
+    // the first order's answer with its access token.
+    let request = idempotent::bound_to_client(&body.raw, ip);
+    let idem = match idempotency_key(&state, &headers, &request) {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
     if let Some(idem) = &idem {
-        match replay(&state, idem, &body.raw).await {
+        match replay(&state, idem, &request).await {
             Ok(Some(res)) => return res,
             Ok(None) => {}
             Err(e) => return e.into_response(),
@@ -173,7 +178,7 @@ pub async fn create_order(
         Ok(placed) => (StatusCode::CREATED, Json(placed.body)).into_response(),
         Err(e) if e.code == "idempotency_conflict" && idem.is_some() => {
             // A concurrent twin stored its response first: answer with it.
-            match replay(&state, idem.as_ref().expect("checked"), &body.raw).await {
+            match replay(&state, idem.as_ref().expect("checked"), &request).await {
                 Ok(Some(res)) => res,
                 _ => e.into_response(),
             }
@@ -188,7 +193,7 @@ pub async fn create_order(
                         // created the order while this one was refused, e.g.
                         // by the coupon it used up): that answer is the one.
                         Ok(false) => {
-                            if let Ok(Some(res)) = replay(&state, idem, &body.raw).await {
+                            if let Ok(Some(res)) = replay(&state, idem, &request).await {
                                 return res;
                             }
                         }
@@ -203,23 +208,24 @@ pub async fn create_order(
     }
 }
 
+/// `request` is the body bound to its client (`idempotent::bound_to_client`).
 fn idempotency_key(
     state: &Shared,
     headers: &HeaderMap,
-    raw: &[u8],
+    request: &[u8],
 ) -> ApiResult<Option<Idempotency>> {
     Ok(idempotent::header_key(headers)?.map(|key| Idempotency {
         scope: ORDERS_SCOPE,
         key,
-        request_hash: idempotent::request_hash(state, raw),
+        request_hash: idempotent::request_hash(state, request),
     }))
 }
 
 /// The stored response for this key, or a conflict when the key was first
-/// used with another body.
-async fn replay(state: &Shared, idem: &Idempotency, raw: &[u8]) -> ApiResult<Option<Response>> {
+/// used with another body or by another client.
+async fn replay(state: &Shared, idem: &Idempotency, request: &[u8]) -> ApiResult<Option<Response>> {
     match state.store.get_idempotency(idem.scope, &idem.key).await? {
-        Some(rec) => idempotent::replay(state, rec, &idem.request_hash, raw),
+        Some(rec) => idempotent::replay(state, rec, &idem.request_hash, request),
         None => Ok(None),
     }
 }
@@ -282,13 +288,19 @@ pub async fn lookup_orders(
     headers: HeaderMap,
     body: JsonBody<LookupRequest>,
 ) -> Response {
-    if let Err(e) = state.limits.check_ip(Class::Lookup, ip).await {
-        return e.into_response();
-    }
+    // Both limits come before the key is looked at: a stored key that
+    // answered (a replay for the same body, a conflict for another) past
+    // the per-email limit was an oracle for guessing query passwords.
+    let email = match lookup_limits(&state, ip, &body.value).await {
+        Ok(email) => email,
+        Err(e) => return e.into_response(),
+    };
     // The page may be asked in the query string: it is part of the request.
     let mut request = body.raw.to_vec();
     request.extend_from_slice(b"\n?");
     request.extend_from_slice(raw_query.unwrap_or_default().as_bytes());
+    // The answer holds codes: only the client that asked hears it again.
+    let request = idempotent::bound_to_client(&request, ip);
     let task_state = state.clone();
     idempotent::respond(
         &state,
@@ -296,7 +308,7 @@ pub async fn lookup_orders(
         LOOKUP_SCOPE.into(),
         &request,
         move || async move {
-            lookup_page(&task_state, &q, &body.value)
+            lookup_page(&task_state, &q, &email, &body.value)
                 .await
                 .map(Json)
                 .into_response()
@@ -305,10 +317,21 @@ pub async fn lookup_orders(
     .await
 }
 
-async fn lookup_page(state: &Shared, q: &ListQuery, req: &LookupRequest) -> ApiResult<Value> {
+/// The lookup's limits, per IP and per email (API.md), and its email.
+async fn lookup_limits(state: &Shared, ip: IpAddr, req: &LookupRequest) -> ApiResult<Email> {
+    state.limits.check_ip(Class::Lookup, ip).await?;
     let email = Email::parse(req.email.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::invalid_param("email", e.to_string()))?;
     state.limits.check_email(email.as_str()).await?;
+    Ok(email)
+}
+
+async fn lookup_page(
+    state: &Shared,
+    q: &ListQuery,
+    email: &Email,
+    req: &LookupRequest,
+) -> ApiResult<Value> {
     let limit = match &req.limit {
         None | Some(Value::Null) => q.limit.clone(),
         Some(Value::String(l)) => Some(l.clone()),
@@ -318,7 +341,7 @@ async fn lookup_page(state: &Shared, q: &ListQuery, req: &LookupRequest) -> ApiR
     let after = req.starting_after.as_ref().or(q.starting_after.as_ref());
     let (data, has_more) = lookup(
         state,
-        &email,
+        email,
         req.query_password.as_deref().unwrap_or_default(),
         after.map(String::as_str),
         limit,

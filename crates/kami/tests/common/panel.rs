@@ -13,12 +13,23 @@ pub const SESSION: &str = "kami_admin";
 
 /// The current TOTP code for a base32 secret, as an authenticator app shows it.
 pub fn totp_now(secret_b32: &str) -> String {
+    totp_at(secret_b32, super::now_secs() as u64)
+}
+
+/// The next step's code, which a phone whose clock runs ahead shows (Kami
+/// takes one step of drift): a code not yet spent once `totp_now`'s has
+/// been, since every accepted code spends its step.
+pub fn totp_next(secret_b32: &str) -> String {
+    totp_at(secret_b32, super::now_secs() as u64 + 30)
+}
+
+fn totp_at(secret_b32: &str, unix_secs: u64) -> String {
     let secret = totp_rs::Secret::Encoded(secret_b32.to_string())
         .to_bytes()
         .unwrap();
     totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret)
         .unwrap()
-        .generate(super::now_secs() as u64)
+        .generate(unix_secs)
 }
 
 /// The text from after `opening` up to the next tag.
