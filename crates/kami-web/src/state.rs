@@ -54,6 +54,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Shares the stock gate and rate limits between instances when set.
     pub redis: Option<crate::redis_conn::RedisSettings>,
+    /// The panel's settings that configuration fixes (`services::settings`).
+    pub fixed_by_config: crate::services::settings::FixedByConfig,
 }
 
 impl Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             writer_batch: 256,
             trusted_proxies: Vec::new(),
             redis: None,
+            fixed_by_config: Default::default(),
         }
     }
 }

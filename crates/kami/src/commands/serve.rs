@@ -55,6 +55,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 url: url.clone(),
                 prefix: cfg.redis_prefix.clone(),
             }),
+        fixed_by_config: kami_web::services::settings::FixedByConfig {
+            shop_name: cfg.is_configured("shop_name"),
+            notice: cfg.is_configured("notice"),
+            order_ttl: cfg.is_configured("order_ttl"),
+        },
     };
     let config_managed = cfg.channels.keys().cloned().collect();
     let state = kami_web::build_state(
@@ -71,8 +76,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tracing::info!(redis = %kami_store::redact_url(url), prefix = %cfg.redis_prefix,
             "stock gate and rate limits shared through Redis");
     }
-    // What the admin panel saved wins over kami.toml's shop settings; for
-    // channels kami.toml wins (services/channels.rs).
+    // The shop settings kami.toml or KAMI_* give win over what the admin
+    // panel saved, the panel's over the defaults (services/settings.rs); for
+    // channels kami.toml wins too (services/channels.rs).
     kami_web::services::settings::load(&state).await?;
     kami_web::services::channels::load_stored(&state).await?;
     if cfg.demo {
