@@ -78,7 +78,7 @@ pub enum Stop {
     Term,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// `KAMI_ORDER_TTL` in seconds; unset by default (the shop's 900, which
     /// the admin panel may change: a configured one fixes it).
@@ -88,16 +88,6 @@ pub struct Options {
     pub config_toml: Option<String>,
     /// More `KAMI_*` settings, applied after (over) the defaults above.
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            order_ttl: None,
-            config_toml: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 pub struct Kami {
