@@ -44,9 +44,17 @@ impl ChannelContext {
 }
 
 /// Whether a `[channels.X]` section turns its channel on: unless it says
-/// `enabled = false`.
-pub fn section_enabled(section: &toml::Table) -> bool {
-    section.get("enabled").and_then(toml::Value::as_bool) != Some(false)
+/// `enabled = false`. Anything but a boolean is refused: `enabled = "false"`
+/// read as "not false" would turn on a channel its operator meant off.
+pub fn section_enabled(name: &str, section: &toml::Table) -> Result<bool, PayError> {
+    match section.get("enabled") {
+        None => Ok(true),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            PayError::Config(format!(
+                "[channels.{name}] enabled must be true or false, got {v}"
+            ))
+        }),
+    }
 }
 
 /// What a channel that cannot verify anything still needs of its gateway:
@@ -169,7 +177,7 @@ pub fn build_channel(
     section: &toml::Table,
     ctx: &ChannelContext,
 ) -> Result<Option<Arc<dyn Channel>>, PayError> {
-    if !section_enabled(section) {
+    if !section_enabled(name, section)? {
         return Ok(None);
     }
     let mut section = section.clone();
@@ -324,6 +332,22 @@ mod keyless_tests {
         assert_eq!(field("epusdt", "gateway = \"x\""), None);
         assert_eq!(field("nope", "key = \"\""), None);
         assert_eq!(field("sandbox", "key = \"\""), None);
+    }
+
+    #[test]
+    fn enabled_must_be_a_boolean() {
+        assert!(section_enabled("epay", &section("")).unwrap());
+        assert!(section_enabled("epay", &section("enabled = true")).unwrap());
+        assert!(!section_enabled("epay", &section("enabled = false")).unwrap());
+        for bad in ["enabled = \"false\"", "enabled = 0", "enabled = \"no\""] {
+            let e = section_enabled("epay", &section(bad)).unwrap_err();
+            assert!(e.to_string().contains("[channels.epay] enabled"), "{e}");
+            let ctx = ChannelContext {
+                public_url: "http://x.test".into(),
+                base_dir: Default::default(),
+            };
+            assert!(build_channel("epay", &section(bad), &ctx).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Settings {
     /// Connections one client address may hold open; 0 for no cap. Not
     /// applied when `rate_limits` is off (`peer_cap.rs`).
     pub connections_per_address: u32,
+    /// The panel's settings that configuration fixes (`services::settings`).
+    pub fixed_by_config: crate::services::settings::FixedByConfig,
 }
 
 impl Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             redis: None,
             body_budget: crate::body_budget::DEFAULT_BODY_BUDGET,
             connections_per_address: crate::peer_cap::DEFAULT_CONNECTIONS_PER_ADDRESS,
+            fixed_by_config: Default::default(),
         }
     }
 }

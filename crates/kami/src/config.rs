@@ -6,11 +6,30 @@
 //! a generic "guess the type" layer would turn a secret like `00123` into
 //! the number 123.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+
+/// A layer's value for a secret given inline or as a file: it replaces an
+/// earlier layer's value in either form (the file of kami.toml gives way to
+/// the inline variable). Both forms in one layer is a mistake to point out,
+/// not to settle by a rule nobody can see.
+fn replace_secret(
+    inline: &mut Option<String>,
+    file: &mut Option<PathBuf>,
+    now: (Option<String>, Option<PathBuf>),
+    (inline_name, file_name): (&str, &str),
+) -> anyhow::Result<()> {
+    match now {
+        (Some(_), Some(_)) => bail!("both {inline_name} and {file_name} are set; keep one"),
+        (Some(v), None) => (*inline, *file) = (Some(v), None),
+        (None, Some(f)) => (*inline, *file) = (None, Some(f)),
+        (None, None) => {}
+    }
+    Ok(())
+}
 
 /// Every setting, after layering. See README "Configuration".
 #[derive(Clone, Deserialize)]
@@ -62,6 +81,9 @@ pub struct Config {
     pub channels: BTreeMap<String, toml::Table>,
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+    /// The kami.toml keys some layer set (`is_configured`).
+    #[serde(skip)]
+    configured: BTreeSet<String>,
 }
 
 impl Default for Config {
@@ -94,6 +116,7 @@ impl Default for Config {
             channel_failure_threshold: 3,
             channels: BTreeMap::new(),
             config_file: None,
+            configured: BTreeSet::new(),
         }
     }
 }
@@ -143,10 +166,8 @@ pub struct Flags {
 const ENV_STRINGS: &[&str] = &[
     "bind",
     "database_url",
-    "master_key",
     "redis_url",
     "redis_prefix",
-    "sandbox_secret",
     "public_url",
     "rate_limits",
     "shop_name",
@@ -175,44 +196,91 @@ impl Config {
             .or_else(|| env("KAMI_CONFIG").map(PathBuf::from))
             .or_else(|| Some(PathBuf::from("kami.toml")).filter(|p| p.exists()));
         let mut cfg = match &file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let mut c: Config = toml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?;
-                c.config_file = Some(path.clone());
-                c
-            }
+            Some(path) => Self::from_file(path)?,
             None => Config::default(),
         };
+        cfg.apply_env(env)?;
+        cfg.apply_flags(flags);
+        // Checked and used alike: `validate` would pass " http://x " and
+        // links would carry the spaces.
+        cfg.public_url = cfg.public_url.map(|u| u.trim().to_string());
+        cfg.read_sandbox_secret_file()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The `kami.toml` layer. Its relative paths are relative to the file's
+    /// directory, so the shop finds them whatever directory it starts in.
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let invalid = || format!("invalid config file {}", path.display());
+        let mut c: Config = toml::from_str(&text).with_context(invalid)?;
+        let table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+        for (inline, file) in [
+            ("master_key", "master_key_file"),
+            ("sandbox_secret", "sandbox_secret_file"),
+        ] {
+            if table.contains_key(inline) && table.contains_key(file) {
+                bail!("{} sets both {inline} and {file}; keep one", path.display());
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        if table.contains_key("data_dir") {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        c.master_key_file = c.master_key_file.map(|f| base.join(f));
+        c.sandbox_secret_file = c.sandbox_secret_file.map(|f| base.join(f));
+        c.configured = table.keys().cloned().collect();
+        c.config_file = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// The `KAMI_*` layer. Paths stay as given: relative to the working
+    /// directory.
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         for key in ENV_STRINGS {
             if let Some(v) = env(&format!("KAMI_{}", key.to_uppercase())) {
-                cfg.set_string(key, v);
+                self.set_string(key, v);
+                self.configured.insert(key.to_string());
             }
         }
         if let Some(v) = env("KAMI_DATA_DIR") {
-            cfg.data_dir = PathBuf::from(v);
+            self.data_dir = PathBuf::from(v);
         }
-        if let Some(v) = env("KAMI_MASTER_KEY_FILE") {
-            cfg.master_key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("KAMI_SANDBOX_SECRET_FILE") {
-            cfg.sandbox_secret_file = Some(PathBuf::from(v));
-        }
+        replace_secret(
+            &mut self.master_key,
+            &mut self.master_key_file,
+            (
+                env("KAMI_MASTER_KEY"),
+                env("KAMI_MASTER_KEY_FILE").map(PathBuf::from),
+            ),
+            ("KAMI_MASTER_KEY", "KAMI_MASTER_KEY_FILE"),
+        )?;
+        replace_secret(
+            &mut self.sandbox_secret,
+            &mut self.sandbox_secret_file,
+            (
+                env("KAMI_SANDBOX_SECRET"),
+                env("KAMI_SANDBOX_SECRET_FILE").map(PathBuf::from),
+            ),
+            ("KAMI_SANDBOX_SECRET", "KAMI_SANDBOX_SECRET_FILE"),
+        )?;
         if let Some(v) = env("KAMI_ORDER_TTL") {
-            cfg.order_ttl = v
+            self.order_ttl = v
                 .trim()
                 .parse()
                 .with_context(|| format!("KAMI_ORDER_TTL must be whole seconds, got {v:?}"))?;
+            self.configured.insert("order_ttl".into());
         }
         if let Some(v) = env("KAMI_DB_POOL_SIZE") {
-            cfg.db_pool_size = v
+            self.db_pool_size = v
                 .trim()
                 .parse()
                 .context("KAMI_DB_POOL_SIZE must be a number")?;
         }
         if let Some(v) = env("KAMI_TRUSTED_PROXIES") {
-            cfg.trusted_proxies = v
+            self.trusted_proxies = v
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -220,13 +288,13 @@ impl Config {
                 .collect();
         }
         if let Some(v) = env("KAMI_WRITER_QUEUE") {
-            cfg.writer_queue = v
+            self.writer_queue = v
                 .trim()
                 .parse()
                 .context("KAMI_WRITER_QUEUE must be a number")?;
         }
         if let Some(v) = env("KAMI_WRITER_BATCH") {
-            cfg.writer_batch = v
+            self.writer_batch = v
                 .trim()
                 .parse()
                 .context("KAMI_WRITER_BATCH must be a number")?;
@@ -244,30 +312,31 @@ impl Config {
                 .context("KAMI_CONNECTIONS_PER_ADDRESS must be a number")?;
         }
         if let Some(v) = env("KAMI_DEMO") {
-            cfg.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            self.demo = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
+        Ok(())
+    }
+
+    /// The flags layer. Paths stay as given: relative to the working
+    /// directory.
+    fn apply_flags(&mut self, flags: &Flags) {
         if let Some(v) = &flags.bind {
-            cfg.bind = v.clone();
+            self.bind = v.clone();
         }
         if let Some(v) = &flags.database_url {
-            cfg.database_url = Some(v.clone());
+            self.database_url = Some(v.clone());
         }
         if let Some(v) = &flags.data_dir {
-            cfg.data_dir = v.clone();
+            self.data_dir = v.clone();
         }
-        cfg.resolve_files()?;
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     fn set_string(&mut self, key: &str, v: String) {
         match key {
             "bind" => self.bind = v,
             "database_url" => self.database_url = Some(v),
-            "master_key" => self.master_key = Some(v),
             "redis_url" => self.redis_url = Some(v),
             "redis_prefix" => self.redis_prefix = v,
-            "sandbox_secret" => self.sandbox_secret = Some(v),
             "public_url" => self.public_url = Some(v),
             "rate_limits" => self.rate_limits = v,
             "shop_name" => self.shop_name = v,
@@ -277,23 +346,21 @@ impl Config {
         }
     }
 
-    /// Relative paths in `kami.toml` are relative to the file's directory.
-    fn resolve_files(&mut self) -> anyhow::Result<()> {
-        let base = self
-            .config_file
-            .as_ref()
-            .and_then(|f| f.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        if let Some(f) = &self.sandbox_secret_file {
-            let path = base.join(f);
-            let s = std::fs::read_to_string(&path)
+    /// The layers leave at most one of the secret's forms.
+    fn read_sandbox_secret_file(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = &self.sandbox_secret_file {
+            let s = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read sandbox secret file {}", path.display()))?;
             self.sandbox_secret = Some(s.trim().to_string());
         }
-        if let Some(f) = &self.master_key_file {
-            self.master_key_file = Some(base.join(f));
-        }
         Ok(())
+    }
+
+    /// Whether kami.toml or a `KAMI_*` variable set `key` (a kami.toml
+    /// key), rather than it holding its default; asked of the settings the
+    /// admin panel also changes, which configuration then fixes.
+    pub fn is_configured(&self, key: &str) -> bool {
+        self.configured.contains(key)
     }
 
     /// `trusted_proxies` parsed; an entry that is not an IP address stops
@@ -310,6 +377,18 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.trusted_proxy_ips()?;
+        if let Some(url) = &self.database_url {
+            // Every command is its own process: an in-memory database would
+            // vanish when it ends, and sqlx takes `sqlite::memory:` apart as
+            // a file named `:memory:` beside a lock of that name.
+            let file = kami_store::Backend::sqlite_file(url);
+            if file.is_some_and(|f| f.as_os_str() == ":memory:") || url.contains("mode=memory") {
+                bail!(
+                    "database_url {url:?} is an in-memory SQLite database, which is gone when \
+                     the command ends; use sqlite://FILE"
+                );
+            }
+        }
         if !matches!(self.rate_limits.as_str(), "on" | "off") {
             bail!(
                 "rate_limits must be \"on\" or \"off\", got {:?}",
@@ -499,5 +578,150 @@ mod tests {
         assert_eq!(cfg.rate_limits, "on");
         assert_eq!(cfg.public_url, None);
         assert_eq!(cfg.bind, Config::default().bind);
+    }
+
+    /// A directory holding `kami.toml` with `toml`, and the file's path.
+    fn config_dir(toml: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kami.toml");
+        std::fs::write(&file, toml).unwrap();
+        (dir, file.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_secret_from_the_environment_replaces_kami_tomls_in_either_form() {
+        let (dir, file) =
+            config_dir("sandbox_secret_file = \"sb.txt\"\nmaster_key = \"c2VjcmV0\"\n");
+        std::fs::write(dir.path().join("sb.txt"), "from-the-file\n").unwrap();
+        let cfg = load(
+            &[
+                ("KAMI_CONFIG", &file),
+                ("KAMI_SANDBOX_SECRET", "from-the-env"),
+                ("KAMI_MASTER_KEY_FILE", "/run/secrets/kami.key"),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.sandbox_secret.as_deref(), Some("from-the-env"));
+        assert_eq!(cfg.sandbox_secret_file, None);
+        assert_eq!(cfg.master_key, None);
+        assert_eq!(
+            cfg.master_key_file.as_deref(),
+            Some(Path::new("/run/secrets/kami.key"))
+        );
+
+        // And the other way round: the environment's file over kami.toml's value.
+        let (_dir2, file2) =
+            config_dir("sandbox_secret = \"from-toml\"\nmaster_key_file = \"m.key\"\n");
+        std::fs::write(dir.path().join("env-sb.txt"), "env-file\n").unwrap();
+        let env_file = dir.path().join("env-sb.txt");
+        let cfg = load(
+            &[
+                ("KAMI_CONFIG", &file2),
+                ("KAMI_SANDBOX_SECRET_FILE", env_file.to_str().unwrap()),
+                ("KAMI_MASTER_KEY", "c2VjcmV0"),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.sandbox_secret.as_deref(), Some("env-file"));
+        assert_eq!(cfg.master_key.as_deref(), Some("c2VjcmV0"));
+        assert_eq!(cfg.master_key_file, None);
+    }
+
+    #[test]
+    fn both_forms_of_a_secret_in_one_layer_is_an_error() {
+        for env in [
+            [
+                ("KAMI_MASTER_KEY", "c2VjcmV0"),
+                ("KAMI_MASTER_KEY_FILE", "/m.key"),
+            ],
+            [
+                ("KAMI_SANDBOX_SECRET", "s"),
+                ("KAMI_SANDBOX_SECRET_FILE", "/s.txt"),
+            ],
+        ] {
+            let e = load(&env, Flags::default()).unwrap_err().to_string();
+            assert!(e.contains("both") && e.contains(env[1].0), "{e}");
+        }
+        for toml in [
+            "master_key = \"c2VjcmV0\"\nmaster_key_file = \"m.key\"\n",
+            "sandbox_secret = \"s\"\nsandbox_secret_file = \"s.txt\"\n",
+        ] {
+            let (_dir, file) = config_dir(toml);
+            let e = load(&[("KAMI_CONFIG", &file)], Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("sets both"), "{e}");
+        }
+    }
+
+    #[test]
+    fn paths_in_kami_toml_are_relative_to_it_and_others_to_the_working_directory() {
+        let (dir, file) = config_dir(
+            "data_dir = \"reldata\"\nsandbox_secret_file = \"sec/sb.txt\"\nmaster_key_file = \"m.key\"\n",
+        );
+        std::fs::create_dir(dir.path().join("sec")).unwrap();
+        std::fs::write(dir.path().join("sec/sb.txt"), "beside-the-file").unwrap();
+        let cfg = load(&[("KAMI_CONFIG", &file)], Flags::default()).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("reldata"));
+        assert_eq!(cfg.master_key_file, Some(dir.path().join("m.key")));
+        assert_eq!(cfg.sandbox_secret.as_deref(), Some("beside-the-file"));
+
+        let cfg = load(
+            &[
+                ("KAMI_CONFIG", &file),
+                ("KAMI_DATA_DIR", "envdata"),
+                ("KAMI_MASTER_KEY_FILE", "keys/m.key"),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir, Path::new("envdata"));
+        assert_eq!(
+            cfg.master_key_file.as_deref(),
+            Some(Path::new("keys/m.key"))
+        );
+        let cfg = load(
+            &[("KAMI_CONFIG", &file)],
+            Flags {
+                data_dir: Some("flagdata".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir, Path::new("flagdata"));
+    }
+
+    #[test]
+    fn public_url_is_used_as_validated_trimmed() {
+        let cfg = load(&[("KAMI_PUBLIC_URL", " http://x.test ")], Flags::default()).unwrap();
+        assert_eq!(cfg.public_url.as_deref(), Some("http://x.test"));
+        assert_eq!(cfg.public_url(), "http://x.test");
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_database_is_refused() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            let e = load(&[("KAMI_DATABASE_URL", url)], Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("in-memory"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn knows_which_panel_settings_configuration_sets() {
+        let cfg = load(&[], Flags::default()).unwrap();
+        assert!(!cfg.is_configured("order_ttl") && !cfg.is_configured("shop_name"));
+        let cfg = load(&[("KAMI_ORDER_TTL", "900")], Flags::default()).unwrap();
+        assert!(cfg.is_configured("order_ttl") && !cfg.is_configured("notice"));
+        let (_dir, file) = config_dir("notice = \"hi\"\n");
+        let cfg = load(&[("KAMI_CONFIG", &file)], Flags::default()).unwrap();
+        assert!(cfg.is_configured("notice") && !cfg.is_configured("order_ttl"));
     }
 }

@@ -10,6 +10,8 @@ use kami_store::Store;
 
 use crate::config::Config;
 
+/// The configuration holds at most one of the key's forms: a later layer's
+/// replaces an earlier one's (`config::replace_secret`).
 pub fn load(cfg: &Config) -> anyhow::Result<MasterKey> {
     if let Some(b64) = &cfg.master_key {
         return MasterKey::from_base64(b64).context("KAMI_MASTER_KEY is invalid");

@@ -227,7 +227,7 @@ async fn unfulfilled_orders_raise_an_alert_and_can_be_refunded(backend: Backend)
     let kami = common::spawn_kami_with(
         backend,
         common::Options {
-            order_ttl: 1,
+            order_ttl: Some(1),
             ..Default::default()
         },
     )

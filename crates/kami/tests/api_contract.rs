@@ -832,7 +832,7 @@ async fn the_status_filter_agrees_with_the_status_shown_at_the_deadline(backend:
         spawn_kami_with(
             backend,
             Options {
-                order_ttl: 1,
+                order_ttl: Some(1),
                 ..Options::default()
             },
         )

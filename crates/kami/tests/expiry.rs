@@ -21,7 +21,7 @@ async fn spawn_short_ttl(backend: Backend, channel: &'static str) -> (Kami, Rail
         backend,
         channel,
         Options {
-            order_ttl: 2,
+            order_ttl: Some(2),
             ..Options::default()
         },
     )

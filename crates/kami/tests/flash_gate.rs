@@ -80,7 +80,7 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
         spawn_kami_with(
             backend,
             Options {
-                order_ttl: 2,
+                order_ttl: Some(2),
                 ..Options::default()
             },
         )

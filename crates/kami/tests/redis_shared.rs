@@ -244,7 +244,7 @@ async fn pair(prefix: &Prefix, order_ttl: u64, more: &[(&str, &str)]) -> (Arc<Ka
     let a = spawn_kami_with(
         Backend::Postgres,
         Options {
-            order_ttl,
+            order_ttl: Some(order_ttl),
             env: with_redis(&redis_url(), prefix, more),
             ..Options::default()
         },
@@ -259,7 +259,7 @@ async fn pair(prefix: &Prefix, order_ttl: u64, more: &[(&str, &str)]) -> (Arc<Ka
     let b = spawn_kami_with(
         Backend::Postgres,
         Options {
-            order_ttl,
+            order_ttl: Some(order_ttl),
             env: b_env,
             ..Options::default()
         },
@@ -325,7 +325,7 @@ async fn gate_in_redis_agrees_with_the_database_through_expiries_restocks_and_a_
         spawn_kami_with(
             backend,
             Options {
-                order_ttl: 2,
+                order_ttl: Some(2),
                 env: with_redis(&redis_url(), &prefix, &[]),
                 ..Options::default()
             },

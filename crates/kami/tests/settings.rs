@@ -2,18 +2,22 @@
 //! changes the storefront's name and notice and the next order's TTL live,
 //! the stored values survive a restart and win over the environment, staff
 //! cannot read or post them, a post without the CSRF token changes nothing,
-//! and the stock display modes render as chosen.
+//! and the stock display modes render as chosen. A setting configuration
+//! gives (`KAMI_ORDER_TTL`) is fixed by it: read-only in the panel, never
+//! stored, and in force after any save and restart.
 
 #[macro_use]
 mod common;
 
 use common::panel::{create_admin, Panel};
-use common::{spawn_kami, Backend, Kami, Stop};
+use common::{spawn_kami, spawn_kami_with, Backend, Kami, Options, Stop};
 use reqwest::StatusCode;
 use serde_json::json;
 
 both_backends!(
     saved_settings_apply_live_and_survive_a_restart,
+    a_configured_order_ttl_is_fixed_and_never_stored,
+    a_setting_left_as_it_was_is_not_stored,
     staff_and_forged_posts_cannot_change_settings,
     stock_display_modes_render_as_chosen
 );
@@ -106,7 +110,7 @@ async fn saved_settings_apply_live_and_survive_a_restart(backend: Backend) {
     let audit = p.get("/admin/audit").await.body;
     assert!(audit.contains("settings_updated"), "{audit}");
 
-    // The stored values win over KAMI_ORDER_TTL at the next start.
+    // The stored values win over the defaults at the next start.
     kami.restart(Stop::Term).await;
     let home = shop_page(&kami, "/").await;
     assert!(home.contains("Moonlight &lt;Cards&gt;"), "{home}");
@@ -313,4 +317,74 @@ async fn stock_display_modes_render_as_chosen(backend: Backend) {
     assert_eq!(v["stock_display"], "hidden", "{v}");
     let inherit_page = page(inherit).await;
     assert!(!inherit_page.contains("<strong>23</strong>") && !inherit_page.contains("Plenty"));
+}
+
+/// The keys the `settings` table holds.
+async fn stored_keys(kami: &Kami) -> Vec<String> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&kami.database_url)
+        .await
+        .unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT key FROM settings ORDER BY key")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    c.close().await.ok();
+    rows.into_iter().map(|(k,)| k).collect()
+}
+
+async fn a_configured_order_ttl_is_fixed_and_never_stored(backend: Backend) {
+    let kami = spawn_kami_with(
+        backend,
+        Options {
+            order_ttl: Some(300),
+            ..Options::default()
+        },
+    )
+    .await;
+    let product = kami.product("Fixed TTL", json!({})).await;
+    kami.import_codes(product, &common::make_codes("FIX", 5))
+        .await;
+    let p = owner_panel(&kami).await;
+    let page = p.get("/admin/settings").await.body;
+    let field = page
+        .split("id=\"order_ttl\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap_or_default();
+    assert!(field.contains("readonly"), "{page}");
+    assert!(page.contains("<code>KAMI_ORDER_TTL</code>"), "{page}");
+
+    // A post naming another TTL (a forged one, or a page from before)
+    // changes the name and leaves the TTL to the configuration.
+    assert_eq!(save_settings(&p, "Renamed", "", "60", "exact").await, 303);
+    assert!(shop_page(&kami, "/").await.contains("Renamed"));
+    let ttl = ttl_of_next_order(&kami, product).await;
+    assert!((299..=301).contains(&ttl), "the configured TTL: {ttl}");
+    assert!(
+        !stored_keys(&kami).await.contains(&"order_ttl".to_string()),
+        "a TTL configuration fixes was stored"
+    );
+    kami.restart(Stop::Term).await;
+    let ttl = ttl_of_next_order(&kami, product).await;
+    assert!((299..=301).contains(&ttl), "after a restart: {ttl}");
+}
+
+/// Saving the form for the shop name alone stores no TTL: a stored copy
+/// of the value shown would outlive the default it was.
+async fn a_setting_left_as_it_was_is_not_stored(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let p = owner_panel(&kami).await;
+    assert_eq!(
+        save_settings(&p, "Only the name", "", "900", "exact").await,
+        303
+    );
+    let shop_keys: Vec<String> = stored_keys(&kami)
+        .await
+        .into_iter()
+        .filter(|k| ["shop_name", "notice", "order_ttl", "stock_display"].contains(&k.as_str()))
+        .collect();
+    assert_eq!(shop_keys, vec!["shop_name".to_string()]);
+    assert!(!p.get("/admin/settings").await.body.contains("readonly"));
 }

@@ -75,6 +75,7 @@ impl SqlStore {
                     read: pool,
                     direct: None,
                     checkpointer: None,
+                    checkpoint_task: None,
                     tidy_from: Default::default(),
                     beside_others: Default::default(),
                 })
@@ -193,9 +194,8 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         })
         .connect_lazy(&with_mode("rw"))?;
     let wal_frames = Arc::new(AtomicI64::new(0));
-    tokio::spawn(checkpoint_loop(
+    let checkpoint_task = tokio::spawn(checkpoint_loop(
         checkpointer.clone(),
-        write.clone(),
         wal_frames.clone(),
         path.clone(),
     ));
@@ -206,6 +206,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         read,
         direct: Some(std::sync::Arc::new(direct)),
         checkpointer: Some(checkpointer),
+        checkpoint_task: Some(Arc::new(std::sync::Mutex::new(Some(checkpoint_task)))),
         tidy_from: Default::default(),
         beside_others: Default::default(),
     })
@@ -335,12 +336,7 @@ fn prefetch_after(
 /// database (`sync_database`), so the restart's sync only writes what it
 /// copied itself: it stops the writer for 3–18 ms in a storm, every two or
 /// three seconds (40–90 ms before stop 16).
-async fn checkpoint_loop(
-    checkpointer: AnyPool,
-    write: AnyPool,
-    wal_frames: Arc<AtomicI64>,
-    db: PathBuf,
-) {
+async fn checkpoint_loop(checkpointer: AnyPool, wal_frames: Arc<AtomicI64>, db: PathBuf) {
     let page_size = sqlx::query_as::<_, (i64,)>("PRAGMA page_size")
         .fetch_one(&checkpointer)
         .await
@@ -353,7 +349,7 @@ async fn checkpoint_loop(
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if write.is_closed() {
+        if checkpointer.is_closed() {
             break;
         }
         let mut report = pass_and_sync(&checkpointer, db.as_ref(), &mut last_seen).await;

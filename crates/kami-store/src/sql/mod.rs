@@ -51,6 +51,8 @@ pub struct SqlStore {
     /// SQLite: the background checkpoint's connection (`connect.rs`),
     /// closed with the others so that the last close removes the WAL.
     checkpointer: Option<AnyPool>,
+    /// SQLite: the background checkpoint's task, waited for by `close`.
+    checkpoint_task: Option<std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>>,
     /// Where the expiry sweep's tidying of `order_deadlines` goes on from
     /// (`pg_status::tidy_deadlines`, `orders::tidy_sqlite_deadlines`).
     tidy_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -114,15 +116,29 @@ impl SqlStore {
         }
     }
 
+    /// Closes every connection. On SQLite the last one to close folds the
+    /// WAL into the database and removes it, which a read-only connection
+    /// cannot do: the readers go first and the write pool, always open and
+    /// read-write, last. The background checkpoint's connection is opened
+    /// lazily, so it could not be the last one.
     pub async fn close(&self) {
+        self.read.close().await;
         if let Some(d) = &self.direct {
             d.close().await;
         }
-        self.write.close().await;
-        self.read.close().await;
         if let Some(c) = &self.checkpointer {
             c.close().await;
         }
+        // The task stops at its next wake-up (100 ms at most), and a
+        // connection it was still opening is closed with it.
+        let task = self
+            .checkpoint_task
+            .as_ref()
+            .and_then(|t| t.lock().ok()?.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.write.close().await;
     }
 }
 

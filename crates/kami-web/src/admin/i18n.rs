@@ -20,7 +20,8 @@ translations! {
     "nav_channels" => "支付通道", "Payment channels";
 
     // Settings and payment channels
-    "settings_precedence" => "此处保存的值优先于 kami.toml 与环境变量（它们只是初始值），保存后立即生效。", "Values saved here win over kami.toml and the environment (which only give the first values), and apply at once.";
+    "settings_precedence" => "此处保存的值立即生效，重启后仍然有效。在 kami.toml 或 KAMI_* 环境变量中设置的项由配置固定，此处只读。", "Values saved here apply at once and are kept across restarts. A setting given in kami.toml or a KAMI_* variable is fixed by that configuration and read-only here.";
+    "settings_fixed_by_config" => "由配置固定，请在配置中修改并重启：", "Fixed by configuration; change it there and restart:";
     "settings_shop_name" => "店铺名称", "Shop name";
     "settings_notice" => "公告横幅", "Notice banner";
     "settings_order_ttl" => "订单有效期（秒）", "Order TTL (seconds)";

@@ -16,6 +16,7 @@ use crate::services::settings::{self, SettingsError, ShopSettings};
 use crate::state::Shared;
 
 fn page(
+    fixed: settings::FixedByConfig,
     op: &Operator,
     status: StatusCode,
     f: serde_json::Value,
@@ -28,7 +29,8 @@ fn page(
         status,
         "admin/settings.html",
         json!({"nav": "settings", "f": f, "error": error, "saved": saved,
-               "stock_displays": displays, "max_ttl": settings::MAX_ORDER_TTL_SECS}),
+               "stock_displays": displays, "max_ttl": settings::MAX_ORDER_TTL_SECS,
+               "fixed": fixed}),
     )
 }
 
@@ -41,7 +43,23 @@ pub async fn show(
     let f = json!({"shop_name": s.shop_name, "notice": s.notice.clone().unwrap_or_default(),
                    "order_ttl": s.order_ttl_secs.to_string(),
                    "stock_display": s.stock_display.as_str()});
-    Ok(page(&op, StatusCode::OK, f, None, q.ok.is_some()))
+    Ok(page(
+        state.settings.fixed_by_config,
+        &op,
+        StatusCode::OK,
+        f,
+        None,
+        q.ok.is_some(),
+    ))
+}
+
+/// A field's value: the current one when configuration fixes it.
+fn pick<'a>(fixed: bool, posted: &'a str, current: &'a str) -> &'a str {
+    if fixed {
+        current
+    } else {
+        posted
+    }
 }
 
 /// Every field defaults, so a form missing its token is refused as CSRF (403), not as malformed.
@@ -61,10 +79,16 @@ pub async fn save(
     Form(form): Form<SettingsForm>,
 ) -> PanelResult {
     op.check_csrf(&form.csrf)?;
+    // A field configuration fixes is read-only on the page; whatever a post
+    // says for it, its value stays (`settings::save`).
+    let fixed = state.settings.fixed_by_config;
+    let now = state.shop();
+    let ttl_now = now.order_ttl_secs.to_string();
+    let notice_now = now.notice.clone().unwrap_or_default();
     let new = match ShopSettings::parse(
-        &form.shop_name,
-        &form.notice,
-        &form.order_ttl,
+        pick(fixed.shop_name, &form.shop_name, &now.shop_name),
+        pick(fixed.notice, &form.notice, &notice_now),
+        pick(fixed.order_ttl, &form.order_ttl, &ttl_now),
         &form.stock_display,
     ) {
         Ok(s) => s,
@@ -84,6 +108,7 @@ pub async fn save(
             let mut sticky = serde_json::to_value(&form).unwrap_or_default();
             sticky["csrf"] = json!(null);
             return Ok(page(
+                fixed,
                 &op,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 sticky,

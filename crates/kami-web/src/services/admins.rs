@@ -9,7 +9,9 @@ use crate::scopes::Scopes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
+    // Transparent: with "{0}" the email's error was also this one's
+    // source, and the CLI's error chain said it twice.
+    #[error(transparent)]
     Email(#[from] kami_core::email::EmailError),
     #[error("an admin with this email already exists")]
     EmailTaken,

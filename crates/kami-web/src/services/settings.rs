@@ -1,9 +1,11 @@
 //! The shop settings an owner changes in the panel (issue 3): name, notice
-//! banner, order TTL and the default stock display. kami.toml and `KAMI_*`
-//! give the first values; once a value is saved in the panel, the stored
-//! one wins, at every start. The live copy is swapped whole (`ArcSwap`), so
-//! the storefront, order creation and the expiry deadline read the current
-//! values without a restart.
+//! banner, order TTL and the default stock display. A setting that
+//! configuration gives explicitly (kami.toml or `KAMI_*`) is fixed by it:
+//! it wins over a stored value, and the panel shows it read-only and never
+//! stores it (`FixedByConfig`). The others hold their default until saved in
+//! the panel; the stored value then applies, at every start. The live copy
+//! is swapped whole (`ArcSwap`), so the storefront, order creation and the
+//! expiry deadline read the current values without a restart.
 
 use kami_core::StockDisplay;
 use kami_store::StoreError;
@@ -33,6 +35,17 @@ pub enum SettingsError {
     OrderTtl,
     #[error("stock_display must be exact, level or hidden")]
     StockDisplay,
+}
+
+/// The panel's settings that configuration sets explicitly (kami.toml or
+/// `KAMI_*`). Written in a deployment's files, they must not be overridden
+/// by a value a form stored (`KAMI_ORDER_TTL` used to be ignored for good
+/// once the form was saved, even for a change of the shop name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FixedByConfig {
+    pub shop_name: bool,
+    pub notice: bool,
+    pub order_ttl: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,18 +100,26 @@ impl ShopSettings {
     }
 }
 
-/// At start: the stored values over the configured ones.
+/// At start: the stored values over the defaults, and what configuration
+/// fixes over both.
 pub async fn load(state: &AppState) -> Result<(), StoreError> {
     let mut s = ShopSettings::from_config(&state.settings);
+    let fixed = state.settings.fixed_by_config;
     let store = state.store.as_ref();
-    if let Some(v) = store.get_setting(SHOP_NAME).await? {
+    let stored = |key: &'static str, fixed: bool| async move {
+        match fixed {
+            true => Ok(None),
+            false => store.get_setting(key).await,
+        }
+    };
+    if let Some(v) = stored(SHOP_NAME, fixed.shop_name).await? {
         s.shop_name = v;
     }
-    if let Some(v) = store.get_setting(NOTICE).await? {
-        // Saved empty means "no notice", even if the configuration has one.
+    if let Some(v) = stored(NOTICE, fixed.notice).await? {
+        // Saved empty means "no notice", even if the default has one (demo).
         s.notice = Some(v).filter(|n| !n.is_empty());
     }
-    if let Some(v) = store.get_setting(ORDER_TTL).await? {
+    if let Some(v) = stored(ORDER_TTL, fixed.order_ttl).await? {
         match v.parse::<i64>() {
             Ok(t) if t >= 1 => s.order_ttl_secs = t,
             _ => {
@@ -113,18 +134,49 @@ pub async fn load(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Stores every value in one transaction, then makes them live.
-pub async fn save(state: &AppState, s: ShopSettings) -> Result<(), StoreError> {
+/// Stores the values the operator changed, in one transaction, then makes
+/// them live. A value left as it was is not stored: it would outlive a
+/// later change of its default. What configuration fixes keeps its value
+/// and is never stored.
+pub async fn save(state: &AppState, mut s: ShopSettings) -> Result<(), StoreError> {
+    let now = state.shop();
+    let fixed = state.settings.fixed_by_config;
+    if fixed.shop_name {
+        s.shop_name = now.shop_name.clone();
+    }
+    if fixed.notice {
+        s.notice = now.notice.clone();
+    }
+    if fixed.order_ttl {
+        s.order_ttl_secs = now.order_ttl_secs;
+    }
     let ttl = s.order_ttl_secs.to_string();
-    state
-        .store
-        .set_settings(&[
-            (SHOP_NAME, &s.shop_name),
-            (NOTICE, s.notice.as_deref().unwrap_or_default()),
-            (ORDER_TTL, &ttl),
-            (STOCK_DISPLAY, s.stock_display.as_str()),
-        ])
-        .await?;
+    let candidates = [
+        (
+            SHOP_NAME,
+            s.shop_name != now.shop_name,
+            s.shop_name.as_str(),
+        ),
+        (
+            NOTICE,
+            s.notice != now.notice,
+            s.notice.as_deref().unwrap_or_default(),
+        ),
+        (ORDER_TTL, s.order_ttl_secs != now.order_ttl_secs, &ttl),
+        (
+            STOCK_DISPLAY,
+            s.stock_display != now.stock_display,
+            s.stock_display.as_str(),
+        ),
+    ];
+    let changed: Vec<(&str, &str)> = candidates
+        .iter()
+        .filter(|(_, changed, _)| *changed)
+        .map(|(key, _, value)| (*key, *value))
+        .collect();
+    if !changed.is_empty() {
+        state.store.set_settings(&changed).await?;
+    }
     state.shop.store(std::sync::Arc::new(s));
     Ok(())
 }

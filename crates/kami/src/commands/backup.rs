@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use kami_core::secrets::Keys;
 use kami_store::{Backend, SqlStore, Store};
 
-use super::{init_logging, open_store};
+use super::{closing, init_logging, open_store};
 use crate::config::Config;
 use crate::master_key;
 
@@ -106,10 +106,16 @@ fn file_id(db: &Path) -> anyhow::Result<(u64, u64)> {
 pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
     init_logging("warn", false);
     let store = open_store(&cfg).await?;
+    closing(&store, write_backup(&cfg, &store, file)).await?;
+    println!("backup written to {}", file.display());
+    Ok(())
+}
+
+async fn write_backup(cfg: &Config, store: &SqlStore, file: &Path) -> anyhow::Result<()> {
     if store.backend() != Backend::Sqlite {
         bail!("kami backup is for SQLite; for PostgreSQL use pg_dump (see docs/operations.md)");
     }
-    crate::master_key::check_given(&cfg, store.as_ref()).await?;
+    crate::master_key::check_given(cfg, store).await?;
     // An empty file is taken (what `mktemp` makes), as SQLite's `VACUUM
     // INTO` takes it; anything else is never overwritten.
     if std::fs::metadata(file).is_ok_and(|m| !m.is_file() || m.len() > 0) {
@@ -131,9 +137,7 @@ pub async fn backup(cfg: Config, file: &Path) -> anyhow::Result<()> {
         return Err(e.into());
     }
     std::fs::rename(&staging, file)
-        .with_context(|| format!("cannot move the backup to {}", file.display()))?;
-    println!("backup written to {}", file.display());
-    Ok(())
+        .with_context(|| format!("cannot move the backup to {}", file.display()))
 }
 
 /// Replaces the SQLite database with a backup, after checking that the
@@ -148,6 +152,7 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
     if !file.is_file() {
         bail!("{} is not a file", file.display());
     }
+    check_sqlite_header(file)?;
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -199,6 +204,33 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
         println!("the previous database is kept at {}", kept.display());
     }
     Ok(())
+}
+
+/// Every SQLite database file begins with these 16 bytes. Checked first, so
+/// that a file that is no database is refused at once, not after SQLite has
+/// waited out its busy timeout on it.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+fn check_sqlite_header(file: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let read = File::open(file)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|()| head == *SQLITE_MAGIC);
+    match read {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!(
+            "{} is not a SQLite database; nothing was restored",
+            file.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            bail!(
+                "{} is not a SQLite database; nothing was restored",
+                file.display()
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
 }
 
 /// Restoring must not create a master key: codes sealed under the old one

@@ -3,11 +3,12 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use kami_core::secrets::Keys;
 use kami_store::Store;
 use kami_web::services::import::{import_cards, ImportError};
 use tokio_util::io::ReaderStream;
 
-use super::{init_logging, open_store};
+use super::{closing, init_logging, open_store};
 use crate::config::Config;
 use crate::master_key;
 
@@ -15,15 +16,30 @@ use crate::master_key;
 /// importer as the admin API; prints the same counts as JSON on stdout.
 pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result<()> {
     init_logging("warn", false);
-    let store = open_store(&cfg).await?;
-    let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
-    // The product's row only: `get_product` would count its codes too.
-    if store.sale_terms(product_id).await?.is_none() {
-        bail!("product {product_id} does not exist");
-    }
+    // Opened, and the product looked up, before a master key can be made: a
+    // mistyped path or product id leaves no new key behind.
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
+    let store = open_store(&cfg).await?;
+    closing(&store, async {
+        // The product's row only: `get_product` would count its codes too.
+        if store.sale_terms(product_id).await?.is_none() {
+            bail!("product {product_id} does not exist");
+        }
+        let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
+        import_file(&cfg, store.as_ref(), &keys, product_id, f).await
+    })
+    .await
+}
+
+async fn import_file(
+    cfg: &Config,
+    store: &dyn Store,
+    keys: &Keys,
+    product_id: i64,
+    f: tokio::fs::File,
+) -> anyhow::Result<()> {
     let size = f.metadata().await?.len();
     let bar = ProgressBar::new(size);
     bar.set_style(
@@ -34,15 +50,12 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
         .progress_chars("=> "),
     );
     let chunks = ReaderStream::with_capacity(f, 256 * 1024).boxed();
-    let result = import_cards(store.as_ref(), &keys, product_id, chunks, |n| {
-        bar.set_position(n)
-    })
-    .await;
+    let result = import_cards(store, keys, product_id, chunks, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
     match result {
         Ok(report) => {
             if report.imported > 0 {
-                share_the_count(&cfg, store.as_ref(), product_id).await;
+                share_the_count(cfg, store, product_id).await;
                 // A server running beside this reads a count that would turn
                 // buyers away again when it is older than this: by the time
                 // the import returns, every answer stands on the new codes.

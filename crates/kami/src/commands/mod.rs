@@ -47,6 +47,19 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
     Ok(Arc::new(store))
 }
 
+/// A one-shot command's work on the store, which is closed after it
+/// whatever the outcome: the last connection's close folds SQLite's WAL
+/// into the database file and removes it, so the command's writes are in
+/// `kami.db` itself (a copy of that file alone is whole), as after `serve`.
+pub async fn closing<T>(
+    store: &SqlStore,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let result = work.await;
+    store.close().await;
+    result
+}
+
 /// Logs as JSON lines: on stdout for `serve`, on stderr (warnings only by
 /// default) for the one-shot commands, whose stdout is their answer.
 pub fn init_logging(filter: &str, to_stdout: bool) {

@@ -19,6 +19,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     } else if cfg.demo && cfg.sandbox_secret.is_none() {
         cfg.sandbox_secret = Some(random_token(""));
     }
+    // What can refuse the start without the database comes first: a port
+    // in use or a bad channel section leaves the database unmigrated and
+    // no new master key behind.
+    let public_url = cfg.public_url();
+    let gateways = build_gateways(&cfg, &public_url)?;
+    let listener = TcpListener::bind(&cfg.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
     let store = open_store(&cfg).await?;
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
     let notice = match (&cfg.notice, cfg.demo) {
@@ -27,7 +35,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         (None, false) => None,
     };
     let settings = Settings {
-        public_url: cfg.public_url(),
+        public_url: public_url.clone(),
         order_ttl_secs: cfg.order_ttl as i64,
         shop_name: cfg.shop_name.clone(),
         notice,
@@ -49,9 +57,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 url: url.clone(),
                 prefix: cfg.redis_prefix.clone(),
             }),
+        fixed_by_config: kami_web::services::settings::FixedByConfig {
+            shop_name: cfg.is_configured("shop_name"),
+            notice: cfg.is_configured("notice"),
+            order_ttl: cfg.is_configured("order_ttl"),
+        },
     };
-    let public_url = settings.public_url.clone();
-    let gateways = build_gateways(&cfg, &public_url)?;
     let config_managed = cfg.channels.keys().cloned().collect();
     let state = kami_web::build_state(
         store.clone() as Arc<dyn Store>,
@@ -67,16 +78,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tracing::info!(redis = %kami_store::redact_url(url), prefix = %cfg.redis_prefix,
             "stock gate and rate limits shared through Redis");
     }
-    // What the admin panel saved wins over kami.toml's shop settings; for
-    // channels kami.toml wins (services/channels.rs).
+    // The shop settings kami.toml or KAMI_* give win over what the admin
+    // panel saved, the panel's over the defaults (services/settings.rs); for
+    // channels kami.toml wins too (services/channels.rs).
     kami_web::services::settings::load(&state).await?;
     kami_web::services::channels::load_stored(&state).await?;
     if cfg.demo {
         seed_demo(&state).await?;
     }
-    let listener = TcpListener::bind(&cfg.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %public_url, backend = %store.backend(), sandbox = state.sandbox().is_some(), "kami listening");
     if cfg.demo {
@@ -101,12 +110,10 @@ fn sandbox_section_enables(cfg: &Config) -> anyhow::Result<bool> {
              the secret is `sandbox_secret` (KAMI_SANDBOX_SECRET)"
         );
     }
-    match section.get("enabled") {
-        None => Ok(true),
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| anyhow::anyhow!("[channels.sandbox] enabled must be true or false")),
-    }
+    Ok(kami_pay::registry::section_enabled(
+        kami_pay::sandbox::NAME,
+        section,
+    )?)
 }
 
 /// The real payment channels of `[channels.*]`. A section that cannot be
@@ -138,7 +145,7 @@ fn build_gateways(
         // orders made on it before, as a channel disabled in the panel
         // does: money a buyer paid is never turned away. A section without
         // them is simply off.
-        let enabled = kami_pay::registry::section_enabled(section);
+        let enabled = kami_pay::registry::section_enabled(name, section)?;
         let mut built = section.clone();
         built.remove("enabled");
         if let Some(channel) = kami_pay::registry::keyless(name, &built) {

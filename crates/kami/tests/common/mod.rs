@@ -78,25 +78,16 @@ pub enum Stop {
     Term,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// `KAMI_ORDER_TTL` in seconds.
-    pub order_ttl: u64,
+    /// `KAMI_ORDER_TTL` in seconds; unset by default (the shop's 900, which
+    /// the admin panel may change: a configured one fixes it).
+    pub order_ttl: Option<u64>,
     /// Written to `<data dir>/kami.toml` and passed as `KAMI_CONFIG`
     /// (e.g. `[channels.*]` sections pointing at a fake gateway).
     pub config_toml: Option<String>,
     /// More `KAMI_*` settings, applied after (over) the defaults above.
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            order_ttl: 900,
-            config_toml: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 pub struct Kami {
@@ -305,7 +296,6 @@ impl Kami {
             ("KAMI_SANDBOX_SECRET".into(), self.secret.clone()),
             ("KAMI_PUBLIC_URL".into(), self.base.clone()),
             ("KAMI_RATE_LIMITS".into(), "off".into()),
-            ("KAMI_ORDER_TTL".into(), self.options.order_ttl.to_string()),
             // Kami's own per-order lines are `debug`: the tests that look for
             // secrets in the log read those too.
             (
@@ -314,6 +304,9 @@ impl Kami {
             ),
         ];
         env.extend(config);
+        if let Some(ttl) = self.options.order_ttl {
+            env.push(("KAMI_ORDER_TTL".into(), ttl.to_string()));
+        }
         env.extend(self.options.env.iter().cloned());
         env
     }
