@@ -300,13 +300,13 @@ impl Config {
                 .context("KAMI_WRITER_BATCH must be a number")?;
         }
         if let Some(v) = env("KAMI_BODY_BUDGET") {
-            cfg.body_budget = v
+            self.body_budget = v
                 .trim()
                 .parse()
                 .context("KAMI_BODY_BUDGET must be a number of bytes")?;
         }
         if let Some(v) = env("KAMI_CONNECTIONS_PER_ADDRESS") {
-            cfg.connections_per_address = v
+            self.connections_per_address = v
                 .trim()
                 .parse()
                 .context("KAMI_CONNECTIONS_PER_ADDRESS must be a number")?;
