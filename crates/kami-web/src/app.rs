@@ -71,7 +71,8 @@ pub fn build_state(
         config_managed.push(kami_pay::sandbox::NAME.into());
     }
     metrics::handle();
-    let names: Vec<&str> = channels.iter().map(|(c, _)| c.name()).collect();
+    let names: Vec<&'static str> = channels.iter().map(|(c, _)| c.name()).collect();
+    metrics::announce_counters(&names, settings.redis.is_some());
     let breakers = Breakers::new(
         &names,
         settings.breaker_threshold,

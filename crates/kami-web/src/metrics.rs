@@ -60,6 +60,30 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Counters an operator alerts on, at zero from the start: a counter the
+/// recorder has not yet seen is absent from `/metrics`, and an alert or a
+/// dashboard written against it found no series until the first refusal
+/// (a conformance audit). Per channel where the channel is a label.
+pub fn announce_counters(channels: &[&'static str], redis: bool) {
+    for class in crate::rate_limit::CLASS_LABELS {
+        metrics::counter!("kami_rate_limited_total", "class" => class).absolute(0);
+    }
+    for writer in ["orders", "payments"] {
+        metrics::counter!("kami_shed_total", "writer" => writer).absolute(0);
+    }
+    metrics::counter!("kami_body_budget_refusals_total").absolute(0);
+    metrics::counter!("kami_connections_refused_total", "reason" => "per_address").absolute(0);
+    for &channel in channels {
+        metrics::counter!("kami_reconciled_payments_total", "channel" => channel).absolute(0);
+        metrics::counter!("kami_notifications_unrecorded_total", "channel" => channel).absolute(0);
+    }
+    if redis {
+        for what in ["gate", "rate_limit"] {
+            metrics::counter!("kami_redis_fallbacks_total", "what" => what).absolute(0);
+        }
+    }
+}
+
 /// A group-commit transaction: its requests, its oldest request's wait for
 /// a writer, and its commit.
 pub fn batch(writer: &'static str, b: BatchStats) {

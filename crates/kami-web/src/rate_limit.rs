@@ -51,6 +51,9 @@ impl Class {
     }
 }
 
+/// Every class's label in `kami_rate_limited_total`.
+pub const CLASS_LABELS: [&str; 5] = ["orders", "lookup", "reads", "admin", "coupon"];
+
 /// The documented defaults: (per second, burst).
 pub const DEFAULTS: [(Class, u32, u32); 5] = [
     (Class::Orders, 30, 300),
@@ -261,6 +264,12 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_class_is_announced_in_the_metrics() {
+        let labels: Vec<&str> = DEFAULTS.iter().map(|(c, _, _)| c.label()).collect();
+        assert_eq!(labels, CLASS_LABELS);
+    }
 
     #[tokio::test]
     async fn logins_are_limited_per_ip_unless_limits_are_off() {

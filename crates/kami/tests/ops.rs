@@ -112,6 +112,17 @@ async fn health_metrics_and_request_ids(backend: Backend) {
         samples.iter().any(|l| l.contains("http")),
         "no HTTP metric:\n{text}"
     );
+    // Counters an operator alerts on are there at zero before anything
+    // was refused, per class, writer and channel.
+    for series in [
+        r#"kami_rate_limited_total{class="lookup"} 0"#,
+        r#"kami_shed_total{writer="orders"} 0"#,
+        r#"kami_connections_refused_total{reason="per_address"} 0"#,
+        "kami_body_budget_refusals_total 0",
+        r#"kami_notifications_unrecorded_total{channel="sandbox"} 0"#,
+    ] {
+        assert!(samples.contains(&series), "no {series:?}:\n{text}");
+    }
 
     // Requests are counted by route, method and answer, whichever worker
     // thread served them; a method nobody standardised is `other`, so
