@@ -16,6 +16,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::state::Shared;
 
+const WRITER_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// The process-wide recorder (metrics has one global recorder).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -31,13 +35,18 @@ pub fn handle() -> &'static PrometheusHandle {
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             )
             .expect("static buckets are valid")
+            // A batch's commit and its oldest request's wait: a drop's are a
+            // few milliseconds, their tail what a buyer's p99 is. Named in
+            // full: a prefix matcher also caught `kami_writer_batch_size`,
+            // whose sizes then fell in buckets of seconds (up to `le="1"`).
             .set_buckets_for_metric(
-                // A batch's commit and its oldest request's wait: a drop's
-                // are a few milliseconds, their tail what a buyer's p99 is.
-                metrics_exporter_prometheus::Matcher::Prefix("kami_writer_".into()),
-                &[
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
-                ],
+                metrics_exporter_prometheus::Matcher::Full("kami_writer_wait_seconds".into()),
+                WRITER_SECONDS,
+            )
+            .expect("static buckets are valid")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("kami_writer_commit_seconds".into()),
+                WRITER_SECONDS,
             )
             .expect("static buckets are valid")
             .build_recorder();

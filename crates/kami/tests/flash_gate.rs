@@ -108,6 +108,17 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
             "{name}: {m}"
         );
     }
+    // Sizes in buckets of sizes, times in buckets of seconds.
+    for bucket in [
+        "kami_writer_batch_size_bucket{writer=\"orders\",le=\"256\"}",
+        "kami_writer_commit_seconds_bucket{writer=\"orders\",le=\"0.0005\"}",
+    ] {
+        assert!(m.contains(bucket), "{bucket}: {m}");
+    }
+    assert!(
+        !m.contains("kami_writer_batch_size_bucket{writer=\"orders\",le=\"0.0005\"}"),
+        "{m}"
+    );
     // Paying half keeps those codes; the other half expire back into stock.
     for created in &won[..10] {
         kami.pay_ok(created).await;
