@@ -623,7 +623,44 @@ async fn stored_and_derived_lifecycle_entries_read_alike(backend: Backend) {
     );
 }
 
+/// Codes that come back below where the last batch found a product's first
+/// available code (an expired order's) are sold to the next batch, not
+/// refused as sold out: PostgreSQL's batches start counting at that hint
+/// (`batch::StockFloors`) and count again from the first code when the
+/// stock above it runs short.
+async fn codes_released_below_the_last_batch_are_sold_again(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 10).await;
+    // Two batches take the ten codes; the first batch's orders expire at once.
+    let first: Vec<NewOrder> = (0..5).map(|_| new_order(pid, 1, 1)).collect();
+    let second: Vec<NewOrder> = (0..5).map(|_| new_order(pid, 1, 60_000)).collect();
+    for batch in [&first, &second] {
+        for out in db.store.create_orders(batch).await {
+            out.expect("no database error").expect("granted");
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let expired = db.store.expire_due_orders(now_millis(), 100).await.unwrap();
+    assert_eq!(expired.len(), 5, "the first batch's orders expired");
+    // The five codes back are the lowest ids, below the last batch's hint.
+    let again: Vec<NewOrder> = (0..5).map(|_| new_order(pid, 1, 60_000)).collect();
+    let outs = db.store.create_orders(&again).await;
+    for out in &outs {
+        assert!(
+            matches!(out, Ok(Ok(_))),
+            "a released code is sold again: {outs:?}"
+        );
+    }
+    let sixth = db.store.create_orders(&[new_order(pid, 1, 60_000)]).await;
+    assert!(
+        matches!(sixth[0], Ok(Err(CreateOrderError::SoldOut))),
+        "{sixth:?}"
+    );
+    assert_invariants(&db, pid, 10).await;
+}
+
 both_backends!(
+    codes_released_below_the_last_batch_are_sold_again,
     stored_and_derived_lifecycle_entries_read_alike,
     a_batch_of_several_products_claims_each_its_own_codes,
     batched_rows_keep_every_field_as_written,

@@ -78,6 +78,7 @@ impl SqlStore {
                     checkpoint_task: None,
                     tidy_from: Default::default(),
                     beside_others: Default::default(),
+                    stock_floors: Default::default(),
                 })
             }
         }
@@ -209,6 +210,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         checkpoint_task: Some(Arc::new(std::sync::Mutex::new(Some(checkpoint_task)))),
         tidy_from: Default::default(),
         beside_others: Default::default(),
+        stock_floors: Default::default(),
     })
 }
 

@@ -59,6 +59,9 @@ pub struct SqlStore {
     /// SQLite: another process (a shop serving) writes to this database too
     /// (`yield_write_lock`).
     beside_others: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// PostgreSQL: where the last batches found each product's first
+    /// available code (`batch::StockFloors`).
+    stock_floors: std::sync::Arc<batch::StockFloors>,
 }
 
 impl std::fmt::Debug for SqlStore {
