@@ -100,7 +100,11 @@ pub async fn serve<S>(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIME)
-        .max_buf_size(HEAD_MAX);
+        .max_buf_size(HEAD_MAX)
+        // The head's own limit, checked on the head as parsed: the buffer's
+        // is checked only before a read, and one read may take it up to
+        // twice past (a 100 KB head sent at once was served).
+        .max_header_size(HEAD_MAX);
     let request_ids = RequestIds::new();
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
