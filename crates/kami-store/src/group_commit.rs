@@ -52,8 +52,9 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Requests per transaction at most.
     pub max_batch: usize,
-    /// Writer tasks: 2 for SQLite (one collects the next batch while the
-    /// other's commits on the writer thread), a few for PostgreSQL, whose
+    /// Writer tasks: 3 for SQLite (one collects the next batch while
+    /// another's commits on the writer thread and a third's waits for the
+    /// WAL's sync), a few for PostgreSQL, whose
     /// concurrent transactions skip each other's rows.
     pub writers: usize,
     /// Each batch takes at most its writer's share of the requests in

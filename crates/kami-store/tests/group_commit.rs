@@ -757,6 +757,60 @@ async fn batches_race_expiry_restock_and_single_writes(backend: Backend) {
     assert_invariants(&db, pid, 250).await;
 }
 
+/// SQLite commits with `synchronous = NORMAL`, which a power cut can undo:
+/// an order's 201 and a payment's `success` wait for a sync of the WAL
+/// (`wal_sync.rs`). Each acknowledged write here is followed by a sync pass
+/// done while it was being answered; a refusal, which wrote nothing, waits
+/// for none. PostgreSQL's commits wait for the disk themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_acknowledges_orders_and_payments_once_the_wal_is_synced() {
+    let db = open(Backend::Sqlite).await;
+    let pid = product_with_codes(&db, 4).await;
+    let mut synced = db.store.wal_syncs();
+    let mut after = |what: &str| {
+        let now = db.store.wal_syncs();
+        assert!(
+            now > synced,
+            "{what}: acknowledged without a sync of the WAL"
+        );
+        synced = now;
+    };
+    let single = db
+        .store
+        .create_order(&new_order(pid, 1, 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    after("a single order");
+    let batch = db
+        .store
+        .create_orders(&[new_order(pid, 1, 60_000), new_order(pid, 2, 60_000)])
+        .await;
+    let batched: Vec<Order> = batch.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    after("a batch of orders");
+    let paid = db
+        .store
+        .pay_orders(&[payment(&batched[0], "t-b0"), payment(&batched[1], "t-b1")])
+        .await;
+    assert!(paid
+        .iter()
+        .all(|p| *p.as_ref().unwrap() == PayOutcome::Delivered));
+    after("a batch of payments");
+    assert_eq!(
+        db.store.pay_order(&payment(&single, "t-s")).await.unwrap(),
+        PayOutcome::Delivered
+    );
+    after("a single payment");
+    // Sold out: refused, nothing written, no sync waited for.
+    let refused = db.store.create_orders(&[new_order(pid, 1, 60_000)]).await;
+    assert!(
+        matches!(refused[0], Ok(Err(CreateOrderError::SoldOut))),
+        "{refused:?}"
+    );
+    assert_eq!(db.store.wal_syncs(), synced, "a refusal waited for a sync");
+    assert_invariants(&db, pid, 4).await;
+}
+
 /// The SQLite writer thread, the serial point of a drop, runs at nice -10
 /// when the process may raise it (as root, which CI is); otherwise at the
 /// default. Read back from /proc, field 19 of the thread's `stat`.

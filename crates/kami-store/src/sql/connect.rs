@@ -79,6 +79,7 @@ impl SqlStore {
                     tidy_from: Default::default(),
                     beside_others: Default::default(),
                     stock_floors: Default::default(),
+                    wal_sync: None,
                 })
             }
         }
@@ -211,6 +212,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         tidy_from: Default::default(),
         beside_others: Default::default(),
         stock_floors: Default::default(),
+        wal_sync: Some(Arc::new(super::wal_sync::WalSync::start(&path)?)),
     })
 }
 

@@ -24,6 +24,7 @@ mod pg_status;
 mod recovery;
 mod rows;
 mod wal_prefetch;
+mod wal_sync;
 
 use async_trait::async_trait;
 use kami_core::{Millis, OrderStatus};
@@ -62,6 +63,9 @@ pub struct SqlStore {
     /// PostgreSQL: where the last batches found each product's first
     /// available code (`batch::StockFloors`).
     stock_floors: std::sync::Arc<batch::StockFloors>,
+    /// SQLite: syncs the WAL before an order or a payment is acknowledged
+    /// (`wal_sync.rs`). `None` on PostgreSQL, whose commits wait for the disk.
+    wal_sync: Option<std::sync::Arc<wal_sync::WalSync>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -125,6 +129,9 @@ impl SqlStore {
     /// read-write, last. The background checkpoint's connection is opened
     /// lazily, so it could not be the last one.
     pub async fn close(&self) {
+        if let Some(w) = &self.wal_sync {
+            w.close();
+        }
         self.read.close().await;
         if let Some(d) = &self.direct {
             d.close().await;
@@ -224,16 +231,22 @@ impl Store for SqlStore {
     }
 
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>> {
-        orders::create_order(self, o).await
+        let out = orders::create_order(self, o).await?;
+        if out.is_ok() {
+            self.durable().await?;
+        }
+        Ok(out)
     }
     async fn create_orders(
         &self,
         batch: &[NewOrder],
     ) -> Vec<Result<Result<Order, CreateOrderError>>> {
-        batch::create_orders(self, batch).await
+        let out = batch::create_orders(self, batch).await;
+        self.durable_all(out, |o| o.is_ok()).await
     }
     async fn pay_orders(&self, batch: &[NewPayment]) -> Vec<Result<PayOutcome>> {
-        payments::pay_orders(self, batch).await
+        let out = payments::pay_orders(self, batch).await;
+        self.durable_all(out, |_| true).await
     }
     async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
         if let Some(d) = &self.direct {
@@ -265,7 +278,9 @@ impl Store for SqlStore {
         orders::list_orders(self, filter).await
     }
     async fn pay_order(&self, p: &NewPayment) -> Result<PayOutcome> {
-        payments::pay_order(self, p).await
+        let out = payments::pay_order(self, p).await?;
+        self.durable().await?;
+        Ok(out)
     }
     async fn expire_due_orders(&self, now: Millis, limit: i64) -> Result<Vec<Order>> {
         orders::expire_due_orders(self, now, limit).await
@@ -563,5 +578,49 @@ impl SqlStore {
             .fetch_one(&self.write)
             .await?;
         Ok(row.0)
+    }
+}
+
+impl SqlStore {
+    /// SQLite: returns once everything committed so far is on the disk, so
+    /// that it may be acknowledged (`wal_sync.rs`). At once on PostgreSQL.
+    async fn durable(&self) -> Result<()> {
+        match &self.wal_sync {
+            Some(w) => w.synced().await,
+            None => Ok(()),
+        }
+    }
+
+    /// `durable` for a batch's outcomes, when one of them is to be
+    /// acknowledged (`acked`). When the sync fails those are answered as an
+    /// error (committed, not acknowledged: a retry finds them), the rest
+    /// (refusals, which wrote nothing) as they were.
+    async fn durable_all<T>(
+        &self,
+        out: Vec<Result<T>>,
+        acked: impl Fn(&T) -> bool,
+    ) -> Vec<Result<T>> {
+        if !out.iter().any(|r| r.as_ref().is_ok_and(&acked)) {
+            return out;
+        }
+        match self.durable().await {
+            Ok(()) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                out.into_iter()
+                    .map(|r| match r {
+                        Ok(t) if acked(&t) => Err(crate::StoreError::Database(sqlx::Error::Io(
+                            std::io::Error::other(msg.clone()),
+                        ))),
+                        other => other,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// SQLite: how many times the WAL was synced for acknowledgements.
+    pub fn wal_syncs(&self) -> u64 {
+        self.wal_sync.as_ref().map_or(0, |w| w.passes())
     }
 }
