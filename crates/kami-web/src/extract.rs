@@ -198,11 +198,23 @@ const BODY_FIELDS: [&str; 29] = [
 /// of `BODY_FIELDS`.
 /// A body that did not read as `T`: 422, naming the field where it can.
 fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
-    let message = format!("invalid JSON body: {}", e.inner());
-    match named_field(e.path()) {
+    let inner = e.inner().to_string();
+    let message = format!("invalid JSON body: {inner}");
+    match named_field(e.path()).or_else(|| field_in_message(&inner)) {
         Some(field) => ApiError::invalid_param(field, message),
         None => ApiError::invalid(message),
     }
+}
+
+/// serde's "missing field `x`" and "duplicate field `x`" come with an
+/// empty path (the error is the object's, not the field's): the field is
+/// in the message.
+fn field_in_message(message: &str) -> Option<&'static str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
+    let name = &rest[..rest.find('`')?];
+    BODY_FIELDS.iter().copied().find(|f| *f == name)
 }
 
 /// Reads a body already parsed as JSON (and perhaps amended) as `T`, with
@@ -218,6 +230,37 @@ fn named_field(path: &serde_path_to_error::Path) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// A JSON string may spell a NUL character (`\u0000`), which no field of
+/// Kami's means and PostgreSQL's text cannot hold: stored or looked up, it
+/// failed as a database error (500). Refused as 422 naming the top-level
+/// field it is in. Only a body that spells it is parsed again.
+fn refuse_nul(raw: &[u8]) -> Result<(), ApiError> {
+    if !raw.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(raw) else {
+        return Ok(());
+    };
+    fn holds_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(holds_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+            _ => false,
+        }
+    }
+    let message = "text in the body may not contain the NUL character (\\u0000)";
+    for (key, v) in &fields {
+        if key.contains('\0') || holds_nul(v) {
+            return Err(match BODY_FIELDS.iter().copied().find(|f| f == key) {
+                Some(field) => ApiError::invalid_param(field, message),
+                None => ApiError::invalid(message),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `application/json` or `application/…+json`, parameters aside.
@@ -290,6 +333,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let value = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
         de.end()
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+        refuse_nul(&raw)?;
         Ok(Self { value, raw })
     }
 }

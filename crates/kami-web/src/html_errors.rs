@@ -12,7 +12,7 @@
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::state::Shared;
 
@@ -102,6 +102,12 @@ fn is_private(path: &str) -> bool {
 }
 
 pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> Response {
+    if spells_nul(req.uri()) {
+        return crate::error::ApiError::invalid(
+            "the address may not contain the NUL character (%00)",
+        )
+        .into_response();
+    }
     let private = is_private(req.uri().path());
     let mut res = error_bodies(state, req, next).await;
     if private && !res.headers().contains_key(header::CACHE_CONTROL) {
@@ -118,6 +124,18 @@ pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> 
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     res
+}
+
+/// A path or query that decodes to a NUL character. No name, number or
+/// token of Kami's holds one and PostgreSQL's text cannot: looked up, it
+/// failed as a database error (500 for an order number, a cursor or an
+/// e-mail filter). A payment notification is left to its channel, which
+/// refuses and records it (`services::notify`).
+fn spells_nul(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    (nul(path) || uri.query().is_some_and(nul))
+        && !(path.starts_with("/pay/") && path.ends_with("/notify"))
 }
 
 async fn error_bodies(State(state): State<Shared>, req: Request, next: Next) -> Response {

@@ -27,6 +27,7 @@ both_backends!(
     a_sandbox_section_saying_disabled_turns_the_sandbox_off,
     the_status_filter_agrees_with_the_status_shown_at_the_deadline,
     a_value_of_the_wrong_type_names_its_field,
+    a_nul_character_is_refused_not_a_server_error,
 );
 
 async fn post_idem(kami: &Kami, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -1197,4 +1198,72 @@ async fn unlimited_public_routes_draw_on_the_read_limit() {
             statuses.iter().collect::<HashSet<_>>()
         );
     }
+}
+
+/// A NUL character (U+0000) in a JSON string, a query or a path: no field
+/// of Kami's holds one and PostgreSQL's text cannot, so it failed there as a
+/// database error (500), and a forged notification claiming such an order
+/// number went unrecorded. Now 422 naming the field, and the rejection is
+/// recorded; a missing field is named too (serde gives it no path).
+async fn a_nul_character_is_refused_not_a_server_error(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("Nul", json!({})).await;
+    kami.import_codes(pid, &["NUL-1".to_string()]).await;
+    for (body, field) in [
+        (
+            json!({"product_id": pid, "quantity": 1, "email": "a\u{0}b@example.com", "channel": "sandbox"}),
+            "email",
+        ),
+        (
+            json!({"product_id": pid, "quantity": 1, "email": "n@example.com", "query_password": "x\u{0}", "channel": "sandbox"}),
+            "query_password",
+        ),
+        (
+            json!({"quantity": 1, "email": "n@example.com", "channel": "sandbox"}),
+            "product_id",
+        ),
+    ] {
+        let (s, v) = kami.order(body).await;
+        assert_invalid(s, &v);
+        assert_eq!(v["error"]["param"], json!(field), "{v}");
+    }
+    let (s, v) = kami
+        .send(kami.http.post(kami.url("/api/v1/orders/lookup")).json(
+            &json!({"email": "n@example.com", "query_password": "x", "starting_after": "K\u{0}"}),
+        ))
+        .await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], json!("starting_after"), "{v}");
+    let (s, v) = kami
+        .admin_post(
+            "/api/v1/admin/products",
+            &json!({"name": "a\u{0}b", "price": 100, "currency": "CNY"}),
+        )
+        .await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], json!("name"), "{v}");
+    for path in [
+        "/api/v1/admin/orders?email=a%00b",
+        "/api/v1/admin/orders?starting_after=K%00",
+        "/api/v1/admin/orders/K%00",
+        "/api/v1/admin/events?order_no=K%00",
+    ] {
+        let (s, v) = kami.admin_get(path).await;
+        assert_invalid(s, &v);
+    }
+    // A forged notification claiming such a number: refused and recorded.
+    let forged = json!({"order_no": "K\u{0}X", "trade_no": "T1", "amount": 100,
+        "currency": "CNY", "status": "paid"})
+    .to_string()
+    .into_bytes();
+    let (s, _) = kami.notify(forged, Some("t=1,v1=00".into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(kami.count_events("K\u{FFFD}X", "notify_rejected").await, 1);
+    // Nothing was taken.
+    assert_eq!(kami.stock3(pid).await.0, 1, "{}", kami.stock(pid).await);
+    assert!(
+        !kami.logs().contains("internal_error"),
+        "{}",
+        kami.logs_tail(20)
+    );
 }

@@ -93,6 +93,19 @@ pub fn reply_for(channel: &dyn Channel, verdict: &Verdict) -> Reply {
 /// currency, then the payment. For verified notices only.
 pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notice) -> Verdict {
     let name = channel.name();
+    // No order number, trade number or currency of ours holds a NUL, and
+    // PostgreSQL's text cannot: looked up or stored, it failed as a database
+    // error, and the gateway was told to retry forever.
+    let fields = [
+        &notice.order_no,
+        &notice.trade_no,
+        &notice.currency,
+        &notice.status,
+    ];
+    if fields.iter().any(|f| f.contains('\0')) {
+        let reason = "the notification's order number, trade number, currency or status holds a NUL character";
+        return reject(state, channel, Some(notice.order_no), None, reason).await;
+    }
     if notice.order_no.is_empty() && !notice.paid {
         // A genuine event about no order (Stripe sends many kinds): answered
         // so the gateway stops retrying, and kept for the operator.
@@ -229,7 +242,10 @@ pub async fn apply_notice(state: &AppState, channel: &dyn Channel, notice: Notic
 fn event(order_id: Option<i64>, order_no: Option<&str>, kind: &str, detail: String) -> NewEvent {
     NewEvent {
         order_id,
-        order_no: order_no.map(str::to_string),
+        // A forged notification's claimed number is kept as claimed, but
+        // without a NUL, which PostgreSQL's text cannot hold (the rejection
+        // went unrecorded).
+        order_no: order_no.map(|n| n.replace('\0', "\u{FFFD}")),
         kind: kind.to_string(),
         detail: truncate(&detail),
         at: now_millis(),
@@ -278,6 +294,7 @@ async fn reject(
     );
     let order_id = match (order_id, &order_no) {
         (Some(id), _) => Some(id),
+        (None, Some(no)) if no.contains('\0') => None,
         (None, Some(no)) => state.store.get_order(no).await.ok().flatten().map(|o| o.id),
         (None, None) => None,
     };
