@@ -343,10 +343,22 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
-    for bad in ["?limit=abc", "?limit=1.5"] {
+    for bad in ["?limit=abc", "?limit=1.5", "?product_id=abc"] {
         let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
         assert_invalid(s, &v);
     }
+    // The product filter: its orders, and none of another product's.
+    let other = kami.product("Other", json!({})).await;
+    let (s, v) = kami
+        .admin_get(&format!("/api/v1/admin/orders?product_id={pid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(numbers(&v).len(), 2, "{v}");
+    let (s, v) = kami
+        .admin_get(&format!("/api/v1/admin/orders?product_id={other}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(numbers(&v).is_empty(), "{v}");
 }
 
 /// API.md's lists take `limit` and `starting_after`: the admin API's

@@ -612,13 +612,21 @@ pub async fn list_orders(
                 .id,
         ),
     };
+    // A product id that is not one is refused: ignored, the filter listed
+    // every product's orders as if they were that product's.
+    let product_id = match q.product_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(p.parse::<i64>().map_err(|_| {
+            ApiError::invalid_param("product_id", "product_id must be a product's id")
+        })?),
+    };
     let filter = OrderFilter {
         status,
         email: q
             .email
             .map(|e| e.trim().to_lowercase())
             .filter(|e| !e.is_empty()),
-        product_id: q.product_id.and_then(|p| p.parse().ok()),
+        product_id,
         before_id,
         ..OrderFilter::default()
     };
