@@ -243,6 +243,11 @@ async fn admin_api_authenticates_first_and_validates_products(backend: Backend) 
             "bad sale time",
             json!({"name": "x", "price": 100, "currency": "CNY", "sale_starts_at": "tomorrow"}),
         ),
+        (
+            "a sale ending before it starts",
+            json!({"name": "x", "price": 100, "currency": "CNY",
+                   "sale_starts_at": "2030-01-02T00:00:00Z", "sale_ends_at": "2030-01-01T00:00:00Z"}),
+        ),
         ("array", json!([1, 2, 3])),
     ];
     for (what, body) in invalid {
@@ -805,6 +810,28 @@ async fn patch_refuses_null_for_fields_that_cannot_be_empty(backend: Backend) {
         )
         .await;
     assert_refused(s, &v, "price", "price");
+    // A patch is judged against what it leaves stored: an end before the
+    // stored start is refused, a start moved past the stored end too.
+    let timed = kami
+        .product("Timed", json!({"sale_starts_at": "2030-01-02T00:00:00Z"}))
+        .await;
+    for patch in [
+        json!({"sale_ends_at": "2030-01-01T00:00:00Z"}),
+        json!({"sale_starts_at": "2030-01-03T00:00:00Z", "sale_ends_at": "2030-01-02T12:00:00Z"}),
+    ] {
+        let (s, v) = kami
+            .admin_patch(&format!("/api/v1/admin/products/{timed}"), &patch)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {v}");
+        assert_eq!(v["error"]["param"], json!("sale_ends_at"), "{v}");
+    }
+    let (s, v) = kami
+        .admin_patch(
+            &format!("/api/v1/admin/products/{timed}"),
+            &json!({"sale_ends_at": "2030-01-03T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 /// API.md: the upload is text, one code per line. A JSON or multipart body

@@ -246,6 +246,7 @@ translations! {
     "err_quantities" => "每单数量须满足：1 ≤ 每单最少 ≤ 每单最多 ≤ 10000。", "Per-order quantities must satisfy 1 ≤ min ≤ max ≤ 10000.";
     "err_per_buyer_limit" => "每位买家限购须至少为 1，留空表示不限。", "The per-buyer limit must be at least 1, or empty for no limit.";
     "err_per_ip_limit" => "每个 IP 限购须至少为 1，留空表示不限。", "The per-IP limit must be at least 1, or empty for no limit.";
+    "err_sale_window" => "停售时间须晚于开售时间。", "The sale must end after it starts.";
     "err_description_length" => "商品说明不能超过 64 KiB。", "The description must be at most 64 KiB.";
     "err_category_length" => "分类名称最多 100 个字符。", "The category must be at most 100 characters.";
     "err_stock_display" => "库存显示方式无效。", "The stock display must be exact, level, hidden or the shop default.";

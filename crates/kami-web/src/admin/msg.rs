@@ -160,6 +160,10 @@ const API_MESSAGES: &[(&str, &str)] = &[
         "err_per_ip_limit",
     ),
     (
+        "sale_ends_at must be after sale_starts_at",
+        "err_sale_window",
+    ),
+    (
         "description is longer than 64 KiB",
         "err_description_length",
     ),

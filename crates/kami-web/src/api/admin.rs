@@ -154,6 +154,18 @@ pub(crate) fn parse_time(field: &'static str, v: &Option<String>) -> ApiResult<O
     }
 }
 
+/// A sale that ends must end after it starts: one ending first was stored,
+/// and the product could never be bought.
+fn check_sale_window(starts: Option<i64>, ends: Option<i64>) -> ApiResult<()> {
+    match (starts, ends) {
+        (Some(s), Some(e)) if e <= s => Err(ApiError::invalid_param(
+            "sale_ends_at",
+            "sale_ends_at must be after sale_starts_at",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -307,6 +319,9 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
     check_tiers(price, &wholesale_tiers)?;
     let per_ip_limit = input.per_ip_limit.flatten();
     check_ip_limit(per_ip_limit)?;
+    let sale_starts_at = parse_time("sale_starts_at", &input.sale_starts_at.flatten())?;
+    let sale_ends_at = parse_time("sale_ends_at", &input.sale_ends_at.flatten())?;
+    check_sale_window(sale_starts_at, sale_ends_at)?;
     let new = NewProduct {
         category_id: category_id(state, &input.category.flatten()).await?,
         name,
@@ -316,8 +331,8 @@ pub async fn create_product_from(state: &Shared, input: ProductInput) -> ApiResu
         min_quantity,
         max_quantity,
         per_buyer_limit,
-        sale_starts_at: parse_time("sale_starts_at", &input.sale_starts_at.flatten())?,
-        sale_ends_at: parse_time("sale_ends_at", &input.sale_ends_at.flatten())?,
+        sale_starts_at,
+        sale_ends_at,
         visible: input.visible.unwrap_or(true),
         low_stock_threshold: input.low_stock_threshold.unwrap_or(0).max(0),
         wholesale_tiers,
@@ -404,6 +419,10 @@ pub async fn update_product_from(
             .map(parse_stock_display)
             .transpose()?,
     };
+    check_sale_window(
+        patch.sale_starts_at.unwrap_or(cur.sale_starts_at),
+        patch.sale_ends_at.unwrap_or(cur.sale_ends_at),
+    )?;
     let p = state
         .store
         .update_product(id, &patch)
