@@ -226,6 +226,13 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110, 11.6.1: a 401 names the scheme that would do.
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kami\""),
+            );
+        }
         res
     }
 }
@@ -236,6 +243,17 @@ pub type ApiResult<T> = Result<T, ApiError>;
 mod body_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_401_names_the_bearer_scheme() {
+        let res = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no key").into_response();
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"kami\""
+        );
+        let res = ApiError::sold_out().into_response();
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
 
     /// The struct writes the bytes the `json!` value wrote before it (a
     /// stored idempotent replay and the live answer must not differ).
