@@ -128,10 +128,11 @@ pub fn build_state(
 /// The group-commit writers. SQLite has one writer thread: three tasks feed
 /// it, so the next batch is already waiting there when one commits (with one
 /// task, the thread sat idle until that task was scheduled again among the
-/// HTTP tasks to collect the next batch) and another while a committed one
-/// waits for the WAL's sync before it is answered (`wal_sync.rs`; with two,
-/// orders and notifications a second fell by a fifth with that wait, by an
-/// eighth with three: docs/PERFORMANCE.md, stop 40). PostgreSQL runs a few
+/// HTTP tasks to collect the next batch) and another while a committed
+/// payment batch waits for the WAL's sync before it is answered
+/// (`wal_sync.rs`; with two, notifications a second fell by a fifth with
+/// that wait, by an eighth with three: docs/PERFORMANCE.md, stop 40).
+/// PostgreSQL runs a few
 /// transactions side by side (their claims skip each other's rows) to
 /// overlap round trips.
 fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {

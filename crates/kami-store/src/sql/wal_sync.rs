@@ -2,10 +2,10 @@
 //!
 //! The write connections run `synchronous = NORMAL` (DESIGN.md): a commit
 //! writes its WAL frames and does not wait for the disk, and survives the
-//! process crashing but not the machine losing power. An order's `201` and a
-//! payment's `success` to the gateway are promises (invariant 3: once a
-//! notification is acknowledged the payment is durably recorded; the
-//! gateway never sends it again). So before one is given, the WAL is synced
+//! process crashing but not the machine losing power. A payment's `success`
+//! to the gateway is a promise (invariant 3: once a notification is
+//! acknowledged the payment is durably recorded; the gateway never sends it
+//! again). So before one is given, the WAL is synced
 //! here, on a thread of its own: the writer thread goes on with the next
 //! batch meanwhile, and every acknowledgement waiting when a sync starts
 //! shares it (a group commit of syncs). `fdatasync` of this VM's disk took
