@@ -63,7 +63,7 @@ pub struct SqlStore {
     /// PostgreSQL: where the last batches found each product's first
     /// available code (`batch::StockFloors`).
     stock_floors: std::sync::Arc<batch::StockFloors>,
-    /// SQLite: syncs the WAL before an order or a payment is acknowledged
+    /// SQLite: syncs the WAL before a payment is acknowledged
     /// (`wal_sync.rs`). `None` on PostgreSQL, whose commits wait for the disk.
     wal_sync: Option<std::sync::Arc<wal_sync::WalSync>>,
 }
