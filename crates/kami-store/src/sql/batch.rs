@@ -167,11 +167,8 @@ async fn stock_budgets(
     batch: &[NewOrder],
 ) -> Result<(HashMap<i64, i64>, HashMap<i64, i64>)> {
     let (available, order_by) = orders::available_in_order(s.backend, "$1");
+    // From `$3` on: a product's first entry (`i64::MIN`) or the hint.
     let count = format!(
-        "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
-         WHERE {available} {order_by} LIMIT $2) AS a"
-    );
-    let from_hint = format!(
         "SELECT COUNT(*) AS n, MIN(id) AS first FROM (SELECT id FROM cards \
          WHERE {available} AND id >= $3 {order_by} LIMIT $2) AS a"
     );
@@ -182,36 +179,29 @@ async fn stock_budgets(
     let mut budget = HashMap::with_capacity(wanted.len());
     let mut floors = HashMap::with_capacity(wanted.len());
     for (product_id, want) in wanted {
-        let mut row = None;
-        let mut full = true;
-        if let Some(hint) = s.stock_floors.hint(s.backend, product_id) {
-            let r = sqlx::query(&from_hint)
+        let mut from = s
+            .stock_floors
+            .hint(s.backend, product_id)
+            .unwrap_or(i64::MIN);
+        let row = loop {
+            let row = sqlx::query(&count)
                 .bind(product_id)
                 .bind(want)
-                .bind(hint)
+                .bind(from)
                 .fetch_one(&mut **tx)
                 .await?;
             // Enough at or above the hint: the budget is `want` either way.
             // Short of it, codes below the hint may have come back: count
             // them all.
-            if r.try_get::<i64, _>("n")? >= want {
-                row = Some(r);
-                full = false;
+            if from == i64::MIN || row.try_get::<i64, _>("n")? >= want {
+                break row;
             }
-        }
-        let row = match row {
-            Some(r) => r,
-            None => {
-                sqlx::query(&count)
-                    .bind(product_id)
-                    .bind(want)
-                    .fetch_one(&mut **tx)
-                    .await?
-            }
+            from = i64::MIN;
         };
         budget.insert(product_id, row.try_get::<i64, _>("n")?);
         if let Some(first) = row.try_get::<Option<i64>, _>("first")? {
             floors.insert(product_id, first);
+            let full = from == i64::MIN;
             s.stock_floors.found(s.backend, product_id, first, full);
         }
     }
