@@ -363,14 +363,31 @@ impl RequestIds {
     }
 
     pub(crate) fn next(&self) -> String {
+        String::from_utf8(self.next_bytes().to_vec()).expect("hex digits and a dash")
+    }
+
+    /// `{prefix:08x}-{n:012x}`, written digit by digit: through `format!`
+    /// it was 1,600 instructions of every request (callgrind).
+    fn next_bytes(&self) -> [u8; 21] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{:08x}-{n:012x}", self.prefix)
+        let mut id = [b'-'; 21];
+        for (i, d) in id[..8].iter_mut().enumerate() {
+            *d = DIGITS[((self.prefix >> (28 - 4 * i)) & 15) as usize];
+        }
+        for (i, d) in id[9..].iter_mut().enumerate() {
+            // The low 48 bits, as `{:012x}` writes any count below 2^48.
+            *d = DIGITS[((n >> (44 - 4 * i)) & 15) as usize];
+        }
+        id
     }
 }
 
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&self.next()).ok().map(RequestId::new)
+        HeaderValue::from_bytes(&self.next_bytes())
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -450,4 +467,26 @@ pub async fn serve(
     let _ = worker.await;
     let _ = gate_sync.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestIds;
+
+    #[test]
+    fn request_ids_read_as_format_writes_them() {
+        let ids = RequestIds::new();
+        for n in [
+            0u64,
+            1,
+            0xabc,
+            0xffff_ffff,
+            0x0123_4567_89ab,
+            0xffff_ffff_ffff,
+        ] {
+            ids.next.store(n, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(ids.next(), format!("{:08x}-{n:012x}", ids.prefix));
+        }
+        assert_ne!(ids.next(), ids.next(), "each request its own id");
+    }
 }

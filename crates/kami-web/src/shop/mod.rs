@@ -593,7 +593,7 @@ pub async fn buy(
         coupon: form.coupon.clone(),
         channel: form.channel.clone(),
     };
-    match place_order(&state, &req, Some(ip.to_string()), None).await {
+    match place_order(&state, &req, Some(ip), None).await {
         Ok(placed) => {
             let no = placed.order.order_no.clone();
             let cookie = cookies::set(
