@@ -3,7 +3,7 @@
 # figure (within about 1%) for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
-#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | order | soldout | notify] [REQUESTS]
+#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | read | order | soldout | notify] [REQUESTS]
 #
 # Starts BINARY (`kami`) under `valgrind --tool=callgrind` on a fresh SQLite
 # shop, warms it up with 200 requests, zeroes the counters, sends REQUESTS
@@ -12,7 +12,8 @@
 # requested with GET; `order` posts orders for one code each
 # (`POST /api/v1/orders`, sandbox channel) to a product stocked through the
 # admin API first: one at a time, so each is its own transaction, not a
-# flash sale's batch. `soldout` posts the same orders to a product with no
+# flash sale's batch. `read` asks for that product and the product list in
+# turn, as the benchmark's product reads do. `soldout` posts the same orders to a product with no
 # codes (the stock gate's answer after a drop). `notify` creates that many orders first (not counted)
 # and then pays each with one signed sandbox notification (openssl signs
 # them). Background work (the expiry sweep, the gate's re-sync)
@@ -37,7 +38,7 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 
-if [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
+if [ "$what" = read ] || [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
     key=$("$bin" api-key create --name callgrind 2>/dev/null | tail -1)
     product=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d '{"name":"Callgrind","price":990,"currency":"CNY"}' "$base/api/v1/admin/products" |
@@ -52,6 +53,14 @@ if [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
             printf -- '--next -H content-type:application/json -d %s %s/api/v1/orders ' "$body" "$base"
         done
     }
+    if [ "$what" = read ]; then
+        requests() {
+            for i in $(seq "$1"); do
+                if [ $((i % 2)) = 1 ]; then printf '%s/api/v1/products/%s ' "$base" "$product"
+                else printf '%s/api/v1/products ' "$base"; fi
+            done
+        }
+    fi
     if [ "$what" = notify ]; then
         # shellcheck disable=SC2046
         curl -s $(requests $((n + 200))) | grep -o '"order_no":"[^"]*"' | cut -d'"' -f4 >"$dir/orders"

@@ -32,7 +32,7 @@ pub async fn list_products(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     Query(mut q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     state.limits.check_ip(Class::Reads, ip).await?;
     let all = state
         .catalog
@@ -55,8 +55,12 @@ pub async fn list_products(
     // The page goes on after the cursor in the listing's own order
     // (categories, then products, as the merchant arranged them).
     let (page, has_more) = page_after(&products, |p| p.id, &q, PRODUCTS_PAGE, "product")?;
-    let data: Vec<Value> = page.iter().map(present::product).collect();
-    Ok(Json(json!({"data": data, "has_more": has_more})))
+    // Serialised here, while the page's views borrow the products.
+    Ok(Json(&present::ProductPage {
+        data: page.iter().map(present::product_view).collect(),
+        has_more,
+    })
+    .into_response())
 }
 
 /// One page of a list held whole in memory (products, coupons): up to
@@ -132,7 +136,7 @@ pub async fn get_product(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     state.limits.check_ip(Class::Reads, ip).await?;
     let id = parse_id(&Value::String(id)).ok_or_else(|| ApiError::not_found("product"))?;
     state.gate.confirm_small(state.store.as_ref(), id).await;
@@ -142,7 +146,7 @@ pub async fn get_product(
         .await?
         .filter(|p| p.visible)
         .ok_or_else(|| ApiError::not_found("product"))?;
-    Ok(Json(present::product(&p)))
+    Ok(Json(&present::product_view(&p)).into_response())
 }
 
 const ORDERS_SCOPE: &str = "POST /api/v1/orders";
