@@ -220,16 +220,32 @@ pub fn app(
         .map_response(IntoResponse::into_response)
         .map_request(crate::drain::drain_unread)
         .map_request(drop_unfit_request_id)
-        .layer(SetRequestIdLayer::new(request_id.clone(), RequestIds::new()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let rid = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            // The query string is left out: order pages carry access tokens.
-            tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path(), order_no = tracing::field::Empty)
-        }).on_failure(log_server_error))
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            RequestIds::new(),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let rid = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // The query string is left out: order pages carry access tokens.
+                    // Strings, not `%` (Display) values: recorded as `&str`, the
+                    // JSON log writes them without `fmt` (the same JSON; a span's
+                    // fields were a twelfth of a `/healthz`'s instructions).
+                    tracing::info_span!(
+                        "request",
+                        request_id = rid,
+                        method = req.method().as_str(),
+                        path = req.uri().path(),
+                        order_no = tracing::field::Empty
+                    )
+                })
+                .on_failure(log_server_error),
+        )
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
