@@ -3,7 +3,7 @@
 # figure (within about 1%) for the same binary whatever else the machine is doing, so two
 # builds can be compared on a noisy machine where timings cannot.
 #
-#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | read | order | soldout | notify] [REQUESTS]
+#   crates/kami-bench/scripts/callgrind-request.sh BINARY [PATH | read | poll | order | soldout | notify] [REQUESTS]
 #
 # Starts BINARY (`kami`) under `valgrind --tool=callgrind` on a fresh SQLite
 # shop, warms it up with 200 requests, zeroes the counters, sends REQUESTS
@@ -38,7 +38,7 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 
-if [ "$what" = read ] || [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
+if [ "$what" = read ] || [ "$what" = poll ] || [ "$what" = order ] || [ "$what" = soldout ] || [ "$what" = notify ]; then
     key=$("$bin" api-key create --name callgrind 2>/dev/null | tail -1)
     product=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d '{"name":"Callgrind","price":990,"currency":"CNY"}' "$base/api/v1/admin/products" |
@@ -58,6 +58,18 @@ if [ "$what" = read ] || [ "$what" = order ] || [ "$what" = soldout ] || [ "$wha
             for i in $(seq "$1"); do
                 if [ $((i % 2)) = 1 ]; then printf '%s/api/v1/products/%s ' "$base" "$product"
                 else printf '%s/api/v1/products ' "$base"; fi
+            done
+        }
+    fi
+    if [ "$what" = poll ]; then
+        placed=$(curl -sf -H content-type:application/json -d "$body" "$base/api/v1/orders")
+        no=$(printf '%s' "$placed" | grep -o '"order_no":"[^"]*"' | cut -d'"' -f4)
+        token=$(printf '%s' "$placed" | grep -o '"access_token":"[^"]*"' | cut -d'"' -f4)
+        requests() {
+            local sep=''
+            for _ in $(seq "$1"); do
+                printf -- '%s--oauth2-bearer %s %s/api/v1/orders/%s ' "$sep" "$token" "$base" "$no"
+                sep='--next '
             done
         }
     fi
@@ -91,6 +103,10 @@ callgrind_control -d "$pid" >/dev/null 2>&1
 [ -n "${KEEP:-}" ] && cp "$dir"/cg.out.1 "$KEEP"
 if [ "$what" = order ] && [ "$(grep -o '"order_no"' "$dir/answers" | wc -l)" -ne "$n" ]; then
     echo "not every order was created: $(head -c 300 "$dir/answers")" >&2
+    exit 1
+fi
+if [ "$what" = poll ] && [ "$(grep -o '"order_no"' "$dir/answers" | wc -l)" -ne "$n" ]; then
+    echo "not every poll answered the order: $(head -c 300 "$dir/answers")" >&2
     exit 1
 fi
 if [ "$what" = soldout ] && [ "$(grep -o '"sold_out"' "$dir/answers" | wc -l)" -ne "$n" ]; then

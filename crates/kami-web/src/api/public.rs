@@ -235,7 +235,7 @@ pub async fn get_order(
     ClientIp(ip): ClientIp,
     Path(order_no): Path<String>,
     req: axum::extract::Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     state.limits.check_ip(Class::Reads, ip).await?;
     let (parts, _) = req.into_parts();
     let token = bearer(&parts).unwrap_or_default();
@@ -246,7 +246,7 @@ pub async fn get_order(
     } else {
         None
     };
-    Ok(Json(present::order(&order, cards.as_deref())))
+    Ok(Json(&present::order_view(&order, cards.as_deref())).into_response())
 }
 
 /// The order, if `token` is its access token; otherwise the same 404 as for
