@@ -436,11 +436,15 @@ pub async fn list_products(
     State(state): State<Shared>,
     _key: AdminKey<need::ProductsRead>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let products = state.store.list_products(false).await?;
     let (page, has_more) = page_after(&products, |p| p.id, &q, ADMIN_PAGE, "product")?;
-    let data: Vec<Value> = page.iter().map(present::product).collect();
-    Ok(Json(json!({"data": data, "has_more": has_more})))
+    // The storefront's page shape (`present::ProductPage`), the same bytes.
+    Ok(Json(&present::ProductPage {
+        data: page.iter().map(present::product_view).collect(),
+        has_more,
+    })
+    .into_response())
 }
 
 /// Most products or coupons one page of the admin API lists.
