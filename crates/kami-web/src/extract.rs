@@ -208,8 +208,8 @@ fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiErro
 
 /// serde's "missing field `x`" and "duplicate field `x`" come with an
 /// empty path (the error is the object's, not the field's): the field is
-/// in the message.
-fn field_in_message(message: &str) -> Option<&'static str> {
+/// in the message. Query strings' parameters are among `BODY_FIELDS` too.
+pub(crate) fn field_in_message(message: &str) -> Option<&'static str> {
     let rest = message
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("duplicate field `"))?;

@@ -81,7 +81,16 @@ async fn json_error(res: Response) -> Response {
                 .unwrap_or("error")
                 .to_lowercase()
         });
-    let err = crate::error::ApiError::new(parts.status, status_code_name(parts.status), text);
+    let mut err = crate::error::ApiError::new(parts.status, status_code_name(parts.status), text);
+    // A query string the extractor could not read (a parameter given twice,
+    // `?limit=2&limit=3`): said in our words, naming the parameter.
+    if let Some(rest) = err
+        .message
+        .strip_prefix("Failed to deserialize query string: ")
+    {
+        err.param = crate::extract::field_in_message(rest);
+        err.message = format!("invalid query string: {rest}");
+    }
     let body = serde_json::to_vec(&err.body()).expect("an error body serializes");
     parts.headers.insert(
         header::CONTENT_TYPE,

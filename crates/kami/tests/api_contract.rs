@@ -347,6 +347,20 @@ async fn admin_order_list_takes_its_documented_query(backend: Backend) {
         let (s, v) = kami.admin_get(&format!("/api/v1/admin/orders{bad}")).await;
         assert_invalid(s, &v);
     }
+    // A parameter given twice names itself, in our words rather than the
+    // extractor's.
+    let (s, v) = kami.admin_get("/api/v1/admin/orders?limit=2&limit=3").await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], "limit", "{v}");
+    let (s, v) = kami
+        .send(kami.http.get(kami.url("/api/v1/products?limit=2&limit=3")))
+        .await;
+    assert_invalid(s, &v);
+    assert_eq!(v["error"]["param"], "limit", "{v}");
+    assert_eq!(
+        v["error"]["message"], "invalid query string: duplicate field `limit`",
+        "{v}"
+    );
     // The product filter: its orders, and none of another product's.
     let other = kami.product("Other", json!({})).await;
     let (s, v) = kami
