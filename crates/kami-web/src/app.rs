@@ -337,7 +337,7 @@ pub fn router(state: Shared) -> Router {
     routes
         .merge(crate::admin::router())
         .fallback(fallback)
-        .route_layer(middleware::from_fn(metrics::track_http))
+        .route_layer(metrics::TrackHttpLayer)
         .with_state(state)
 }
 
