@@ -8,7 +8,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -268,10 +267,7 @@ pub fn app(
             HeaderValue::from_static("nosniff"),
         ))
         .option_layer(hsts)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::html_errors::friendly_errors,
-        ))
+        .layer(crate::html_errors::FriendlyErrorsLayer::new(state.clone()))
         .layer(RefuseOverBudgetLayer)
         .service(router(state))
 }

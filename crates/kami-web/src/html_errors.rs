@@ -9,10 +9,16 @@
 //! error where the router or an extractor answered; so does a page route
 //! for a program whose `Accept` asks for JSON and not HTML.
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
 
 use crate::state::Shared;
 
@@ -24,16 +30,37 @@ fn is_page(path: &str) -> bool {
         || matches!(path, "/healthz" | "/readyz" | "/metrics"))
 }
 
+/// A machine route, as far as its errors go (`is_page` false).
+#[derive(Clone, Copy)]
+struct Machine {
+    /// `/api/…`: the JSON API.
+    api: bool,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    health: bool,
+    /// A gateway's `…/notify`.
+    notify: bool,
+}
+
+impl Machine {
+    fn of(path: &str) -> Self {
+        Self {
+            api: path.starts_with("/api/"),
+            health: matches!(path, "/healthz" | "/readyz" | "/metrics"),
+            notify: path.ends_with("/notify"),
+        }
+    }
+}
+
 /// Whether an error answer on a machine route must be rewritten as API.md's
 /// JSON error: the router's and the extractors' own answers (a 405, a body
 /// over the limit, a query string that does not parse) are plain text or
 /// empty. A gateway's failure reply is in its own format and is kept: on a
 /// notify route only the statuses no channel answers with are rewritten.
-fn needs_json_error(path: &str, res: &Response) -> bool {
+fn needs_json_error(route: Machine, res: &Response) -> bool {
     error_without_json(res)
-        && (path.starts_with("/api/")
-            || matches!(path, "/healthz" | "/readyz" | "/metrics")
-            || (path.ends_with("/notify")
+        && (route.api
+            || route.health
+            || (route.notify
                 && matches!(
                     res.status(),
                     StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE
@@ -110,15 +137,172 @@ fn is_private(path: &str) -> bool {
         || path == "/lookup"
 }
 
-pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> Response {
-    if spells_nul(req.uri()) {
-        return crate::error::ApiError::invalid(
-            "the address may not contain the NUL character (%00)",
-        )
-        .into_response();
+/// A path or query that decodes to a NUL character. No name, number or
+/// token of Kami's holds one and PostgreSQL's text cannot: looked up, it
+/// failed as a database error (500 for an order number, a cursor or an
+/// e-mail filter). A payment notification is left to its channel, which
+/// refuses and records it (`services::notify`).
+fn spells_nul(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    (nul(path) || uri.query().is_some_and(nul))
+        && !(path.starts_with("/pay/") && path.ends_with("/notify"))
+}
+
+/// Gives every answer its final form: an error on a machine route as
+/// API.md's JSON, an error on a page route as the storefront's or the
+/// panel's page, an answer that may carry codes or tokens `no-store`, and a
+/// 429 its `Retry-After`. A layer of its own rather than
+/// `axum::middleware::from_fn_with_state`, which for every request cloned
+/// and boxed the inner service and boxed the middleware's future (1,750 of
+/// a `/healthz`'s instructions went to this middleware, callgrind); here
+/// only an error answer whose body must be read is boxed.
+#[derive(Clone)]
+pub struct FriendlyErrorsLayer {
+    state: Shared,
+}
+
+impl FriendlyErrorsLayer {
+    pub fn new(state: Shared) -> Self {
+        Self { state }
     }
-    let private = is_private(req.uri().path());
-    let mut res = error_bodies(state, req, next).await;
+}
+
+impl<S> Layer<S> for FriendlyErrorsLayer {
+    type Service = FriendlyErrors<S>;
+
+    fn layer(&self, inner: S) -> FriendlyErrors<S> {
+        FriendlyErrors {
+            state: self.state.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FriendlyErrors<S> {
+    state: Shared,
+    inner: S,
+}
+
+impl<S> Service<Request> for FriendlyErrors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Friendly<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Friendly<S::Future> {
+        if spells_nul(req.uri()) {
+            let refused = crate::error::ApiError::invalid(
+                "the address may not contain the NUL character (%00)",
+            )
+            .into_response();
+            return Friendly::Answered { res: Some(refused) };
+        }
+        let path = req.uri().path();
+        let route = if is_page(path) {
+            Route::Page {
+                state: self.state.clone(),
+                headers: req.headers().clone(),
+                admin: path == "/admin" || path.starts_with("/admin/"),
+            }
+        } else {
+            Route::Machine(Machine::of(path))
+        };
+        let after = After {
+            private: is_private(path),
+            route,
+        };
+        Friendly::Waiting {
+            inner: self.inner.call(req),
+            after: Some(after),
+        }
+    }
+}
+
+enum Route {
+    Machine(Machine),
+    /// A page: what its error page is made from.
+    Page {
+        state: Shared,
+        headers: axum::http::HeaderMap,
+        admin: bool,
+    },
+}
+
+/// What becomes of a request's answer, decided from the request.
+struct After {
+    private: bool,
+    route: Route,
+}
+
+enum Finished {
+    Now(Response),
+    /// The answer's body must be read first (`json_error`).
+    Later(BoxFuture<'static, Response>),
+}
+
+impl After {
+    fn finish(self, res: Response) -> Finished {
+        let private = self.private;
+        let later = move |res: Response| -> Finished {
+            Finished::Later(Box::pin(async move {
+                final_headers(json_error(res).await, private)
+            }))
+        };
+        let (state, headers, admin) = match self.route {
+            Route::Machine(route) => {
+                if !needs_json_error(route, &res) {
+                    return Finished::Now(final_headers(res, private));
+                }
+                // API.md's `invalid_request` is 422; axum's extractors answer
+                // a query string or a path segment they cannot read with 400.
+                let mut res = res;
+                if res.status() == StatusCode::BAD_REQUEST && route.api {
+                    *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                return later(res);
+            }
+            Route::Page {
+                state,
+                headers,
+                admin,
+            } => (state, headers, admin),
+        };
+        let status = res.status();
+        if wants_json(&headers) {
+            return if error_without_json(&res) && !has_type(&res, "text/html") {
+                later(res)
+            } else {
+                Finished::Now(final_headers(res, private))
+            };
+        }
+        if has_type(&res, "text/html") || !(status.is_client_error() || status.is_server_error()) {
+            return Finished::Now(final_headers(res, private));
+        }
+        let mut page = if admin {
+            crate::admin::error_page(status)
+        } else {
+            crate::shop::error_page(&state, &headers, status)
+        };
+        // What the original answer told the client beyond its body still holds.
+        for name in [header::RETRY_AFTER, header::ALLOW] {
+            if let Some(v) = res.headers().get(&name) {
+                page.headers_mut().insert(name, v.clone());
+            }
+        }
+        Finished::Now(final_headers(page, private))
+    }
+}
+
+/// The headers every answer gets here, whatever made it.
+fn final_headers(mut res: Response, private: bool) -> Response {
     if private && !res.headers().contains_key(header::CACHE_CONTROL) {
         res.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -135,58 +319,43 @@ pub async fn friendly_errors(state: State<Shared>, req: Request, next: Next) -> 
     res
 }
 
-/// A path or query that decodes to a NUL character. No name, number or
-/// token of Kami's holds one and PostgreSQL's text cannot: looked up, it
-/// failed as a database error (500 for an order number, a cursor or an
-/// e-mail filter). A payment notification is left to its channel, which
-/// refuses and records it (`services::notify`).
-fn spells_nul(uri: &axum::http::Uri) -> bool {
-    let path = uri.path();
-    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
-    (nul(path) || uri.query().is_some_and(nul))
-        && !(path.starts_with("/pay/") && path.ends_with("/notify"))
+pin_project_lite::pin_project! {
+    /// `FriendlyErrors`' answer on its way.
+    #[project = FriendlyProj]
+    pub enum Friendly<F> {
+        Waiting { #[pin] inner: F, after: Option<After> },
+        Rewriting { rewrite: BoxFuture<'static, Response> },
+        Answered { res: Option<Response> },
+    }
 }
 
-async fn error_bodies(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if !is_page(&path) {
-        let mut res = next.run(req).await;
-        return if needs_json_error(&path, &res) {
-            // API.md's `invalid_request` is 422; axum's extractors answer a
-            // query string or a path segment they cannot read with 400.
-            if res.status() == StatusCode::BAD_REQUEST && path.starts_with("/api/") {
-                *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+impl<F> Future for Friendly<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                FriendlyProj::Answered { res } => {
+                    return Poll::Ready(Ok(res.take().expect("polled after it answered")));
+                }
+                FriendlyProj::Rewriting { rewrite } => return rewrite.as_mut().poll(cx).map(Ok),
+                FriendlyProj::Waiting { inner, after } => {
+                    let res = match std::task::ready!(inner.poll(cx)) {
+                        Ok(res) => res,
+                        Err(never) => match never {},
+                    };
+                    let after = after.take().expect("polled after it answered");
+                    match after.finish(res) {
+                        Finished::Now(res) => return Poll::Ready(Ok(res)),
+                        Finished::Later(rewrite) => self.set(Friendly::Rewriting { rewrite }),
+                    }
+                }
             }
-            json_error(res).await
-        } else {
-            res
-        };
-    }
-    let headers = req.headers().clone();
-    let res = next.run(req).await;
-    let status = res.status();
-    if wants_json(&headers) {
-        return if error_without_json(&res) && !has_type(&res, "text/html") {
-            json_error(res).await
-        } else {
-            res
-        };
-    }
-    if has_type(&res, "text/html") || !(status.is_client_error() || status.is_server_error()) {
-        return res;
-    }
-    let mut page = if path == "/admin" || path.starts_with("/admin/") {
-        crate::admin::error_page(status)
-    } else {
-        crate::shop::error_page(&state, &headers, status)
-    };
-    // What the original answer told the client beyond its body still holds.
-    for name in [header::RETRY_AFTER, header::ALLOW] {
-        if let Some(v) = res.headers().get(&name) {
-            page.headers_mut().insert(name, v.clone());
         }
     }
-    page
 }
 
 /// The error behind a bare status, for the pages' wording.
