@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -21,7 +21,6 @@ use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, admin, public};
@@ -206,15 +205,6 @@ pub fn app(
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
 {
     let request_id = HeaderName::from_static("x-request-id");
-    // A shop whose public address is https sits behind a TLS proxy:
-    // browsers are told to use nothing else for a year. (Over plain http
-    // the header means nothing, and would pin a test shop to https.)
-    let hsts = state.settings.served_over_https().then(|| {
-        SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        )
-    });
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .map_request(crate::drain::drain_unread)
@@ -246,27 +236,6 @@ pub fn app(
                 .on_failure(log_server_error),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
-                 img-src 'self' data:; \
-                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .option_layer(hsts)
         .layer(crate::html_errors::FriendlyErrorsLayer::new(state.clone()))
         .layer(RefuseOverBudgetLayer)
         .service(router(state))

@@ -182,6 +182,8 @@ async fn health_metrics_and_request_ids(backend: Backend) {
             h.get(kami.url("/api/v1/admin/products")).bearer_auth(&kami.api_key),
         ),
         ("notify rejected", h.post(kami.url("/pay/sandbox/notify")).body("{}")),
+        ("NUL in the address", h.get(kami.url("/api/v1/products?x=%00"))),
+        ("page not found", h.get(kami.url("/products/999999"))),
         (
             "import",
             h.post(kami.url(&format!("/api/v1/admin/products/{pid}/cards")))
@@ -201,6 +203,29 @@ async fn health_metrics_and_request_ids(backend: Backend) {
             .to_string();
         assert!(!id.is_empty(), "{what}: empty x-request-id");
         assert!(ids.insert(id.clone()), "{what}: request id {id} reused");
+        // And the security headers, whatever answered; no HSTS over plain
+        // http (`storefront.rs` has it over https).
+        for (name, value) in [
+            (
+                "content-security-policy",
+                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            ("referrer-policy", "same-origin"),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+        ] {
+            assert_eq!(
+                res.headers().get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{what} ({}): {name}",
+                res.status()
+            );
+        }
+        assert!(
+            !res.headers().contains_key("strict-transport-security"),
+            "{what}: HSTS over http"
+        );
     }
     // A client's own id is kept if it is short and plain; a long one (which
     // every log line of the request would carry) is replaced.
