@@ -160,11 +160,14 @@ fn spells_nul(uri: &axum::http::Uri) -> bool {
 #[derive(Clone)]
 pub struct FriendlyErrorsLayer {
     state: Shared,
+    /// Served over https: every answer carries HSTS (`security_headers`).
+    hsts: bool,
 }
 
 impl FriendlyErrorsLayer {
     pub fn new(state: Shared) -> Self {
-        Self { state }
+        let hsts = state.settings.served_over_https();
+        Self { state, hsts }
     }
 }
 
@@ -206,6 +209,7 @@ impl<S> Layer<S> for FriendlyErrorsLayer {
     fn layer(&self, inner: S) -> FriendlyErrors<S> {
         FriendlyErrors {
             state: self.state.clone(),
+            hsts: self.hsts,
             inner,
         }
     }
@@ -214,13 +218,8 @@ impl<S> Layer<S> for FriendlyErrorsLayer {
 #[derive(Clone)]
 pub struct FriendlyErrors<S> {
     state: Shared,
+    hsts: bool,
     inner: S,
-}
-
-impl<S> FriendlyErrors<S> {
-    fn hsts(&self) -> bool {
-        self.state.settings.served_over_https()
-    }
 }
 
 impl<S> Service<Request> for FriendlyErrors<S>
@@ -242,7 +241,7 @@ where
             )
             .into_response();
             return Friendly::Answered {
-                res: Some(final_headers(refused, false, self.hsts())),
+                res: Some(final_headers(refused, false, self.hsts)),
             };
         }
         let path = req.uri().path();
@@ -257,7 +256,7 @@ where
         };
         let after = After {
             private: is_private(path),
-            hsts: self.hsts(),
+            hsts: self.hsts,
             route,
         };
         Friendly::Waiting {
