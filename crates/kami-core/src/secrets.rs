@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The key id written beside every sealed code, for `kami keys rotate`.
-pub const CURRENT_KEY_ID: i64 = 1;
+/// The key id of a database never rotated: the one written beside every
+/// sealed value until `kami keys rotate` first runs (`Keys::key_id`).
+pub const FIRST_KEY_ID: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -22,6 +23,8 @@ pub enum KeyError {
     WrongLength(usize),
     #[error("master key is not valid base64")]
     NotBase64,
+    #[error("the stored key history does not open with this master key")]
+    History,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,14 +79,125 @@ impl MasterKey {
 /// The derived keys the running shop needs.
 #[derive(Clone)]
 pub struct Keys {
+    key_id: i64,
     check: String,
     seal: Aes256Gcm,
-    fingerprint: [u8; 32],
-    query_password: [u8; 32],
-    request: [u8; 32],
+    fingerprint: HashChain,
+    query_password: HashChain,
+    request: HashChain,
     device: [u8; 32],
     panel_report: [u8; 32],
 }
+
+/// The key of a keyed hash whose values are stored (fingerprints, query
+/// passwords, idempotent requests), and what each rotation wrapped them in.
+///
+/// A stored value cannot be hashed again under a new key: the input (a
+/// buyer's password) is gone. So `kami keys rotate` wraps every stored value
+/// in an HMAC under a new random key, and new values are hashed through the
+/// same chain: `HMAC(wₙ, … HMAC(w₂, HMAC(base, input)))`, equal to a wrapped
+/// old value for the same input. The chain is kept in the database sealed
+/// under the current master key (`Keys::history`), so an old master key,
+/// leaked, opens nothing there and cannot test a guess against a hash.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct HashChain {
+    #[serde(with = "hex_key")]
+    base: [u8; 32],
+    #[serde(with = "hex_keys")]
+    wraps: Vec<[u8; 32]>,
+}
+
+impl HashChain {
+    fn new(base: [u8; 32]) -> Self {
+        Self {
+            base,
+            wraps: Vec::new(),
+        }
+    }
+
+    fn hash(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.base).expect("any key length");
+        for part in parts {
+            mac.update(part);
+        }
+        let mut out = mac.finalize().into_bytes().to_vec();
+        for wrap in &self.wraps {
+            out = hmac(wrap, &out);
+        }
+        out
+    }
+
+    /// The chain with one more wrap, under a new random key.
+    fn extended(&self) -> Self {
+        let mut wrap = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut wrap);
+        let mut next = self.clone();
+        next.wraps.push(wrap);
+        next
+    }
+
+    /// A value stored under the chain before its last wrap, as it reads
+    /// under the whole chain.
+    fn rewrap(&self, stored: &[u8]) -> Vec<u8> {
+        match self.wraps.last() {
+            Some(wrap) => hmac(wrap, stored),
+            None => stored.to_vec(),
+        }
+    }
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(k))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| serde::de::Error::custom("not a 32-byte hex key"))
+    }
+
+    pub fn parse(text: &str) -> Option<[u8; 32]> {
+        hex::decode(text).ok()?.try_into().ok()
+    }
+}
+
+mod hex_keys {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(keys: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| super::hex_key::parse(t))
+            .collect::<Option<_>>()
+            .ok_or_else(|| serde::de::Error::custom("not a list of 32-byte hex keys"))
+    }
+}
+
+/// What a rotated database keeps beside its codes, sealed under the current
+/// master key: the key id of its sealed values and the hash chains.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct History {
+    key_id: i64,
+    fingerprint: HashChain,
+    query_password: HashChain,
+    request: HashChain,
+}
+
+/// The associated data of the sealed history: no other sealed value opens
+/// as one.
+const HISTORY_CONTEXT: &str = "key-history";
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,17 +214,85 @@ pub struct Sealed {
 }
 
 impl Keys {
+    /// The keys of a database never rotated.
     pub fn new(master: &MasterKey) -> Self {
         let seal_key = master.derive("card-seal");
         Self {
+            key_id: FIRST_KEY_ID,
             check: hex::encode(&master.derive("key-check")[..16]),
             seal: Aes256Gcm::new_from_slice(&seal_key).expect("32-byte key"),
-            fingerprint: master.derive("card-fingerprint"),
-            query_password: master.derive("query-password"),
-            request: master.derive("idempotent-request"),
+            fingerprint: HashChain::new(master.derive("card-fingerprint")),
+            query_password: HashChain::new(master.derive("query-password")),
+            request: HashChain::new(master.derive("idempotent-request")),
             device: master.derive("admin-device"),
             panel_report: master.derive("panel-report"),
         }
+    }
+
+    /// The keys of a database: `history` is what its last rotation stored
+    /// (`Keys::history`), `None` for one never rotated. A history that does
+    /// not open with this master key is refused (fail closed).
+    pub fn with_history(master: &MasterKey, history: Option<&str>) -> Result<Self, KeyError> {
+        let mut keys = Self::new(master);
+        let Some(stored) = history else {
+            return Ok(keys);
+        };
+        let (nonce, ciphertext) = stored.split_once(':').ok_or(KeyError::History)?;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let sealed = Sealed {
+            nonce: b64.decode(nonce).map_err(|_| KeyError::History)?,
+            ciphertext: b64.decode(ciphertext).map_err(|_| KeyError::History)?,
+            key_id: keys.key_id,
+        };
+        let json = keys
+            .open(HISTORY_CONTEXT, &sealed)
+            .map_err(|_| KeyError::History)?;
+        let h: History = serde_json::from_slice(&json).map_err(|_| KeyError::History)?;
+        keys.key_id = h.key_id;
+        keys.fingerprint = h.fingerprint;
+        keys.query_password = h.query_password;
+        keys.request = h.request;
+        Ok(keys)
+    }
+
+    /// The keys after a rotation to `master`: sealing under its key with the
+    /// next key id, and every hash chain one wrap longer. `Rotation` turns
+    /// the values stored under `self` into values under the new keys.
+    pub fn rotated(&self, master: &MasterKey) -> Rotation {
+        let mut next = Self::new(master);
+        next.key_id = self.key_id + 1;
+        next.fingerprint = self.fingerprint.extended();
+        next.query_password = self.query_password.extended();
+        next.request = self.request.extended();
+        Rotation {
+            old: self.clone(),
+            new: next,
+        }
+    }
+
+    /// The history to store for these keys (`with_history` reads it back):
+    /// sealed under their master key, so it opens with that key only.
+    pub fn history(&self) -> String {
+        let h = History {
+            key_id: self.key_id,
+            fingerprint: self.fingerprint.clone(),
+            query_password: self.query_password.clone(),
+            request: self.request.clone(),
+        };
+        let json = serde_json::to_vec(&h).expect("the history serialises");
+        let sealed = self.seal(HISTORY_CONTEXT, &json);
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        format!(
+            "{}:{}",
+            b64.encode(&sealed.nonce),
+            b64.encode(&sealed.ciphertext)
+        )
+    }
+
+    /// The id written beside every value these keys seal; `open` opens only
+    /// values sealed under it.
+    pub fn key_id(&self) -> i64 {
+        self.key_id
     }
 
     /// A value derived from the master key that reveals nothing about it,
@@ -138,12 +320,12 @@ impl Keys {
         Sealed {
             ciphertext,
             nonce: nonce.to_vec(),
-            key_id: CURRENT_KEY_ID,
+            key_id: self.key_id,
         }
     }
 
     pub fn open(&self, context: &str, sealed: &Sealed) -> Result<Vec<u8>, SealError> {
-        if sealed.nonce.len() != 12 || sealed.key_id != CURRENT_KEY_ID {
+        if sealed.nonce.len() != 12 || sealed.key_id != self.key_id {
             return Err(SealError::Malformed);
         }
         self.seal
@@ -160,19 +342,14 @@ impl Keys {
     /// Keyed fingerprint of a code within a product: equal codes give equal
     /// fingerprints, but without the key the fingerprints reveal nothing.
     pub fn card_fingerprint(&self, product_id: i64, code: &str) -> Vec<u8> {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.fingerprint).expect("any key length");
-        mac.update(&product_id.to_be_bytes());
-        mac.update(code.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        self.fingerprint
+            .hash(&[&product_id.to_be_bytes(), code.as_bytes()])
     }
 
     /// What an `Idempotency-Key` remembers of its request, to tell a retry
     /// from another request: keyed, since a body may hold a query password.
     pub fn request_fingerprint(&self, request: &[u8]) -> Vec<u8> {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.request).expect("any key length");
-        mac.update(request);
-        mac.finalize().into_bytes().to_vec()
+        self.request.hash(&[request])
     }
 
     /// The mark of a browser an operator has signed in from: a keyed HMAC
@@ -201,12 +378,57 @@ impl Keys {
     /// at flash-sale rates is unaffordable; without the key the hashes are
     /// useless offline, and lookups are rate-limited online.
     pub fn query_password_hash(&self, email: &str, password: &str) -> Vec<u8> {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.query_password).expect("any key length");
-        mac.update(email.as_bytes());
-        mac.update(&[0]);
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        self.query_password
+            .hash(&[email.as_bytes(), &[0], password.as_bytes()])
+    }
+}
+
+/// The old keys and the new of a `kami keys rotate`: what each stored
+/// value becomes. The device marks and panel reports' signatures are not
+/// carried over: they come from the master key, and a rotation voids them
+/// (an operator confirms a remembered browser again).
+pub struct Rotation {
+    pub old: Keys,
+    pub new: Keys,
+}
+
+impl Rotation {
+    /// A value sealed under the old keys, sealed again under the new.
+    pub fn reseal(&self, context: &str, sealed: &Sealed) -> Result<Sealed, SealError> {
+        let plain = self.old.open(context, sealed)?;
+        Ok(self.new.seal(context, &plain))
+    }
+
+    pub fn card_fingerprint(&self, stored: &[u8]) -> Vec<u8> {
+        self.new.fingerprint.rewrap(stored)
+    }
+
+    pub fn query_password_hash(&self, stored: &[u8]) -> Vec<u8> {
+        self.new.query_password.rewrap(stored)
+    }
+
+    pub fn request_fingerprint(&self, stored: &[u8]) -> Vec<u8> {
+        self.new.request.rewrap(stored)
+    }
+}
+
+/// The associated data each kind of sealed value is bound to: a ciphertext
+/// moved to another row, or another kind of row, does not open.
+pub mod context {
+    pub fn card(product_id: i64) -> String {
+        format!("card:{product_id}")
+    }
+
+    pub fn channel(name: &str) -> String {
+        format!("channel:{name}")
+    }
+
+    pub fn totp(admin_id: i64) -> String {
+        format!("totp:{admin_id}")
+    }
+
+    pub fn idempotent(scope: &str, key: &str) -> String {
+        format!("idempotency:{scope}:{key}")
     }
 }
 
@@ -281,6 +503,95 @@ mod tests {
             sig,
             k.request_fingerprint(b"session-a\0import:1:3.0.0")[..16].to_vec()
         );
+    }
+
+    #[test]
+    fn a_rotation_reseals_and_rewraps_what_the_old_keys_stored() {
+        let first = MasterKey::generate();
+        let old = Keys::new(&first);
+        let sealed = old.seal("card:3", b"CODE-9");
+        let fingerprint = old.card_fingerprint(3, "CODE-9");
+        let query = old.query_password_hash("a@example.com", "pw");
+        let request = old.request_fingerprint(b"{}");
+
+        let second = MasterKey::generate();
+        let r = old.rotated(&second);
+        assert_eq!(r.new.key_id(), FIRST_KEY_ID + 1);
+        assert_ne!(r.new.check_value(), old.check_value());
+        let resealed = r.reseal("card:3", &sealed).unwrap();
+        assert_eq!(resealed.key_id, r.new.key_id());
+        assert_eq!(r.new.open("card:3", &resealed).unwrap(), b"CODE-9");
+        // Each key opens its own id's values only: the new never reads an
+        // old value as if it were its own, the old nothing sealed since.
+        assert_eq!(r.new.open("card:3", &sealed), Err(SealError::Malformed));
+        assert!(old.open("card:3", &resealed).is_err());
+        assert_eq!(r.reseal("card:4", &sealed), Err(SealError::Open));
+        // A stored hash, wrapped, is what the new keys hash the same input to.
+        assert_eq!(
+            r.card_fingerprint(&fingerprint),
+            r.new.card_fingerprint(3, "CODE-9")
+        );
+        assert_ne!(r.new.card_fingerprint(3, "CODE-9"), fingerprint);
+        assert_eq!(
+            r.query_password_hash(&query),
+            r.new.query_password_hash("a@example.com", "pw")
+        );
+        assert_ne!(
+            r.query_password_hash(&query),
+            r.new.query_password_hash("a@example.com", "px")
+        );
+        assert_eq!(
+            r.request_fingerprint(&request),
+            r.new.request_fingerprint(b"{}")
+        );
+
+        // The history brings the same keys back with the new master key
+        // only; a second rotation wraps again.
+        let history = r.new.history();
+        let again = Keys::with_history(&second, Some(&history)).unwrap();
+        assert_eq!(again.key_id(), r.new.key_id());
+        assert_eq!(again.open("card:3", &resealed).unwrap(), b"CODE-9");
+        assert_eq!(
+            again.query_password_hash("a@example.com", "pw"),
+            r.new.query_password_hash("a@example.com", "pw")
+        );
+        assert!(matches!(
+            Keys::with_history(&first, Some(&history)),
+            Err(KeyError::History)
+        ));
+        assert!(matches!(
+            Keys::with_history(&second, Some("not:sealed")),
+            Err(KeyError::History)
+        ));
+        let third = again.rotated(&MasterKey::generate());
+        assert_eq!(third.new.key_id(), FIRST_KEY_ID + 2);
+        assert_eq!(
+            third.query_password_hash(&r.query_password_hash(&query)),
+            third.new.query_password_hash("a@example.com", "pw")
+        );
+        assert!(!history.contains(&hex::encode(&fingerprint)));
+    }
+
+    #[test]
+    fn keys_never_rotated_hash_as_before_the_chains() {
+        // The values stored before hash chains existed: a plain HMAC
+        // under each derived key.
+        let m = MasterKey::generate();
+        let k = Keys::new(&m);
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&m.derive("query-password")).unwrap();
+        mac.update(b"a@example.com\0pw");
+        assert_eq!(
+            k.query_password_hash("a@example.com", "pw"),
+            mac.finalize().into_bytes().to_vec()
+        );
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&m.derive("card-fingerprint")).unwrap();
+        mac.update(&5i64.to_be_bytes());
+        mac.update(b"X");
+        assert_eq!(
+            k.card_fingerprint(5, "X"),
+            mac.finalize().into_bytes().to_vec()
+        );
+        assert_eq!(k.key_id(), FIRST_KEY_ID);
     }
 
     #[test]

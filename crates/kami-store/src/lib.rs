@@ -14,7 +14,7 @@ mod types;
 pub use admin::*;
 pub use backend::{redact_url, Backend};
 pub use group_commit::{BatchStats, GroupCommit, SubmitError, WriterConfig};
-pub use sql::SqlStore;
+pub use sql::{Rotated, SqlStore};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -32,6 +32,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("the database is in use: {0}; stop the shop first")]
+    InUse(String),
 }
 
 impl StoreError {

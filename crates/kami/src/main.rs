@@ -51,6 +51,19 @@ enum Command {
     Backup { file: std::path::PathBuf },
     /// Replace the SQLite database with a backup (Kami must be stopped).
     Restore { file: std::path::PathBuf },
+    /// Manage the master key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new master key and seal everything again under it (Kami must
+    /// be stopped). The old key file is kept beside it, renamed: backups
+    /// taken before open only with it.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +146,9 @@ fn main() -> std::process::ExitCode {
             } => commands::cards::import(cfg, product, &file).await,
             Command::Backup { file } => commands::backup::backup(cfg, &file).await,
             Command::Restore { file } => commands::backup::restore(cfg, &file).await,
+            Command::Keys {
+                command: KeysCommand::Rotate,
+            } => commands::keys::rotate(cfg).await,
         }
     });
     match result {

@@ -73,22 +73,62 @@ pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
             default_file.display()
         );
     }
-    let keys = Keys::new(&load(cfg)?);
+    let master = load(cfg)?;
+    let keys = Keys::new(&master);
     let stored = store
         .init_setting("master_key_check", keys.check_value())
         .await?;
     if stored != keys.check_value() {
         return Err(not_this_databases(cfg));
     }
-    Ok(keys)
+    // A rotated database: its key id and hash chains (`kami keys rotate`).
+    let history = store.get_setting("key_history").await?;
+    Keys::with_history(&master, history.as_deref()).context("the database's key history")
 }
 
 fn not_this_databases(cfg: &Config) -> anyhow::Error {
+    let rotated = rotation_file(cfg);
+    let hint = if rotated.exists() {
+        format!(
+            " (a `kami keys rotate` left its new key in {}: set KAMI_MASTER_KEY to it, \
+             or run `kami keys rotate` again to finish)",
+            rotated.display()
+        )
+    } else {
+        String::new()
+    };
     anyhow::anyhow!(
         "the master key does not match the one this database was set up with; \
-         start with the original key (KAMI_MASTER_KEY or {}/master.key)",
+         start with the original key (KAMI_MASTER_KEY or {}/master.key){hint}",
         cfg.data_dir.display()
     )
+}
+
+/// Where the master key is kept: `None` when it is given in
+/// `KAMI_MASTER_KEY`, which no command can rewrite.
+pub fn key_file(cfg: &Config) -> Option<std::path::PathBuf> {
+    if cfg.master_key.is_some() {
+        return None;
+    }
+    Some(
+        cfg.master_key_file
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("master.key")),
+    )
+}
+
+/// Where `kami keys rotate` writes the new key before the database takes
+/// it: beside the key file, or in the data directory for a key given in
+/// `KAMI_MASTER_KEY`.
+pub fn rotation_file(cfg: &Config) -> std::path::PathBuf {
+    match key_file(cfg) {
+        Some(file) => {
+            let mut name = file.into_os_string();
+            name.push(".new");
+            name.into()
+        }
+        None => cfg.data_dir.join("master.key.new"),
+    }
 }
 
 /// For the commands that read no codes (`migrate`, `api-key create`,

@@ -86,6 +86,13 @@ pub async fn init_setting(s: &SqlStore, key: &str, value: &str) -> Result<String
 /// settings page).
 pub async fn set_settings(s: &SqlStore, pairs: &[(&str, &str)]) -> Result<()> {
     let mut tx = s.begin().await?;
+    put_settings(&mut tx, pairs).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `set_settings` inside a transaction of the caller's.
+pub(super) async fn put_settings(tx: &mut super::orders::Tx, pairs: &[(&str, &str)]) -> Result<()> {
     for (key, value) in pairs {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) \
@@ -93,9 +100,8 @@ pub async fn set_settings(s: &SqlStore, pairs: &[(&str, &str)]) -> Result<()> {
         )
         .bind(key)
         .bind(value)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -22,6 +22,7 @@ mod payments;
 mod pg_sets;
 mod pg_status;
 mod recovery;
+mod rotate;
 mod rows;
 mod wal_prefetch;
 mod wal_sync;
@@ -30,6 +31,8 @@ use async_trait::async_trait;
 use kami_core::{Millis, OrderStatus};
 use sqlx::AnyPool;
 use sqlx::{Any, Transaction};
+
+pub use rotate::Rotated;
 
 use crate::types::*;
 use crate::{

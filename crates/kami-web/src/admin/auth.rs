@@ -277,7 +277,7 @@ pub async fn audit(
     Ok(())
 }
 pub fn totp_context(admin_id: i64) -> String {
-    format!("totp:{admin_id}")
+    kami_core::secrets::context::totp(admin_id)
 }
 
 pub fn open_totp(state: &Shared, admin_id: i64, sealed: &(Vec<u8>, Vec<u8>)) -> Option<Vec<u8>> {
@@ -288,7 +288,7 @@ pub fn open_totp(state: &Shared, admin_id: i64, sealed: &(Vec<u8>, Vec<u8>)) -> 
             &Sealed {
                 ciphertext: sealed.0.clone(),
                 nonce: sealed.1.clone(),
-                key_id: kami_core::secrets::CURRENT_KEY_ID,
+                key_id: state.keys.key_id(),
             },
         )
         .ok()

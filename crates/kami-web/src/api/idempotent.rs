@@ -27,7 +27,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kami_core::now_millis;
-use kami_core::secrets::{ct_eq, Sealed, CURRENT_KEY_ID};
+use kami_core::secrets::{ct_eq, Sealed};
 use kami_store::{IdempotencyRecord, IDEMPOTENCY_IN_FLIGHT};
 use sha2::{Digest, Sha256};
 
@@ -101,7 +101,7 @@ pub fn replay(
             &Sealed {
                 ciphertext: rec.response,
                 nonce: rec.response_nonce,
-                key_id: CURRENT_KEY_ID,
+                key_id: state.keys.key_id(),
             },
         )
         .map_err(ApiError::internal)?;

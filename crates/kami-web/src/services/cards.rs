@@ -4,7 +4,7 @@ use kami_store::{Order, SealedCard, Store};
 use crate::error::ApiError;
 
 pub fn seal_context(product_id: i64) -> String {
-    format!("card:{product_id}")
+    kami_core::secrets::context::card(product_id)
 }
 
 /// Opens a delivered order's codes. Only the buyer (access token, query

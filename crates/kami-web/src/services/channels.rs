@@ -90,7 +90,7 @@ pub type Fields = BTreeMap<String, String>;
 /// The associated data that binds a sealed credential set to its channel:
 /// a row copied onto another channel's does not open.
 pub fn seal_context(name: &str) -> String {
-    format!("channel:{name}")
+    kami_core::secrets::context::channel(name)
 }
 
 /// Refusals are shown on the form (in the operator's language: the panel

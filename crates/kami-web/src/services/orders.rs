@@ -413,7 +413,7 @@ pub fn sealed_response(
 }
 
 pub fn idem_context(scope: &str, key: &str) -> String {
-    format!("idempotency:{scope}:{key}")
+    kami_core::secrets::context::idempotent(scope, key)
 }
 
 /// A page of the operator's order list, newest first, and whether more

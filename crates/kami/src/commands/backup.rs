@@ -269,7 +269,9 @@ async fn check_backup(path: &Path, keys: Option<&Keys>, cfg: &Config) -> anyhow:
                 cfg.data_dir.join("master.key").display()
             ),
             (Some(check), Some(keys)) if check != keys.check_value() => bail!(
-                "the backup's codes were sealed with another master key; restore with that key"
+                "the backup's codes were sealed with another master key; restore with that key \
+                 (a backup from before `kami keys rotate` opens with the key it retired, \
+                 master.key.retired-…)"
             ),
             (Some(_), Some(_)) => Ok(()),
         }

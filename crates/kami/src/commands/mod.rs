@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cards;
+pub mod keys;
 mod log_fields;
 pub mod serve;
 

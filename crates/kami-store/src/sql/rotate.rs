@@ -1,0 +1,410 @@
+//! `kami keys rotate`: every value sealed or hashed under the old master key
+//! rewritten under the new one, in one transaction (DESIGN.md, "Secrets").
+//!
+//! One transaction, so a database is never half under one key and half
+//! under the other: a rotation cut off leaves it as it was, and the new
+//! master key check is written with the last row. The shop must be stopped
+//! (a process still holding the old keys would seal new codes no one can
+//! open): on SQLite the caller holds the database's lock file exclusively,
+//! on PostgreSQL the settings table is locked first (a process starting
+//! meanwhile waits, then reads the new check and refuses to run with the old
+//! key) and any other Kami connection refuses the rotation.
+
+use kami_core::secrets::{context, Rotation, Sealed};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::orders::{values_rows, Tx};
+use super::SqlStore;
+use crate::types::IDEMPOTENCY_IN_FLIGHT;
+use crate::{Backend, Result, StoreError};
+
+/// Rows per read: the transaction walks each table by id.
+const PAGE: i64 = 1_000;
+
+/// What a rotation rewrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub codes: u64,
+    pub channels: u64,
+    pub totp_secrets: u64,
+    pub idempotent_responses: u64,
+    pub query_passwords: u64,
+}
+
+impl SqlStore {
+    /// Rewrites every sealed value and stored keyed hash of the database
+    /// under `r.new`, and stores its check and history, if the database is
+    /// still `r.old`'s. `progress` hears the codes done so far.
+    pub async fn rotate_keys(
+        &self,
+        r: &Rotation,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Rotated> {
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            refuse_others(other_kami_connections(&mut tx).await?)?;
+        }
+        let check: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'master_key_check'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if check.as_deref() != Some(r.old.check_value()) {
+            return Err(StoreError::Corrupt(
+                "the database's master key check is not the old key's".into(),
+            ));
+        }
+        let mut done = Rotated {
+            codes: codes(&mut tx, r, progress).await?,
+            ..Rotated::default()
+        };
+        if self.backend == Backend::Postgres {
+            rewrap_fingerprints(&mut tx, r).await?;
+        }
+        done.channels = channels(&mut tx, r).await?;
+        done.totp_secrets = totp_secrets(&mut tx, r).await?;
+        done.idempotent_responses = idempotency_keys(&mut tx, r).await?;
+        done.query_passwords = query_passwords(&mut tx, r).await?;
+        let history = r.new.history();
+        let pairs = [
+            ("master_key_check", r.new.check_value()),
+            ("key_history", history.as_str()),
+        ];
+        super::keys::put_settings(&mut tx, &pairs).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+impl SqlStore {
+    /// PostgreSQL: refuses while another Kami process is connected to the
+    /// database, after waiting up to `patience` for the connections of one
+    /// just stopped to go (SQLite: the lock file tells, `kami keys`).
+    pub async fn refuse_rotation_while_in_use(&self, patience: std::time::Duration) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let until = std::time::Instant::now() + patience;
+        loop {
+            let others = other_kami_connections(&mut *self.write.acquire().await?).await?;
+            if others == 0 || std::time::Instant::now() >= until {
+                return refuse_others(others);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn other_kami_connections(c: &mut sqlx::AnyConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name LIKE 'kami/%' AND application_name <> $1",
+    )
+    .bind(super::connect::session_name())
+    .fetch_one(c)
+    .await?)
+}
+
+fn refuse_others(others: i64) -> Result<()> {
+    if others > 0 {
+        return Err(StoreError::InUse(format!(
+            "{others} other Kami connection(s) to this database"
+        )));
+    }
+    Ok(())
+}
+
+fn resealed(r: &Rotation, context: &str, what: &str, sealed: &Sealed) -> Result<Sealed> {
+    r.reseal(context, sealed)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// `WITH v(columns) AS (VALUES …) update`: one statement writing a page of
+/// rows, each bound as `columns` in order (PostgreSQL and SQLite alike).
+fn with_values(columns: &str, rows: usize, update: &str) -> String {
+    let width = columns.split(',').count();
+    let shape = format!("({})", vec!["?"; width].join(", "));
+    format!(
+        "WITH v({columns}) AS (VALUES {}) {update}",
+        values_rows(rows, &shape)
+    )
+}
+
+/// Every row of a page must have been written: one missed would stay under
+/// the old key, unreadable after the commit.
+fn written(affected: u64, rows: usize) -> Result<u64> {
+    if affected != rows as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{rows} rows to rewrite, {affected} written"
+        )));
+    }
+    Ok(affected)
+}
+
+/// The page of `select` (`$1` the last id read, `$2` the page's size)
+/// after `after`, which moves on to its last row.
+async fn page_after(tx: &mut Tx, select: &str, after: &mut i64) -> Result<Vec<AnyRow>> {
+    let rows = sqlx::query(select)
+        .bind(*after)
+        .bind(PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+    if let Some(last) = rows.last() {
+        *after = last.try_get("id")?;
+    }
+    Ok(rows)
+}
+
+/// Every code, whatever its state (a delivered code is read again by its
+/// buyer), and its fingerprint, a page at a time.
+async fn codes(tx: &mut Tx, r: &Rotation, progress: &(dyn Fn(u64) + Sync)) -> Result<u64> {
+    let mut after = i64::MIN;
+    let mut n = 0;
+    loop {
+        let rows = page_after(
+            tx,
+            "SELECT id, product_id, ciphertext, nonce, key_id, fingerprint FROM cards \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+            &mut after,
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok(n);
+        }
+        let sql = with_values(
+            "id, c, n, k, f",
+            rows.len(),
+            "UPDATE cards SET ciphertext = v.c, nonce = v.n, key_id = v.k, fingerprint = v.f \
+             FROM v WHERE cards.id = v.id",
+        );
+        let mut q = sqlx::query(&sql);
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let product_id: i64 = row.try_get("product_id")?;
+            let sealed = Sealed {
+                ciphertext: row.try_get("ciphertext")?,
+                nonce: row.try_get("nonce")?,
+                key_id: row.try_get("key_id")?,
+            };
+            let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+            let new = resealed(
+                r,
+                &context::card(product_id),
+                &format!("code {id}"),
+                &sealed,
+            )?;
+            q = q
+                .bind(id)
+                .bind(new.ciphertext)
+                .bind(new.nonce)
+                .bind(new.key_id)
+                .bind(r.card_fingerprint(&fingerprint));
+        }
+        n += written(q.execute(&mut **tx).await?.rows_affected(), rows.len())?;
+        progress(n);
+    }
+}
+
+/// PostgreSQL's unique fingerprints (migration 0009), kept beside the
+/// codes' own copy: every one wrapped, a code removed since included, as
+/// its fingerprint still refuses the code's return. Read through a cursor,
+/// which sees the table as it was when declared: a value already wrapped is
+/// never read and wrapped again, as a walk by the key being rewritten could.
+async fn rewrap_fingerprints(tx: &mut Tx, r: &Rotation) -> Result<()> {
+    sqlx::query(
+        "DECLARE rotation_fingerprints NO SCROLL CURSOR FOR \
+         SELECT product_id, fingerprint FROM card_fingerprints",
+    )
+    .execute(&mut **tx)
+    .await?;
+    loop {
+        let rows = sqlx::query(&format!("FETCH {PAGE} FROM rotation_fingerprints"))
+            .fetch_all(&mut **tx)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let sql = with_values(
+            "p, f, o",
+            rows.len(),
+            "UPDATE card_fingerprints SET fingerprint = v.f FROM v \
+             WHERE card_fingerprints.product_id = v.p AND card_fingerprints.fingerprint = v.o",
+        );
+        let mut q = sqlx::query(&sql);
+        for row in &rows {
+            let old: Vec<u8> = row.try_get("fingerprint")?;
+            q = q
+                .bind(row.try_get::<i64, _>("product_id")?)
+                .bind(r.card_fingerprint(&old))
+                .bind(old);
+        }
+        written(q.execute(&mut **tx).await?.rows_affected(), rows.len())?;
+    }
+    sqlx::query("CLOSE rotation_fingerprints")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Payment channels' sealed settings (merchant keys, private keys).
+async fn channels(tx: &mut Tx, r: &Rotation) -> Result<u64> {
+    let rows =
+        sqlx::query("SELECT merchant_id, name, ciphertext, nonce, key_id FROM channel_configs")
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut n = 0;
+    for row in rows {
+        let merchant: i64 = row.try_get("merchant_id")?;
+        let name: String = row.try_get("name")?;
+        let sealed = Sealed {
+            ciphertext: row.try_get("ciphertext")?,
+            nonce: row.try_get("nonce")?,
+            key_id: row.try_get("key_id")?,
+        };
+        let new = resealed(
+            r,
+            &context::channel(&name),
+            &format!("channel {name}"),
+            &sealed,
+        )?;
+        sqlx::query(
+            "UPDATE channel_configs SET ciphertext = $1, nonce = $2, key_id = $3 \
+             WHERE merchant_id = $4 AND name = $5",
+        )
+        .bind(new.ciphertext)
+        .bind(new.nonce)
+        .bind(new.key_id)
+        .bind(merchant)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Operators' TOTP keys: sealed without a key id of their own, so under the
+/// key id of the keys in use.
+async fn totp_secrets(tx: &mut Tx, r: &Rotation) -> Result<u64> {
+    let rows = sqlx::query(
+        "SELECT id, totp_secret, totp_nonce FROM admins \
+         WHERE totp_secret IS NOT NULL AND totp_nonce IS NOT NULL",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut n = 0;
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let sealed = Sealed {
+            ciphertext: row.try_get("totp_secret")?,
+            nonce: row.try_get("totp_nonce")?,
+            key_id: r.old.key_id(),
+        };
+        let new = resealed(
+            r,
+            &context::totp(id),
+            &format!("operator {id}'s TOTP key"),
+            &sealed,
+        )?;
+        sqlx::query("UPDATE admins SET totp_secret = $1, totp_nonce = $2 WHERE id = $3")
+            .bind(new.ciphertext)
+            .bind(new.nonce)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Stored answers to `Idempotency-Key` requests: the request's keyed hash
+/// wrapped, the answer (it may hold an access token) sealed again. A key
+/// whose request is still running holds no answer yet, only its owner's
+/// mark, which stays as it is. A page at a time, by key.
+async fn idempotency_keys(tx: &mut Tx, r: &Rotation) -> Result<u64> {
+    let (mut scope, mut key) = (String::new(), String::new());
+    let mut n = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT scope, key, request_hash, status_code, response, response_nonce \
+             FROM idempotency_keys WHERE scope > $1 OR (scope = $1 AND key > $2) \
+             ORDER BY scope, key LIMIT $3",
+        )
+        .bind(&scope)
+        .bind(&key)
+        .bind(PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(n);
+        };
+        (scope, key) = (last.try_get("scope")?, last.try_get("key")?);
+        for row in rows {
+            let scope: String = row.try_get("scope")?;
+            let key: String = row.try_get("key")?;
+            let hash: Vec<u8> = row.try_get("request_hash")?;
+            let status: i64 = row.try_get("status_code")?;
+            let (response, nonce): (Vec<u8>, Vec<u8>) =
+                (row.try_get("response")?, row.try_get("response_nonce")?);
+            let (response, nonce) = if status == IDEMPOTENCY_IN_FLIGHT {
+                (response, nonce)
+            } else {
+                let sealed = Sealed {
+                    ciphertext: response,
+                    nonce,
+                    key_id: r.old.key_id(),
+                };
+                let what = format!("the stored answer to Idempotency-Key {key}");
+                let new = resealed(r, &context::idempotent(&scope, &key), &what, &sealed)?;
+                n += 1;
+                (new.ciphertext, new.nonce)
+            };
+            sqlx::query(
+                "UPDATE idempotency_keys SET request_hash = $1, response = $2, \
+                 response_nonce = $3 WHERE scope = $4 AND key = $5",
+            )
+            .bind(r.request_fingerprint(&hash))
+            .bind(response)
+            .bind(nonce)
+            .bind(scope)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+}
+
+/// Buyers' query passwords: their hashes wrapped (the passwords are not
+/// known), so each still finds its orders under the new keys.
+async fn query_passwords(tx: &mut Tx, r: &Rotation) -> Result<u64> {
+    let mut after = i64::MIN;
+    let mut n = 0;
+    loop {
+        let rows = page_after(
+            tx,
+            "SELECT id, query_password_hash FROM orders \
+             WHERE id > $1 AND query_password_hash IS NOT NULL ORDER BY id LIMIT $2",
+            &mut after,
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok(n);
+        }
+        let sql = with_values(
+            "id, h",
+            rows.len(),
+            "UPDATE orders SET query_password_hash = v.h FROM v WHERE orders.id = v.id",
+        );
+        let mut q = sqlx::query(&sql);
+        for row in &rows {
+            let hash: Vec<u8> = row.try_get("query_password_hash")?;
+            q = q
+                .bind(row.try_get::<i64, _>("id")?)
+                .bind(r.query_password_hash(&hash));
+        }
+        n += written(q.execute(&mut **tx).await?.rows_affected(), rows.len())?;
+    }
+}

@@ -1,0 +1,175 @@
+//! `kami keys rotate`: a new master key, and every code, payment channel
+//! key, TOTP key, stored answer and keyed hash of the database moved under
+//! it in one transaction (`SqlStore::rotate_keys`).
+//!
+//! The new key is written to a file of its own (`master_key::rotation_file`)
+//! before the database takes it, so no moment exists where the database
+//! is sealed under a key kept nowhere. A rotation cut off is finished by
+//! running it again: the file is reused, and once the database is found
+//! under it only the files are swapped.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use kami_core::secrets::{Keys, MasterKey};
+use kami_store::{SqlStore, Store};
+
+use super::backup::{hold_lock, Held};
+use super::init_logging;
+use crate::config::Config;
+use crate::master_key;
+
+pub async fn rotate(cfg: Config) -> anyhow::Result<()> {
+    init_logging("warn", false);
+    let given = cfg.master_key.is_some()
+        || cfg.master_key_file.is_some()
+        || cfg.data_dir.join("master.key").exists();
+    if !given {
+        bail!("this shop has no master key to rotate (no KAMI_MASTER_KEY, no key file)");
+    }
+    let old_master = master_key::load(&cfg)?;
+    let url = cfg.database_url()?;
+    // SQLite: held exclusively to the end, as by a restore; a shop started
+    // meanwhile waits, then finds the new key's check and refuses the old.
+    if hold_lock(&url)? == Held::Shared {
+        bail!(
+            "a Kami process is using the database; stop the shop (and any `kami` command on \
+             it) before rotating the master key"
+        );
+    }
+    let store = SqlStore::connect(&url, 2)
+        .await
+        .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;
+    let result = async {
+        store.migrate().await.context("migrations failed")?;
+        rotate_in(&cfg, &store, old_master).await
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+async fn rotate_in(cfg: &Config, store: &SqlStore, old_master: MasterKey) -> anyhow::Result<()> {
+    let Some(check) = store.get_setting("master_key_check").await? else {
+        bail!("this database has sealed nothing yet: there is no key to rotate");
+    };
+    store
+        .refuse_rotation_while_in_use(std::time::Duration::from_secs(5))
+        .await?;
+    let next_file = master_key::rotation_file(cfg);
+    let new_master = if next_file.exists() {
+        let text = std::fs::read_to_string(&next_file)
+            .with_context(|| format!("cannot read {}", next_file.display()))?;
+        let next = MasterKey::from_base64(&text)
+            .with_context(|| format!("{} is not a master key", next_file.display()))?;
+        if Keys::new(&next).check_value() == check {
+            // The rotation committed and was cut off before the files.
+            return finish(cfg, &next_file);
+        }
+        eprintln!(
+            "kami: a rotation was cut off before the database took its key; going on with {}",
+            next_file.display()
+        );
+        next
+    } else {
+        let next = MasterKey::generate();
+        write_key_file(&next_file, &next)?;
+        next
+    };
+    let history = store.get_setting("key_history").await?;
+    let old = Keys::with_history(&old_master, history.as_deref())
+        .context("the database's key history")?;
+    if old.check_value() != check {
+        bail!(
+            "the master key given is not this database's; nothing was changed ({} is kept \
+             for a rotation with the right key)",
+            next_file.display()
+        );
+    }
+    let rotation = old.rotated(&new_master);
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} sealing codes again: {pos} ({per_sec})")
+            .expect("static template"),
+    );
+    let done = store.rotate_keys(&rotation, &|n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    let done = done.context("the rotation was rolled back; nothing was changed")?;
+    println!(
+        "rotated to key id {}: {} codes, {} payment channels, {} TOTP keys, \
+         {} stored answers, {} query passwords",
+        rotation.new.key_id(),
+        done.codes,
+        done.channels,
+        done.totp_secrets,
+        done.idempotent_responses,
+        done.query_passwords
+    );
+    finish(cfg, &next_file)
+}
+
+/// The database is under the new key in `next_file`: it takes the old
+/// key's place (the old kept beside it, renamed), or, for a key given in
+/// `KAMI_MASTER_KEY`, the operator is told to move it there.
+fn finish(cfg: &Config, next_file: &Path) -> anyhow::Result<()> {
+    let Some(key_file) = master_key::key_file(cfg) else {
+        println!(
+            "the new master key is in {}: set KAMI_MASTER_KEY to its contents, then delete \
+             the file; the old key no longer starts this shop",
+            next_file.display()
+        );
+        warn_about_backups("the old KAMI_MASTER_KEY");
+        return Ok(());
+    };
+    let mut retired = key_file.clone().into_os_string();
+    retired.push(format!(".retired-{}", kami_core::now_millis() / 1000));
+    let retired = std::path::PathBuf::from(retired);
+    if key_file.exists() {
+        std::fs::rename(&key_file, &retired)
+            .with_context(|| format!("cannot move {} aside", key_file.display()))?;
+    }
+    std::fs::rename(next_file, &key_file)
+        .with_context(|| format!("cannot move the new key to {}", key_file.display()))?;
+    sync_dir(&key_file)?;
+    println!(
+        "new master key in {}; the old one kept as {}",
+        key_file.display(),
+        retired.display()
+    );
+    warn_about_backups(&retired.display().to_string());
+    Ok(())
+}
+
+fn warn_about_backups(old: &str) {
+    eprintln!(
+        "kami: BACK UP THE NEW KEY NOW. Backups taken before this rotation open only with \
+         {old}: keep it with them, offline, or destroy both. Operators' remembered browsers \
+         are forgotten."
+    );
+}
+
+fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{}", key.to_base64())?;
+    f.sync_all()?;
+    sync_dir(path)
+}
+
+/// A rename or a new file survives a power cut once its directory is synced.
+fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
