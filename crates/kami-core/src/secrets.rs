@@ -120,11 +120,15 @@ impl HashChain {
         for part in parts {
             mac.update(part);
         }
-        let mut out = mac.finalize().into_bytes().to_vec();
+        self.wrapped(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// A value as every rotation so far has wrapped it.
+    fn wrapped(&self, mut value: Vec<u8>) -> Vec<u8> {
         for wrap in &self.wraps {
-            out = hmac(wrap, &out);
+            value = hmac(wrap, &value);
         }
-        out
+        value
     }
 
     /// The chain with one more wrap, under a new random key.
@@ -248,6 +252,7 @@ impl Keys {
             .open(HISTORY_CONTEXT, &sealed)
             .map_err(|_| KeyError::History)?;
         let h: History = serde_json::from_slice(&json).map_err(|_| KeyError::History)?;
+        keys.check = format!("{}:{}", keys.check, h.key_id);
         keys.key_id = h.key_id;
         keys.fingerprint = h.fingerprint;
         keys.query_password = h.query_password;
@@ -261,6 +266,7 @@ impl Keys {
     pub fn rotated(&self, master: &MasterKey) -> Rotation {
         let mut next = Self::new(master);
         next.key_id = self.key_id + 1;
+        next.check = format!("{}:{}", next.check, next.key_id);
         next.fingerprint = self.fingerprint.extended();
         next.query_password = self.query_password.extended();
         next.request = self.request.extended();
@@ -298,8 +304,25 @@ impl Keys {
     /// A value derived from the master key that reveals nothing about it,
     /// stored once in the database: a process started with another key sees
     /// the mismatch and refuses to run instead of sealing codes no one can open.
+    /// After a rotation it ends in `:<key id>`, so a process that did not
+    /// read the history (a release before rotation, a history row gone)
+    /// refuses too, instead of sealing under key id 1 and hashing outside
+    /// the chains.
     pub fn check_value(&self) -> &str {
         &self.check
+    }
+
+    /// Whether the master key these keys come from is the one a stored
+    /// check value (`check_value`, any key id) was made with.
+    pub fn same_master(&self, stored_check: &str) -> bool {
+        let mine = self.check.split(':').next();
+        mine.is_some() && mine == stored_check.split(':').next()
+    }
+
+    /// A request hash of the form stored before request hashes were keyed
+    /// (plain SHA-256), as it reads after this database's rotations.
+    pub fn legacy_request_fingerprint(&self, request: &[u8]) -> Vec<u8> {
+        self.request.wrapped(Sha256::digest(request).to_vec())
     }
 
     /// Seals `plaintext` bound to `context` (associated data): a ciphertext
@@ -550,6 +573,17 @@ mod tests {
         let history = r.new.history();
         let again = Keys::with_history(&second, Some(&history)).unwrap();
         assert_eq!(again.key_id(), r.new.key_id());
+        // The check names the key id: keys read without the history (key
+        // id 1) do not pass for the rotated database's.
+        assert_eq!(again.check_value(), r.new.check_value());
+        assert!(r.new.check_value().ends_with(":2"));
+        assert_ne!(Keys::new(&second).check_value(), r.new.check_value());
+        assert!(Keys::new(&second).same_master(r.new.check_value()));
+        assert!(!old.same_master(r.new.check_value()));
+        assert_eq!(
+            r.request_fingerprint(&Sha256::digest(b"{}")),
+            r.new.legacy_request_fingerprint(b"{}")
+        );
         assert_eq!(again.open("card:3", &resealed).unwrap(), b"CODE-9");
         assert_eq!(
             again.query_password_hash("a@example.com", "pw"),

@@ -74,16 +74,38 @@ pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
         );
     }
     let master = load(cfg)?;
-    let keys = Keys::new(&master);
     let stored = store
-        .init_setting("master_key_check", keys.check_value())
+        .init_setting("master_key_check", Keys::new(&master).check_value())
         .await?;
-    if stored != keys.check_value() {
-        return Err(not_this_databases(cfg));
+    keys_of(&master, &stored, store)
+        .await?
+        .ok_or_else(|| not_this_databases(cfg))
+}
+
+/// The keys of a database whose stored check value is `stored`, made from
+/// `master` and, once rotated, the database's key history (its key id and
+/// hash chains, `kami keys rotate`); `None` when `master` is another key.
+pub async fn keys_of(
+    master: &MasterKey,
+    stored: &str,
+    store: &dyn Store,
+) -> anyhow::Result<Option<Keys>> {
+    if !Keys::new(master).same_master(stored) {
+        return Ok(None);
     }
-    // A rotated database: its key id and hash chains (`kami keys rotate`).
     let history = store.get_setting("key_history").await?;
-    Keys::with_history(&master, history.as_deref()).context("the database's key history")
+    let keys = Keys::with_history(master, history.as_deref())
+        .context("the database's key history does not open with its master key")?;
+    if keys.check_value() != stored {
+        bail!(
+            "the database's master key check names key id {} but its key history says {}: \
+             the settings row `key_history` is missing or from another rotation; nothing \
+             is sealed until it is put back",
+            stored.split_once(':').map_or("1", |(_, id)| id),
+            keys.key_id()
+        );
+    }
+    Ok(Some(keys))
 }
 
 fn not_this_databases(cfg: &Config) -> anyhow::Error {
@@ -143,9 +165,11 @@ pub async fn check_given(cfg: &Config, store: &dyn Store) -> anyhow::Result<()> 
     {
         return Ok(());
     }
-    let keys = Keys::new(&load(cfg)?);
+    let master = load(cfg)?;
     match store.get_setting("master_key_check").await? {
-        Some(stored) if stored != keys.check_value() => Err(not_this_databases(cfg)),
+        Some(stored) if keys_of(&master, &stored, store).await?.is_none() => {
+            Err(not_this_databases(cfg))
+        }
         _ => Ok(()),
     }
 }

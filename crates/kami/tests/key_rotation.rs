@@ -72,6 +72,16 @@ async fn lookup(kami: &Kami, email: &str, password: &str) -> serde_json::Value {
     v
 }
 
+async fn exec(kami: &Kami, sql: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&kami.database_url)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+    c.close().await.ok();
+}
+
 async fn scalar(kami: &Kami, sql: &str) -> i64 {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
@@ -264,17 +274,26 @@ async fn a_rotated_key_opens_everything_the_old_one_sealed(backend: Backend) {
         .await
         .body
         .contains("rotation-pid-7731"));
-    let logs = kami.logs();
+    let logs = kami.logs() + &out + &err;
     assert!(
         !logs.contains(&new) && !logs.contains(&old),
-        "a master key in the logs"
+        "a master key in the logs or the command's output"
     );
+
+    // A rotated database read without its key history (a release before
+    // rotation, a settings row lost) is refused, not sealed under key id 1.
+    kami.stop(Stop::Term);
+    exec(&kami, "DELETE FROM settings WHERE key = 'key_history'").await;
+    let refused = kami.cli(&["migrate"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("key history"), "{said}");
 }
 
 async fn rotation_refuses_a_running_shop_and_finishes_when_cut_off(backend: Backend) {
     let kami = spawn_kami(backend).await;
     let pid = kami.product("rotation-resume", json!({})).await;
-    kami.import_codes(pid, &make_codes("RES", 6)).await;
+    kami.import_codes(pid, &make_codes("RES", 12)).await;
     let a = kami.buy(pid, 2, "resume@example.com").await;
     kami.pay_ok(&a).await;
     let delivered = kami.codes(&a).await;
@@ -294,8 +313,9 @@ async fn rotation_refuses_a_running_shop_and_finishes_when_cut_off(backend: Back
     // operator, and the old no longer starts the shop.
     let (ok, out, err) = rotate(&kami, &[("KAMI_MASTER_KEY", &old)]);
     assert!(ok, "rotate failed:\n{out}\n{err}");
+    assert!(out.contains("rotated to key id 2"), "{out}");
     assert!(out.contains("set KAMI_MASTER_KEY"), "{out}");
-    let new = read_key(&pending);
+    let second = read_key(&pending);
     assert_eq!(
         read_key(&key_file(&kami)),
         old,
@@ -306,27 +326,44 @@ async fn rotation_refuses_a_running_shop_and_finishes_when_cut_off(backend: Back
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("master.key.new"), "{said}");
 
-    // Run again with the old key file: the database is already under the
-    // new key, so only the files are swapped.
+    // The operator sets KAMI_MASTER_KEY and leaves the file: the next
+    // rotation is a rotation, not a no-op finishing the last one.
+    let (ok, out, err) = rotate(&kami, &[("KAMI_MASTER_KEY", &second)]);
+    assert!(ok, "rotate failed:\n{out}\n{err}");
+    assert!(out.contains("rotated to key id 3"), "{out}");
+    let third = read_key(&pending);
+    assert_ne!(third, second);
+
+    // Run again with no key but the stale file gone: the database is
+    // already under the pending key, so only the files are swapped.
+    std::fs::remove_file(key_file(&kami)).unwrap();
     let (ok, out, err) = rotate(&kami, &[]);
     assert!(ok, "finishing failed:\n{out}\n{err}");
-    assert!(!out.contains("rotated to key id"), "rotated twice: {out}");
-    assert_eq!(read_key(&key_file(&kami)), new);
-    assert_eq!(retired_keys(&kami), vec![old.clone()]);
+    assert!(!out.contains("rotated to key id"), "rotated again: {out}");
+    assert_eq!(read_key(&key_file(&kami)), third);
     assert!(!pending.exists());
     start(&kami).await;
     assert_eq!(kami.codes(&a).await, delivered);
     kami.stop(Stop::Term);
 
     // Cut off before the database took it: the key written for it is the
-    // one used when run again.
+    // one used when run again, and the old file is kept.
     let written = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     std::fs::write(&pending, format!("{written}\n")).unwrap();
     let (ok, out, err) = rotate(&kami, &[]);
     assert!(ok, "rotate failed:\n{out}\n{err}");
     assert!(err.contains("going on with"), "{err}");
-    assert!(out.contains("rotated to key id 3"), "{out}");
+    assert!(out.contains("rotated to key id 4"), "{out}");
     assert_eq!(read_key(&key_file(&kami)), written);
+    assert_eq!(retired_keys(&kami), vec![third.clone()]);
+    // Straight away again: a second retired key, none overwritten.
+    let (ok, out, err) = rotate(&kami, &[]);
+    assert!(ok, "rotate failed:\n{out}\n{err}");
+    let mut retired = retired_keys(&kami);
+    retired.sort();
+    let mut expected = vec![third, written];
+    expected.sort();
+    assert_eq!(retired, expected);
     start(&kami).await;
     assert_eq!(kami.codes(&a).await, delivered);
     let b = kami.buy(pid, 4, "resume2@example.com").await;

@@ -42,24 +42,9 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = 
 /// ten million codes and no statistics yet, reading a paid order's codes
 /// planned at 276,000 (past `jit_above_cost`) and compiled itself on every
 /// delivery: 30-120 ms each, the first ones also loading LLVM from disk
-/// (docs/PERFORMANCE.md, stop 21). Named `kami/<pid>.<random>` in
-/// `pg_stat_activity`, for the operator and for `kami keys rotate`, which
-/// refuses to run while another Kami process is connected.
-static POSTGRES_SESSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SET jit = off; SET application_name = '{}'", session_name())
-});
-
-/// This process's name for its PostgreSQL sessions: the process id and a
-/// random part, so that a process of the same id on another machine is not
-/// taken for this one.
-pub(super) fn session_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        // URL-safe base64: nothing to escape in the `SET` above.
-        let random = kami_core::secrets::random_token("");
-        format!("kami/{}.{}", std::process::id(), &random[..8])
-    })
-}
+/// (docs/PERFORMANCE.md, stop 21). Named `kami` in `pg_stat_activity`, for
+/// the operator.
+const POSTGRES_SESSION: &str = "SET jit = off; SET application_name = 'kami'";
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -79,7 +64,7 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute(POSTGRES_SESSION.as_str()).await?;
+                            conn.execute(POSTGRES_SESSION).await?;
                             Ok(())
                         })
                     })
@@ -96,6 +81,7 @@ impl SqlStore {
                     beside_others: Default::default(),
                     stock_floors: Default::default(),
                     wal_sync: None,
+                    instance_lock: Default::default(),
                 })
             }
         }
@@ -229,6 +215,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         beside_others: Default::default(),
         stock_floors: Default::default(),
         wal_sync: Some(Arc::new(super::wal_sync::WalSync::start(&path)?)),
+        instance_lock: Default::default(),
     })
 }
 

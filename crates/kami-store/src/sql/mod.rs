@@ -69,6 +69,10 @@ pub struct SqlStore {
     /// SQLite: syncs the WAL before a payment is acknowledged
     /// (`wal_sync.rs`). `None` on PostgreSQL, whose commits wait for the disk.
     wal_sync: Option<std::sync::Arc<wal_sync::WalSync>>,
+    /// PostgreSQL: the connection holding this process's shared advisory
+    /// lock on the database, which `kami keys rotate` takes exclusively
+    /// (`rotate::hold_instance_lock`).
+    instance_lock: std::sync::Arc<std::sync::Mutex<Option<sqlx::AnyConnection>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -150,6 +154,11 @@ impl SqlStore {
             .and_then(|t| t.lock().ok()?.take());
         if let Some(task) = task {
             let _ = task.await;
+        }
+        let held = self.instance_lock.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = held {
+            use sqlx::Connection;
+            let _ = c.close().await;
         }
         self.write.close().await;
     }

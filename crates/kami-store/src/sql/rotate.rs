@@ -5,10 +5,11 @@
 //! under the other: a rotation cut off leaves it as it was, and the new
 //! master key check is written with the last row. The shop must be stopped
 //! (a process still holding the old keys would seal new codes no one can
-//! open): on SQLite the caller holds the database's lock file exclusively,
-//! on PostgreSQL the settings table is locked first (a process starting
-//! meanwhile waits, then reads the new check and refuses to run with the old
-//! key) and any other Kami connection refuses the rotation.
+//! open): on SQLite the caller holds the database's lock file exclusively;
+//! on PostgreSQL every Kami process holds a shared advisory lock for its
+//! lifetime (`hold_instance_lock`) and the rotation takes it exclusively in
+//! its transaction. A process starting meanwhile waits for the lock, then
+//! reads the new check and refuses to run with the old key.
 
 use kami_core::secrets::{context, Rotation, Sealed};
 use sqlx::any::AnyRow;
@@ -43,10 +44,13 @@ impl SqlStore {
     ) -> Result<Rotated> {
         let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
-                .execute(&mut *tx)
+            let alone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(INSTANCES)
+                .fetch_one(&mut *tx)
                 .await?;
-            refuse_others(other_kami_connections(&mut tx).await?)?;
+            if !alone {
+                return Err(in_use());
+            }
         }
         let check: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'master_key_check'")
@@ -79,42 +83,80 @@ impl SqlStore {
     }
 }
 
+/// The advisory lock every Kami process on a PostgreSQL database holds
+/// shared, and a rotation exclusively ("kamirot" in ASCII).
+const INSTANCES: i64 = 0x006b_616d_6972_6f74;
+
 impl SqlStore {
-    /// PostgreSQL: refuses while another Kami process is connected to the
-    /// database, after waiting up to `patience` for the connections of one
-    /// just stopped to go (SQLite: the lock file tells, `kami keys`).
+    /// PostgreSQL: marks the database as in use by this process until it
+    /// closes the store (or exits), on a connection of its own: a
+    /// `kami keys rotate` refuses to run meanwhile. Waits while a rotation
+    /// runs. Nothing on SQLite, whose lock file does the same.
+    pub async fn hold_instance_lock(&self) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let mut conn = self.write.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock_shared($1)")
+            .bind(INSTANCES)
+            .execute(&mut conn)
+            .await?;
+        if let Ok(mut held) = self.instance_lock.lock() {
+            *held = Some(conn);
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: refuses while another Kami process has the database
+    /// open, after waiting up to `patience` for one just stopped to let go
+    /// (SQLite: the caller holds the lock file).
     pub async fn refuse_rotation_while_in_use(&self, patience: std::time::Duration) -> Result<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
         let until = std::time::Instant::now() + patience;
+        let mut conn = self.write.acquire().await?;
         loop {
-            let others = other_kami_connections(&mut *self.write.acquire().await?).await?;
-            if others == 0 || std::time::Instant::now() >= until {
-                return refuse_others(others);
+            let alone: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(INSTANCES)
+                .fetch_one(&mut *conn)
+                .await?;
+            if alone {
+                sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(INSTANCES)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return Err(in_use());
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 }
 
-async fn other_kami_connections(c: &mut sqlx::AnyConnection) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-         AND application_name LIKE 'kami/%' AND application_name <> $1",
-    )
-    .bind(super::connect::session_name())
-    .fetch_one(c)
-    .await?)
+impl SqlStore {
+    /// After a rotation: rewrites the tables it rewrote, so the row
+    /// versions and pages holding what the old key sealed and hashed are no
+    /// longer in the database's files (SQLite `VACUUM`, PostgreSQL
+    /// `VACUUM FULL`). WAL archives, replicas' and backups' copies are the
+    /// operator's.
+    pub async fn compact_after_rotation(&self) -> Result<()> {
+        let sql = match self.backend {
+            Backend::Sqlite => "VACUUM",
+            Backend::Postgres => {
+                "VACUUM FULL cards, card_fingerprints, orders, idempotency_keys, \
+                 channel_configs, admins, settings"
+            }
+        };
+        sqlx::raw_sql(sql).execute(&self.write).await?;
+        Ok(())
+    }
 }
 
-fn refuse_others(others: i64) -> Result<()> {
-    if others > 0 {
-        return Err(StoreError::InUse(format!(
-            "{others} other Kami connection(s) to this database"
-        )));
-    }
-    Ok(())
+fn in_use() -> StoreError {
+    StoreError::InUse("another Kami process has the database open".into())
 }
 
 fn resealed(r: &Rotation, context: &str, what: &str, sealed: &Sealed) -> Result<Sealed> {
@@ -270,7 +312,7 @@ async fn channels(tx: &mut Tx, r: &Rotation) -> Result<u64> {
             &format!("channel {name}"),
             &sealed,
         )?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE channel_configs SET ciphertext = $1, nonce = $2, key_id = $3 \
              WHERE merchant_id = $4 AND name = $5",
         )
@@ -281,7 +323,7 @@ async fn channels(tx: &mut Tx, r: &Rotation) -> Result<u64> {
         .bind(name)
         .execute(&mut **tx)
         .await?;
-        n += 1;
+        n += written(done.rows_affected(), 1)?;
     }
     Ok(n)
 }
@@ -309,13 +351,13 @@ async fn totp_secrets(tx: &mut Tx, r: &Rotation) -> Result<u64> {
             &format!("operator {id}'s TOTP key"),
             &sealed,
         )?;
-        sqlx::query("UPDATE admins SET totp_secret = $1, totp_nonce = $2 WHERE id = $3")
+        let done = sqlx::query("UPDATE admins SET totp_secret = $1, totp_nonce = $2 WHERE id = $3")
             .bind(new.ciphertext)
             .bind(new.nonce)
             .bind(id)
             .execute(&mut **tx)
             .await?;
-        n += 1;
+        n += written(done.rows_affected(), 1)?;
     }
     Ok(n)
 }
@@ -330,7 +372,7 @@ async fn idempotency_keys(tx: &mut Tx, r: &Rotation) -> Result<u64> {
     loop {
         let rows = sqlx::query(
             "SELECT scope, key, request_hash, status_code, response, response_nonce \
-             FROM idempotency_keys WHERE scope > $1 OR (scope = $1 AND key > $2) \
+             FROM idempotency_keys WHERE (scope, key) > ($1, $2) \
              ORDER BY scope, key LIMIT $3",
         )
         .bind(&scope)
@@ -362,7 +404,7 @@ async fn idempotency_keys(tx: &mut Tx, r: &Rotation) -> Result<u64> {
                 n += 1;
                 (new.ciphertext, new.nonce)
             };
-            sqlx::query(
+            let affected = sqlx::query(
                 "UPDATE idempotency_keys SET request_hash = $1, response = $2, \
                  response_nonce = $3 WHERE scope = $4 AND key = $5",
             )
@@ -372,7 +414,9 @@ async fn idempotency_keys(tx: &mut Tx, r: &Rotation) -> Result<u64> {
             .bind(scope)
             .bind(key)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            written(affected, 1)?;
         }
     }
 }

@@ -29,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use kami_core::now_millis;
 use kami_core::secrets::{ct_eq, Sealed};
 use kami_store::{IdempotencyRecord, IDEMPOTENCY_IN_FLIGHT};
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
 use crate::services::orders::idem_context;
@@ -79,14 +78,20 @@ pub fn request_hash(state: &AppState, request: &[u8]) -> Vec<u8> {
 /// What a stored key says about a request: its response, or a conflict when
 /// the key was first used with another request. `None` when the key's
 /// request is still running. Keys stored by releases before the keyed hash
-/// held a plain SHA-256 of the body; they still match.
+/// held a plain SHA-256 of the body; they still match, as wrapped by any
+/// rotation since (`Keys::legacy_request_fingerprint`).
 pub fn replay(
     state: &AppState,
     rec: IdempotencyRecord,
     hash: &[u8],
     request: &[u8],
 ) -> ApiResult<Option<Response>> {
-    if !ct_eq(&rec.request_hash, hash) && !ct_eq(&rec.request_hash, &Sha256::digest(request)) {
+    if !ct_eq(&rec.request_hash, hash)
+        && !ct_eq(
+            &rec.request_hash,
+            &state.keys.legacy_request_fingerprint(request),
+        )
+    {
         return Err(ApiError::idempotency_conflict(
             "this Idempotency-Key was already used with a different request body",
         ));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
-use kami_core::secrets::Keys;
+use kami_core::secrets::MasterKey;
 use kami_store::{Backend, SqlStore, Store};
 
 use super::{closing, init_logging, open_store};
@@ -236,15 +236,15 @@ fn check_sqlite_header(file: &Path) -> anyhow::Result<()> {
 /// Restoring must not create a master key: codes sealed under the old one
 /// would become unreadable. The key has to be the one in use already;
 /// `None` when there is none (fine only for a backup that sealed nothing).
-fn existing_keys(cfg: &Config) -> anyhow::Result<Option<Keys>> {
+fn existing_keys(cfg: &Config) -> anyhow::Result<Option<MasterKey>> {
     let default_file = cfg.data_dir.join("master.key");
     if cfg.master_key.is_none() && cfg.master_key_file.is_none() && !default_file.exists() {
         return Ok(None);
     }
-    Ok(Some(Keys::new(&master_key::load(cfg)?)))
+    Ok(Some(master_key::load(cfg)?))
 }
 
-async fn check_backup(path: &Path, keys: Option<&Keys>, cfg: &Config) -> anyhow::Result<()> {
+async fn check_backup(path: &Path, keys: Option<&MasterKey>, cfg: &Config) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", path.display());
     let store = SqlStore::connect(&url, 1)
         .await
@@ -268,11 +268,15 @@ async fn check_backup(path: &Path, keys: Option<&Keys>, cfg: &Config) -> anyhow:
                  (or set KAMI_MASTER_KEY) and run restore again",
                 cfg.data_dir.join("master.key").display()
             ),
-            (Some(check), Some(keys)) if check != keys.check_value() => bail!(
+            (Some(check), Some(master))
+                if master_key::keys_of(master, &check, &store).await?.is_none() =>
+            {
+                bail!(
                 "the backup's codes were sealed with another master key; restore with that key \
                  (a backup from before `kami keys rotate` opens with the key it retired, \
                  master.key.retired-…)"
-            ),
+                )
+            }
             (Some(_), Some(_)) => Ok(()),
         }
     }

@@ -24,13 +24,6 @@ use crate::master_key;
 
 pub async fn rotate(cfg: Config) -> anyhow::Result<()> {
     init_logging("warn", false);
-    let given = cfg.master_key.is_some()
-        || cfg.master_key_file.is_some()
-        || cfg.data_dir.join("master.key").exists();
-    if !given {
-        bail!("this shop has no master key to rotate (no KAMI_MASTER_KEY, no key file)");
-    }
-    let old_master = master_key::load(&cfg)?;
     let url = cfg.database_url()?;
     // SQLite: held exclusively to the end, as by a restore; a shop started
     // meanwhile waits, then finds the new key's check and refuses the old.
@@ -44,51 +37,82 @@ pub async fn rotate(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;
     let result = async {
+        store
+            .refuse_rotation_while_in_use(std::time::Duration::from_secs(5))
+            .await?;
         store.migrate().await.context("migrations failed")?;
-        rotate_in(&cfg, &store, old_master).await
+        rotate_in(&cfg, &store).await
     }
     .await;
     store.close().await;
     result
 }
 
-async fn rotate_in(cfg: &Config, store: &SqlStore, old_master: MasterKey) -> anyhow::Result<()> {
+async fn rotate_in(cfg: &Config, store: &SqlStore) -> anyhow::Result<()> {
     let Some(check) = store.get_setting("master_key_check").await? else {
         bail!("this database has sealed nothing yet: there is no key to rotate");
     };
-    store
-        .refuse_rotation_while_in_use(std::time::Duration::from_secs(5))
-        .await?;
+    let given = cfg.master_key.is_some()
+        || cfg.master_key_file.is_some()
+        || cfg.data_dir.join("master.key").exists();
+    let old_master = if given {
+        Some(master_key::load(cfg)?)
+    } else {
+        None
+    };
     let next_file = master_key::rotation_file(cfg);
-    let new_master = if next_file.exists() {
+    let mut resumed = None;
+    if next_file.exists() {
         let text = std::fs::read_to_string(&next_file)
             .with_context(|| format!("cannot read {}", next_file.display()))?;
         let next = MasterKey::from_base64(&text)
             .with_context(|| format!("{} is not a master key", next_file.display()))?;
-        if Keys::new(&next).check_value() == check {
+        let is_given = old_master
+            .as_ref()
+            .is_some_and(|m| m.to_base64() == next.to_base64());
+        if is_given {
+            // The key given is this file's: a rotation finished with
+            // KAMI_MASTER_KEY whose file was left behind. A copy of the key
+            // in use, not a rotation to go on with.
+            std::fs::remove_file(&next_file)
+                .with_context(|| format!("cannot remove {}", next_file.display()))?;
+        } else if Keys::new(&next).same_master(&check) {
             // The rotation committed and was cut off before the files.
             return finish(cfg, &next_file);
+        } else {
+            resumed = Some(next);
         }
-        eprintln!(
-            "kami: a rotation was cut off before the database took its key; going on with {}",
-            next_file.display()
-        );
-        next
-    } else {
-        let next = MasterKey::generate();
-        write_key_file(&next_file, &next)?;
-        next
-    };
-    let history = store.get_setting("key_history").await?;
-    let old = Keys::with_history(&old_master, history.as_deref())
-        .context("the database's key history")?;
-    if old.check_value() != check {
-        bail!(
-            "the master key given is not this database's; nothing was changed ({} is kept \
-             for a rotation with the right key)",
-            next_file.display()
-        );
     }
+    let Some(old_master) = old_master else {
+        bail!("this shop has no master key to rotate (no KAMI_MASTER_KEY, no key file)");
+    };
+    let Some(old) = master_key::keys_of(&old_master, &check, store).await? else {
+        bail!(
+            "the master key given is not this database's; nothing was changed{}",
+            if resumed.is_some() {
+                format!(
+                    " ({} is kept for a rotation with the right key)",
+                    next_file.display()
+                )
+            } else {
+                String::new()
+            }
+        );
+    };
+    let new_master = match resumed {
+        Some(next) => {
+            eprintln!(
+                "kami: a rotation was cut off before the database took its key; going on with {}",
+                next_file.display()
+            );
+            next
+        }
+        None => {
+            let next = MasterKey::generate();
+            write_key_file(&next_file, &next)?;
+            next
+        }
+    };
     let rotation = old.rotated(&new_master);
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -97,7 +121,13 @@ async fn rotate_in(cfg: &Config, store: &SqlStore, old_master: MasterKey) -> any
     );
     let done = store.rotate_keys(&rotation, &|n| bar.set_position(n)).await;
     bar.finish_and_clear();
-    let done = done.context("the rotation was rolled back; nothing was changed")?;
+    let done = done.with_context(|| {
+        format!(
+            "the rotation did not complete; keep {} and run `kami keys rotate` again: it \
+             goes on with that key, or only finishes if the database took it",
+            next_file.display()
+        )
+    })?;
     println!(
         "rotated to key id {}: {} codes, {} payment channels, {} TOTP keys, \
          {} stored answers, {} query passwords",
@@ -108,7 +138,17 @@ async fn rotate_in(cfg: &Config, store: &SqlStore, old_master: MasterKey) -> any
         done.idempotent_responses,
         done.query_passwords
     );
-    finish(cfg, &next_file)
+    finish(cfg, &next_file)?;
+    // The rotation stands whatever this does: it only clears the old
+    // values' leftovers from the files (it needs room for a copy of them).
+    eprintln!("kami: compacting the database, so the old key's values leave its files");
+    if let Err(e) = store.compact_after_rotation().await {
+        eprintln!(
+            "kami: compacting failed ({e}); the rotation is done. Run VACUUM (SQLite) or \
+             VACUUM FULL (PostgreSQL) when there is room"
+        );
+    }
+    Ok(())
 }
 
 /// The database is under the new key in `next_file`: it takes the old
@@ -124,22 +164,31 @@ fn finish(cfg: &Config, next_file: &Path) -> anyhow::Result<()> {
         warn_about_backups("the old KAMI_MASTER_KEY");
         return Ok(());
     };
+    // The old key is linked under its new name first, and the new one then
+    // renamed over it: at every moment a key file is there, and a name
+    // already taken is never overwritten.
     let mut retired = key_file.clone().into_os_string();
-    retired.push(format!(".retired-{}", kami_core::now_millis() / 1000));
+    retired.push(format!(".retired-{}", kami_core::now_millis()));
     let retired = std::path::PathBuf::from(retired);
-    if key_file.exists() {
-        std::fs::rename(&key_file, &retired)
-            .with_context(|| format!("cannot move {} aside", key_file.display()))?;
+    let kept = key_file.exists();
+    if kept {
+        std::fs::hard_link(&key_file, &retired)
+            .with_context(|| format!("cannot keep the old key as {}", retired.display()))?;
     }
     std::fs::rename(next_file, &key_file)
         .with_context(|| format!("cannot move the new key to {}", key_file.display()))?;
     sync_dir(&key_file)?;
-    println!(
-        "new master key in {}; the old one kept as {}",
-        key_file.display(),
-        retired.display()
-    );
-    warn_about_backups(&retired.display().to_string());
+    if kept {
+        println!(
+            "new master key in {}; the old one kept as {}",
+            key_file.display(),
+            retired.display()
+        );
+        warn_about_backups(&retired.display().to_string());
+    } else {
+        println!("new master key in {}", key_file.display());
+        warn_about_backups("the old key");
+    }
     Ok(())
 }
 

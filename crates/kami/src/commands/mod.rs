@@ -23,6 +23,11 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<SqlStore>> {
     let store = SqlStore::connect(&url, cfg.db_pool_size)
         .await
         .with_context(|| format!("cannot connect to {}", kami_store::redact_url(&url)))?;
+    // PostgreSQL: no `kami keys rotate` while this process has it open.
+    store
+        .hold_instance_lock()
+        .await
+        .context("cannot mark the database in use")?;
     if held == backup::Held::Shared && store.migrations_pending().await? {
         anyhow::bail!(
             "another Kami process has the database open, and this version must update its \
