@@ -19,7 +19,8 @@ use serde_json::json;
 
 both_backends!(
     a_rotated_key_opens_everything_the_old_one_sealed,
-    rotation_refuses_a_running_shop_and_finishes_when_cut_off
+    rotation_refuses_a_running_shop_and_finishes_when_cut_off,
+    a_code_that_does_not_open_stops_the_rotation_and_changes_nothing
 );
 
 fn key_file(kami: &Kami) -> PathBuf {
@@ -73,24 +74,33 @@ async fn lookup(kami: &Kami, email: &str, password: &str) -> serde_json::Value {
 }
 
 async fn exec(kami: &Kami, sql: &str) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut c = sqlx::AnyConnection::connect(&kami.database_url)
+    sqlx::query(sql)
+        .execute(&mut connect(kami).await)
         .await
         .unwrap();
-    sqlx::query(sql).execute(&mut c).await.unwrap();
-    c.close().await.ok();
+}
+
+async fn connect(kami: &Kami) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&kami.database_url)
+        .await
+        .unwrap()
 }
 
 async fn scalar(kami: &Kami, sql: &str) -> i64 {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut c = sqlx::AnyConnection::connect(&kami.database_url)
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut connect(kami).await)
         .await
-        .unwrap();
-    let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
-    c.close().await.ok();
-    n
+        .unwrap()
+}
+
+async fn setting(kami: &Kami, key: &str) -> String {
+    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut connect(kami).await)
+        .await
+        .unwrap()
 }
 
 async fn start(kami: &Kami) {
@@ -369,4 +379,45 @@ async fn rotation_refuses_a_running_shop_and_finishes_when_cut_off(backend: Back
     let b = kami.buy(pid, 4, "resume2@example.com").await;
     kami.pay_ok(&b).await;
     assert_eq!(kami.codes(&b).await.len(), 4);
+}
+
+async fn a_code_that_does_not_open_stops_the_rotation_and_changes_nothing(backend: Backend) {
+    let kami = spawn_kami(backend).await;
+    let pid = kami.product("rotation-broken", json!({})).await;
+    kami.import_codes(pid, &make_codes("BRK", 1_500)).await;
+    let a = kami.buy(pid, 2, "broken@example.com").await;
+    kami.pay_ok(&a).await;
+    let delivered = kami.codes(&a).await;
+    kami.stop(Stop::Term);
+    // One code in the second page no longer opens (a byte of its
+    // ciphertext changed on disk, or sealed under another key).
+    let id = scalar(&kami, "SELECT MAX(id) FROM cards").await;
+    exec(
+        &kami,
+        &format!("UPDATE cards SET nonce = ciphertext WHERE id = {id}"),
+    )
+    .await;
+    let old = read_key(&key_file(&kami));
+    let before = setting(&kami, "master_key_check").await;
+    let (ok, out, err) = rotate(&kami, &[]);
+    assert!(!ok, "rotated over a code that does not open:\n{out}\n{err}");
+    assert!(
+        err.contains(&format!("code {id}")),
+        "the code is named: {err}"
+    );
+    assert!(err.contains("run `kami keys rotate` again"), "{err}");
+    assert_eq!(setting(&kami, "master_key_check").await, before);
+    assert_eq!(
+        scalar(&kami, "SELECT COUNT(*) FROM cards WHERE key_id <> 1").await,
+        0,
+        "no code was sealed again"
+    );
+    assert_eq!(read_key(&key_file(&kami)), old);
+    assert!(kami.data_dir().join("master.key.new").exists());
+    start(&kami).await;
+    assert_eq!(
+        kami.codes(&a).await,
+        delivered,
+        "the shop runs on the old key"
+    );
 }
