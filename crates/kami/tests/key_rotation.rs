@@ -279,6 +279,11 @@ async fn a_rotated_key_opens_everything_the_old_one_sealed(backend: Backend) {
         q.try_login(email, &password, &code).await.status,
         StatusCode::SEE_OTHER
     );
+    let audit = q.get("/admin/audit?lang=en").await.body;
+    assert!(
+        audit.contains("Master key rotated") && audit.contains("key id 2"),
+        "the rotation is in the audit log: {audit}"
+    );
     assert!(q
         .get("/admin/channels")
         .await

@@ -72,6 +72,25 @@ impl SqlStore {
         done.totp_secrets = totp_secrets(&mut tx, r).await?;
         done.idempotent_responses = idempotency_keys(&mut tx, r).await?;
         done.query_passwords = query_passwords(&mut tx, r).await?;
+        // In the operators' audit log, with the rotation itself.
+        sqlx::query(
+            "INSERT INTO audit_log (merchant_id, admin_id, action, target, detail, ip, at) \
+             VALUES ($1, NULL, 'master_key_rotated', $2, $3, NULL, $4)",
+        )
+        .bind(crate::types::DEFAULT_MERCHANT)
+        .bind(format!("key id {}", r.new.key_id()))
+        .bind(format!(
+            "kami keys rotate: {} codes, {} payment channels, {} TOTP keys, \
+             {} stored answers, {} query passwords",
+            done.codes,
+            done.channels,
+            done.totp_secrets,
+            done.idempotent_responses,
+            done.query_passwords
+        ))
+        .bind(kami_core::now_millis())
+        .execute(&mut *tx)
+        .await?;
         let history = r.new.history();
         let pairs = [
             ("master_key_check", r.new.check_value()),

@@ -372,6 +372,7 @@ translations! {
     "audit_channel_disabled" => "停用支付通道", "Channel disabled";
     "audit_channel_toggle_refused" => "支付通道启停被拒", "Channel switch refused";
     "audit_channel_tested" => "测试支付通道", "Channel tested";
+    "audit_master_key_rotated" => "轮换主密钥", "Master key rotated";
 }
 
 /// The string for `key` in `lang`; the storefront's table answers keys the
@@ -507,6 +508,8 @@ mod tests {
             "channel_disabled",
             "channel_toggle_refused",
             "channel_tested",
+            // Written by `kami keys rotate` (kami-store's `rotate.rs`).
+            "master_key_rotated",
         ];
         for action in actions {
             assert!(lookup(&format!("audit_{action}")).is_some(), "{action}");
