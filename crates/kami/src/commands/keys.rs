@@ -67,9 +67,9 @@ async fn rotate_in(cfg: &Config, store: &SqlStore) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", next_file.display()))?;
         let next = MasterKey::from_base64(&text)
             .with_context(|| format!("{} is not a master key", next_file.display()))?;
-        let is_given = old_master
-            .as_ref()
-            .is_some_and(|m| m.to_base64() == next.to_base64());
+        let is_given = old_master.as_ref().is_some_and(|m| {
+            kami_core::secrets::ct_eq(m.to_base64().as_bytes(), next.to_base64().as_bytes())
+        });
         if is_given {
             // The key given is this file's: a rotation finished with
             // KAMI_MASTER_KEY whose file was left behind. A copy of the key
