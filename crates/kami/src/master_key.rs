@@ -61,11 +61,7 @@ pub async fn keys_for(cfg: &Config, store: &dyn Store) -> anyhow::Result<Keys> {
     // read none of its codes and sit where the operator must put the real
     // one back, so none is made.
     let default_file = cfg.data_dir.join("master.key");
-    if cfg.master_key.is_none()
-        && cfg.master_key_file.is_none()
-        && !default_file.exists()
-        && store.get_setting("master_key_check").await?.is_some()
-    {
+    if !key_given(cfg) && store.get_setting("master_key_check").await?.is_some() {
         bail!(
             "this database was set up with a master key and none was given \
              (no KAMI_MASTER_KEY, no key file, no {}); put the original key back there \
@@ -126,6 +122,20 @@ fn not_this_databases(cfg: &Config) -> anyhow::Error {
     )
 }
 
+/// Whether a master key is given: `KAMI_MASTER_KEY`, a key file configured,
+/// or one in the data directory. `load` makes one when none is.
+fn key_given(cfg: &Config) -> bool {
+    cfg.master_key.is_some()
+        || cfg.master_key_file.is_some()
+        || cfg.data_dir.join("master.key").exists()
+}
+
+/// The master key given, never a new one (`None` when none is given): for
+/// the commands that must not make a key no codes were sealed with.
+pub fn load_given(cfg: &Config) -> anyhow::Result<Option<MasterKey>> {
+    key_given(cfg).then(|| load(cfg)).transpose()
+}
+
 /// Where the master key is kept: `None` when it is given in
 /// `KAMI_MASTER_KEY`, which no command can rewrite.
 pub fn key_file(cfg: &Config) -> Option<std::path::PathBuf> {
@@ -159,13 +169,9 @@ pub fn rotation_file(cfg: &Config) -> std::path::PathBuf {
 /// shows when the operator sets up, not at the shop's first start. No key
 /// given: nothing to check, and none is made.
 pub async fn check_given(cfg: &Config, store: &dyn Store) -> anyhow::Result<()> {
-    if cfg.master_key.is_none()
-        && cfg.master_key_file.is_none()
-        && !cfg.data_dir.join("master.key").exists()
-    {
+    let Some(master) = load_given(cfg)? else {
         return Ok(());
-    }
-    let master = load(cfg)?;
+    };
     match store.get_setting("master_key_check").await? {
         Some(stored) if keys_of(&master, &stored, store).await?.is_none() => {
             Err(not_this_databases(cfg))

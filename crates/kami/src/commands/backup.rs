@@ -165,7 +165,10 @@ pub async fn restore(cfg: Config, file: &Path) -> anyhow::Result<()> {
         ),
         Err(TryLockError::Error(e)) => return Err(e).context("cannot lock the database"),
     }
-    let keys = existing_keys(&cfg)?;
+    // Restoring must not create a master key: codes sealed under the old
+    // one would become unreadable. The key has to be the one in use
+    // already; none is fine only for a backup that sealed nothing.
+    let keys = master_key::load_given(&cfg)?;
 
     let staging = with_suffix(&db, ".restoring");
     remove_sqlite_files(&staging)?;
@@ -231,17 +234,6 @@ fn check_sqlite_header(file: &Path) -> anyhow::Result<()> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
-}
-
-/// Restoring must not create a master key: codes sealed under the old one
-/// would become unreadable. The key has to be the one in use already;
-/// `None` when there is none (fine only for a backup that sealed nothing).
-fn existing_keys(cfg: &Config) -> anyhow::Result<Option<MasterKey>> {
-    let default_file = cfg.data_dir.join("master.key");
-    if cfg.master_key.is_none() && cfg.master_key_file.is_none() && !default_file.exists() {
-        return Ok(None);
-    }
-    Ok(Some(master_key::load(cfg)?))
 }
 
 async fn check_backup(path: &Path, keys: Option<&MasterKey>, cfg: &Config) -> anyhow::Result<()> {

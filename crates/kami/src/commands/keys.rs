@@ -52,14 +52,7 @@ async fn rotate_in(cfg: &Config, store: &SqlStore) -> anyhow::Result<()> {
     let Some(check) = store.get_setting("master_key_check").await? else {
         bail!("this database has sealed nothing yet: there is no key to rotate");
     };
-    let given = cfg.master_key.is_some()
-        || cfg.master_key_file.is_some()
-        || cfg.data_dir.join("master.key").exists();
-    let old_master = if given {
-        Some(master_key::load(cfg)?)
-    } else {
-        None
-    };
+    let old_master = master_key::load_given(cfg)?;
     let next_file = master_key::rotation_file(cfg);
     let mut resumed = None;
     if next_file.exists() {
