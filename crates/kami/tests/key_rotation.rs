@@ -426,3 +426,55 @@ async fn a_code_that_does_not_open_stops_the_rotation_and_changes_nothing(backen
         "the shop runs on the old key"
     );
 }
+
+/// Every running Kami process's shared lock (`rotate.rs`, `INSTANCES`).
+const INSTANCE_LOCKS: &str = "FROM pg_locks WHERE locktype = 'advisory' \
+     AND classid = 7037293 AND objid = 1769107316 AND objsubid = 1 \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/// A PostgreSQL restart ends a shop's lock with its connection: the shop
+/// takes it again, and should the database have been rotated meanwhile it
+/// stops instead of sealing under its old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shop_takes_its_lock_again_and_stops_if_rotated_meanwhile_postgres() {
+    let kami = spawn_kami(Backend::Postgres).await;
+    let pid = kami.product("rotation-lock", json!({})).await;
+    kami.import_codes(pid, &make_codes("LCK", 3)).await;
+    let count = format!("SELECT COUNT(*) {INSTANCE_LOCKS}");
+    let kill = format!("SELECT pg_terminate_backend(pid) {INSTANCE_LOCKS}");
+    assert_eq!(scalar(&kami, &count).await, 1, "the shop holds its lock");
+
+    exec(&kami, &kill).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scalar(&kami, &count).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let a = kami.buy(pid, 1, "lock@example.com").await;
+    kami.pay_ok(&a).await;
+    assert_eq!(kami.codes(&a).await.len(), 1, "the shop serves on");
+
+    // As if a rotation ran while the lock was gone.
+    exec(
+        &kami,
+        "UPDATE settings SET value = value || ':9' WHERE key = 'master_key_check'",
+    )
+    .await;
+    exec(&kami, &kill).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kami.http.get(kami.url("/healthz")).send().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shop went on under a database rotated away from its key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        kami.logs().contains("master key changed"),
+        "{}",
+        kami.logs_tail(20)
+    );
+}

@@ -72,7 +72,7 @@ pub struct SqlStore {
     /// PostgreSQL: the connection holding this process's shared advisory
     /// lock on the database, which `kami keys rotate` takes exclusively
     /// (`rotate::hold_instance_lock`).
-    instance_lock: std::sync::Arc<std::sync::Mutex<Option<sqlx::AnyConnection>>>,
+    instance_lock: std::sync::Arc<rotate::InstanceLock>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -155,11 +155,7 @@ impl SqlStore {
         if let Some(task) = task {
             let _ = task.await;
         }
-        let held = self.instance_lock.lock().ok().and_then(|mut c| c.take());
-        if let Some(c) = held {
-            use sqlx::Connection;
-            let _ = c.close().await;
-        }
+        self.instance_lock.close().await;
         self.write.close().await;
     }
 }

@@ -106,24 +106,110 @@ impl SqlStore {
 /// shared, and a rotation exclusively ("kamirot" in ASCII).
 const INSTANCES: i64 = 0x006b_616d_6972_6f74;
 
+/// This process's hold on the shared advisory lock (PostgreSQL), and the
+/// master key check it runs under once known (`guard_master_check`).
+#[derive(Default)]
+pub(crate) struct InstanceLock {
+    conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+    closed: std::sync::atomic::AtomicBool,
+    check: std::sync::Mutex<Option<String>>,
+}
+
+impl InstanceLock {
+    pub(crate) async fn close(&self) {
+        use sqlx::Connection;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = self.conn.lock().await.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// A connection of its own holding the shared lock; waits while a rotation
+/// holds it exclusively.
+async fn take_shared_lock(pool: &sqlx::AnyPool) -> Result<sqlx::AnyConnection> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SELECT pg_advisory_lock_shared($1)")
+        .bind(INSTANCES)
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+/// How often the lock's connection is looked at.
+const LOCK_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SqlStore {
     /// PostgreSQL: marks the database as in use by this process until it
     /// closes the store (or exits), on a connection of its own: a
     /// `kami keys rotate` refuses to run meanwhile. Waits while a rotation
     /// runs. Nothing on SQLite, whose lock file does the same.
+    ///
+    /// A lock ends with its connection (a PostgreSQL restart): it is taken
+    /// again within `LOCK_WATCH`, and should the database then be under
+    /// another master key than the one this process runs with (a rotation
+    /// got in between), the process stops rather than seal anything more
+    /// under the old key.
     pub async fn hold_instance_lock(&self) -> Result<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
-        let mut conn = self.write.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock_shared($1)")
-            .bind(INSTANCES)
-            .execute(&mut conn)
-            .await?;
-        if let Ok(mut held) = self.instance_lock.lock() {
-            *held = Some(conn);
-        }
+        *self.instance_lock.conn.lock().await = Some(take_shared_lock(&self.write).await?);
+        let held = self.instance_lock.clone();
+        let pool = self.write.clone();
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            loop {
+                tokio::time::sleep(LOCK_WATCH).await;
+                if held.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let mut conn = held.conn.lock().await;
+                let alive = match conn.as_mut() {
+                    Some(c) => sqlx::query("SELECT 1").execute(&mut *c).await.is_ok(),
+                    None => false,
+                };
+                if alive || held.closed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                *conn = None;
+                let mut again = match take_shared_lock(&pool).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the connection holding this process's database lock was lost and could not be made again; trying again");
+                        continue;
+                    }
+                };
+                let expected = held.check.lock().ok().and_then(|c| c.clone());
+                if let Some(expected) = expected {
+                    let now: Option<String> = sqlx::query_scalar(
+                        "SELECT value FROM settings WHERE key = 'master_key_check'",
+                    )
+                    .fetch_optional(&mut again)
+                    .await
+                    .ok()
+                    .flatten();
+                    if now.as_deref() != Some(expected.as_str()) {
+                        tracing::error!("the database was moved under another master key (kami keys rotate) while this process's lock was lost; stopping rather than seal anything under the old key");
+                        eprintln!("kami: the database's master key changed under this process (kami keys rotate); stopping. Start it again with the new key.");
+                        std::process::exit(78);
+                    }
+                }
+                tracing::warn!("the connection holding this process's database lock was lost; the lock is held again");
+                *conn = Some(again);
+            }
+        });
         Ok(())
+    }
+
+    /// The master key check this process runs under: should its lock be
+    /// lost and the database be found under another key when it is taken
+    /// again, the process stops (`hold_instance_lock`).
+    pub fn guard_master_check(&self, check: &str) {
+        if let Ok(mut c) = self.instance_lock.check.lock() {
+            *c = Some(check.to_owned());
+        }
     }
 
     /// PostgreSQL: refuses while another Kami process has the database

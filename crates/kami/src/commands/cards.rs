@@ -28,6 +28,7 @@ pub async fn import(cfg: Config, product_id: i64, file: &Path) -> anyhow::Result
             bail!("product {product_id} does not exist");
         }
         let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
+        store.guard_master_check(keys.check_value());
         import_file(&cfg, store.as_ref(), &keys, product_id, f).await
     })
     .await

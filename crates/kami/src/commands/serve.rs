@@ -29,6 +29,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.bind))?;
     let store = open_store(&cfg).await?;
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
+    store.guard_master_check(keys.check_value());
     let notice = match (&cfg.notice, cfg.demo) {
         (Some(n), _) => Some(n.clone()),
         (None, true) => Some("演示模式：演示商品与沙盒支付，不涉及真实资金。Demo mode: demo products, sandbox payments, no real money.".into()),
