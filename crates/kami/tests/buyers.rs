@@ -125,22 +125,6 @@ async fn orders_are_hidden_without_their_access_token(backend: Backend) {
     assert_eq!(v_wrong, v_ghost);
 }
 
-async fn lookup(kami: &Kami, email: &str, password: &str) -> Vec<Value> {
-    let (s, v) = kami
-        .send(
-            kami.http
-                .post(kami.url("/api/v1/orders/lookup"))
-                .json(&json!({"email": email, "query_password": password})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "lookup: {v}");
-    assert!(v["has_more"].is_boolean(), "{v}");
-    v["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("lookup: {v}"))
-        .clone()
-}
-
 async fn lookup_returns_only_orders_placed_with_that_email_and_password(backend: Backend) {
     let kami = spawn_kami(backend).await;
     let pid = kami.product("Lookup", json!({})).await;
@@ -161,7 +145,7 @@ async fn lookup_returns_only_orders_placed_with_that_email_and_password(backend:
     let (s, other_pw) = kami.order(order(Some("correct horse"))).await;
     assert_eq!(s, StatusCode::CREATED, "{other_pw}");
 
-    let found = lookup(&kami, &email, "hunter2").await;
+    let found = kami.lookup(&email, "hunter2").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["order_no"], with_pw["order_no"]);
     assert_eq!(found[0]["status"], json!("pending"));
@@ -171,7 +155,7 @@ async fn lookup_returns_only_orders_placed_with_that_email_and_password(backend:
     );
 
     kami.pay_ok(&with_pw).await;
-    let found = lookup(&kami, &email, "hunter2").await;
+    let found = kami.lookup(&email, "hunter2").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["status"], json!("delivered"));
     let cards = cards_of(&found[0]);
@@ -183,24 +167,24 @@ async fn lookup_returns_only_orders_placed_with_that_email_and_password(backend:
     assert_distinct_from(&cards, &codes);
 
     assert!(
-        lookup(&kami, &email, "hunter3").await.is_empty(),
+        kami.lookup(&email, "hunter3").await.is_empty(),
         "wrong password"
     );
     assert!(
-        lookup(&kami, &email, "").await.is_empty(),
+        kami.lookup(&email, "").await.is_empty(),
         "an empty password finds nothing"
     );
     assert!(
-        lookup(&kami, "nobody@example.com", "hunter2")
+        kami.lookup("nobody@example.com", "hunter2")
             .await
             .is_empty(),
         "wrong email"
     );
-    let found = lookup(&kami, &email, "correct horse").await;
+    let found = kami.lookup(&email, "correct horse").await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["order_no"], other_pw["order_no"]);
     for pw in ["hunter2", "correct horse", "", " "] {
-        let found = lookup(&kami, &email, pw).await;
+        let found = kami.lookup(&email, pw).await;
         assert!(
             found.iter().all(|o| o["order_no"] != no_pw["order_no"]),
             "an order placed without a password was returned for {pw:?}"

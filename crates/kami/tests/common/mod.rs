@@ -662,6 +662,23 @@ impl Kami {
         v
     }
 
+    /// `POST /api/v1/orders/lookup`; asserts 200 and returns the orders found.
+    pub async fn lookup(&self, email: &str, password: &str) -> Vec<Value> {
+        let (s, v) = self
+            .send(
+                self.http
+                    .post(self.url("/api/v1/orders/lookup"))
+                    .json(&json!({"email": email, "query_password": password})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "lookup: {v}");
+        assert!(v["has_more"].is_boolean(), "{v}");
+        v["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("lookup: {v}"))
+            .clone()
+    }
+
     pub async fn get_order(&self, order_no: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut req = self
             .http
