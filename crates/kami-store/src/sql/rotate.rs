@@ -33,6 +33,21 @@ pub struct Rotated {
     pub query_passwords: u64,
 }
 
+/// The command's summary and the audit log's detail alike.
+impl std::fmt::Display for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} codes, {} payment channels, {} TOTP keys, {} stored answers, {} query passwords",
+            self.codes,
+            self.channels,
+            self.totp_secrets,
+            self.idempotent_responses,
+            self.query_passwords
+        )
+    }
+}
+
 impl SqlStore {
     /// Rewrites every sealed value and stored keyed hash of the database
     /// under `r.new`, and stores its check and history, if the database is
@@ -79,15 +94,7 @@ impl SqlStore {
         )
         .bind(crate::types::DEFAULT_MERCHANT)
         .bind(format!("key id {}", r.new.key_id()))
-        .bind(format!(
-            "kami keys rotate: {} codes, {} payment channels, {} TOTP keys, \
-             {} stored answers, {} query passwords",
-            done.codes,
-            done.channels,
-            done.totp_secrets,
-            done.idempotent_responses,
-            done.query_passwords
-        ))
+        .bind(format!("kami keys rotate: {done}"))
         .bind(kami_core::now_millis())
         .execute(&mut *tx)
         .await?;

@@ -121,16 +121,7 @@ async fn rotate_in(cfg: &Config, store: &SqlStore) -> anyhow::Result<()> {
             next_file.display()
         )
     })?;
-    println!(
-        "rotated to key id {}: {} codes, {} payment channels, {} TOTP keys, \
-         {} stored answers, {} query passwords",
-        rotation.new.key_id(),
-        done.codes,
-        done.channels,
-        done.totp_secrets,
-        done.idempotent_responses,
-        done.query_passwords
-    );
+    println!("rotated to key id {}: {done}", rotation.new.key_id());
     finish(cfg, &next_file)?;
     // The rotation stands whatever this does: it only clears the old
     // values' leftovers from the files (it needs room for a copy of them).
