@@ -98,6 +98,10 @@ impl ImportLease {
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn ping(&self) -> Result<()>;
+    /// How order batches were written since the store was opened.
+    fn order_batch_paths(&self) -> OrderBatchPaths {
+        OrderBatchPaths::default()
+    }
 
     // --- catalog -----------------------------------------------------------
     async fn category_id_by_name(&self, name: &str, create: bool) -> Result<Option<i64>>;

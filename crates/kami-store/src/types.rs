@@ -117,6 +117,21 @@ pub struct ProductPatch {
     pub stock_display: Option<Option<StockDisplay>>,
 }
 
+/// How the order batches since the start were written (`/metrics`): a
+/// drop's should nearly all take the first path of their backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderBatchPaths {
+    /// PostgreSQL: plain orders in one round trip (`kami_reserve_orders`).
+    pub one_trip: u64,
+    /// SQLite: on the writer thread.
+    pub writer_thread: u64,
+    /// Counted and claimed in one transaction of several statements.
+    pub counted: u64,
+    /// One transaction per order: a lone order the paths above did not
+    /// take, or a batch they gave back (a short claim, an error).
+    pub one_by_one: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct StockCounts {
     pub available: i64,

@@ -659,7 +659,108 @@ async fn codes_released_below_the_last_batch_are_sold_again(backend: Backend) {
     assert_invariants(&db, pid, 10).await;
 }
 
+/// PostgreSQL writes a batch of plain orders (a drop's: no limit, coupon
+/// or `Idempotency-Key`) in one round trip (`kami_reserve_orders`); a batch
+/// it cannot fill whole it leaves unwritten to the counted path, which
+/// answers each order on its own; a batch with a limit goes the counted
+/// path. SQLite's all go to its writer thread.
+async fn each_batch_takes_the_path_its_orders_need(backend: Backend) {
+    let db = open(backend).await;
+    let pid = product_with_codes(&db, 5).await;
+    let pg = backend == Backend::Postgres;
+    let paths = |one_trip, counted| {
+        if pg {
+            OrderBatchPaths {
+                one_trip,
+                counted,
+                ..Default::default()
+            }
+        } else {
+            OrderBatchPaths {
+                writer_thread: one_trip + counted,
+                ..Default::default()
+            }
+        }
+    };
+    let plain: Vec<NewOrder> = (0..3).map(|_| new_order(pid, 1, 60_000)).collect();
+    for out in db.store.create_orders(&plain).await {
+        out.unwrap().expect("granted");
+    }
+    assert_eq!(db.store.order_batch_paths(), paths(1, 0));
+    // Two codes left, three asked: the first order granted, the second
+    // told how many are left, whichever path answered.
+    let short = [new_order(pid, 1, 60_000), new_order(pid, 2, 60_000)];
+    let out = db.store.create_orders(&short).await;
+    assert!(matches!(out[0], Ok(Ok(_))), "{out:?}");
+    assert!(
+        matches!(
+            out[1],
+            Ok(Err(CreateOrderError::InsufficientStock { available: 1 }))
+        ),
+        "{out:?}"
+    );
+    assert_eq!(db.store.order_batch_paths(), paths(1, 1));
+    let mut limited = [new_order(pid, 1, 60_000), new_order(pid, 1, 60_000)];
+    for o in &mut limited {
+        o.per_buyer_limit = Some(1);
+    }
+    let out = db.store.create_orders(&limited).await;
+    assert!(matches!(out[0], Ok(Ok(_))), "{out:?}");
+    assert!(
+        matches!(out[1], Ok(Err(CreateOrderError::SoldOut))),
+        "{out:?}"
+    );
+    assert_eq!(db.store.order_batch_paths(), paths(1, 2));
+    assert_invariants(&db, pid, 5).await;
+}
+
+/// A one-trip batch that fails part-way (here an order the database
+/// refuses) leaves nothing behind: no order and no reserved code of the
+/// batch, which is then replayed order by order, every other order served.
+async fn a_failed_one_trip_batch_writes_nothing() {
+    let db = open(Backend::Postgres).await;
+    let pid = product_with_codes(&db, 6).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.email LIKE 'refused%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_marked BEFORE INSERT ON orders FOR EACH ROW \
+         EXECUTE FUNCTION refuse_marked();",
+    )
+    .execute(&db.check)
+    .await
+    .unwrap();
+    let mut batch: Vec<NewOrder> = (0..4).map(|_| new_order(pid, 1, 60_000)).collect();
+    batch[2].email = "refused@x.test".into();
+    let out = db.store.create_orders(&batch).await;
+    assert!(out[2].is_err(), "the refused order fails: {out:?}");
+    for i in [0, 1, 3] {
+        assert!(matches!(out[i], Ok(Ok(_))), "order {i}: {out:?}");
+    }
+    assert_eq!(
+        db.store.order_batch_paths(),
+        OrderBatchPaths {
+            one_by_one: 1,
+            ..Default::default()
+        },
+        "the one-trip batch and the counted one both failed"
+    );
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert_eq!(orders, 3, "the failed batches left no order behind");
+    assert_invariants(&db, pid, 6).await;
+    assert_eq!(db.store.stock(pid).await.unwrap().reserved, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_failed_one_trip_batch_writes_nothing() {
+    a_failed_one_trip_batch_writes_nothing().await
+}
+
 both_backends!(
+    each_batch_takes_the_path_its_orders_need,
     codes_released_below_the_last_batch_are_sold_again,
     stored_and_derived_lifecycle_entries_read_alike,
     a_batch_of_several_products_claims_each_its_own_codes,

@@ -291,6 +291,15 @@ pub async fn render(State(state): State<Shared>) -> Response {
         .set(state.order_writer.depth() as f64);
     metrics::gauge!("kami_writer_queue_depth", "writer" => "payments")
         .set(state.pay_writers.iter().map(|w| w.depth()).sum::<usize>() as f64);
+    let paths = state.store.order_batch_paths();
+    for (path, n) in [
+        ("one_trip", paths.one_trip),
+        ("writer_thread", paths.writer_thread),
+        ("counted", paths.counted),
+        ("one_by_one", paths.one_by_one),
+    ] {
+        metrics::counter!("kami_order_batches_total", "path" => path).absolute(n);
+    }
     metrics::gauge!("kami_body_budget_held_bytes").set(state.body_budget.held() as f64);
     metrics::gauge!("kami_body_budget_bytes").set(state.body_budget.limit() as f64);
     if let Ok(counts) = state.store.count_orders_by_status().await {

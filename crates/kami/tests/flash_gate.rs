@@ -108,6 +108,18 @@ async fn gate_and_database_agree_after_expiries_restocks_and_a_restart(backend: 
             "{name}: {m}"
         );
     }
+    // Plain orders (no limit, coupon or key) took the backend's fast path.
+    let fast = match backend {
+        Backend::Postgres => "one_trip",
+        Backend::Sqlite => "writer_thread",
+    };
+    let counter = format!("kami_order_batches_total{{path=\"{fast}\"}} ");
+    let batches: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&counter))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(batches > 0.0, "no {fast} batch: {m}");
     // Sizes in buckets of sizes, times in buckets of seconds.
     for bucket in [
         "kami_writer_batch_size_bucket{writer=\"orders\",le=\"256\"}",

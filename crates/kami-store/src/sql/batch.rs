@@ -28,6 +28,7 @@ use crate::{Backend, Result};
 type OrderOutcome = Result<Result<Order, CreateOrderError>>;
 
 pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome> {
+    let paths = &s.batch_paths;
     // SQLite: every batch goes to the writer thread, a lone order too (it
     // answers it as the single-order path does: limits and coupon before
     // stock). Sent down the sqlx connection instead, a lone order held the
@@ -37,27 +38,129 @@ pub async fn create_orders(s: &SqlStore, batch: &[NewOrder]) -> Vec<OrderOutcome
     // (`perf sched`, docs/PERFORMANCE.md, stop 39).
     if let Some(direct) = &s.direct {
         match direct.create_orders(batch.to_vec()).await {
-            Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
+            Ok(Some(out)) => {
+                BatchPaths::count(&paths.writer_thread);
+                return out.into_iter().map(Ok).collect();
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "order batch failed on the SQLite writer; replaying it")
             }
         }
     }
+    if s.backend == Backend::Postgres && batch.iter().all(plain) {
+        match reserve_plain(s, batch).await {
+            Ok(Some(out)) => {
+                BatchPaths::count(&paths.one_trip);
+                return out.into_iter().map(|o| Ok(Ok(o))).collect();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "order batch failed in one trip; counting it instead")
+            }
+        }
+    }
     if batch.len() > 1 {
         match try_create_orders(s, batch).await {
-            Ok(Some(out)) => return out.into_iter().map(Ok).collect(),
+            Ok(Some(out)) => {
+                BatchPaths::count(&paths.counted);
+                return out.into_iter().map(Ok).collect();
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "order batch failed; replaying it order by order")
             }
         }
     }
+    BatchPaths::count(&paths.one_by_one);
     let mut out = Vec::with_capacity(batch.len());
     for o in batch {
         out.push(orders::create_order(s, o).await);
     }
     out
+}
+
+/// Counts of the paths `create_orders` wrote its batches by.
+#[derive(Default)]
+pub(super) struct BatchPaths {
+    one_trip: std::sync::atomic::AtomicU64,
+    writer_thread: std::sync::atomic::AtomicU64,
+    counted: std::sync::atomic::AtomicU64,
+    one_by_one: std::sync::atomic::AtomicU64,
+}
+
+impl BatchPaths {
+    fn count(path: &std::sync::atomic::AtomicU64) {
+        path.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn read(&self) -> OrderBatchPaths {
+        let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        OrderBatchPaths {
+            one_trip: get(&self.one_trip),
+            writer_thread: get(&self.writer_thread),
+            counted: get(&self.counted),
+            one_by_one: get(&self.one_by_one),
+        }
+    }
+}
+
+/// An order with nothing to decide but its stock: no per-buyer or
+/// per-address limit, no coupon, no `Idempotency-Key` (a flash sale's).
+fn plain(o: &NewOrder) -> bool {
+    o.per_buyer_limit.is_none()
+        && o.per_ip_limit.is_none()
+        && o.coupon_id.is_none()
+        && o.idempotency.is_none()
+}
+
+/// PostgreSQL: a batch of plain orders reserved in one round trip, a
+/// statement that is its own transaction (`kami_reserve_orders`, migration
+/// 0013). `Ok(None)`: some product had fewer codes free of other
+/// transactions' locks than the batch asks, and nothing was written; the
+/// counted path then tells `sold_out` from codes being claimed elsewhere.
+/// Codes are looked for from the product's stock floor hint (as
+/// `stock_budgets` counts), the lowest code the batch took becoming the
+/// next hint.
+async fn reserve_plain(s: &SqlStore, batch: &[NewOrder]) -> Result<Option<Vec<Order>>> {
+    let hints: HashMap<i64, Option<i64>> = batch
+        .iter()
+        .map(|o| (o.product_id, s.stock_floors.hint(s.backend, o.product_id)))
+        .collect();
+    let rows =
+        super::pg_sets::plain_order_rows(batch, |product| hints[&product].unwrap_or(i64::MIN));
+    let out =
+        sqlx::query("SELECT order_no, order_id, first_card FROM kami_reserve_orders($1::json, $2)")
+            .bind(rows)
+            .bind(DEFAULT_MERCHANT)
+            .fetch_all(&s.write)
+            .await?;
+    if out.is_empty() {
+        return Ok(None);
+    }
+    let mut reserved: HashMap<String, (i64, Option<i64>)> = HashMap::with_capacity(out.len());
+    for row in &out {
+        reserved.insert(
+            row.try_get("order_no")?,
+            (row.try_get("order_id")?, row.try_get("first_card")?),
+        );
+    }
+    let mut orders = Vec::with_capacity(batch.len());
+    for o in batch {
+        let Some(&(id, first)) = reserved.get(o.order_no.as_str()) else {
+            return Err(crate::StoreError::Corrupt(format!(
+                "a reservation batch of {} orders answered {} rows",
+                batch.len(),
+                out.len()
+            )));
+        };
+        if let Some(first) = first {
+            let full = hints[&o.product_id].is_none();
+            s.stock_floors.found(s.backend, o.product_id, first, full);
+        }
+        orders.push(pending_order(id, o));
+    }
+    Ok(Some(orders))
 }
 
 /// `Ok(None)`: the batch was rolled back and must be replayed one by one.

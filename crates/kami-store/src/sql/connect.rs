@@ -80,6 +80,7 @@ impl SqlStore {
                     tidy_from: Default::default(),
                     beside_others: Default::default(),
                     stock_floors: Default::default(),
+                    batch_paths: Default::default(),
                     wal_sync: None,
                     instance_lock: Default::default(),
                 })
@@ -214,6 +215,7 @@ async fn connect_sqlite(url: &str, pool_size: u32) -> Result<SqlStore> {
         tidy_from: Default::default(),
         beside_others: Default::default(),
         stock_floors: Default::default(),
+        batch_paths: Default::default(),
         wal_sync: Some(Arc::new(super::wal_sync::WalSync::start(&path)?)),
         instance_lock: Default::default(),
     })

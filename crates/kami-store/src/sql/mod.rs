@@ -66,6 +66,7 @@ pub struct SqlStore {
     /// PostgreSQL: where the last batches found each product's first
     /// available code (`batch::StockFloors`).
     stock_floors: std::sync::Arc<batch::StockFloors>,
+    batch_paths: std::sync::Arc<batch::BatchPaths>,
     /// SQLite: syncs the WAL before a payment is acknowledged
     /// (`wal_sync.rs`). `None` on PostgreSQL, whose commits wait for the disk.
     wal_sync: Option<std::sync::Arc<wal_sync::WalSync>>,
@@ -164,6 +165,10 @@ impl SqlStore {
 impl Store for SqlStore {
     fn backend(&self) -> Backend {
         self.backend
+    }
+
+    fn order_batch_paths(&self) -> OrderBatchPaths {
+        self.batch_paths.read()
     }
 
     async fn ping(&self) -> Result<()> {

@@ -118,6 +118,33 @@ impl<'a> OrderRow<'a> {
     }
 }
 
+/// A plain order's row for `kami_reserve_orders` (migration 0013): its
+/// place in the batch and where its product's codes are looked for from,
+/// then the order's own columns (those the function does not read are
+/// ignored by `json_to_recordset`).
+#[derive(Serialize)]
+struct PlainOrderRow<'a> {
+    ord: usize,
+    floor: i64,
+    #[serde(flatten)]
+    order: OrderRow<'a>,
+}
+
+/// The rows of `kami_reserve_orders`' `batch` parameter, `floor(product)`
+/// the lowest code id to look for each product's codes from.
+pub(super) fn plain_order_rows(batch: &[NewOrder], floor: impl Fn(i64) -> i64) -> String {
+    let rows: Vec<PlainOrderRow> = batch
+        .iter()
+        .enumerate()
+        .map(|(ord, o)| PlainOrderRow {
+            ord,
+            floor: floor(o.product_id),
+            order: OrderRow::of(o),
+        })
+        .collect();
+    json_rows(&rows)
+}
+
 #[derive(Serialize)]
 struct PaymentRow<'a> {
     order_id: i64,
