@@ -759,6 +759,43 @@ async fn postgres_a_failed_one_trip_batch_writes_nothing() {
     a_failed_one_trip_batch_writes_nothing().await
 }
 
+/// PostgreSQL: `warm_up` opens the connections asked and readies each
+/// for a drop without writing anything; the connections stay open, and
+/// once their backends are gone (a server restart), those idle for a
+/// second are found dead by a ping and replaced: the next batch is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_warmed_connections_stay_and_dead_ones_are_replaced() {
+    let db = open(Backend::Postgres).await;
+    let pid = product_with_codes(&db, 10).await;
+    db.store.warm_up(6).await.unwrap();
+    let sessions = "FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'kami'";
+    let open: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {sessions}"))
+        .fetch_one(&db.check)
+        .await
+        .unwrap();
+    assert!(open >= 6, "{open} connections open");
+    let (orders, drawn): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM orders), (SELECT is_called FROM orders_id_seq)",
+    )
+    .fetch_one(&db.check)
+    .await
+    .unwrap();
+    assert_eq!((orders, drawn), (0, false), "readying wrote nothing");
+    assert_eq!(db.store.stock(pid).await.unwrap().available, 10);
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) {sessions}"))
+        .execute(&db.check)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let batch: Vec<NewOrder> = (0..3).map(|_| new_order(pid, 1, 60_000)).collect();
+    for out in db.store.create_orders(&batch).await {
+        out.unwrap().expect("granted on a fresh connection");
+    }
+    assert_eq!(db.store.order_batch_paths().one_trip, 1);
+    assert_invariants(&db, pid, 10).await;
+}
+
 both_backends!(
     each_batch_takes_the_path_its_orders_need,
     codes_released_below_the_last_batch_are_sold_again,

@@ -123,6 +123,22 @@ pub fn build_state(
     }))
 }
 
+/// Order writers, and payment writers' shards (each of
+/// `parallel / shards` writers).
+fn writer_counts(backend: Backend) -> (usize, usize) {
+    match backend {
+        Backend::Sqlite => (3, 1),
+        Backend::Postgres => (4, 4),
+    }
+}
+
+/// How many write transactions the writers run side by side at most: the
+/// database connections a drop and its payments need at once.
+pub fn writer_transactions(backend: Backend) -> u32 {
+    let (parallel, shards) = writer_counts(backend);
+    (parallel + shards * (parallel / shards)) as u32
+}
+
 /// The group-commit writers. SQLite has one writer thread: three tasks feed
 /// it, so the next batch is already waiting there when one commits (with one
 /// task, the thread sat idle until that task was scheduled again among the
@@ -134,10 +150,7 @@ pub fn build_state(
 /// transactions side by side (their claims skip each other's rows) to
 /// overlap round trips.
 fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {
-    let (parallel, shards) = match store.backend() {
-        Backend::Sqlite => (3, 1),
-        Backend::Postgres => (4, 4),
-    };
+    let (parallel, shards) = writer_counts(store.backend());
     let cfg = WriterConfig {
         queue: settings.writer_queue,
         max_batch: settings.writer_batch,

@@ -28,5 +28,5 @@ pub mod shop;
 pub mod state;
 pub mod workers;
 
-pub use app::{build_state, router, serve};
+pub use app::{build_state, router, serve, writer_transactions};
 pub use state::{AppState, Settings, Shared};

@@ -18,7 +18,8 @@
 --
 -- The plan settings are those `orders::CLAIM_PLANS` sets for the batch
 -- transaction (index lookups whatever the statistics say); here they hold
--- for the function's statement only.
+-- for the function's statement only, which is planned once per connection
+-- (a generic plan: its estimates do not depend on the batch anyway).
 CREATE FUNCTION kami_reserve_orders(batch json, merchant bigint)
 RETURNS TABLE (order_no text, order_id bigint, first_card bigint)
 LANGUAGE plpgsql
@@ -26,6 +27,7 @@ SET enable_bitmapscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 SET jit = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     seq regclass := pg_get_serial_sequence('orders', 'id')::regclass;

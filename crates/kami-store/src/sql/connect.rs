@@ -46,6 +46,10 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = 
 /// the operator.
 const POSTGRES_SESSION: &str = "SET jit = off; SET application_name = 'kami'";
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is
+/// used (a restarted server, a dropped socket), one used more recently not.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -62,6 +66,24 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .max_connections(pool_size.max(2))
                     .acquire_timeout(Duration::from_secs(10))
+                    // sqlx pings a connection when it goes back to the pool
+                    // (always) and, by default, again when it is taken: two
+                    // round trips around each batch's one in a drop, each a
+                    // wake-up of a PostgreSQL backend and of a task on two
+                    // busy cores. One taken back within `PING_IDLE_AFTER`
+                    // answered its release ping just now.
+                    .test_before_acquire(false)
+                    // Connections stay open while idle, ready for a drop
+                    // (`warm_up`); still replaced after sqlx's lifetime.
+                    .idle_timeout(None)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_IDLE_AFTER {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(POSTGRES_SESSION).await?;

@@ -85,6 +85,24 @@ impl std::fmt::Debug for SqlStore {
 }
 
 impl SqlStore {
+    /// PostgreSQL: opens `connections` of the pool (at most all of it) at
+    /// once and readies each for a drop's batches (`batch::warm`), so the
+    /// first buyers of a drop wait for no connection to open and no
+    /// statement to be planned (a drop's first half second had twice the
+    /// latency of the rest: docs/PERFORMANCE.md, stop 44). The pool keeps
+    /// idle connections open (`connect.rs`), so they stay ready.
+    pub async fn warm_up(&self, connections: u32) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let n = connections.min(self.write.options().get_max_connections());
+        let mut conns = futures::future::try_join_all((0..n).map(|_| self.write.acquire())).await?;
+        for conn in &mut conns {
+            batch::warm(conn).await?;
+        }
+        Ok(())
+    }
+
     /// Says that another process writes to this SQLite database too: `kami
     /// cards import` beside `kami serve`. Its long runs of write
     /// transactions (an import's staging and flip) then leave the lock free

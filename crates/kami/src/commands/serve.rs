@@ -28,6 +28,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.bind))?;
     let store = open_store(&cfg).await?;
+    if let Err(e) = store
+        .warm_up(kami_web::writer_transactions(store.backend()))
+        .await
+    {
+        tracing::warn!(error = %e, "could not ready the database connections; the first orders will");
+    }
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
     store.guard_master_check(keys.check_value());
     let notice = match (&cfg.notice, cfg.demo) {
