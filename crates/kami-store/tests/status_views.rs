@@ -248,8 +248,8 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
 /// A paid order's update and its codes' sale are HOT updates on PostgreSQL
 /// (migrations 0010 and 0011): no index of `orders` names the status, the
 /// codes' indexes name columns a sale leaves alone, and pages keep room for
-/// the new versions of the orders a batch pays (Kami's four payment writers
-/// each take a quarter of the order ids, as here). Were an index on either
+/// the new versions of the orders a batch pays (here four payment writers
+/// each take a quarter of the order ids; Kami runs two, each taking half). Were an index on either
 /// status added again, every payment would index its order and its codes
 /// anew; this fails then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -128,7 +128,12 @@ pub fn build_state(
 fn writer_counts(backend: Backend) -> (usize, usize) {
     match backend {
         Backend::Sqlite => (3, 1),
-        Backend::Postgres => (4, 4),
+        // Two since a plain batch is one round trip (stop 44): four
+        // overlapped the five round trips of a counted batch, and with one
+        // they cost PostgreSQL a fifth more CPU per order in contention
+        // (alternated full runs: 46.8-49.3 us against 59.8-64.2, orders a
+        // second 17,672-18,364 against 15,071-16,657, docs/PERFORMANCE.md).
+        Backend::Postgres => (2, 2),
     }
 }
 
@@ -146,9 +151,9 @@ pub fn writer_transactions(backend: Backend) -> u32 {
 /// payment batch waits for the WAL's sync before it is answered
 /// (`wal_sync.rs`; with two, notifications a second fell by a fifth with
 /// that wait, by an eighth with three: docs/PERFORMANCE.md, stop 40).
-/// PostgreSQL runs a few
-/// transactions side by side (their claims skip each other's rows) to
-/// overlap round trips.
+/// PostgreSQL runs two
+/// transactions side by side (their claims skip each other's rows), so one
+/// is written while the other commits.
 fn writers(store: &Arc<dyn Store>, settings: &Settings) -> (OrderWriter, Vec<PayWriter>) {
     let (parallel, shards) = writer_counts(store.backend());
     let cfg = WriterConfig {

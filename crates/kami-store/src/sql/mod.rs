@@ -88,8 +88,8 @@ impl SqlStore {
     /// PostgreSQL: opens `connections` of the pool (at most all of it) at
     /// once and readies each for a drop's batches (`batch::warm`), so the
     /// first buyers of a drop wait for no connection to open and no
-    /// statement to be planned (a drop's first half second had twice the
-    /// latency of the rest: docs/PERFORMANCE.md, stop 44). The pool keeps
+    /// statement to be planned (a drop's first half second had about twice
+    /// the latency of the rest: docs/PERFORMANCE.md, stop 44). The pool keeps
     /// idle connections open (`connect.rs`), so they stay ready.
     pub async fn warm_up(&self, connections: u32) -> Result<()> {
         if self.backend != Backend::Postgres {
