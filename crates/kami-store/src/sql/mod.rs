@@ -66,6 +66,7 @@ pub struct SqlStore {
     /// PostgreSQL: where the last batches found each product's first
     /// available code (`batch::StockFloors`).
     stock_floors: std::sync::Arc<batch::StockFloors>,
+    /// How many order batches each path wrote (`/metrics`).
     batch_paths: std::sync::Arc<batch::BatchPaths>,
     /// SQLite: syncs the WAL before a payment is acknowledged
     /// (`wal_sync.rs`). `None` on PostgreSQL, whose commits wait for the disk.

@@ -32,7 +32,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .warm_up(kami_web::writer_transactions(store.backend()))
         .await
     {
-        tracing::warn!(error = %e, "could not ready the database connections; the first orders will");
+        tracing::warn!(error = %e, "could not ready the database connections at start; the first orders open them");
     }
     let keys = master_key::keys_for(&cfg, store.as_ref()).await?;
     store.guard_master_check(keys.check_value());
