@@ -249,9 +249,9 @@ async fn a_sweep_clears_paid_deadlines_and_expires_behind_them(backend: Backend)
 /// (migrations 0010 and 0011): no index of `orders` names the status, the
 /// codes' indexes name columns a sale leaves alone, and pages keep room for
 /// the new versions of the orders a batch pays (here four payment writers
-/// each take a quarter of the order ids; Kami runs two, each taking half). Were an index on either
-/// status added again, every payment would index its order and its codes
-/// anew; this fails then.
+/// each take a quarter of the order ids; Kami runs two, each taking half).
+/// Were an index on either status added again, every payment would index
+/// its order and its codes anew; this fails then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_pays_orders_with_hot_updates() {
     let db = open(Backend::Postgres).await;

@@ -129,10 +129,11 @@ fn writer_counts(backend: Backend) -> (usize, usize) {
     match backend {
         Backend::Sqlite => (3, 1),
         // Two since a plain batch is one round trip (stop 44): four
-        // overlapped the five round trips of a counted batch, and with one
-        // they cost PostgreSQL a fifth more CPU per order in contention
-        // (alternated full runs: 46.8-49.3 us against 59.8-64.2, orders a
-        // second 17,672-18,364 against 15,071-16,657, docs/PERFORMANCE.md).
+        // overlapped the five round trips of a counted batch, but with one
+        // round trip per batch four cost PostgreSQL a fifth more CPU per
+        // order in contention (alternated full runs: 46.8-49.3 us against
+        // 59.8-64.2, orders a second 17,672-18,364 against 15,071-16,657,
+        // docs/PERFORMANCE.md).
         Backend::Postgres => (2, 2),
     }
 }
