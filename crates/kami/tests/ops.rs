@@ -298,3 +298,20 @@ async fn storefront_lists_products_with_names_escaped(backend: Backend) {
     assert_eq!(v["name"], json!(evil));
     assert_eq!(v["stock"], json!(2), "{v}");
 }
+
+/// The server runs with transparent huge pages off (`main.rs`,
+/// `no_transparent_huge_pages`): zeroing a fresh 2 MiB page inside a page
+/// fault stopped a worker, and every order behind it, for milliseconds.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_runs_without_transparent_huge_pages() {
+    let kami = spawn_kami(Backend::Sqlite).await;
+    let pid = kami.pid().expect("the server is running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    // Kernels before 5.0 do not report it; every one this runs on does.
+    assert_eq!(thp, Some("0"), "{status}");
+}

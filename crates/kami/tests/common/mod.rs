@@ -381,6 +381,11 @@ impl Kami {
         key
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
     /// Starts `kami serve` and waits for `/readyz`.
     pub async fn start(&self) -> Result<(), String> {
         let echo = std::env::var("KAMI_TEST_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0");
