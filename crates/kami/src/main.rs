@@ -117,10 +117,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), and the
 /// kernel then fills the first touch of each 2 MiB with zeros inside the
 /// page fault, on whichever thread touched it: in a drop, while the server's
-/// memory grows, a tokio worker stopped for up to 30 ms at a time zeroing
-/// pages (perf: `clear_page_erms` under `do_huge_pmd_anonymous_page`, from
-/// mimalloc's fresh pages and a growing hash table) and every order waited.
-/// With 4 KiB pages the same zeroing comes a page at a time. Alternated
+/// memory grows, perf sampled a tokio worker spending up to 7 ms of a 10 ms
+/// stretch in `clear_page_erms` under `do_huge_pmd_anonymous_page` (from
+/// mimalloc's fresh pages and a growing hash table), with no answer going
+/// out meanwhile. With 4 KiB pages the same zeroing comes a page at a time
+/// and the longest stalls went (the benchmark's timelines). Alternated
 /// 100,000-code drops (stop 46): orders/s +7%, the order p99.9 21–27 ms
 /// against 40–47 ms, and the peak RSS 119–123 MiB against 143–152 MiB (huge
 /// pages hold memory a 4 KiB page would not). The prctl also covers memory
