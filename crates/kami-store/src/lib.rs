@@ -156,10 +156,10 @@ pub trait Store: Send + Sync + 'static {
     /// whose last beat is before `stale_before`): aborts those still
     /// staging, and finishes those already claimed for their commit.
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped>;
-    /// Products an import is making sellable now (`committing`), or made
-    /// sellable at or after `since` (its `finished_at`): the stock gate
-    /// re-reads their counts exactly, whichever process imported.
-    async fn products_restocked_since(&self, since: Millis) -> Result<Vec<i64>>;
+    /// Imports making codes sellable now (`committing`), or that made them
+    /// sellable at or after `since` (their `finished_at`), whichever process
+    /// imported: the stock gate re-reads their products' counts exactly.
+    async fn restocks_since(&self, since: Millis) -> Result<Vec<Restock>>;
 
     // --- orders ------------------------------------------------------------
     async fn create_order(&self, o: &NewOrder) -> Result<Result<Order, CreateOrderError>>;

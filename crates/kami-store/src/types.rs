@@ -132,6 +132,17 @@ pub struct OrderBatchPaths {
     pub one_by_one: u64,
 }
 
+/// An import making codes sellable (`Store::restocks_since`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restock {
+    /// Its batch (`card_batches.id`).
+    pub batch_id: i64,
+    pub product_id: i64,
+    /// When its codes became sellable; `None` while it is still flipping
+    /// them, a chunk at a time.
+    pub finished_at: Option<Millis>,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct StockCounts {
     pub available: i64,

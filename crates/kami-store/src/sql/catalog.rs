@@ -291,17 +291,28 @@ pub async fn available_by_product(s: &SqlStore) -> Result<Vec<(i64, i64)>> {
         .collect()
 }
 
-/// Products whose import batch is being flipped to `available`, or was
-/// finished at or after `since`. `card_batches` holds a row per import, so
-/// the scan is small.
-pub async fn products_restocked_since(s: &SqlStore, since: Millis) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT DISTINCT product_id FROM card_batches \
+/// Import batches being flipped to `available`, or finished at or after
+/// `since`. `card_batches` holds a row per import, so the scan is small.
+pub async fn restocks_since(s: &SqlStore, since: Millis) -> Result<Vec<Restock>> {
+    let rows = sqlx::query(
+        "SELECT id, product_id, status, finished_at FROM card_batches \
          WHERE status = 'committing' OR (status = 'committed' AND finished_at >= $1)",
     )
     .bind(since)
     .fetch_all(&s.read)
-    .await?)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Restock {
+                batch_id: r.try_get("id")?,
+                product_id: r.try_get("product_id")?,
+                finished_at: match r.try_get::<String, _>("status")?.as_str() {
+                    "committed" => r.try_get("finished_at")?,
+                    _ => None,
+                },
+            })
+        })
+        .collect()
 }
 
 /// Begins an import of codes into the product: its batch, and the lease

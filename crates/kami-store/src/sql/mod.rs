@@ -258,8 +258,8 @@ impl Store for SqlStore {
     async fn reap_stale_imports(&self, stale_before: Millis) -> Result<Reaped> {
         catalog::reap_stale_imports(self, stale_before).await
     }
-    async fn products_restocked_since(&self, since: Millis) -> Result<Vec<i64>> {
-        catalog::products_restocked_since(self, since).await
+    async fn restocks_since(&self, since: Millis) -> Result<Vec<Restock>> {
+        catalog::restocks_since(self, since).await
     }
 
     // Orders are answered without waiting for the WAL's sync (payments
