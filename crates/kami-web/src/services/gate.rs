@@ -598,7 +598,8 @@ mod restock_tests {
     use kami_store::{ImportCounts, NewCard, NewProduct, SqlStore};
     use rand::Rng;
 
-    async fn store() -> SqlStore {
+    /// A migrated store in a directory of its own, removed by the caller.
+    async fn store() -> (SqlStore, std::path::PathBuf) {
         let tag: u64 = rand::thread_rng().gen();
         let dir = std::env::temp_dir().join(format!("kami-gate-restock-{tag:x}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -606,7 +607,7 @@ mod restock_tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        store
+        (store, dir)
     }
 
     async fn import(store: &SqlStore, product_id: i64, codes: usize) {
@@ -635,7 +636,7 @@ mod restock_tests {
 
     #[tokio::test]
     async fn a_finished_import_is_counted_once_and_every_new_one_again() {
-        let store = store().await;
+        let (store, dir) = store().await;
         let product = store
             .create_product(&NewProduct {
                 name: "drop".into(),
@@ -673,5 +674,7 @@ mod restock_tests {
         import(&store, product, 2).await;
         gate.resync(&store, &[]).await.unwrap();
         assert_eq!(gate.count(product), Some(5), "a new import is counted");
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
